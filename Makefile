@@ -1,0 +1,28 @@
+# Two entry points for a fresh machine (see README.md): `make demo` and `make test`.
+VENV := .venv/bin
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test lint typecheck check clean
+
+.setup-done: pyproject.toml scripts/setup.sh interop/node/package.json
+	bash scripts/setup.sh
+
+setup: .setup-done
+
+demo: .setup-done
+	$(VENV)/teep-coap demo
+
+test: .setup-done
+	$(VENV)/python -m pytest -q $(PYTEST_ARGS)
+
+lint: .setup-done
+	$(VENV)/ruff check teep_coap tests interop
+	$(VENV)/ruff format --check teep_coap tests interop
+
+typecheck: .setup-done
+	$(VENV)/mypy
+
+check: lint typecheck test
+
+clean:
+	rm -rf .setup-done .venv build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,55 @@
+"""The `teep-coap` command.
+
+Each area registers its commands in its own module under `teep_coap.cli`; this module only builds the
+top-level group and turns deliberate errors into one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from teep_coap import __version__
+from teep_coap.cli.groups import root
+from teep_coap.errors import TeepCoapError
+
+# Modules that attach commands to the groups in `teep_coap.cli.groups`.
+COMMAND_MODULES = (
+    "codec",
+    "keys",
+    "suit",
+    "agent",
+    "tam",
+    "transport",
+    "http",
+    "otrp",
+    "bench",
+    "demo",
+)
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(f"teep_coap.cli.{_name}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the console script."""
+    try:
+        root.main(args=argv, prog_name="teep-coap", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2)
+    except TeepCoapError as exc:
+        click.echo(f"teep-coap: error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+__all__ = ["__version__", "main", "root"]

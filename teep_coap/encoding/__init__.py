@@ -1,0 +1,1 @@
+"""encoding layer (see ../shared/DESIGN.md)."""

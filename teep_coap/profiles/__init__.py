@@ -1,0 +1,1 @@
+"""profiles layer (see ../shared/DESIGN.md)."""

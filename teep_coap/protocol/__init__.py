@@ -1,0 +1,1 @@
+"""protocol layer (see ../shared/DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""security layer (see ../shared/DESIGN.md)."""
