@@ -1,0 +1,194 @@
+"""The TAM side of TEEP over HTTP(S) (draft-ietf-teep-otrp-over-http-15) with aiohttp.
+
+One route, POST only. The body is opaque: it goes to the `MessageHandler` and whatever bytes come back
+are the answer (200 with the message, 204 when the handler has nothing more). The server enforces the
+draft's rules (415, Accept, required headers, no Cache-Control) and our own bounds (413 over the
+configured size, 503 + Retry-After above the number of requests in flight, 500 when the handler
+fails or takes longer than its time limit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import ssl
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from teep_coap.model.codes import MEDIA_TYPE_TEEP_CBOR
+from teep_coap.transport.base import MessageHandler, PeerInfo, Rejection, RequestRejected, TransportError
+from teep_coap.transport.http import rules
+
+log = logging.getLogger(__name__)
+
+REJECTION_STATUS: dict[Rejection, int] = {
+    Rejection.BAD_REQUEST: rules.STATUS_BAD_REQUEST,
+    Rejection.FORBIDDEN: rules.STATUS_FORBIDDEN,
+    Rejection.UNSUPPORTED_MEDIA: rules.STATUS_UNSUPPORTED_MEDIA,
+    Rejection.TOO_LARGE: rules.STATUS_TOO_LARGE,
+    Rejection.SERVER_ERROR: rules.STATUS_SERVER_ERROR,
+    Rejection.OVERLOADED: rules.STATUS_OVERLOADED,
+}
+
+
+@dataclass(frozen=True)
+class HttpServerOptions:
+    """How the TAM listens. `port=0` picks a free port (read it back from `start()`)."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    path: str = rules.DEFAULT_PATH
+    media_type: str = MEDIA_TYPE_TEEP_CBOR
+    ssl_context: ssl.SSLContext | None = None
+    max_message_size: int = 1_048_576
+    max_concurrent_requests: int = 64
+    retry_after: int = 2  # seconds, sent with 503
+    handler_timeout: float = 20.0  # seconds one handler call may take before the answer is 500
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.ssl_context is not None else "http"
+
+
+def _peer_info(request: web.Request, scheme: str) -> PeerInfo:
+    """Transport facts about the client; with a verified client certificate, its subject CN."""
+    transport = request.transport
+    peername = transport.get_extra_info("peername") if transport is not None else None
+    address = f"{peername[0]}:{peername[1]}" if peername else "?"
+    identity = None
+    ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+    if ssl_object is not None:
+        cert = ssl_object.getpeercert()
+        if cert:
+            for rdn in cert.get("subject", ()):
+                for key, value in rdn:
+                    if key == "commonName":
+                        identity = value
+    return PeerInfo(transport=scheme, address=address, identity=identity, authenticated=identity is not None)
+
+
+class HttpTamServer:
+    """aiohttp server that hands each POST body to a `MessageHandler`."""
+
+    def __init__(self, handler: MessageHandler, options: HttpServerOptions | None = None) -> None:
+        self.handler = handler
+        self.options = options or HttpServerOptions()
+        self._runner: web.AppRunner | None = None
+        self._in_flight = 0
+        self._port: int | None = None
+        self.requests_served = 0
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise TransportError("HTTP server is not started")
+        return self._port
+
+    @property
+    def uri(self) -> str:
+        """The TAM URI a Broker posts to."""
+        host = self.options.host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"{self.options.scheme}://{host}:{self.port}{self.options.path}"
+
+    def _reply(self, status: int, text: str = "", extra: dict[str, str] | None = None) -> web.Response:
+        headers = dict(rules.SECURITY_HEADERS)
+        if extra:
+            headers.update(extra)
+        if status == rules.STATUS_DONE:
+            return web.Response(status=status, headers=headers)
+        return web.Response(status=status, text=text + "\n" if text else None, headers=headers)
+
+    async def _serve(self, request: web.Request) -> web.StreamResponse:
+        opts = self.options
+        if request.method != "POST":
+            return self._reply(rules.STATUS_METHOD_NOT_ALLOWED, "only POST is used", {"Allow": "POST"})
+        if not rules.accepts(request.headers.get("Accept"), opts.media_type):
+            return self._reply(rules.STATUS_NOT_ACCEPTABLE, f"Accept must include {opts.media_type}")
+        length = request.content_length
+        if length is not None and length > opts.max_message_size:
+            return self._reply(rules.STATUS_TOO_LARGE, f"message over {opts.max_message_size} bytes")
+        if self._in_flight >= opts.max_concurrent_requests:
+            return self._reply(
+                rules.STATUS_OVERLOADED, "too many requests in flight", {"Retry-After": str(opts.retry_after)}
+            )
+        self._in_flight += 1
+        try:
+            return await self._serve_counted(request)
+        finally:
+            self._in_flight -= 1
+
+    async def _serve_counted(self, request: web.Request) -> web.StreamResponse:
+        opts = self.options
+        try:
+            body = await request.content.read(opts.max_message_size + 1)
+            if len(body) > opts.max_message_size or not request.content.at_eof():
+                return self._reply(rules.STATUS_TOO_LARGE, f"message over {opts.max_message_size} bytes")
+        except (TimeoutError, ConnectionError) as exc:  # the client went away
+            raise web.HTTPBadRequest(text=f"cannot read body: {exc}") from None
+        if body and rules.media_type_of(request.headers.get("Content-Type")) != opts.media_type:
+            return self._reply(rules.STATUS_UNSUPPORTED_MEDIA, f"Content-Type must be {opts.media_type}")
+        peer = _peer_info(request, opts.scheme)
+        try:
+            answer = await asyncio.wait_for(self.handler(body, peer), timeout=opts.handler_timeout)
+        except RequestRejected as exc:
+            extra = {}
+            if exc.rejection is Rejection.OVERLOADED:
+                extra["Retry-After"] = str(
+                    math.ceil(exc.retry_after) if exc.retry_after is not None else opts.retry_after
+                )
+            return self._reply(REJECTION_STATUS[exc.rejection], exc.reason, extra)
+        except TimeoutError:
+            log.warning("TAM handler took longer than %.1fs", opts.handler_timeout)
+            return self._reply(rules.STATUS_SERVER_ERROR, "TAM did not answer in time")
+        except Exception:  # any handler failure is the TAM's, and the draft says 5xx
+            log.exception("TAM handler failed")
+            return self._reply(rules.STATUS_SERVER_ERROR, "TAM failed")
+        self.requests_served += 1
+        if not answer:
+            return self._reply(rules.STATUS_DONE)
+        headers = dict(rules.SECURITY_HEADERS)
+        headers["Content-Type"] = opts.media_type
+        return web.Response(status=rules.STATUS_MESSAGE, body=answer, headers=headers)
+
+    async def start(self) -> int:
+        """Listen; returns the bound port."""
+        if self._runner is not None:
+            return self.port
+        # client_max_size bounds aiohttp's own buffering too; we read the body ourselves with a limit.
+        app = web.Application(client_max_size=self.options.max_message_size + 1)
+        app.router.add_route("*", self.options.path, self._serve)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, self.options.host, self.options.port, ssl_context=self.options.ssl_context)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise TransportError(f"cannot listen on {self.options.host}:{self.options.port}: {exc}") from None
+        self._runner = runner
+        server = site._server  # aiohttp keeps the asyncio server here; the bound port is only on it
+        sockets = getattr(server, "sockets", None) or []
+        if not sockets:
+            await self.stop()
+            raise TransportError("HTTP server has no listening socket")
+        self._port = int(sockets[0].getsockname()[1])
+        return self._port
+
+    async def stop(self) -> None:
+        """Stop listening and close open connections."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            with contextlib.suppress(Exception):
+                await runner.cleanup()
+
+    async def __aenter__(self) -> HttpTamServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
