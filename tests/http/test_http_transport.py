@@ -46,16 +46,19 @@ async def raw_post(
     method: str = "POST",
     ssl_ctx: ssl.SSLContext | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
-    async with aiohttp.ClientSession(
-        cookie_jar=aiohttp.DummyCookieJar(), timeout=aiohttp.ClientTimeout(total=5)
-    ) as s, s.request(
-        method,
-        uri,
-        data=body,
-        headers=headers or {},
-        allow_redirects=False,
-        ssl=ssl_ctx if ssl_ctx is not None else True,
-    ) as r:
+    async with (
+        aiohttp.ClientSession(
+            cookie_jar=aiohttp.DummyCookieJar(), timeout=aiohttp.ClientTimeout(total=5)
+        ) as s,
+        s.request(
+            method,
+            uri,
+            data=body,
+            headers=headers or {},
+            allow_redirects=False,
+            ssl=ssl_ctx if ssl_ctx is not None else True,
+        ) as r,
+    ):
         return r.status, dict(r.headers), await r.read()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 
 import pytest
@@ -105,7 +106,5 @@ def test_algorithm_must_fit_the_key() -> None:
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=300))
 def test_random_bytes_never_escape_as_raw_exceptions(data: bytes) -> None:
-    try:
+    with contextlib.suppress(SecurityError):
         verify_json(data, P256.public)
-    except SecurityError:
-        pass
