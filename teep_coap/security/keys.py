@@ -198,12 +198,11 @@ class VerifyingKey:
         return jwk
 
     def cwt_key(self) -> Any:
-        """The same key as a python-cwt COSEKey (built once), for cwt's COSE verification."""
+        """The same key as a python-cwt COSEKeyInterface (built once), for cwt's COSE verification."""
         if self._cwt_key is None:
-            from cwt import COSEKey  # local: cwt is only needed when COSE objects are processed
+            from teep_coap.security.cwt_keys import CwtKey  # local: keys work without cwt loaded
 
-            params = self.cose_params()
-            self._cwt_key = COSEKey.new(params)
+            self._cwt_key = CwtKey(self, private=False)
         return self._cwt_key
 
     def __eq__(self, other: object) -> bool:
@@ -272,11 +271,11 @@ class SigningKey:
         return jwk
 
     def cwt_key(self) -> Any:
-        """The same key as a python-cwt COSEKey (built once), for cwt's COSE signing."""
+        """The same key as a python-cwt COSEKeyInterface (built once), for cwt's COSE signing."""
         if self._cwt_key is None:
-            from cwt import COSEKey
+            from teep_coap.security.cwt_keys import CwtKey
 
-            self._cwt_key = COSEKey.new(self.cose_params())
+            self._cwt_key = CwtKey(self, private=True)
         return self._cwt_key
 
     def __repr__(self) -> str:
