@@ -1,0 +1,204 @@
+"""The Broker side of the CoAP binding: confirmable POSTs of message bytes to the TAM resource.
+
+One `CoapClient` per device and TAM URI. Every wait is bounded by the profile's `request_timeout`
+(a wrong DTLS PSK makes tinydtls wait for ever); 5.03 answers are retried after their Max-Age while
+time is left, since a rejected request never reached the TAM. Other error codes become
+`PeerRejected`, network trouble `TransportError`, and no answer in time `TransportTimeout`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import aiocoap
+import aiocoap.error
+from aiocoap import Message
+from aiocoap.numbers.codes import Code
+from aiocoap.optiontypes import BlockOption
+
+from teep_coap.profiles.schema import Profile
+from teep_coap.transport.base import PeerRejected, TransportError, TransportTimeout
+from teep_coap.transport.coap.credentials import CredentialsError, DeviceCredentials
+from teep_coap.transport.coap.tuning import tuning_for
+
+log = logging.getLogger("teep_coap.transport.coap.client")
+
+TRANSPORTS = {"coap": ["udp6"], "coaps": ["tinydtls"], "coap+oscore": ["oscore", "udp6"]}
+MAX_OVERLOAD_WAIT = 10.0  # never sleep longer than this for one 5.03, whatever Max-Age says
+
+
+def code_text(code: Code) -> str:
+    """A CoAP code as the dotted text every CoAP document uses (4.15)."""
+    return str(code.dotted)
+
+
+class CoapClient:
+    """MessageClient over CoAP: `post(bytes) -> bytes | None`, `close()`."""
+
+    def __init__(self, profile: Profile, tam_uri: str, credentials: DeviceCredentials | None = None) -> None:
+        if not profile.transport.is_coap:
+            raise TransportError(
+                f"profile {profile.name!r} is not a CoAP profile ({profile.transport.scheme})"
+            )
+        self.profile = profile
+        self.uri = self._normalise_uri(tam_uri)
+        self._credentials = credentials
+        self._tuning = tuning_for(profile)
+        self._context: aiocoap.Context | None = None
+        self._oscore_ctx: Any = None
+        self.exchanges = 0  # POSTs answered (whole block-wise transfers count once)
+
+    def _normalise_uri(self, uri: str) -> str:
+        scheme = self.profile.transport.scheme
+        if scheme == "coap+oscore" and uri.startswith("coap+oscore://"):
+            uri = "coap://" + uri[len("coap+oscore://") :]
+        want = "coaps" if scheme == "coaps" else "coap"
+        if not uri.startswith(f"{want}://"):
+            raise TransportError(f"profile {self.profile.name!r} needs a {want}:// TAM URI, got {uri!r}")
+        if uri.rstrip("/").count("/") < 3:  # no path given: use the profile's
+            uri = uri.rstrip("/") + self.profile.transport.path
+        return uri
+
+    async def _ensure_context(self) -> aiocoap.Context:
+        if self._context is not None:
+            return self._context
+        mode = self.profile.security.mode
+        if mode != "none" and self._credentials is None:
+            raise CredentialsError(
+                f"profile {self.profile.name!r} ({mode}) needs the Agent's transport credentials"
+            )
+        ctx = await aiocoap.Context.create_client_context(
+            transports=TRANSPORTS[self.profile.transport.scheme]
+        )
+        pattern = self.uri.split("://", 1)[0] + "://" + self.uri.split("://", 1)[1].split("/", 1)[0] + "/*"
+        creds = self._credentials
+        if mode == "dtls-psk" and creds is not None:
+            ctx.client_credentials.load_from_dict(
+                {
+                    pattern: {
+                        "dtls": {
+                            "psk": {"hex": creds.psk.hex()},
+                            "client-identity": {"ascii": creds.psk_identity},
+                        }
+                    }
+                }
+            )
+        elif mode == "oscore" and creds is not None:
+            from aiocoap.oscore import FilesystemSecurityContext
+
+            if creds.oscore_dir is None or not Path(creds.oscore_dir, "settings.json").is_file():
+                await ctx.shutdown()
+                raise CredentialsError(f"no OSCORE context for {creds.name!r} (folder {creds.oscore_dir})")
+            try:
+                self._oscore_ctx = FilesystemSecurityContext(os.fspath(creds.oscore_dir))
+            except Exception as exc:  # LoadError or a lock held by another process
+                await ctx.shutdown()
+                raise CredentialsError(f"OSCORE context {creds.oscore_dir}: {exc}") from None
+            ctx.client_credentials[pattern] = self._oscore_ctx
+        self._context = ctx
+        return ctx
+
+    def _request(self, payload: bytes) -> Message:
+        msg = Message(
+            code=Code.POST,
+            uri=self.uri,
+            payload=payload,
+            transport_tuning=self._tuning,
+        )
+        if payload:
+            msg.opt.content_format = self.profile.transport.content_format
+        msg.opt.accept = self.profile.transport.content_format
+        szx = self.profile.transport.block_szx
+        if len(payload) > self.profile.transport.block_size:
+            # aiocoap's documented way to ask a block size for one request (RFC 7959 Block1 SZX)
+            msg.opt.block1 = BlockOption.BlockwiseTuple(0, False, szx)
+        if szx < 6:
+            # early negotiation: ask the TAM to answer in blocks of our size (RFC 7959 §2.4)
+            msg.opt.block2 = BlockOption.BlockwiseTuple(0, False, szx)
+        return msg
+
+    async def post(self, payload: bytes) -> bytes | None:
+        """POST one message (b"" starts a session); the TAM's next message, or None when it is done."""
+        if len(payload) > self.profile.limits.max_message_size:
+            raise TransportError(
+                f"message of {len(payload)} bytes exceeds the profile limit "
+                f"{self.profile.limits.max_message_size}"
+            )
+        ctx = await self._ensure_context()
+        deadline = time.monotonic() + self.profile.limits.request_timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TransportTimeout(
+                    f"no answer from {self.uri} within {self.profile.limits.request_timeout:g} s"
+                )
+            response = await self._send_once(ctx, payload, remaining)
+            if response.code == Code.SERVICE_UNAVAILABLE:
+                wait = min(
+                    float(response.opt.max_age if response.opt.max_age is not None else 60), MAX_OVERLOAD_WAIT
+                )
+                if time.monotonic() + wait < deadline:
+                    log.info("TAM overloaded, retrying in %.1f s", wait)
+                    await asyncio.sleep(wait)
+                    continue
+            return self._interpret(response)
+
+    async def _send_once(self, ctx: aiocoap.Context, payload: bytes, timeout: float) -> Message:
+        request = ctx.request(self._request(payload))
+        try:
+            response = await asyncio.wait_for(request.response, timeout)
+        except TimeoutError:
+            raise TransportTimeout(
+                f"no answer from {self.uri} within {self.profile.limits.request_timeout:g} s"
+                + (" (wrong DTLS PSK or identity?)" if self.profile.security.mode == "dtls-psk" else "")
+            ) from None
+        except aiocoap.error.ConRetransmitsExceeded:
+            raise TransportTimeout(f"{self.uri} did not acknowledge (retransmissions exhausted)") from None
+        except aiocoap.error.Error as exc:
+            raise TransportError(f"CoAP request to {self.uri} failed: {type(exc).__name__}: {exc}") from None
+        except OSError as exc:
+            raise TransportError(f"CoAP request to {self.uri} failed: {exc}") from None
+        self.exchanges += 1
+        return response
+
+    def _interpret(self, response: Message) -> bytes | None:
+        code = response.code
+        if not code.is_successful():
+            detail = bytes(response.payload).decode("utf-8", "replace")
+            if response.opt.max_age is not None and code == Code.SERVICE_UNAVAILABLE:
+                detail += f" (Max-Age {response.opt.max_age})"
+            raise PeerRejected(code_text(code), detail)
+        if code not in (Code.CHANGED, Code.CONTENT):
+            raise TransportError(f"unexpected answer {code_text(code)} from {self.uri}")
+        payload = bytes(response.payload)
+        if not payload:
+            return None
+        cf = response.opt.content_format
+        if cf is None or int(cf) != self.profile.transport.content_format:
+            raise TransportError(
+                f"answer has Content-Format {cf}, expected {self.profile.transport.content_format}"
+            )
+        return payload
+
+    async def close(self) -> None:
+        """Shut the client context down (DTLS close_notify, sockets) and release the OSCORE lock."""
+        if self._context is not None:
+            ctx, self._context = self._context, None
+            try:
+                await asyncio.wait_for(ctx.shutdown(), 5.0)
+            except (TimeoutError, aiocoap.error.Error, OSError) as exc:
+                log.debug("client shutdown: %s", exc)
+        if self._oscore_ctx is not None and getattr(self._oscore_ctx, "lockfile", None) is not None:
+            self._oscore_ctx.lockfile.release()
+            self._oscore_ctx = None
+
+    async def __aenter__(self) -> CoapClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

@@ -1,0 +1,324 @@
+"""The TAM side of the CoAP binding: one resource that hands request payloads to a MessageHandler.
+
+`CoapServer` serves the profile's path (default `/teep`) over plain CoAP, DTLS 1.2 PSK (aiocoap's
+`tinydtls_server`) or OSCORE (`OscoreSiteWrapper`). It checks, before the handler sees anything:
+method (4.05), Content-Format (4.15), Accept (4.06), size — from Size1, from the Block1 offset and the
+assembled total — (4.13 with Size1 = the limit), OSCORE protection (4.01), and the concurrency cap
+(5.03 + Max-Age). Handler results: bytes → 2.04 with payload, None → 2.04 without payload,
+`RequestRejected` → its code, any other exception → 5.00 and a log line. Block-wise transfer in both
+directions (RFC 7959) uses aiocoap's Block1 spool and Block2 cache with the profile's block size.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiocoap
+import aiocoap.resource
+from aiocoap import Message
+from aiocoap.numbers.codes import Code
+
+from teep_coap.profiles.schema import Profile
+from teep_coap.transport.base import MessageHandler, PeerInfo, Rejection, RequestRejected, TransportError
+from teep_coap.transport.coap.credentials import CredentialsError, DeviceCredentials
+
+log = logging.getLogger("teep_coap.transport.coap.server")
+
+REJECTION_CODES: dict[Rejection, Code] = {
+    Rejection.BAD_REQUEST: Code.BAD_REQUEST,
+    Rejection.FORBIDDEN: Code.FORBIDDEN,
+    Rejection.UNSUPPORTED_MEDIA: Code.UNSUPPORTED_CONTENT_FORMAT,
+    Rejection.TOO_LARGE: Code.REQUEST_ENTITY_TOO_LARGE,
+    Rejection.SERVER_ERROR: Code.INTERNAL_SERVER_ERROR,
+    Rejection.OVERLOADED: Code.SERVICE_UNAVAILABLE,
+}
+DIAGNOSTIC_MAX = 120  # bytes of diagnostic payload in error responses (RFC 7252 §5.5.2)
+
+
+@dataclass
+class ServerStats:
+    """Counters a test or the benchmark can read."""
+
+    requests: int = 0  # complete (assembled) requests that reached the TEEP resource
+    handled: int = 0  # handler calls that returned normally
+    rejected: dict[str, int] = field(default_factory=dict)  # CoAP code text -> count
+
+    def count(self, code: Code) -> None:
+        key = str(code.dotted)
+        self.rejected[key] = self.rejected.get(key, 0) + 1
+
+
+def _error(code: Code, reason: str, **options: Any) -> Message:
+    msg = Message(code=code, payload=reason.encode("utf-8", "replace")[:DIAGNOSTIC_MAX])
+    for name, value in options.items():
+        setattr(msg.opt, name, value)
+    return msg
+
+
+class TeepResource(aiocoap.resource.Resource):
+    """The TAM resource: confirmable POSTs of TEEP message bytes."""
+
+    def __init__(self, handler: MessageHandler, profile: Profile, stats: ServerStats) -> None:
+        super().__init__()
+        self._handler = handler
+        self._profile = profile
+        self._stats = stats
+        self._in_flight = 0
+
+    def _scheme(self, request: Message) -> str:
+        scheme = getattr(request.remote, "scheme", "coap")
+        if self._profile.transport.scheme == "coap+oscore":
+            return "coap+oscore"
+        return "coaps" if scheme == "coaps" else "coap"
+
+    async def render_to_pipe(self, pipe: Any) -> None:
+        """Refuse what must never be assembled (oversize, unprotected), then block-wise as usual."""
+        request = pipe.request
+        limit = self._profile.limits.max_message_size
+        early: Message | None = None
+        block1 = request.opt.block1
+        if request.opt.size1 is not None and request.opt.size1 > limit:
+            early = _error(Code.REQUEST_ENTITY_TOO_LARGE, f"Size1 {request.opt.size1} > {limit}", size1=limit)
+        elif (block1 is not None and block1.start + len(request.payload) > limit) or len(
+            request.payload
+        ) > limit:
+            early = _error(Code.REQUEST_ENTITY_TOO_LARGE, f"body exceeds {limit} bytes", size1=limit)
+        elif self._profile.transport.scheme == "coap+oscore" and not _oscore_claims(request):
+            early = _error(Code.UNAUTHORIZED, "OSCORE protection required")
+        if early is not None:
+            self._stats.count(early.code)
+            log.warning("rejected %s from %s: %s", early.code, _address(request), early.payload.decode())
+            pipe.add_response(early, is_last=True)
+            return
+        # The response to this peer uses the profile's block size (RFC 7959 §2.2; a smaller
+        # Block2 SZX asked by the client still wins, aiocoap's Block2 cache honours it).
+        try:
+            if request.remote.maximum_block_size_exp > self._profile.transport.block_szx:
+                request.remote.maximum_block_size_exp = self._profile.transport.block_szx
+        except AttributeError:  # a remote class without the setting (OSCORE's inner one)
+            pass
+        await super().render_to_pipe(pipe)
+
+    async def render_post(self, request: Message) -> Message:
+        self._stats.requests += 1
+        cf_expected = self._profile.transport.content_format
+        cf = request.opt.content_format
+        payload = bytes(request.payload)
+        if payload and (cf is None or int(cf) != cf_expected):
+            return self._reject(
+                request, Code.UNSUPPORTED_CONTENT_FORMAT, f"Content-Format must be {cf_expected}"
+            )
+        if not payload and cf is not None and int(cf) != cf_expected:
+            return self._reject(
+                request, Code.UNSUPPORTED_CONTENT_FORMAT, f"Content-Format must be {cf_expected}"
+            )
+        if request.opt.accept is not None and int(request.opt.accept) != cf_expected:
+            return self._reject(request, Code.NOT_ACCEPTABLE, f"only Content-Format {cf_expected} is served")
+        if len(payload) > self._profile.limits.max_message_size:
+            return self._reject(
+                request,
+                Code.REQUEST_ENTITY_TOO_LARGE,
+                f"body exceeds {self._profile.limits.max_message_size} bytes",
+                size1=self._profile.limits.max_message_size,
+            )
+        if self._in_flight >= self._profile.limits.max_concurrent_requests:
+            return self._reject(
+                request,
+                Code.SERVICE_UNAVAILABLE,
+                "overloaded",
+                max_age=self._profile.limits.overload_max_age,
+            )
+        peer = self.peer_info(request)
+        self._in_flight += 1
+        try:
+            answer = await self._handler(payload, peer)
+        except RequestRejected as exc:
+            extra: dict[str, Any] = {}
+            if exc.rejection is Rejection.OVERLOADED:
+                extra["max_age"] = int(exc.retry_after or self._profile.limits.overload_max_age)
+            if exc.rejection is Rejection.TOO_LARGE:
+                extra["size1"] = self._profile.limits.max_message_size
+            return self._reject(request, REJECTION_CODES[exc.rejection], exc.reason, **extra)
+        except Exception as exc:  # the handler's bug must not take the server down
+            log.exception("handler failed for %s", peer.address)
+            return self._reject(request, Code.INTERNAL_SERVER_ERROR, f"TAM failure: {type(exc).__name__}")
+        finally:
+            self._in_flight -= 1
+        self._stats.handled += 1
+        if answer is None:
+            return Message(code=Code.CHANGED)
+        return Message(code=Code.CHANGED, payload=answer, content_format=cf_expected)
+
+    def _reject(self, request: Message, code: Code, reason: str, **options: Any) -> Message:
+        self._stats.count(code)
+        log.warning("rejected %s from %s: %s", code, _address(request), reason)
+        return _error(code, reason, **options)
+
+    def peer_info(self, request: Message) -> PeerInfo:
+        """What the transport knows of the sender: scheme, address and authenticated identity."""
+        scheme = self._scheme(request)
+        identity: str | None = None
+        if scheme == "coaps":
+            claims = [c for c in (request.remote.authenticated_claims or []) if c]
+            identity = _identity_from_claim(claims[0]) if claims else None
+        elif scheme == "coap+oscore":
+            claims = _oscore_claims(request)
+            identity = claims[0] if claims else None
+        return PeerInfo(
+            transport=scheme, address=_address(request), identity=identity, authenticated=identity is not None
+        )
+
+
+CLAIM_PREFIX = ":psk:"
+
+
+def _identity_from_claim(claim: str) -> str:
+    return claim[len(CLAIM_PREFIX) :] if claim.startswith(CLAIM_PREFIX) else claim
+
+
+def _oscore_claims(request: Message) -> list[str]:
+    """Claims of an OSCORE-unprotected request; empty for a request that came without OSCORE."""
+    remote = request.remote
+    if type(remote).__name__ != "OSCOREAddress":
+        return []
+    return [str(c) for c in (remote.authenticated_claims or [])]
+
+
+def _address(request: Message) -> str:
+    remote = request.remote
+    for attr in ("hostinfo",):
+        try:
+            return str(getattr(remote, attr))
+        except Exception:  # some remotes cannot tell before they are bound
+            continue
+    return "?"
+
+
+def _local_port(context: aiocoap.Context) -> int:
+    """The UDP port the (single) server transport of `context` is bound to."""
+    for ri in context.request_interfaces:
+        mi = getattr(getattr(ri, "token_interface", None), "message_interface", None)
+        transport = getattr(mi, "transport", None)
+        if transport is not None:  # udp6
+            return int(transport.get_extra_info("socket").getsockname()[1])
+        pool = getattr(mi, "_pool", None)
+        if pool is not None:  # tinydtls_server / simplesocketserver
+            return int(pool._transport.get_extra_info("sockname")[1])
+    raise TransportError("cannot find the bound port of the CoAP server")
+
+
+class CoapServer:
+    """A TAM resource on one UDP port, for one profile; `start()` then `close()`."""
+
+    def __init__(
+        self,
+        profile: Profile,
+        handler: MessageHandler,
+        bind: tuple[str, int] = ("127.0.0.1", 0),
+        devices: Sequence[DeviceCredentials] = (),
+    ) -> None:
+        if not profile.transport.is_coap:
+            raise TransportError(
+                f"profile {profile.name!r} is not a CoAP profile ({profile.transport.scheme})"
+            )
+        self.profile = profile
+        self.stats = ServerStats()
+        self._handler = handler
+        self._bind = bind
+        self._devices = list(devices)
+        self._context: aiocoap.Context | None = None
+        self.port = 0
+        self.resource = TeepResource(handler, profile, self.stats)
+
+    @property
+    def uri(self) -> str:
+        """The TAM URI clients use."""
+        host = self._bind[0]
+        hostpart = f"[{host}]" if ":" in host else host
+        scheme = "coaps" if self.profile.transport.scheme == "coaps" else "coap"
+        return f"{scheme}://{hostpart}:{self.port}{self.profile.transport.path}"
+
+    def _credentials_dict(self) -> dict[str, Any]:
+        creds: dict[str, Any] = {}
+        mode = self.profile.security.mode
+        for d in self._devices:
+            if mode == "dtls-psk":
+                creds[f"{CLAIM_PREFIX}{d.psk_identity}"] = {
+                    "dtls": {"psk": {"hex": d.psk.hex()}, "client-identity": {"ascii": d.psk_identity}}
+                }
+        return creds
+
+    def _load_oscore(self, context: aiocoap.Context) -> None:
+        from aiocoap.oscore import FilesystemSecurityContext
+
+        for d in self._devices:
+            if d.oscore_dir is None:
+                continue
+            if not Path(d.oscore_dir, "settings.json").is_file():
+                raise CredentialsError(f"OSCORE context of {d.name!r} not found in {d.oscore_dir}")
+            try:
+                ctx = FilesystemSecurityContext(os.fspath(d.oscore_dir))
+            except Exception as exc:  # LoadError, lock held by another process
+                raise CredentialsError(f"OSCORE context of {d.name!r} in {d.oscore_dir}: {exc}") from None
+            ctx.authenticated_claims = [d.psk_identity]
+            context.server_credentials[f":oscore:{d.psk_identity}"] = ctx
+
+    async def start(self) -> None:
+        """Bind and serve; raises TransportError when the address cannot be bound."""
+        from aiocoap.oscore_sitewrapper import OscoreSiteWrapper
+
+        site = aiocoap.resource.Site()
+        path = tuple(p for p in self.profile.transport.path.split("/") if p)
+        site.add_resource(path, self.resource)
+        mode = self.profile.security.mode
+        host, port = self._bind
+        if mode == "dtls-psk":
+            if not self._devices:
+                raise CredentialsError("a coaps server needs at least one device PSK (credentials.toml)")
+            transports = ["tinydtls_server"]
+            bind = (host, port - 1 if port > 0 else -1)  # tinydtls_server binds port + 1 of `bind`
+        else:
+            transports = ["udp6"]
+            bind = (host, port)
+        root: Any = site
+        try:
+            if mode == "oscore":
+                # The wrapper needs the context's credentials map: create it first, fill it below.
+                self._context = await aiocoap.Context.create_server_context(
+                    None, bind=bind, transports=transports
+                )
+                self._load_oscore(self._context)
+                root = OscoreSiteWrapper(site, self._context.server_credentials)
+                self._context.serversite = root
+            else:
+                credentials = aiocoap.credentials.CredentialsMap()
+                credentials.load_from_dict(self._credentials_dict())
+                self._context = await aiocoap.Context.create_server_context(
+                    root, bind=bind, transports=transports, server_credentials=credentials
+                )
+        except OSError as exc:
+            raise TransportError(f"cannot bind {host}:{port}: {exc}") from None
+        self.port = _local_port(self._context)
+        log.info("TAM serving %s (%s)", self.uri, self.profile.name)
+
+    async def close(self) -> None:
+        """Stop serving and release the socket (and OSCORE context locks)."""
+        if self._context is not None:
+            ctx, self._context = self._context, None
+            await ctx.shutdown()
+            for value in list(ctx.server_credentials.values()):
+                lock = getattr(value, "lockfile", None)
+                if lock is not None:
+                    lock.release()
+
+    async def __aenter__(self) -> CoapServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

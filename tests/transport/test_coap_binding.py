@@ -1,0 +1,149 @@
+"""The CoAP binding with a scripted handler: real aiocoap sockets on loopback, real DTLS and OSCORE."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+
+import pytest
+from coap_helpers import Creds, quick
+
+from teep_coap.transport.base import PeerInfo, PeerRejected, Rejection, RequestRejected, TransportTimeout
+from teep_coap.transport.coap import CoapClient, CoapServer
+from teep_coap.transport.coap.credentials import load_tam_credentials
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class Recorder:
+    """Echoes the payload reversed, or b"" -> a fixed first message; remembers the peers."""
+
+    def __init__(self) -> None:
+        self.peers: list[PeerInfo] = []
+        self.payloads: list[bytes] = []
+
+    async def __call__(self, payload: bytes, peer: PeerInfo) -> bytes | None:
+        self.peers.append(peer)
+        self.payloads.append(payload)
+        if payload == b"":
+            return b"first"
+        if payload == b"done":
+            return None
+        if payload == b"boom":
+            raise RuntimeError("handler bug")
+        if payload == b"reject":
+            raise RequestRejected(Rejection.FORBIDDEN, "identity mismatch")
+        return payload[::-1]
+
+
+@pytest.mark.parametrize("profile_name", ["coap", "coaps-psk", "coap-oscore", "coap-constrained"])
+async def test_flow_and_identity(profile_name: str, creds: Creds) -> None:
+    profile = quick(profile_name)
+    handler = Recorder()
+    async with CoapServer(profile, handler, devices=creds.tam_side) as server:
+        client = CoapClient(profile, server.uri, creds.agent_side)
+        try:
+            assert await client.post(b"") == b"first"
+            big = os.urandom(5000)
+            assert await client.post(big) == big[::-1]  # block-wise both ways
+            assert await client.post(b"done") is None
+        finally:
+            await client.close()
+    assert handler.payloads == [b"", big, b"done"]
+    peer = handler.peers[0]
+    assert peer.address.startswith("127.0.0.1") or "127.0.0.1" in peer.address
+    if profile.security.mode == "none":
+        assert peer.identity is None and not peer.authenticated and peer.transport == "coap"
+    else:
+        assert peer.identity == "agent-1" and peer.authenticated
+        assert peer.transport == ("coaps" if profile.security.mode == "dtls-psk" else "coap+oscore")
+
+
+async def test_errors_map_to_codes(creds: Creds) -> None:
+    profile = quick("coap")
+    async with CoapServer(profile, Recorder()) as server:
+        client = CoapClient(profile, server.uri)
+        try:
+            with pytest.raises(PeerRejected) as e1:
+                await client.post(b"boom")
+            assert e1.value.status == "5.00"
+            with pytest.raises(PeerRejected) as e2:
+                await client.post(b"reject")
+            assert e2.value.status == "4.03"
+            assert await client.post(b"") == b"first"  # still serving
+        finally:
+            await client.close()
+    assert server.stats.rejected == {"5.00": 1, "4.03": 1}
+
+
+async def test_oversize_is_413_before_assembly(creds: Creds) -> None:
+    profile = quick("coap", max_message_size=4096)
+    handler = Recorder()
+    async with CoapServer(profile, handler) as server:
+        big_client_profile = quick("coap")  # the client itself allows 1 MiB
+        client = CoapClient(big_client_profile, server.uri)
+        try:
+            with pytest.raises(PeerRejected) as exc:
+                await client.post(os.urandom(20000))
+            assert exc.value.status == "4.13"
+        finally:
+            await client.close()
+    assert handler.payloads == []
+
+
+async def test_overload_gives_503_with_max_age() -> None:
+    profile = quick("coap", max_concurrent_requests=1, overload_max_age=1)
+    gate = asyncio.Event()
+
+    async def slow(payload: bytes, peer: PeerInfo) -> bytes | None:
+        await gate.wait()
+        return b"ok"
+
+    async with CoapServer(profile, slow) as server:
+        impatient = dataclasses.replace(
+            profile, limits=dataclasses.replace(profile.limits, request_timeout=0.8)
+        )
+        c1, c2 = CoapClient(profile, server.uri), CoapClient(impatient, server.uri)
+        try:
+            first = asyncio.create_task(c1.post(b"x"))
+            await asyncio.sleep(0.3)
+            with pytest.raises(PeerRejected) as exc:
+                await c2.post(b"y")  # Max-Age 1 s does not fit in 0.8 s: the 5.03 is reported
+            assert exc.value.status == "5.03" and "Max-Age 1" in exc.value.detail
+            gate.set()
+            assert await first == b"ok"
+        finally:
+            await c1.close()
+            await c2.close()
+
+
+async def test_wrong_psk_times_out_and_server_keeps_serving(creds: Creds) -> None:
+    profile = quick("coaps-psk", request_timeout=1.5)
+    async with CoapServer(profile, Recorder(), devices=creds.tam_side) as server:
+        bad = dataclasses.replace(creds.agent_side, psk=bytes(16))
+        c_bad = CoapClient(profile, server.uri, bad)
+        try:
+            with pytest.raises(TransportTimeout, match="wrong DTLS PSK"):
+                await c_bad.post(b"")
+        finally:
+            await c_bad.close()
+        good = CoapClient(profile, server.uri, creds.agent_side)
+        try:
+            assert await good.post(b"") == b"first"
+        finally:
+            await good.close()
+
+
+async def test_oscore_server_refuses_unprotected(creds: Creds) -> None:
+    oscore = quick("coap-oscore")
+    handler = Recorder()
+    async with CoapServer(oscore, handler, devices=load_tam_credentials(creds.tam_dir)) as server:
+        plain = CoapClient(quick("coap"), server.uri)
+        try:
+            with pytest.raises(PeerRejected) as exc:
+                await plain.post(b"")
+            assert exc.value.status == "4.01"
+        finally:
+            await plain.close()
+    assert handler.payloads == []
