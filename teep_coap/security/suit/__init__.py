@@ -1,0 +1,83 @@
+"""SUIT envelopes for TEEP: build, parse, verify, process into the Agent's store, and report.
+
+Public API (see docs/suit.md):
+  parse_envelope(data) -> Envelope                      structure only, no crypto
+  verify_envelope(data, trust) -> Envelope              manifest digest + COSE_Sign1 + severed members
+  build_envelope(payload, *, key, component_id, ...) -> bytes
+  process_envelope(data, *, trust, store, fetcher, device, report_nonce) -> ProcessResult
+  unlink(component_id, *, store) -> ProcessResult
+  build_report / sign_report / parse_report / system_property_claims
+Errors: SuitError and subclasses, each with `.reason` = SUIT report reason code.
+"""
+
+from teep_coap.security.suit.build import (
+    build_envelope,
+    build_manifest,
+    default_manifest_component_id,
+    teep_component_id,
+)
+from teep_coap.security.suit.codec import parse_envelope
+from teep_coap.security.suit.constants import ReportReason
+from teep_coap.security.suit.errors import (
+    ComponentUnauthorised,
+    ComponentUnsupported,
+    ConditionFailed,
+    ManifestDigestMismatch,
+    OperationFailed,
+    ParameterUnsupported,
+    PayloadTooLarge,
+    RollbackRefused,
+    SeveringUnsupported,
+    SuitError,
+    SuitParseError,
+    SuitReportError,
+    Unauthorised,
+    UnsupportedAlgorithm,
+    UnsupportedCommand,
+    UnsupportedCose,
+    UnsupportedLayout,
+)
+from teep_coap.security.suit.model import (
+    CommandSequence,
+    Common,
+    ComponentId,
+    Envelope,
+    Manifest,
+    SuitCommand,
+    SuitDigest,
+)
+from teep_coap.security.suit.verify import verify_envelope
+
+__all__ = [
+    "CommandSequence",
+    "Common",
+    "ComponentId",
+    "ComponentUnauthorised",
+    "ComponentUnsupported",
+    "ConditionFailed",
+    "Envelope",
+    "Manifest",
+    "ManifestDigestMismatch",
+    "OperationFailed",
+    "ParameterUnsupported",
+    "PayloadTooLarge",
+    "ReportReason",
+    "RollbackRefused",
+    "SeveringUnsupported",
+    "SuitCommand",
+    "SuitDigest",
+    "SuitError",
+    "SuitParseError",
+    "SuitReportError",
+    "Unauthorised",
+    "UnsupportedAlgorithm",
+    "UnsupportedCommand",
+    "UnsupportedCose",
+    "UnsupportedLayout",
+    "build_envelope",
+    "build_manifest",
+    "default_manifest_component_id",
+    "parse_envelope",
+    "teep_component_id",
+    "verify_envelope",
+]

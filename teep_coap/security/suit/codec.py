@@ -1,0 +1,372 @@
+"""Strict SUIT decoding (bytes → model) and the encoders the builder uses.
+
+Every failure is a `SuitParseError` (reason 1) naming what is wrong; cbor2's own exceptions never
+leak. Command sequences are decoded item by item so each command keeps its byte offset, which SUIT
+reports need (suit-record-section-offset).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from typing import Any
+
+import cbor2
+
+from teep_coap.security.suit.constants import (
+    CBOR_PEN_TAG,
+    ENVELOPE_TAG,
+    MANIFEST_TAG,
+    SEQUENCE_KEYS,
+    SEVERABLE_KEYS,
+    Command,
+    CommonKey,
+    EnvelopeKey,
+    ManifestKey,
+    Parameter,
+)
+from teep_coap.security.suit.errors import SuitParseError
+from teep_coap.security.suit.model import (
+    CommandSequence,
+    Common,
+    ComponentId,
+    Envelope,
+    Manifest,
+    SuitCommand,
+    SuitDigest,
+)
+
+MAX_NESTING = 8
+
+# Commands whose argument is a reporting policy (uint bitmap).
+_REP_POLICY_COMMANDS = frozenset(
+    {
+        Command.CONDITION_VENDOR_IDENTIFIER,
+        Command.CONDITION_CLASS_IDENTIFIER,
+        Command.CONDITION_IMAGE_MATCH,
+        Command.CONDITION_COMPONENT_SLOT,
+        Command.CONDITION_CHECK_CONTENT,
+        Command.CONDITION_DEPENDENCY_INTEGRITY,
+        Command.CONDITION_IS_DEPENDENCY,
+        Command.DIRECTIVE_PROCESS_DEPENDENCY,
+        Command.CONDITION_ABORT,
+        Command.DIRECTIVE_WRITE,
+        Command.DIRECTIVE_FETCH,
+        Command.DIRECTIVE_COPY,
+        Command.DIRECTIVE_INVOKE,
+        Command.CONDITION_DEVICE_IDENTIFIER,
+        Command.DIRECTIVE_SWAP,
+        Command.DIRECTIVE_UNLINK,
+    }
+)
+
+
+def loads_exact(data: bytes, what: str) -> Any:
+    """Decode exactly one CBOR item; trailing bytes are an error."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise SuitParseError(f"{what}: expected bytes, got {type(data).__name__}")
+    fp = io.BytesIO(bytes(data))
+    try:
+        obj = cbor2.CBORDecoder(fp).decode()
+    # cbor2's decoder raises many exception types on hostile input (CBORDecodeError, ValueError,
+    # OverflowError, RecursionError, TypeError...); all of them mean "not valid CBOR" here.
+    except Exception as exc:
+        raise SuitParseError(f"{what}: not valid CBOR ({exc.__class__.__name__}: {exc})") from None
+    if fp.tell() != len(data):
+        raise SuitParseError(f"{what}: {len(data) - fp.tell()} trailing bytes after the CBOR item")
+    return obj
+
+
+def _array_header(data: bytes, what: str) -> tuple[int, int]:
+    """(item count, header length) of a definite-length CBOR array.
+
+    Hand-written because cbor2 offers no streaming array reader; we need each item's offset.
+    """
+    if not data:
+        raise SuitParseError(f"{what}: empty")
+    first = data[0]
+    if first >> 5 != 4:
+        raise SuitParseError(f"{what}: expected a CBOR array")
+    info = first & 0x1F
+    if info < 24:
+        return info, 1
+    sizes = {24: 1, 25: 2, 26: 4, 27: 8}
+    if info not in sizes:
+        raise SuitParseError(f"{what}: indefinite or reserved array length is not accepted")
+    n = sizes[info]
+    if len(data) < 1 + n:
+        raise SuitParseError(f"{what}: truncated array header")
+    return int.from_bytes(data[1 : 1 + n], "big"), 1 + n
+
+
+def array_items_with_offsets(data: bytes, what: str) -> list[tuple[int, Any]]:
+    """Decode a CBOR array, returning (byte offset, item) for each element."""
+    count, pos = _array_header(data, what)
+    if count > len(data):
+        raise SuitParseError(f"{what}: array claims {count} items in {len(data)} bytes")
+    fp = io.BytesIO(data)
+    fp.seek(pos)
+    items: list[tuple[int, Any]] = []
+    decoder = cbor2.CBORDecoder(fp)
+    for _ in range(count):
+        start = fp.tell()
+        try:
+            items.append((start, decoder.decode()))
+        except Exception as exc:  # see loads_exact
+            raise SuitParseError(f"{what}: item at offset {start} not valid CBOR ({exc})") from None
+    if fp.tell() != len(data):
+        raise SuitParseError(f"{what}: trailing bytes after the array")
+    return items
+
+
+def _bstr(obj: Any, what: str) -> bytes:
+    if not isinstance(obj, bytes):
+        raise SuitParseError(f"{what}: expected a byte string, got {type(obj).__name__}")
+    return obj
+
+
+def _uint(obj: Any, what: str) -> int:
+    if not isinstance(obj, int) or isinstance(obj, bool) or obj < 0:
+        raise SuitParseError(f"{what}: expected an unsigned integer, got {obj!r:.40}")
+    return obj
+
+
+def _int_key_map(obj: Any, what: str) -> dict[int, Any]:
+    if not isinstance(obj, dict):
+        raise SuitParseError(f"{what}: expected a map, got {type(obj).__name__}")
+    for k in obj:
+        if not isinstance(k, int) or isinstance(k, bool):
+            raise SuitParseError(f"{what}: map key {k!r:.40} is not an integer")
+    return obj
+
+
+def decode_digest(obj: Any, what: str) -> SuitDigest:
+    if not isinstance(obj, list) or len(obj) < 2:
+        raise SuitParseError(f"{what}: SUIT_Digest must be [algorithm-id, digest-bytes]")
+    alg, value = obj[0], obj[1]
+    if not isinstance(alg, int) or isinstance(alg, bool):
+        raise SuitParseError(f"{what}: digest algorithm id must be an integer")
+    return SuitDigest(alg, _bstr(value, f"{what} digest-bytes"))
+
+
+def decode_digest_bstr(obj: Any, what: str) -> SuitDigest:
+    return decode_digest(loads_exact(_bstr(obj, what), what), what)
+
+
+def decode_component_id(obj: Any, what: str) -> ComponentId:
+    if not isinstance(obj, list):
+        raise SuitParseError(f"{what}: component identifier must be an array of bstr")
+    return tuple(_bstr(p, f"{what} element") for p in obj)
+
+
+def _uuid(obj: Any, what: str) -> bytes:
+    b = _bstr(obj, what)
+    if len(b) != 16:
+        raise SuitParseError(f"{what}: expected a 16-byte UUID, got {len(b)} bytes")
+    return b
+
+
+def decode_parameters(obj: Any, what: str) -> dict[int, Any]:
+    """Type-check the parameters we know; unknown ones are kept as they are."""
+    params = dict(_int_key_map(obj, what))
+    for key, value in list(params.items()):
+        name = f"{what} parameter {key}"
+        if key == Parameter.VENDOR_IDENTIFIER:
+            if isinstance(value, cbor2.CBORTag) and value.tag == CBOR_PEN_TAG:
+                _bstr(value.value, name)
+            else:
+                _uuid(value, name)
+        elif key in (Parameter.CLASS_IDENTIFIER, Parameter.DEVICE_IDENTIFIER):
+            _uuid(value, name)
+        elif key == Parameter.IMAGE_DIGEST:
+            params[key] = decode_digest_bstr(value, name)
+        elif key in (Parameter.IMAGE_SIZE, Parameter.COMPONENT_SLOT, Parameter.SOURCE_COMPONENT):
+            _uint(value, name)
+        elif key == Parameter.URI:
+            if not isinstance(value, str):
+                raise SuitParseError(f"{name}: uri must be a text string")
+        elif key in (Parameter.CONTENT, Parameter.INVOKE_ARGS, Parameter.FETCH_ARGUMENTS):
+            _bstr(value, name)
+        elif key in (Parameter.STRICT_ORDER, Parameter.SOFT_FAILURE) and not isinstance(value, bool):
+            raise SuitParseError(f"{name}: expected a boolean")
+    return params
+
+
+def _decode_index_arg(obj: Any, what: str) -> int | bool | tuple[int, ...]:
+    if obj is True:
+        return True
+    if isinstance(obj, list):
+        if not obj:
+            raise SuitParseError(f"{what}: component index list is empty")
+        return tuple(_uint(i, what) for i in obj)
+    return _uint(obj, what)
+
+
+def decode_sequence(raw: bytes, what: str, *, depth: int = 0) -> CommandSequence:
+    """Decode `bstr .cbor SUIT_Command_Sequence` content into (command, argument) pairs."""
+    if depth > MAX_NESTING:
+        raise SuitParseError(f"{what}: command sequences nested deeper than {MAX_NESTING}")
+    items = array_items_with_offsets(raw, what)
+    if not items or len(items) % 2:
+        raise SuitParseError(f"{what}: a command sequence is a non-empty list of (command, argument) pairs")
+    commands: list[SuitCommand] = []
+    for i in range(0, len(items), 2):
+        offset, code = items[i]
+        arg = items[i + 1][1]
+        if not isinstance(code, int) or isinstance(code, bool):
+            raise SuitParseError(f"{what}: command at offset {offset} is not an integer")
+        cwhat = f"{what} command {code} at offset {offset}"
+        decoded: Any
+        if code in _REP_POLICY_COMMANDS:
+            decoded = _uint(arg, cwhat)
+        elif code in (Command.DIRECTIVE_OVERRIDE_PARAMETERS, Command.DIRECTIVE_SET_PARAMETERS):
+            decoded = decode_parameters(arg, cwhat)
+        elif code == Command.DIRECTIVE_SET_COMPONENT_INDEX:
+            decoded = _decode_index_arg(arg, cwhat)
+        elif code == Command.DIRECTIVE_RUN_SEQUENCE:
+            decoded = decode_sequence(_bstr(arg, cwhat), cwhat, depth=depth + 1)
+        elif code == Command.DIRECTIVE_TRY_EACH:
+            if not isinstance(arg, list) or len(arg) < 2:
+                raise SuitParseError(f"{cwhat}: try-each needs at least two sequences")
+            alts: list[CommandSequence | None] = []
+            for j, alt in enumerate(arg):
+                if alt is None and j == len(arg) - 1:
+                    alts.append(None)
+                else:
+                    alts.append(
+                        decode_sequence(_bstr(alt, cwhat), f"{cwhat} alternative {j}", depth=depth + 1)
+                    )
+            decoded = tuple(alts)
+        else:
+            decoded = arg  # unknown or custom command: kept; the processor refuses it
+        commands.append(SuitCommand(code, decoded, offset))
+    return CommandSequence(tuple(commands), bytes(raw))
+
+
+def decode_common(raw: bytes) -> Common:
+    m = _int_key_map(loads_exact(raw, "common"), "common")
+    comps = m.get(CommonKey.COMPONENTS)
+    components: tuple[ComponentId, ...] = ()
+    if comps is not None:
+        if not isinstance(comps, list) or not comps:
+            raise SuitParseError("common: components must be a non-empty array")
+        components = tuple(decode_component_id(c, "common component") for c in comps)
+    shared = None
+    if CommonKey.SHARED_SEQUENCE in m:
+        shared = decode_sequence(_bstr(m[CommonKey.SHARED_SEQUENCE], "shared-sequence"), "shared-sequence")
+    deps = m.get(CommonKey.DEPENDENCIES)
+    if deps is not None and not isinstance(deps, dict):
+        raise SuitParseError("common: dependencies must be a map")
+    ext = {
+        k: v
+        for k, v in m.items()
+        if k not in (CommonKey.COMPONENTS, CommonKey.SHARED_SEQUENCE, CommonKey.DEPENDENCIES)
+    }
+    return Common(components, shared, deps, ext, bytes(raw))
+
+
+def decode_text(raw: bytes) -> Mapping[Any, Any]:
+    text = loads_exact(raw, "text")
+    if not isinstance(text, dict):
+        raise SuitParseError("text: expected a map")
+    return text
+
+
+def decode_manifest(raw: bytes, severable: Mapping[int, bytes] | None = None) -> Manifest:
+    """Decode the manifest (content of the suit-manifest bstr).
+
+    `severable` holds envelope-level severed members (key → bstr content) used where the manifest
+    carries a SUIT_Digest instead of the member; their digests are checked by `verify_envelope`.
+    """
+    obj = loads_exact(raw, "manifest")
+    if isinstance(obj, cbor2.CBORTag) and obj.tag == MANIFEST_TAG:
+        obj = obj.value
+    m = _int_key_map(obj, "manifest")
+    for required in (ManifestKey.VERSION, ManifestKey.SEQUENCE_NUMBER, ManifestKey.COMMON):
+        if required not in m:
+            name = required.name.lower()
+            raise SuitParseError(f"manifest: missing required member {name} ({int(required)})")
+    version = _uint(m[ManifestKey.VERSION], "manifest-version")
+    if version != 1:
+        raise SuitParseError(f"manifest: manifest-version {version} (only 1 exists)")
+    seq = _uint(m[ManifestKey.SEQUENCE_NUMBER], "manifest-sequence-number")
+    common = decode_common(_bstr(m[ManifestKey.COMMON], "common"))
+    ref = m.get(ManifestKey.REFERENCE_URI)
+    if ref is not None and not isinstance(ref, str):
+        raise SuitParseError("manifest: reference-uri must be a text string")
+    mcid = None
+    if ManifestKey.MANIFEST_COMPONENT_ID in m:
+        mcid = decode_component_id(m[ManifestKey.MANIFEST_COMPONENT_ID], "manifest-component-id")
+    sequences: dict[int, CommandSequence] = {}
+    severed: dict[int, Any] = {}
+    text = None
+    severable = severable or {}
+    for key, value in m.items():
+        if key in SEQUENCE_KEYS or key == ManifestKey.TEXT:
+            name = f"manifest member {key}"
+            if isinstance(value, list) and key in SEVERABLE_KEYS:
+                severed[key] = decode_digest(value, f"{name} (severed)")
+                if key not in severable:
+                    continue
+                content = severable[key]
+            else:
+                content = _bstr(value, name)
+            if key == ManifestKey.TEXT:
+                text = decode_text(content)
+            else:
+                sequences[key] = decode_sequence(content, name)
+    known = {int(k) for k in ManifestKey}
+    ext = {k: v for k, v in m.items() if k not in known}
+    return Manifest(version, seq, common, ref, mcid, sequences, severed, text, ext, bytes(raw))
+
+
+def parse_envelope(data: bytes) -> Envelope:
+    """Decode a SUIT_Envelope (tag 107 optional) without any cryptographic check."""
+    obj = loads_exact(data, "envelope")
+    tagged = False
+    if isinstance(obj, cbor2.CBORTag):
+        if obj.tag != ENVELOPE_TAG:
+            raise SuitParseError(f"envelope: unexpected CBOR tag {obj.tag} (SUIT_Envelope is tag 107)")
+        obj, tagged = obj.value, True
+    if not isinstance(obj, dict):
+        raise SuitParseError("envelope: expected a map")
+    for k in obj:
+        if not (isinstance(k, str) or (isinstance(k, int) and not isinstance(k, bool))):
+            raise SuitParseError(f"envelope: key {k!r:.40} is neither an integer nor a text string")
+    if EnvelopeKey.AUTHENTICATION_WRAPPER not in obj:
+        raise SuitParseError("envelope: no authentication-wrapper (2)")
+    if EnvelopeKey.MANIFEST not in obj:
+        raise SuitParseError("envelope: no manifest (3)")
+    wrapper_raw = _bstr(obj[EnvelopeKey.AUTHENTICATION_WRAPPER], "authentication-wrapper")
+    wrapper = loads_exact(wrapper_raw, "authentication-wrapper")
+    if not isinstance(wrapper, list) or not wrapper:
+        raise SuitParseError("authentication-wrapper: expected [digest, *authentication-block]")
+    digest_raw = _bstr(wrapper[0], "authentication-wrapper digest")
+    digest = decode_digest(loads_exact(digest_raw, "authentication-wrapper digest"), "authentication digest")
+    blocks = tuple(_bstr(b, "authentication block") for b in wrapper[1:])
+    manifest_content = _bstr(obj[EnvelopeKey.MANIFEST], "manifest")
+    severable: dict[int, bytes] = {}
+    integrated: dict[str, bytes] = {}
+    ext: dict[Any, Any] = {}
+    for k, v in obj.items():
+        if k in (EnvelopeKey.AUTHENTICATION_WRAPPER, EnvelopeKey.MANIFEST):
+            continue
+        if isinstance(k, str):
+            integrated[k] = _bstr(v, f"integrated payload {k!r}")
+        elif k in SEVERABLE_KEYS:
+            severable[k] = _bstr(v, f"severable member {k}")
+        else:
+            ext[k] = v
+    manifest = decode_manifest(manifest_content, severable)
+    return Envelope(
+        digest=digest,
+        digest_raw=digest_raw,
+        auth_blocks=blocks,
+        manifest=manifest,
+        manifest_bstr=cbor2.dumps(manifest_content),
+        severable=severable,
+        integrated=integrated,
+        extensions=ext,
+        tagged=tagged,
+        raw=bytes(data),
+    )

@@ -1,0 +1,169 @@
+"""SUIT data model: digests, command sequences, common, manifest, envelope (frozen dataclasses).
+
+The model keeps the exact bytes it was decoded from (`raw`), because SUIT authenticates bytes, not
+values: the manifest digest and severable-member digests are taken over the encoded bstr.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import cbor2
+
+from teep_coap.security.suit.constants import DigestAlg, ManifestKey
+from teep_coap.security.suit.errors import UnsupportedAlgorithm
+
+ComponentId = tuple[bytes, ...]
+
+# hashlib names for the SUIT digest algorithms; SHAKE variants use their RFC 8702 output sizes.
+_HASHES: dict[int, tuple[str, int | None]] = {
+    DigestAlg.SHA256: ("sha256", None),
+    DigestAlg.SHA384: ("sha384", None),
+    DigestAlg.SHA512: ("sha512", None),
+    DigestAlg.SHAKE128: ("shake_128", 32),
+    DigestAlg.SHAKE256: ("shake_256", 64),
+}
+
+
+def digest_bytes(algorithm: int, data: bytes) -> bytes:
+    """Hash `data` with a SUIT digest algorithm id."""
+    try:
+        name, size = _HASHES[algorithm]
+    except KeyError:
+        raise UnsupportedAlgorithm(f"digest algorithm {algorithm} not supported") from None
+    h = hashlib.new(name, data)
+    if size is not None:
+        return h.digest(size)  # type: ignore[call-arg]
+    return h.digest()
+
+
+@dataclass(frozen=True)
+class SuitDigest:
+    """SUIT_Digest = [algorithm-id, bytes]."""
+
+    algorithm: int
+    value: bytes
+
+    @classmethod
+    def of(cls, data: bytes, algorithm: int = DigestAlg.SHA256) -> SuitDigest:
+        return cls(int(algorithm), digest_bytes(algorithm, data))
+
+    def matches(self, data: bytes) -> bool:
+        return digest_bytes(self.algorithm, data) == self.value
+
+    def to_cbor(self) -> list[Any]:
+        return [self.algorithm, self.value]
+
+    def encode(self) -> bytes:
+        return cbor2.dumps(self.to_cbor())
+
+
+@dataclass(frozen=True)
+class SuitCommand:
+    """One (command, argument) pair of a sequence.
+
+    `arg` is the decoded argument: an int reporting policy, a parameter dict, a component index
+    (int / True / tuple), a nested `CommandSequence` (run-sequence) or a tuple of them (try-each,
+    where None stands for the optional trailing nil). `offset` is the byte offset of the command in
+    its sequence's encoding (suit-record-section-offset).
+    """
+
+    code: int
+    arg: Any
+    offset: int = 0
+
+
+@dataclass(frozen=True)
+class CommandSequence:
+    commands: tuple[SuitCommand, ...]
+    raw: bytes = b""
+
+    def __iter__(self) -> Iterator[SuitCommand]:
+        return iter(self.commands)
+
+    def __len__(self) -> int:
+        return len(self.commands)
+
+    def walk(self) -> Iterator[SuitCommand]:
+        """Every command, nested ones (run-sequence, try-each) included."""
+        for cmd in self.commands:
+            yield cmd
+            if isinstance(cmd.arg, CommandSequence):
+                yield from cmd.arg.walk()
+            elif (
+                isinstance(cmd.arg, tuple)
+                and cmd.arg
+                and all(a is None or isinstance(a, CommandSequence) for a in cmd.arg)
+            ):
+                for alt in cmd.arg:
+                    if alt is not None:
+                        yield from alt.walk()
+
+
+@dataclass(frozen=True)
+class Common:
+    components: tuple[ComponentId, ...]
+    shared_sequence: CommandSequence | None = None
+    dependencies: Mapping[int, Any] | None = None
+    extensions: Mapping[int, Any] = field(default_factory=dict)
+    raw: bytes = b""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    version: int
+    sequence_number: int
+    common: Common
+    reference_uri: str | None = None
+    manifest_component_id: ComponentId | None = None
+    sequences: Mapping[int, CommandSequence] = field(default_factory=dict)
+    severed: Mapping[int, SuitDigest] = field(default_factory=dict)
+    text: Mapping[Any, Any] | None = None
+    extensions: Mapping[int, Any] = field(default_factory=dict)
+    raw: bytes = b""
+
+    def sequence(self, key: int) -> CommandSequence | None:
+        return self.sequences.get(key)
+
+    @property
+    def install(self) -> CommandSequence | None:
+        return self.sequences.get(ManifestKey.INSTALL)
+
+    @property
+    def uninstall(self) -> CommandSequence | None:
+        return self.sequences.get(ManifestKey.UNINSTALL)
+
+    @property
+    def validate(self) -> CommandSequence | None:
+        return self.sequences.get(ManifestKey.VALIDATE)
+
+    @property
+    def invoke(self) -> CommandSequence | None:
+        return self.sequences.get(ManifestKey.INVOKE)
+
+    @property
+    def payload_fetch(self) -> CommandSequence | None:
+        return self.sequences.get(ManifestKey.PAYLOAD_FETCH)
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A decoded SUIT_Envelope. `manifest_bstr` is the encoded bstr the auth digest covers."""
+
+    digest: SuitDigest
+    digest_raw: bytes
+    auth_blocks: tuple[bytes, ...]
+    manifest: Manifest
+    manifest_bstr: bytes
+    severable: Mapping[int, bytes] = field(default_factory=dict)
+    integrated: Mapping[str, bytes] = field(default_factory=dict)
+    extensions: Mapping[Any, Any] = field(default_factory=dict)
+    tagged: bool = False
+    raw: bytes = b""
+    # Set by verify_envelope only: which trusted key signed it.
+    verified: bool = False
+    signer_kid: bytes | None = None
+    signer_alg: int | None = None

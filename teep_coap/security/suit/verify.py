@@ -1,0 +1,106 @@
+"""Authenticity of a SUIT envelope: manifest digest, COSE signature, severable-member digests.
+
+The COSE work is done by `teep_coap.security.cose` (python-cwt underneath); this module only decides
+what is signed (the bstr-encoded SUIT_Digest, as a detached payload) and maps COSE failures onto the
+SUIT report reasons.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import cbor2
+
+from teep_coap.security import errors as sec_errors
+from teep_coap.security.suit.codec import loads_exact, parse_envelope
+from teep_coap.security.suit.errors import (
+    ManifestDigestMismatch,
+    SuitError,
+    SuitParseError,
+    Unauthorised,
+    UnsupportedAlgorithm,
+    UnsupportedCose,
+)
+from teep_coap.security.suit.model import Envelope
+
+_COSE_SIGN1_TAG = 18
+_COSE_SIGN_TAG = 98
+_MAC_TAGS = {17: "COSE_Mac0", 97: "COSE_Mac"}
+
+
+def _map_cose_error(exc: sec_errors.SecurityError) -> SuitError:
+    """Translate a security-layer failure into the SUIT reason an Agent reports."""
+    msg = f"authentication block: {exc}"
+    if isinstance(exc, sec_errors.UnsupportedAlgorithm):
+        return UnsupportedAlgorithm(msg)
+    if isinstance(exc, sec_errors.CriticalHeaderNotUnderstood):
+        return UnsupportedCose(msg)
+    if isinstance(exc, sec_errors.CoseDecodeError):
+        return SuitParseError(msg)
+    if isinstance(exc, sec_errors.UnknownKid):
+        return Unauthorised(f"authentication block: signer not trusted ({exc})")
+    return Unauthorised(msg)
+
+
+def check_manifest_digest(env: Envelope) -> None:
+    """The manifest bstr must hash to the digest the signature covers."""
+    if not env.digest.matches(env.manifest_bstr):
+        raise ManifestDigestMismatch(
+            "manifest does not match the digest in the authentication wrapper (tampered manifest?)"
+        )
+
+
+def check_severed_members(env: Envelope) -> None:
+    """Severed members present in the envelope must match the digests the manifest holds."""
+    for key, raw in env.severable.items():
+        expected = env.manifest.severed.get(key)
+        if expected is None:
+            raise SuitParseError(
+                f"envelope carries severable member {key} but the manifest does not hold its digest"
+            )
+        if not expected.matches(cbor2.dumps(raw)):
+            raise Unauthorised(f"severable member {key} does not match its digest in the manifest")
+
+
+def _verify_block(block: bytes, env: Envelope, trust: Any) -> tuple[bytes | None, int]:
+    obj = loads_exact(block, "authentication block")
+    if not isinstance(obj, cbor2.CBORTag):
+        raise UnsupportedCose("authentication block must be a tagged COSE structure (COSE_Sign1_Tagged)")
+    if obj.tag in _MAC_TAGS:
+        raise UnsupportedCose(f"authentication block is {_MAC_TAGS[obj.tag]}; only signatures are supported")
+    if obj.tag not in (_COSE_SIGN1_TAG, _COSE_SIGN_TAG):
+        raise UnsupportedCose(f"authentication block has CBOR tag {obj.tag}, not a COSE signature")
+    if isinstance(obj.value, list) and len(obj.value) >= 3 and obj.value[2] is not None:
+        raise UnsupportedCose("authentication block must have a nil (detached) payload")
+    from teep_coap.security import cose  # the COSE helper's module (python-cwt underneath)
+
+    try:
+        verified = cose.verify(block, trust, detached_payload=env.digest_raw)
+    except sec_errors.SecurityError as exc:
+        raise _map_cose_error(exc) from None
+    return getattr(verified, "kid", None), int(getattr(verified, "alg", 0))
+
+
+def verify_envelope(data: bytes | Envelope, trust: Any) -> Envelope:
+    """Parse `data` and check it is authentic; returns the envelope with `verified=True`.
+
+    Order: structure, manifest digest, signature (any authentication block signed by a key in
+    `trust`, a `TrustStore`), severed members. Raises a `SuitError` subclass whose `reason` is the
+    SUIT report reason.
+    """
+    env = data if isinstance(data, Envelope) else parse_envelope(data)
+    check_manifest_digest(env)
+    if not env.auth_blocks:
+        raise Unauthorised("authentication wrapper holds no authentication block (unsigned manifest)")
+    first_error: SuitError | None = None
+    for block in env.auth_blocks:
+        try:
+            kid, alg = _verify_block(block, env, trust)
+        except SuitError as exc:
+            first_error = first_error or exc
+            continue
+        check_severed_members(env)
+        return dataclasses.replace(env, verified=True, signer_kid=kid, signer_alg=alg)
+    assert first_error is not None
+    raise first_error
