@@ -89,7 +89,7 @@ def make_http_client(
     if profile.transport.scheme == "https":
         if ca_file is None and (certs_path is not None or os.environ.get(CERTS_ENV)):
             ca_file = certs.load_bundle(certs_dir(certs_path)).ca_cert
-        ssl_context = certs.client_ssl_context(ca_file)
+        ssl_context = certs.client_ssl_context(Path(ca_file) if ca_file is not None else None)
     return HttpBrokerClient(
         uri,
         profile.media_type,
