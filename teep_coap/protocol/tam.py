@@ -1,0 +1,669 @@
+"""The TAM as a sans-IO engine: `connect()` and `receive(bytes)` return the next signed message or None.
+
+Modelled on h11/aioquic: no sockets, no sleeping, no asyncio; time and randomness are injected. Unlike
+h11 the per-session state does not live in this object but in the `TamStore` (outstanding requests
+keyed by token or challenge, bound to a device once it answered), so any TAM process sharing the
+database can take the next message of a session, and a TAM restart loses nothing.
+
+Session states (one row per request in `outstanding`, NOTES.md §1.11):
+
+    connect() ──> QUERY open ──QueryResponse──> answered ─┬─ plan empty ─────────────> done (None)
+                    │    (token or challenge)              ├─ attestation refused ─────> Update(err 7), done
+                    │                                      └─ plan ──> UPDATE open ──Success──> done
+                    │                                                      └──Error──> done (recorded)
+                    └──Error 3/4/5/8 (renegotiate) / 7 (attestation required)──> new QUERY open
+
+A message that is not the first validly signed answer to an open, unexpired request is refused
+(`InvalidMessage`) or, when it repeats an answer already taken, ignored (None).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from teep_coap.errors import TeepCoapError
+from teep_coap.model.codes import (
+    CipherSuite,
+    CoseAlg,
+    CoseType,
+    DataItem,
+    ErrorCode,
+    FreshnessMechanism,
+    SuitCoseProfile,
+)
+from teep_coap.model.teep import (
+    DEFAULT_SUIT_COSE_PROFILES,
+    ComponentId,
+    Error,
+    QueryRequest,
+    QueryResponse,
+    Success,
+    TeepMessage,
+    Update,
+)
+from teep_coap.protocol import attestation as att
+from teep_coap.protocol.errors import IdentityMismatch, InvalidMessage, TamFailure
+from teep_coap.protocol.policy import Policy
+from teep_coap.protocol.reports import ReportError, check_report_nonces
+from teep_coap.protocol.wire import NotCose, Opened, open_signed, peek_signers, seal
+from teep_coap.security.keys import SigningKey, VerifyingKey, load_verifying_key
+from teep_coap.store.tam_db import (
+    OPEN,
+    Device,
+    Outstanding,
+    StoreError,
+    TamStore,
+    component_key,
+)
+
+log = logging.getLogger("teep_coap.protocol.tam")
+
+Clock = Callable[[], float]
+Rng = Callable[[int], bytes]
+
+_LEGACY = {int(CoseAlg.ES256): int(CoseAlg.ESP256), int(CoseAlg.EDDSA): int(CoseAlg.ED25519)}
+MAX_RENEGOTIATIONS = 3
+
+
+def normalize_suite(suite: Sequence[Sequence[int]]) -> CipherSuite:
+    """Legacy -7/-8 are treated as their fully specified successors -9/-19 (DESIGN.md)."""
+    return tuple((int(op[0]), _LEGACY.get(int(op[1]), int(op[1]))) for op in suite)
+
+
+def suite_of(key: SigningKey) -> CipherSuite:
+    return ((int(CoseType.COSE_SIGN1), _LEGACY.get(key.alg, key.alg)),)
+
+
+@dataclass
+class TamConfig:
+    """What the TAM asks for and accepts. `keys` hold one signing key per supported cipher suite."""
+
+    keys: tuple[SigningKey, ...]
+    versions: tuple[int, ...] = (0,)
+    suit_cose_profiles: tuple[SuitCoseProfile, ...] = DEFAULT_SUIT_COSE_PROFILES
+    freshness_mechanisms: tuple[int, ...] = (int(FreshnessMechanism.NONCE),)
+    attestation: str = att.BACKGROUND_CHECK  # none | background-check | passport
+    data_items: int = int(DataItem.ATTESTATION | DataItem.TRUSTED_COMPONENTS)
+    token_lifetime: float = 6 * 3600.0  # the draft recommends hours: Update processing can be slow
+    max_outstanding_per_device: int = 4
+    max_outstanding_unbound: int = 1000
+    token_size: int = 16
+    challenge_size: int = 16
+    evidence_max_age: float = 300.0
+    verifier_keys: tuple[VerifyingKey, ...] = ()  # passport: the Verifiers whose results we accept
+    tam_attestation: bytes | None = None  # sent in a new QueryRequest after ERR_ATTESTATION_REQUIRED
+    tam_attestation_format: str | None = None
+    token_with_attestation: bool = False  # the WG example sends token and challenge together
+    strict_transport_identity: bool = False  # refuse devices without a registered transport identity
+    policy: Policy | None = None
+    keep_expired: float = 24 * 3600.0  # how long expired requests are kept to say "expired"
+
+    def __post_init__(self) -> None:
+        if not self.keys:
+            raise TamFailure("TamConfig needs at least one signing key")
+        if self.attestation not in att.MODELS:
+            raise TamFailure(f"attestation must be one of {att.MODELS}, not {self.attestation!r}")
+        if self.attestation == att.NONE:
+            self.data_items &= ~int(DataItem.ATTESTATION)
+
+    @property
+    def suites(self) -> tuple[CipherSuite, ...]:
+        return tuple(suite_of(k) for k in self.keys)
+
+    def key_for_alg(self, alg: int) -> SigningKey | None:
+        alg = _LEGACY.get(alg, alg)
+        for key in self.keys:
+            if _LEGACY.get(key.alg, key.alg) == alg:
+                return key
+        return None
+
+
+@dataclass(frozen=True)
+class _Request:
+    """Parameters of a QueryRequest, kept in the outstanding row to check the answer against."""
+
+    versions: tuple[int, ...]
+    suites: tuple[CipherSuite, ...]
+    profiles: tuple[SuitCoseProfile, ...]
+    freshness: tuple[int, ...]
+    data_items: int
+    attestation: str
+    round: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "versions": list(self.versions),
+            "suites": [[list(op) for op in s] for s in self.suites],
+            "profiles": [list(p) for p in self.profiles],
+            "freshness": list(self.freshness),
+            "data_items": self.data_items,
+            "attestation": self.attestation,
+            "round": self.round,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> _Request:
+        return cls(
+            versions=tuple(d["versions"]),
+            suites=tuple(normalize_suite(s) for s in d["suites"]),
+            profiles=tuple(tuple(p) for p in d["profiles"]),  # type: ignore[misc]
+            freshness=tuple(d["freshness"]),
+            data_items=int(d["data_items"]),
+            attestation=str(d["attestation"]),
+            round=int(d.get("round", 0)),
+        )
+
+
+def _cid_json(cid: ComponentId) -> list[str]:
+    return [p.hex() for p in cid]
+
+
+def _cid_from_json(parts: list[str]) -> ComponentId:
+    return tuple(bytes.fromhex(p) for p in parts)
+
+
+@dataclass
+class TamEngine:
+    """ProcessConnect and ProcessTeepMessage of RFC 9397 for one TAM, state in `store`."""
+
+    config: TamConfig
+    store: TamStore
+    clock: Clock = field(default=time.time, kw_only=True)
+    rng: Rng = field(default=os.urandom, kw_only=True)
+    _policy_synced: bool = field(default=False, init=False, repr=False)
+
+    # ---------------------------------------------------------------- entry points
+
+    def connect(self, transport_identity: str | None = None) -> bytes:
+        """ProcessConnect: a new session starts with a signed QueryRequest."""
+        try:
+            now = self.clock()
+            self._sync_policy(now)
+            self.store.expire_outstanding(now - self.config.keep_expired)
+            device = (
+                self.store.device_by_transport_identity(transport_identity) if transport_identity else None
+            )
+            session = self.store.start_session(
+                now, device_id=device.id if device else None, transport_identity=transport_identity
+            )
+            return self._query(session, device, self._initial_request(device))
+        except StoreError as exc:
+            raise TamFailure(f"TAM store failure: {exc}") from exc
+
+    def receive(self, data: bytes, transport_identity: str | None = None) -> bytes | None:
+        """ProcessTeepMessage: the next signed message of the session, or None when nothing more."""
+        try:
+            return self._receive(data, transport_identity)
+        except StoreError as exc:
+            raise TamFailure(f"TAM store failure: {exc}") from exc
+
+    # ---------------------------------------------------------------- helpers
+
+    def _sync_policy(self, now: float) -> None:
+        policy = self.config.policy
+        if policy is None:
+            return
+        if policy.reload_if_changed() or not self._policy_synced:
+            policy.sync(self.store, now)
+            self._policy_synced = True
+
+    def _initial_request(self, device: Device | None) -> _Request:
+        neg = device.negotiated if device else {}
+        cfg = self.config
+        suites = tuple(normalize_suite(s) for s in neg.get("suites", [])) or cfg.suites
+        return _Request(
+            versions=tuple(neg.get("versions", cfg.versions)),
+            suites=suites,
+            profiles=tuple(tuple(p) for p in neg.get("profiles", cfg.suit_cose_profiles)),  # type: ignore[misc]
+            freshness=tuple(neg.get("freshness", cfg.freshness_mechanisms)),
+            data_items=cfg.data_items,
+            attestation=cfg.attestation if cfg.data_items & DataItem.ATTESTATION else att.NONE,
+        )
+
+    def _query(
+        self,
+        session_id: int,
+        device: Device | None,
+        req: _Request,
+        *,
+        attestation_payload: bytes | None = None,
+        attestation_format: str | None = None,
+    ) -> bytes:
+        """Build, record and sign a QueryRequest (token iff the attestation bit is clear, §1.11)."""
+        cfg, now = self.config, self.clock()
+        wants_attestation = bool(req.data_items & DataItem.ATTESTATION)
+        token = challenge = None
+        if not wants_attestation or req.attestation == att.PASSPORT or cfg.token_with_attestation:
+            token = self.rng(cfg.token_size)
+        if wants_attestation and req.attestation == att.BACKGROUND_CHECK:
+            challenge = self.rng(cfg.challenge_size)
+        msg = QueryRequest(
+            token=token,
+            supported_freshness_mechanisms=None if req.freshness == (0,) else req.freshness,
+            challenge=challenge,
+            versions=req.versions,
+            attestation_payload_format=attestation_format,
+            attestation_payload=attestation_payload,
+            supported_teep_cipher_suites=req.suites,
+            supported_suit_cose_profiles=req.profiles,
+            data_item_requested=req.data_items,
+        )
+        # COSE_Sign1 once the device's suite is known, else one signature per offered suite (§1.6).
+        keys: list[SigningKey] = []
+        if device is not None and (k := cfg.key_for_alg(device.alg)) is not None:
+            keys = [k]
+        else:
+            for suite in req.suites:
+                k = cfg.key_for_alg(suite[0][1])
+                if k is not None and k not in keys:
+                    keys.append(k)
+        if not keys:
+            raise TamFailure("no TAM key for any offered cipher suite")
+        self.store.add_outstanding(
+            session_id=session_id,
+            device_id=device.id if device else None,
+            kind="query",
+            token=token,
+            challenge=challenge,
+            now=now,
+            lifetime=cfg.token_lifetime,
+            cap=cfg.max_outstanding_per_device if device else cfg.max_outstanding_unbound,
+            data=req.to_json(),
+        )
+        self.store.audit(
+            session_id, now, "send-query-request", f"token={_hex(token)} challenge={_hex(challenge)}"
+        )
+        return seal(msg, keys[0] if len(keys) == 1 else keys)
+
+    def _verify(self, data: bytes) -> tuple[Opened, Device]:
+        """Find the signing device by kid (or by alg among all devices when there is no kid)."""
+        try:
+            hint = peek_signers(data)
+        except NotCose as exc:
+            raise InvalidMessage(f"not a signed TEEP message: {exc}") from None
+        if hint.structure != "COSE_Sign1" or not hint.signers:
+            raise InvalidMessage(f"a device must sign with COSE_Sign1, got {hint.structure}")
+        kid, alg = hint.signers[0]
+        if alg is None:
+            raise InvalidMessage("COSE_Sign1 without an alg header")
+        if kid is not None:
+            device = self.store.device_by_kid(kid)
+            candidates = [device] if device else []
+            if not candidates:
+                raise InvalidMessage(f"unknown signer: no device registered with kid {kid.hex()}")
+        else:
+            base = _LEGACY.get(alg, alg)
+            candidates = self.store.devices_with_alg([base] + [k for k, v in _LEGACY.items() if v == base])
+            if not candidates:
+                raise InvalidMessage("unsigned kid and no registered device uses that algorithm")
+        from teep_coap.encoding.errors import TeepDecodeError
+        from teep_coap.security.errors import SecurityError
+
+        keys = {}
+        for dev in candidates:
+            try:
+                keys[dev.id] = load_verifying_key(dev.public_key)
+            except SecurityError as exc:
+                raise TamFailure(f"stored key of device {dev.kid.hex()} is unreadable: {exc}") from exc
+        try:
+            opened = open_signed(data, list(keys.values()))
+        except SecurityError as exc:
+            raise InvalidMessage(f"signature check failed: {exc}") from None
+        except TeepDecodeError as exc:
+            raise InvalidMessage(f"malformed TEEP message: {exc}") from None
+        for dev in candidates:
+            if keys[dev.id] == opened.key:
+                return opened, dev
+        raise TamFailure("verified key matches no candidate device")  # cannot happen
+
+    def _check_identity(self, device: Device, transport_identity: str | None) -> None:
+        if transport_identity is None:
+            return
+        ids = {device.psk_identity, device.oscore_id} - {None}
+        if transport_identity in ids:
+            return
+        owner = self.store.device_by_transport_identity(transport_identity)
+        if owner is not None or ids or self.config.strict_transport_identity:
+            raise IdentityMismatch(
+                f"transport identity {transport_identity!r} does not belong to device {device.kid.hex()}"
+            )
+
+    def _find(
+        self, device: Device, *, token: bytes | None, challenge: bytes | None, kinds: tuple[str, ...]
+    ) -> Outstanding | None:
+        """The request this message answers; raises for unknown/expired ones; None = duplicate."""
+        what = f"token {token.hex()}" if token is not None else f"challenge {_hex(challenge)}"
+        rows = self.store.find_outstanding(token=token, challenge=challenge, kinds=kinds, device_id=device.id)
+        if not rows:
+            raise InvalidMessage(
+                f"no outstanding request with {what} (unknown, expired long ago, or never sent)"
+            )
+        row = rows[0]
+        if row.state != OPEN:
+            if row.state == "superseded":
+                raise InvalidMessage(
+                    f"the request with {what} was superseded by newer requests to this device"
+                )
+            return None
+        if row.expires_at <= self.clock():
+            raise InvalidMessage(f"the request with {what} expired")
+        return row
+
+    # ---------------------------------------------------------------- dispatch
+
+    def _receive(self, data: bytes, transport_identity: str | None) -> bytes | None:
+        if not data:
+            raise InvalidMessage("empty message (an empty payload means connect)")
+        opened, device = self._verify(data)
+        self._check_identity(device, transport_identity)
+        msg = opened.message
+        if isinstance(msg, QueryResponse):
+            return self._on_query_response(msg, device)
+        if isinstance(msg, Success):
+            return self._on_success(msg, device)
+        if isinstance(msg, Error):
+            return self._on_error(msg, device)
+        raise InvalidMessage(f"a TAM does not accept {type(msg).__name__} messages")
+
+    def _duplicate(self, device: Device, msg: TeepMessage) -> None:
+        log.info("ignoring duplicate %s from %s", type(msg).__name__, device.kid.hex())
+        self.store.audit(
+            None, self.clock(), "duplicate-ignored", f"{type(msg).__name__} from {device.kid.hex()}"
+        )
+
+    def _check_reports(self, reports: Sequence[bytes] | None, token: bytes | None) -> None:
+        if token is None or not reports:
+            return
+        try:
+            check_report_nonces(reports, token)
+        except ReportError as exc:
+            raise InvalidMessage(str(exc)) from None
+
+    def _on_query_response(self, msg: QueryResponse, device: Device) -> bytes | None:
+        now = self.clock()
+        challenge = None
+        if msg.token is None:
+            challenge = att.peek_nonce(msg.attestation_payload) if msg.attestation_payload else None
+            if challenge is None:
+                raise InvalidMessage("QueryResponse has neither a token nor evidence with a nonce")
+        row = self._find(device, token=msg.token, challenge=challenge, kinds=("query",))
+        if row is None:
+            self._duplicate(device, msg)
+            return None
+        if row.token is not None and msg.token is None:
+            raise InvalidMessage("QueryResponse must echo the token of the QueryRequest")
+        self._check_reports(msg.suit_reports, msg.token)
+        if not self.store.claim(row.id, device.id):
+            self._duplicate(device, msg)
+            return None
+        sid = row.session_id
+        self.store.bind_session(sid, device.id)
+        self.store.audit(sid, now, "recv-query-response", f"device={device.kid.hex()}")
+        req = _Request.from_json(row.data)
+
+        def refuse(code: ErrorCode, text: str) -> bytes:
+            self.store.audit(sid, now, "refused", f"{code.name}: {text}")
+            self.store.end_session(sid, now, code.name)
+            upd = Update(err_code=int(code), err_msg=text[:128])
+            return self._sign_for(device, upd)
+
+        selected = 0 if msg.selected_version is None else msg.selected_version
+        if selected not in req.versions:
+            return refuse(ErrorCode.ERR_PERMANENT_ERROR, f"selected-version {selected} was not offered")
+        claims: dict[str, Any] | None = None
+        if req.data_items & DataItem.ATTESTATION:
+            if not msg.attestation_payload:
+                return refuse(ErrorCode.ERR_ATTESTATION_REQUIRED, "attestation-payload missing")
+            try:
+                claims = self._appraise(msg, device, row, req)
+            except att.AttestationError as exc:
+                return refuse(ErrorCode.ERR_ATTESTATION_REQUIRED, str(exc))
+        self._record_report(sid, device, msg, claims)
+        plan_install, plan_remove = self._plan(device)
+        if not plan_install and not plan_remove:
+            self.store.end_session(sid, now, "up-to-date")
+            return None
+        token = self.rng(self.config.token_size)
+        upd = Update(
+            token=token,
+            unneeded_manifest_list=tuple(plan_remove) if plan_remove else None,
+            manifest_list=tuple(e for _, _, e in plan_install) if plan_install else None,
+        )
+        self.store.add_outstanding(
+            session_id=sid,
+            device_id=device.id,
+            kind="update",
+            token=token,
+            challenge=None,
+            now=now,
+            lifetime=self.config.token_lifetime,
+            cap=self.config.max_outstanding_per_device,
+            data={
+                "install": [[_cid_json(c), s] for c, s, _ in plan_install],
+                "remove": [_cid_json(c) for c in plan_remove],
+            },
+        )
+        self.store.audit(
+            sid,
+            now,
+            "send-update",
+            f"install={len(plan_install)} remove={len(plan_remove)} token={token.hex()}",
+        )
+        return self._sign_for(device, upd)
+
+    def _appraise(
+        self, msg: QueryResponse, device: Device, row: Outstanding, req: _Request
+    ) -> dict[str, Any]:
+        payload = msg.attestation_payload
+        assert payload is not None
+        fmt = msg.attestation_payload_format or att.RESULT_FORMAT
+        now = self.clock()
+        if fmt == att.RESULT_FORMAT:
+            if not self.config.verifier_keys:
+                raise att.AttestationError("attestation result received but no Verifier is trusted")
+            return att.check_result(
+                payload,
+                list(self.config.verifier_keys),
+                expected_kid=device.kid,
+                expected_nonce=row.token,
+                now=now,
+            )
+        if req.attestation != att.BACKGROUND_CHECK and row.challenge is None:
+            raise att.AttestationError("evidence received but this TAM expects an attestation result")
+        key = load_verifying_key(device.public_key)
+        return att.check_evidence(
+            payload,
+            key,
+            expected_nonce=row.challenge if row.challenge is not None else row.token,
+            now=now,
+            max_age=self.config.evidence_max_age,
+        )
+
+    def _record_report(
+        self, sid: int, device: Device, msg: QueryResponse, claims: dict[str, Any] | None
+    ) -> None:
+        now = self.clock()
+        installed: dict[ComponentId, int | None] = {tuple(c.component_id): None for c in msg.tc_list or ()}
+        wanted = {tuple(r.component_id): r.tc_manifest_sequence_number for r in msg.requested_tc_list or ()}
+        unneeded = [tuple(c) for c in msg.unneeded_manifest_list or ()]
+        self.store.set_device_components(
+            device.id, now, installed=installed, wanted=wanted, unneeded=unneeded
+        )
+        self.store.touch_device(device.id, now, attested_claims=claims)
+
+    def _plan(self, device: Device) -> tuple[list[tuple[ComponentId, int, bytes]], list[ComponentId]]:
+        """What policy says this device should get and lose now."""
+        have = {component_key(c.component_id): c for c in self.store.device_components(device.id)}
+        install: list[tuple[ComponentId, int, bytes]] = []
+        remove: list[ComponentId] = []
+        catalog = {component_key(e.component_id): e for e in self.store.latest_components()}
+        for key, entry in catalog.items():
+            dc = have.get(key)
+            installed = dc is not None and dc.installed_seq is not None
+            if entry.audience == "delete":
+                if installed:
+                    remove.append(entry.component_id)
+                continue
+            if dc is not None and dc.unneeded:
+                if installed and entry.audience != "all":
+                    remove.append(entry.component_id)
+                continue
+            wanted = entry.audience == "all" or (dc is not None and dc.wanted)
+            if not wanted:
+                continue
+            if (
+                dc is not None
+                and dc.wanted
+                and dc.wanted_min_seq is not None
+                and entry.sequence_number < dc.wanted_min_seq
+            ):
+                log.info(
+                    "device %s wants %s >= %d; catalog has %d",
+                    device.kid.hex(),
+                    entry.name,
+                    dc.wanted_min_seq,
+                    entry.sequence_number,
+                )
+                continue
+            if not installed or (
+                dc is not None
+                and dc.installed_seq is not None
+                and 0 <= dc.installed_seq < entry.sequence_number
+            ):
+                install.append((entry.component_id, entry.sequence_number, entry.envelope))
+        # Unneeded components the catalog does not know are still removed on the device's request.
+        for key, dc in have.items():
+            if dc.unneeded and dc.installed_seq is not None and key not in catalog:
+                remove.append(dc.component_id)
+        return install, remove
+
+    def _sign_for(self, device: Device, msg: TeepMessage) -> bytes:
+        key = self.config.key_for_alg(device.alg)
+        if key is None:
+            raise TamFailure(f"no TAM key for the device's algorithm {device.alg}")
+        return seal(msg, key)
+
+    def _on_success(self, msg: Success, device: Device) -> bytes | None:
+        now = self.clock()
+        if msg.token is None:
+            raise InvalidMessage("Success without a token answers nothing this TAM sent")
+        row = self._find(device, token=msg.token, challenge=None, kinds=("update",))
+        if row is None:
+            self._duplicate(device, msg)
+            return None
+        self._check_reports(msg.suit_reports, msg.token)
+        if not self.store.claim(row.id, device.id):
+            self._duplicate(device, msg)
+            return None
+        installed = {_cid_from_json(c): int(s) for c, s in row.data.get("install", [])}
+        removed = [_cid_from_json(c) for c in row.data.get("remove", [])]
+        self.store.record_changes(device.id, now, installed=installed, removed=removed)
+        self.store.touch_device(device.id, now)
+        self.store.audit(row.session_id, now, "recv-success", msg.msg or "")
+        self.store.end_session(row.session_id, now, "success")
+        return None
+
+    def _on_error(self, msg: Error, device: Device) -> bytes | None:
+        now = self.clock()
+        row: Outstanding | None
+        if msg.token is not None:
+            row = self._find(device, token=msg.token, challenge=None, kinds=("query", "update"))
+            if row is None:
+                self._duplicate(device, msg)
+                return None
+            self._check_reports(msg.suit_reports, msg.token)
+        else:
+            row = self.store.latest_open_tokenless(device.id, now)
+        if row is not None and not self.store.claim(row.id, device.id):
+            self._duplicate(device, msg)
+            return None
+        sid = (
+            row.session_id
+            if row
+            else self.store.start_session(now, device_id=device.id, transport_identity=None)
+        )
+        self.store.bind_session(sid, device.id)
+        self.store.touch_device(device.id, now)
+        self.store.audit(sid, now, "recv-error", f"{msg.err_code_name}: {msg.err_msg or ''}")
+        req = _Request.from_json(row.data) if row is not None and row.kind == "query" else None
+        again = self._react(msg, device, req)
+        if again is None:
+            self.store.end_session(sid, now, f"error:{msg.err_code_name}")
+            return None
+        new_req, payload, fmt = again
+        if new_req.round > MAX_RENEGOTIATIONS:
+            self.store.end_session(sid, now, "renegotiation-limit")
+            return None
+        return self._query(sid, device, new_req, attestation_payload=payload, attestation_format=fmt)
+
+    def _react(
+        self, msg: Error, device: Device, req: _Request | None
+    ) -> tuple[_Request, bytes | None, str | None] | None:
+        """The draft's reaction to each error code: a new QueryRequest or nothing."""
+        cfg = self.config
+        base = req or self._initial_request(device)
+        base = replace(base, round=base.round + 1)
+        code = msg.err_code
+        neg = dict(device.negotiated)
+        if code == ErrorCode.ERR_ATTESTATION_REQUIRED:
+            if cfg.tam_attestation is None:
+                return None
+            return base, cfg.tam_attestation, cfg.tam_attestation_format
+        if code == ErrorCode.ERR_UNSUPPORTED_CIPHER_SUITES:
+            theirs = {normalize_suite(s) for s in msg.supported_teep_cipher_suites or ()}
+            common = tuple(s for s in cfg.suites if s in theirs)
+            if not common:
+                return None
+            neg["suites"] = [[list(op) for op in s] for s in common]
+            base = replace(base, suites=common)
+        elif code == ErrorCode.ERR_UNSUPPORTED_MSG_VERSION:
+            common_v = tuple(v for v in cfg.versions if v in set(msg.versions or (0,)))
+            if not common_v:
+                return None
+            neg["versions"] = list(common_v)
+            base = replace(base, versions=common_v)
+        elif code == ErrorCode.ERR_UNSUPPORTED_FRESHNESS_MECHANISMS:
+            common_f = tuple(
+                f for f in cfg.freshness_mechanisms if f in set(msg.supported_freshness_mechanisms or (0,))
+            )
+            if not common_f:
+                return None
+            neg["freshness"] = list(common_f)
+            base = replace(base, freshness=common_f)
+        elif code == ErrorCode.ERR_UNSUPPORTED_SUIT_REPORT:
+            theirs_p = {tuple(p) for p in msg.supported_suit_cose_profiles or ()}
+            common_p = tuple(p for p in cfg.suit_cose_profiles if p in theirs_p)
+            if not common_p:
+                return None
+            neg["profiles"] = [list(p) for p in common_p]
+            base = replace(base, profiles=common_p)
+        else:
+            return None
+        self.store.touch_device(device.id, self.clock(), negotiated=neg)
+        return base, None, None
+
+
+def _hex(b: bytes | None) -> str:
+    return "-" if b is None else b.hex()
+
+
+# ---------------------------------------------------------------- a TAM folder
+
+TAM_CONFIG_FILE = "tam.toml"
+
+
+def load_tam(folder: str | os.PathLike[str], *, clock: Clock = time.time, rng: Rng = os.urandom) -> TamEngine:
+    """A TamEngine from a folder made by `teep-coap tam init` (see `teep_coap.protocol.tamdir`)."""
+    from teep_coap.protocol.tamdir import load_tam_dir
+
+    config, store = load_tam_dir(Path(folder))
+    return TamEngine(config, store, clock=clock, rng=rng)
+
+
+__all__ = ["TamConfig", "TamEngine", "TeepCoapError", "load_tam"]
