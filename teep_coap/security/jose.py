@@ -3,7 +3,8 @@
 The JSON era of TEEP (draft-ietf-teep-protocol-00, NOTES.md §2) said "JOSE for JSON" but never
 specified the wrapper. Our local convention mirrors the COSE_Sign1 the CBOR binding uses:
 
-* **Flattened JWS JSON Serialization** (RFC 7515 §7.2.2), not compact: the body of an
+* **Flattened JWS JSON Serialization** (RFC 7515 §7.2.2) for one signer, the general serialization
+  for several (the twin of COSE_Sign for a first QueryRequest); never compact: the body of an
   application/teep+json message stays a JSON object, and the flattened form has a place for an
   unprotected header, like COSE. It costs ~40 bytes of member names more than compact.
 * protected header `{"alg": "ES256"}` or `{"alg": "EdDSA"}` (the COSE protected `{1: alg}`);
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +36,6 @@ from teep_coap.security.truststore import TrustStore
 JOSE_ALG_P256 = "ES256"
 JOSE_ALG_ED25519 = "EdDSA"
 ACCEPTED_JOSE_ALGS: dict[str, int] = {"ES256": ALG_ESP256, "EdDSA": ALG_ED25519, "Ed25519": ALG_ED25519}
-_PROTECTED_MEMBERS = {"alg", "kid"}
 
 
 class JoseError(SecurityError):
@@ -84,10 +84,8 @@ def _dumps(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def sign_json(payload: bytes, key: SigningKey, *, include_kid: bool = True) -> bytes:
-    """Flattened JWS JSON Serialization of `payload` signed with `key` (see the module docstring)."""
+def _signature_entry(signer: jws.JWS, key: SigningKey, include_kid: bool) -> dict[str, Any]:
     alg = jose_alg(key)
-    signer = jws.JWS(payload)
     header: dict[str, str] | None = {"kid": _b64u(key.kid)} if include_kid else None
     try:
         signer.add_signature(
@@ -96,15 +94,42 @@ def sign_json(payload: bytes, key: SigningKey, *, include_kid: bool = True) -> b
             protected=_dumps({"alg": alg}).decode(),
             header=json.dumps(header) if header else None,
         )
-        flattened = json.loads(signer.serialize(compact=False))
     except JWException as exc:
         raise JoseError(f"cannot sign JWS: {exc}") from None
-    out: dict[str, Any] = {"protected": flattened["protected"]}
+    entry: dict[str, Any] = {"protected": _b64u(_dumps({"alg": alg}))}
     if header:
-        out["header"] = header
-    out["payload"] = flattened["payload"]
-    out["signature"] = flattened["signature"]
-    return _dumps(out)
+        entry["header"] = header
+    return entry
+
+
+def sign_json(payload: bytes, key: SigningKey | Sequence[SigningKey], *, include_kid: bool = True) -> bytes:
+    """JWS of `payload`: flattened JSON serialization for one key, general serialization (one entry in
+    `signatures` per key) for several, the JOSE twin of COSE_Sign1 / COSE_Sign (see the module docstring).
+    """
+    keys = [key] if isinstance(key, SigningKey) else list(key)
+    if not keys:
+        raise JoseError("a JWS needs at least one signing key")
+    signer = jws.JWS(payload)
+    entries = [_signature_entry(signer, k, include_kid) for k in keys]
+    try:
+        serialized = json.loads(signer.serialize(compact=False))
+    except JWException as exc:
+        raise JoseError(f"cannot serialize JWS: {exc}") from None
+    signatures = serialized.get("signatures", [serialized])
+    for entry, produced in zip(entries, signatures, strict=True):
+        if produced["protected"] != entry["protected"]:  # jwcrypto keeps our exact header bytes
+            raise JoseError("jwcrypto changed the protected header")
+        entry["signature"] = produced["signature"]
+    encoded_payload = serialized["payload"]
+    if len(entries) == 1:
+        only = entries[0]
+        out: dict[str, Any] = {"protected": only["protected"]}
+        if "header" in only:
+            out["header"] = only["header"]
+        out["payload"] = encoded_payload
+        out["signature"] = only["signature"]
+        return _dumps(out)
+    return _dumps({"payload": encoded_payload, "signatures": entries})
 
 
 def _as_store(trust: TrustStore | VerifyingKey | Iterable[VerifyingKey]) -> TrustStore:
@@ -115,24 +140,44 @@ def _as_store(trust: TrustStore | VerifyingKey | Iterable[VerifyingKey]) -> Trus
     return TrustStore(trust)
 
 
-def parse_json(data: bytes) -> tuple[dict[str, Any], dict[str, Any], bytes, bytes]:
-    """Split a flattened JWS into (protected header, unprotected header, payload, signature), checked."""
-    try:
-        obj = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise JoseDecodeError(f"JWS is not JSON: {exc}") from None
+@dataclass(frozen=True)
+class JwsSignature:
+    """One signature of a JWS with its headers (checked for shape, not yet verified)."""
+
+    protected: dict[str, Any]
+    header: dict[str, Any]
+    protected_b64: str
+    signature: bytes
+
+    @property
+    def alg(self) -> Any:
+        return self.protected.get("alg")
+
+    @property
+    def kid(self) -> bytes | None:
+        text = self.protected.get("kid", self.header.get("kid"))
+        return _b64u_decode(text, "kid") if text is not None else None
+
+
+@dataclass(frozen=True)
+class ParsedJws:
+    """A JWS split into its parts; `general` is True for the several-signature serialization."""
+
+    payload: bytes
+    payload_b64: str
+    signatures: tuple[JwsSignature, ...]
+    general: bool
+
+
+def _signature(obj: Any, where: str) -> JwsSignature:
     if not isinstance(obj, dict):
-        raise JoseDecodeError("JWS must be a JSON object (flattened JWS JSON Serialization)")
-    if "signatures" in obj:
-        raise JoseDecodeError(
-            "general JWS JSON Serialization (several signatures) is not used; send flattened"
-        )
-    unknown = set(obj) - {"protected", "header", "payload", "signature"}
+        raise JoseDecodeError(f"{where} must be a JSON object")
+    unknown = set(obj) - {"protected", "header", "signature"}
     if unknown:
-        raise JoseDecodeError(f"unknown JWS members: {', '.join(sorted(unknown))}")
-    for member in ("protected", "payload", "signature"):
+        raise JoseDecodeError(f"unknown members in {where}: {', '.join(sorted(unknown))}")
+    for member in ("protected", "signature"):
         if member not in obj:
-            raise JoseDecodeError(f"JWS member {member!r} is missing")
+            raise JoseDecodeError(f"JWS member {member!r} is missing in {where}")
     try:
         protected = json.loads(_b64u_decode(obj["protected"], "protected"))
     except ValueError as exc:
@@ -145,9 +190,53 @@ def parse_json(data: bytes) -> tuple[dict[str, Any], dict[str, Any], bytes, byte
     both = set(protected) & set(header)
     if both:
         raise JoseDecodeError(f"header parameters in both buckets: {', '.join(sorted(both))}")
-    payload = _b64u_decode(obj["payload"], "payload")
-    signature = _b64u_decode(obj["signature"], "signature")
-    return protected, header, payload, signature
+    if "crit" in protected or "crit" in header:
+        raise JoseDecodeError("JWS `crit` names extensions this implementation does not understand")
+    if "alg" in header:
+        raise JoseDecodeError("JWS alg must be in the protected header")
+    sig = JwsSignature(protected, header, obj["protected"], _b64u_decode(obj["signature"], "signature"))
+    _ = sig.kid  # checks the kid's encoding now
+    return sig
+
+
+def parse_json(data: bytes) -> ParsedJws:
+    """Split a flattened or general JWS JSON serialization into its parts, checking every member."""
+    try:
+        obj = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise JoseDecodeError(f"JWS is not JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise JoseDecodeError("JWS must be a JSON object (JWS JSON Serialization)")
+    if "payload" not in obj:
+        raise JoseDecodeError("JWS member 'payload' is missing")
+    payload_b64 = obj["payload"]
+    payload = _b64u_decode(payload_b64, "payload")
+    if "signatures" in obj:
+        unknown = set(obj) - {"payload", "signatures"}
+        if unknown:
+            raise JoseDecodeError(f"unknown JWS members: {', '.join(sorted(unknown))}")
+        entries = obj["signatures"]
+        if not isinstance(entries, list) or not entries:
+            raise JoseDecodeError("JWS 'signatures' must be a non-empty array")
+        sigs = tuple(_signature(e, f"signatures[{i}]") for i, e in enumerate(entries))
+        return ParsedJws(payload, payload_b64, sigs, True)
+    rest = {k: v for k, v in obj.items() if k != "payload"}
+    return ParsedJws(payload, payload_b64, (_signature(rest, "the JWS"),), False)
+
+
+def _check_one(parsed: ParsedJws, sig: JwsSignature, key: VerifyingKey, alg: str) -> bool:
+    """jwcrypto checks the signature of one entry (rebuilt as a flattened JWS)."""
+    flat: dict[str, Any] = {"protected": sig.protected_b64, "payload": parsed.payload_b64}
+    flat["signature"] = _b64u(sig.signature)
+    token = jws.JWS()
+    try:
+        token.deserialize(json.dumps(flat))
+        token.verify(_jwcrypto_key(key), alg=alg)
+    except jws.InvalidJWSSignature:
+        return False
+    except JWException as exc:
+        raise JoseDecodeError(f"JWS refused: {exc}") from None
+    return True
 
 
 def verify_json(
@@ -156,44 +245,47 @@ def verify_json(
     *,
     allowed_algs: Iterable[str] | None = None,
 ) -> JwsVerified:
-    """Verify a flattened JWS against trusted keys; returns the payload and the signer.
+    """Verify a JWS against trusted keys; returns the payload and the signer.
 
-    Errors: JoseDecodeError (structure), UnsupportedAlgorithm, UnknownKid, SignatureInvalid.
+    Several signatures (general serialization) pass when one verifies with a trusted key of an allowed
+    algorithm. Errors, most specific first: SignatureInvalid, UnknownKid, UnsupportedAlgorithm; shape
+    problems are JoseDecodeError.
     """
-    protected, header, payload, _signature = parse_json(data)
-    if "crit" in protected or "crit" in header:
-        raise JoseDecodeError("JWS `crit` names extensions this implementation does not understand")
-    if "alg" in header:
-        raise JoseDecodeError("JWS alg must be in the protected header")
-    alg = protected.get("alg")
+    parsed = parse_json(data)
+    store = _as_store(trust)
     allowed = set(ACCEPTED_JOSE_ALGS) if allowed_algs is None else set(ACCEPTED_JOSE_ALGS) & set(allowed_algs)
-    if not isinstance(alg, str) or alg not in allowed:
-        raise UnsupportedAlgorithm(f"JWS algorithm {alg!r} not supported or not allowed")
-    kid_text = protected.get("kid", header.get("kid"))
-    kid = _b64u_decode(kid_text, "kid") if kid_text is not None else None
-    candidates = _as_store(trust).resolve(kid, ACCEPTED_JOSE_ALGS[alg])
-    if not candidates:
-        who = f"kid {kid.hex()}" if kid is not None else f"alg {alg} (no kid)"
-        raise UnknownKid(f"no trusted key for {who}")
-    text = data.decode("utf-8")
-    for key in candidates:
-        token = jws.JWS()
-        try:
-            token.deserialize(text)
-            token.verify(_jwcrypto_key(key), alg=alg)
-        except jws.InvalidJWSSignature:
+    problems: list[SecurityError] = []
+    for sig in parsed.signatures:
+        alg = sig.alg
+        if not isinstance(alg, str) or alg not in allowed:
+            problems.append(UnsupportedAlgorithm(f"JWS algorithm {alg!r} not supported or not allowed"))
             continue
-        except JWException as exc:
-            raise JoseDecodeError(f"JWS refused: {exc}") from None
-        return JwsVerified(payload=payload, alg=alg, kid=kid, key=key)
-    raise SignatureInvalid(f"JWS signature does not verify ({kid.hex() if kid else 'any trusted key'})")
+        kid = sig.kid
+        candidates = store.resolve(kid, ACCEPTED_JOSE_ALGS[alg])
+        if not candidates:
+            who = f"kid {kid.hex()}" if kid is not None else f"alg {alg} (no kid)"
+            problems.append(UnknownKid(f"no trusted key for {who}"))
+            continue
+        for key in candidates:
+            if _check_one(parsed, sig, key, alg):
+                return JwsVerified(payload=parsed.payload, alg=alg, kid=kid, key=key)
+        problems.append(
+            SignatureInvalid(f"JWS signature does not verify ({kid.hex() if kid else 'any key'})")
+        )
+    for kind in (SignatureInvalid, UnknownKid, UnsupportedAlgorithm):
+        for problem in problems:
+            if isinstance(problem, kind):
+                raise problem
+    raise JoseDecodeError("JWS has no signature")
 
 
 __all__ = [
     "ACCEPTED_JOSE_ALGS",
     "JoseDecodeError",
     "JoseError",
+    "JwsSignature",
     "JwsVerified",
+    "ParsedJws",
     "jose_alg",
     "parse_json",
     "sign_json",

@@ -108,3 +108,15 @@ def test_algorithm_must_fit_the_key() -> None:
 def test_random_bytes_never_escape_as_raw_exceptions(data: bytes) -> None:
     with contextlib.suppress(SecurityError):
         verify_json(data, P256.public)
+
+
+def test_several_signers_use_general_serialization() -> None:
+    data = sign_json(b"q", [P256, ED])
+    obj = json.loads(data)
+    assert list(obj) == ["payload", "signatures"] and len(obj["signatures"]) == 2
+    assert verify_json(data, ED.public).key == ED.public  # an Ed25519-only peer takes its signature
+    assert verify_json(data, P256.public).key == P256.public
+    with pytest.raises(UnknownKid):  # the EdDSA entry is allowed but its signer is not trusted
+        verify_json(data, P256.public, allowed_algs=["EdDSA"])
+    with pytest.raises(UnsupportedAlgorithm):
+        verify_json(data, P256.public, allowed_algs=["RS256"])
