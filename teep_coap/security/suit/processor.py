@@ -1,0 +1,549 @@
+"""The SUIT Update Procedure of a TEEP Agent: verify an envelope, run its command sequences, and
+commit the result to the component store in one atomic step.
+
+Nothing touches the store until every check passed: commands write into an in-memory staging area
+(fetched images per component index), and only a fully successful run becomes one
+`ComponentStore.commit`. A failure returns a `ProcessResult` with the typed error and a failed SUIT
+report whose reason is the error's `reason`.
+
+Order: parse → authenticate (digest + signature + severed members) → capability check (refuse
+dependencies, encryption info, unknown members, the pre-2024 layout) → anti-rollback against the
+store → shared sequence → payload-fetch → install → validate → commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from teep_coap.security.suit.codec import parse_envelope
+from teep_coap.security.suit.constants import (
+    REP_RECORD_ON_FAILURE,
+    REP_RECORD_ON_SUCCESS,
+    Command,
+    EnvelopeKey,
+    ManifestKey,
+    Parameter,
+    ReportReason,
+)
+from teep_coap.security.suit.errors import (
+    ComponentUnsupported,
+    ConditionFailed,
+    OperationFailed,
+    ParameterUnsupported,
+    PayloadTooLarge,
+    RollbackRefused,
+    SeveringUnsupported,
+    SuitError,
+    UnsupportedCommand,
+    UnsupportedLayout,
+)
+from teep_coap.security.suit.model import CommandSequence, ComponentId, Envelope, SuitCommand, SuitDigest
+from teep_coap.security.suit.report import ReportResult, SuitRecord, SuitReport, build_report
+from teep_coap.security.suit.verify import verify_envelope
+from teep_coap.store.components import ComponentStore, ComponentStoreError, Install
+
+DEFAULT_MAX_PAYLOAD_SIZE = 1 << 20  # 1 MiB: a simulated TEE's component limit (configurable)
+Fetcher = Callable[[str], bytes]
+
+# Section number used in records for the shared sequence (it lives in suit-common, key 3).
+SECTION_COMMON = int(ManifestKey.COMMON)
+
+_KNOWN_PARAMETERS = frozenset(int(p) for p in Parameter) - {int(Parameter.ENCRYPTION_INFO)}
+_SUPPORTED_MANIFEST_KEYS = frozenset(
+    int(k)
+    for k in (
+        ManifestKey.VERSION,
+        ManifestKey.SEQUENCE_NUMBER,
+        ManifestKey.COMMON,
+        ManifestKey.REFERENCE_URI,
+        ManifestKey.MANIFEST_COMPONENT_ID,
+        ManifestKey.VALIDATE,
+        ManifestKey.LOAD,
+        ManifestKey.INVOKE,
+        ManifestKey.PAYLOAD_FETCH,
+        ManifestKey.INSTALL,
+        ManifestKey.TEXT,
+        ManifestKey.UNINSTALL,
+    )
+)
+
+
+@dataclass(frozen=True)
+class DeviceIdentity:
+    """What the vendor/class/device conditions compare against."""
+
+    vendor_id: bytes
+    class_id: bytes
+    device_id: bytes | None = None
+
+
+@dataclass(frozen=True)
+class ProcessResult:
+    success: bool
+    report: SuitReport
+    installed: tuple[ComponentId, ...] = ()
+    removed: tuple[ComponentId, ...] = ()
+    records: tuple[SuitRecord, ...] = ()
+    error: SuitError | None = None
+    sequence_number: int | None = None
+    manifest_component_id: ComponentId | None = None
+    invoke_requested: tuple[ComponentId, ...] = ()
+
+    @property
+    def reason(self) -> ReportReason:
+        return ReportReason.OK if self.error is None else self.error.reason
+
+    def raise_for_error(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+
+def unsupported_features(env: Envelope) -> list[tuple[type[SuitError], str]]:
+    """What this processor cannot do with `env`, most specific error class first in each pair."""
+    found: list[tuple[type[SuitError], str]] = []
+    m = env.manifest
+    if EnvelopeKey.DELEGATION in env.extensions:
+        found.append((UnsupportedCommand, "delegation chains (envelope key 1) are not supported"))
+    if m.common.dependencies:
+        found.append((UnsupportedCommand, "dependencies (common key 1, trust-domains) are not supported"))
+    for key in m.extensions:
+        found.append((UnsupportedCommand, f"manifest member {key} is not supported"))
+    for key in (ManifestKey.DEPENDENCY_RESOLUTION, ManifestKey.CANDIDATE_VERIFICATION):
+        if key in m.sequences or key in m.severed:
+            found.append(
+                (UnsupportedCommand, f"{key.name.lower().replace('_', '-')} ({int(key)}) is not supported")
+            )
+    for key in m.common.extensions:
+        found.append((UnsupportedCommand, f"common member {key} is not supported"))
+    sequences = dict(m.sequences)
+    if m.common.shared_sequence is not None:
+        sequences[SECTION_COMMON] = m.common.shared_sequence
+    for section, seq in sorted(sequences.items()):
+        for cmd in seq.walk():
+            if cmd.code in (Command.DIRECTIVE_OVERRIDE_PARAMETERS, Command.DIRECTIVE_SET_PARAMETERS):
+                if Parameter.ENCRYPTION_INFO in cmd.arg:
+                    found.append(
+                        (
+                            ParameterUnsupported,
+                            f"encryption info (parameter 19, draft-ietf-suit-firmware-encryption) in section "
+                            f"{section} is not supported",
+                        )
+                    )
+                for p in cmd.arg:
+                    if p not in _KNOWN_PARAMETERS and p != Parameter.ENCRYPTION_INFO:
+                        found.append(
+                            (ParameterUnsupported, f"parameter {p} in section {section} is not supported")
+                        )
+    inv = m.sequences.get(ManifestKey.INVOKE)
+    if (
+        inv is not None
+        and ManifestKey.INSTALL not in m.sequences
+        and ManifestKey.INSTALL not in m.severed
+        and any(c.code == Command.DIRECTIVE_FETCH for c in inv.walk())
+    ):
+        found.append(
+            (
+                UnsupportedLayout,
+                "manifest uses the pre-Nov-2024 SUIT layout (install at key 9, which is now invoke); "
+                "re-issue it with install = 20",
+            )
+        )
+    # Most specific class first: a parameter problem outranks the generic command one.
+    found.sort(key=lambda f: 0 if issubclass(f[0], ParameterUnsupported) else 1)
+    return found
+
+
+class _Interpreter:
+    """Runs command sequences against staged state; never touches the store."""
+
+    def __init__(
+        self,
+        env: Envelope,
+        device: DeviceIdentity,
+        store: ComponentStore,
+        fetcher: Fetcher | None,
+        limit: int,
+    ) -> None:
+        self.env = env
+        self.device = device
+        self.store = store
+        self.fetcher = fetcher
+        self.limit = limit
+        self.components = env.manifest.common.components
+        self.params: list[dict[int, Any]] = [{} for _ in self.components]
+        self.content: dict[int, bytes] = {}
+        self.unlinked: set[int] = set()
+        self.invoked: set[int] = set()
+        self.current: tuple[int, ...] = (0,) if self.components else ()
+        self.records: list[SuitRecord] = []
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _record(self, section: int, cmd: SuitCommand, idx: int, props: dict[int, Any]) -> SuitRecord:
+        return SuitRecord(section, cmd.offset, idx, props)
+
+    def _fail(
+        self, exc_type: type[SuitError], msg: str, section: int, cmd: SuitCommand, idx: int
+    ) -> SuitError:
+        return exc_type(msg, section=section, offset=cmd.offset, component_index=idx)
+
+    def _image_of(self, idx: int) -> bytes | None:
+        if idx in self.content:
+            return self.content[idx]
+        try:
+            return self.store.image(self.components[idx]) if self.store.get(self.components[idx]) else None
+        except ComponentStoreError:
+            return None
+
+    # -- execution -------------------------------------------------------------------------------
+
+    def run(self, seq: CommandSequence, section: int) -> None:
+        for cmd in seq:
+            self._exec(cmd, section)
+
+    def _exec(self, cmd: SuitCommand, section: int) -> None:
+        code = cmd.code
+        if code == Command.DIRECTIVE_SET_COMPONENT_INDEX:
+            arg = cmd.arg
+            idxs = (
+                tuple(range(len(self.components)))
+                if arg is True
+                else (arg if isinstance(arg, tuple) else (arg,))
+            )
+            for i in idxs:
+                if i >= len(self.components):
+                    raise self._fail(
+                        ComponentUnsupported, f"component index {i} out of range", section, cmd, i
+                    )
+            self.current = idxs
+            return
+        if code == Command.DIRECTIVE_RUN_SEQUENCE:
+            self.run(cmd.arg, section)
+            return
+        if code == Command.DIRECTIVE_TRY_EACH:
+            self._try_each(cmd, section)
+            return
+        for idx in self.current:
+            self._exec_one(cmd, section, idx)
+
+    def _try_each(self, cmd: SuitCommand, section: int) -> None:
+        last: SuitError | None = None
+        for alt in cmd.arg:
+            if alt is None:  # trailing nil: "none matched" is not a failure
+                return
+            saved = ([dict(p) for p in self.params], dict(self.content), set(self.unlinked), self.current)
+            try:
+                self.run(alt, section)
+                return
+            except ConditionFailed as exc:
+                last = exc
+                self.params, self.content, self.unlinked, self.current = saved
+        assert last is not None
+        raise last
+
+    def _exec_one(self, cmd: SuitCommand, section: int, idx: int) -> None:
+        code, p = cmd.code, self.params[idx]
+        policy = cmd.arg if isinstance(cmd.arg, int) and not isinstance(cmd.arg, bool) else 0
+        try:
+            props = self._dispatch(cmd, section, idx, p)
+        except SuitError as exc:
+            if exc.offset is None:
+                exc.section, exc.offset, exc.component_index = section, cmd.offset, idx
+            exc.command = code  # type: ignore[attr-defined]
+            if policy & REP_RECORD_ON_FAILURE:
+                self.records.append(self._record(section, cmd, idx, getattr(exc, "properties", {})))
+            raise
+        if policy & REP_RECORD_ON_SUCCESS:
+            self.records.append(self._record(section, cmd, idx, props))
+
+    def _dispatch(self, cmd: SuitCommand, section: int, idx: int, p: dict[int, Any]) -> dict[int, Any]:
+        code = cmd.code
+        if code == Command.DIRECTIVE_OVERRIDE_PARAMETERS:
+            p.update(cmd.arg)
+            return {}
+        if code == Command.DIRECTIVE_SET_PARAMETERS:
+            for k, v in cmd.arg.items():
+                p.setdefault(k, v)
+            return {}
+        if code in (
+            Command.CONDITION_VENDOR_IDENTIFIER,
+            Command.CONDITION_CLASS_IDENTIFIER,
+            Command.CONDITION_DEVICE_IDENTIFIER,
+        ):
+            param, mine, name = {
+                Command.CONDITION_VENDOR_IDENTIFIER: (
+                    Parameter.VENDOR_IDENTIFIER,
+                    self.device.vendor_id,
+                    "vendor",
+                ),
+                Command.CONDITION_CLASS_IDENTIFIER: (
+                    Parameter.CLASS_IDENTIFIER,
+                    self.device.class_id,
+                    "class",
+                ),
+                Command.CONDITION_DEVICE_IDENTIFIER: (
+                    Parameter.DEVICE_IDENTIFIER,
+                    self.device.device_id,
+                    "device",
+                ),
+            }[Command(code)]
+            want = p.get(param)
+            if want is None:
+                raise ConditionFailed(f"{name}-identifier condition without the {name}-identifier parameter")
+            if want != mine:
+                exc = ConditionFailed(
+                    f"{name} identifier {_hex(want)} does not match this device ({_hex(mine)})"
+                )
+                exc.properties = {int(param): want}  # type: ignore[attr-defined]
+                raise exc
+            return {int(param): want}
+        if code == Command.CONDITION_IMAGE_MATCH:
+            return self._image_match(idx, p)
+        if code == Command.CONDITION_CHECK_CONTENT:
+            want = p.get(Parameter.CONTENT)
+            if want is None or self._image_of(idx) != want:
+                raise ConditionFailed("check-content: component content differs from parameter content")
+            return {}
+        if code == Command.CONDITION_ABORT:
+            raise ConditionFailed("abort condition reached")
+        if code == Command.DIRECTIVE_FETCH:
+            return self._fetch(idx, p)
+        if code == Command.DIRECTIVE_WRITE:
+            data = p.get(Parameter.CONTENT)
+            if data is None:
+                raise OperationFailed("write without the content parameter (18)")
+            self._stage(idx, data)
+            return {}
+        if code == Command.DIRECTIVE_COPY:
+            src = p.get(Parameter.SOURCE_COMPONENT)
+            if src is None or src >= len(self.components):
+                raise OperationFailed("copy needs a valid source-component parameter (22)")
+            data = self._image_of(src)
+            if data is None:
+                raise OperationFailed(f"copy: source component {src} has no content")
+            self._stage(idx, data)
+            return {}
+        if code == Command.DIRECTIVE_UNLINK:
+            self.unlinked.add(idx)
+            return {}
+        if code == Command.DIRECTIVE_INVOKE:
+            self.invoked.add(idx)  # TEEP's Update procedure installs; running the TC is the TEE's business
+            return {}
+        raise UnsupportedCommand(f"command {code} is not supported by this processor")
+
+    def _stage(self, idx: int, data: bytes) -> None:
+        if len(data) > self.limit:
+            raise PayloadTooLarge(f"payload of {len(data)} bytes exceeds the limit of {self.limit} bytes")
+        self.content[idx] = data
+        self.unlinked.discard(idx)
+
+    def _fetch(self, idx: int, p: dict[int, Any]) -> dict[int, Any]:
+        uri = p.get(Parameter.URI)
+        if uri is None:
+            raise OperationFailed("fetch without the uri parameter (21)")
+        size = p.get(Parameter.IMAGE_SIZE)
+        if isinstance(size, int) and size > self.limit:
+            raise PayloadTooLarge(f"image-size {size} exceeds the limit of {self.limit} bytes; not fetched")
+        if uri.startswith("#"):
+            data = self.env.integrated.get(uri)
+            if data is None:
+                raise OperationFailed(f"integrated payload {uri!r} is not in the envelope")
+        else:
+            if self.fetcher is None:
+                raise OperationFailed(f"cannot fetch {uri!r}: no fetcher configured")
+            try:
+                data = self.fetcher(uri)
+            except SuitError:
+                raise
+            except Exception as exc:  # any fetcher failure is a failed fetch directive
+                raise OperationFailed(f"fetching {uri!r} failed: {exc}") from None
+            if not isinstance(data, bytes):
+                raise OperationFailed(f"fetcher returned {type(data).__name__} for {uri!r}, not bytes")
+        self._stage(idx, data)
+        return {int(Parameter.URI): uri}
+
+    def _image_match(self, idx: int, p: dict[int, Any]) -> dict[int, Any]:
+        want = p.get(Parameter.IMAGE_DIGEST)
+        if not isinstance(want, SuitDigest):
+            raise ConditionFailed("image-match without the image-digest parameter (3)")
+        data = self._image_of(idx)
+        if data is None:
+            raise ConditionFailed("image-match: the component has no image")
+        size = p.get(Parameter.IMAGE_SIZE)
+        actual = SuitDigest.of(data, want.algorithm)
+        if actual.value != want.value or (size is not None and size != len(data)):
+            exc = ConditionFailed(
+                f"image-match failed: got {len(data)} bytes with digest {actual.value.hex()[:16]}…, "
+                f"manifest says {size} bytes with digest {want.value.hex()[:16]}…"
+            )
+            exc.properties = {int(Parameter.IMAGE_DIGEST): actual, int(Parameter.IMAGE_SIZE): len(data)}  # type: ignore[attr-defined]
+            raise exc
+        return {int(Parameter.IMAGE_DIGEST): want, int(Parameter.IMAGE_SIZE): len(data)}
+
+
+def _hex(v: Any) -> str:
+    return v.hex() if isinstance(v, bytes) else repr(v)
+
+
+def _failure_report(
+    env: Envelope | None, data: bytes, exc: SuitError, records: list[SuitRecord], nonce: bytes | None
+) -> SuitReport:
+    uri = (env.manifest.reference_uri or "") if env else ""
+    digest = env.digest if env else SuitDigest.of(data)
+    record = SuitRecord(
+        exc.section or 0, exc.offset or 0, exc.component_index or 0, getattr(exc, "properties", {})
+    )
+    code = int(getattr(exc, "command", 0))
+    return build_report(
+        manifest_uri=uri,
+        manifest_digest=digest,
+        nonce=nonce,
+        records=records,
+        failure=ReportResult(code, record, int(exc.reason)),
+    )
+
+
+def process_envelope(
+    data: bytes,
+    *,
+    trust: Any,
+    store: ComponentStore,
+    fetcher: Fetcher | None = None,
+    device: DeviceIdentity,
+    report_nonce: bytes | None = None,
+    max_payload_size: int = DEFAULT_MAX_PAYLOAD_SIZE,
+) -> ProcessResult:
+    """Run the SUIT Update Procedure for one envelope; see the module docstring for the order.
+
+    Never raises for a refused envelope: the result carries `error` (a `SuitError` subclass) and a
+    failed report; `result.raise_for_error()` turns it back into an exception.
+    """
+    env: Envelope | None = None
+    interp: _Interpreter | None = None
+    try:
+        if len(data) > max_payload_size + 64 * 1024:
+            raise PayloadTooLarge(f"envelope of {len(data)} bytes exceeds the limit")
+        env = parse_envelope(data)
+        env = verify_envelope(env, trust)
+        problems = unsupported_features(env)
+        if problems:
+            cls = problems[0][0]
+            raise cls("; ".join(msg for _, msg in problems))
+        m = env.manifest
+        if not m.common.components:
+            raise ComponentUnsupported("manifest lists no components")
+        _check_rollback(env, store)
+        interp = _Interpreter(env, device, store, fetcher, max_payload_size)
+        if m.common.shared_sequence is not None:
+            interp.run(m.common.shared_sequence, SECTION_COMMON)
+        for key in (ManifestKey.PAYLOAD_FETCH, ManifestKey.INSTALL, ManifestKey.VALIDATE):
+            seq = m.sequences.get(key)
+            if seq is None and key in m.severed:
+                raise SeveringUnsupported(f"section {int(key)} was severed and is not in the envelope")
+            if seq is not None:
+                interp.run(seq, int(key))
+        installs = [
+            Install(m.common.components[i], img, bytes(data), m.sequence_number, m.manifest_component_id)
+            for i, img in sorted(interp.content.items())
+            if i not in interp.unlinked
+        ]
+        removals = [
+            m.common.components[i] for i in sorted(interp.unlinked) if store.get(m.common.components[i])
+        ]
+        try:
+            store.commit(installs, removals)
+        except ComponentStoreError as exc:
+            raise OperationFailed(f"component store: {exc}") from None
+    except SuitError as exc:
+        records = interp.records if interp else []
+        return ProcessResult(
+            success=False,
+            report=_failure_report(env, bytes(data), exc, records, report_nonce),
+            records=tuple(records),
+            error=exc,
+            sequence_number=env.manifest.sequence_number if env else None,
+            manifest_component_id=env.manifest.manifest_component_id if env else None,
+        )
+    report = build_report(
+        manifest_uri=m.reference_uri or "",
+        manifest_digest=env.digest,
+        nonce=report_nonce,
+        records=interp.records,
+    )
+    return ProcessResult(
+        success=True,
+        report=report,
+        installed=tuple(i.component_id for i in installs),
+        removed=tuple(removals),
+        records=tuple(interp.records),
+        sequence_number=m.sequence_number,
+        manifest_component_id=m.manifest_component_id,
+        invoke_requested=tuple(m.common.components[i] for i in sorted(interp.invoked)),
+    )
+
+
+def _check_rollback(env: Envelope, store: ComponentStore) -> None:
+    """Anti-rollback: the new sequence number must exceed what is installed for any component the
+    manifest names (by component id or by manifest component id)."""
+    m = env.manifest
+    new = m.sequence_number
+    entries = [e for e in (store.get(c) for c in m.common.components) if e is not None]
+    if m.manifest_component_id is not None:
+        entries += store.find_by_manifest_id(m.manifest_component_id)
+    for e in entries:
+        if new <= e.sequence_number:
+            raise RollbackRefused(
+                f"sequence number {new} is not greater than the installed {e.sequence_number} "
+                f"of component {[p.hex() for p in e.component_id]} (rollback refused)"
+            )
+
+
+def unlink(
+    component_id: ComponentId,
+    *,
+    store: ComponentStore,
+    report_nonce: bytes | None = None,
+) -> ProcessResult:
+    """Remove a Trusted Component, named by its component id or its manifest component id (TEEP's
+    unneeded-manifest-list). Everything the manifest installed goes in one atomic commit."""
+    cid = tuple(component_id)
+    entries = store.find_by_manifest_id(cid) or [e for e in [store.get(cid)] if e is not None]
+    digest = SuitDigest.of(b"")
+    uri = ""
+    try:
+        if not entries:
+            raise ComponentUnsupported(f"component {[p.hex() for p in cid]} is not installed")
+        try:
+            env = parse_envelope(store.manifest(entries[0].component_id))
+            digest, uri = env.digest, env.manifest.reference_uri or ""
+        except (SuitError, ComponentStoreError):
+            pass  # the stored manifest only feeds the report's reference
+        try:
+            store.commit([], [e.component_id for e in entries])
+        except ComponentStoreError as exc:
+            raise OperationFailed(f"component store: {exc}") from None
+    except SuitError as exc:
+        rep = build_report(
+            manifest_uri=uri,
+            manifest_digest=digest,
+            nonce=report_nonce,
+            failure=ReportResult(
+                int(Command.DIRECTIVE_UNLINK), SuitRecord(int(ManifestKey.UNINSTALL), 0, 0), int(exc.reason)
+            ),
+        )
+        return ProcessResult(False, rep, error=exc)
+    rep = build_report(manifest_uri=uri, manifest_digest=digest, nonce=report_nonce)
+    return ProcessResult(True, rep, removed=tuple(e.component_id for e in entries))
+
+
+__all__ = [
+    "DEFAULT_MAX_PAYLOAD_SIZE",
+    "DeviceIdentity",
+    "Fetcher",
+    "ProcessResult",
+    "process_envelope",
+    "unlink",
+    "unsupported_features",
+]
