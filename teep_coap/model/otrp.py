@@ -1,0 +1,965 @@
+"""Dataclasses for the OTrP messages (draft-pei-opentrustprotocol-06 / draft-ietf-teep-opentrustprotocol-02).
+
+The model is the *decrypted* view of a message: `content` and `edsi` hold their plaintext objects, while
+`encrypted_ta` stays the draft's envelope (its TA binary is encrypted to the SP AIK, not to the TEE, so
+it is part of the to-be-signed object as is). Attribute names are the draft's member names.
+
+Every object converts to and from a "tree" (dicts, lists, str, bool, int and bytes). With
+``text=True`` binary members are written in their JSON text form (standard base64 with padding; hex
+where the draft says hex) and parsed leniently in the variants the draft and its samples use
+(base64url, string booleans, a lone string where an array is meant, `reason` as string or object).
+With ``text=False`` (the CBOR mapping) binary members are byte strings and booleans must be booleans.
+Parsing is strict otherwise: a missing mandatory member or an unknown member raises `OtrpDecodeError`
+naming the message and the member (the draft: "All JSON elements are mandatory unless marked optional";
+ERR_REQUEST_INVALID covers "unknown member").
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, TypeVar
+
+from teep_coap.errors import TeepCoapError
+
+OTRP_VERSION = "1.0"
+MEDIA_TYPE_OTRP_JSON = "application/otrp+json"
+
+
+class OtrpError(TeepCoapError):
+    """Root of all deliberate OTrP failures."""
+
+
+class OtrpDecodeError(OtrpError):
+    """A message (or one of its members) is not what the draft defines; `path` names the member."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+class OtrpSecurityError(OtrpError):
+    """Signature, decryption or certificate failure (the TEE answers ERR_REQUEST_INVALID / _NOT_TRUSTED)."""
+
+
+class OtrpProtocolError(OtrpError):
+    """A well-formed message that does not fit the session (wrong rid, unexpected type, ...)."""
+
+
+class OtrpErrorCode(enum.StrEnum):
+    """Error codes (strings; the draft assigns no numbers). §8 of OTRP.md, plus the per-message extras."""
+
+    ERR_DEV_STATE_MISMATCH = "ERR_DEV_STATE_MISMATCH"
+    ERR_SD_ALREADY_EXISTS = "ERR_SD_ALREADY_EXISTS"
+    ERR_SD_NOT_EMPTY = "ERR_SD_NOT_EMPTY"
+    ERR_SDNAME_ALREADY_USED = "ERR_SDNAME_ALREADY_USED"
+    ERR_REQUEST_INVALID = "ERR_REQUEST_INVALID"
+    ERR_SPCERT_INVALID = "ERR_SPCERT_INVALID"
+    ERR_TA_ALREADY_INSTALLED = "ERR_TA_ALREADY_INSTALLED"
+    ERR_TA_INVALID = "ERR_TA_INVALID"
+    ERR_TA_NOT_FOUND = "ERR_TA_NOT_FOUND"
+    ERR_TEE_FAIL = "ERR_TEE_FAIL"
+    ERR_TEE_RESOURCE_FULL = "ERR_TEE_RESOURCE_FULL"
+    ERR_TFW_NOT_TRUSTED = "ERR_TFW_NOT_TRUSTED"
+    ERR_TAM_NOT_TRUSTED = "ERR_TAM_NOT_TRUSTED"
+    ERR_UNSUPPORTED_CRYPTO_ALG = "ERR_UNSUPPORTED_CRYPTO_ALG"
+    ERR_UNSUPPORTED_MSG_VERSION = "ERR_UNSUPPORTED_MSG_VERSION"
+    # used in the per-message lists but never defined by the draft
+    ERR_SD_NOT_FOUND = "ERR_SD_NOT_FOUND"
+    ERR_TAM_NOT_AUTHORIZED = "ERR_TAM_NOT_AUTHORIZED"
+    # Broker (Agent) codes, unsigned
+    ERR_AGENT_TEE_UNKNOWN = "ERR_AGENT_TEE_UNKNOWN"
+    ERR_AGENT_TEE_BUSY = "ERR_AGENT_TEE_BUSY"
+    ERR_AGENT_TEE_FAIL = "ERR_AGENT_TEE_FAIL"
+
+
+# CreateSD's list spells it without the final S; read both, write the §8 spelling.
+_ERROR_CODE_ALIASES = {"ERR_SD_ALREADY_EXIST": OtrpErrorCode.ERR_SD_ALREADY_EXISTS}
+
+SIGNATURE_ALGS = ("RS256", "ES256")
+STATUS_VALUES = ("pass", "fail")
+
+
+class Kind(enum.Enum):
+    """How one member is represented and parsed."""
+
+    STR = "string"
+    ID = "string (or number)"  # rid/tid: teep-device sends a JSON number
+    BOOL = "boolean"
+    INT = "integer"
+    BYTES = "base64 binary"
+    HEX = "hex binary"
+    BYTES_LIST = "array of base64 binary"
+    HEX_LIST = "array of hex binary"
+    STR_LIST = "array of strings"
+    SIGALG = "signature algorithm name"
+    STATUS = '"pass" or "fail"'
+    ERRCODE = "error code"
+    REASON = "reason (string or object)"
+    ENVELOPE = "key envelope"
+    OBJ = "object"
+    OBJ_LIST = "array of objects"
+
+
+@dataclass(frozen=True)
+class Member:
+    """One member of an OTrP object: attribute name, wire name, kind, optional, nested class."""
+
+    attr: str
+    wire: str
+    kind: Kind
+    optional: bool = False
+    cls: type[OtrpObject] | None = None
+
+
+T = TypeVar("T", bound="OtrpObject")
+
+_B64_RE = re.compile(r"^[A-Za-z0-9+/_-]*={0,2}$")
+_HEX_RE = re.compile(r"^(?:[0-9A-Fa-f]{2})*$")
+
+
+def b64decode_any(text: str, path: str) -> bytes:
+    """Standard base64 or base64url, padded or not (the samples mix both); whitespace is not allowed."""
+    if not _B64_RE.match(text):
+        raise OtrpDecodeError(path, "not base64 or base64url text")
+    url = "-" in text or "_" in text
+    if url and ("+" in text or "/" in text):
+        raise OtrpDecodeError(path, "mixes base64 and base64url alphabets")
+    body = text.rstrip("=")
+    if len(body) % 4 == 1:
+        raise OtrpDecodeError(path, "base64 text has an impossible length")
+    padded = body + "=" * (-len(body) % 4)
+    try:
+        return base64.b64decode(padded, altchars=b"-_" if url else None, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise OtrpDecodeError(path, f"bad base64: {exc}") from None
+
+
+def b64encode_std(data: bytes) -> str:
+    """OTrP-specific binary members: standard base64 with padding [draft]."""
+    return base64.b64encode(data).decode("ascii")
+
+
+def _type_name(value: object) -> str:
+    return type(value).__name__
+
+
+def _parse_bool(value: object, path: str, text: bool) -> bool:
+    if isinstance(value, bool):
+        return value
+    if text and isinstance(value, str):
+        # samples write "true"/"false", " false" (A20) and "0"/"1" (A10, A12)
+        word = value.strip().lower()
+        if word in ("true", "1"):
+            return True
+        if word in ("false", "0"):
+            return False
+    raise OtrpDecodeError(path, f"expected a boolean, got {_type_name(value)} {value!r:.40}")
+
+
+def _parse_bytes(value: object, path: str, text: bool, hex_form: bool = False) -> bytes:
+    if not text:
+        if isinstance(value, bytes):
+            return value
+        raise OtrpDecodeError(path, f"expected a byte string, got {_type_name(value)}")
+    if not isinstance(value, str):
+        raise OtrpDecodeError(
+            path, f"expected a {'hex' if hex_form else 'base64'} string, got {_type_name(value)}"
+        )
+    if hex_form and _HEX_RE.match(value):
+        return bytes.fromhex(value)
+    return b64decode_any(value, path)
+
+
+def _parse_str(value: object, path: str) -> str:
+    if isinstance(value, str):
+        return value
+    raise OtrpDecodeError(path, f"expected a string, got {_type_name(value)}")
+
+
+def _parse_sigalg(value: object, path: str, text: bool) -> str:
+    name = _parse_str(value, path)
+    if name in SIGNATURE_ALGS:
+        return name
+    if text:
+        # sample A19 base64-encodes it ("UlMyNTY=")
+        try:
+            decoded = b64decode_any(name, path).decode("ascii")
+        except (OtrpDecodeError, UnicodeDecodeError):
+            decoded = ""
+        if decoded in SIGNATURE_ALGS:
+            return decoded
+    raise OtrpDecodeError(path, f"unknown signature algorithm {name!r:.40}")
+
+
+def parse_error_code(value: object, path: str) -> OtrpErrorCode:
+    name = _parse_str(value, path)
+    if name in _ERROR_CODE_ALIASES:
+        return _ERROR_CODE_ALIASES[name]
+    try:
+        return OtrpErrorCode(name)
+    except ValueError:
+        raise OtrpDecodeError(path, f"unknown error code {name!r:.60}") from None
+
+
+class OtrpObject:
+    """Base of every OTrP object: a member table drives `to_tree` and `from_tree`."""
+
+    MEMBERS: ClassVar[tuple[Member, ...]] = ()
+
+    def to_tree(self, text: bool) -> dict[str, Any]:
+        """The object as a JSON-like tree (see module doc for `text`)."""
+        out: dict[str, Any] = {}
+        for m in self.MEMBERS:
+            value = getattr(self, m.attr)
+            if value is None:
+                if not m.optional:
+                    raise OtrpDecodeError(f"{type(self).__name__}.{m.wire}", "mandatory member is None")
+                continue
+            out[m.wire] = _member_to_tree(m, value, text)
+        return out
+
+    @classmethod
+    def from_tree(cls: type[T], tree: object, text: bool, path: str | None = None) -> T:
+        """Strict parse of a tree; `path` prefixes error messages (message and member names)."""
+        where = path or cls.__name__
+        if not isinstance(tree, Mapping):
+            raise OtrpDecodeError(where, f"expected an object, got {_type_name(tree)}")
+        known = {m.wire for m in cls.MEMBERS}
+        for key in tree:
+            if key not in known:
+                raise OtrpDecodeError(f"{where}.{key}", "unknown member")
+        kwargs: dict[str, Any] = {}
+        for m in cls.MEMBERS:
+            sub = f"{where}.{m.wire}"
+            if m.wire not in tree:
+                if not m.optional:
+                    raise OtrpDecodeError(sub, "mandatory member is missing")
+                kwargs[m.attr] = None
+                continue
+            kwargs[m.attr] = _member_from_tree(m, tree[m.wire], text, sub)
+        obj = cls(**kwargs)
+        obj.check(where)
+        return obj
+
+    def check(self, path: str) -> None:
+        """Cross-member rules; subclasses override."""
+
+
+def _member_to_tree(m: Member, value: Any, text: bool) -> Any:
+    k = m.kind
+    if k in (Kind.STR, Kind.ID, Kind.BOOL, Kind.INT, Kind.SIGALG, Kind.STATUS):
+        return value
+    if k is Kind.ERRCODE:
+        return str(value)
+    if k is Kind.STR_LIST:
+        return list(value)
+    if k is Kind.BYTES:
+        return b64encode_std(value) if text else value
+    if k is Kind.HEX:
+        return value.hex() if text else value
+    if k is Kind.BYTES_LIST:
+        return [b64encode_std(v) if text else v for v in value]
+    if k is Kind.HEX_LIST:
+        return [v.hex() if text else v for v in value]
+    if k is Kind.REASON:
+        return value.to_tree(text)
+    if k is Kind.ENVELOPE:
+        if isinstance(value, bytes):
+            return b64encode_std(value) if text else value
+        return dict(value)
+    if k is Kind.OBJ:
+        return value.to_tree(text)
+    if k is Kind.OBJ_LIST:
+        return [v.to_tree(text) for v in value]
+    raise AssertionError(k)
+
+
+def _member_from_tree(m: Member, value: object, text: bool, path: str) -> Any:
+    k = m.kind
+    if k is Kind.STR:
+        return _parse_str(value, path)
+    if k is Kind.ID:
+        if text and isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        return _parse_str(value, path)
+    if k is Kind.BOOL:
+        return _parse_bool(value, path, text)
+    if k is Kind.INT:
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+        if text and isinstance(value, str) and value.isdigit():  # sample: "cnt": "1"
+            return int(value)
+        raise OtrpDecodeError(path, f"expected a non-negative integer, got {_type_name(value)}")
+    if k is Kind.BYTES:
+        return _parse_bytes(value, path, text)
+    if k is Kind.HEX:
+        return _parse_bytes(value, path, text, hex_form=True)
+    if k in (Kind.BYTES_LIST, Kind.HEX_LIST, Kind.STR_LIST):
+        if text and isinstance(value, str):  # A01: "ocspdat"/"supportedsigalgs" as a lone string
+            value = [value]
+        if not isinstance(value, list):
+            raise OtrpDecodeError(path, f"expected an array, got {_type_name(value)}")
+        if k is Kind.STR_LIST:
+            return tuple(_parse_str(v, f"{path}[{i}]") for i, v in enumerate(value))
+        return tuple(
+            _parse_bytes(v, f"{path}[{i}]", text, hex_form=k is Kind.HEX_LIST) for i, v in enumerate(value)
+        )
+    if k is Kind.SIGALG:
+        return _parse_sigalg(value, path, text)
+    if k is Kind.STATUS:
+        status = _parse_str(value, path)
+        if status not in STATUS_VALUES:
+            raise OtrpDecodeError(path, f'expected "pass" or "fail", got {status!r:.40}')
+        return status
+    if k is Kind.ERRCODE:
+        return parse_error_code(value, path)
+    if k is Kind.REASON:
+        return Reason.parse(value, text, path)
+    if k is Kind.ENVELOPE:
+        if isinstance(value, Mapping):
+            if not text:
+                raise OtrpDecodeError(path, "expected a byte string (COSE_Encrypt)")
+            return dict(value)
+        return _parse_bytes(value, path, text)
+    if k is Kind.OBJ:
+        assert m.cls is not None
+        return m.cls.from_tree(value, text, path)
+    if k is Kind.OBJ_LIST:
+        assert m.cls is not None
+        if not isinstance(value, list):
+            raise OtrpDecodeError(path, f"expected an array, got {_type_name(value)}")
+        return tuple(m.cls.from_tree(v, text, f"{path}[{i}]") for i, v in enumerate(value))
+    raise AssertionError(k)
+
+
+# --------------------------------------------------------------------------------------------------
+# Shared objects
+
+
+@dataclass(frozen=True, kw_only=True)
+class Reason(OtrpObject):
+    """`reason`: `{"error-code", "error-message"}`, or a bare string in the SD/TA prose (kept as message)."""
+
+    error_code: OtrpErrorCode | None = None
+    error_message: str | None = None
+    MEMBERS: ClassVar[tuple[Member, ...]] = (
+        Member("error_code", "error-code", Kind.ERRCODE, optional=True),
+        Member("error_message", "error-message", Kind.STR, optional=True),
+    )
+
+    @classmethod
+    def parse(cls, value: object, text: bool, path: str) -> Reason:
+        if isinstance(value, str):
+            try:
+                return cls(error_code=parse_error_code(value, path))
+            except OtrpDecodeError:
+                return cls(error_message=value)
+        return cls.from_tree(value, text, path)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaInfo(OtrpObject):
+    taid: str
+    taname: str | None = None
+    MEMBERS: ClassVar[tuple[Member, ...]] = (
+        Member("taid", "taid", Kind.STR),
+        Member("taname", "taname", Kind.STR, optional=True),
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class SdInfo(OtrpObject):
+    name: str
+    spid: str
+    talist: tuple[TaInfo, ...] = ()
+    MEMBERS: ClassVar[tuple[Member, ...]] = (
+        Member("name", "name", Kind.STR),
+        Member("spid", "spid", Kind.STR),
+        Member("talist", "talist", Kind.OBJ_LIST, cls=TaInfo),
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class SdList(OtrpObject):
+    cnt: int
+    sd: tuple[SdInfo, ...]
+    MEMBERS: ClassVar[tuple[Member, ...]] = (
+        Member("cnt", "cnt", Kind.INT),
+        Member("sd", "sd", Kind.OBJ_LIST, cls=SdInfo),
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class TeeAik(OtrpObject):
+    """teeaiklist entry: the SP AIK public key (DER SubjectPublicKeyInfo here) of one SP."""
+
+    spaik: bytes
+    spaiktype: str
+    spid: str
+    MEMBERS: ClassVar[tuple[Member, ...]] = (
+        Member("spaik", "spaik", Kind.BYTES),
+        Member("spaiktype", "spaiktype", Kind.STR),
+        Member("spid", "spid", Kind.STR),
+    )
+
+    def check(self, path: str) -> None:
+        if self.spaiktype not in ("RSA", "ECC"):
+            raise OtrpDecodeError(f"{path}.spaiktype", f'expected "RSA" or "ECC", got {self.spaiktype!r:.20}')
+
+
+@dataclass(frozen=True, kw_only=True)
+class TfwData(OtrpObject):
+    tbs: bytes
+    cert: bytes
+    sigalg: str
+    sig: bytes
+    MEMBERS: ClassVar[tuple[Member, ...]] = (
+        Member("tbs", "tbs", Kind.BYTES),
+        Member("cert", "cert", Kind.BYTES),
+        Member("sigalg", "sigalg", Kind.SIGALG),
+        Member("sig", "sig", Kind.BYTES),
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class TeeInfo(OtrpObject):
+    """dsi.tee. `sdlist` is the draft's form; `talist`/`requestedtalist` are dthaler's flat variant."""
+
+    name: str
+    ver: str
+    cert: bytes
+    cacert: tuple[bytes, ...] = ()
+    sdlist: SdList | None = None
+    teeaiklist: tuple[TeeAik, ...] | None = None
+    talist: tuple[TaInfo, ...] | None = None
+    requestedtalist: tuple[TaInfo, ...] | None = None
+    MEMBERS: ClassVar[tuple[Member, ...]] = (
+        Member("name", "name", Kind.STR),
+        Member("ver", "ver", Kind.STR),
+        Member("cert", "cert", Kind.BYTES),
+        Member("cacert", "cacert", Kind.BYTES_LIST),
+        Member("sdlist", "sdlist", Kind.OBJ, optional=True, cls=SdList),
+        Member("teeaiklist", "teeaiklist", Kind.OBJ_LIST, optional=True, cls=TeeAik),
+        Member("talist", "talist", Kind.OBJ_LIST, optional=True, cls=TaInfo),
+        Member("requestedtalist", "requestedtalist", Kind.OBJ_LIST, optional=True, cls=TaInfo),
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Dsi(OtrpObject):
+    """Device State Information: `tfwdata` is optional (a TEE that cannot get firmware data omits it)."""
+
+    tee: TeeInfo
+    tfwdata: TfwData | None = None
+    MEMBERS: ClassVar[tuple[Member, ...]] = (
+        Member("tfwdata", "tfwdata", Kind.OBJ, optional=True, cls=TfwData),
+        Member("tee", "tee", Kind.OBJ, cls=TeeInfo),
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class DsiDocument(OtrpObject):
+    """The plaintext of `edsi`: `{"dsi": {...}}`."""
+
+    dsi: Dsi
+    MEMBERS: ClassVar[tuple[Member, ...]] = (Member("dsi", "dsi", Kind.OBJ, cls=Dsi),)
+
+
+@dataclass(frozen=True, kw_only=True)
+class EncryptedTA(OtrpObject):
+    """The draft's `encrypted_ta` envelope: the TA (and personalization data) AES-CBC encrypted with a
+    256-bit key that `key` wraps for the SP AIK. `key` is a JWE object (JSON), a COSE_Encrypt byte
+    string (CBOR mapping), or opaque bytes (sample A18 shows plain base64)."""
+
+    key: Mapping[str, Any] | bytes
+    iv: bytes
+    alg: str = "AESCBC"
+    ciphertadata: bytes | None = None
+    cipherpdata: bytes | None = None
+    ciphernewtadata: bytes | None = None
+    ciphernewpdata: bytes | None = None
+    MEMBERS: ClassVar[tuple[Member, ...]] = (
+        Member("key", "key", Kind.ENVELOPE),
+        Member("iv", "iv", Kind.HEX),
+        Member("alg", "alg", Kind.STR),
+        Member("ciphertadata", "ciphertadata", Kind.BYTES, optional=True),
+        Member("cipherpdata", "cipherpdata", Kind.BYTES, optional=True),
+        Member("ciphernewtadata", "ciphernewtadata", Kind.BYTES, optional=True),
+        Member("ciphernewpdata", "ciphernewpdata", Kind.BYTES, optional=True),
+    )
+
+    def check(self, path: str) -> None:
+        if self.alg != "AESCBC":
+            raise OtrpDecodeError(f"{path}.alg", f'only "AESCBC" is defined, got {self.alg!r:.20}')
+        if len(self.iv) != 16:
+            raise OtrpDecodeError(f"{path}.iv", f"AES-CBC needs a 16-byte iv, got {len(self.iv)}")
+        install = self.ciphertadata is not None or self.cipherpdata is not None
+        update = self.ciphernewtadata is not None or self.ciphernewpdata is not None
+        if install == update:
+            raise OtrpDecodeError(
+                path, "needs ciphertadata (InstallTA) or ciphernewtadata/ciphernewpdata (UpdateTA), not both"
+            )
+        if install and self.ciphertadata is None:
+            raise OtrpDecodeError(f"{path}.ciphertadata", "mandatory member is missing")
+
+
+# --------------------------------------------------------------------------------------------------
+# content objects (the plaintext of the `content` JWE)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CreateSDContent(OtrpObject):
+    spid: str
+    sdname: str
+    spcert: bytes
+    tamid: str
+    did: bytes
+    MEMBERS: ClassVar[tuple[Member, ...]] = (
+        Member("spid", "spid", Kind.STR),
+        Member("sdname", "sdname", Kind.STR),
+        Member("spcert", "spcert", Kind.BYTES),
+        Member("tamid", "tamid", Kind.STR),
+        Member("did", "did", Kind.BYTES),
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class SDChanges(OtrpObject):
+    renewteespaik: bool = False
+    newsdname: str | None = None
+    newspid: str | None = None
+    spcert: tuple[bytes, ...] | None = None
+    deloldspcert: tuple[bytes, ...] | None = None  # SHA-256 fingerprints, hex in JSON
+    MEMBERS: ClassVar[tuple[Member, ...]] = (
+        Member("newsdname", "newsdname", Kind.STR, optional=True),
+        Member("newspid", "newspid", Kind.STR, optional=True),
+        Member("spcert", "spcert", Kind.BYTES_LIST, optional=True),
+        Member("deloldspcert", "deloldspcert", Kind.HEX_LIST, optional=True),
+        Member("renewteespaik", "renewteespaik", Kind.BOOL),
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class UpdateSDContent(OtrpObject):
+    tamid: str
+    spid: str
+    sdname: str
+    changes: SDChanges
+    MEMBERS: ClassVar[tuple[Member, ...]] = (
+        Member("tamid", "tamid", Kind.STR),
+        Member("spid", "spid", Kind.STR),
+        Member("sdname", "sdname", Kind.STR),
+        Member("changes", "changes", Kind.OBJ, cls=SDChanges),
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeleteSDContent(OtrpObject):
+    tamid: str
+    sdname: str
+    deleteta: bool = False
+    MEMBERS: ClassVar[tuple[Member, ...]] = (
+        Member("tamid", "tamid", Kind.STR),
+        Member("sdname", "sdname", Kind.STR),
+        Member("deleteta", "deleteta", Kind.BOOL),
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class TAContent(OtrpObject):
+    """InstallTA and UpdateTA content: `spcert` only when the SP is new to the SD."""
+
+    tamid: str
+    spid: str
+    sdname: str
+    taid: str
+    spcert: bytes | None = None
+    MEMBERS: ClassVar[tuple[Member, ...]] = (
+        Member("tamid", "tamid", Kind.STR),
+        Member("spid", "spid", Kind.STR),
+        Member("sdname", "sdname", Kind.STR),
+        Member("spcert", "spcert", Kind.BYTES, optional=True),
+        Member("taid", "taid", Kind.STR),
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeleteTAContent(OtrpObject):
+    tamid: str
+    sdname: str
+    taid: str
+    MEMBERS: ClassVar[tuple[Member, ...]] = (
+        Member("tamid", "tamid", Kind.STR),
+        Member("sdname", "sdname", Kind.STR),
+        Member("taid", "taid", Kind.STR),
+    )
+
+
+_RESULT_TAIL = (
+    Member("reason", "reason", Kind.REASON, optional=True),
+    Member("did", "did", Kind.BYTES),
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CreateSDResultContent(OtrpObject):
+    did: bytes
+    reason: Reason | None = None
+    sdname: str | None = None
+    teespaik: bytes | None = None
+    dsi: Dsi | None = None
+    MEMBERS: ClassVar[tuple[Member, ...]] = (
+        *_RESULT_TAIL,
+        Member("sdname", "sdname", Kind.STR, optional=True),
+        Member("teespaik", "teespaik", Kind.BYTES, optional=True),
+        Member("dsi", "dsi", Kind.OBJ, optional=True, cls=Dsi),
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class UpdateSDResultContent(OtrpObject):
+    did: bytes
+    reason: Reason | None = None
+    cert: bytes | None = None
+    teespaik: bytes | None = None
+    teespaiktype: str | None = None
+    dsi: Dsi | None = None
+    MEMBERS: ClassVar[tuple[Member, ...]] = (
+        *_RESULT_TAIL,
+        Member("cert", "cert", Kind.BYTES, optional=True),
+        Member("teespaik", "teespaik", Kind.BYTES, optional=True),
+        Member("teespaiktype", "teespaiktype", Kind.STR, optional=True),
+        Member("dsi", "dsi", Kind.OBJ, optional=True, cls=Dsi),
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResultContent(OtrpObject):
+    """DeleteSD / InstallTA / UpdateTA / DeleteTA response content."""
+
+    did: bytes
+    reason: Reason | None = None
+    dsi: Dsi | None = None
+    MEMBERS: ClassVar[tuple[Member, ...]] = (
+        *_RESULT_TAIL,
+        Member("dsi", "dsi", Kind.OBJ, optional=True, cls=Dsi),
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# messages (to-be-signed objects)
+
+
+class OtrpMessage(OtrpObject):
+    """A to-be-signed message. `TBS_NAME` is the member name inside the JWS payload, `OUTER_NAME` the
+    name of the signed wrapper; `ENCRYPTED` lists the members that travel as JWE / COSE_Encrypt."""
+
+    TBS_NAME: ClassVar[str] = ""
+    OUTER_NAME: ClassVar[str] = ""
+    ENCRYPTED: ClassVar[tuple[str, ...]] = ("content",)
+    IS_REQUEST: ClassVar[bool] = True
+
+    rid: str
+    tid: str
+    ver: str
+
+    def tbs_tree(self, text: bool) -> dict[str, Any]:
+        """`{"<Cmd>TBS…": {...}}` with encrypted members in clear (the "bare" message)."""
+        return {self.TBS_NAME: self.to_tree(text)}
+
+
+_REQUEST_HEAD = (
+    Member("ver", "ver", Kind.STR),
+    Member("rid", "rid", Kind.ID),
+    Member("tid", "tid", Kind.ID),
+    Member("tee", "tee", Kind.STR),
+    Member("nextdsi", "nextdsi", Kind.BOOL),
+    # mandatory in the draft; teep-device's tiny-tam omits it, so it is read as optional
+    Member("dsihash", "dsihash", Kind.BYTES, optional=True),
+)
+_RESPONSE_HEAD = (
+    Member("ver", "ver", Kind.STR),
+    Member("status", "status", Kind.STATUS),
+    Member("rid", "rid", Kind.ID),
+    Member("tid", "tid", Kind.ID),
+    # a TEE that cannot encrypt (no TAM key) reports at TBS level, like GetDeviceState does
+    Member("reason", "reason", Kind.REASON, optional=True),
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class GetDeviceStateRequest(OtrpMessage):
+    TBS_NAME: ClassVar[str] = "GetDeviceStateTBSRequest"
+    OUTER_NAME: ClassVar[str] = "GetDeviceStateRequest"
+    ENCRYPTED: ClassVar[tuple[str, ...]] = ()
+
+    rid: str
+    tid: str
+    ocspdat: tuple[bytes, ...] = ()
+    supportedsigalgs: tuple[str, ...] | None = None
+    icaocspdat: bytes | None = None  # sample A01 only
+    ver: str = OTRP_VERSION
+    MEMBERS: ClassVar[tuple[Member, ...]] = (
+        Member("ver", "ver", Kind.STR),
+        Member("rid", "rid", Kind.ID),
+        Member("tid", "tid", Kind.ID),
+        Member("ocspdat", "ocspdat", Kind.BYTES_LIST),
+        Member("icaocspdat", "icaocspdat", Kind.BYTES, optional=True),
+        Member("supportedsigalgs", "supportedsigalgs", Kind.STR_LIST, optional=True),
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class GetDeviceTEEStateResponse(OtrpMessage):
+    TBS_NAME: ClassVar[str] = "GetDeviceTEEStateTBSResponse"
+    OUTER_NAME: ClassVar[str] = "GetDeviceTEEStateResponse"
+    ENCRYPTED: ClassVar[tuple[str, ...]] = ("edsi",)
+    IS_REQUEST: ClassVar[bool] = False
+
+    rid: str
+    tid: str
+    status: str = "pass"
+    signerreq: bool | None = None
+    edsi: DsiDocument | None = None
+    reason: Reason | None = None
+    supportedsigalgs: tuple[str, ...] | None = None
+    ver: str = OTRP_VERSION
+    MEMBERS: ClassVar[tuple[Member, ...]] = (
+        *_RESPONSE_HEAD,
+        Member("signerreq", "signerreq", Kind.BOOL, optional=True),
+        Member("edsi", "edsi", Kind.OBJ, optional=True, cls=DsiDocument),
+        Member("supportedsigalgs", "supportedsigalgs", Kind.STR_LIST, optional=True),
+    )
+
+    def check(self, path: str) -> None:
+        if self.status == "pass" and (self.edsi is None or self.signerreq is None):
+            raise OtrpDecodeError(path, 'status "pass" needs signerreq and edsi')
+
+
+@dataclass(frozen=True, kw_only=True)
+class GetDeviceStateResponse:
+    """`{"GetDeviceStateResponse": [ {"GetDeviceTEEStateResponse": JWS}, ... ]}`: one entry per TEE."""
+
+    OUTER_NAME: ClassVar[str] = "GetDeviceStateResponse"
+    tees: tuple[GetDeviceTEEStateResponse, ...]
+
+
+def _request(cmd: str, content_cls: type[OtrpObject], with_ta: bool = False) -> tuple[Member, ...]:
+    members = (*_REQUEST_HEAD, Member("content", "content", Kind.OBJ, cls=content_cls))
+    if with_ta:
+        members = (*members, Member("encrypted_ta", "encrypted_ta", Kind.OBJ, cls=EncryptedTA))
+    return members
+
+
+def _response(content_cls: type[OtrpObject]) -> tuple[Member, ...]:
+    # content optional: absent only when the TEE could not encrypt its failure (reason at TBS level)
+    return (*_RESPONSE_HEAD, Member("content", "content", Kind.OBJ, optional=True, cls=content_cls))
+
+
+@dataclass(frozen=True, kw_only=True)
+class _SdTaRequest(OtrpMessage):
+    rid: str
+    tid: str
+    tee: str
+    nextdsi: bool = False
+    dsihash: bytes | None = None
+    ver: str = OTRP_VERSION
+
+
+@dataclass(frozen=True, kw_only=True)
+class CreateSDRequest(_SdTaRequest):
+    TBS_NAME: ClassVar[str] = "CreateSDTBSRequest"
+    OUTER_NAME: ClassVar[str] = "CreateSDRequest"
+    content: CreateSDContent
+    MEMBERS: ClassVar[tuple[Member, ...]] = _request("CreateSD", CreateSDContent)
+
+
+@dataclass(frozen=True, kw_only=True)
+class UpdateSDRequest(_SdTaRequest):
+    TBS_NAME: ClassVar[str] = "UpdateSDTBSRequest"
+    OUTER_NAME: ClassVar[str] = "UpdateSDRequest"
+    content: UpdateSDContent
+    MEMBERS: ClassVar[tuple[Member, ...]] = _request("UpdateSD", UpdateSDContent)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeleteSDRequest(_SdTaRequest):
+    TBS_NAME: ClassVar[str] = "DeleteSDTBSRequest"
+    OUTER_NAME: ClassVar[str] = "DeleteSDRequest"
+    content: DeleteSDContent
+    MEMBERS: ClassVar[tuple[Member, ...]] = _request("DeleteSD", DeleteSDContent)
+
+
+@dataclass(frozen=True, kw_only=True)
+class InstallTARequest(_SdTaRequest):
+    TBS_NAME: ClassVar[str] = "InstallTATBSRequest"
+    OUTER_NAME: ClassVar[str] = "InstallTARequest"
+    content: TAContent
+    encrypted_ta: EncryptedTA
+    MEMBERS: ClassVar[tuple[Member, ...]] = _request("InstallTA", TAContent, with_ta=True)
+
+    def check(self, path: str) -> None:
+        if self.encrypted_ta.ciphertadata is None:
+            raise OtrpDecodeError(f"{path}.encrypted_ta.ciphertadata", "mandatory member is missing")
+
+
+@dataclass(frozen=True, kw_only=True)
+class UpdateTARequest(_SdTaRequest):
+    TBS_NAME: ClassVar[str] = "UpdateTATBSRequest"
+    OUTER_NAME: ClassVar[str] = "UpdateTARequest"
+    content: TAContent
+    encrypted_ta: EncryptedTA
+    MEMBERS: ClassVar[tuple[Member, ...]] = _request("UpdateTA", TAContent, with_ta=True)
+
+    def check(self, path: str) -> None:
+        if self.encrypted_ta.ciphernewtadata is None and self.encrypted_ta.ciphernewpdata is None:
+            raise OtrpDecodeError(f"{path}.encrypted_ta", "needs ciphernewtadata or ciphernewpdata")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeleteTARequest(_SdTaRequest):
+    TBS_NAME: ClassVar[str] = "DeleteTATBSRequest"
+    OUTER_NAME: ClassVar[str] = "DeleteTARequest"
+    content: DeleteTAContent
+    MEMBERS: ClassVar[tuple[Member, ...]] = _request("DeleteTA", DeleteTAContent)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Response(OtrpMessage):
+    IS_REQUEST: ClassVar[bool] = False
+    rid: str
+    tid: str
+    status: str = "pass"
+    reason: Reason | None = None
+    ver: str = OTRP_VERSION
+
+
+@dataclass(frozen=True, kw_only=True)
+class CreateSDResponse(_Response):
+    TBS_NAME: ClassVar[str] = "CreateSDTBSResponse"
+    OUTER_NAME: ClassVar[str] = "CreateSDResponse"
+    content: CreateSDResultContent | None = None
+    MEMBERS: ClassVar[tuple[Member, ...]] = _response(CreateSDResultContent)
+
+
+@dataclass(frozen=True, kw_only=True)
+class UpdateSDResponse(_Response):
+    TBS_NAME: ClassVar[str] = "UpdateSDTBSResponse"
+    OUTER_NAME: ClassVar[str] = "UpdateSDResponse"
+    content: UpdateSDResultContent | None = None
+    MEMBERS: ClassVar[tuple[Member, ...]] = _response(UpdateSDResultContent)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeleteSDResponse(_Response):
+    TBS_NAME: ClassVar[str] = "DeleteSDTBSResponse"
+    OUTER_NAME: ClassVar[str] = "DeleteSDResponse"
+    content: ResultContent | None = None
+    MEMBERS: ClassVar[tuple[Member, ...]] = _response(ResultContent)
+
+
+@dataclass(frozen=True, kw_only=True)
+class InstallTAResponse(_Response):
+    TBS_NAME: ClassVar[str] = "InstallTATBSResponse"
+    OUTER_NAME: ClassVar[str] = "InstallTAResponse"
+    content: ResultContent | None = None
+    MEMBERS: ClassVar[tuple[Member, ...]] = _response(ResultContent)
+
+
+@dataclass(frozen=True, kw_only=True)
+class UpdateTAResponse(_Response):
+    TBS_NAME: ClassVar[str] = "UpdateTATBSResponse"
+    OUTER_NAME: ClassVar[str] = "UpdateTAResponse"
+    content: ResultContent | None = None
+    MEMBERS: ClassVar[tuple[Member, ...]] = _response(ResultContent)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeleteTAResponse(_Response):
+    TBS_NAME: ClassVar[str] = "DeleteTATBSResponse"
+    OUTER_NAME: ClassVar[str] = "DeleteTAResponse"
+    content: ResultContent | None = None
+    MEMBERS: ClassVar[tuple[Member, ...]] = _response(ResultContent)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BrokerError(OtrpObject):
+    """Unsigned Broker-generated error (ietf-02 "Type 2"; removed in -03):
+    `{"OTrPBrokerError": {"ver", "rid", "tid", "errcode"}}`."""
+
+    OUTER_NAME: ClassVar[str] = "OTrPBrokerError"
+    errcode: OtrpErrorCode
+    rid: str = ""
+    tid: str = ""
+    ver: str = OTRP_VERSION
+    MEMBERS: ClassVar[tuple[Member, ...]] = (
+        Member("ver", "ver", Kind.STR),
+        Member("rid", "rid", Kind.ID),
+        Member("tid", "tid", Kind.ID),
+        Member("errcode", "errcode", Kind.ERRCODE),
+    )
+
+
+REQUEST_TYPES: tuple[type[OtrpMessage], ...] = (
+    GetDeviceStateRequest,
+    CreateSDRequest,
+    UpdateSDRequest,
+    DeleteSDRequest,
+    InstallTARequest,
+    UpdateTARequest,
+    DeleteTARequest,
+)
+RESPONSE_TYPES: tuple[type[OtrpMessage], ...] = (
+    GetDeviceTEEStateResponse,
+    CreateSDResponse,
+    UpdateSDResponse,
+    DeleteSDResponse,
+    InstallTAResponse,
+    UpdateTAResponse,
+    DeleteTAResponse,
+)
+MESSAGE_TYPES: tuple[type[OtrpMessage], ...] = REQUEST_TYPES + RESPONSE_TYPES
+BY_TBS_NAME: dict[str, type[OtrpMessage]] = {c.TBS_NAME: c for c in MESSAGE_TYPES}
+BY_OUTER_NAME: dict[str, type[OtrpMessage]] = {c.OUTER_NAME: c for c in MESSAGE_TYPES}
+RESPONSE_FOR: dict[type[OtrpMessage], type[OtrpMessage]] = dict(
+    zip(REQUEST_TYPES, RESPONSE_TYPES, strict=True)
+)
+
+AnyOtrpMessage = OtrpMessage | GetDeviceStateResponse | BrokerError
+
+
+def parse_tbs(tree: object, text: bool) -> OtrpMessage:
+    """`{"<Cmd>TBS…": {...}}` (encrypted members already in clear) → message object."""
+    if not isinstance(tree, Mapping) or len(tree) != 1:
+        raise OtrpDecodeError("TBS", "expected an object with exactly one member naming the message")
+    ((name, body),) = tree.items()
+    cls = BY_TBS_NAME.get(name) if isinstance(name, str) else None
+    if cls is None:
+        raise OtrpDecodeError(str(name)[:60], "unknown OTrP message name")
+    return cls.from_tree(body, text, name)
+
+
+def parse_broker_error(tree: object, text: bool) -> BrokerError:
+    """Both Broker error forms: `{"OTrPBrokerError": {...}}` and `{"status": {"result": "fail", ...}}`."""
+    if isinstance(tree, Mapping) and set(tree) == {"status"} and isinstance(tree["status"], Mapping):
+        body = tree["status"]
+        unknown = set(body) - {"result", "error-code", "error-message"}
+        if unknown:
+            raise OtrpDecodeError(f"status.{sorted(unknown)[0]}", "unknown member")
+        if body.get("result") != "fail":
+            raise OtrpDecodeError("status.result", 'expected "fail"')
+        return BrokerError(errcode=parse_error_code(body.get("error-code"), "status.error-code"))
+    if isinstance(tree, Mapping) and set(tree) == {BrokerError.OUTER_NAME}:
+        return BrokerError.from_tree(tree[BrokerError.OUTER_NAME], text, BrokerError.OUTER_NAME)
+    raise OtrpDecodeError("OTrPBrokerError", "not a Broker error object")
+
+
+def field_names(obj: object) -> list[str]:
+    """Attribute names of a model dataclass (for display)."""
+    return [f.name for f in fields(obj)]  # type: ignore[arg-type]
