@@ -1,0 +1,442 @@
+"""The TEEP Agent (in a simulated TEE) as a sans-IO engine: message bytes in, signed answer out.
+
+Rules from NOTES.md §1.11 and the draft's sections "QueryRequest", "Update", "Error Message" and
+"Validating a TEEP Message":
+
+    QueryRequest ── checks in this order, first failure answers with Error:
+        signature (unknown signer / tampered → ERR_PERMANENT_ERROR 1, no usable suite → 5),
+        decodable (→ 1), versions (→ 4 + versions), cipher suites (→ 5 + suites),
+        freshness (→ 3 + mechanisms), SUIT COSE profiles (→ 8 + profiles),
+        TAM attestation required but absent (→ 7 + freshness + challenge)
+      → QueryResponse: token echoed, selected-version, evidence / attestation result, tc-list,
+        requested-tc-list, unneeded-manifest-list, ext-list, suit-reports as asked.
+    Update ── unlink every unneeded component, then run the SUIT procedure on each manifest;
+      Success if all succeeded, else Error 17 ERR_MANIFEST_PROCESSING_FAILED with the SUIT reports.
+    anything else → Error 1.
+
+Also the Broker-facing conceptual API of RFC 9397 (RequestTA, UnrequestTA, RequestPolicyCheck,
+ProcessTeepMessage, ProcessError). The engine holds no sockets and never sleeps.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from teep_coap.model.codes import CoseAlg, CoseType, DataItem, ErrorCode
+from teep_coap.model.teep import (
+    ComponentId,
+    Error,
+    QueryRequest,
+    QueryResponse,
+    RequestedTcInfo,
+    Success,
+    SystemPropertyClaims,
+    TeepMessage,
+    Update,
+)
+from teep_coap.protocol import attestation as att
+from teep_coap.protocol.agentstate import AgentState
+from teep_coap.protocol.wire import looks_like_cose, open_signed, seal
+
+log = logging.getLogger("teep_coap.protocol.agent")
+
+Clock = Callable[[], float]
+Rng = Callable[[int], bytes]
+Fetcher = Callable[[str], bytes]
+# Passport model: evidence in, Attestation Result (signed by a Verifier) out.
+AttestationProvider = Callable[[bytes, bytes | None], bytes]
+
+_LEGACY = {int(CoseAlg.ES256): int(CoseAlg.ESP256), int(CoseAlg.EDDSA): int(CoseAlg.ED25519)}
+ERR_MSG_MAX = 128
+
+
+def _norm_suite(suite: Sequence[Sequence[int]]) -> tuple[tuple[int, int], ...]:
+    return tuple((int(op[0]), _LEGACY.get(int(op[1]), int(op[1]))) for op in suite)
+
+
+def _clip(text: str, limit: int = ERR_MSG_MAX) -> str:
+    """err-msg is 1..128 bytes of UTF-8: cut at a character boundary."""
+    raw = text.encode()[:limit]
+    return raw.decode("utf-8", "ignore") or "error"
+
+
+def _cid_key(cid: Sequence[bytes]) -> str:
+    return ".".join(p.hex() for p in cid)
+
+
+@dataclass
+class _Outcome:
+    """What processing one message led to (for logs and the CLI)."""
+
+    response: TeepMessage | None
+    note: str = ""
+
+
+class AgentEngine:
+    """ProcessTeepMessage and the Broker-facing API for one Agent state folder."""
+
+    def __init__(
+        self,
+        state: AgentState,
+        *,
+        clock: Clock = time.time,
+        rng: Rng = os.urandom,
+        fetcher: Fetcher | None = None,
+        attestation_provider: AttestationProvider | None = None,
+    ) -> None:
+        self.state = state
+        self.clock = clock
+        self.rng = rng
+        self.fetcher = fetcher
+        self.attestation_provider = attestation_provider
+        self.last_response: TeepMessage | None = None  # the model of the last answer (for CLIs/tests)
+        self.last_note = ""
+
+    # ------------------------------------------------------------ capabilities
+
+    @property
+    def supported_suites(self) -> tuple[tuple[tuple[int, int], ...], ...]:
+        alg = _LEGACY.get(self.state.key.alg, self.state.key.alg)
+        return (((int(CoseType.COSE_SIGN1), alg),),)
+
+    def _accepted_algs(self) -> list[int]:
+        alg = _LEGACY.get(self.state.key.alg, self.state.key.alg)
+        return [alg] + [legacy for legacy, new in _LEGACY.items() if new == alg]
+
+    # ------------------------------------------------------------ ProcessTeepMessage
+
+    def receive(self, data: bytes) -> bytes | None:
+        """One TEEP message in; the signed answer out (None when the message needs no answer)."""
+        outcome = self._process(data)
+        self.last_response, self.last_note = outcome.response, outcome.note
+        if outcome.note:
+            log.info("agent: %s", outcome.note)
+        if outcome.response is None:
+            return None
+        return seal(outcome.response, self.state.key)
+
+    process_teep_message = receive
+
+    def _error(self, code: ErrorCode, text: str, token: bytes | None = None, **extra: Any) -> _Outcome:
+        return _Outcome(Error(err_code=int(code), token=token, err_msg=_clip(text), **extra), text)
+
+    def _process(self, data: bytes) -> _Outcome:
+        from teep_coap.encoding.cbor_codec import decode
+        from teep_coap.encoding.errors import TeepDecodeError
+        from teep_coap.security.errors import CoseDecodeError, SecurityError, UnknownKid, UnsupportedAlgorithm
+
+        if not data:
+            return self._error(ErrorCode.ERR_PERMANENT_ERROR, "empty message")
+        if looks_like_cose(data):
+            try:
+                opened = open_signed(data, self.state.trust, allowed_algs=self._accepted_algs())
+                msg: TeepMessage = opened.message
+            except UnsupportedAlgorithm as exc:
+                return self._error(
+                    ErrorCode.ERR_UNSUPPORTED_CIPHER_SUITES,
+                    f"no signature with a supported cipher suite: {exc}",
+                    supported_teep_cipher_suites=self.supported_suites,
+                )
+            except UnknownKid as exc:
+                if self._only_unsupported_algs(data):
+                    return self._error(
+                        ErrorCode.ERR_UNSUPPORTED_CIPHER_SUITES,
+                        "no signature with a supported cipher suite",
+                        supported_teep_cipher_suites=self.supported_suites,
+                    )
+                return self._error(ErrorCode.ERR_PERMANENT_ERROR, f"signer not trusted: {exc}")
+            except CoseDecodeError as exc:
+                return self._error(ErrorCode.ERR_PERMANENT_ERROR, f"malformed COSE: {exc}")
+            except SecurityError as exc:
+                return self._error(ErrorCode.ERR_PERMANENT_ERROR, f"signature not verified: {exc}")
+            except TeepDecodeError as exc:
+                return self._error(ErrorCode.ERR_PERMANENT_ERROR, f"malformed TEEP message: {exc}")
+        else:
+            if not self.state.config.accept_unsigned:
+                return self._error(ErrorCode.ERR_PERMANENT_ERROR, "message is not COSE-signed")
+            try:
+                msg = decode(data)
+            except TeepDecodeError as exc:
+                return self._error(ErrorCode.ERR_PERMANENT_ERROR, f"malformed TEEP message: {exc}")
+        if isinstance(msg, QueryRequest):
+            return self._on_query_request(msg)
+        if isinstance(msg, Update):
+            return self._on_update(msg)
+        return self._error(
+            ErrorCode.ERR_PERMANENT_ERROR, f"an Agent does not accept {type(msg).__name__}", token=msg.token
+        )
+
+    def _only_unsupported_algs(self, data: bytes) -> bool:
+        """True when no signature of the message uses an algorithm we support (→ error 5, not 1)."""
+        from teep_coap.protocol.wire import NotCose, peek_signers
+
+        try:
+            hint = peek_signers(data)
+        except NotCose:
+            return False
+        ok = set(self._accepted_algs())
+        return all(alg not in ok for _, alg in hint.signers)
+
+    # ------------------------------------------------------------ QueryRequest
+
+    def _on_query_request(self, qr: QueryRequest) -> _Outcome:
+        cfg = self.state.config
+        token = qr.token
+        offered_versions = qr.versions if qr.versions is not None else (0,)
+        common_versions = [v for v in offered_versions if v in cfg.versions]
+        if not common_versions:
+            return self._error(
+                ErrorCode.ERR_UNSUPPORTED_MSG_VERSION,
+                f"none of versions {list(offered_versions)} is supported",
+                token=token,
+                versions=cfg.versions,
+            )
+        ours = set(self.supported_suites)
+        if not any(_norm_suite(s) in ours for s in qr.supported_teep_cipher_suites):
+            return self._error(
+                ErrorCode.ERR_UNSUPPORTED_CIPHER_SUITES,
+                "no offered cipher suite is supported",
+                token=token,
+                supported_teep_cipher_suites=self.supported_suites,
+            )
+        wants = DataItem(qr.data_item_requested & 0xF)
+        offered_fresh = (
+            qr.supported_freshness_mechanisms if qr.supported_freshness_mechanisms is not None else (0,)
+        )
+        if not any(f in cfg.freshness_mechanisms for f in offered_fresh):
+            return self._error(
+                ErrorCode.ERR_UNSUPPORTED_FRESHNESS_MECHANISMS,
+                f"none of freshness mechanisms {list(offered_fresh)} is supported",
+                token=token,
+                supported_freshness_mechanisms=cfg.freshness_mechanisms,
+            )
+        if not any(tuple(p) in set(cfg.suit_cose_profiles) for p in qr.supported_suit_cose_profiles):
+            return self._error(
+                ErrorCode.ERR_UNSUPPORTED_SUIT_REPORT,
+                "no offered SUIT COSE profile is supported",
+                token=token,
+                supported_suit_cose_profiles=cfg.suit_cose_profiles,
+            )
+        if cfg.require_tam_attestation and not qr.attestation_payload:
+            return self._error(
+                ErrorCode.ERR_ATTESTATION_REQUIRED,
+                "this Agent requires TAM attestation",
+                token=token,
+                supported_freshness_mechanisms=cfg.freshness_mechanisms,
+                challenge=self.rng(16),
+            )
+        payload = fmt = None
+        if wants & DataItem.ATTESTATION:
+            nonce = qr.challenge if qr.challenge is not None else qr.token
+            try:
+                evidence = self._evidence(nonce)
+                if cfg.attestation == att.PASSPORT:
+                    payload, fmt = self._passport(evidence, nonce), None  # absent format = result
+                else:
+                    payload, fmt = evidence, att.EVIDENCE_FORMAT
+            except att.AttestationError as exc:
+                return self._error(
+                    ErrorCode.ERR_TEMPORARY_ERROR, f"attestation unavailable: {exc}", token=token
+                )
+        self._tidy_broker()
+        broker = self.state.broker
+        requested = tuple(
+            RequestedTcInfo(
+                component_id=tuple(bytes.fromhex(p) for p in r["cid"]),
+                tc_manifest_sequence_number=r.get("min_seq"),
+            )
+            for r in broker.requested.values()
+        )
+        unneeded = tuple(tuple(bytes.fromhex(p) for p in r["cid"]) for r in broker.unrequested.values())
+        reports = tuple(self.state.last_reports()) if wants & DataItem.SUIT_REPORTS else ()
+        resp = QueryResponse(
+            token=token,
+            selected_version=common_versions[0],
+            attestation_payload_format=fmt,
+            attestation_payload=payload,
+            suit_reports=reports or None,
+            tc_list=self._tc_list() if wants & DataItem.TRUSTED_COMPONENTS else None,
+            requested_tc_list=requested or None,
+            unneeded_manifest_list=unneeded or None,
+            ext_list=() if wants & DataItem.EXTENSIONS else None,
+        )
+        return _Outcome(resp, "QueryRequest answered")
+
+    def _tc_list(self) -> tuple[SystemPropertyClaims, ...]:
+        from teep_coap.security.suit.report import system_property_claims
+
+        out = []
+        for entry in self.state.components.list():
+            claims = system_property_claims(entry)
+            params = {k: v for k, v in claims.items() if k != 0}
+            out.append(SystemPropertyClaims(component_id=tuple(entry.component_id), parameters=params))
+        return tuple(out)
+
+    def _evidence(self, nonce: bytes | None) -> bytes:
+        cfg = self.state.config
+        manifests = [
+            [f"#{_cid_key(e.component_id)}", [-16, e.manifest_digest]] for e in self.state.components.list()
+        ]
+        return att.build_evidence(
+            self.state.key,
+            nonce=nonce,
+            ueid=cfg.ueid,
+            oemid=cfg.oemid,
+            hwmodel=cfg.hwmodel,
+            hwversion=cfg.hwversion,
+            manifests=manifests,
+            now=self.clock(),
+        )
+
+    def _passport(self, evidence: bytes, nonce: bytes | None) -> bytes:
+        if self.attestation_provider is not None:
+            return self.attestation_provider(evidence, nonce)
+        if self.state.verifier_key is None:
+            raise att.AttestationError("passport model but no Verifier is configured")
+        return att.local_verifier_result(
+            self.state.verifier_key, evidence, self.state.key, nonce=nonce, now=self.clock()
+        )
+
+    # ------------------------------------------------------------ Update
+
+    def _on_update(self, upd: Update) -> _Outcome:
+        from teep_coap.store.components import ComponentNotFound, ComponentStoreError
+
+        token = upd.token
+        if upd.err_code is not None and not upd.manifest_list and not upd.unneeded_manifest_list:
+            name = (
+                ErrorCode(upd.err_code).name if upd.err_code in ErrorCode._value2member_map_ else upd.err_code
+            )
+            return _Outcome(None, f"TAM refused: {name} {upd.err_msg or ''}".strip())
+        store = self.state.components
+        for cid in upd.unneeded_manifest_list or ():
+            try:
+                store.remove(tuple(cid))
+            except ComponentNotFound:
+                pass  # already gone: the goal of an unlink is reached
+            except ComponentStoreError as exc:
+                return self._error(
+                    ErrorCode.ERR_MANIFEST_PROCESSING_FAILED, f"unlink failed: {exc}", token=token
+                )
+        reports: list[bytes] = []
+        failures: list[str] = []
+        for i, envelope in enumerate(upd.manifest_list or ()):
+            ok, report, why = self._run_manifest(envelope, token)
+            if report is not None:
+                reports.append(report)
+            if not ok:
+                failures.append(f"manifest {i}: {why}")
+        self.state.save_reports(reports)
+        self._tidy_broker()
+        if failures:
+            return self._error(
+                ErrorCode.ERR_MANIFEST_PROCESSING_FAILED,
+                "; ".join(failures),
+                token=token,
+                suit_reports=tuple(reports) or None,
+            )
+        return _Outcome(Success(token=token), "Update applied")
+
+    def _run_manifest(self, envelope: bytes, token: bytes | None) -> tuple[bool, bytes | None, str]:
+        """SUIT Update Procedure for one envelope; returns (ok, signed report, reason)."""
+        from teep_coap.security.suit.errors import SuitError
+        from teep_coap.security.suit.processor import DeviceIdentity, process_envelope
+        from teep_coap.security.suit.report import sign_report
+
+        cfg = self.state.config
+        device = DeviceIdentity(vendor_id=cfg.vendor_id, class_id=cfg.class_id)
+        result = process_envelope(
+            envelope,
+            trust=self.state.tc_trust,
+            store=self.state.components,
+            fetcher=self.fetcher,
+            device=device,
+            report_nonce=token,
+        )
+        try:
+            report = sign_report(result.report, self.state.report_key, teep_key=self.state.key)
+        except SuitError as exc:
+            log.warning("cannot sign SUIT report: %s", exc)
+            report = None
+        return bool(result.success), report, "" if result.success else str(result.error or "failed")
+
+    # ------------------------------------------------------------ Broker-facing API (RFC 9397)
+
+    def _installed(self, cid: Sequence[bytes]) -> bool:
+        return self.state.components.get(tuple(cid)) is not None
+
+    def _tidy_broker(self) -> None:
+        """Forget requests that are satisfied: requested and now installed, unrequested and now gone."""
+        b = self.state.broker
+        before = (dict(b.requested), dict(b.unrequested))
+        for k, r in list(b.requested.items()):
+            entry = self.state.components.get(tuple(bytes.fromhex(p) for p in r["cid"]))
+            if entry is not None and (r.get("min_seq") is None or entry.sequence_number >= r["min_seq"]):
+                del b.requested[k]
+        for k, r in list(b.unrequested.items()):
+            if not self._installed(tuple(bytes.fromhex(p) for p in r["cid"])):
+                del b.unrequested[k]
+        if (b.requested, b.unrequested) != before:
+            self.state.save_broker()
+
+    def request_ta(
+        self, component_id: ComponentId, tam_uri: str | None = None, *, min_seq: int | None = None
+    ) -> str | None:
+        """RequestTA: None when already installed, else the TAM URI to contact."""
+        uri = tam_uri or self.state.config.tam_uri
+        if self._installed(component_id):
+            return None
+        if uri is None:
+            raise ValueError("no TAM URI given and none configured")
+        key = _cid_key(component_id)
+        self.state.broker.requested[key] = {
+            "cid": [p.hex() for p in component_id],
+            "tam": uri,
+            "min_seq": min_seq,
+        }
+        self.state.broker.unrequested.pop(key, None)
+        self.state.save_broker()
+        return uri
+
+    def unrequest_ta(self, component_id: ComponentId, tam_uri: str | None = None) -> str | None:
+        """UnrequestTA: None when not installed (a pending request is dropped), else the TAM URI."""
+        uri = tam_uri or self.state.config.tam_uri
+        key = _cid_key(component_id)
+        self.state.broker.requested.pop(key, None)
+        if not self._installed(component_id):
+            self.state.save_broker()
+            return None
+        if uri is None:
+            raise ValueError("no TAM URI given and none configured")
+        self.state.broker.unrequested[key] = {"cid": [p.hex() for p in component_id], "tam": uri}
+        self.state.save_broker()
+        return uri
+
+    def request_policy_check(self) -> str | None:
+        """RequestPolicyCheck: one TAM URI per call; None ends the round (the next call starts anew)."""
+        b = self.state.broker
+        if b.policy_queue is None:
+            uris: list[str] = []
+            for r in [*b.requested.values(), *b.unrequested.values()]:
+                if r["tam"] not in uris:
+                    uris.append(r["tam"])
+            if self.state.config.tam_uri and self.state.config.tam_uri not in uris:
+                uris.insert(0, self.state.config.tam_uri)
+            b.policy_queue = uris
+        if not b.policy_queue:
+            b.policy_queue = None
+            self.state.save_broker()
+            return None
+        uri = b.policy_queue.pop(0)
+        self.state.save_broker()
+        return uri
+
+    def process_error(self, tam_uri: str) -> None:
+        """ProcessError: the Broker could not reach the TAM; remember it (requests stay pending)."""
+        self.state.broker.last_error[tam_uri] = self.clock()
+        self.state.save_broker()
