@@ -107,6 +107,8 @@ class QueryResponse:
     ext_list: tuple[int, ...] | None = None
     # label 5 of drafts 08-12 (selected-teep-cipher-suite); never emitted unless set
     selected_teep_cipher_suite: Any = None
+    # array elements after the options map (the framework allows `* any`; the CDDL of this message none)
+    extra_positional: tuple[Any, ...] = ()
     extensions: Mapping[int, Any] = field(default_factory=dict)
     label_order: tuple[int, ...] | None = field(default=None, compare=False, repr=False)
 
@@ -125,6 +127,7 @@ class Update:
     err_code: int | None = None
     err_msg: str | None = None
     err_lang: str | None = None
+    extra_positional: tuple[Any, ...] = ()  # see QueryResponse
     extensions: Mapping[int, Any] = field(default_factory=dict)
     label_order: tuple[int, ...] | None = field(default=None, compare=False, repr=False)
 
@@ -138,6 +141,7 @@ class Success:
     token: bytes | None = None
     msg: str | None = None
     suit_reports: tuple[bytes, ...] | None = None
+    extra_positional: tuple[Any, ...] = ()  # see QueryResponse
     extensions: Mapping[int, Any] = field(default_factory=dict)
     label_order: tuple[int, ...] | None = field(default=None, compare=False, repr=False)
 

@@ -1,0 +1,442 @@
+"""TEEP messages <-> CBOR (application/teep+cbor), strict, total and byte-exact.
+
+Decoding: size limit, then (only when the input may hold a tag cbor2 would interpret expensively)
+the head scanner of `scanner.py`, then cbor2 with its depth limit, then the field checks of
+`values.py`, and last a determinism check: the decoded item re-encoded must give the input bytes.
+So whatever `decode` accepts, `encode` gives back byte for byte, and everything else (indefinite
+lengths, longer-than-needed heads, duplicate keys, trailing bytes, ...) raises a precise
+`TeepDecodeError` — found by the scanner once the cheap check has failed.
+
+Encoding: definite lengths and shortest heads (cbor2 does both), floats in their shortest exact
+form, option labels in the CDDL order of each message (token first, as in the working group's
+examples; RFC 8949 §4.2.1 core sorting would put 3 before 20 and NOT reproduce them), or in the
+message's `label_order` when it has one (decoded messages do), then unknown labels (`extensions`).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import cbor2
+from cbor2 import CBORDecodeError, CBORTag, FrozenDict
+
+from teep_coap.encoding.errors import (
+    MissingPositional,
+    NotAnArray,
+    NotCbor,
+    NotDeterministic,
+    TeepDecodeError,
+    TeepEncodeError,
+    TooDeep,
+    TooLarge,
+    TrailingBytes,
+    UnknownMessageType,
+    WrongType,
+)
+from teep_coap.encoding.fields import (
+    MESSAGE_CLASS,
+    MESSAGE_NAMES,
+    OPTION_FIELDS,
+    POSITIONAL_FIELDS,
+    SYSTEM_COMPONENT_ID,
+    label_name,
+)
+from teep_coap.encoding.scanner import scan
+from teep_coap.encoding.values import CHECKERS, Invalid, check_any, type_name
+from teep_coap.model.codes import MessageType
+from teep_coap.model.teep import RequestedTcInfo, SystemPropertyClaims, TeepMessage
+
+DEFAULT_MAX_SIZE = 1 << 20
+DEFAULT_MAX_DEPTH = 16
+
+# Byte patterns that may start a tag that cbor2 interprets at a cost (4, 5, 25, 28-30, 35, 36, 256) or
+# a tag head in a longer form than needed; when none occurs, cbor2 can be given the bytes directly.
+_NEEDS_SCAN = re.compile(rb"[\xc4\xc5\xda\xdb]|\xd8[\x00-\x17\x19\x1c-\x1e\x23\x24]|\xd9(?:\x00|\x01\x00)")
+
+# label -> (attribute, checker, kind) per message type; option attributes in CDDL order.
+_OPTION_TABLE: dict[int, dict[int, tuple[str, Callable[[Any, int, int], Any], str]]] = {
+    int(t): {label: (attr, CHECKERS[kind], kind) for label, attr, kind in specs}
+    for t, specs in OPTION_FIELDS.items()
+}
+_POSITIONAL: dict[int, tuple[tuple[str, Callable[[Any, int, int], Any], str], ...]] = {
+    int(t): tuple((attr, CHECKERS[kind], cname) for attr, kind, cname in specs)
+    for t, specs in POSITIONAL_FIELDS.items()
+}
+_ATTR_ORDER: dict[int, tuple[tuple[int, str, str], ...]] = {int(t): s for t, s in OPTION_FIELDS.items()}
+_TYPES_TEXT = ", ".join(f"{int(t)} ({name})" for t, name in MESSAGE_NAMES.items())
+
+
+# ---------------------------------------------------------------- cbor2 plumbing
+
+
+class _MinimalFloat:
+    """A float to be written in its shortest exact form (cbor2 writes 8 bytes unless canonical=True,
+    which would also sort our maps)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+
+def _default(encoder: Any, value: Any) -> None:
+    if type(value) is _MinimalFloat:
+        encoder.encode_minimal_float(value.value)
+        return
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+class _Encoders(threading.local):
+    """One cbor2 encoder per thread, reused: `cbor2.dumps` spends most of its time setting one up."""
+
+    def __init__(self) -> None:
+        self.fp = io.BytesIO()
+        self.encoder = cbor2.CBOREncoder(self.fp, default=_default)
+
+
+_ENCODERS = _Encoders()
+
+
+def _dumps(obj: Any) -> bytes:
+    local = _ENCODERS
+    fp = local.fp
+    fp.seek(0)
+    fp.truncate()
+    try:
+        local.encoder.encode(obj)
+    except BaseException:
+        # a failed encode may leave the reused encoder's state dirty: start afresh
+        local.fp = io.BytesIO()
+        local.encoder = cbor2.CBOREncoder(local.fp, default=_default)
+        raise
+    return fp.getvalue()
+
+
+def _wrap_floats(value: Any) -> Any:
+    """Copy of a generic value with every float wrapped for shortest-form encoding."""
+    t = type(value)
+    if t is float:
+        return _MinimalFloat(value)
+    if t is list or t is tuple:
+        return [_wrap_floats(v) for v in value]
+    if t is dict or t is FrozenDict:
+        # keys holding floats are refused by `check_any` (a wrapped float is not hashable)
+        return {k: _wrap_floats(v) for k, v in value.items()}
+    if t is CBORTag:
+        return CBORTag(value.tag, _wrap_floats(value.value))
+    return value
+
+
+def _contains_float(value: Any) -> bool:
+    t = type(value)
+    if t is float:
+        return True
+    if t is tuple or t is list:
+        return any(_contains_float(v) for v in value)
+    if t is dict or t is FrozenDict:
+        return any(_contains_float(k) or _contains_float(v) for k, v in value.items())
+    if t is CBORTag:
+        return _contains_float(value.value)
+    return False
+
+
+def _loads(data: bytes, max_depth: int) -> Any:
+    """cbor2 decode of exactly one item; every failure becomes a precise TeepDecodeError."""
+    fp = io.BytesIO(data)
+    try:
+        obj = cbor2.CBORDecoder(fp, max_depth=max_depth + 1).decode()
+    except CBORDecodeError as exc:
+        if "nesting depth" in str(exc):
+            raise TooDeep(f"nesting deeper than {max_depth} levels") from None
+        _explain(data, max_depth)
+        raise NotCbor(f"not well-formed CBOR: {exc}") from None
+    except Exception as exc:  # semantic tag decoders of cbor2 raise assorted errors
+        _explain(data, max_depth)
+        raise NotCbor(f"CBOR value rejected by the decoder: {type(exc).__name__}: {exc}") from None
+    end = fp.tell()
+    if end != len(data):
+        raise TrailingBytes(f"{len(data) - end} bytes follow the end of the CBOR item at offset {end}")
+    return obj
+
+
+def _explain(data: bytes, max_depth: int) -> None:
+    """Raise the scanner's precise error if it finds one (it returns None for well-formed input)."""
+    scan(data, max_depth)
+
+
+# ---------------------------------------------------------------- decoding
+
+
+def decode(
+    data: bytes, *, max_size: int = DEFAULT_MAX_SIZE, max_depth: int = DEFAULT_MAX_DEPTH
+) -> TeepMessage:
+    """Decode one TEEP message (the bare array, not a COSE object) from CBOR bytes.
+
+    Raises a `TeepDecodeError` subclass naming what is wrong and where, for any input.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise NotCbor(f"input must be bytes, got {type(data).__name__}")
+    data = bytes(data)
+    size = len(data)
+    if size > max_size:
+        raise TooLarge(f"message is {size} bytes, over the limit of {max_size}")
+    if not size:
+        raise NotCbor("empty input: expected a CBOR array")
+    if _NEEDS_SCAN.search(data) is not None:
+        scan(data, max_depth)
+    obj = _loads(data, max_depth)
+    msg, has_float = _message_from_obj(obj, max_depth)
+    again = encode(msg) if has_float else _dumps(obj)
+    if again != data:
+        scan(data, max_depth)
+        diff = next(
+            (i for i, (a, b) in enumerate(zip(again, data, strict=False)) if a != b), min(size, len(again))
+        )
+        raise NotDeterministic(
+            f"input is not in deterministic encoding: re-encoding the decoded message differs at byte {diff}"
+        )
+    return msg
+
+
+def decode_value(data: bytes, *, max_size: int = DEFAULT_MAX_SIZE, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
+    """Decode any single deterministic CBOR item with the same limits and strictness as `decode`
+    (used e.g. for COSE structures around a TEEP message)."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise NotCbor(f"input must be bytes, got {type(data).__name__}")
+    data = bytes(data)
+    if len(data) > max_size:
+        raise TooLarge(f"input is {len(data)} bytes, over the limit of {max_size}")
+    if not data:
+        raise NotCbor("empty input")
+    if _NEEDS_SCAN.search(data) is not None:
+        scan(data, max_depth)
+    obj = _loads(data, max_depth)
+    try:
+        has_float = check_any(obj, 1, max_depth)
+    except Invalid as exc:
+        raise exc.cls(f"CBOR item: {exc.detail}") from None
+    again = _dumps(_wrap_floats(obj) if has_float else obj)
+    if again != data:
+        scan(data, max_depth)
+        raise NotDeterministic("input is not in deterministic encoding")
+    return obj
+
+
+def _message_from_obj(obj: Any, max_depth: int) -> tuple[TeepMessage, bool]:
+    if type(obj) is not list:
+        raise NotAnArray(f"a TEEP message is a CBOR array, got {type_name(obj)}")
+    if not obj:
+        raise MissingPositional("element 0 (type) is missing: the array is empty")
+    mtype = obj[0]
+    if type(mtype) is not int:
+        raise WrongType(f"element 0 (type): expected unsigned integer, got {type_name(mtype)}")
+    cls = MESSAGE_CLASS.get(mtype)
+    if cls is None:
+        raise UnknownMessageType(
+            f"message type {mtype if -1e9 < mtype < 1e9 else '<large>'} is unknown; known: {_TYPES_TEXT}"
+        )
+    name = MESSAGE_NAMES[MessageType(mtype)]
+    if len(obj) < 2:
+        raise MissingPositional(f"{name}: element 1 (options map) is missing")
+    options = obj[1]
+    if type(options) is not dict:
+        raise WrongType(f"{name} element 1 (options): expected map, got {type_name(options)}")
+    table = _OPTION_TABLE[mtype]
+    kwargs: dict[str, Any] = {}
+    extensions: dict[int, Any] = {}
+    has_float = False
+    for label, value in options.items():
+        if type(label) is not int or label < 0:
+            raise WrongType(
+                f"{name} options: key {value_repr(label)} is a {type_name(label)}, "
+                f"expected an unsigned integer label"
+            )
+        spec = table.get(label)
+        try:
+            if spec is None:
+                has_float = check_any(value, 3, max_depth) or has_float
+                extensions[label] = value
+            else:
+                if spec[2] == "any" or spec[2] == "tc_list":
+                    has_float = has_float or _contains_float(value)
+                kwargs[spec[0]] = spec[1](value, 3, max_depth)
+        except Invalid as exc:
+            raise exc.cls(f"{name} options label {label_name(label)}: {exc.detail}") from None
+    positional = _POSITIONAL[mtype]
+    for index, (attr, checker, cname) in enumerate(positional, start=2):
+        if len(obj) <= index:
+            raise MissingPositional(f"{name}: element {index} ({cname}) is missing")
+        try:
+            kwargs[attr] = checker(obj[index], 2, max_depth)
+        except Invalid as exc:
+            raise exc.cls(f"{name} element {index} ({cname}): {exc.detail}") from None
+    first_extra = 2 + len(positional)
+    if len(obj) > first_extra:
+        extra = obj[first_extra:]
+        for index, value in enumerate(extra, start=first_extra):
+            try:
+                has_float = check_any(value, 2, max_depth) or has_float
+            except Invalid as exc:
+                raise exc.cls(f"{name} element {index}: {exc.detail}") from None
+        kwargs["extra_positional"] = tuple(extra)
+    if extensions:
+        kwargs["extensions"] = extensions
+    return cls(**kwargs, label_order=tuple(options)), has_float
+
+
+def value_repr(value: Any) -> str:
+    text = repr(value) if not isinstance(value, int) or -(10**18) < value < 10**18 else "<large integer>"
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+# ---------------------------------------------------------------- encoding
+
+
+def encode(msg: TeepMessage) -> bytes:
+    """Encode a TEEP message model as deterministic CBOR (see the module docstring for the order).
+
+    Raises `TeepEncodeError` if the model violates the CDDL (the message says which field and why).
+    """
+    return _dumps(to_cbor_structure(msg))
+
+
+def to_cbor_structure(msg: TeepMessage) -> list[Any]:
+    """The message as the Python structure cbor2 encodes (array with an insertion-ordered options map)."""
+    cls = type(msg)
+    mtype = getattr(cls, "type", None)
+    if cls is not MESSAGE_CLASS.get(int(mtype) if isinstance(mtype, int) else -1):
+        raise TeepEncodeError(f"not a TEEP message model: {cls.__name__}")
+    assert mtype is not None
+    name = MESSAGE_NAMES[mtype]
+    table = _OPTION_TABLE[mtype]
+    present: dict[int, Any] = {}
+    for label, attr, _kind in _ATTR_ORDER[mtype]:
+        value = getattr(msg, attr)
+        if value is not None:
+            present[label] = value
+    extensions = msg.extensions
+    if extensions:
+        for label in extensions:
+            if type(label) is not int or label < 0:
+                raise TeepEncodeError(
+                    f"{name} extensions: key {value_repr(label)} is not an unsigned integer"
+                )
+            if label in table:
+                raise TeepEncodeError(
+                    f"{name} extensions: label {label_name(label)} is a known field of {name}; set the field"
+                )
+            present[label] = extensions[label]
+    order = msg.label_order
+    if order is not None:
+        labels = [label for label in order if label in present]
+        if len(labels) != len(present) or len(set(labels)) != len(labels):
+            seen = set(labels)
+            labels = list(dict.fromkeys(labels)) + [label for label in present if label not in seen]
+    else:
+        labels = list(present)
+    options: dict[int, Any] = {}
+    for label in labels:
+        value = present[label]
+        spec = table.get(label)
+        try:
+            if spec is None:
+                options[label] = _generic_out(value, 3)
+            else:
+                options[label] = _field_out(spec[2], spec[1], value, 3)
+        except Invalid as exc:
+            raise TeepEncodeError(f"{name} options label {label_name(label)}: {exc.detail}") from None
+    out: list[Any] = [int(mtype), options]
+    for index, (attr, checker, cname) in enumerate(_POSITIONAL[mtype], start=2):
+        try:
+            out.append(checker(getattr(msg, attr), 2, DEFAULT_MAX_DEPTH))
+        except Invalid as exc:
+            raise TeepEncodeError(f"{name} element {index} ({cname}): {exc.detail}") from None
+    extra = msg.extra_positional
+    if extra:
+        if not isinstance(extra, tuple):
+            raise TeepEncodeError(f"{name}: extra_positional must be a tuple")
+        for index, value in enumerate(extra, start=len(out)):
+            try:
+                out.append(_generic_out(value, 2))
+            except Invalid as exc:
+                raise TeepEncodeError(f"{name} element {index}: {exc.detail}") from None
+    return out
+
+
+def _generic_out(value: Any, depth: int) -> Any:
+    if check_any(value, depth, DEFAULT_MAX_DEPTH):
+        return _wrap_floats(value)
+    return value
+
+
+def _field_out(kind: str, checker: Callable[[Any, int, int], Any], value: Any, depth: int) -> Any:
+    if kind == "tc_list":
+        return [_claims_out(c, i) for i, c in enumerate(_tuple_of(value, SystemPropertyClaims, "tc-list"))]
+    if kind == "rtc_list":
+        return [_rtc_out(r, i) for i, r in enumerate(_tuple_of(value, RequestedTcInfo, "requested-tc-list"))]
+    if kind == "any":
+        return _generic_out(value, depth)
+    return checker(value, depth, DEFAULT_MAX_DEPTH)
+
+
+def _tuple_of(value: Any, cls: type, what: str) -> tuple[Any, ...]:
+    if not isinstance(value, tuple) or not value:
+        raise Invalid(WrongType, f"{what} must be a non-empty tuple of {cls.__name__}")
+    for i, item in enumerate(value):
+        if not isinstance(item, cls):
+            raise Invalid(WrongType, f"item {i} is a {type(item).__name__}, expected {cls.__name__}")
+    return value
+
+
+def _ordered(items: Mapping[int, Any], order: tuple[int, ...] | None) -> dict[int, Any]:
+    if not order:
+        return dict(items)
+    out = {k: items[k] for k in order if k in items}
+    for k, v in items.items():
+        if k not in out:
+            out[k] = v
+    return out
+
+
+def _claims_out(claims: SystemPropertyClaims, index: int) -> dict[int, Any]:
+    try:
+        checked = CHECKERS["tc_list"]((claims,), 3, DEFAULT_MAX_DEPTH)[0]
+    except Invalid as exc:
+        raise exc.within(f"item {index}") from None
+    items: dict[int, Any] = {SYSTEM_COMPONENT_ID: checked.component_id}
+    for k, v in checked.parameters.items():
+        items[k] = _generic_out(v, 5)
+    return _ordered(items, claims.label_order)
+
+
+def _rtc_out(info: RequestedTcInfo, index: int) -> dict[int, Any]:
+    try:
+        CHECKERS["rtc_list"]((info,), 3, DEFAULT_MAX_DEPTH)
+    except Invalid as exc:
+        raise exc.within(f"item {index}") from None
+    items: dict[int, Any] = {16: info.component_id}
+    if info.tc_manifest_sequence_number is not None:
+        items[17] = info.tc_manifest_sequence_number
+    if info.have_binary is not None:
+        items[18] = info.have_binary
+    for k, v in info.extensions.items():
+        if k in (16, 17, 18):
+            raise Invalid(WrongType, f"item {index}: extension label {k} is a known field; set the field")
+        items[k] = _generic_out(v, 5)
+    return _ordered(items, info.label_order)
+
+
+__all__ = [
+    "DEFAULT_MAX_DEPTH",
+    "DEFAULT_MAX_SIZE",
+    "TeepDecodeError",
+    "TeepEncodeError",
+    "decode",
+    "decode_value",
+    "encode",
+    "to_cbor_structure",
+]
