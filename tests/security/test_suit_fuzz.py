@@ -73,7 +73,8 @@ _cbor_leaf = st.one_of(
 _cbor_tree = st.recursive(
     _cbor_leaf,
     lambda kids: st.one_of(
-        st.lists(kids, max_size=5), st.dictionaries(st.one_of(st.integers(-30, 30), st.text(max_size=4)), kids, max_size=5)
+        st.lists(kids, max_size=5),
+        st.dictionaries(st.one_of(st.integers(-30, 30), st.text(max_size=4)), kids, max_size=5),
     ),
     max_leaves=25,
 )
@@ -81,7 +82,9 @@ _cbor_tree = st.recursive(
 
 @FUZZ
 @given(_cbor_tree, _cbor_tree, st.dictionaries(st.integers(0, 30), _cbor_tree, max_size=4))
-def test_structured_garbage_in_envelope_slots(wrapper: object, manifest: object, extra: dict[int, object]) -> None:
+def test_structured_garbage_in_envelope_slots(
+    wrapper: object, manifest: object, extra: dict[int, object]
+) -> None:
     """Well-formed CBOR of the wrong shape in every place: wrapper, manifest, extra members."""
     env: dict[object, object] = {2: cbor2.dumps(wrapper), 3: cbor2.dumps(manifest)}
     env.update(extra)
@@ -115,7 +118,9 @@ def test_signed_hostile_manifests_reach_the_interpreter(pos: int, patch: bytes, 
     data = resign(mutated, extra={"#tc": b"Hello, Secure World!"} if integrated else None)
     with tempfile.TemporaryDirectory() as d:
         store = ComponentStore(Path(d))
-        r = process_envelope(data, trust=TAM_SUIT_KEY.public, store=store, device=DEVICE, fetcher=lambda u: b"")
+        r = process_envelope(
+            data, trust=TAM_SUIT_KEY.public, store=store, device=DEVICE, fetcher=lambda u: b""
+        )
         assert r.success or isinstance(r.error, SuitError)
         if not r.success:
             assert store.list() == []

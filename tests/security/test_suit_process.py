@@ -51,7 +51,9 @@ TRUST = TAM_SUIT_KEY.public
 
 def snapshot(store: ComponentStore) -> dict[str, bytes]:
     """Every file of the store (index and blobs) with its bytes."""
-    return {str(p.relative_to(store.root)): p.read_bytes() for p in sorted(store.root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(store.root)): p.read_bytes() for p in sorted(store.root.rglob("*")) if p.is_file()
+    }
 
 
 def run(store: ComponentStore, data: bytes, **kw: object) -> ProcessResult:
@@ -147,7 +149,9 @@ def test_try_each_takes_the_first_alternative_that_passes(store: ComponentStore)
 # -- bad input: reason code, typed error, store unchanged ---------------------------------------
 
 
-def refused(store: ComponentStore, data: bytes, error: type[SuitError], reason: int, **kw: object) -> SuitError:
+def refused(
+    store: ComponentStore, data: bytes, error: type[SuitError], reason: int, **kw: object
+) -> SuitError:
     before = snapshot(store)
     r = run(store, data, **kw)
     assert not r.success
@@ -242,7 +246,9 @@ def test_fetcher_failure(installed: ComponentStore) -> None:
     def boom(uri: str) -> bytes:
         raise ConnectionError("unreachable")
 
-    err = refused(installed, envelope(6, uri="coap://[::1]/tc", integrated=False), OperationFailed, 11, fetcher=boom)
+    err = refused(
+        installed, envelope(6, uri="coap://[::1]/tc", integrated=False), OperationFailed, 11, fetcher=boom
+    )
     assert "unreachable" in str(err)
 
 
@@ -258,7 +264,10 @@ def test_failure_report_locates_the_failing_command(installed: ComponentStore) -
     rec = r.report.result.record
     assert (rec.section, rec.offset, rec.component_index) == (20, 10, 0)
     assert r.report.result.code == 3  # condition-image-match
-    assert rec.properties[14] == 20 and rec.properties[3].value == hashlib.sha256(b"tampered payload....").digest()
+    assert (
+        rec.properties[14] == 20
+        and rec.properties[3].value == hashlib.sha256(b"tampered payload....").digest()
+    )
 
 
 def test_unsigned_envelope_is_refused(installed: ComponentStore) -> None:

@@ -29,8 +29,12 @@ TOKEN = bytes(range(0xA0, 0xB0))
 
 def reports(tmp_path: Path) -> tuple[bytes, bytes]:
     store = ComponentStore(tmp_path / "s")
-    ok = process_envelope(envelope(3), trust=TAM_SUIT_KEY.public, store=store, device=DEVICE, report_nonce=TOKEN)
-    bad = process_envelope(envelope(2), trust=TAM_SUIT_KEY.public, store=store, device=DEVICE, report_nonce=TOKEN)
+    ok = process_envelope(
+        envelope(3), trust=TAM_SUIT_KEY.public, store=store, device=DEVICE, report_nonce=TOKEN
+    )
+    bad = process_envelope(
+        envelope(2), trust=TAM_SUIT_KEY.public, store=store, device=DEVICE, report_nonce=TOKEN
+    )
     assert ok.success and not bad.success
     return ok.report.encode(), bad.report.encode()
 
@@ -110,7 +114,13 @@ def test_parse_refuses_wrong_signer_and_bad_shapes() -> None:
         parse_report(signed, AGENT_TEEP_KEY.public)
     with pytest.raises(SuitReportError):
         parse_report(rep.encode(), AGENT_REPORT_KEY.public)  # unsigned, but a signature was required
-    for bad in (b"", b"\xff", cbor2.dumps([1, 2]), cbor2.dumps({99: "x"}), cbor2.dumps({99: ["", [-16, b""]], 3: []})):
+    for bad in (
+        b"",
+        b"\xff",
+        cbor2.dumps([1, 2]),
+        cbor2.dumps({99: "x"}),
+        cbor2.dumps({99: ["", [-16, b""]], 3: []}),
+    ):
         with pytest.raises(SuitReportError):
             parse_report(bad)
     weird = {99: ["", [-16, b""]], 3: [], 4: {5: 0, 6: [[], 0, 0, 0, {}], 7: 99}}

@@ -49,7 +49,9 @@ def envelope(seq: int, payload: bytes = PAYLOAD, *, key: SigningKey = TAM_SUIT_K
     )
 
 
-def resign(manifest: bytes, *, key: SigningKey = TAM_SUIT_KEY, extra: dict[object, bytes] | None = None) -> bytes:
+def resign(
+    manifest: bytes, *, key: SigningKey = TAM_SUIT_KEY, extra: dict[object, bytes] | None = None
+) -> bytes:
     """An envelope around an arbitrary (possibly hostile) manifest, properly signed."""
     env: dict[object, object] = {2: sign_manifest(manifest, key), 3: manifest}
     env.update(extra or {})
@@ -63,6 +65,9 @@ def cddl_valid(data: bytes, rule: str, tmp_path: Path) -> tuple[bool, str]:
     f = tmp_path / f"item-{abs(hash(data))}.cbor"
     f.write_bytes(data)
     p = subprocess.run(
-        [tool, "--no-annotate", "-t", rule, str(CDDL_FILE), str(f)], capture_output=True, text=True, timeout=120
+        [tool, "--no-annotate", "-t", rule, str(CDDL_FILE), str(f)],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     return p.returncode == 0, p.stdout + p.stderr

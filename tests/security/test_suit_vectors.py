@@ -129,7 +129,9 @@ def test_old_layout_update_manifest_is_reported_unsupported(tmp_path: Path) -> N
 
 def test_integrated_vector_installs(tmp_path: Path) -> None:
     store = ComponentStore(tmp_path / "store")
-    result = process_envelope(read_hex_vector("suit_integrated"), trust=SUIT_EXAMPLES_KEY, store=store, device=DEVICE)
+    result = process_envelope(
+        read_hex_vector("suit_integrated"), trust=SUIT_EXAMPLES_KEY, store=store, device=DEVICE
+    )
     assert result.success, result.error
     assert store.image(CID) == PAYLOAD
     assert store.sequence_number(CID) == 3
