@@ -260,7 +260,7 @@ class AgentEngine:
             attestation_payload_format=fmt,
             attestation_payload=payload,
             suit_reports=reports or None,
-            tc_list=self._tc_list() if wants & DataItem.TRUSTED_COMPONENTS else None,
+            tc_list=(self._tc_list() or None) if wants & DataItem.TRUSTED_COMPONENTS else None,
             requested_tc_list=requested or None,
             unneeded_manifest_list=unneeded or None,
             ext_list=() if wants & DataItem.EXTENSIONS else None,

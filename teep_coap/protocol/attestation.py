@@ -138,3 +138,16 @@ def check_result(
         raise AttestationError(f"attestation result refused: {exc}") from exc
     out = _jsonable(claims)
     return out if isinstance(out, dict) else {"claims": out}
+
+
+def local_verifier_result(
+    verifier_key: SigningKey, evidence: bytes, agent_key: SigningKey, *, nonce: bytes | None, now: float
+) -> bytes:
+    """Passport model with a Verifier simulated next to the Agent (its key in the Agent folder):
+    the Verifier appraises the Evidence and signs an Attestation Result naming the Agent's key."""
+    from teep_coap.security import eat
+
+    try:
+        return bytes(eat.Verifier(verifier_key, [agent_key.public]).issue(evidence, nonce=nonce, now=now))
+    except TeepCoapError as exc:
+        raise AttestationError(f"the Verifier refused the evidence: {exc}") from exc

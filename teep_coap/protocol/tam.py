@@ -152,7 +152,7 @@ class _Request:
         return cls(
             versions=tuple(d["versions"]),
             suites=tuple(normalize_suite(s) for s in d["suites"]),
-            profiles=tuple(tuple(p) for p in d["profiles"]),  # type: ignore[misc]
+            profiles=tuple(tuple(p) for p in d["profiles"]),
             freshness=tuple(d["freshness"]),
             data_items=int(d["data_items"]),
             attestation=str(d["attestation"]),
@@ -220,7 +220,7 @@ class TamEngine:
         return _Request(
             versions=tuple(neg.get("versions", cfg.versions)),
             suites=suites,
-            profiles=tuple(tuple(p) for p in neg.get("profiles", cfg.suit_cose_profiles)),  # type: ignore[misc]
+            profiles=tuple(tuple(p) for p in neg.get("profiles", cfg.suit_cose_profiles)),
             freshness=tuple(neg.get("freshness", cfg.freshness_mechanisms)),
             data_items=cfg.data_items,
             attestation=cfg.attestation if cfg.data_items & DataItem.ATTESTATION else att.NONE,

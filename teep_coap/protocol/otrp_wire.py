@@ -1,0 +1,75 @@
+"""What both OTrP engines share: the codec of an encoding and the bytes `dsihash` is computed over."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Literal, Protocol
+
+from cryptography import x509
+
+from teep_coap.encoding import otrp_cbor, otrp_json
+from teep_coap.model.otrp import (
+    BrokerError,
+    DsiDocument,
+    EncryptedTA,
+    GetDeviceStateResponse,
+    OtrpError,
+    OtrpMessage,
+)
+from teep_coap.security.otrp_cose import CoseCodec
+from teep_coap.security.otrp_jose import JoseCodec, Opened, Sealed
+from teep_coap.security.otrp_pki import OtrpIdentity, PrivateKey, PublicKey
+
+Encoding = Literal["json", "cbor"]
+
+
+class OtrpCodec(Protocol):
+    """The wire format of one encoding (`JoseCodec` or `CoseCodec`)."""
+
+    name: str
+    media_type: str
+
+    def seal(
+        self,
+        msg: OtrpMessage | GetDeviceStateResponse,
+        signer: OtrpIdentity,
+        recipient: PublicKey | None,
+        x5c: tuple[bytes, ...] | None = None,
+    ) -> Sealed: ...
+
+    def open(
+        self,
+        data: bytes,
+        decrypt_key: PrivateKey | None,
+        verify_keys: list[PublicKey] | tuple[PublicKey, ...] = (),
+        anchors: list[x509.Certificate] | tuple[x509.Certificate, ...] = (),
+    ) -> Opened: ...
+
+    def peek(self, data: bytes) -> tuple[type[OtrpMessage] | None, str, str]: ...
+
+    def encode_unsigned(self, err: BrokerError) -> bytes: ...
+
+    def seal_ta(
+        self, tadata: bytes | None, pdata: bytes | None, spaik: PublicKey, update: bool = False
+    ) -> EncryptedTA: ...
+
+    def open_ta(self, enc: EncryptedTA, spaik: PrivateKey) -> tuple[bytes | None, bytes | None]: ...
+
+
+def codec_for(encoding: str) -> OtrpCodec:
+    if encoding == "json":
+        return JoseCodec()
+    if encoding == "cbor":
+        return CoseCodec()
+    raise OtrpError(f"unknown OTrP encoding {encoding!r}; use json or cbor")
+
+
+def dsi_digest(encoding: str, doc: DsiDocument) -> bytes:
+    """`dsihash`: SHA-256 of `{"dsi": ...}` in the session's encoding, written by our deterministic
+    encoder. The draft never says which bytes are hashed; both of our roles re-encode the DSI the same
+    way, which also covers a DSI that came back inside a response's `content`."""
+    if encoding == "json":
+        data = otrp_json.dumps(doc.to_tree(text=True))
+    else:
+        data = otrp_cbor.dumps(otrp_cbor.labels_out(doc.to_tree(text=False)))
+    return hashlib.sha256(data).digest()
