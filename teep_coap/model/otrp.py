@@ -751,7 +751,7 @@ class GetDeviceStateResponse:
 
 
 def _request(cmd: str, content_cls: type[OtrpObject], with_ta: bool = False) -> tuple[Member, ...]:
-    members = (*_REQUEST_HEAD, Member("content", "content", Kind.OBJ, cls=content_cls))
+    members: tuple[Member, ...] = (*_REQUEST_HEAD, Member("content", "content", Kind.OBJ, cls=content_cls))
     if with_ta:
         members = (*members, Member("encrypted_ta", "encrypted_ta", Kind.OBJ, cls=EncryptedTA))
     return members

@@ -119,4 +119,11 @@ def session_totals(records: Sequence[MessageRecord]) -> tuple[int, int]:
     return sum(r.tbs_size for r in records), sum(r.wire_size for r in records)
 
 
-__all__ = ["MessageRecord", "make_engines", "reference_policy", "run_reference_session", "run_session"]
+__all__ = [
+    "MessageRecord",
+    "make_engines",
+    "reference_policy",
+    "run_reference_session",
+    "run_session",
+    "session_totals",
+]

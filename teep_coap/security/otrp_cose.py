@@ -38,7 +38,7 @@ from teep_coap.model.otrp import (
     OtrpMessage,
     OtrpSecurityError,
 )
-from teep_coap.security.otrp_jose import Opened, Sealed, open_ta_parts, seal_ta_parts
+from teep_coap.security.otrp_jose import Opened, Sealed, open_ta_parts, seal_ta_parts, ta_envelope
 from teep_coap.security.otrp_pki import (
     OtrpIdentity,
     PrivateKey,
@@ -336,6 +336,7 @@ class CoseCodec:
                 first.x5c,
                 first.signer_cert,
                 first.plaintexts,
+                signer_key=first.signer_key,
             )
         cls = otrp_cbor.TYPE_TO_CLASS.get(kind)
         if cls is None or cls is GetDeviceTEEStateResponse:
@@ -377,7 +378,7 @@ class CoseCodec:
             keys = [cert_public_key(verify_chain((doc.dsi.tee.cert, *doc.dsi.tee.cacert), anchors))]
             signer_cert = doc.dsi.tee.cert
         assert isinstance(obj, cbor2.CBORTag)
-        verify1(obj, alg, keys, where)
+        used = verify1(obj, alg, keys, where)
         for member in cls.ENCRYPTED:
             label = otrp_cbor.LABELS[member]
             if label in body:
@@ -386,7 +387,19 @@ class CoseCodec:
                 body[label] = otrp_cbor.loads(plaintexts[member], f"{cls.TBS_NAME}.{member}")
         named = otrp_cbor.labels_in(body, cls.TBS_NAME)
         msg = cls.from_tree(named, False, cls.TBS_NAME)
-        return Opened(msg, otrp_cbor.dumps([item[0], body]), x5c, signer_cert, plaintexts)
+        return Opened(msg, otrp_cbor.dumps([item[0], body]), x5c, signer_cert, plaintexts, signer_key=used)
+
+    def peek(self, data: bytes) -> tuple[type[OtrpMessage] | None, str, str]:
+        """Message class, rid and tid read WITHOUT verification: only to address an error response."""
+        cls: type[OtrpMessage] | None = None
+        try:
+            kind, value = otrp_cbor.loads(data, "message")
+            cls = otrp_cbor.TYPE_TO_CLASS.get(kind)
+            item = otrp_cbor.loads(value.value[2], "payload")
+            rid, tid = item[1].get(otrp_cbor.LABELS["rid"], ""), item[1].get(otrp_cbor.LABELS["tid"], "")
+            return cls, rid if isinstance(rid, str) else "", tid if isinstance(tid, str) else ""
+        except Exception:
+            return cls, "", ""
 
     def encode_unsigned(self, err: BrokerError) -> bytes:
         return otrp_cbor.dumps([otrp_cbor.TYPE_BROKER_ERROR, otrp_cbor.labels_out(err.to_tree(text=False))])
@@ -395,7 +408,7 @@ class CoseCodec:
         self, tadata: bytes | None, pdata: bytes | None, spaik: PublicKey, update: bool = False
     ) -> EncryptedTA:
         aes_key, iv, members = seal_ta_parts(tadata, pdata, update)
-        return EncryptedTA(key=otrp_cbor.dumps(cose_encrypt(aes_key, spaik)), iv=iv, **members)
+        return ta_envelope(otrp_cbor.dumps(cose_encrypt(aes_key, spaik)), iv, members)
 
     def open_ta(self, enc: EncryptedTA, spaik: PrivateKey) -> tuple[bytes | None, bytes | None]:
         if not isinstance(enc.key, bytes):

@@ -85,6 +85,7 @@ class Opened:
     signer_cert: bytes | None = None
     plaintexts: Mapping[str, bytes] = field(default_factory=dict)
     signed: bool = True
+    signer_key: PublicKey | None = None
 
 
 def _b64url(data: bytes) -> str:
@@ -115,8 +116,13 @@ def jwe_encrypt(plaintext: bytes, recipient: PublicKey) -> dict[str, Any]:
     token.add_recipient(_jwk(recipient), header=json.dumps({"alg": alg}, separators=(",", ":")))
     flat = json.loads(token.serialize())
     recipient_entry = {"header": flat.pop("header"), "encrypted_key": flat.pop("encrypted_key")}
-    return {"protected": flat["protected"], "recipients": [recipient_entry], "iv": flat["iv"],
-            "ciphertext": flat["ciphertext"], "tag": flat["tag"]}  # fmt: skip
+    return {
+        "protected": flat["protected"],
+        "recipients": [recipient_entry],
+        "iv": flat["iv"],
+        "ciphertext": flat["ciphertext"],
+        "tag": flat["tag"],
+    }
 
 
 _JWE_GENERAL = {"protected", "recipients", "iv", "ciphertext", "tag", "unprotected", "aad"}
@@ -273,6 +279,17 @@ def seal_ta_parts(
     return aes_key, iv, members
 
 
+def ta_envelope(key: Mapping[str, Any] | bytes, iv: bytes, members: Mapping[str, bytes]) -> EncryptedTA:
+    return EncryptedTA(
+        key=key,
+        iv=iv,
+        ciphertadata=members.get("ciphertadata"),
+        cipherpdata=members.get("cipherpdata"),
+        ciphernewtadata=members.get("ciphernewtadata"),
+        ciphernewpdata=members.get("ciphernewpdata"),
+    )
+
+
 def open_ta_parts(enc: EncryptedTA, aes_key: bytes) -> tuple[bytes | None, bytes | None]:
     if len(aes_key) != TA_KEY_BYTES:
         raise OtrpSecurityError(f"encrypted_ta.key must wrap a {TA_KEY_BYTES}-byte AES key")
@@ -369,14 +386,15 @@ class JoseCodec:
                         anchors,
                     )
                 )
-            tees = tuple(o.msg for o in opened)
+            tees = tuple(o.msg for o in opened if isinstance(o.msg, GetDeviceTEEStateResponse))
             first = opened[0]
             return Opened(
                 GetDeviceStateResponse(tees=tees),
                 b"".join(o.tbs for o in opened),
-                first.x5c,  # type: ignore[arg-type]
+                first.x5c,
                 first.signer_cert,
                 first.plaintexts,
+                signer_key=first.signer_key,
             )
         cls = BY_OUTER_NAME.get(outer) if isinstance(outer, str) else None
         if cls is None or cls is GetDeviceTEEStateResponse:
@@ -420,14 +438,30 @@ class JoseCodec:
                 raise OtrpSecurityError(f"{where}: no trust anchors to validate the TEE certificate")
             keys = [cert_public_key(verify_chain(chain, anchors))]
             signer_cert = doc.dsi.tee.cert
-        jws_verify(parts, keys, where)
+        used = jws_verify(parts, keys, where)
         for member in cls.ENCRYPTED:
             if member in body:
                 if member not in plaintexts:
                     plaintexts[member] = jwe_decrypt(body[member], decrypt_key, f"{tbs_name}.{member}")
                 body[member] = otrp_json.loads(plaintexts[member], f"{tbs_name}.{member}")
         msg = cls.from_tree(body, True, tbs_name)
-        return Opened(msg, otrp_json.dumps({tbs_name: body}), parts.x5c, signer_cert, plaintexts)
+        return Opened(
+            msg, otrp_json.dumps({tbs_name: body}), parts.x5c, signer_cert, plaintexts, signer_key=used
+        )
+
+    def peek(self, data: bytes) -> tuple[type[OtrpMessage] | None, str, str]:
+        """Message class, rid and tid read WITHOUT verification: only to address an error response."""
+        cls: type[OtrpMessage] | None = None
+        try:
+            tree = otrp_json.loads(data, "message")
+            ((outer, value),) = tree.items()
+            cls = BY_OUTER_NAME.get(outer)
+            assert cls is not None
+            body = otrp_json.loads(b64decode_any(value["payload"], "payload"))[cls.TBS_NAME]
+            rid, tid = body.get("rid", ""), body.get("tid", "")
+            return cls, rid if isinstance(rid, str) else "", tid if isinstance(tid, str) else ""
+        except Exception:
+            return cls, "", ""
 
     def encode_unsigned(self, err: BrokerError) -> bytes:
         return otrp_json.dumps({err.OUTER_NAME: err.to_tree(text=True)})
@@ -436,7 +470,7 @@ class JoseCodec:
         self, tadata: bytes | None, pdata: bytes | None, spaik: PublicKey, update: bool = False
     ) -> EncryptedTA:
         aes_key, iv, members = seal_ta_parts(tadata, pdata, update)
-        return EncryptedTA(key=jwe_encrypt(aes_key, spaik), iv=iv, **members)
+        return ta_envelope(jwe_encrypt(aes_key, spaik), iv, members)
 
     def open_ta(self, enc: EncryptedTA, spaik: PrivateKey) -> tuple[bytes | None, bytes | None]:
         if isinstance(enc.key, bytes):
