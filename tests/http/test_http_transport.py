@@ -270,3 +270,19 @@ def test_bad_uri_and_missing_certs(tmp_path: Path) -> None:
         HttpBrokerClient("coap://127.0.0.1/tam")
     with pytest.raises(certs.CertificateError, match=r"ca\.pem"):
         certs.load_bundle(tmp_path)
+
+
+async def test_large_bodies_arrive_whole_over_https(bundle: certs.CertBundle) -> None:
+    """Bodies far above one TCP read (aiohttp's read(n) returns what is buffered) arrive complete."""
+    big_up = bytes(i % 251 for i in range(300_000))
+    big_down = bytes(i % 241 for i in range(500_000))
+
+    async def echo(payload: bytes, peer: PeerInfo) -> bytes | None:
+        assert payload == big_up
+        return big_down
+
+    srv_ctx = certs.server_ssl_context(bundle.server_cert, bundle.server_key)
+    async with HttpTamServer(echo, HttpServerOptions(ssl_context=srv_ctx)) as server:
+        cli_ctx = certs.client_ssl_context(bundle.ca_cert)
+        async with HttpBrokerClient(server.uri, ssl_context=cli_ctx, timeout=10) as client:
+            assert await client.post(big_up) == big_down

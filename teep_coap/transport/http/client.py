@@ -72,8 +72,8 @@ class HttpBrokerClient:
                     length = response.content_length
                     if length is not None and length > self.max_message_size:
                         raise TransportError(f"TAM message of {length} bytes is over {self.max_message_size}")
-                    body = await response.content.read(self.max_message_size + 1)
-                    if len(body) > self.max_message_size:
+                    body, over = await rules.read_capped(response.content, self.max_message_size)
+                    if over:
                         raise TransportError(f"TAM message is over {self.max_message_size} bytes")
                     if not body:
                         return None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
+from typing import Any
 
 # RFC 9205 §4.13 headers the draft requires on every response with content. Cache-Control is NOT sent:
 # -15 dropped the `no-store` of earlier versions (POST responses are uncacheable anyway).
@@ -59,3 +60,20 @@ def accepts(accept: str | None, media_type: str) -> bool:
         if q > 0 and rng in (want, f"{main}/*", "*/*"):
             return True
     return False
+
+
+async def read_capped(stream: Any, limit: int) -> tuple[bytes, bool]:
+    """Read a body to its end but never more than `limit` bytes; returns (bytes, over_limit).
+
+    aiohttp's `StreamReader.read(n)` returns what is buffered (up to n), not n bytes: loop until EOF.
+    """
+    parts: list[bytes] = []
+    total = 0
+    while True:
+        chunk = await stream.read(min(65536, limit + 1 - total))
+        if not chunk:
+            return b"".join(parts), False
+        parts.append(chunk)
+        total += len(chunk)
+        if total > limit:
+            return b"".join(parts)[: limit + 1], True

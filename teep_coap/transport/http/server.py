@@ -125,8 +125,8 @@ class HttpTamServer:
     async def _serve_counted(self, request: web.Request) -> web.StreamResponse:
         opts = self.options
         try:
-            body = await request.content.read(opts.max_message_size + 1)
-            if len(body) > opts.max_message_size or not request.content.at_eof():
+            body, over = await rules.read_capped(request.content, opts.max_message_size)
+            if over:
                 return self._reply(rules.STATUS_TOO_LARGE, f"message over {opts.max_message_size} bytes")
         except (TimeoutError, ConnectionError) as exc:  # the client went away
             raise web.HTTPBadRequest(text=f"cannot read body: {exc}") from None
