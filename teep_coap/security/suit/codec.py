@@ -37,6 +37,7 @@ from teep_coap.security.suit.model import (
 )
 
 MAX_NESTING = 8
+_KNOWN_MANIFEST_KEYS = frozenset(int(k) for k in ManifestKey)
 
 # Commands whose argument is a reporting policy (uint bitmap).
 _REP_POLICY_COMMANDS = frozenset(
@@ -315,8 +316,7 @@ def decode_manifest(raw: bytes, severable: Mapping[int, bytes] | None = None) ->
                 text = decode_text(content)
             else:
                 sequences[key] = decode_sequence(content, name)
-    known = {int(k) for k in ManifestKey}
-    ext = {k: v for k, v in m.items() if k not in known}
+    ext = {k: v for k, v in m.items() if k not in _KNOWN_MANIFEST_KEYS}
     return Manifest(version, seq, common, ref, mcid, sequences, severed, text, ext, bytes(raw))
 
 
