@@ -1,1 +1,278 @@
-"""CLI commands of this area; see `teep_coap.cli.groups` for the groups they attach to."""
+"""`teep-coap tam ...`: create a TAM folder, register devices and components, script a session by hand.
+
+Heavy imports stay inside the commands: interop scripts call `tam process` many times.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from teep_coap.cli.groups import tam
+
+
+def _print(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=2))
+
+
+_dir_option = click.option(
+    "--dir", "tam_dir", required=True, type=click.Path(file_okay=False), help="TAM folder (tam init)."
+)
+
+
+@tam.command("init")
+@_dir_option
+@click.option(
+    "--alg",
+    "algs",
+    multiple=True,
+    type=click.Choice(["esp256", "ed25519"]),
+    help="Cipher suites to sign with (repeat; default both, as the draft requires of a TAM).",
+)
+@click.option(
+    "--database", default=None, help="SQLAlchemy URL (default: sqlite file tam.sqlite in the folder)."
+)
+@click.option(
+    "--attestation",
+    type=click.Choice(["none", "background-check", "passport"]),
+    default="background-check",
+    show_default=True,
+)
+@click.option("--policy", default=None, help="Policy TOML file name, relative to the folder.")
+def tam_init(
+    tam_dir: str, algs: tuple[str, ...], database: str | None, attestation: str, policy: str | None
+) -> None:
+    """Create a TAM folder: signing keys, configuration, an empty database."""
+    from teep_coap.protocol.tamdir import ALG_NAMES, init_tam_dir
+
+    summary = init_tam_dir(
+        Path(tam_dir), algs=algs or ALG_NAMES, database=database, attestation=attestation, policy=policy
+    )
+    summary["public_keys"] = {a: str(Path(tam_dir) / "keys" / a / "public.pem") for a in summary["kids"]}
+    _print(summary)
+
+
+@tam.group("device")
+def device() -> None:
+    """Register and list devices (TEEP Agents) by their public key."""
+
+
+@device.command("add")
+@_dir_option
+@click.option("--key", required=True, type=click.Path(exists=True, dir_okay=False), help="Agent public key.")
+@click.option("--kid", default=None, help="Expected kid (hex); must equal the key's RFC 9679 thumbprint.")
+@click.option("--name", default=None)
+@click.option("--psk-identity", default=None, help="DTLS PSK identity of this device.")
+@click.option("--oscore-id", default=None, help="OSCORE sender id of this device (hex).")
+def device_add(
+    tam_dir: str, key: str, kid: str | None, name: str | None, psk_identity: str | None, oscore_id: str | None
+) -> None:
+    """Register a device: the TAM will accept messages signed by this key."""
+    import time
+
+    from teep_coap.protocol.errors import ConfigError
+    from teep_coap.protocol.tamdir import open_store, read_config
+    from teep_coap.security.keys import load_verifying_key
+
+    folder = Path(tam_dir)
+    vk = load_verifying_key(key)
+    if kid is not None and kid.lower() != vk.kid.hex():
+        raise ConfigError(f"--kid {kid} does not match the key's thumbprint {vk.kid.hex()}")
+    store = open_store(folder, read_config(folder))
+    dev = store.add_device(
+        kid=vk.kid,
+        alg=vk.alg,
+        public_key=vk.to_pem(),
+        now=time.time(),
+        name=name,
+        psk_identity=psk_identity,
+        oscore_id=oscore_id,
+    )
+    _print(
+        {
+            "id": dev.id,
+            "kid": dev.kid.hex(),
+            "alg": dev.alg,
+            "psk_identity": psk_identity,
+            "oscore_id": oscore_id,
+        }
+    )
+
+
+@device.command("list")
+@_dir_option
+def device_list(tam_dir: str) -> None:
+    """Registered devices with what the TAM knows they have."""
+    from teep_coap.protocol.policy import format_component_id
+    from teep_coap.protocol.tamdir import open_store, read_config
+
+    folder = Path(tam_dir)
+    store = open_store(folder, read_config(folder))
+    out = []
+    for d in store.devices():
+        out.append(
+            {
+                "id": d.id,
+                "kid": d.kid.hex(),
+                "alg": d.alg,
+                "name": d.name,
+                "psk_identity": d.psk_identity,
+                "oscore_id": d.oscore_id,
+                "last_contact": d.last_contact,
+                "components": [
+                    {
+                        "component_id": format_component_id(c.component_id),
+                        "installed_seq": c.installed_seq,
+                        "wanted": c.wanted,
+                        "unneeded": c.unneeded,
+                    }
+                    for c in store.device_components(d.id)
+                ],
+            }
+        )
+    _print(out)
+
+
+@tam.group("component")
+def component() -> None:
+    """The Trusted Component catalog (SUIT envelopes)."""
+
+
+@component.command("add")
+@_dir_option
+@click.argument("envelope", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--audience",
+    type=click.Choice(["all", "request", "delete"]),
+    default="request",
+    show_default=True,
+    help="all: every device gets it; request: devices that ask; delete: remove everywhere.",
+)
+@click.option("--name", default=None)
+def component_add(tam_dir: str, envelope: str, audience: str, name: str | None) -> None:
+    """Add a SUIT envelope to the catalog (component id and sequence number read from its manifest)."""
+    import time
+
+    from teep_coap.protocol.policy import envelope_identity, format_component_id
+    from teep_coap.protocol.tamdir import open_store, read_config
+
+    folder = Path(tam_dir)
+    data = Path(envelope).read_bytes()
+    cid, seq = envelope_identity(data)
+    store = open_store(folder, read_config(folder))
+    store.add_component(
+        component_id=cid,
+        sequence_number=seq,
+        envelope=data,
+        now=time.time(),
+        name=name or Path(envelope).name,
+        audience=audience,
+    )
+    _print({"component_id": format_component_id(cid), "sequence_number": seq, "audience": audience})
+
+
+@component.command("list")
+@_dir_option
+def component_list(tam_dir: str) -> None:
+    """Latest version of every component in the catalog."""
+    from teep_coap.protocol.policy import format_component_id
+    from teep_coap.protocol.tamdir import open_store, read_config
+
+    folder = Path(tam_dir)
+    store = open_store(folder, read_config(folder))
+    _print(
+        [
+            {
+                "component_id": format_component_id(e.component_id),
+                "sequence_number": e.sequence_number,
+                "name": e.name,
+                "audience": e.audience,
+                "envelope_size": len(e.envelope),
+            }
+            for e in store.latest_components()
+        ]
+    )
+
+
+@tam.command("policy-sync")
+@_dir_option
+@click.argument("policy_file", type=click.Path(exists=True, dir_okay=False), required=False)
+def policy_sync(tam_dir: str, policy_file: str | None) -> None:
+    """Load a policy TOML file (default: the one in tam.toml) into the catalog."""
+    import time
+
+    from teep_coap.protocol.errors import ConfigError
+    from teep_coap.protocol.policy import Policy
+    from teep_coap.protocol.tamdir import open_store, read_config
+
+    folder = Path(tam_dir)
+    cfg = read_config(folder)
+    path = Path(policy_file) if policy_file else (folder / str(cfg["policy"]) if cfg.get("policy") else None)
+    if path is None:
+        raise ConfigError("no policy file given and none configured in tam.toml")
+    n = Policy.load(path).sync(open_store(folder, cfg), time.time())
+    _print({"policy": str(path), "components": n})
+
+
+@tam.command("process")
+@_dir_option
+@click.option("--connect", is_flag=True, help="Start a session (ProcessConnect): print a QueryRequest.")
+@click.argument("source", metavar="FILE", required=False)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    help="Write the signed response bytes here (an empty file when the TAM has nothing more).",
+)
+@click.option("--transport-identity", default=None, help="DTLS PSK identity / OSCORE id the transport saw.")
+def tam_process(
+    tam_dir: str, connect: bool, source: str | None, output: str | None, transport_identity: str | None
+) -> None:
+    """ProcessConnect (--connect) or ProcessTeepMessage (FILE, '-' = stdin) on the TAM kept in DIR."""
+    from teep_coap.protocol.errors import ConfigError
+    from teep_coap.protocol.tam import load_tam
+    from teep_coap.protocol.wire import describe
+
+    if connect == (source is not None):
+        raise ConfigError("give either --connect or a message FILE")
+    engine = load_tam(tam_dir)
+    try:
+        if connect:
+            response: bytes | None = engine.connect(transport_identity)
+        else:
+            from teep_coap.encoding.hextext import read_cbor_source
+
+            assert source is not None
+            response = engine.receive(read_cbor_source(source), transport_identity)
+    finally:
+        engine.store.close()
+    if output:
+        Path(output).write_bytes(response or b"")
+    _print({"response": describe(response)})
+
+
+@tam.command("sessions")
+@_dir_option
+@click.option("--audit", is_flag=True, help="Include the audit log of each session.")
+def tam_sessions(tam_dir: str, audit: bool) -> None:
+    """Sessions and their outcome (and audit log)."""
+    from teep_coap.protocol.tamdir import open_store, read_config
+
+    folder = Path(tam_dir)
+    store = open_store(folder, read_config(folder))
+    out = []
+    for sid, dev, started, ended, outcome in store.sessions():
+        item: dict[str, Any] = {
+            "id": sid,
+            "device": dev,
+            "started": started,
+            "ended": ended,
+            "outcome": outcome,
+        }
+        if audit:
+            item["audit"] = [{"at": at, "event": ev, "detail": de} for _, at, ev, de in store.audit_log(sid)]
+        out.append(item)
+    _print(out)

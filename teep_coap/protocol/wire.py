@@ -122,3 +122,26 @@ def open_signed(data: bytes, trust: Any, *, allowed_algs: Iterable[int] | None =
         key=verified.key,
         structure=verified.structure,
     )
+
+
+def describe(data: bytes | None) -> dict[str, Any] | None:
+    """JSON-able view of a message we just produced or received (signed or bare), for CLIs and logs.
+    Does not verify: only call it on bytes that were verified or produced by us."""
+    from teep_coap.encoding.cbor_codec import decode
+    from teep_coap.encoding.json_codec import to_jsonable
+
+    if not data:
+        return None
+    if looks_like_cose(data):
+        from teep_coap.security import cose
+
+        info = cose.inspect(data)
+        return {
+            "cose": info.structure,
+            "signers": [
+                {"alg": sig.alg, "kid": sig.kid.hex() if sig.kid else None} for sig in info.signatures
+            ],
+            "size": len(data),
+            "message": to_jsonable(decode(bytes(info.payload or b""))),
+        }
+    return {"cose": None, "size": len(data), "message": to_jsonable(decode(data))}
