@@ -1,1 +1,83 @@
-"""CLI commands of this area; see `teep_coap.cli.groups` for the groups they attach to."""
+"""`teep-coap decode`, `teep-coap encode` and `teep-coap bench codec`.
+
+decode: raw CBOR, hex text (with `#` comments) or a COSE_Sign1/COSE_Sign object around a TEEP message
+-> the JSON twin on stdout. encode: that JSON -> the CBOR bytes (a COSE view is put back around the
+message with its original headers and signatures, so decode-then-encode reproduces the input).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from teep_coap.cli.groups import bench, root
+from teep_coap.encoding.cbor_codec import decode as cbor_decode
+from teep_coap.encoding.cbor_codec import encode as cbor_encode
+from teep_coap.encoding.cose_view import is_cose, join_cose, split_cose
+from teep_coap.encoding.hextext import InputError, read_cbor_source, read_source
+from teep_coap.encoding.json_codec import TeepJsonError, from_jsonable, to_jsonable
+
+
+@root.command("decode")
+@click.argument("source", metavar="FILE|-")
+@click.option("--compact", is_flag=True, help="One line of JSON instead of indented.")
+def decode_cmd(source: str, compact: bool) -> None:
+    """Decode a TEEP message (raw CBOR, hex text, or COSE-wrapped) and print it as JSON."""
+    data = read_cbor_source(source)
+    doc: dict[str, Any]
+    if is_cose(data):
+        view, payload = split_cose(data)
+        doc = {"cose": view, "message": to_jsonable(cbor_decode(payload))}
+    else:
+        doc = to_jsonable(cbor_decode(data))
+    click.echo(json.dumps(doc, indent=None if compact else 2, ensure_ascii=False))
+
+
+@root.command("encode")
+@click.argument("source", metavar="FILE.json|-")
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write here, not stdout."
+)
+@click.option("--hex", "as_hex", is_flag=True, help="Write hex text instead of binary.")
+def encode_cmd(source: str, output: str | None, as_hex: bool) -> None:
+    """Encode the JSON form of a TEEP message (as `decode` prints it) into CBOR bytes."""
+    raw = read_source(source)
+    try:
+        doc = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise TeepJsonError(f"{source}: not valid JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:
+        raise TeepJsonError(f"{source}: JSON rejected: {exc}") from None
+    if isinstance(doc, dict) and "message" in doc and "type" not in doc:
+        data = cbor_encode(from_jsonable(doc["message"]))
+        if "cose" in doc:
+            data = join_cose(doc["cose"], data)
+    else:
+        data = cbor_encode(from_jsonable(doc))
+    out = (data.hex() + "\n").encode() if as_hex else data
+    if output:
+        try:
+            Path(output).write_bytes(out)
+        except OSError as exc:
+            raise InputError(f"cannot write {output}: {exc.strerror or exc}") from None
+    else:
+        sys.stdout.buffer.write(out)
+        sys.stdout.buffer.flush()
+
+
+@bench.command("codec")
+@click.option("--seconds", type=float, default=0.5, show_default=True, help="Time per measurement.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+def bench_codec_cmd(seconds: float, as_json: bool) -> None:
+    """Encode/decode rates per message type next to raw cbor2 on the same structures."""
+    from teep_coap.bench.codec import print_table, run_codec_bench
+
+    results = run_codec_bench(seconds=seconds)
+    if as_json:
+        click.echo(json.dumps([r.as_dict() for r in results], indent=2))
+    else:
+        print_table(results)

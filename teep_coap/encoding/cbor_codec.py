@@ -15,8 +15,8 @@ message's `label_order` when it has one (decoded messages do), then unknown labe
 
 from __future__ import annotations
 
+import dataclasses
 import io
-import re
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -33,7 +33,6 @@ from teep_coap.encoding.errors import (
     TeepEncodeError,
     TooDeep,
     TooLarge,
-    TrailingBytes,
     UnknownMessageType,
     WrongType,
 )
@@ -53,9 +52,18 @@ from teep_coap.model.teep import RequestedTcInfo, SystemPropertyClaims, TeepMess
 DEFAULT_MAX_SIZE = 1 << 20
 DEFAULT_MAX_DEPTH = 16
 
-# Byte patterns that may start a tag that cbor2 interprets at a cost (4, 5, 25, 28-30, 35, 36, 256) or
-# a tag head in a longer form than needed; when none occurs, cbor2 can be given the bytes directly.
-_NEEDS_SCAN = re.compile(rb"[\xc4\xc5\xda\xdb]|\xd8[\x00-\x17\x19\x1c-\x1e\x23\x24]|\xd9(?:\x00|\x01\x00)")
+# Bytes that may start a tag that cbor2 interprets at a cost (4, 5 and every tag of one to eight more
+# bytes: 25, 28-30, 35, 36, 256, ...) or a tag head longer than needed; when none occurs anywhere, cbor2
+# can be given the bytes directly. `bytes.translate` (small inputs) and memchr (large) are C-fast.
+_SCAN_TRIGGERS = (b"\xc4", b"\xc5", b"\xd8", b"\xd9", b"\xda", b"\xdb")
+_DELETE_NON_TRIGGERS = bytes(b for b in range(256) if bytes([b]) not in _SCAN_TRIGGERS)
+
+
+def _may_hold_costly_tag(data: bytes) -> bool:
+    if len(data) < 512:
+        return bool(data.translate(None, _DELETE_NON_TRIGGERS))
+    return any(t in data for t in _SCAN_TRIGGERS)
+
 
 # label -> (attribute, checker, kind) per message type; option attributes in CDDL order.
 _OPTION_TABLE: dict[int, dict[int, tuple[str, Callable[[Any, int, int], Any], str]]] = {
@@ -67,6 +75,34 @@ _POSITIONAL: dict[int, tuple[tuple[str, Callable[[Any, int, int], Any], str], ..
     for t, specs in POSITIONAL_FIELDS.items()
 }
 _ATTR_ORDER: dict[int, tuple[tuple[int, str, str], ...]] = {int(t): s for t, s in OPTION_FIELDS.items()}
+
+
+def _builder(cls: type[TeepMessage]) -> Callable[[dict[str, Any]], TeepMessage]:
+    """A fast constructor for decoded messages: the values are already checked, so the frozen
+    dataclass `__init__` (one `object.__setattr__` per field) is skipped and the instance dict is
+    filled at once. Falls back to the real constructor if the model ever gains slots or __post_init__.
+    """
+    fields = dataclasses.fields(cls)
+    if hasattr(cls, "__slots__") or hasattr(cls, "__post_init__"):
+        return lambda kwargs: cls(**kwargs)
+    defaults = {f.name: f.default for f in fields if f.default is not dataclasses.MISSING}
+    factories = [(f.name, f.default_factory) for f in fields if f.default_factory is not dataclasses.MISSING]
+    new = object.__new__
+
+    def build(kwargs: dict[str, Any]) -> TeepMessage:
+        inst = new(cls)
+        d = inst.__dict__
+        d.update(defaults)
+        for name, factory in factories:
+            if name not in kwargs:
+                d[name] = factory()
+        d.update(kwargs)
+        return inst
+
+    return build
+
+
+_BUILDERS = {t: _builder(cls) for t, cls in MESSAGE_CLASS.items()}
 _TYPES_TEXT = ", ".join(f"{int(t)} ({name})" for t, name in MESSAGE_NAMES.items())
 
 
@@ -145,10 +181,13 @@ def _contains_float(value: Any) -> bool:
 
 
 def _loads(data: bytes, max_depth: int) -> Any:
-    """cbor2 decode of exactly one item; every failure becomes a precise TeepDecodeError."""
-    fp = io.BytesIO(data)
+    """cbor2 decode of the first item; every failure becomes a precise TeepDecodeError.
+
+    Trailing bytes are not looked for here: the determinism check of the caller finds them (the
+    re-encoding is shorter) and the scanner then names them.
+    """
     try:
-        obj = cbor2.CBORDecoder(fp, max_depth=max_depth + 1).decode()
+        return cbor2.loads(data, max_depth=max_depth + 1)
     except CBORDecodeError as exc:
         if "nesting depth" in str(exc):
             raise TooDeep(f"nesting deeper than {max_depth} levels") from None
@@ -157,10 +196,6 @@ def _loads(data: bytes, max_depth: int) -> Any:
     except Exception as exc:  # semantic tag decoders of cbor2 raise assorted errors
         _explain(data, max_depth)
         raise NotCbor(f"CBOR value rejected by the decoder: {type(exc).__name__}: {exc}") from None
-    end = fp.tell()
-    if end != len(data):
-        raise TrailingBytes(f"{len(data) - end} bytes follow the end of the CBOR item at offset {end}")
-    return obj
 
 
 def _explain(data: bytes, max_depth: int) -> None:
@@ -186,7 +221,7 @@ def decode(
         raise TooLarge(f"message is {size} bytes, over the limit of {max_size}")
     if not size:
         raise NotCbor("empty input: expected a CBOR array")
-    if _NEEDS_SCAN.search(data) is not None:
+    if _may_hold_costly_tag(data):
         scan(data, max_depth)
     obj = _loads(data, max_depth)
     msg, has_float = _message_from_obj(obj, max_depth)
@@ -212,7 +247,7 @@ def decode_value(data: bytes, *, max_size: int = DEFAULT_MAX_SIZE, max_depth: in
         raise TooLarge(f"input is {len(data)} bytes, over the limit of {max_size}")
     if not data:
         raise NotCbor("empty input")
-    if _NEEDS_SCAN.search(data) is not None:
+    if _may_hold_costly_tag(data):
         scan(data, max_depth)
     obj = _loads(data, max_depth)
     try:
@@ -285,7 +320,8 @@ def _message_from_obj(obj: Any, max_depth: int) -> tuple[TeepMessage, bool]:
         kwargs["extra_positional"] = tuple(extra)
     if extensions:
         kwargs["extensions"] = extensions
-    return cls(**kwargs, label_order=tuple(options)), has_float
+    kwargs["label_order"] = tuple(options)
+    return _BUILDERS[mtype](kwargs), has_float
 
 
 def value_repr(value: Any) -> str:

@@ -264,6 +264,18 @@ def _op(value: Any) -> tuple[int, int]:
 
 
 def _suite(value: Any, _d: int, _m: int) -> tuple[tuple[int, int], ...]:
+    # fast path: the usual one-operation suite [[18, alg]] with plain integers
+    if type(value) is list and len(value) == 1:
+        op = value[0]
+        if type(op) is list and len(op) == 2:
+            typ, alg = op
+            if (
+                type(typ) is int
+                and type(alg) is int
+                and 0 <= typ <= UINT64_MAX
+                and INT64_MIN <= alg <= UINT64_MAX
+            ):
+                return ((typ, alg),)
     ops = _array(value, True)
     out = []
     for i, op in enumerate(ops):
@@ -283,6 +295,15 @@ def _profile(value: Any, _d: int, _m: int) -> tuple[int, int, int, int]:
             + (f" of {len(value)} elements" if isinstance(value, (list, tuple)) else ""),
         )
     a, b, c, d = value
+    if (
+        type(a) is int
+        and type(b) is int
+        and type(c) is int
+        and type(d) is int
+        and min(value) >= INT64_MIN
+        and max(value) <= UINT64_MAX
+    ):
+        return (a, b, c, d)
     return (_int(a), _int(b), _int(c), _int(d))
 
 

@@ -1,0 +1,146 @@
+"""Codec benchmark: encode/decode rates of our TEEP codec next to raw cbor2 on the same structures.
+
+The raw cbor2 figures are `cbor2.dumps(structure)` and `cbor2.loads(bytes)` of exactly the bytes our
+codec produces, in the same process and run, so the ratio (our time / cbor2 time) shows what the model,
+the CDDL checks and the determinism check cost on top of plain CBOR.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import cbor2
+
+from teep_coap.encoding.cbor_codec import decode, encode
+from teep_coap.encoding.hextext import parse_hex_text
+from teep_coap.model.teep import TeepMessage, Update
+
+VECTOR_NAMES = ("query_request", "query_response", "update", "teep_success", "teep_error")
+
+
+@dataclass(frozen=True)
+class CodecResult:
+    """Rates in operations per second; ratios = our time per op / cbor2's time per op."""
+
+    name: str
+    size: int
+    encode_ops: float
+    cbor2_dumps_ops: float
+    decode_ops: float
+    cbor2_loads_ops: float
+
+    @property
+    def encode_ratio(self) -> float:
+        return self.cbor2_dumps_ops / self.encode_ops
+
+    @property
+    def decode_ratio(self) -> float:
+        return self.cbor2_loads_ops / self.decode_ops
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["encode_ratio"] = round(self.encode_ratio, 3)
+        out["decode_ratio"] = round(self.decode_ratio, 3)
+        return out
+
+
+def _spec_vectors_dir() -> Path:
+    here = Path(__file__).resolve()
+    return here.parents[3] / "shared" / "spec" / "vectors"
+
+
+def load_cases(vectors_dir: Path | None = None) -> list[tuple[str, bytes]]:
+    """The five working-group vectors plus a larger Update (8 manifests of 2 KiB)."""
+    folder = vectors_dir or _spec_vectors_dir()
+    cases = []
+    for name in VECTOR_NAMES:
+        path = folder / f"{name}.hex.txt"
+        cases.append((name, parse_hex_text(path.read_bytes())))
+    big = Update(
+        token=bytes(range(16)),
+        manifest_list=tuple(bytes([i]) * 2048 for i in range(8)),
+        unneeded_manifest_list=((b"TEEP-Device", b"SecureFS", bytes(16), b"ta"),),
+    )
+    cases.append(("update_large", encode(big)))
+    return cases
+
+
+def _rate(fn: Callable[[], Any], seconds: float) -> float:
+    """Operations per second of `fn`, measured in batches for at least `seconds`."""
+    batch = 1
+    while True:  # find a batch that takes ~10 ms
+        start = time.perf_counter()
+        for _ in range(batch):
+            fn()
+        elapsed = time.perf_counter() - start
+        if elapsed > 0.01 or batch >= 1 << 20:
+            break
+        batch *= 4
+    done = 0
+    start = time.perf_counter()
+    deadline = start + seconds
+    while True:
+        for _ in range(batch):
+            fn()
+        done += batch
+        now = time.perf_counter()
+        if now >= deadline:
+            return done / (now - start)
+
+
+def run_codec_bench(*, seconds: float = 0.5, vectors_dir: Path | None = None) -> list[CodecResult]:
+    """Measure every case; `seconds` per measurement (4 measurements per case)."""
+    results = []
+    for name, data in load_cases(vectors_dir):
+        msg: TeepMessage = decode(data)
+        raw = cbor2.loads(data)
+        assert encode(msg) == data and cbor2.dumps(raw) == data
+        results.append(
+            CodecResult(
+                name=name,
+                size=len(data),
+                encode_ops=_rate(lambda m=msg: encode(m), seconds),  # type: ignore[misc]
+                cbor2_dumps_ops=_rate(lambda r=raw: cbor2.dumps(r), seconds),  # type: ignore[misc]
+                decode_ops=_rate(lambda d=data: decode(d), seconds),  # type: ignore[misc]
+                cbor2_loads_ops=_rate(lambda d=data: cbor2.loads(d), seconds),  # type: ignore[misc]
+            )
+        )
+    return results
+
+
+def print_table(results: list[CodecResult]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="TEEP codec vs raw cbor2 (ops/s; ratio = our cost / cbor2 cost, target <= 2)")
+    for col in (
+        "message",
+        "bytes",
+        "encode",
+        "cbor2.dumps",
+        "enc ratio",
+        "decode",
+        "cbor2.loads",
+        "dec ratio",
+    ):
+        table.add_column(col, justify="left" if col == "message" else "right")
+    for r in results:
+        table.add_row(
+            r.name,
+            str(r.size),
+            f"{r.encode_ops:,.0f}",
+            f"{r.cbor2_dumps_ops:,.0f}",
+            f"{r.encode_ratio:.2f}",
+            f"{r.decode_ops:,.0f}",
+            f"{r.cbor2_loads_ops:,.0f}",
+            f"{r.decode_ratio:.2f}",
+        )
+    Console().print(table)
+
+
+_ = resources  # the vectors live beside the repository (../shared/spec), not in the package
