@@ -1,0 +1,213 @@
+"""Encrypt-then-sign and verify-then-decrypt, both encodings, RSA (mandated) and P-256 (optional)."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import cbor2
+import pytest
+
+from teep_coap.encoding import otrp_cbor, otrp_json
+from teep_coap.model.otrp import (
+    CreateSDRequest,
+    GetDeviceStateResponse,
+    GetDeviceTEEStateResponse,
+    DsiDocument,
+    OtrpDecodeError,
+    OtrpError,
+    OtrpMessage,
+    OtrpSecurityError,
+)
+from teep_coap.protocol.otrp_wire import codec_for
+from teep_coap.security.otrp_cose import cose_decrypt, cose_encrypt
+from teep_coap.security.otrp_jose import jwe_decrypt, jwe_encrypt
+from teep_coap.security.otrp_pki import OtrpPki
+
+from .conftest import all_messages, sample_dsi
+
+ENCODINGS = ["json", "cbor"]
+
+
+def _sender_recipient(pki: OtrpPki, msg: OtrpMessage) -> tuple:
+    """TAM signs requests for the TEE; the TEE signs responses for the TAM."""
+    if msg.IS_REQUEST:
+        return pki.tam, pki.tee, pki.tam.chain_der
+    return pki.tee, pki.tam, None
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+@pytest.mark.parametrize("key_type", ["RSA", "EC"])
+def test_every_message_seals_and_opens(encoding: str, key_type: str, rsa_pki: OtrpPki, ec_pki: OtrpPki) -> None:
+    pki = rsa_pki if key_type == "RSA" else ec_pki
+    codec = codec_for(encoding)
+    for msg in all_messages():
+        signer, recipient, x5c = _sender_recipient(pki, msg)
+        if isinstance(msg, GetDeviceTEEStateResponse):
+            # the TAM verifies with the TEE certificate found in the DSI
+            msg = GetDeviceTEEStateResponse(
+                rid="r", tid="t", signerreq=True,
+                edsi=DsiDocument(dsi=sample_dsi(pki.tee.cert_der, pki.tee.chain_der[1:])),
+            )
+            sealed = codec.seal(msg, signer, recipient.public_key)
+            opened = codec.open(sealed.wire, recipient.private_key, anchors=[pki.root.cert])
+            assert isinstance(opened.msg, GetDeviceStateResponse)
+            assert opened.msg.tees == (msg,)
+            assert opened.signer_cert == pki.tee.cert_der
+            continue
+        sealed = codec.seal(msg, signer, recipient.public_key, x5c)
+        if x5c:
+            opened = codec.open(sealed.wire, recipient.private_key, anchors=[pki.root.cert])
+            assert opened.signer_cert == pki.tam.cert_der
+        else:
+            opened = codec.open(sealed.wire, recipient.private_key, verify_keys=[signer.public_key])
+        assert opened.msg == msg
+        assert len(sealed.tbs) < len(sealed.wire)
+        # the bare size the sender counted is the receiver's decrypted TBS
+        assert opened.tbs == sealed.tbs
+
+
+def test_json_layering_matches_the_draft(rsa_pki: OtrpPki) -> None:
+    msg = all_messages()[2]
+    sealed = codec_for("json").seal(msg, rsa_pki.tam, rsa_pki.tee.public_key, rsa_pki.tam.chain_der)
+    outer = json.loads(sealed.wire)
+    jws = outer["CreateSDRequest"]
+    assert set(jws) == {"payload", "protected", "header", "signature"}
+    assert jws["protected"] == "eyJhbGciOiJSUzI1NiJ9"  # {"alg":"RS256"} only
+    assert [base64.b64decode(c) for c in jws["header"]["x5c"]] == list(rsa_pki.tam.chain_der)
+    payload = json.loads(base64.urlsafe_b64decode(jws["payload"] + "=="))
+    content = payload["CreateSDTBSRequest"]["content"]
+    assert content["protected"] == "eyJlbmMiOiJBMTI4Q0JDLUhTMjU2In0"  # {"enc":"A128CBC-HS256"}
+    assert content["recipients"][0]["header"] == {"alg": "RSA1_5"}
+    assert set(content) == {"protected", "recipients", "iv", "ciphertext", "tag"}
+    assert payload["CreateSDTBSRequest"]["tee"] == msg.tee  # routing data stays in clear
+
+
+def test_ec_options(ec_pki: OtrpPki) -> None:
+    jwe = jwe_encrypt(b"secret", ec_pki.tee.public_key)
+    assert jwe["recipients"][0]["header"]["alg"] == "ECDH-ES+A128KW"
+    assert jwe_decrypt(jwe, ec_pki.tee.private_key, "x") == b"secret"
+    sealed = codec_for("json").seal(all_messages()[0], ec_pki.tam, None, ec_pki.tam.chain_der)
+    assert json.loads(sealed.wire)["GetDeviceStateRequest"]["protected"] == "eyJhbGciOiJFUzI1NiJ9"
+
+
+def test_flattened_jwe_is_accepted(rsa_pki: OtrpPki) -> None:
+    general = jwe_encrypt(b"hello", rsa_pki.tee.public_key)
+    rec = general.pop("recipients")[0]
+    flat = {**general, "header": rec["header"], "encrypted_key": rec["encrypted_key"]}
+    assert jwe_decrypt(flat, rsa_pki.tee.private_key, "x") == b"hello"
+
+
+def test_cose_structure(rsa_pki: OtrpPki, ec_pki: OtrpPki) -> None:
+    msg = all_messages()[2]
+    wire = codec_for("cbor").seal(msg, rsa_pki.tam, rsa_pki.tee.public_key, rsa_pki.tam.chain_der).wire
+    kind, sign1 = cbor2.loads(wire)
+    assert kind == otrp_cbor.MESSAGE_TYPE[CreateSDRequest]
+    assert sign1.tag == 18
+    protected, unprotected, payload, _sig = sign1.value
+    assert cbor2.loads(protected) == {1: -257}
+    assert unprotected[33] == list(rsa_pki.tam.chain_der)
+    tbs_kind, body = cbor2.loads(payload)
+    enc = body[otrp_cbor.LABELS["content"]]
+    assert tbs_kind == kind and enc.tag == 96
+    assert cbor2.loads(enc.value[0]) == {1: 1}  # A128GCM
+    assert cbor2.loads(enc.value[3][0][0]) == {1: -40}  # RSA-OAEP
+    ec = cose_encrypt(b"x", ec_pki.tee.public_key)
+    assert cbor2.loads(ec.value[3][0][0]) == {1: -29}
+    assert cose_decrypt(ec, ec_pki.tee.private_key, "x") == b"x"
+
+
+def test_cose_encrypt_cross_checks_with_pycose(rsa_pki: OtrpPki, ec_pki: OtrpPki) -> None:
+    """An independent COSE implementation decrypts what we build (RSA-OAEP and ECDH-ES + A128KW)."""
+    from cryptography.hazmat.primitives import serialization
+    from pycose.keys import EC2Key, RSAKey
+    from pycose.messages import EncMessage
+
+    for pki in (rsa_pki, ec_pki):
+        obj = cose_encrypt(b"the DSI", pki.tee.public_key)
+        pem = pki.tee.private_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        key = (RSAKey if pki is rsa_pki else EC2Key).from_pem_private_key(pem.decode())
+        msg = EncMessage.decode(cbor2.dumps(obj))
+        msg.recipients[0].key = key
+        assert msg.decrypt(msg.recipients[0]) == b"the DSI"
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_wrong_decryption_key_is_typed(encoding: str, rsa_pki: OtrpPki, other_pki: OtrpPki) -> None:
+    codec = codec_for(encoding)
+    sealed = codec.seal(all_messages()[2], rsa_pki.tam, rsa_pki.tee.public_key, rsa_pki.tam.chain_der)
+    with pytest.raises(OtrpSecurityError, match="decrypt"):
+        codec.open(sealed.wire, other_pki.tee.private_key, anchors=[rsa_pki.root.cert])
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_untrusted_signer_is_typed(encoding: str, rsa_pki: OtrpPki, other_pki: OtrpPki) -> None:
+    codec = codec_for(encoding)
+    sealed = codec.seal(all_messages()[2], other_pki.tam, rsa_pki.tee.public_key, other_pki.tam.chain_der)
+    with pytest.raises(OtrpSecurityError):
+        codec.open(sealed.wire, rsa_pki.tee.private_key, anchors=[rsa_pki.root.cert])
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_wrong_verify_key_is_typed(encoding: str, rsa_pki: OtrpPki) -> None:
+    codec = codec_for(encoding)
+    sealed = codec.seal(all_messages()[3], rsa_pki.tee, rsa_pki.tam.public_key)
+    with pytest.raises(OtrpSecurityError, match="signature does not verify"):
+        codec.open(sealed.wire, rsa_pki.tam.private_key, verify_keys=[rsa_pki.sp.public_key])
+
+
+def test_json_payload_tamper_and_name_swap(rsa_pki: OtrpPki) -> None:
+    codec = codec_for("json")
+    sealed = codec.seal(all_messages()[2], rsa_pki.tam, rsa_pki.tee.public_key, rsa_pki.tam.chain_der)
+    outer = json.loads(sealed.wire)
+    jws = outer["CreateSDRequest"]
+    payload = json.loads(base64.urlsafe_b64decode(jws["payload"] + "=="))
+    payload["CreateSDTBSRequest"]["tee"] = "Other TEE"
+    tampered = dict(jws, payload=base64.urlsafe_b64encode(otrp_json.dumps(payload)).rstrip(b"=").decode())
+    with pytest.raises(OtrpSecurityError, match="signature does not verify"):
+        codec.open(otrp_json.dumps({"CreateSDRequest": tampered}), rsa_pki.tee.private_key, anchors=[rsa_pki.root.cert])
+    with pytest.raises(OtrpSecurityError, match="does not match payload"):
+        codec.open(otrp_json.dumps({"DeleteSDRequest": jws}), rsa_pki.tee.private_key, anchors=[rsa_pki.root.cert])
+    # an alg: none style protected header is refused before any key is tried
+    none = dict(jws, protected=base64.urlsafe_b64encode(b'{"alg":"none"}').rstrip(b"=").decode())
+    with pytest.raises(OtrpSecurityError, match="only alg"):
+        codec.open(otrp_json.dumps({"CreateSDRequest": none}), rsa_pki.tee.private_key, anchors=[rsa_pki.root.cert])
+
+
+def test_cbor_payload_tamper_and_type_swap(rsa_pki: OtrpPki) -> None:
+    codec = codec_for("cbor")
+    sealed = codec.seal(all_messages()[2], rsa_pki.tam, rsa_pki.tee.public_key, rsa_pki.tam.chain_der)
+    kind, sign1 = cbor2.loads(sealed.wire)
+    protected, unprotected, payload, sig = sign1.value
+    flipped = bytearray(payload)
+    flipped[-1] ^= 1
+    bad = cbor2.dumps([kind, cbor2.CBORTag(18, [protected, unprotected, bytes(flipped), sig])])
+    with pytest.raises(OtrpError):
+        codec.open(bad, rsa_pki.tee.private_key, anchors=[rsa_pki.root.cert])
+    swapped = cbor2.dumps([otrp_cbor.MESSAGE_TYPE[type(all_messages()[6])], sign1])
+    with pytest.raises(OtrpSecurityError, match="does not match payload type"):
+        codec.open(swapped, rsa_pki.tee.private_key, anchors=[rsa_pki.root.cert])
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_encrypted_ta_round_trip_and_wrong_key(encoding: str, rsa_pki: OtrpPki, ec_pki: OtrpPki) -> None:
+    codec = codec_for(encoding)
+    for spaik in (rsa_pki.sp, ec_pki.sp):
+        enc = codec.seal_ta(b"TA" * 1000, b"perso", spaik.public_key)
+        assert codec.open_ta(enc, spaik.private_key) == (b"TA" * 1000, b"perso")
+        upd = codec.seal_ta(b"new", None, spaik.public_key, update=True)
+        assert upd.ciphernewtadata is not None and upd.ciphertadata is None
+        assert codec.open_ta(upd, spaik.private_key) == (b"new", None)
+    enc = codec.seal_ta(b"TA", None, rsa_pki.sp.public_key)
+    with pytest.raises(OtrpSecurityError):
+        codec.open_ta(enc, rsa_pki.tee.private_key)
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_garbage_is_a_decode_error(encoding: str, rsa_pki: OtrpPki) -> None:
+    codec = codec_for(encoding)
+    for data in (b"", b"\xff\xfe", b"[]", b"{}", b'{"CreateSDRequest": 1}', b"\x82\x04\x01"):
+        with pytest.raises(OtrpDecodeError):
+            codec.open(data, rsa_pki.tee.private_key, anchors=[rsa_pki.root.cert])
