@@ -275,3 +275,53 @@ def test_unsigned_envelope_is_refused(installed: ComponentStore) -> None:
     wrapper = cbor2.loads(env[2])
     env[2] = cbor2.dumps(wrapper[:1])
     refused(installed, cbor2.dumps(env), Unauthorised, 4)
+
+
+# -- severable members and several components ---------------------------------------------------
+
+
+def severed_envelope(*, tamper: bool = False, drop: bool = False) -> bytes:
+    """Our envelope with install severed: the manifest holds its digest, the envelope the bstr."""
+    m = cbor2.loads(manifest_with([20, {21: "#tc"}, 21, 15, 3, 15]))
+    install = m[20]
+    m[20] = SuitDigest.of(cbor2.dumps(install)).to_cbor()
+    extra: dict[object, bytes] = {"#tc": PAYLOAD}
+    if not drop:
+        extra[20] = install.replace(b"\x03\x0f", b"\x03\x0e") if tamper else install
+    return resign(cbor2.dumps(m), extra=extra)
+
+
+def test_severed_install_is_checked_and_used(store: ComponentStore) -> None:
+    env = parse_envelope(severed_envelope())
+    assert 20 in env.manifest.severed and env.manifest.install is not None
+    assert run(store, severed_envelope()).success
+    assert store.image(CID) == PAYLOAD
+
+
+def test_severed_member_tampered_or_missing(installed: ComponentStore) -> None:
+    refused(installed, severed_envelope(tamper=True), Unauthorised, 4)
+    from teep_coap.security.suit import SeveringUnsupported
+
+    refused(installed, severed_envelope(drop=True), SeveringUnsupported, 9)
+
+
+def test_two_components_install_together(store: ComponentStore) -> None:
+    second = (*CID[:3], b"config")
+    m = cbor2.loads(manifest_with([12, 1, 20, {18: b"cfg"}, 18, 15, 12, 0, 20, {21: "#tc"}, 21, 15, 3, 15]))
+    common = cbor2.loads(m[3])
+    common[2] = [list(CID), list(second)]
+    m[3] = cbor2.dumps(common)
+    r = run(store, resign(cbor2.dumps(m), extra={"#tc": PAYLOAD}))
+    assert r.success, r.error
+    assert set(r.installed) == {CID, second}
+    assert store.image(second) == b"cfg" and store.image(CID) == PAYLOAD
+
+
+def test_two_components_one_fails_installs_neither(store: ComponentStore) -> None:
+    second = (*CID[:3], b"config")
+    m = cbor2.loads(manifest_with([12, 1, 20, {18: b"cfg"}, 18, 15, 12, 0, 20, {21: "#tc"}, 21, 15, 3, 15]))
+    common = cbor2.loads(m[3])
+    common[2] = [list(CID), list(second)]
+    m[3] = cbor2.dumps(common)
+    refused(store, resign(cbor2.dumps(m), extra={"#tc": b"not the promised bytes"}), ConditionFailed, 10)
+    assert store.list() == []
