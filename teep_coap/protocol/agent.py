@@ -59,6 +59,11 @@ def _norm_suite(suite: Sequence[Sequence[int]]) -> tuple[tuple[int, int], ...]:
     return tuple((int(op[0]), _LEGACY.get(int(op[1]), int(op[1]))) for op in suite)
 
 
+def _norm_profile(profile: Sequence[int]) -> tuple[int, ...]:
+    """draft-20 profiles carry -7/-8 where the current ones carry -9/-19."""
+    return tuple(_LEGACY.get(int(v), int(v)) if i == 1 else int(v) for i, v in enumerate(profile))
+
+
 def _clip(text: str, limit: int = ERR_MSG_MAX) -> str:
     """err-msg is 1..128 bytes of UTF-8: cut at a character boundary."""
     raw = text.encode()[:limit]
@@ -215,7 +220,7 @@ class AgentEngine:
                 token=token,
                 supported_freshness_mechanisms=cfg.freshness_mechanisms,
             )
-        if not any(tuple(p) in set(cfg.suit_cose_profiles) for p in qr.supported_suit_cose_profiles):
+        if not any(_norm_profile(p) in set(cfg.suit_cose_profiles) for p in qr.supported_suit_cose_profiles):
             return self._error(
                 ErrorCode.ERR_UNSUPPORTED_SUIT_REPORT,
                 "no offered SUIT COSE profile is supported",
