@@ -201,7 +201,8 @@ def test_cddl_check_can_fail(tmp_path: Path) -> None:
     assert not ok
 
 
-def test_vectors_validate_except_the_known_parameter_19_gap(tmp_path: Path) -> None:
+def test_uri_and_integrated_vectors_validate(tmp_path: Path) -> None:
+    # (suit_personalization fails SUIT_start: the known parameter-19 gap of the CDDL; the validator
+    # takes ~10 s to say so, so it is not run here.)
     assert cddl_valid(read_hex_vector("suit_uri"), "SUIT_start", tmp_path)[0]
     assert cddl_valid(read_hex_vector("suit_integrated"), "SUIT_start", tmp_path)[0]
-    assert not cddl_valid(read_hex_vector("suit_personalization"), "SUIT_start", tmp_path)[0]
