@@ -223,16 +223,19 @@ def sign1(
     external_aad: bytes = b"",
     protected_extra: Mapping[Any, Any] | None = None,
     unprotected_extra: Mapping[Any, Any] | None = None,
+    via_cwt: bool = False,
 ) -> bytes:
     """COSE_Sign1 over `payload`, or over `detached_payload` with a nil payload in the structure.
 
     `protected_extra` / `unprotected_extra` add header parameters (e.g. content type 3 or `crit`).
+    TEEP's plain headers take the concatenation fast path unless `via_cwt` (tests and the benchmark
+    use it to compare both paths); everything else is encoded by cwt.
     """
     if (payload is None) == (detached_payload is None):
         raise CoseError("sign1 needs exactly one of payload and detached_payload")
     content = payload if payload is not None else detached_payload
     assert content is not None
-    if not protected_extra and not unprotected_extra:
+    if not protected_extra and not unprotected_extra and not via_cwt:
         return _sign1_plain(payload, content, key, include_kid, tagged, external_aad)
     protected, unprotected = _headers(key, include_kid, protected_extra, unprotected_extra)
     try:
@@ -445,6 +448,22 @@ def _check_with_cwt(
     return True
 
 
+def _check_sign1_direct(
+    protected: bytes, payload: bytes, signature: bytes, key: VerifyingKey, aad: bytes
+) -> bool:
+    """COSE_Sign1 signature check without cwt: Sig_structure by concatenation, then the key's
+    `cryptography` verify. Hand-written for speed (cwt re-decodes the headers and re-encodes the
+    Sig_structure: about 10 us per message, which put ESP256 verification below 70% of the raw rate
+    on a loaded 2-core machine). The structure was validated by `_parse`; tests check that this path
+    and cwt's agree on valid, tampered and foreign messages (and pycose agrees with both)."""
+    to_be_signed = b"".join((b"\x84", _SIG1_CONTEXT, _bstr(protected), _bstr(aad), _bstr(payload)))
+    try:
+        key.verify(to_be_signed, signature)
+    except SignatureInvalid:
+        return False
+    return True
+
+
 def verify(
     data: bytes,
     trust: TrustArg,
@@ -453,6 +472,7 @@ def verify(
     external_aad: bytes = b"",
     allowed_algs: Collection[int] | None = None,
     allow_untagged: bool = False,
+    via_cwt: bool = False,
 ) -> Verified:
     """Verify a COSE_Sign1_Tagged / COSE_Sign_Tagged against trusted keys and return its payload.
 
@@ -460,6 +480,7 @@ def verify(
     caller allows (an Agent that knows only Ed25519 accepts the Ed25519 signature of a two-signer
     QueryRequest). Errors, most specific first: SignatureInvalid (a trusted key was tried and failed),
     UnknownKid (no trusted key for the kid/alg), UnsupportedAlgorithm (no signer uses an allowed alg).
+    COSE_Sign signatures are checked by cwt; COSE_Sign1 by `_check_sign1_direct` unless `via_cwt`.
     """
     info, body = _parse(data, allow_untagged=allow_untagged)
     if info.payload is None and detached_payload is None:
@@ -490,12 +511,17 @@ def verify(
                 SignatureInvalid(f"{ALG_NAMES[alg]} signature must be 64 bytes, got {len(sig.signature)}")
             )
             continue
+        direct = info.structure == "COSE_Sign1" and not via_cwt
         if info.structure == "COSE_Sign1":
             tag, check_body = TAG_SIGN1, body
         else:
             tag, check_body = TAG_SIGN, [body[0], body[1], body[2], [body[3][index]]]
         for key in candidates:
-            if _check_with_cwt(tag, check_body, payload, key, external_aad):
+            if (
+                _check_sign1_direct(body[0], payload, sig.signature, key, external_aad)
+                if direct
+                else _check_with_cwt(tag, check_body, payload, key, external_aad)
+            ):
                 return Verified(
                     payload=payload,
                     alg=alg,

@@ -53,6 +53,9 @@ _CRV, _X, _Y, _D = -1, -2, -3, -4
 _KTY_OKP, _KTY_EC2 = 1, 2
 _CRV_P256, _CRV_ED25519 = 1, 6
 
+# One ECDSA signature algorithm object for every call (it is immutable; building it costs ~1 us).
+_ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
+
 PublicCryptoKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
 PrivateCryptoKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 KeySource = str | os.PathLike[str] | bytes
@@ -160,7 +163,7 @@ class VerifyingKey:
                 der = encode_dss_signature(
                     int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
                 )
-                key.verify(der, data, ec.ECDSA(hashes.SHA256()))
+                key.verify(der, data, _ECDSA_SHA256)
         except InvalidSignature:
             raise SignatureInvalid(f"signature does not verify with key {self.kid.hex()}") from None
 
@@ -240,7 +243,7 @@ class SigningKey:
         key = self.crypto_key
         if isinstance(key, ed25519.Ed25519PrivateKey):
             return key.sign(data)
-        r, s = decode_dss_signature(key.sign(data, ec.ECDSA(hashes.SHA256())))
+        r, s = decode_dss_signature(key.sign(data, _ECDSA_SHA256))
         return r.to_bytes(32, "big") + s.to_bytes(32, "big")
 
     def cose_params(self) -> dict[int, Any]:
