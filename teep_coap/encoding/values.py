@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from cbor2 import CBORSimpleValue, CBORTag, FrozenDict, undefined
+from cbor2 import CBORSimpleValue, CBORTag, FrozenDict, break_marker, undefined
 
 from teep_coap.encoding.errors import (
     MissingMember,
+    NotCbor,
     SizeOutOfRange,
     TeepDecodeError,
     TooDeep,
@@ -98,10 +99,14 @@ def check_any(value: Any, depth: int, max_depth: int) -> bool:
                 UnsupportedValue, "integer outside the 64-bit CBOR range (bignums are not supported)"
             )
         return False
-    if t in _GENERIC_LEAVES or value is None or t is bool or value is undefined or t is CBORSimpleValue:
+    if t in _GENERIC_LEAVES or value is None or t is bool or value is undefined:
         return False
     if t is float:
         return True
+    if t is CBORSimpleValue:
+        if 20 <= value.value < 32:
+            raise Invalid(NotCbor, f"simple value {value.value} in a two-byte form is not well-formed")
+        return False
     if t is list or t is tuple:
         if depth > max_depth:
             raise Invalid(TooDeep, f"nesting deeper than {max_depth} levels")
@@ -136,6 +141,10 @@ def check_any(value: Any, depth: int, max_depth: int) -> bool:
             return check_any(value.value, depth + 1, max_depth)
         except Invalid as exc:
             raise exc.within(f"tag {tag}") from None
+    if value is break_marker:
+        raise Invalid(NotCbor, "unexpected break byte 0xff")
+    if isinstance(value, int) and not isinstance(value, bool):  # IntEnum members of model.codes
+        return check_any(int(value), depth, max_depth)
     raise Invalid(UnsupportedValue, f"value of type {type_name(value)} is not supported")
 
 
@@ -150,8 +159,13 @@ def _short(value: Any) -> str:
 # ---------------------------------------------------------------- kinds of the TEEP CDDL
 
 
+def _is_int(value: Any) -> bool:
+    """An integer that is not a bool (IntEnum members of `model.codes` count as integers)."""
+    return type(value) is int or (isinstance(value, int) and type(value) is not bool)
+
+
 def _uint(value: Any, _d: int, _m: int) -> int:
-    if type(value) is not int or value < 0:
+    if not _is_int(value) or value < 0:
         raise _wrong("unsigned integer", value)
     if value > UINT64_MAX:
         raise Invalid(SizeOutOfRange, "unsigned integer above 2**64-1")
@@ -159,7 +173,7 @@ def _uint(value: Any, _d: int, _m: int) -> int:
 
 
 def _uint32(value: Any, _d: int, _m: int) -> int:
-    if type(value) is not int or value < 0:
+    if not _is_int(value) or value < 0:
         raise _wrong("unsigned integer", value)
     if value > UINT32_MAX:
         raise Invalid(SizeOutOfRange, f"{_short(value)} does not fit in 4 bytes (uint .size 4)")
@@ -167,7 +181,7 @@ def _uint32(value: Any, _d: int, _m: int) -> int:
 
 
 def _int(value: Any) -> int:
-    if type(value) is not int:
+    if not _is_int(value):
         raise _wrong("integer", value)
     if not INT64_MIN <= value <= UINT64_MAX:
         raise Invalid(SizeOutOfRange, "integer outside the 64-bit CBOR range")
@@ -260,7 +274,7 @@ def _op(value: Any) -> tuple[int, int]:
     try:
         return (_uint(typ, 0, 0), _int(alg))
     except Invalid as exc:
-        raise exc.within("cose-type" if type(typ) is not int or typ < 0 else "alg") from None
+        raise exc.within("cose-type" if not _is_int(typ) or typ < 0 else "alg") from None
 
 
 def _suite(value: Any, _d: int, _m: int) -> tuple[tuple[int, int], ...]:
