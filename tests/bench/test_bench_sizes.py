@@ -32,6 +32,7 @@ def test_dtls_records_split_datagrams_and_types() -> None:
     assert sum(r.size for r in records) == sum(len(u.data) for u in wire)
     setup, app = handshake_records(records, tls=False)
     assert [r.content_type for r in app] == [23]
+    assert len(setup) == 5
 
 
 def test_tls13_handshake_recognised_by_causality() -> None:
