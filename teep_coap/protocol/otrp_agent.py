@@ -20,6 +20,7 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from teep_coap.model.otrp import (
     OTRP_VERSION,
@@ -107,6 +108,7 @@ class OtrpAgentEngine:
     last_sent: Sealed | None = field(default=None, init=False)
     last_sent_name: str = field(default="", init=False)
     codec: OtrpCodec = field(init=False)
+    _spaik_cache: dict[str, PrivateKey] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir)
@@ -153,10 +155,14 @@ class OtrpAgentEngine:
         entry = self._state["spaik"].get(spid)
         if entry is None:
             return None
-        key = serialization.load_pem_private_key(
-            (self.state_dir / "spaik" / entry["file"]).read_bytes(), None
-        )
-        return key  # type: ignore[return-value]
+        cached = self._spaik_cache.get(entry["file"])
+        if cached is None:
+            pem = (self.state_dir / "spaik" / entry["file"]).read_bytes()
+            loaded = serialization.load_pem_private_key(pem, None)
+            if not isinstance(loaded, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+                raise OtrpError(f"SP AIK of {spid!r} is neither RSA nor EC")
+            cached = self._spaik_cache[entry["file"]] = loaded
+        return cached
 
     def _new_spaik(self, spid: str) -> PrivateKey:
         key = self.keygen(self.config.spaik_type)
@@ -167,6 +173,7 @@ class OtrpAgentEngine:
         path = self.state_dir / "spaik" / name
         path.write_bytes(pem)
         path.chmod(0o600)
+        self._spaik_cache[name] = key
         self._state["spaik"][spid] = {"file": name, "type": "RSA" if signature_alg(key) == "RS256" else "ECC"}
         return key
 

@@ -172,7 +172,14 @@ def cose_decrypt(obj: object, key: PrivateKey | None, what: str) -> bytes:
 # ---------------------------------------------------------------------------------------------- COSE_Sign1
 
 
+_KEY_CACHE: dict[int, tuple[PrivateKey | PublicKey, Any]] = {}
+
+
 def _cose_key(key: PrivateKey | PublicKey) -> Any:
+    """cwt COSEKey of a key, built once per key object (PEM round trip plus RSA checks are slow)."""
+    hit = _KEY_CACHE.get(id(key))
+    if hit is not None and hit[0] is key:
+        return hit[1]
     alg = signature_alg(key)
     if isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
         pem = key.private_bytes(
@@ -180,7 +187,11 @@ def _cose_key(key: PrivateKey | PublicKey) -> Any:
         )
     else:
         pem = key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return COSEKey.from_pem(pem, alg=alg)
+    if len(_KEY_CACHE) >= 256:
+        _KEY_CACHE.pop(next(iter(_KEY_CACHE)))
+    made = COSEKey.from_pem(pem, alg=alg)
+    _KEY_CACHE[id(key)] = (key, made)
+    return made
 
 
 def sign1(payload: bytes, signer: OtrpIdentity, x5c: Sequence[bytes] | None) -> cbor2.CBORTag:

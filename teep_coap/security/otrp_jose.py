@@ -94,8 +94,20 @@ def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
+_JWK_CACHE: dict[int, tuple[PrivateKey | PublicKey, jwk.JWK]] = {}
+
+
 def _jwk(key: PrivateKey | PublicKey) -> jwk.JWK:
-    return jwk.JWK.from_pyca(key)
+    """The jwcrypto JWK of a key, built once: a JWK caches the key object it rebuilds from its
+    parameters, and rebuilding an RSA private key (with its consistency check) costs ~50 ms."""
+    hit = _JWK_CACHE.get(id(key))
+    if hit is not None and hit[0] is key:
+        return hit[1]
+    if len(_JWK_CACHE) >= 256:
+        _JWK_CACHE.pop(next(iter(_JWK_CACHE)))
+    made = jwk.JWK.from_pyca(key)
+    _JWK_CACHE[id(key)] = (key, made)  # holding `key` keeps its id from being reused
+    return made
 
 
 def jwe_alg_for(key: PublicKey | PrivateKey) -> str:

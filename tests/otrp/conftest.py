@@ -97,15 +97,21 @@ def all_messages() -> list[OtrpMessage]:
     fail = Reason(error_code=OtrpErrorCode.ERR_SD_NOT_FOUND, error_message="no such SD")
     ta_content = TAContent(tamid="tam.example", spid="bank.com", sdname="sd.bank.com", taid="bank.ta")
     return [
-        GetDeviceStateRequest(rid="r", tid="t", ocspdat=(b"ocsp1", b"ocsp2"), supportedsigalgs=("RS256", "ES256")),
+        GetDeviceStateRequest(
+            rid="r", tid="t", ocspdat=(b"ocsp1", b"ocsp2"), supportedsigalgs=("RS256", "ES256")
+        ),
         GetDeviceTEEStateResponse(rid="r", tid="t", signerreq=False, edsi=DsiDocument(dsi=sample_dsi())),
         CreateSDRequest(
             **HEAD,
-            content=CreateSDContent(spid="bank.com", sdname="sd.bank.com", spcert=b"\x30cert", tamid="tam", did=DID),
+            content=CreateSDContent(
+                spid="bank.com", sdname="sd.bank.com", spcert=b"\x30cert", tamid="tam", did=DID
+            ),
         ),
         CreateSDResponse(
             **RHEAD,
-            content=CreateSDResultContent(did=DID, sdname="sd.bank.com", teespaik=b"\x30aik", dsi=sample_dsi()),
+            content=CreateSDResultContent(
+                did=DID, sdname="sd.bank.com", teespaik=b"\x30aik", dsi=sample_dsi()
+            ),
         ),
         UpdateSDRequest(
             **HEAD,
@@ -123,7 +129,8 @@ def all_messages() -> list[OtrpMessage]:
             ),
         ),
         UpdateSDResponse(
-            **RHEAD, content=UpdateSDResultContent(did=DID, cert=b"\x30c", teespaik=b"\x30k", teespaiktype="ECC")
+            **RHEAD,
+            content=UpdateSDResultContent(did=DID, cert=b"\x30c", teespaik=b"\x30k", teespaiktype="ECC"),
         ),
         DeleteSDRequest(**HEAD, content=DeleteSDContent(tamid="tam", sdname="sd.bank.com", deleteta=True)),
         DeleteSDResponse(**RHEAD, status="fail", content=ResultContent(did=DID, reason=fail)),

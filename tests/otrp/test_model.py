@@ -151,9 +151,18 @@ def test_encrypted_ta_rules() -> None:
         EncryptedTA.from_tree({"key": "AA==", "iv": "00", "alg": "AESCBC", "ciphertadata": "AA=="}, True)
     with pytest.raises(OtrpDecodeError, match="not both"):
         EncryptedTA.from_tree(
-            {"key": "AA==", "iv": "00" * 16, "alg": "AESCBC", "ciphertadata": "AA==", "ciphernewtadata": "AA=="}, True
+            {
+                "key": "AA==",
+                "iv": "00" * 16,
+                "alg": "AESCBC",
+                "ciphertadata": "AA==",
+                "ciphernewtadata": "AA==",
+            },
+            True,
         )
-    ok = EncryptedTA.from_tree({"key": "AA==", "iv": "AxY8DCtDaGlsbGljb3RoZQ", "alg": "AESCBC", "ciphertadata": "AA=="}, True)
+    ok = EncryptedTA.from_tree(
+        {"key": "AA==", "iv": "AxY8DCtDaGlsbGljb3RoZQ", "alg": "AESCBC", "ciphertadata": "AA=="}, True
+    )
     assert len(ok.iv) == 16  # A20's base64url iv is read too
 
 
@@ -161,8 +170,14 @@ def test_gds_response_pass_needs_edsi() -> None:
     with pytest.raises(OtrpDecodeError, match="needs signerreq and edsi"):
         GetDeviceTEEStateResponse.from_tree({"ver": "1.0", "status": "pass", "rid": "r", "tid": "t"}, True)
     fail = GetDeviceTEEStateResponse.from_tree(
-        {"ver": "1.0", "status": "fail", "rid": "r", "tid": "t", "reason": {"error-code": "ERR_TAM_NOT_TRUSTED"},
-         "supportedsigalgs": ["RS256"]},
+        {
+            "ver": "1.0",
+            "status": "fail",
+            "rid": "r",
+            "tid": "t",
+            "reason": {"error-code": "ERR_TAM_NOT_TRUSTED"},
+            "supportedsigalgs": ["RS256"],
+        },
         True,
     )
     assert fail.reason == Reason(error_code=OtrpErrorCode.ERR_TAM_NOT_TRUSTED)
@@ -173,7 +188,14 @@ def test_broker_error_forms() -> None:
         {"OTrPBrokerError": {"ver": "1.0", "rid": "", "tid": "", "errcode": "ERR_AGENT_TEE_BUSY"}}, True
     )
     b = parse_broker_error(
-        {"status": {"result": "fail", "error-code": "ERR_AGENT_TEE_FAIL", "error-message": "TEE fails to respond"}}, True
+        {
+            "status": {
+                "result": "fail",
+                "error-code": "ERR_AGENT_TEE_FAIL",
+                "error-message": "TEE fails to respond",
+            }
+        },
+        True,
     )
     assert a == BrokerError(errcode=OtrpErrorCode.ERR_AGENT_TEE_BUSY)
     assert b.errcode is OtrpErrorCode.ERR_AGENT_TEE_FAIL

@@ -11,9 +11,9 @@ import pytest
 from teep_coap.encoding import otrp_cbor, otrp_json
 from teep_coap.model.otrp import (
     CreateSDRequest,
+    DsiDocument,
     GetDeviceStateResponse,
     GetDeviceTEEStateResponse,
-    DsiDocument,
     OtrpDecodeError,
     OtrpError,
     OtrpMessage,
@@ -38,7 +38,9 @@ def _sender_recipient(pki: OtrpPki, msg: OtrpMessage) -> tuple:
 
 @pytest.mark.parametrize("encoding", ENCODINGS)
 @pytest.mark.parametrize("key_type", ["RSA", "EC"])
-def test_every_message_seals_and_opens(encoding: str, key_type: str, rsa_pki: OtrpPki, ec_pki: OtrpPki) -> None:
+def test_every_message_seals_and_opens(
+    encoding: str, key_type: str, rsa_pki: OtrpPki, ec_pki: OtrpPki
+) -> None:
     pki = rsa_pki if key_type == "RSA" else ec_pki
     codec = codec_for(encoding)
     for msg in all_messages():
@@ -46,7 +48,9 @@ def test_every_message_seals_and_opens(encoding: str, key_type: str, rsa_pki: Ot
         if isinstance(msg, GetDeviceTEEStateResponse):
             # the TAM verifies with the TEE certificate found in the DSI
             msg = GetDeviceTEEStateResponse(
-                rid="r", tid="t", signerreq=True,
+                rid="r",
+                tid="t",
+                signerreq=True,
                 edsi=DsiDocument(dsi=sample_dsi(pki.tee.cert_der, pki.tee.chain_der[1:])),
             )
             sealed = codec.seal(msg, signer, recipient.public_key)
@@ -167,13 +171,21 @@ def test_json_payload_tamper_and_name_swap(rsa_pki: OtrpPki) -> None:
     payload["CreateSDTBSRequest"]["tee"] = "Other TEE"
     tampered = dict(jws, payload=base64.urlsafe_b64encode(otrp_json.dumps(payload)).rstrip(b"=").decode())
     with pytest.raises(OtrpSecurityError, match="signature does not verify"):
-        codec.open(otrp_json.dumps({"CreateSDRequest": tampered}), rsa_pki.tee.private_key, anchors=[rsa_pki.root.cert])
+        codec.open(
+            otrp_json.dumps({"CreateSDRequest": tampered}),
+            rsa_pki.tee.private_key,
+            anchors=[rsa_pki.root.cert],
+        )
     with pytest.raises(OtrpSecurityError, match="does not match payload"):
-        codec.open(otrp_json.dumps({"DeleteSDRequest": jws}), rsa_pki.tee.private_key, anchors=[rsa_pki.root.cert])
+        codec.open(
+            otrp_json.dumps({"DeleteSDRequest": jws}), rsa_pki.tee.private_key, anchors=[rsa_pki.root.cert]
+        )
     # an alg: none style protected header is refused before any key is tried
     none = dict(jws, protected=base64.urlsafe_b64encode(b'{"alg":"none"}').rstrip(b"=").decode())
     with pytest.raises(OtrpSecurityError, match="only alg"):
-        codec.open(otrp_json.dumps({"CreateSDRequest": none}), rsa_pki.tee.private_key, anchors=[rsa_pki.root.cert])
+        codec.open(
+            otrp_json.dumps({"CreateSDRequest": none}), rsa_pki.tee.private_key, anchors=[rsa_pki.root.cert]
+        )
 
 
 def test_cbor_payload_tamper_and_type_swap(rsa_pki: OtrpPki) -> None:

@@ -1,0 +1,290 @@
+"""The TAM and Agent engines back to back: the whole lifecycle, the §8 errors, persistence."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from teep_coap.encoding import otrp_json
+from teep_coap.model.otrp import (
+    CreateSDContent,
+    CreateSDRequest,
+    DeleteSDContent,
+    DeleteSDRequest,
+    DeleteTAContent,
+    DeleteTARequest,
+    GetDeviceStateRequest,
+    InstallTARequest,
+    OtrpDecodeError,
+    OtrpErrorCode,
+    OtrpProtocolError,
+    TAContent,
+)
+from teep_coap.protocol.otrp_agent import OtrpAgentConfig, OtrpAgentEngine
+from teep_coap.protocol.otrp_session import make_engines, run_reference_session, run_session
+from teep_coap.protocol.otrp_tam import OtrpTamConfig, OtrpTamEngine, OtrpTamPolicy, SdSpec, TaSpec
+from teep_coap.protocol.otrp_wire import codec_for
+from teep_coap.security.otrp_pki import OtrpPki
+
+ENCODINGS = ["json", "cbor"]
+SD = "sd.sp.example"
+TA = "sp.example.ta1"
+
+
+def _policy(pki: OtrpPki, data: bytes | None) -> OtrpTamPolicy:
+    if data is None:
+        return OtrpTamPolicy()
+    return OtrpTamPolicy(
+        sds=[SdSpec(spid="sp.example", sdname=SD, spcert=pki.sp.cert_der)],
+        tas=[TaSpec(sdname=SD, taid=TA, data=data, pdata=b"perso")],
+    )
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_full_lifecycle(encoding: str, rsa_pki: OtrpPki, tmp_path: Path) -> None:
+    """GetDeviceState → CreateSD → InstallTA, then → UpdateTA, then → DeleteTA → DeleteSD."""
+    tam, agent = make_engines(encoding, rsa_pki, tmp_path, _policy(rsa_pki, b"version 1"))  # type: ignore[arg-type]
+    names = [r.name for r in run_session(tam, agent)]
+    assert names == [
+        "GetDeviceStateRequest",
+        "GetDeviceStateResponse",
+        "CreateSDRequest",
+        "CreateSDResponse",
+        "InstallTARequest",
+        "InstallTAResponse",
+    ]
+    assert agent.installed() == {SD: {TA: b"version 1"}}
+    assert [r.status for r in tam.results()] == ["pass"] * 4
+
+    tam.config.policy = _policy(rsa_pki, b"version 2")
+    names = [r.name for r in run_session(tam, agent)]
+    assert names[2:] == ["UpdateTARequest", "UpdateTAResponse"]
+    assert agent.installed() == {SD: {TA: b"version 2"}}
+
+    # nothing changed: GetDeviceState only, then the TAM says "nothing more"
+    assert [r.name for r in run_session(tam, agent)] == ["GetDeviceStateRequest", "GetDeviceStateResponse"]
+
+    tam.config.policy = _policy(rsa_pki, None)
+    names = [r.name for r in run_session(tam, agent)]
+    assert names[2:] == ["DeleteTARequest", "DeleteTAResponse", "DeleteSDRequest", "DeleteSDResponse"]
+    assert agent.installed() == {}
+    assert not list((tmp_path / "ta").iterdir())
+    assert not list((tmp_path / "spaik").iterdir())  # last SD of the SP ⇒ SP AIK deleted
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_nextdsi_keeps_dsihash_fresh(encoding: str, rsa_pki: OtrpPki, tmp_path: Path) -> None:
+    tam, agent = make_engines(encoding, rsa_pki, tmp_path, _policy(rsa_pki, b"x" * 100), nextdsi=True)  # type: ignore[arg-type]
+    records = run_session(tam, agent)
+    assert [r.status for r in tam.results()] == ["pass"] * 4
+    # with nextdsi the InstallTA response carries the DSI listing the new TA
+    opened = codec_for(encoding).open(
+        records[-1].wire, rsa_pki.tam.private_key, verify_keys=[rsa_pki.tee.public_key]
+    )
+    dsi = opened.msg.content.dsi  # type: ignore[union-attr]
+    assert dsi.tee.sdlist.sd[0].talist[0].taid == TA
+
+
+def test_agent_state_survives_restart(rsa_pki: OtrpPki, tmp_path: Path) -> None:
+    tam, agent = make_engines("json", rsa_pki, tmp_path, _policy(rsa_pki, b"abc"))
+    run_session(tam, agent)
+    again = OtrpAgentEngine(OtrpAgentConfig(identity=rsa_pki.tee, tam_anchors=(rsa_pki.root.cert,)), tmp_path)
+    assert again.installed() == {SD: {TA: b"abc"}}
+    assert [r.name for r in run_session(tam, again)] == ["GetDeviceStateRequest", "GetDeviceStateResponse"]
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_reference_session_sizes(encoding: str, rsa_pki: OtrpPki) -> None:
+    small = run_reference_session(encoding, 20, pki=rsa_pki)  # type: ignore[arg-type]
+    big = run_reference_session(encoding, 16384, pki=rsa_pki)  # type: ignore[arg-type]
+    assert (
+        [r.name for r in small]
+        == [r.name for r in big]
+        == [
+            "GetDeviceStateRequest",
+            "GetDeviceStateResponse",
+            "CreateSDRequest",
+            "CreateSDResponse",
+            "InstallTARequest",
+            "InstallTAResponse",
+        ]
+    )
+    assert all(r.wire_size == len(r.wire) > r.tbs_size > 0 for r in small)
+    grew = big[4].wire_size - small[4].wire_size
+    # CBOR: a bstr, byte for byte. JSON: base64 in the TBS, then base64url again as the JWS payload (16/9)
+    expected = 16384 - 20 if encoding == "cbor" else (16384 - 20) * 16 // 9
+    assert expected <= grew <= expected * 1.02 + 64
+    assert [r.direction for r in small] == ["tam->agent", "agent->tam"] * 3
+
+
+def test_json_costs_more_than_cbor(rsa_pki: OtrpPki) -> None:
+    j = sum(r.wire_size for r in run_reference_session("json", 1024, pki=rsa_pki))
+    c = sum(r.wire_size for r in run_reference_session("cbor", 1024, pki=rsa_pki))
+    assert c < j
+
+
+# ---------------------------------------------------------------------------------------------- errors
+
+
+class _Tam:
+    """Builds signed requests by hand to drive the Agent into each §8 error."""
+
+    def __init__(self, encoding: str, pki: OtrpPki, agent: OtrpAgentEngine) -> None:
+        self.codec = codec_for(encoding)
+        self.pki = pki
+        self.agent = agent
+        self.did = pki.tee.did
+        self.tamid = pki.tam.name
+
+    def send(self, msg: object, x5c: bool = True, signer: object = None) -> object:
+        signer = signer or self.pki.tam
+        wire = self.codec.seal(msg, signer, self.pki.tee.public_key, signer.chain_der if x5c else None).wire  # type: ignore[arg-type, union-attr]
+        answer = self.agent.receive(wire)
+        assert answer is not None
+        return self.codec.open(
+            answer,
+            self.pki.tam.private_key,
+            anchors=[self.pki.root.cert],
+            verify_keys=[self.pki.tee.public_key],
+        ).msg
+
+    def gds(self) -> object:
+        return self.send(GetDeviceStateRequest(rid="g", tid="t")).tees[0]  # type: ignore[attr-defined]
+
+    def head(self, **kw: object) -> dict[str, object]:
+        return {"rid": "r", "tid": "t", "tee": "Primary TEE", "nextdsi": False, **kw}
+
+    def create(self, sdname: str = SD, **kw: object) -> object:
+        content = CreateSDContent(
+            spid="sp.example", sdname=sdname, spcert=self.pki.sp.cert_der, tamid=self.tamid, did=self.did
+        )
+        return self.send(CreateSDRequest(**self.head(**kw), content=content))  # type: ignore[arg-type]
+
+
+def _code(msg: object) -> OtrpErrorCode | None:
+    reason = getattr(getattr(msg, "content", None), "reason", None) or getattr(msg, "reason", None)
+    return reason.error_code if reason else None
+
+
+@pytest.fixture(params=ENCODINGS)
+def tam(request: pytest.FixtureRequest, rsa_pki: OtrpPki, tmp_path: Path) -> _Tam:
+    agent = OtrpAgentEngine(
+        OtrpAgentConfig(
+            identity=rsa_pki.tee, tam_anchors=(rsa_pki.root.cert,), encoding=request.param, max_tas=1
+        ),
+        tmp_path,
+    )
+    t = _Tam(request.param, rsa_pki, agent)
+    assert t.gds().status == "pass"  # type: ignore[attr-defined]
+    return t
+
+
+def test_sd_errors(tam: _Tam) -> None:
+    assert tam.create().status == "pass"  # type: ignore[attr-defined]
+    assert _code(tam.create()) is OtrpErrorCode.ERR_SD_ALREADY_EXISTS
+    bad = CreateSDContent(spid="sp", sdname="sd2", spcert=b"not a cert", tamid=tam.tamid, did=tam.did)
+    assert _code(tam.send(CreateSDRequest(**tam.head(), content=bad))) is OtrpErrorCode.ERR_SPCERT_INVALID  # type: ignore[arg-type]
+    gone = DeleteSDContent(tamid=tam.tamid, sdname="nope", deleteta=False)
+    assert _code(tam.send(DeleteSDRequest(**tam.head(), content=gone))) is OtrpErrorCode.ERR_SD_NOT_FOUND  # type: ignore[arg-type]
+    other = CreateSDContent(
+        spid="sp", sdname="sd3", spcert=tam.pki.sp.cert_der, tamid="someone.else", did=tam.did
+    )
+    assert (
+        _code(tam.send(CreateSDRequest(**tam.head(), content=other))) is OtrpErrorCode.ERR_TAM_NOT_AUTHORIZED
+    )  # type: ignore[arg-type]
+
+
+def test_ta_errors(tam: _Tam) -> None:
+    tam.create()
+    codec, pki = tam.codec, tam.pki
+    content = TAContent(tamid=tam.tamid, spid="sp.example", sdname=SD, taid="ta")
+    # the SP AIK is unknown to us here, so encrypt the TA to the wrong key: ERR_TA_INVALID
+    wrong = codec.seal_ta(b"ta", None, pki.sp.public_key)
+    assert (
+        _code(tam.send(InstallTARequest(**tam.head(), content=content, encrypted_ta=wrong)))
+        is OtrpErrorCode.ERR_TA_INVALID
+    )  # type: ignore[arg-type]
+    dsi = tam.gds().edsi.dsi  # type: ignore[attr-defined]
+    from teep_coap.security.otrp_pki import load_public_der
+
+    spaik = load_public_der(dsi.tee.teeaiklist[0].spaik)
+    good = codec.seal_ta(b"ta", None, spaik)
+    assert tam.send(InstallTARequest(**tam.head(), content=content, encrypted_ta=good)).status == "pass"  # type: ignore[arg-type, attr-defined]
+    assert (
+        _code(tam.send(InstallTARequest(**tam.head(), content=content, encrypted_ta=good)))
+        is OtrpErrorCode.ERR_TA_ALREADY_INSTALLED
+    )  # type: ignore[arg-type]
+    second = TAContent(tamid=tam.tamid, spid="sp.example", sdname=SD, taid="ta2")
+    assert (
+        _code(tam.send(InstallTARequest(**tam.head(), content=second, encrypted_ta=good)))
+        is OtrpErrorCode.ERR_TEE_RESOURCE_FULL
+    )  # type: ignore[arg-type]
+    missing = DeleteTAContent(tamid=tam.tamid, sdname=SD, taid="nope")
+    assert _code(tam.send(DeleteTARequest(**tam.head(), content=missing))) is OtrpErrorCode.ERR_TA_NOT_FOUND  # type: ignore[arg-type]
+    not_empty = DeleteSDContent(tamid=tam.tamid, sdname=SD, deleteta=False)
+    assert _code(tam.send(DeleteSDRequest(**tam.head(), content=not_empty))) is OtrpErrorCode.ERR_SD_NOT_EMPTY  # type: ignore[arg-type]
+    force = DeleteSDContent(tamid=tam.tamid, sdname=SD, deleteta=True)
+    assert tam.send(DeleteSDRequest(**tam.head(), content=force)).status == "pass"  # type: ignore[arg-type, attr-defined]
+    assert tam.agent.installed() == {}
+
+
+def test_dsihash_mismatch_version_and_cached_signer(tam: _Tam) -> None:
+    assert _code(tam.create(dsihash=b"\x00" * 32)) is OtrpErrorCode.ERR_DEV_STATE_MISMATCH
+    assert _code(tam.create(ver="2.0")) is OtrpErrorCode.ERR_UNSUPPORTED_MSG_VERSION
+    # signerreq was false: the TEE verifies a request without x5c with the cached TAM certificate
+    content = CreateSDContent(
+        spid="sp.example", sdname="sdX", spcert=tam.pki.sp.cert_der, tamid=tam.tamid, did=tam.did
+    )
+    assert tam.send(CreateSDRequest(**tam.head(), content=content), x5c=False).status == "pass"  # type: ignore[arg-type, attr-defined]
+
+
+def test_wrong_tee_gets_an_unsigned_broker_error(tam: _Tam) -> None:
+    from teep_coap.model.otrp import BrokerError
+
+    msg = tam.create(tee="Another TEE")
+    assert isinstance(msg, BrokerError) and msg.errcode is OtrpErrorCode.ERR_AGENT_TEE_UNKNOWN
+
+
+def test_untrusted_tam_and_unsupported_alg(tam: _Tam, other_pki: OtrpPki) -> None:
+    wire = tam.codec.seal(
+        GetDeviceStateRequest(rid="g", tid="t"), other_pki.tam, None, other_pki.tam.chain_der
+    ).wire
+    answer = tam.agent.receive(wire)
+    assert answer is not None
+    msg = tam.codec.open(answer, None, verify_keys=[tam.pki.tee.public_key]).msg
+    assert msg.tees[0].status == "fail"  # type: ignore[union-attr]
+    assert msg.tees[0].reason.error_code is OtrpErrorCode.ERR_TAM_NOT_TRUSTED  # type: ignore[union-attr]
+    only_es = tam.send(GetDeviceStateRequest(rid="g", tid="t", supportedsigalgs=("ES256",)))
+    tee = only_es.tees[0]  # type: ignore[attr-defined]
+    assert tee.reason.error_code is OtrpErrorCode.ERR_UNSUPPORTED_CRYPTO_ALG and tee.supportedsigalgs == (
+        "RS256",
+    )
+
+
+def test_agent_refuses_garbage_and_responses(tam: _Tam) -> None:
+    with pytest.raises(OtrpDecodeError):
+        tam.agent.receive(b"\x00garbage")
+    response = tam.codec.seal(
+        __import__("tests.otrp.conftest", fromlist=["all_messages"]).all_messages()[13],
+        tam.pki.tam,
+        tam.pki.tee.public_key,
+        tam.pki.tam.chain_der,
+    ).wire
+    with pytest.raises(OtrpProtocolError):
+        tam.agent.receive(response)
+
+
+def test_tam_rejects_wrong_rid_and_unknown_session(rsa_pki: OtrpPki, tmp_path: Path) -> None:
+    tam_engine, agent = make_engines("json", rsa_pki, tmp_path, _policy(rsa_pki, b"x"))
+    first = tam_engine.connect()
+    tree = json.loads(first)
+    answer = agent.receive(first)
+    assert answer is not None
+    other = OtrpTamEngine(OtrpTamConfig(identity=rsa_pki.tam, tee_anchors=(rsa_pki.root.cert,)))
+    with pytest.raises(OtrpProtocolError, match="no TAM session"):
+        other.receive(answer)
+    assert "GetDeviceStateRequest" in tree
+    assert tam_engine.receive(answer) is not None  # the right engine carries on
+    assert otrp_json.loads(first)  # still valid JSON
