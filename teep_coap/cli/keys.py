@@ -193,7 +193,9 @@ def verify_cmd(
     except REJECTED as exc:
         if not quiet:
             click.echo(f"teep-coap: not valid: {exc}", err=True)
-        raise click.exceptions.Exit(EXIT_INVALID) from None
+        # sys.exit, not click's Exit: `teep_coap.cli.main` runs click with standalone_mode=False,
+        # where click turns Exit into a return value and the status would be lost.
+        sys.exit(EXIT_INVALID)
     if any_payload:
         out: Any = {"payload": result.payload.hex()}
     else:
