@@ -167,29 +167,72 @@ def _uuid(obj: Any, what: str) -> bytes:
     return b
 
 
+def _p_vendor(v: Any) -> Any:
+    if isinstance(v, cbor2.CBORTag) and v.tag == CBOR_PEN_TAG:
+        _bstr(v.value, "PEN")
+        return v
+    return _uuid(v, "vendor-identifier")
+
+
+def _p_uuid(v: Any) -> Any:
+    return _uuid(v, "identifier")
+
+
+def _p_digest(v: Any) -> Any:
+    return decode_digest_bstr(v, "image-digest")
+
+
+def _p_uint(v: Any) -> Any:
+    return _uint(v, "value")
+
+
+def _p_tstr(v: Any) -> Any:
+    if not isinstance(v, str):
+        raise SuitParseError("expected a text string")
+    return v
+
+
+def _p_bstr(v: Any) -> Any:
+    return _bstr(v, "value")
+
+
+def _p_bool(v: Any) -> Any:
+    if not isinstance(v, bool):
+        raise SuitParseError("expected a boolean")
+    return v
+
+
+# Parameter number -> validator returning the decoded value (table, so the hot path stays cheap).
+_PARAM_CHECKS: dict[int, Any] = {
+    int(Parameter.VENDOR_IDENTIFIER): _p_vendor,
+    int(Parameter.CLASS_IDENTIFIER): _p_uuid,
+    int(Parameter.DEVICE_IDENTIFIER): _p_uuid,
+    int(Parameter.IMAGE_DIGEST): _p_digest,
+    int(Parameter.IMAGE_SIZE): _p_uint,
+    int(Parameter.COMPONENT_SLOT): _p_uint,
+    int(Parameter.SOURCE_COMPONENT): _p_uint,
+    int(Parameter.URI): _p_tstr,
+    int(Parameter.CONTENT): _p_bstr,
+    int(Parameter.INVOKE_ARGS): _p_bstr,
+    int(Parameter.FETCH_ARGUMENTS): _p_bstr,
+    int(Parameter.STRICT_ORDER): _p_bool,
+    int(Parameter.SOFT_FAILURE): _p_bool,
+}
+
+
 def decode_parameters(obj: Any, what: str) -> dict[int, Any]:
     """Type-check the parameters we know; unknown ones are kept as they are."""
     params = dict(_int_key_map(obj, what))
-    for key, value in list(params.items()):
-        name = f"{what} parameter {key}"
-        if key == Parameter.VENDOR_IDENTIFIER:
-            if isinstance(value, cbor2.CBORTag) and value.tag == CBOR_PEN_TAG:
-                _bstr(value.value, name)
-            else:
-                _uuid(value, name)
-        elif key in (Parameter.CLASS_IDENTIFIER, Parameter.DEVICE_IDENTIFIER):
-            _uuid(value, name)
-        elif key == Parameter.IMAGE_DIGEST:
-            params[key] = decode_digest_bstr(value, name)
-        elif key in (Parameter.IMAGE_SIZE, Parameter.COMPONENT_SLOT, Parameter.SOURCE_COMPONENT):
-            _uint(value, name)
-        elif key == Parameter.URI:
-            if not isinstance(value, str):
-                raise SuitParseError(f"{name}: uri must be a text string")
-        elif key in (Parameter.CONTENT, Parameter.INVOKE_ARGS, Parameter.FETCH_ARGUMENTS):
-            _bstr(value, name)
-        elif key in (Parameter.STRICT_ORDER, Parameter.SOFT_FAILURE) and not isinstance(value, bool):
-            raise SuitParseError(f"{name}: expected a boolean")
+    for key, value in params.items():
+        check = _PARAM_CHECKS.get(key)
+        if check is None:
+            continue
+        try:
+            decoded = check(value)
+        except SuitParseError as exc:
+            raise SuitParseError(f"{what} parameter {key}: {exc}") from None
+        if decoded is not value:
+            params[key] = decoded
     return params
 
 
@@ -203,6 +246,36 @@ def _decode_index_arg(obj: Any, what: str) -> int | bool | tuple[int, ...]:
     return _uint(obj, what)
 
 
+_C_OVERRIDE = int(Command.DIRECTIVE_OVERRIDE_PARAMETERS)
+_C_SET_PARAMS = int(Command.DIRECTIVE_SET_PARAMETERS)
+_C_SET_INDEX = int(Command.DIRECTIVE_SET_COMPONENT_INDEX)
+_C_RUN_SEQUENCE = int(Command.DIRECTIVE_RUN_SEQUENCE)
+_C_TRY_EACH = int(Command.DIRECTIVE_TRY_EACH)
+_REP_POLICY_CODES = frozenset(int(c) for c in _REP_POLICY_COMMANDS)
+
+
+def _decode_arg(code: int, arg: Any, what: str, depth: int) -> Any:
+    if code in _REP_POLICY_CODES:
+        return _uint(arg, what)
+    if code in (_C_OVERRIDE, _C_SET_PARAMS):
+        return decode_parameters(arg, what)
+    if code == _C_SET_INDEX:
+        return _decode_index_arg(arg, what)
+    if code == _C_RUN_SEQUENCE:
+        return decode_sequence(_bstr(arg, what), what, depth=depth + 1)
+    if code == _C_TRY_EACH:
+        if not isinstance(arg, list) or len(arg) < 2:
+            raise SuitParseError(f"{what}: try-each needs at least two sequences")
+        alts: list[CommandSequence | None] = []
+        for j, alt in enumerate(arg):
+            if alt is None and j == len(arg) - 1:
+                alts.append(None)
+            else:
+                alts.append(decode_sequence(_bstr(alt, what), f"{what} alternative {j}", depth=depth + 1))
+        return tuple(alts)
+    return arg  # unknown or custom command: kept; the processor refuses it
+
+
 def decode_sequence(raw: bytes, what: str, *, depth: int = 0) -> CommandSequence:
     """Decode `bstr .cbor SUIT_Command_Sequence` content into (command, argument) pairs."""
     if depth > MAX_NESTING:
@@ -214,32 +287,12 @@ def decode_sequence(raw: bytes, what: str, *, depth: int = 0) -> CommandSequence
     for i in range(0, len(items), 2):
         offset, code = items[i]
         arg = items[i + 1][1]
-        if not isinstance(code, int) or isinstance(code, bool):
+        if type(code) is not int:  # bool is an int subclass and not a command
             raise SuitParseError(f"{what}: command at offset {offset} is not an integer")
-        cwhat = f"{what} command {code} at offset {offset}"
-        decoded: Any
-        if code in _REP_POLICY_COMMANDS:
-            decoded = _uint(arg, cwhat)
-        elif code in (Command.DIRECTIVE_OVERRIDE_PARAMETERS, Command.DIRECTIVE_SET_PARAMETERS):
-            decoded = decode_parameters(arg, cwhat)
-        elif code == Command.DIRECTIVE_SET_COMPONENT_INDEX:
-            decoded = _decode_index_arg(arg, cwhat)
-        elif code == Command.DIRECTIVE_RUN_SEQUENCE:
-            decoded = decode_sequence(_bstr(arg, cwhat), cwhat, depth=depth + 1)
-        elif code == Command.DIRECTIVE_TRY_EACH:
-            if not isinstance(arg, list) or len(arg) < 2:
-                raise SuitParseError(f"{cwhat}: try-each needs at least two sequences")
-            alts: list[CommandSequence | None] = []
-            for j, alt in enumerate(arg):
-                if alt is None and j == len(arg) - 1:
-                    alts.append(None)
-                else:
-                    alts.append(
-                        decode_sequence(_bstr(alt, cwhat), f"{cwhat} alternative {j}", depth=depth + 1)
-                    )
-            decoded = tuple(alts)
+        if code in _REP_POLICY_CODES and type(arg) is int and arg >= 0:
+            decoded: Any = arg  # the common case, without building a context string
         else:
-            decoded = arg  # unknown or custom command: kept; the processor refuses it
+            decoded = _decode_arg(code, arg, f"{what} command {code} at offset {offset}", depth)
         commands.append(SuitCommand(code, decoded, offset))
     return CommandSequence(tuple(commands), bytes(raw))
 
