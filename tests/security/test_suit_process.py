@@ -325,3 +325,16 @@ def test_two_components_one_fails_installs_neither(store: ComponentStore) -> Non
     m[3] = cbor2.dumps(common)
     refused(store, resign(cbor2.dumps(m), extra={"#tc": b"not the promised bytes"}), ConditionFailed, 10)
     assert store.list() == []
+
+
+def test_damaged_store_fails_the_operation_and_is_left_alone(installed: ComponentStore) -> None:
+    index = installed.root / "index.json"
+    index.write_text("{damaged")
+    r = run(installed, envelope(6))
+    assert isinstance(r.error, OperationFailed) and r.reason == 11
+    assert "not valid JSON" in str(r.error)
+    assert index.read_text() == "{damaged"
+
+
+def test_no_trust_anchors_is_unauthorised(store: ComponentStore) -> None:
+    refused(store, envelope(1), Unauthorised, 4, trust=None)

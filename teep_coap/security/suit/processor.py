@@ -452,11 +452,10 @@ def process_envelope(
         removals = [
             m.common.components[i] for i in sorted(interp.unlinked) if store.get(m.common.components[i])
         ]
-        try:
-            store.commit(installs, removals)
-        except ComponentStoreError as exc:
-            raise OperationFailed(f"component store: {exc}") from None
-    except SuitError as exc:
+        store.commit(installs, removals)
+    except (SuitError, ComponentStoreError) as caught:
+        # A damaged or unwritable store (at the rollback check or the commit) fails the operation.
+        exc = caught if isinstance(caught, SuitError) else OperationFailed(f"component store: {caught}")
         records = interp.records if interp else []
         return ProcessResult(
             success=False,

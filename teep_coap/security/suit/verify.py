@@ -91,6 +91,8 @@ def verify_envelope(data: bytes | Envelope, trust: Any) -> Envelope:
     """
     env = data if isinstance(data, Envelope) else parse_envelope(data)
     check_manifest_digest(env)
+    if trust is None:
+        raise Unauthorised("no trusted keys given: the envelope cannot be authenticated")
     if not env.auth_blocks:
         raise Unauthorised("authentication wrapper holds no authentication block (unsigned manifest)")
     first_error: SuitError | None = None
