@@ -119,3 +119,35 @@ def test_signed_hostile_manifests_reach_the_interpreter(pos: int, patch: bytes, 
         assert r.success or isinstance(r.error, SuitError)
         if not r.success:
             assert store.list() == []
+
+
+def _report_seeds() -> list[bytes]:
+    from teep_coap.security.suit import ReportResult, SuitDigest, SuitRecord, build_report, sign_report
+
+    rec = SuitRecord(20, 10, 0, {3: SuitDigest.of(b"x"), 14: 1})
+    ok = build_report(manifest_uri="coap://tam/x.suit", manifest_digest=SuitDigest.of(b"m"), nonce=b"t" * 16)
+    bad = build_report(
+        manifest_uri="", manifest_digest=SuitDigest.of(b"m"), records=[rec], failure=ReportResult(3, rec, 10)
+    )
+    return [
+        ok.encode(),
+        bad.encode(),
+        sign_report(ok, TAM_SUIT_KEY),
+        sign_report(bad, TAM_SUIT_KEY, tagged=False),
+    ]
+
+
+REPORT_SEEDS = _report_seeds()
+
+
+@FUZZ
+@given(
+    st.sampled_from(REPORT_SEEDS), st.integers(min_value=0), st.binary(min_size=1, max_size=4), st.booleans()
+)
+def test_mutated_reports(seed: bytes, pos: int, patch: bytes, with_trust: bool) -> None:
+    from teep_coap.security.suit import SuitReportError
+
+    i = pos % len(seed)
+    data = seed[:i] + patch + seed[i + len(patch) :]
+    with contextlib.suppress(SuitReportError):
+        parse_report(data, TAM_SUIT_KEY.public if with_trust else None)
