@@ -183,23 +183,26 @@ class TamEngine:
     def connect(self, transport_identity: str | None = None) -> bytes:
         """ProcessConnect: a new session starts with a signed QueryRequest."""
         try:
-            now = self.clock()
-            self._sync_policy(now)
-            self.store.expire_outstanding(now - self.config.keep_expired)
-            device = (
-                self.store.device_by_transport_identity(transport_identity) if transport_identity else None
-            )
-            session = self.store.start_session(
-                now, device_id=device.id if device else None, transport_identity=transport_identity
-            )
-            return self._query(session, device, self._initial_request(device))
+            with self.store.atomic():
+                return self._connect(transport_identity)
         except StoreError as exc:
             raise TamFailure(f"TAM store failure: {exc}") from exc
+
+    def _connect(self, transport_identity: str | None) -> bytes:
+        now = self.clock()
+        self._sync_policy(now)
+        self.store.expire_outstanding(now - self.config.keep_expired)
+        device = self.store.device_by_transport_identity(transport_identity) if transport_identity else None
+        session = self.store.start_session(
+            now, device_id=device.id if device else None, transport_identity=transport_identity
+        )
+        return self._query(session, device, self._initial_request(device))
 
     def receive(self, data: bytes, transport_identity: str | None = None) -> bytes | None:
         """ProcessTeepMessage: the next signed message of the session, or None when nothing more."""
         try:
-            return self._receive(data, transport_identity)
+            with self.store.atomic():  # a refused message rolls back everything it touched
+                return self._receive(data, transport_identity)
         except StoreError as exc:
             raise TamFailure(f"TAM store failure: {exc}") from exc
 

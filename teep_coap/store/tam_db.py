@@ -13,6 +13,7 @@ on SQLite and PostgreSQL alike.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -29,10 +30,12 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     delete,
+    event,
     func,
     select,
     update,
 )
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
@@ -53,6 +56,26 @@ class StoreError(TeepCoapError):
 
 class DuplicateDevice(StoreError):
     """A device with this kid, PSK identity or OSCORE id is already registered."""
+
+
+def _sqlite_tuning(engine: Engine, *, memory: bool) -> None:
+    """SQLite: WAL journal (readers do not block the writer; commits need no fsync each with
+    synchronous=NORMAL) and BEGIN IMMEDIATE, so a transaction takes the write lock up front and
+    waits for it (busy timeout) instead of failing when it later upgrades from read to write.
+    The pysqlite recipe from the SQLAlchemy documentation ("Serializable isolation / Savepoints")."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # let SQLAlchemy's "begin" event emit BEGIN
+        if not memory:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def component_key(component_id: Sequence[bytes]) -> bytes:
@@ -224,21 +247,43 @@ class TamStore:
     def __init__(self, url: str = "sqlite:///tam.sqlite", *, echo: bool = False) -> None:
         self.url = url
         connect_args: dict[str, Any] = {}
-        if url.startswith("sqlite"):
+        is_sqlite = url.startswith("sqlite")
+        if is_sqlite:
             # Several processes may share one SQLite file: wait for the write lock instead of failing.
             connect_args["timeout"] = 30
         try:
             self._engine = create_engine(url, echo=echo, connect_args=connect_args)
+            if is_sqlite:
+                _sqlite_tuning(self._engine, memory=url in ("sqlite://", "sqlite:///:memory:"))
             Base.metadata.create_all(self._engine)
         except (SQLAlchemyError, ImportError) as exc:
             raise StoreError(f"cannot open TAM database {url!r}: {exc}") from exc
         self._sessions = sessionmaker(self._engine, expire_on_commit=False)
+        self._local = threading.local()
 
     def close(self) -> None:
         self._engine.dispose()
 
     @contextmanager
+    def atomic(self) -> Iterator[None]:
+        """One transaction around several calls (the engine wraps each message in one): all their
+        changes commit together, or none if an exception leaves the block."""
+        if getattr(self._local, "session", None) is not None:
+            yield
+            return
+        with self._tx() as s:
+            self._local.session = s
+            try:
+                yield
+            finally:
+                self._local.session = None
+
+    @contextmanager
     def _tx(self) -> Iterator[Session]:
+        current = getattr(self._local, "session", None)
+        if current is not None:
+            yield current
+            return
         try:
             with self._sessions.begin() as s:
                 yield s
