@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import stat
 from pathlib import Path
@@ -12,6 +13,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from teep_coap.security.errors import KeyFileError, SignatureInvalid
 from teep_coap.security.keys import (
@@ -248,3 +251,26 @@ def test_trust_store_from_dir(tmp_path: Path) -> None:
     assert len(TrustStore.from_dir(folder, strict=False)) == 3
     with pytest.raises(KeyFileError, match="not a folder"):
         TrustStore.from_dir(tmp_path / "missing")
+
+
+_KEY_SEEDS = [
+    generate_key("esp256").to_cose_key(),
+    generate_key("ed25519").public.to_cose_key(),
+    json.dumps(generate_key("esp256").to_jwk()).encode(),
+    generate_key("ed25519").to_pem(),
+]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.one_of(st.binary(max_size=200), st.sampled_from(_KEY_SEEDS)),
+    st.integers(min_value=0),
+    st.integers(0, 255),
+)
+def test_key_loading_fuzz_only_raises_key_file_error(blob: bytes, pos: int, value: int) -> None:
+    if blob:
+        mutated = bytearray(blob)
+        mutated[pos % len(blob)] = value
+        blob = bytes(mutated)
+    with contextlib.suppress(KeyFileError):
+        load_verifying_key(blob)
