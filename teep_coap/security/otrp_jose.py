@@ -141,17 +141,43 @@ _JWE_GENERAL = {"protected", "recipients", "iv", "ciphertext", "tag", "unprotect
 _JWE_FLAT = {"protected", "header", "encrypted_key", "iv", "ciphertext", "tag", "unprotected", "aad"}
 
 
-def jwe_decrypt(obj: object, key: PrivateKey | None, what: str) -> bytes:
-    """Decrypt a General or flattened JWE (implementations use flattened) with our private key."""
-    if key is None:
-        raise OtrpSecurityError(f"{what}: no private key to decrypt with")
+def check_jwe_shape(obj: object, what: str) -> None:
+    """A General or flattened JWE JSON serialization without AAD; members are base64url text and the
+    protected header names an `enc` (no key needed: also used on the draft's placeholder samples)."""
     if not isinstance(obj, Mapping) or not obj:
         raise OtrpDecodeError(what, "expected a JWE object")
     keys = set(obj)
     if not (keys <= _JWE_GENERAL or keys <= _JWE_FLAT) or "ciphertext" not in keys:
-        raise OtrpDecodeError(what, f"not a JWE JSON serialization (members {sorted(keys)[:6]})")
+        raise OtrpDecodeError(what, f"not a JWE JSON serialization (members {sorted(map(str, keys))[:6]})")
     if "aad" in keys:
         raise OtrpDecodeError(f"{what}.aad", "OTrP does not use JWE AAD")
+    for member in ("protected", "iv", "ciphertext", "tag", "encrypted_key"):
+        if member in obj:
+            if not isinstance(obj[member], str):
+                raise OtrpDecodeError(f"{what}.{member}", "expected a base64url string")
+            b64decode_any(obj[member], f"{what}.{member}")
+    if "protected" not in obj:
+        raise OtrpDecodeError(f"{what}.protected", "mandatory member is missing")
+    protected = otrp_json.loads(b64decode_any(obj["protected"], f"{what}.protected"), f"{what}.protected")
+    if not isinstance(protected, Mapping) or not isinstance(protected.get("enc"), str):
+        raise OtrpDecodeError(f"{what}.protected", "must name the content encryption (enc)")
+    recipients = obj.get(
+        "recipients", [{"header": obj.get("header"), "encrypted_key": obj.get("encrypted_key")}]
+    )
+    if not isinstance(recipients, list) or len(recipients) != 1 or not isinstance(recipients[0], Mapping):
+        raise OtrpDecodeError(f"{what}.recipients", "expected exactly one recipient")
+    header = recipients[0].get("header")
+    if not isinstance(header, Mapping) or not isinstance(header.get("alg"), str):
+        raise OtrpDecodeError(f"{what}.recipients[0].header", "must name the key management alg")
+    if not isinstance(recipients[0].get("encrypted_key"), str):
+        raise OtrpDecodeError(f"{what}.recipients[0].encrypted_key", "expected a base64url string")
+
+
+def jwe_decrypt(obj: object, key: PrivateKey | None, what: str) -> bytes:
+    """Decrypt a General or flattened JWE (implementations use flattened) with our private key."""
+    if key is None:
+        raise OtrpSecurityError(f"{what}: no private key to decrypt with")
+    check_jwe_shape(obj, what)
     try:
         token = jwe.JWE(algs=OTRP_JWE_ALGS)
         token.deserialize(json.dumps(obj), key=_jwk(key))
@@ -191,14 +217,14 @@ def jws_sign(payload: bytes, signer: OtrpIdentity, x5c: Sequence[bytes] | None) 
 
 
 @dataclass(frozen=True)
-class _JwsParts:
+class JwsParts:
     obj: Mapping[str, Any]
     payload: bytes
     alg: str
     x5c: tuple[bytes, ...]
 
 
-def _jws_parts(obj: object, what: str) -> _JwsParts:
+def parse_flattened_jws(obj: object, what: str) -> JwsParts:
     if not isinstance(obj, Mapping):
         raise OtrpDecodeError(what, "expected a flattened JWS object")
     keys = set(obj)
@@ -234,10 +260,10 @@ def _jws_parts(obj: object, what: str) -> _JwsParts:
             if not isinstance(raw, list) or not raw or not all(isinstance(c, str) for c in raw):
                 raise OtrpDecodeError(f"{what}.header.x5c", "expected an array of base64 certificates")
             x5c = tuple(b64decode_any(c, f"{what}.header.x5c[{i}]") for i, c in enumerate(raw))
-    return _JwsParts(obj, payload, str(protected["alg"]), x5c)
+    return JwsParts(obj, payload, str(protected["alg"]), x5c)
 
 
-def jws_verify(parts: _JwsParts, keys: Sequence[PublicKey], what: str) -> PublicKey:
+def jws_verify(parts: JwsParts, keys: Sequence[PublicKey], what: str) -> PublicKey:
     """The key (of `keys`) that verifies the JWS; `OtrpSecurityError` if none does."""
     if not keys:
         raise OtrpSecurityError(f"{what}: no key to verify the signature with")
@@ -422,7 +448,7 @@ class JoseCodec:
         verify_keys: Sequence[PublicKey],
         anchors: Sequence[x509.Certificate],
     ) -> Opened:
-        parts = _jws_parts(jws_obj, where)
+        parts = parse_flattened_jws(jws_obj, where)
         payload = otrp_json.loads(parts.payload, f"{where}.payload")
         if not isinstance(payload, Mapping) or len(payload) != 1:
             raise OtrpDecodeError(f"{where}.payload", "expected one member naming the TBS object")
@@ -501,7 +527,7 @@ def describe_unverified(data: bytes) -> dict[str, Any]:
 
     def unwrap(obj: Any) -> Any:
         if isinstance(obj, Mapping) and "payload" in obj and "signature" in obj:
-            parts = _jws_parts(obj, "JWS")
+            parts = parse_flattened_jws(obj, "JWS")
             return {"alg": parts.alg, "x5c_certs": len(parts.x5c), "payload": otrp_json.loads(parts.payload)}
         if isinstance(obj, list):
             return [unwrap(v) for v in obj]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import pytest
 
@@ -44,6 +45,8 @@ from teep_coap.model.otrp import (
     UpdateTAResponse,
 )
 from teep_coap.security.otrp_pki import OtrpPki, make_pki
+
+REPO_SAMPLES = Path(__file__).resolve().parent / "samples"
 
 
 @pytest.fixture(scope="session")
