@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from teep_coap.cli.groups import tam
+from teep_coap.cli.groups import bench, tam
 
 
 def _print(obj: Any) -> None:
@@ -276,3 +276,39 @@ def tam_sessions(tam_dir: str, audit: bool) -> None:
             item["audit"] = [{"at": at, "event": ev, "detail": de} for _, at, ev, de in store.audit_log(sid)]
         out.append(item)
     _print(out)
+
+
+@bench.command("engine")
+@click.option("--sessions", type=click.IntRange(1, 10000), default=50, show_default=True)
+@click.option("--image-size", type=click.IntRange(0, 1 << 20), default=1024, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def bench_engine(sessions: int, image_size: int, as_json: bool) -> None:
+    """Complete in-memory install sessions per second (TAM + Agent engines, real signatures, SQLite)
+    and where the time goes (crypto, database, fsync, the rest)."""
+    from teep_coap.bench.engine import measure_engine
+
+    result = measure_engine(sessions, image_size=image_size, progress=lambda m: click.echo(m, err=True))
+    if as_json:
+        _print(result.to_dict())
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"TEEP engines: {sessions} install sessions, {image_size}-byte Trusted Component")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    table.add_row("sessions/s (wall clock, no profiler)", f"{result.sessions_per_s:.1f}")
+    table.add_row("messages per session", f"{result.messages_per_session:.0f}")
+    for name, size in result.message_sizes.items():
+        table.add_row(f"  {name} bytes", str(size))
+    table.add_row(
+        "signatures / verifications per session",
+        f"{result.signatures_per_session:.0f} / {result.verifications_per_session:.0f}",
+    )
+    table.add_row("share: crypto (cryptography package)", f"{result.crypto_share:.1%}")
+    table.add_row("share: fsync (component store, SQLite WAL)", f"{result.fsync_share:.1%}")
+    table.add_row("share: sqlite3 calls", f"{result.database_share:.1%}")
+    table.add_row("share: everything else (CBOR, COSE, engines, SQLAlchemy)", f"{result.other_share:.1%}")
+    table.add_row("share: TAM engine / Agent engine", f"{result.tam_share:.1%} / {result.agent_share:.1%}")
+    Console().print(table)
+    click.echo("(shares from a second, cProfile'd run; the profiler inflates pure-Python parts)")
