@@ -52,17 +52,47 @@ from teep_coap.model.teep import RequestedTcInfo, SystemPropertyClaims, TeepMess
 DEFAULT_MAX_SIZE = 1 << 20
 DEFAULT_MAX_DEPTH = 16
 
-# Bytes that may start a tag that cbor2 interprets at a cost (4, 5 and every tag of one to eight more
-# bytes: 25, 28-30, 35, 36, 256, ...) or a tag head longer than needed; when none occurs anywhere, cbor2
-# can be given the bytes directly. `bytes.translate` (small inputs) and memchr (large) are C-fast.
-_SCAN_TRIGGERS = (b"\xc4", b"\xc5", b"\xd8", b"\xd9", b"\xda", b"\xdb")
-_DELETE_NON_TRIGGERS = bytes(b for b in range(256) if bytes([b]) not in _SCAN_TRIGGERS)
+# cbor2 interprets some tags at a cost we refuse to pay before checking (see scanner.REFUSED_TAGS):
+# 28/29 (value sharing) and 25/256 (string references) can expand exponentially when re-encoded, at
+# any input size; 4/5 around a bignum and 30 (rational) take quadratic time, 35/36 parse text, which
+# only matters for large inputs (200 KB: 8 s; 16 KB: a few ms). Their heads, followed by what must
+# come next, are the byte patterns below (tag heads longer than needed included: cbor2 accepts them).
+# Only if one of them occurs anywhere in the input (heads or string contents alike) does the scanner
+# run before cbor2; `bytes.find` is memchr-fast, so common inputs pay well under a microsecond.
+COSTLY_ONLY_ABOVE = 16 * 1024
+_ARRAY_HEADS = frozenset([0x82, 0x98, 0x99, 0x9A, 0x9B, 0x9F])  # what a tag 4/5 array can start with
+_D8_ALWAYS = frozenset([0x19, 0x1C, 0x1D])
+_D8_LARGE = frozenset([*range(0x00, 0x18), 0x19, 0x1C, 0x1D, 0x1E, 0x23, 0x24])
+
+
+def _costly_at(data: bytes, lead: int, i: int, large: bool) -> bool:
+    """Does the tag head candidate `lead` at offset i start one of the costly patterns?"""
+    nxt = data[i + 1 : i + 7]
+    if lead == 0xD8:
+        return bool(nxt) and nxt[0] in (_D8_LARGE if large else _D8_ALWAYS)
+    if lead == 0xD9:
+        return nxt[:1] == b"\x00" or nxt[:2] == b"\x01\x00"
+    if lead == 0xDA:
+        return nxt[:2] == b"\x00\x00"
+    if lead == 0xDB:
+        return nxt[:6] == b"\x00" * 6
+    return large and bool(nxt) and nxt[0] in _ARRAY_HEADS  # 0xc4, 0xc5
+
+
+_LEADS_SMALL = (b"\xd8", b"\xd9", b"\xda", b"\xdb")
+_LEADS_LARGE = (b"\xc4", b"\xc5", *_LEADS_SMALL)
 
 
 def _may_hold_costly_tag(data: bytes) -> bool:
-    if len(data) < 512:
-        return bool(data.translate(None, _DELETE_NON_TRIGGERS))
-    return any(t in data for t in _SCAN_TRIGGERS)
+    large = len(data) > COSTLY_ONLY_ABOVE
+    find = data.find
+    for lead in _LEADS_LARGE if large else _LEADS_SMALL:
+        i = find(lead)
+        while i != -1:
+            if _costly_at(data, lead[0], i, large):
+                return True
+            i = find(lead, i + 1)
+    return False
 
 
 # label -> (attribute, checker, kind) per message type; option attributes in CDDL order.
@@ -103,6 +133,27 @@ def _builder(cls: type[TeepMessage]) -> Callable[[dict[str, Any]], TeepMessage]:
 
 
 _BUILDERS = {t: _builder(cls) for t, cls in MESSAGE_CLASS.items()}
+# per wire type: (CDDL name, label -> (attribute, checker, may hold floats), positional, builder)
+_TYPE_INFO: dict[
+    int,
+    tuple[
+        str,
+        dict[int, tuple[str, Callable[[Any, int, int], Any], bool]],
+        tuple[tuple[str, Callable[[Any, int, int], Any], str], ...],
+        Callable[[dict[str, Any]], TeepMessage],
+    ],
+] = {
+    t: (
+        MESSAGE_NAMES[MessageType(t)],
+        {
+            label: (attr, checker, kind in ("any", "tc_list"))
+            for label, (attr, checker, kind) in _OPTION_TABLE[t].items()
+        },
+        _POSITIONAL[t],
+        _BUILDERS[t],
+    )
+    for t in MESSAGE_CLASS
+}
 _TYPES_TEXT = ", ".join(f"{int(t)} ({name})" for t, name in MESSAGE_NAMES.items())
 
 
@@ -269,59 +320,60 @@ def _message_from_obj(obj: Any, max_depth: int) -> tuple[TeepMessage, bool]:
     mtype = obj[0]
     if type(mtype) is not int:
         raise WrongType(f"element 0 (type): expected unsigned integer, got {type_name(mtype)}")
-    cls = MESSAGE_CLASS.get(mtype)
-    if cls is None:
+    info = _TYPE_INFO.get(mtype)
+    if info is None:
         raise UnknownMessageType(
             f"message type {mtype if -1e9 < mtype < 1e9 else '<large>'} is unknown; known: {_TYPES_TEXT}"
         )
-    name = MESSAGE_NAMES[MessageType(mtype)]
+    name, table, positional, build = info
     if len(obj) < 2:
         raise MissingPositional(f"{name}: element 1 (options map) is missing")
     options = obj[1]
     if type(options) is not dict:
         raise WrongType(f"{name} element 1 (options): expected map, got {type_name(options)}")
-    table = _OPTION_TABLE[mtype]
     kwargs: dict[str, Any] = {}
     extensions: dict[int, Any] = {}
     has_float = False
     for label, value in options.items():
-        if type(label) is not int or label < 0:
-            raise WrongType(
-                f"{name} options: key {value_repr(label)} is a {type_name(label)}, "
-                f"expected an unsigned integer label"
-            )
-        spec = table.get(label)
+        spec = table.get(label) if type(label) is int else None
         try:
             if spec is None:
+                if type(label) is not int or label < 0:
+                    raise WrongType(
+                        f"{name} options: key {value_repr(label)} is a {type_name(label)}, "
+                        f"expected an unsigned integer label"
+                    )
                 has_float = check_any(value, 3, max_depth) or has_float
                 extensions[label] = value
             else:
-                if spec[2] == "any" or spec[2] == "tc_list":
-                    has_float = has_float or _contains_float(value)
-                kwargs[spec[0]] = spec[1](value, 3, max_depth)
+                attr, checker, may_float = spec
+                if may_float and not has_float:
+                    has_float = _contains_float(value)
+                kwargs[attr] = checker(value, 3, max_depth)
         except Invalid as exc:
             raise exc.cls(f"{name} options label {label_name(label)}: {exc.detail}") from None
-    positional = _POSITIONAL[mtype]
-    for index, (attr, checker, cname) in enumerate(positional, start=2):
-        if len(obj) <= index:
+    size = len(obj)
+    index = 2
+    for attr, checker, cname in positional:
+        if size <= index:
             raise MissingPositional(f"{name}: element {index} ({cname}) is missing")
         try:
             kwargs[attr] = checker(obj[index], 2, max_depth)
         except Invalid as exc:
             raise exc.cls(f"{name} element {index} ({cname}): {exc.detail}") from None
-    first_extra = 2 + len(positional)
-    if len(obj) > first_extra:
-        extra = obj[first_extra:]
-        for index, value in enumerate(extra, start=first_extra):
+        index += 1
+    if size > index:
+        extra = obj[index:]
+        for offset, value in enumerate(extra, start=index):
             try:
                 has_float = check_any(value, 2, max_depth) or has_float
             except Invalid as exc:
-                raise exc.cls(f"{name} element {index}: {exc.detail}") from None
+                raise exc.cls(f"{name} element {offset}: {exc.detail}") from None
         kwargs["extra_positional"] = tuple(extra)
     if extensions:
         kwargs["extensions"] = extensions
     kwargs["label_order"] = tuple(options)
-    return _BUILDERS[mtype](kwargs), has_float
+    return build(kwargs), has_float
 
 
 def value_repr(value: Any) -> str:

@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from cbor2 import CBORSimpleValue, CBORTag, FrozenDict, break_marker, undefined
+import cbor2
+from cbor2 import CBORSimpleValue, CBORTag, FrozenDict, undefined
 
 from teep_coap.encoding.errors import (
     MissingMember,
@@ -72,7 +73,27 @@ def type_name(value: Any) -> str:
         return f"simple value {value.value}"
     if value is undefined:
         return "undefined"
-    return f"{type(value).__module__}.{type(value).__qualname__} (from a CBOR tag)"
+    qualname = f"{type(value).__module__}.{type(value).__qualname__}"
+    return f"{qualname} (from CBOR tag {_TAG_OF_TYPE.get(qualname, '?')})"
+
+
+# Python types cbor2 makes of the tags it interprets, and those tags, to name them in errors.
+_TAG_OF_TYPE = {
+    "datetime.datetime": "0/1",
+    "decimal.Decimal": "4/5",
+    "fractions.Fraction": "30",
+    "re.Pattern": "35",
+    "email.message.Message": "36",
+    "uuid.UUID": "37",
+    "datetime.date": "100/1004",
+    "builtins.set": "258",
+    "builtins.frozenset": "258",
+    "ipaddress.IPv4Address": "52/260",
+    "ipaddress.IPv6Address": "54/260",
+    "ipaddress.IPv4Network": "52/261",
+    "ipaddress.IPv6Network": "54/261",
+    "builtins.complex": "43000",
+}
 
 
 def _wrong(expected: str, value: Any) -> Invalid:
@@ -81,7 +102,8 @@ def _wrong(expected: str, value: Any) -> Invalid:
 
 # ---------------------------------------------------------------- generic values ("any")
 
-# Python types cbor2 produces for tags it interprets and that we cannot carry losslessly.
+_BREAK = getattr(cbor2, "break_marker", object())  # not in cbor2 type stubs
+# Leaf types that need no further check.
 _GENERIC_LEAVES = (str, bytes)
 
 
@@ -141,7 +163,7 @@ def check_any(value: Any, depth: int, max_depth: int) -> bool:
             return check_any(value.value, depth + 1, max_depth)
         except Invalid as exc:
             raise exc.within(f"tag {tag}") from None
-    if value is break_marker:
+    if value is _BREAK:
         raise Invalid(NotCbor, "unexpected break byte 0xff")
     if isinstance(value, int) and not isinstance(value, bool):  # IntEnum members of model.codes
         return check_any(int(value), depth, max_depth)

@@ -63,9 +63,13 @@ CASES = [
     ("8205 a1 1814 " + TOK, E.NotDeterministic, "unsigned integer head at offset 3 uses 2 bytes"),
     ("8205 a2 14" + TOK + "14" + TOK, E.DuplicateKey, "duplicate map key at offset 21"),
     ("8205 a1 1863 fa3fc00000", E.NotDeterministic, "float at offset 5 is 4 bytes wide"),
-    ("8205 a1 1863 d81e820103", E.UnsupportedValue, "CBOR tag 30 (rational number) at offset 5"),
+    ("8205 a1 1863 d81e820103", E.UnsupportedValue, "fractions.Fraction (from CBOR tag 30)"),
     ("8205 a1 1863 d81c 00", E.UnsupportedValue, "CBOR tag 28 (shareable value)"),
-    ("8205 a1 1863 d8255001020304050607080910111213141516", E.UnsupportedValue, "uuid.UUID"),
+    (
+        "8205 a1 1863 d8255001020304050607080910111213141516",
+        E.UnsupportedValue,
+        "uuid.UUID (from CBOR tag 37)",
+    ),
     ("8205 a1 1863 62ffff", E.NotCbor, "not valid UTF-8"),
     ("8205 a1 1863 ff", E.NotCbor, "unexpected break byte 0xff"),
     ("8205 a1 1863 f818", E.NotCbor, "simple value 24"),
@@ -181,3 +185,28 @@ def test_encode_rejects_invalid_models(msg: object, text: str) -> None:
     with pytest.raises(TeepEncodeError) as info:
         encode(msg)  # type: ignore[arg-type]
     assert text in str(info.value)
+
+
+# ---------------------------------------------------------------- bounded cost
+
+
+def test_costly_tags_are_refused_before_cbor2_interprets_them() -> None:
+    """A 200 KB bignum inside tag 4 takes cbor2 seconds (quadratic Decimal); we refuse it at once."""
+    import time
+
+    big = bytes(range(256)) * 800
+    for tag in ("c4", "c5", "d81e"):
+        data = (
+            bytes.fromhex(f"8205a11863{tag}82 01 c25a".replace(" ", "")) + len(big).to_bytes(4, "big") + big
+        )
+        start = time.perf_counter()
+        with pytest.raises(E.UnsupportedValue, match="is not supported"):
+            decode(data)
+        assert time.perf_counter() - start < 1.0
+
+
+def test_value_sharing_and_string_references_refused() -> None:
+    for body, text in (("d81c8100", "tag 28"), ("d90100 8163616263", "tag 256"), ("d9001c8100", "longer")):
+        with pytest.raises((E.UnsupportedValue, E.NotDeterministic)) as info:
+            decode(bytes.fromhex(("8205a11863" + body).replace(" ", "")))
+        assert text in str(info.value) or "fewer suffice" in str(info.value)
