@@ -64,9 +64,15 @@ def load_public_der(data: bytes) -> PublicKey:
 
 def load_cert_der(data: bytes, what: str = "certificate") -> x509.Certificate:
     try:
-        return x509.load_der_x509_certificate(data)
-    except ValueError as exc:
-        raise OtrpSecurityError(f"{what} is not a DER X.509 certificate: {exc}") from None
+        cert = x509.load_der_x509_certificate(data)
+        # cryptography parses fields lazily: touch the ones we use so a bad one fails here, typed
+        _ = (cert.subject, cert.issuer, cert.not_valid_before_utc, cert.not_valid_after_utc)
+        _ = (cert.public_key(), cert.signature_hash_algorithm, list(cert.extensions))
+        return cert
+    except (ValueError, TypeError, x509.UnsupportedGeneralNameType) as exc:
+        raise OtrpSecurityError(f"{what} is not a usable DER X.509 certificate: {exc}") from None
+    except Exception as exc:  # e.g. UnsupportedAlgorithm for an exotic key or hash
+        raise OtrpSecurityError(f"{what} is not a usable certificate: {type(exc).__name__}") from None
 
 
 def cert_public_key(cert: x509.Certificate) -> PublicKey:
