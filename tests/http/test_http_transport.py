@@ -286,3 +286,25 @@ async def test_large_bodies_arrive_whole_over_https(bundle: certs.CertBundle) ->
         cli_ctx = certs.client_ssl_context(bundle.ca_cert)
         async with HttpBrokerClient(server.uri, ssl_context=cli_ctx, timeout=10) as client:
             assert await client.post(big_up) == big_down
+
+
+async def test_broker_requests_carry_exactly_the_drafts_headers() -> None:
+    """Empty POST: Accept and Content-Length: 0, no Content-Type; with a body: both media-type headers;
+    never Accept-Encoding or Cookie."""
+    from teep_coap.transport.tcp_relay import TcpCountingRelay
+
+    async with HttpTamServer(Scripted([b"\xd2q", None])) as server:
+        relay = TcpCountingRelay("127.0.0.1", server.port)
+        port = await relay.start()
+        try:
+            async with HttpBrokerClient(f"http://127.0.0.1:{port}/tam", timeout=5) as client:
+                await client.post(b"")
+                await client.post(b"abc")
+        finally:
+            await relay.stop()
+    sent = b"".join(c.data for c in relay.chunks if c.direction == "c2s").decode()
+    first, second = sent.split("POST /tam HTTP/1.1\r\n")[1:]
+    assert "Accept: application/teep+cbor\r\n" in first and "Content-Length: 0\r\n" in first
+    assert "Content-Type" not in first
+    assert "Content-Type: application/teep+cbor\r\n" in second and "Accept: application/teep+cbor" in second
+    assert "Accept-Encoding" not in sent and "Cookie" not in sent

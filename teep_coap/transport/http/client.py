@@ -64,8 +64,11 @@ class HttpBrokerClient:
             headers["Content-Type"] = self.media_type
         session = self._open()
         try:
+            # aiohttp would add `Content-Type: application/octet-stream` to an empty body and
+            # `Accept-Encoding: gzip, deflate` to all: the draft's requests carry neither.
+            skip = ("Accept-Encoding",) if payload else ("Accept-Encoding", "Content-Type")
             async with session.post(
-                self.uri, data=payload, headers=headers, allow_redirects=False
+                self.uri, data=payload, headers=headers, allow_redirects=False, skip_auto_headers=skip
             ) as response:
                 self.exchanges += 1
                 if response.status == rules.STATUS_MESSAGE or 200 <= response.status < 300:
