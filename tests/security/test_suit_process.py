@@ -33,7 +33,7 @@ from teep_coap.security.suit import (
 from teep_coap.security.suit.build import build_manifest
 from teep_coap.security.suit.constants import ReportReason
 from teep_coap.security.suit.model import SuitDigest
-from teep_coap.store.components import ComponentStore
+from teep_coap.store.components import ComponentStore, Install
 from tests.security.test_suit_support import (
     CID,
     CLASS,
@@ -205,7 +205,7 @@ def test_unknown_critical_command(installed: ComponentStore) -> None:
     data = resign(manifest_with([20, {21: "#tc"}, 21, 15, 99, 15, 3, 15]), extra={"#tc": PAYLOAD})
     err = refused(installed, data, UnsupportedCommand, 5)
     assert "command 99" in str(err)
-    assert err.section == 20
+    assert (err.section, err.offset) == (20, 10)  # 86 | 14 a1 15 63 23 74 63 | 15 0f | 18 63 ...
 
 
 def test_unknown_custom_command(installed: ComponentStore) -> None:
@@ -338,3 +338,52 @@ def test_damaged_store_fails_the_operation_and_is_left_alone(installed: Componen
 
 def test_no_trust_anchors_is_unauthorised(store: ComponentStore) -> None:
     refused(store, envelope(1), Unauthorised, 4, trust=None)
+
+
+def two_component_manifest(uninstall: list[object] | None, seq: int = 1) -> bytes:
+    second = (*CID[:3], b"config")
+    m = cbor2.loads(
+        manifest_with([12, 1, 20, {18: b"cfg"}, 18, 15, 12, 0, 20, {21: "#tc"}, 21, 15, 3, 15], seq=seq)
+    )
+    common = cbor2.loads(m[3])
+    common[2] = [list(CID), list(second)]
+    m[3] = cbor2.dumps(common)
+    if uninstall is None:
+        del m[24]
+    else:
+        m[24] = cbor2.dumps(uninstall)
+    return resign(cbor2.dumps(m), extra={"#tc": PAYLOAD})
+
+
+MCID = (*CID[:3], b"suit")
+SECOND = (*CID[:3], b"config")
+
+
+def test_unlink_runs_the_stored_uninstall_section(store: ComponentStore) -> None:
+    assert run(store, two_component_manifest([12, 1, 33, 15])).success
+    r = unlink(MCID, store=store)
+    assert r.success and r.removed == (SECOND,)
+    assert [e.component_id for e in store.list()] == [CID]
+
+
+def test_unlink_without_uninstall_section_removes_everything_the_manifest_installed(
+    store: ComponentStore,
+) -> None:
+    assert run(store, two_component_manifest(None)).success
+    r = unlink(MCID, store=store)
+    assert r.success and set(r.removed) == {CID, SECOND} and store.list() == []
+
+
+def test_a_manifest_whose_uninstall_we_cannot_run_is_refused_at_install(store: ComponentStore) -> None:
+    refused(store, two_component_manifest([33, 15, 31, 15]), UnsupportedCommand, 5)  # 31 = swap
+
+
+def test_unlink_with_an_unsupported_uninstall_command_removes_nothing(store: ComponentStore) -> None:
+    # stored directly (as if an older processor had accepted it): unlink must refuse, not half-remove
+    data = two_component_manifest([33, 15, 31, 15])
+    store.commit([Install(CID, PAYLOAD, data, 1, MCID), Install(SECOND, b"cfg", data, 1, MCID)])
+    before = snapshot(store)
+    r = unlink(MCID, store=store)
+    assert not r.success and isinstance(r.error, UnsupportedCommand) and r.reason == 5
+    assert r.report.result is not None and r.report.result.record.section == 24
+    assert snapshot(store) == before

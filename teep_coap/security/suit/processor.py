@@ -70,6 +70,31 @@ _SUPPORTED_MANIFEST_KEYS = frozenset(
 )
 
 
+# What the interpreter implements; anything else anywhere in the manifest (uninstall and invoke
+# included, which an install does not run) refuses the manifest up front.
+_SUPPORTED_COMMANDS = frozenset(
+    int(c)
+    for c in (
+        Command.CONDITION_VENDOR_IDENTIFIER,
+        Command.CONDITION_CLASS_IDENTIFIER,
+        Command.CONDITION_IMAGE_MATCH,
+        Command.CONDITION_CHECK_CONTENT,
+        Command.CONDITION_ABORT,
+        Command.CONDITION_DEVICE_IDENTIFIER,
+        Command.DIRECTIVE_SET_COMPONENT_INDEX,
+        Command.DIRECTIVE_TRY_EACH,
+        Command.DIRECTIVE_WRITE,
+        Command.DIRECTIVE_SET_PARAMETERS,
+        Command.DIRECTIVE_OVERRIDE_PARAMETERS,
+        Command.DIRECTIVE_FETCH,
+        Command.DIRECTIVE_COPY,
+        Command.DIRECTIVE_INVOKE,
+        Command.DIRECTIVE_RUN_SEQUENCE,
+        Command.DIRECTIVE_UNLINK,
+    )
+)
+
+
 @dataclass(frozen=True)
 class DeviceIdentity:
     """What the vendor/class/device conditions compare against."""
@@ -122,6 +147,10 @@ def unsupported_features(env: Envelope) -> list[tuple[type[SuitError], str]]:
         sequences[SECTION_COMMON] = m.common.shared_sequence
     for section, seq in sorted(sequences.items()):
         for cmd in seq.walk():
+            if cmd.code not in _SUPPORTED_COMMANDS:
+                found.append(
+                    (UnsupportedCommand, f"command {cmd.code} in section {section} is not supported")
+                )
             if cmd.code in (Command.DIRECTIVE_OVERRIDE_PARAMETERS, Command.DIRECTIVE_SET_PARAMETERS):
                 if Parameter.ENCRYPTION_INFO in cmd.arg:
                     found.append(
@@ -153,6 +182,19 @@ def unsupported_features(env: Envelope) -> list[tuple[type[SuitError], str]]:
     # Most specific class first: a parameter problem outranks the generic command one.
     found.sort(key=lambda f: 0 if issubclass(f[0], ParameterUnsupported) else 1)
     return found
+
+
+def _first_unsupported_command(env: Envelope) -> tuple[int, int, int] | None:
+    """(section, offset, command) of the first command the interpreter does not implement."""
+    m = env.manifest
+    sequences = dict(m.sequences)
+    if m.common.shared_sequence is not None:
+        sequences[SECTION_COMMON] = m.common.shared_sequence
+    for section, seq in sorted(sequences.items()):
+        for cmd in seq.walk():
+            if cmd.code not in _SUPPORTED_COMMANDS:
+                return section, cmd.offset, cmd.code
+    return None
 
 
 class _Interpreter:
@@ -430,7 +472,12 @@ def process_envelope(
         problems = unsupported_features(env)
         if problems:
             cls = problems[0][0]
-            raise cls("; ".join(msg for _, msg in problems))
+            err = cls("; ".join(msg for _, msg in problems))
+            loc = _first_unsupported_command(env)
+            if loc is not None and cls is UnsupportedCommand:
+                err.section, err.offset = loc[0], loc[1]
+                err.command = loc[2]  # type: ignore[attr-defined]
+            raise err
         m = env.manifest
         if not m.common.components:
             raise ComponentUnsupported("manifest lists no components")
@@ -499,42 +546,79 @@ def _check_rollback(env: Envelope, store: ComponentStore) -> None:
             )
 
 
+def _uninstall_removals(
+    manifest_bytes: bytes, store: ComponentStore, device: DeviceIdentity | None
+) -> tuple[list[ComponentId], Envelope]:
+    """Run the stored manifest's uninstall section (verified when it was installed) and return the
+    installed components it unlinks. The shared sequence runs first when `device` is known."""
+    env = parse_envelope(manifest_bytes)
+    m = env.manifest
+    interp = _Interpreter(env, device or _NO_DEVICE, store, None, DEFAULT_MAX_PAYLOAD_SIZE)
+    if device is not None and m.common.shared_sequence is not None:
+        interp.run(m.common.shared_sequence, SECTION_COMMON)
+    assert m.uninstall is not None
+    interp.run(m.uninstall, int(ManifestKey.UNINSTALL))
+    removals = [m.common.components[i] for i in sorted(interp.unlinked) if store.get(m.common.components[i])]
+    return removals, env
+
+
+_NO_DEVICE = DeviceIdentity(b"", b"")
+
+
 def unlink(
     component_id: ComponentId,
     *,
     store: ComponentStore,
     report_nonce: bytes | None = None,
+    device: DeviceIdentity | None = None,
 ) -> ProcessResult:
-    """Remove a Trusted Component, named by its component id or its manifest component id (TEEP's
-    unneeded-manifest-list). Everything the manifest installed goes in one atomic commit."""
+    """Remove a Trusted Component named by its component id or its manifest component id (TEEP's
+    unneeded-manifest-list).
+
+    The uninstall section (24) of the manifest that installed it decides what goes (normally
+    `[33 directive-unlink, 15]` on that manifest's component); a manifest without one removes
+    everything it installed. All removals are one atomic commit; any failure removes nothing.
+    """
     cid = tuple(component_id)
-    entries = store.find_by_manifest_id(cid) or [e for e in [store.get(cid)] if e is not None]
     digest = SuitDigest.of(b"")
     uri = ""
+    removals: list[ComponentId] = []
     try:
+        entries = store.find_by_manifest_id(cid) or [e for e in [store.get(cid)] if e is not None]
         if not entries:
             raise ComponentUnsupported(f"component {[p.hex() for p in cid]} is not installed")
-        try:
-            env = parse_envelope(store.manifest(entries[0].component_id))
-            digest, uri = env.digest, env.manifest.reference_uri or ""
-        except (SuitError, ComponentStoreError):
-            pass  # the stored manifest only feeds the report's reference
-        try:
-            store.commit([], [e.component_id for e in entries])
-        except ComponentStoreError as exc:
-            raise OperationFailed(f"component store: {exc}") from None
-    except SuitError as exc:
+        by_manifest: dict[bytes, list[ComponentId]] = {}
+        for e in entries:
+            by_manifest.setdefault(e.manifest_digest, []).append(e.component_id)
+        for owned in by_manifest.values():
+            manifest_bytes = store.manifest(owned[0])
+            stored = parse_envelope(manifest_bytes)
+            digest, uri = stored.digest, stored.manifest.reference_uri or ""
+            if stored.manifest.uninstall is None:
+                found = owned
+            else:
+                found, _ = _uninstall_removals(manifest_bytes, store, device)
+                if not found:
+                    raise OperationFailed("the uninstall section unlinks no installed component")
+            removals += [c for c in found if c not in removals]
+        store.commit([], removals)
+    except (SuitError, ComponentStoreError) as caught:
+        exc = caught if isinstance(caught, SuitError) else OperationFailed(f"component store: {caught}")
         rep = build_report(
             manifest_uri=uri,
             manifest_digest=digest,
             nonce=report_nonce,
             failure=ReportResult(
-                int(Command.DIRECTIVE_UNLINK), SuitRecord(int(ManifestKey.UNINSTALL), 0, 0), int(exc.reason)
+                int(getattr(exc, "command", Command.DIRECTIVE_UNLINK)),
+                SuitRecord(
+                    exc.section or int(ManifestKey.UNINSTALL), exc.offset or 0, exc.component_index or 0
+                ),
+                int(exc.reason),
             ),
         )
         return ProcessResult(False, rep, error=exc)
     rep = build_report(manifest_uri=uri, manifest_digest=digest, nonce=report_nonce)
-    return ProcessResult(True, rep, removed=tuple(e.component_id for e in entries))
+    return ProcessResult(True, rep, removed=tuple(removals))
 
 
 __all__ = [
