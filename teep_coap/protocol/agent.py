@@ -268,7 +268,7 @@ class AgentEngine:
             tc_list=(self._tc_list() or None) if wants & DataItem.TRUSTED_COMPONENTS else None,
             requested_tc_list=requested or None,
             unneeded_manifest_list=unneeded or None,
-            ext_list=() if wants & DataItem.EXTENSIONS else None,
+            ext_list=None,  # no extensions are supported; the CDDL wants [+ ext-info], so it is left out
         )
         return _Outcome(resp, "QueryRequest answered")
 

@@ -470,3 +470,15 @@ def test_unsigned_vector_accepted_only_when_enabled(world: World) -> None:
     # the token becomes the nonce of the evidence
     assert isinstance(resp, QueryResponse) and resp.token == bytes(range(0xA0, 0xB0))
     assert resp.attestation_payload is not None
+
+
+def test_all_data_items_requested(world: World) -> None:
+    """Bits 1|2|4|8: evidence (nonce = token), tc-list, no ext-list (none supported, the CDDL forbids
+    an empty one), the SUIT reports of the last Update."""
+    world.publish(1, seq=1)
+    world.session()
+    resp, _ = _agent_answer(world, _qr(data_item_requested=15))
+    assert isinstance(resp, QueryResponse) and resp.token == b"\xa0" * 16
+    assert resp.attestation_payload is not None and resp.ext_list is None
+    assert resp.tc_list is not None and [c.component_id for c in resp.tc_list] == [cid(1)]
+    assert resp.suit_reports is not None and len(resp.suit_reports) == 1
