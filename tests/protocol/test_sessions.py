@@ -272,3 +272,50 @@ def test_policy_file_drives_catalog(world: World, tmp_path: object) -> None:
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
     world.session()
     assert world.installed() == {cid(1): 1, cid(2): 5}
+
+
+def test_example_policy_parses() -> None:
+    from pathlib import Path
+
+    from teep_coap.protocol.policy import Policy
+
+    policy = Policy.load(Path(__file__).parents[2] / "examples" / "policy.toml")
+    assert [(e.name, e.audience) for e in policy.entries] == [
+        ("hello-ta", "all"),
+        ("payment-ta", "request"),
+        ("retired-ta", "delete"),
+    ]
+    assert policy.entries[1].component_id == (
+        b"TEEP-Device",
+        b"SecureFS",
+        bytes.fromhex("8d82573a926d4754935332dc29997f74"),
+        b"ta",
+    )
+    assert policy.entries[1].sequence_number == 3
+
+
+def test_bad_policies_are_typed_errors(tmp_path: object) -> None:
+    from pathlib import Path
+
+    import pytest
+
+    from teep_coap.protocol.errors import ConfigError
+    from teep_coap.protocol.policy import Policy
+
+    folder = Path(str(tmp_path))
+    cases = {
+        "x = 1\n": "unknown top-level keys",
+        "[[component]]\nname='a'\n": "'envelope'",
+        "[[component]]\nenvelope='a'\naudience='some'\n": "audience must be one of",
+        "[[component]]\nenvelope='a'\nsequence-number=-1\n": "sequence-number",
+        "[[component]]\nenvelope='a'\ncomponent-id=['hex:zz']\n": "is not hex",
+        "[[component]]\nenvelope='a'\ncolour='red'\n": "unknown keys",
+        "[[component\n": "not valid TOML",
+    }
+    for i, (text, message) in enumerate(cases.items()):
+        p = folder / f"p{i}.toml"
+        p.write_text(text)
+        with pytest.raises(ConfigError, match=message):
+            Policy.load(p)
+    with pytest.raises(ConfigError, match="cannot read policy"):
+        Policy.load(folder / "missing.toml")
