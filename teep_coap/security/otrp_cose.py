@@ -453,7 +453,7 @@ def describe_unverified(data: bytes) -> dict[str, Any]:
         if isinstance(obj, list):
             return [show(v) for v in obj]
         if isinstance(obj, Mapping):
-            return {k: show(v) for k, v in obj.items()}
+            return {otrp_cbor.NAMES.get(k, k) if isinstance(k, int) else k: show(v) for k, v in obj.items()}
         if isinstance(obj, bytes):
             return f"h'{obj[:24].hex()}{'…' if len(obj) > 24 else ''}' ({len(obj)} bytes)"
         return obj

@@ -520,15 +520,32 @@ class JoseCodec:
 
 
 def describe_unverified(data: bytes) -> dict[str, Any]:
-    """Structure of a JSON OTrP message without any key: JWS payloads decoded, JWEs left as they are."""
+    """Structure of a JSON OTrP message without any key: JWS payloads decoded (NOT verified), JWEs
+    summarized (they stay encrypted)."""
     tree = otrp_json.loads(data, "message")
-    if not isinstance(tree, Mapping) or len(tree) != 1:
-        return {"unverified": True, "json": tree}
+    known = {*BY_OUTER_NAME, GetDeviceStateResponse.OUTER_NAME, "OTrPBrokerError", "status"}
+    if not isinstance(tree, Mapping) or len(tree) != 1 or next(iter(tree)) not in known:
+        raise OtrpDecodeError("message", "not an OTrP message (one member naming a known message expected)")
 
     def unwrap(obj: Any) -> Any:
         if isinstance(obj, Mapping) and "payload" in obj and "signature" in obj:
             parts = parse_flattened_jws(obj, "JWS")
-            return {"alg": parts.alg, "x5c_certs": len(parts.x5c), "payload": otrp_json.loads(parts.payload)}
+            return {
+                "alg": parts.alg,
+                "x5c_certs": len(parts.x5c),
+                "payload": unwrap(otrp_json.loads(parts.payload)),
+            }
+        if isinstance(obj, Mapping) and "ciphertext" in obj:
+            check_jwe_shape(obj, "JWE")
+            prot = otrp_json.loads(b64decode_any(obj["protected"], "protected"))
+            rec = obj.get("recipients", [obj])[0]
+            return {
+                "JWE": {
+                    "enc": prot.get("enc"),
+                    "alg": (rec.get("header") or {}).get("alg"),
+                    "ciphertext_bytes": len(b64decode_any(obj["ciphertext"], "ciphertext")),
+                }
+            }
         if isinstance(obj, list):
             return [unwrap(v) for v in obj]
         if isinstance(obj, Mapping):
