@@ -451,24 +451,28 @@ def write_charts(report: SizesReport, out: Path) -> list[Path]:
         "security": "#8172b2",
         "handshake": "#ccb974",
     }
-    fig, axes = plt.subplots(1, len(sizes), figsize=(4.5 * len(sizes), 5), squeeze=False)
-    for ax, size in zip(axes[0], sizes, strict=True):
-        table = _layer_table(report, size)
-        names = [p for p, _ in table]
-        bottom = [0] * len(names)
-        for layer in LAYERS:
-            vals = [max(0, v.get(layer, 0)) for _, v in table]
-            ax.bar(names, vals, bottom=bottom, label=layer, color=colors[layer])
-            bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
-        ax.set_title(f"payload {size} B")
-        ax.set_ylabel("bytes per session")
-        ax.tick_params(axis="x", rotation=60, labelsize=8)
-    axes[0][0].legend(fontsize=8)
-    fig.tight_layout()
-    path = out / "sizes-layers.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    written.append(path)
+    for filename, layers, ylabel in (
+        ("sizes-layers.png", LAYERS, "bytes per session"),
+        ("sizes-overhead.png", LAYERS[1:], "bytes per session on top of the bare messages"),
+    ):
+        fig, axes = plt.subplots(1, len(sizes), figsize=(4.5 * len(sizes), 5), squeeze=False)
+        for ax, size in zip(axes[0], sizes, strict=True):
+            table = _layer_table(report, size)
+            names = [p for p, _ in table]
+            bottom = [0] * len(names)
+            for layer in layers:
+                vals = [max(0, v.get(layer, 0)) for _, v in table]
+                ax.bar(names, vals, bottom=bottom, label=layer, color=colors[layer])
+                bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
+            ax.set_title(f"payload {size} B")
+            ax.set_ylabel(ylabel)
+            ax.tick_params(axis="x", rotation=60, labelsize=8)
+        axes[0][0].legend(fontsize=8)
+        fig.tight_layout()
+        path = out / filename
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
 
     fig, ax = plt.subplots(figsize=(7, 5))
     for profile in sorted({s.profile for s in report.sessions}):

@@ -132,7 +132,14 @@ def test_https_and_json_bindings(tmp_path: Path) -> None:
     assert json_http["signature"] > https["signature"]  # base64url payload + JWS members vs COSE
     paths = bs.write_outputs(rep, tmp_path)
     names = {p.name for p in paths}
-    assert {"sizes.md", "sizes.csv", "sizes.json", "sizes-layers.png", "sizes-vs-payload.png"} <= names
+    assert {
+        "sizes.md",
+        "sizes.csv",
+        "sizes.json",
+        "sizes-layers.png",
+        "sizes-overhead.png",
+        "sizes-vs-payload.png",
+    } <= names
     data = json.loads((tmp_path / "sizes.json").read_text())
     assert set(data["records"][0]) == {"profile", "payload_size", "message", "layer", "bytes"}
     rows = list(csv.DictReader(io.StringIO((tmp_path / "sizes.csv").read_text())))
