@@ -30,6 +30,29 @@ log = logging.getLogger("teep_coap.transport.coap.client")
 
 TRANSPORTS = {"coap": ["udp6"], "coaps": ["tinydtls"], "coap+oscore": ["oscore", "udp6"]}
 MAX_OVERLOAD_WAIT = 10.0  # never sleep longer than this for one 5.03, whatever Max-Age says
+# A DTLS handshake that has not finished after this long is started again on a fresh socket: aiocoap's
+# tinydtls client can wedge for ever when a handshake flight is lost, duplicated or reordered (seen with
+# the fault relay). On loopback a handshake takes milliseconds; a stalled one never reached the TAM, so
+# sending the request again cannot deliver it twice. Every fourth restart doubles the wait, so a slow but
+# progressing handshake (a loaded TAM) is not restarted for ever.
+HANDSHAKE_STALL = 1.0
+
+
+class _HandshakeStalled(Exception):
+    """Internal: the DTLS handshake did not complete in HANDSHAKE_STALL seconds."""
+
+
+def _dtls_connecting(ctx: aiocoap.Context) -> bool:
+    """True while a tinydtls client connection of `ctx` is still in its handshake."""
+    for ri in ctx.request_interfaces:
+        mi = getattr(getattr(ri, "token_interface", None), "message_interface", None)
+        pool = getattr(mi, "_pool", None)
+        if pool is None:
+            continue
+        for conn in list(pool.values()):
+            if getattr(conn, "_queue", None) is not None:  # aiocoap queues sends until connected
+                return True
+    return False
 
 
 def code_text(code: Code) -> str:
@@ -52,6 +75,7 @@ class CoapClient:
         self._context: aiocoap.Context | None = None
         self._oscore_ctx: Any = None
         self.exchanges = 0  # POSTs answered (whole block-wise transfers count once)
+        self.handshake_restarts = 0  # DTLS handshakes started again after a stall
 
     def _normalise_uri(self, uri: str) -> str:
         scheme = self.profile.transport.scheme
@@ -137,7 +161,14 @@ class CoapClient:
                 raise TransportTimeout(
                     f"no answer from {self.uri} within {self.profile.limits.request_timeout:g} s"
                 )
-            response = await self._send_once(ctx, payload, remaining)
+            try:
+                response = await self._send_once(ctx, payload, remaining)
+            except _HandshakeStalled:
+                self.handshake_restarts += 1
+                log.info("DTLS handshake with %s stalled, starting it again", self.uri)
+                await self._drop_context()
+                ctx = await self._ensure_context()
+                continue
             if response.code == Code.SERVICE_UNAVAILABLE:
                 wait = min(
                     float(response.opt.max_age if response.opt.max_age is not None else 60), MAX_OVERLOAD_WAIT
@@ -150,8 +181,14 @@ class CoapClient:
 
     async def _send_once(self, ctx: aiocoap.Context, payload: bytes, timeout: float) -> Message:
         request = ctx.request(self._request(payload))
+        future = asyncio.ensure_future(request.response)
         try:
-            response = await asyncio.wait_for(request.response, timeout)
+            if self.profile.security.mode == "dtls-psk":
+                await self._wait_handshake(ctx, future, timeout)
+            response = await asyncio.wait_for(future, timeout)
+        except _HandshakeStalled:
+            future.cancel()
+            raise
         except TimeoutError:
             raise TransportTimeout(
                 f"no answer from {self.uri} within {self.profile.limits.request_timeout:g} s"
@@ -165,6 +202,15 @@ class CoapClient:
             raise TransportError(f"CoAP request to {self.uri} failed: {exc}") from None
         self.exchanges += 1
         return response
+
+    async def _wait_handshake(
+        self, ctx: aiocoap.Context, future: asyncio.Future[Message], timeout: float
+    ) -> None:
+        """Wait while the DTLS handshake runs; raise _HandshakeStalled if it does not finish in time."""
+        step = min(HANDSHAKE_STALL * 2 ** (self.handshake_restarts // 4), timeout)
+        await asyncio.wait({future}, timeout=step)
+        if not future.done() and step < timeout and _dtls_connecting(ctx):
+            raise _HandshakeStalled
 
     def _interpret(self, response: Message) -> bytes | None:
         code = response.code
@@ -184,6 +230,14 @@ class CoapClient:
                 f"answer has Content-Format {cf}, expected {self.profile.transport.content_format}"
             )
         return payload
+
+    async def _drop_context(self) -> None:
+        if self._context is not None:
+            ctx, self._context = self._context, None
+            try:
+                await asyncio.wait_for(ctx.shutdown(), 5.0)
+            except (TimeoutError, aiocoap.error.Error, OSError) as exc:
+                log.debug("client shutdown: %s", exc)
 
     async def close(self) -> None:
         """Shut the client context down (DTLS close_notify, sockets) and release the OSCORE lock."""
