@@ -6,7 +6,7 @@ class picked for a failure is the protocol answer, not just a message.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from teep_coap.errors import TeepCoapError
 from teep_coap.security.suit.constants import ReportReason
@@ -24,11 +24,17 @@ class SuitError(TeepCoapError):
         section: int | None = None,
         offset: int | None = None,
         component_index: int | None = None,
+        command: int | None = None,
+        properties: dict[int, Any] | None = None,
     ) -> None:
         super().__init__(message)
+        # Where it happened (for the SUIT record): manifest section, byte offset, component index,
+        # the command number, and the parameters that were compared.
         self.section = section
         self.offset = offset
         self.component_index = component_index
+        self.command = command
+        self.properties: dict[int, Any] = properties or {}
 
 
 class SuitParseError(SuitError):

@@ -293,9 +293,10 @@ class _Interpreter:
         except SuitError as exc:
             if exc.offset is None:
                 exc.section, exc.offset, exc.component_index = section, cmd.offset, idx
-            exc.command = code  # type: ignore[attr-defined]
+            if exc.command is None:
+                exc.command = code
             if policy & REP_RECORD_ON_FAILURE:
-                self.records.append(self._record(section, cmd, idx, getattr(exc, "properties", {})))
+                self.records.append(self._record(section, cmd, idx, exc.properties))
             raise
         if policy & REP_RECORD_ON_SUCCESS:
             self.records.append(self._record(section, cmd, idx, props))
@@ -338,7 +339,7 @@ class _Interpreter:
                 exc = ConditionFailed(
                     f"{name} identifier {_hex(want)} does not match this device ({_hex(mine)})"
                 )
-                exc.properties = {int(param): want}  # type: ignore[attr-defined]
+                exc.properties = {int(param): want}
                 raise exc
             return {int(param): want}
         if code == Command.CONDITION_IMAGE_MATCH:
@@ -420,7 +421,7 @@ class _Interpreter:
                 f"image-match failed: got {len(data)} bytes with digest {actual.value.hex()[:16]}…, "
                 f"manifest says {size} bytes with digest {want.value.hex()[:16]}…"
             )
-            exc.properties = {int(Parameter.IMAGE_DIGEST): actual, int(Parameter.IMAGE_SIZE): len(data)}  # type: ignore[attr-defined]
+            exc.properties = {int(Parameter.IMAGE_DIGEST): actual, int(Parameter.IMAGE_SIZE): len(data)}
             raise exc
         return {int(Parameter.IMAGE_DIGEST): want, int(Parameter.IMAGE_SIZE): len(data)}
 
@@ -434,10 +435,8 @@ def _failure_report(
 ) -> SuitReport:
     uri = (env.manifest.reference_uri or "") if env else ""
     digest = env.digest if env else SuitDigest.of(data)
-    record = SuitRecord(
-        exc.section or 0, exc.offset or 0, exc.component_index or 0, getattr(exc, "properties", {})
-    )
-    code = int(getattr(exc, "command", 0))
+    record = SuitRecord(exc.section or 0, exc.offset or 0, exc.component_index or 0, exc.properties)
+    code = exc.command or 0
     return build_report(
         manifest_uri=uri,
         manifest_digest=digest,
@@ -476,7 +475,7 @@ def process_envelope(
             loc = _first_unsupported_command(env)
             if loc is not None and cls is UnsupportedCommand:
                 err.section, err.offset = loc[0], loc[1]
-                err.command = loc[2]  # type: ignore[attr-defined]
+                err.command = loc[2]
             raise err
         m = env.manifest
         if not m.common.components:
@@ -609,7 +608,7 @@ def unlink(
             manifest_digest=digest,
             nonce=report_nonce,
             failure=ReportResult(
-                int(getattr(exc, "command", Command.DIRECTIVE_UNLINK)),
+                exc.command if exc.command is not None else int(Command.DIRECTIVE_UNLINK),
                 SuitRecord(
                     exc.section or int(ManifestKey.UNINSTALL), exc.offset or 0, exc.component_index or 0
                 ),
