@@ -2,7 +2,8 @@
 
 The size report (`teep_coap.bench.sizes`) counts what really crosses the wire for HTTP and HTTPS:
 the Broker connects to the relay, the relay to the TAM, and each read is logged with its direction,
-its connection and a copy of the bytes, so TLS records can be split afterwards (`tls_records`).
+its connection and a copy of the bytes, so TLS records can be split afterwards
+(`teep_coap.bench.wire.tls_records`; the relay itself never looks inside).
 Counts are of TCP payload: IP and TCP headers (and the SYN/FIN segments) are not seen by a socket and
 are not included, exactly as the UDP relay of the CoAP side counts UDP payload only.
 """
@@ -29,17 +30,6 @@ class Chunk:
     conn: int  # connection number, from 0
     direction: str  # C2S or S2C
     data: bytes
-
-
-@dataclass(frozen=True)
-class TlsRecord:
-    """One TLS record as seen on the wire (`size` includes its 5-byte header)."""
-
-    conn: int
-    direction: str
-    content_type: int  # 20 change_cipher_spec, 21 alert, 22 handshake, 23 application_data
-    size: int
-    index: int  # position of the chunk where the record ends (orders records against marks)
 
 
 @dataclass
@@ -136,28 +126,3 @@ class TcpCountingRelay:
             with contextlib.suppress(Exception):
                 if writer.can_write_eof():
                     writer.write_eof()
-
-
-def tls_records(chunks: list[Chunk]) -> list[TlsRecord]:
-    """Split each (connection, direction) byte stream into TLS records by their 5-byte headers.
-
-    Hand-written: the record header (type, version, length; RFC 8446 §5.1) is all that is read, and no
-    library exposes records of a stream it does not terminate. A truncated tail is reported as a
-    record of type 0 so no byte goes uncounted.
-    """
-    buffers: dict[tuple[int, str], bytearray] = {}
-    records: list[TlsRecord] = []
-    for index, chunk in enumerate(chunks):
-        key = (chunk.conn, chunk.direction)
-        buf = buffers.setdefault(key, bytearray())
-        buf.extend(chunk.data)
-        while len(buf) >= 5:
-            length = int.from_bytes(buf[3:5], "big")
-            if len(buf) < 5 + length:
-                break
-            records.append(TlsRecord(chunk.conn, chunk.direction, buf[0], 5 + length, index))
-            del buf[: 5 + length]
-    for (conn, direction), buf in buffers.items():
-        if buf:
-            records.append(TlsRecord(conn, direction, 0, len(buf), len(chunks)))
-    return records

@@ -1,0 +1,71 @@
+"""The JSON/JWS adapters of the engines: refusals keep the engines' meaning."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from teep_coap.bench.scenario import teep_world
+from teep_coap.model.codes import ErrorCode
+from teep_coap.model.teep import Error, QueryRequest
+from teep_coap.profiles import load_profile
+from teep_coap.protocol.errors import InvalidMessage
+from teep_coap.protocol.json_binding import decode_json, json_teep_world, seal_json
+from teep_coap.security.jose import parse_json
+from teep_coap.security.keys import generate_key
+
+
+@pytest.fixture
+def world(tmp_path: Path):  # type: ignore[no-untyped-def]
+    return json_teep_world(load_profile("teep-json-http"), tmp_path, 100)
+
+
+def test_query_request_is_a_flattened_jws_by_the_tam_key(world) -> None:  # type: ignore[no-untyped-def]
+    data = world.tam.connect()
+    parsed = parse_json(data)
+    assert not parsed.general and parsed.signatures[0].kid == world.tam.config.keys[0].kid
+    msg = decode_json(parsed.payload)
+    assert isinstance(msg, QueryRequest) and msg.challenge is not None
+    assert b" " not in parsed.payload  # compact JSON inside
+
+
+def test_agent_answers_error_for_an_untrusted_signer(world) -> None:  # type: ignore[no-untyped-def]
+    stranger = generate_key("esp256")
+    forged = seal_json(decode_json(parse_json(world.tam.connect()).payload), stranger)
+    answer = world.agent.receive(forged)
+    assert answer is not None
+    err = decode_json(parse_json(answer).payload)
+    assert isinstance(err, Error) and err.err_code == ErrorCode.ERR_PERMANENT_ERROR
+    assert "not trusted" in (err.err_msg or "")
+
+
+def test_agent_answers_error_5_for_an_unsupported_algorithm(world) -> None:  # type: ignore[no-untyped-def]
+    ed = generate_key("ed25519")
+    world.agent.state.trust.add(ed.public)
+    msg = decode_json(parse_json(world.tam.connect()).payload)
+    answer = world.agent.receive(seal_json(msg, ed))  # the Agent's suite is ESP256 only
+    err = decode_json(parse_json(answer).payload)
+    assert isinstance(err, Error) and err.err_code == ErrorCode.ERR_UNSUPPORTED_CIPHER_SUITES
+    assert err.supported_teep_cipher_suites
+
+
+def test_agent_refuses_garbage_with_error_1(world) -> None:  # type: ignore[no-untyped-def]
+    for junk in (b"{", b"[]", json.dumps({"payload": "e30", "signature": "AA"}).encode()):
+        err = decode_json(parse_json(world.agent.receive(junk)).payload)
+        assert isinstance(err, Error) and err.err_code == ErrorCode.ERR_PERMANENT_ERROR
+
+
+def test_tam_refuses_unknown_devices_and_tampering(world, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    query = world.tam.connect()
+    answer = world.agent.receive(query)
+    obj = json.loads(answer)
+    obj["payload"] = obj["payload"][:-4] + ("AAAA" if obj["payload"][-4:] != "AAAA" else "BBBB")
+    with pytest.raises(InvalidMessage, match="signature"):
+        world.tam.receive(json.dumps(obj).encode())
+    other = teep_world(load_profile("teep-cbor-http"), tmp_path / "other", 20)
+    stranger_answer = seal_json(decode_json(parse_json(answer).payload), other.agent.state.key)
+    with pytest.raises(InvalidMessage, match="unknown signer"):
+        world.tam.receive(stranger_answer)
+    assert world.tam.receive(answer) is not None  # the genuine answer still goes through: an Update
