@@ -18,6 +18,7 @@ from teep_coap.cli.groups import bench, root
 from teep_coap.encoding.cbor_codec import decode as cbor_decode
 from teep_coap.encoding.cbor_codec import encode as cbor_encode
 from teep_coap.encoding.cose_view import is_cose, join_cose, split_cose
+from teep_coap.encoding.errors import TeepDecodeError
 from teep_coap.encoding.hextext import InputError, read_cbor_source, read_source
 from teep_coap.encoding.json_codec import TeepJsonError, from_jsonable, to_jsonable
 
@@ -31,7 +32,11 @@ def decode_cmd(source: str, compact: bool) -> None:
     doc: dict[str, Any]
     if is_cose(data):
         view, payload = split_cose(data)
-        doc = {"cose": view, "message": to_jsonable(cbor_decode(payload))}
+        try:
+            message = cbor_decode(payload)
+        except TeepDecodeError as exc:
+            raise type(exc)(f"{view['type']} payload: {exc}") from None
+        doc = {"cose": view, "message": to_jsonable(message)}
     else:
         doc = to_jsonable(cbor_decode(data))
     click.echo(json.dumps(doc, indent=None if compact else 2, ensure_ascii=False))

@@ -34,6 +34,7 @@ from teep_coap.encoding.errors import (
     TooDeep,
     TooLarge,
     UnknownMessageType,
+    UnsupportedValue,
     WrongType,
 )
 from teep_coap.encoding.fields import (
@@ -276,7 +277,10 @@ def decode(
         scan(data, max_depth)
     obj = _loads(data, max_depth)
     msg, has_float = _message_from_obj(obj, max_depth)
-    again = encode(msg) if has_float else _dumps(obj)
+    try:
+        again = encode(msg) if has_float else _dumps(obj)
+    except (TeepEncodeError, ValueError, TypeError) as exc:  # safety net: decode stays total
+        raise UnsupportedValue(f"decoded message cannot be re-encoded: {exc}") from None
     if again != data:
         scan(data, max_depth)
         diff = next(

@@ -1,9 +1,9 @@
 """Read CBOR input given either as raw bytes or as hex text with `#` comments (the vector files).
 
-Auto-detection: input that decodes as ASCII and consists, after removing `#` comments, only of hex
-digits and whitespace (an even number of digits, at least one) is hex text; anything else is raw CBOR.
-A raw CBOR TEEP message cannot be mistaken for hex text: it starts with an array head (0x80-0x9f),
-which is not ASCII. Used by the CLI of every area.
+Auto-detection: input that is valid UTF-8 and consists, after removing `#` comments, only of hex
+digits, whitespace and `0x`/`:`/`,` separators, is hex text; anything else is raw CBOR. A raw CBOR
+TEEP message cannot be mistaken for hex text: it starts with an array head (0x80-0x9f), which cannot
+start UTF-8 text. Used by the CLI of every area.
 """
 
 from __future__ import annotations
@@ -24,9 +24,13 @@ class InputError(TeepDecodeError):
 
 
 def looks_like_hex(data: bytes) -> bool:
-    """True if `data` is hex text (possibly with `#` comments), not raw CBOR."""
-    if not data or not data.isascii():
+    """True if `data` is hex text (possibly with `#` comments, which may hold any UTF-8), not raw CBOR."""
+    if not data:
         return False
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False  # raw TEEP messages start with 0x82..0x85, never valid UTF-8 there
     body = _strip_comments(data)
     return bool(body.strip()) and _HEX_ONLY.fullmatch(body) is not None
 
@@ -37,7 +41,7 @@ def _strip_comments(data: bytes) -> bytes:
 
 def parse_hex_text(text: bytes | str) -> bytes:
     """Bytes written as hex text; everything after `#` on a line is a comment."""
-    raw = text.encode("ascii", "replace") if isinstance(text, str) else text
+    raw = text.encode("utf-8", "replace") if isinstance(text, str) else text
     body = b"".join(_strip_comments(raw).split())
     if _HEX_ONLY.fullmatch(body) is None:
         bad = next(chr(c) for c in body if chr(c) not in "0123456789abcdefABCDEF")

@@ -69,3 +69,10 @@ def test_errors_one_line_exit_2(args: list[str], stdin: bytes, text: str) -> Non
     err = done.stderr.decode()
     assert err.count("\n") == 1 and "Traceback" not in err
     assert text in err
+
+
+def test_cose_payload_error_names_the_wrapper() -> None:
+    cose = cbor2.dumps(cbor2.CBORTag(18, [b"", {}, b"\x82\x04\xa0", b"sig"]))
+    done = run(["decode", "-"], stdin=cose)
+    assert done.returncode == 2
+    assert b"COSE_Sign1 payload: message type 4 is unknown" in done.stderr

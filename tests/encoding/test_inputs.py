@@ -92,3 +92,8 @@ def test_bench_runs_and_pairs() -> None:
     assert [r.name for r in results][-1] == "update_large"
     assert all(r.decode_ops > 0 and r.encode_ratio > 0 for r in results)
     assert results[0].as_dict()["size"] == 64
+
+
+def test_hex_with_non_ascii_comment() -> None:
+    assert looks_like_hex("82 05 # négatif\na0\n".encode())
+    assert read_cbor_input("82 05 # négatif\na0\n".encode()) == bytes.fromhex("8205a0")
