@@ -208,3 +208,16 @@ def test_json_reader_rejects_duplicates_and_constants() -> None:
         otrp_json.loads(b'{"a":NaN}')
     with pytest.raises(OtrpDecodeError, match="deeper"):
         otrp_json.loads(b"[" * 40 + b"]" * 40)
+
+
+def test_cbor_tables_match_the_mapping_document() -> None:
+    """docs/otrp-cbor-mapping.md is the specification of the local mapping: the code must agree."""
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "otrp-cbor-mapping.md").read_text()
+    labels = {m.group(2): int(m.group(1)) for m in re.finditer(r"\| (\d+) \| `([a-z_-]+)` ", doc)}
+    assert labels == otrp_cbor.LABELS
+    codes = {m.group(2): int(m.group(1)) for m in re.finditer(r"\| (\d+) \| (ERR_[A-Z_]+) ", doc)}
+    assert codes == otrp_cbor.ERROR_CODES
+    assert otrp_cbor.STATUS_CODES == {"pass": 0, "fail": 1}
