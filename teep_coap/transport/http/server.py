@@ -129,7 +129,7 @@ class HttpTamServer:
             if over:
                 return self._reply(rules.STATUS_TOO_LARGE, f"message over {opts.max_message_size} bytes")
         except (TimeoutError, ConnectionError) as exc:  # the client went away
-            raise web.HTTPBadRequest(text=f"cannot read body: {exc}") from None
+            return self._reply(rules.STATUS_BAD_REQUEST, f"cannot read body: {exc}")
         if body and rules.media_type_of(request.headers.get("Content-Type")) != opts.media_type:
             return self._reply(rules.STATUS_UNSUPPORTED_MEDIA, f"Content-Type must be {opts.media_type}")
         peer = _peer_info(request, opts.scheme)
