@@ -1,0 +1,200 @@
+"""The async glue between the sans-IO engines and the transports.
+
+- `TamHandler`: a transport `MessageHandler` around a TamEngine (empty payload = ProcessConnect),
+  mapping engine errors to transport rejections (4.00 / 4.03 / 5.00) and logging one line per session.
+- `run_session` / `run_until_done`: the Broker loop (BrokerSession ↔ MessageClient), with a timeout on
+  every exchange, and a summary of what was installed or removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from teep_coap.errors import TeepCoapError
+from teep_coap.transport.base import MessageClient, PeerInfo, Rejection, RequestRejected, TransportError
+
+log = logging.getLogger("teep_coap.session")
+
+
+class SessionFailed(TeepCoapError):
+    """A Broker session ended without success; the message says where and why."""
+
+
+@dataclass
+class _Open:
+    started: float
+    rounds: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+
+
+class TamHandler:
+    """MessageHandler of a TAM: ProcessConnect / ProcessTeepMessage with errors mapped to codes."""
+
+    def __init__(self, tam: Any, *, session_log: logging.Logger | None = None) -> None:
+        self.tam = tam
+        self.log = session_log or log
+        self.sessions_done = 0
+        self.sessions_failed = 0
+        self._open: dict[str, _Open] = {}
+
+    def _key(self, peer: PeerInfo) -> str:
+        return peer.identity or peer.address
+
+    def _end(self, peer: PeerInfo, outcome: str) -> None:
+        st = self._open.pop(self._key(peer), None)
+        if st is None:
+            return
+        ms = (time.monotonic() - st.started) * 1000
+        self.log.info(
+            "session %s via %s %s: %d rounds, %d B in, %d B out, %.1f ms",
+            self._key(peer),
+            peer.transport,
+            outcome,
+            st.rounds,
+            st.bytes_in,
+            st.bytes_out,
+            ms,
+        )
+
+    async def __call__(self, payload: bytes, peer: PeerInfo) -> bytes | None:
+        from teep_coap.protocol.errors import IdentityMismatch, InvalidMessage, TamFailure
+
+        key = self._key(peer)
+        if not payload:
+            if key in self._open:
+                self._end(peer, "abandoned")
+            self._open[key] = _Open(time.monotonic())
+        st = self._open.get(key)
+        if st is not None:
+            st.rounds += 1
+            st.bytes_in += len(payload)
+        try:
+            answer = (
+                self.tam.connect(peer.identity) if not payload else self.tam.receive(payload, peer.identity)
+            )
+        except InvalidMessage as exc:
+            self.sessions_failed += 1
+            self._end(peer, f"refused ({exc})")
+            raise RequestRejected(Rejection.BAD_REQUEST, str(exc)) from None
+        except IdentityMismatch as exc:
+            self.sessions_failed += 1
+            self._end(peer, f"refused ({exc})")
+            raise RequestRejected(Rejection.FORBIDDEN, str(exc)) from None
+        except (TamFailure, TeepCoapError) as exc:
+            self.sessions_failed += 1
+            self._end(peer, f"failed ({exc})")
+            raise RequestRejected(Rejection.SERVER_ERROR, str(exc)) from None
+        if answer is None:
+            self.sessions_done += 1
+            self._end(peer, "done")
+            return None
+        if st is not None:
+            st.bytes_out += len(answer)
+        return bytes(answer)
+
+
+@dataclass
+class SessionResult:
+    """One Broker session: outcome, exchanges, bytes of TEEP messages, time."""
+
+    ok: bool
+    reason: str
+    rounds: int
+    bytes_sent: int
+    bytes_received: int
+    seconds: float
+    sent: list[bytes] = field(default_factory=list)
+    received: list[bytes] = field(default_factory=list)
+
+
+async def run_session(
+    agent: Any,
+    client: MessageClient,
+    tam_uri: str,
+    *,
+    timeout: float,
+    max_rounds: int = 16,
+    on_exchange: Callable[[bytes, bytes | None], Awaitable[None] | None] | None = None,
+) -> SessionResult:
+    """One session: empty POST, then Agent ↔ TAM until one side has nothing more.
+
+    `timeout` bounds each exchange (the client bounds it too; this is the belt to its braces).
+    """
+    from teep_coap.protocol.broker import BrokerSession, Done, Send
+
+    session = BrokerSession(agent, tam_uri, max_rounds=max_rounds)
+    t0 = time.perf_counter()
+    action: Send | Done = session.start()
+    while isinstance(action, Send):
+        try:
+            answer = await asyncio.wait_for(client.post(action.payload), timeout + 1.0)
+        except TimeoutError:
+            action = session.on_transport_error(f"no answer within {timeout:g} s")
+            continue
+        except TransportError as exc:
+            action = session.on_transport_error(exc)
+            continue
+        if on_exchange is not None:
+            maybe = on_exchange(action.payload, answer)
+            if maybe is not None:
+                await maybe
+        action = session.on_response(answer)
+    return SessionResult(
+        ok=action.ok,
+        reason=action.reason,
+        rounds=session.rounds,
+        bytes_sent=session.bytes_sent,
+        bytes_received=session.bytes_received,
+        seconds=time.perf_counter() - t0,
+        sent=list(session.sent),
+        received=list(session.received),
+    )
+
+
+@dataclass
+class RunReport:
+    """What `run_until_done` did: sessions, and the components installed and removed."""
+
+    sessions: list[SessionResult]
+    installed: list[tuple[tuple[bytes, ...], int]]  # (component id, sequence number)
+    removed: list[tuple[bytes, ...]]
+    updated: list[tuple[tuple[bytes, ...], int, int]]  # (component id, old seq, new seq)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.sessions) and all(s.ok for s in self.sessions)
+
+
+def _snapshot(agent: Any) -> dict[tuple[bytes, ...], int]:
+    return {tuple(e.component_id): int(e.sequence_number) for e in agent.state.components.list()}
+
+
+async def run_until_done(
+    agent: Any,
+    client: MessageClient,
+    tam_uri: str,
+    *,
+    timeout: float,
+    max_rounds: int = 16,
+    max_sessions: int = 8,
+) -> RunReport:
+    """Sessions until one changes nothing on the device (the TAM has nothing more), or one fails."""
+    before = _snapshot(agent)
+    sessions: list[SessionResult] = []
+    for _ in range(max_sessions):
+        prior = _snapshot(agent)
+        result = await run_session(agent, client, tam_uri, timeout=timeout, max_rounds=max_rounds)
+        sessions.append(result)
+        if not result.ok or _snapshot(agent) == prior:
+            break
+    after = _snapshot(agent)
+    installed = [(cid, seq) for cid, seq in after.items() if cid not in before]
+    removed = [cid for cid in before if cid not in after]
+    updated = [(cid, before[cid], seq) for cid, seq in after.items() if cid in before and before[cid] != seq]
+    return RunReport(sessions, installed, removed, updated)

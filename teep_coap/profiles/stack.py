@@ -1,0 +1,64 @@
+"""Turn a profile into running transports: the TAM server and the Broker's client.
+
+CoAP profiles get `teep_coap.transport.coap` with the DTLS/OSCORE credentials of the TAM folder or
+the Agent state folder (layout in profiles/README.md); HTTP profiles get the HTTP binding's builders.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from teep_coap.profiles.schema import Profile
+from teep_coap.transport.base import MessageClient, MessageHandler
+
+DEFAULT_PORTS = {"coap": 5683, "coaps": 5684, "coap+oscore": 5683, "http": 8080, "https": 8443}
+
+
+def make_server(
+    profile: Profile,
+    handler: MessageHandler,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    tam_dir: str | os.PathLike[str] | None = None,
+    certs_path: str | os.PathLike[str] | None = None,
+) -> Any:
+    """A server for the profile (not started): CoapServer, or the HTTP binding's HttpTamServer."""
+    if profile.transport.is_coap:
+        from teep_coap.transport.coap.credentials import load_tam_credentials
+        from teep_coap.transport.coap.server import CoapServer
+
+        devices = load_tam_credentials(Path(tam_dir)) if tam_dir is not None else []
+        return CoapServer(profile, handler, bind=(host, port), devices=devices)
+    from teep_coap.transport.http.stack import make_http_server
+
+    return make_http_server(profile, handler, host=host, port=port, certs_path=certs_path)
+
+
+def make_client(
+    profile: Profile,
+    tam_uri: str,
+    *,
+    state_dir: str | os.PathLike[str] | None = None,
+    certs_path: str | os.PathLike[str] | None = None,
+) -> MessageClient:
+    """The Broker's client for the profile; secure CoAP profiles read STATEDIR/transport.toml."""
+    if profile.transport.is_coap:
+        from teep_coap.transport.coap.client import CoapClient
+        from teep_coap.transport.coap.credentials import load_agent_credentials
+
+        creds = None
+        if profile.security.mode != "none":
+            if state_dir is None:
+                from teep_coap.transport.coap.credentials import CredentialsError
+
+                raise CredentialsError(
+                    f"profile {profile.name!r} needs the Agent state folder's transport.toml"
+                )
+            creds = load_agent_credentials(state_dir)
+        return CoapClient(profile, tam_uri, creds)
+    from teep_coap.transport.http.stack import make_http_client
+
+    return make_http_client(profile, tam_uri, certs_path=certs_path)
