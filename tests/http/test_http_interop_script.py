@@ -63,3 +63,88 @@ async def test_probe_reports_each_rule(tmp_path: Path) -> None:
 async def test_script_fails_cleanly_when_no_tam_listens(tmp_path: Path) -> None:
     code, out = await run_script("--tam", "http://127.0.0.1:9/tam", "--probe-only", "--timeout", "3")
     assert code == 1 and "[fail]" in out
+
+
+async def test_two_processes_cli_made_folders(tmp_path: Path) -> None:
+    """The by-hand recipe of interop/http/README.md: folders made with the CLI, our TAM served by
+    serve_our_tam.py in one process, the Broker script in another, HTTPS between them."""
+    from click.testing import CliRunner
+
+    from teep_coap.cli import root
+
+    def cli(*args: str) -> str:
+        result = CliRunner().invoke(root, list(args))
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    cli("certs", "generate", "--out", str(tmp_path / "certs"))
+    cli("tam", "init", "--dir", str(tmp_path / "tam"), "--alg", "esp256")
+    cli(
+        "agent",
+        "init",
+        "--state",
+        str(tmp_path / "agent"),
+        "--tam-key",
+        str(tmp_path / "tam/keys/esp256/public.pem"),
+    )
+    cfg = AgentState.load(tmp_path / "agent").config
+    (tmp_path / "ta.bin").write_bytes(bytes(range(256)) * 8)
+    cli(
+        "suit",
+        "build",
+        str(tmp_path / "ta.bin"),
+        "--key",
+        str(tmp_path / "tam/keys/esp256/private.pem"),
+        "--vendor-id",
+        str(__import__("uuid").UUID(bytes=cfg.vendor_id)),
+        "--class-id",
+        str(__import__("uuid").UUID(bytes=cfg.class_id)),
+        "--component-id",
+        "ta-1",
+        "-o",
+        str(tmp_path / "ta.suit"),
+    )
+    cli(
+        "tam",
+        "component",
+        "add",
+        "--dir",
+        str(tmp_path / "tam"),
+        "--audience",
+        "all",
+        str(tmp_path / "ta.suit"),
+    )
+    cli(
+        "tam",
+        "device",
+        "add",
+        "--dir",
+        str(tmp_path / "tam"),
+        "--key",
+        str(tmp_path / "agent/key/public.pem"),
+    )
+    server = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(SCRIPT.parent / "serve_our_tam.py"),
+        "--tam-dir",
+        str(tmp_path / "tam"),
+        "--certs",
+        str(tmp_path / "certs"),
+        "--port",
+        "0",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert server.stdout is not None
+        line = (await asyncio.wait_for(server.stdout.readline(), 20)).decode()
+        uri = line.split()[2]
+        assert uri.startswith("https://127.0.0.1:")
+        code, out = await run_script(
+            "--tam", uri, "--state", str(tmp_path / "agent"), "--ca", str(tmp_path / "certs/ca.pem")
+        )
+    finally:
+        server.terminate()
+        await asyncio.wait_for(server.wait(), 10)
+    assert code == 0, out
+    assert "Success" in out and "<- 204" in out
+    assert AgentState.load(tmp_path / "agent").components.get((b"ta-1",)) is not None
