@@ -36,12 +36,14 @@ from teep_coap.model.otrp import (
     GetDeviceStateRequest,
     GetDeviceTEEStateResponse,
     InstallTARequest,
+    OtrpAlgorithmError,
     OtrpDecodeError,
     OtrpError,
     OtrpErrorCode,
     OtrpMessage,
     OtrpProtocolError,
     OtrpSecurityError,
+    OtrpUntrustedError,
     Reason,
     ResultContent,
     SdInfo,
@@ -257,14 +259,12 @@ class OtrpAgentEngine:
             if isinstance(exc, OtrpDecodeError):
                 raise exc
             raise OtrpDecodeError("message", f"not an OTrP request ({exc})") from None
-        code = E.ERR_REQUEST_INVALID
-        text = str(exc)
-        if isinstance(exc, OtrpSecurityError) and (
-            "anchor" in text or "not valid now" in text or "issued" in text
-        ):
+        code = E.ERR_REQUEST_INVALID  # bad structure, signature or decryption failure (§8)
+        if isinstance(exc, OtrpUntrustedError):
             code = E.ERR_TAM_NOT_TRUSTED
-        elif isinstance(exc, OtrpSecurityError) and "must carry only alg" in text:
+        elif isinstance(exc, OtrpAlgorithmError):
             code = E.ERR_UNSUPPORTED_CRYPTO_ALG
+        text = str(exc)
         # no trusted TAM key: the reason goes at TBS level, unencrypted (like GetDeviceState failures)
         reason = Reason(error_code=code, error_message=text[:200])
         return self._respond(cls, rid, tid, None, "fail", reason, {}, None)

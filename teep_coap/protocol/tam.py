@@ -582,19 +582,21 @@ class TamEngine:
                 return None
             self._check_reports(msg.suit_reports, msg.token)
         else:
-            row = self.store.latest_open_tokenless(device.id, now)
-        if row is not None and not self.store.claim(row.id, device.id):
+            row = self.store.latest_open_query(device.id, now)
+        if row is None:
+            # Answers nothing outstanding (e.g. repeated after the request was taken): record only.
+            log.info("error %s from %s answers no open request", msg.err_code_name, device.kid.hex())
+            self.store.touch_device(device.id, now)
+            self.store.audit(None, now, "unmatched-error", f"{device.kid.hex()} {msg.err_code_name}")
+            return None
+        if not self.store.claim(row.id, device.id):
             self._duplicate(device, msg)
             return None
-        sid = (
-            row.session_id
-            if row
-            else self.store.start_session(now, device_id=device.id, transport_identity=None)
-        )
+        sid = row.session_id
         self.store.bind_session(sid, device.id)
         self.store.touch_device(device.id, now)
         self.store.audit(sid, now, "recv-error", f"{msg.err_code_name}: {msg.err_msg or ''}")
-        req = _Request.from_json(row.data) if row is not None and row.kind == "query" else None
+        req = _Request.from_json(row.data) if row.kind == "query" else None
         again = self._react(msg, device, req)
         if again is None:
             self.store.end_session(sid, now, f"error:{msg.err_code_name}")

@@ -497,18 +497,19 @@ class TamStore:
             q = q.order_by(OutstandingRow.id.desc())
             return [_outstanding(r) for r in s.scalars(q)]
 
-    def latest_open_tokenless(self, device_id: int, now: float) -> Outstanding | None:
-        """The newest unexpired open QueryRequest without token that could belong to this device."""
+    def latest_open_query(self, device_id: int, now: float) -> Outstanding | None:
+        """The newest unexpired open QueryRequest that could belong to this device (token-less ones
+        first): what a token-less Error answers, e.g. when the Agent could not verify the request."""
         with self._tx() as s:
             q = (
                 select(OutstandingRow)
                 .where(
                     OutstandingRow.state == OPEN,
-                    OutstandingRow.token.is_(None),
+                    OutstandingRow.kind == "query",
                     OutstandingRow.expires_at > now,
                     (OutstandingRow.device_id == device_id) | OutstandingRow.device_id.is_(None),
                 )
-                .order_by(OutstandingRow.id.desc())
+                .order_by(OutstandingRow.token.is_not(None), OutstandingRow.id.desc())
             )
             row = s.scalars(q).first()
             return _outstanding(row) if row else None

@@ -482,3 +482,26 @@ def test_all_data_items_requested(world: World) -> None:
     assert resp.attestation_payload is not None and resp.ext_list is None
     assert resp.tc_list is not None and [c.component_id for c in resp.tc_list] == [cid(1)]
     assert resp.suit_reports is not None and len(resp.suit_reports) == 1
+
+
+def test_tokenless_error_answers_the_request_it_could_not_verify(make_world: MakeWorld) -> None:
+    w = make_world(tam_attestation="none", tam_keys=("ed25519",))
+    out = w.agent.receive(w.tam.connect())
+    assert out is not None
+    err = payload_of(out)
+    assert (
+        isinstance(err, Error)
+        and err.token is None
+        and err.err_code == ErrorCode.ERR_UNSUPPORTED_CIPHER_SUITES
+    )
+    assert w.tam.receive(out) is None
+    assert [o.state for o in w.store.outstanding()] == ["answered"]
+    assert w.outcomes() == ["error:ERR_UNSUPPORTED_CIPHER_SUITES"]
+
+
+def test_renegotiation_is_bounded(world: World) -> None:
+    world.tam.connect()
+    err = seal(Error(err_code=ErrorCode.ERR_UNSUPPORTED_MSG_VERSION, versions=(0,)), world.state.key)
+    answers = [world.tam.receive(err) for _ in range(5)]
+    assert [a is not None for a in answers] == [True, True, True, False, False]
+    assert world.outcomes()[0] == "renegotiation-limit"
