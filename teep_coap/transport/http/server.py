@@ -186,6 +186,8 @@ class HttpTamServer:
             with contextlib.suppress(Exception):
                 await runner.cleanup()
 
+    close = stop  # the CoAP server's name for it
+
     async def __aenter__(self) -> HttpTamServer:
         await self.start()
         return self
