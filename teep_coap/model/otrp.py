@@ -47,6 +47,14 @@ class OtrpSecurityError(OtrpError):
     """Signature, decryption or certificate failure (the TEE answers ERR_REQUEST_INVALID / _NOT_TRUSTED)."""
 
 
+class OtrpUntrustedError(OtrpSecurityError):
+    """A certificate chain that does not reach a trust anchor (or is expired): ERR_TAM_NOT_TRUSTED."""
+
+
+class OtrpAlgorithmError(OtrpSecurityError):
+    """An algorithm outside the profile (JWS/COSE, content or key wrap): ERR_UNSUPPORTED_CRYPTO_ALG."""
+
+
 class OtrpProtocolError(OtrpError):
     """A well-formed message that does not fit the session (wrong rid, unexpected type, ...)."""
 

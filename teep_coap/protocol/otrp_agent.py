@@ -71,6 +71,7 @@ from teep_coap.security.otrp_pki import (
 )
 
 E = OtrpErrorCode
+MAX_SEEN = 256  # (rid, tid) pairs remembered per TAM against replays
 
 
 class _Fail(Exception):
@@ -168,7 +169,8 @@ class OtrpAgentEngine:
 
     def _new_spaik(self, spid: str) -> PrivateKey:
         key = self.keygen(self.config.spaik_type)
-        name = f"{self._fname(spid)}.pem"
+        old = self._state["spaik"].get(spid)
+        name = f"{self._fname(spid, os.urandom(8).hex())}.pem"
         pem = key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
@@ -176,6 +178,9 @@ class OtrpAgentEngine:
         path.write_bytes(pem)
         path.chmod(0o600)
         self._spaik_cache[name] = key
+        if old is not None:  # a renewed SP AIK replaces the old one
+            (self.state_dir / "spaik" / old["file"]).unlink(missing_ok=True)
+            self._spaik_cache.pop(old["file"], None)
         self._state["spaik"][spid] = {"file": name, "type": "RSA" if signature_alg(key) == "RS256" else "ECC"}
         return key
 
@@ -208,6 +213,9 @@ class OtrpAgentEngine:
             raise OtrpSecurityError("cannot tell which TAM signed the request")
         tam_key = cert_public_key(load_cert_der(tam_cert))
         tamid = common_name(load_cert_der(tam_cert))
+        if self._seen(tamid, msg.rid, msg.tid):
+            # "(rid, tid) must be unique" [draft]: a replayed command is refused, never re-applied
+            return self._fail(msg, tam_key, E.ERR_REQUEST_INVALID, "this (rid, tid) was already processed")
         if msg.ver != OTRP_VERSION:
             return self._fail(msg, tam_key, E.ERR_UNSUPPORTED_MSG_VERSION, f"version {msg.ver!r} is not 1.0")
         if isinstance(msg, GetDeviceStateRequest):
@@ -222,7 +230,7 @@ class OtrpAgentEngine:
                 raise _Fail(E.ERR_TAM_NOT_AUTHORIZED, "tamid is not the signer's identity")
             stored = self._state["dsihash"].get(tamid)
             dsihash = getattr(msg, "dsihash", None)
-            if dsihash is not None and stored is not None and base64.b64decode(stored) != dsihash:
+            if dsihash is not None and (stored is None or base64.b64decode(stored) != dsihash):
                 raise _Fail(E.ERR_DEV_STATE_MISMATCH, "dsihash is not the hash of the DSI last returned")
             handler = {
                 CreateSDRequest: self._create_sd,
@@ -242,6 +250,17 @@ class OtrpAgentEngine:
         if dsi is not None:
             self._remember_dsi(tamid, dsi)
         return self._respond(type(msg), msg.rid, msg.tid, tam_key, "pass", None, extra, dsi)
+
+    def _seen(self, tamid: str, rid: str, tid: str) -> bool:
+        """Remember the last `MAX_SEEN` (rid, tid) pairs of each TAM; True if this one is a repeat."""
+        seen: list[str] = self._state.setdefault("seen", {}).setdefault(tamid, [])
+        key = f"{tid}\0{rid}"
+        if key in seen:
+            return True
+        seen.append(key)
+        del seen[:-MAX_SEEN]
+        self._save()
+        return False
 
     # ------------------------------------------------------------------ answers
 

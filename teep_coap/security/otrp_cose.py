@@ -34,9 +34,11 @@ from teep_coap.model.otrp import (
     EncryptedTA,
     GetDeviceStateResponse,
     GetDeviceTEEStateResponse,
+    OtrpAlgorithmError,
     OtrpDecodeError,
     OtrpMessage,
     OtrpSecurityError,
+    OtrpUntrustedError,
 )
 from teep_coap.security.otrp_jose import Opened, Sealed, open_ta_parts, seal_ta_parts, ta_envelope
 from teep_coap.security.otrp_pki import (
@@ -128,7 +130,7 @@ def cose_decrypt(obj: object, key: PrivateKey | None, what: str) -> bytes:
     protected_raw, unprotected, ciphertext, recipients = body
     protected = _header_map(protected_raw, f"{what}.protected")
     if protected.get(HDR_ALG) != ALG_A128GCM:
-        raise OtrpSecurityError(f"{what}: content algorithm must be A128GCM (1)")
+        raise OtrpAlgorithmError(f"{what}: content algorithm must be A128GCM (1)")
     iv = unprotected.get(HDR_IV)
     if not isinstance(iv, bytes) or len(iv) != 12 or not isinstance(ciphertext, bytes):
         raise OtrpDecodeError(what, "needs a 12-byte iv (label 5) and a byte-string ciphertext")
@@ -225,7 +227,7 @@ def _sign1_parts(obj: object, what: str) -> tuple[bytes, str, tuple[bytes, ...]]
         raise OtrpDecodeError(what, "COSE_Sign1 elements have the wrong types")
     protected = _header_map(protected_raw, f"{what}.protected")
     if set(protected) != {HDR_ALG} or protected[HDR_ALG] not in COSE_SIG_NAMES:
-        raise OtrpSecurityError(f"{what}.protected: must carry only alg RS256 (-257) or ES256 (-7)")
+        raise OtrpAlgorithmError(f"{what}.protected: must carry only alg RS256 (-257) or ES256 (-7)")
     if HDR_ALG in unprotected:
         raise OtrpSecurityError(f"{what}: alg must be in the protected header")
     unknown = set(unprotected) - {HDR_X5CHAIN}
@@ -379,13 +381,13 @@ class CoseCodec:
                 keys = [cert_public_key(verify_chain(x5c, anchors))]
                 signer_cert = x5c[0]
             elif not keys:
-                raise OtrpSecurityError(f"{where}: x5chain present but no trust anchors to validate it")
+                raise OtrpUntrustedError(f"{where}: x5chain present but no trust anchors to validate it")
         elif not keys and cls is GetDeviceTEEStateResponse and edsi_label in body:
             plaintexts["edsi"] = cose_decrypt(body[edsi_label], decrypt_key, f"{cls.TBS_NAME}.edsi")
             doc_tree = otrp_cbor.labels_in(otrp_cbor.loads(plaintexts["edsi"], "edsi"), "edsi")
             doc = DsiDocument.from_tree(doc_tree, False, f"{cls.TBS_NAME}.edsi")
             if not anchors:
-                raise OtrpSecurityError(f"{where}: no trust anchors to validate the TEE certificate")
+                raise OtrpUntrustedError(f"{where}: no trust anchors to validate the TEE certificate")
             keys = [cert_public_key(verify_chain((doc.dsi.tee.cert, *doc.dsi.tee.cacert), anchors))]
             signer_cert = doc.dsi.tee.cert
         assert isinstance(obj, cbor2.CBORTag)
@@ -405,6 +407,9 @@ class CoseCodec:
         cls: type[OtrpMessage] | None = None
         try:
             kind, value = otrp_cbor.loads(data, "message")
+            if kind == otrp_cbor.TYPE_BROKER_ERROR:  # unsigned: rid/tid in clear
+                rid, tid = value.get(otrp_cbor.LABELS["rid"], ""), value.get(otrp_cbor.LABELS["tid"], "")
+                return None, rid if isinstance(rid, str) else "", tid if isinstance(tid, str) else ""
             cls = otrp_cbor.TYPE_TO_CLASS.get(kind)
             item = otrp_cbor.loads(value.value[2], "payload")
             rid, tid = item[1].get(otrp_cbor.LABELS["rid"], ""), item[1].get(otrp_cbor.LABELS["tid"], "")

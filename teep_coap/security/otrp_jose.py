@@ -37,9 +37,11 @@ from teep_coap.model.otrp import (
     EncryptedTA,
     GetDeviceStateResponse,
     GetDeviceTEEStateResponse,
+    OtrpAlgorithmError,
     OtrpDecodeError,
     OtrpMessage,
     OtrpSecurityError,
+    OtrpUntrustedError,
     b64decode_any,
     parse_broker_error,
 )
@@ -243,7 +245,7 @@ def parse_flattened_jws(obj: object, what: str) -> JwsParts:
     payload = b64decode_any(obj["payload"], f"{what}.payload")
     protected = otrp_json.loads(b64decode_any(obj["protected"], f"{what}.protected"), f"{what}.protected")
     if not isinstance(protected, Mapping) or set(protected) != {"alg"} or protected["alg"] not in JWS_ALGS:
-        raise OtrpSecurityError(
+        raise OtrpAlgorithmError(
             f"{what}.protected: must carry only alg RS256 or ES256, got {protected!r:.60}"
         )
     x5c: tuple[bytes, ...] = ()
@@ -466,14 +468,14 @@ class JoseCodec:
                 keys = [cert_public_key(verify_chain(parts.x5c, anchors))]
                 signer_cert = parts.x5c[0]
             elif not keys:
-                raise OtrpSecurityError(f"{where}: x5c present but no trust anchors to validate it")
+                raise OtrpUntrustedError(f"{where}: x5c present but no trust anchors to validate it")
         elif not keys and cls is GetDeviceTEEStateResponse and "edsi" in body:
             # the TEE's certificate travels inside its encrypted DSI: decrypt first, then verify
             plaintexts["edsi"] = jwe_decrypt(body["edsi"], decrypt_key, f"{tbs_name}.edsi")
             doc = DsiDocument.from_tree(otrp_json.loads(plaintexts["edsi"], "edsi"), True, f"{tbs_name}.edsi")
             chain = (doc.dsi.tee.cert, *doc.dsi.tee.cacert)
             if not anchors:
-                raise OtrpSecurityError(f"{where}: no trust anchors to validate the TEE certificate")
+                raise OtrpUntrustedError(f"{where}: no trust anchors to validate the TEE certificate")
             keys = [cert_public_key(verify_chain(chain, anchors))]
             signer_cert = doc.dsi.tee.cert
         used = jws_verify(parts, keys, where)
@@ -493,6 +495,9 @@ class JoseCodec:
         try:
             tree = otrp_json.loads(data, "message")
             ((outer, value),) = tree.items()
+            if outer == BrokerError.OUTER_NAME:  # unsigned: rid/tid in clear
+                rid, tid = value.get("rid", ""), value.get("tid", "")
+                return None, rid if isinstance(rid, str) else "", tid if isinstance(tid, str) else ""
             cls = BY_OUTER_NAME.get(outer)
             assert cls is not None
             body = otrp_json.loads(b64decode_any(value["payload"], "payload"))[cls.TBS_NAME]

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from teep_coap.model.otrp import OtrpSecurityError
+from teep_coap.model.otrp import OtrpSecurityError, OtrpUntrustedError
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
@@ -184,15 +184,15 @@ def verify_chain(
     """Leaf of `chain_der` if each certificate is issued by the next and the last one is issued by (or
     is) a trust anchor, all valid at `now`. Raises `OtrpSecurityError` otherwise."""
     if not chain_der:
-        raise OtrpSecurityError("empty certificate chain")
+        raise OtrpUntrustedError("empty certificate chain")
     if len(chain_der) > 8:
-        raise OtrpSecurityError("certificate chain longer than 8")
+        raise OtrpUntrustedError("certificate chain longer than 8")
     when = now or datetime.datetime.now(datetime.UTC)
     certs = [load_cert_der(d, f"x5c[{i}]") for i, d in enumerate(chain_der)]
     anchor_ders = {a.public_bytes(serialization.Encoding.DER) for a in anchors}
     for i, cert in enumerate(certs):
         if not cert.not_valid_before_utc <= when <= cert.not_valid_after_utc:
-            raise OtrpSecurityError(f"x5c[{i}] ({common_name(cert)!r}) is not valid now")
+            raise OtrpUntrustedError(f"x5c[{i}] ({common_name(cert)!r}) is not valid now")
     for i, cert in enumerate(certs):
         if cert.public_bytes(serialization.Encoding.DER) in anchor_ders:
             return certs[0]
@@ -203,12 +203,12 @@ def verify_chain(
             issuers[0].public_key()
             cert.verify_directly_issued_by(issuers[0])
         except (InvalidSignature, ValueError, TypeError) as exc:
-            raise OtrpSecurityError(
+            raise OtrpUntrustedError(
                 f"x5c[{i}] is not issued by its successor: {exc or 'bad signature'}"
             ) from None
         if i + 1 >= len(certs):
             return certs[0]
-    raise OtrpSecurityError(f"chain of {common_name(certs[0])!r} does not end at a trusted anchor")
+    raise OtrpUntrustedError(f"chain of {common_name(certs[0])!r} does not end at a trusted anchor")
 
 
 @dataclass(frozen=True)

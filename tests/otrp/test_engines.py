@@ -151,10 +151,12 @@ class _Tam:
         ).msg
 
     def gds(self) -> object:
-        return self.send(GetDeviceStateRequest(rid="g", tid="t")).tees[0]  # type: ignore[attr-defined]
+        self.n = getattr(self, "n", 0) + 1
+        return self.send(GetDeviceStateRequest(rid=f"g{self.n}", tid="t")).tees[0]  # type: ignore[attr-defined]
 
     def head(self, **kw: object) -> dict[str, object]:
-        return {"rid": "r", "tid": "t", "tee": "Primary TEE", "nextdsi": False, **kw}
+        self.n = getattr(self, "n", 0) + 1
+        return {"rid": f"r{self.n}", "tid": "t", "tee": "Primary TEE", "nextdsi": False, **kw}
 
     def create(self, sdname: str = SD, **kw: object) -> object:
         content = CreateSDContent(
@@ -256,7 +258,7 @@ def test_untrusted_tam_and_unsupported_alg(tam: _Tam, other_pki: OtrpPki) -> Non
     msg = tam.codec.open(answer, None, verify_keys=[tam.pki.tee.public_key]).msg
     assert msg.tees[0].status == "fail"  # type: ignore[union-attr]
     assert msg.tees[0].reason.error_code is OtrpErrorCode.ERR_TAM_NOT_TRUSTED  # type: ignore[union-attr]
-    only_es = tam.send(GetDeviceStateRequest(rid="g", tid="t", supportedsigalgs=("ES256",)))
+    only_es = tam.send(GetDeviceStateRequest(rid="g-es", tid="t", supportedsigalgs=("ES256",)))
     tee = only_es.tees[0]  # type: ignore[attr-defined]
     assert tee.reason.error_code is OtrpErrorCode.ERR_UNSUPPORTED_CRYPTO_ALG and tee.supportedsigalgs == (
         "RS256",
@@ -288,3 +290,74 @@ def test_tam_rejects_wrong_rid_and_unknown_session(rsa_pki: OtrpPki, tmp_path: P
     assert "GetDeviceStateRequest" in tree
     assert tam_engine.receive(answer) is not None  # the right engine carries on
     assert otrp_json.loads(first)  # still valid JSON
+
+
+def test_replayed_command_is_refused_not_reapplied(tam: _Tam) -> None:
+    content = DeleteSDContent(tamid=tam.tamid, sdname=SD, deleteta=True)
+    tam.create()
+    request = DeleteSDRequest(**tam.head(), content=content)  # type: ignore[arg-type]
+    wire = tam.codec.seal(request, tam.pki.tam, tam.pki.tee.public_key, tam.pki.tam.chain_der).wire
+    first = tam.agent.receive(wire)
+    assert first is not None
+    tam.create()  # the SD exists again; a replay of the captured DeleteSD must not remove it
+    again = tam.agent.receive(wire)
+    assert again is not None
+    msg = tam.codec.open(again, tam.pki.tam.private_key, verify_keys=[tam.pki.tee.public_key]).msg
+    assert _code(msg) is OtrpErrorCode.ERR_REQUEST_INVALID
+    assert SD in tam.agent.installed()
+
+
+def test_stale_dsihash_before_any_dsi(rsa_pki: OtrpPki, tmp_path: Path) -> None:
+    agent = OtrpAgentEngine(OtrpAgentConfig(identity=rsa_pki.tee, tam_anchors=(rsa_pki.root.cert,)), tmp_path)
+    t = _Tam("json", rsa_pki, agent)
+    # a dsihash although this TEE never returned a DSI to this TAM: stale by definition
+    assert _code(t.create(dsihash=b"\x01" * 32)) is OtrpErrorCode.ERR_DEV_STATE_MISMATCH
+
+
+def test_update_sd(tam: _Tam) -> None:
+    from teep_coap.model.otrp import SDChanges, UpdateSDContent, UpdateSDRequest
+
+    tam.create()
+    tam.create(sdname="other.sd")
+    old_keys = set((tam.agent.state_dir / "spaik").iterdir())
+
+    def update(**changes: object) -> object:
+        content = UpdateSDContent(tamid=tam.tamid, spid="sp.example", sdname=SD, changes=SDChanges(**changes))  # type: ignore[arg-type]
+        return tam.send(UpdateSDRequest(**tam.head(), content=content))  # type: ignore[arg-type]
+
+    assert _code(update(newsdname="other.sd")) is OtrpErrorCode.ERR_SDNAME_ALREADY_USED
+    renewed = update(renewteespaik=True, spcert=(tam.pki.sp.cert_der,))
+    assert renewed.status == "pass"  # type: ignore[attr-defined]
+    assert renewed.content.teespaik is not None and renewed.content.teespaiktype == "RSA"  # type: ignore[attr-defined]
+    new_keys = set((tam.agent.state_dir / "spaik").iterdir())
+    assert len(new_keys) == 1 and new_keys != old_keys  # the old SP AIK file is gone
+    bad = update(spcert=(b"junk",))
+    assert _code(bad) is OtrpErrorCode.ERR_SPCERT_INVALID
+
+
+def test_update_sd_rename_keeps_tas(rsa_pki: OtrpPki, tmp_path: Path) -> None:
+    from teep_coap.model.otrp import SDChanges, UpdateSDContent, UpdateSDRequest
+
+    tam_engine, agent = make_engines("cbor", rsa_pki, tmp_path, _policy(rsa_pki, b"bin"))
+    run_session(tam_engine, agent)
+    t = _Tam("cbor", rsa_pki, agent)
+    t.gds()
+    content = UpdateSDContent(
+        tamid=t.tamid, spid="sp.example", sdname=SD, changes=SDChanges(newsdname="renamed")
+    )
+    assert t.send(UpdateSDRequest(**t.head(), content=content)).status == "pass"  # type: ignore[arg-type, attr-defined]
+    assert agent.installed() == {"renamed": {TA: b"bin"}}
+
+
+def test_tam_ends_session_on_broker_error(rsa_pki: OtrpPki, tmp_path: Path) -> None:
+    tam_engine, agent = make_engines("json", rsa_pki, tmp_path, _policy(rsa_pki, b"x"))
+    answer = agent.receive(tam_engine.connect())
+    assert answer is not None
+    create = tam_engine.receive(answer)
+    assert create is not None
+    agent.config.tee_name = "Another TEE"  # the Broker now fronts a different TEE
+    broker_error = agent.receive(create)
+    assert broker_error is not None and b"OTrPBrokerError" in broker_error
+    assert tam_engine.receive(broker_error) is None
+    last = tam_engine.results()[-1]
+    assert (last.command, last.status, last.error_code) == ("CreateSD", "fail", "ERR_AGENT_TEE_UNKNOWN")
