@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import re
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -84,8 +85,13 @@ _LEADS_SMALL = (b"\xd8", b"\xd9", b"\xda", b"\xdb")
 _LEADS_LARGE = (b"\xc4", b"\xc5", *_LEADS_SMALL)
 
 
+_ANY_SMALL_LEAD = re.compile(rb"[\xd8-\xdb]").search  # one C call for the common, clean case
+
+
 def _may_hold_costly_tag(data: bytes) -> bool:
     large = len(data) > COSTLY_ONLY_ABOVE
+    if not large and _ANY_SMALL_LEAD(data) is None:
+        return False
     find = data.find
     for lead in _LEADS_LARGE if large else _LEADS_SMALL:
         i = find(lead)
@@ -187,6 +193,9 @@ class _Encoders(threading.local):
 
 
 _ENCODERS = _Encoders()
+_cbor2_loads = cbor2.loads
+_CBOR2_DEPTH = 399  # cbor2.loads refuses more than 400 levels, counting leaves as one
+_SHAPE_DEPTH = 6  # deepest container of a known field: tc-list -> claims -> component-id = level 5
 
 
 def _dumps(obj: Any) -> bytes:
@@ -265,9 +274,10 @@ def decode(
 
     Raises a `TeepDecodeError` subclass naming what is wrong and where, for any input.
     """
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise NotCbor(f"input must be bytes, got {type(data).__name__}")
-    data = bytes(data)
+    if type(data) is not bytes:
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise NotCbor(f"input must be bytes, got {type(data).__name__}")
+        data = bytes(data)
     size = len(data)
     if size > max_size:
         raise TooLarge(f"message is {size} bytes, over the limit of {max_size}")
@@ -275,11 +285,28 @@ def decode(
         raise NotCbor("empty input: expected a CBOR array")
     if _may_hold_costly_tag(data):
         scan(data, max_depth)
-    obj = _loads(data, max_depth)
+    try:
+        # cbor2's own limit (400) bounds its recursion; below it, our checks bound the depth: the
+        # fixed-shape fields nest at most _SHAPE_DEPTH levels and `check_any` counts the rest.
+        if _SHAPE_DEPTH <= max_depth < _CBOR2_DEPTH:
+            obj = _cbor2_loads(data)
+        else:
+            obj = _cbor2_loads(data, max_depth=max_depth + 1)
+    except Exception:
+        obj = _loads(data, max_depth)  # again, to turn the failure into the precise error
     msg, has_float = _message_from_obj(obj, max_depth)
     try:
-        again = encode(msg) if has_float else _dumps(obj)
+        if has_float:
+            again = encode(msg)
+        else:  # _dumps, inlined: this is the hot path
+            local = _ENCODERS
+            fp = local.fp
+            fp.seek(0)
+            fp.truncate()
+            local.encoder.encode(obj)
+            again = fp.getvalue()
     except (TeepEncodeError, ValueError, TypeError) as exc:  # safety net: decode stays total
+        _ENCODERS.__init__()  # type: ignore[misc]  # a failed encode may leave the encoder dirty
         raise UnsupportedValue(f"decoded message cannot be re-encoded: {exc}") from None
     if again != data:
         scan(data, max_depth)

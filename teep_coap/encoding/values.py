@@ -285,6 +285,78 @@ def _list_of(item: Callable[[Any, int, int], Any]) -> Callable[[Any, int, int], 
     return check
 
 
+# Fast paths for the lists every message carries: one loop with inline type checks, no call per
+# item; on the first anomaly they fall back to the generic checker, which names the item and problem.
+_I_MIN, _I_MAX = INT64_MIN, UINT64_MAX
+
+
+def _fast_list(
+    fast: Callable[[list[Any] | tuple[Any, ...]], tuple[Any, ...] | None],
+    slow: Callable[[Any, int, int], tuple[Any, ...]],
+) -> Callable[[Any, int, int], tuple[Any, ...]]:
+    def check(value: Any, depth: int, max_depth: int) -> tuple[Any, ...]:
+        if (type(value) is list or type(value) is tuple) and value:
+            result = fast(value)
+            if result is not None:
+                return result
+        return slow(value, depth, max_depth)
+
+    return check
+
+
+def _fast_profiles(value: list[Any] | tuple[Any, ...]) -> tuple[Any, ...] | None:
+    out = []
+    for p in value:
+        if (type(p) is not list and type(p) is not tuple) or len(p) != 4:
+            return None
+        a, b, c, d = p
+        if not (type(a) is int and type(b) is int and type(c) is int and type(d) is int):
+            return None
+        if not (
+            _I_MIN <= a <= _I_MAX
+            and _I_MIN <= b <= _I_MAX
+            and _I_MIN <= c <= _I_MAX
+            and _I_MIN <= d <= _I_MAX
+        ):
+            return None
+        out.append((a, b, c, d))
+    return tuple(out)
+
+
+def _fast_suites(value: list[Any] | tuple[Any, ...]) -> tuple[Any, ...] | None:
+    out = []
+    for suite in value:
+        if (type(suite) is not list and type(suite) is not tuple) or not suite:
+            return None
+        ops = []
+        for op in suite:
+            if (type(op) is not list and type(op) is not tuple) or len(op) != 2:
+                return None
+            typ, alg = op
+            if not (type(typ) is int and type(alg) is int and 0 <= typ <= _I_MAX and _I_MIN <= alg <= _I_MAX):
+                return None
+            ops.append((typ, alg))
+        out.append(tuple(ops))
+    return tuple(out)
+
+
+def _fast_uints(limit: int) -> Callable[[list[Any] | tuple[Any, ...]], tuple[Any, ...] | None]:
+    def fast(value: list[Any] | tuple[Any, ...]) -> tuple[Any, ...] | None:
+        for v in value:
+            if type(v) is not int or not 0 <= v <= limit:
+                return None
+        return tuple(value)
+
+    return fast
+
+
+def _fast_bstrs(value: list[Any] | tuple[Any, ...]) -> tuple[Any, ...] | None:
+    for v in value:
+        if type(v) is not bytes:
+            return None
+    return tuple(value)
+
+
 def _op(value: Any) -> tuple[int, int]:
     if (type(value) is not list and type(value) is not tuple) or len(value) != 2:
         raise Invalid(
@@ -439,11 +511,11 @@ CHECKERS: Mapping[str, Callable[[Any, int, int], Any]] = {
     "uint": _uint,
     "uint32": _uint32,
     "bool": _bool,
-    "uint_list": _list_of(_uint),
-    "uint32_list": _list_of(_uint32),
-    "bstr_list": _list_of(_bstr),
-    "suites": _list_of(_suite),
-    "profiles": _list_of(_profile),
+    "uint_list": _fast_list(_fast_uints(UINT64_MAX), _list_of(_uint)),
+    "uint32_list": _fast_list(_fast_uints(UINT32_MAX), _list_of(_uint32)),
+    "bstr_list": _fast_list(_fast_bstrs, _list_of(_bstr)),
+    "suites": _fast_list(_fast_suites, _list_of(_suite)),
+    "profiles": _fast_list(_fast_profiles, _list_of(_profile)),
     "compid": _compid,
     "compid_list": _list_of(_compid),
     "tc_list": _list_of(_claims),
