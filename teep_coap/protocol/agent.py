@@ -137,10 +137,12 @@ class AgentEngine:
 
         if not data:
             return self._error(ErrorCode.ERR_PERMANENT_ERROR, "empty message")
+        signer_kid: bytes | None = None
         if looks_like_cose(data):
             try:
                 opened = open_signed(data, self.state.trust, allowed_algs=self._accepted_algs())
                 msg: TeepMessage = opened.message
+                signer_kid = opened.key.kid
             except UnsupportedAlgorithm as exc:
                 return self._error(
                     ErrorCode.ERR_UNSUPPORTED_CIPHER_SUITES,
@@ -169,7 +171,7 @@ class AgentEngine:
             except TeepDecodeError as exc:
                 return self._error(ErrorCode.ERR_PERMANENT_ERROR, f"malformed TEEP message: {exc}")
         if isinstance(msg, QueryRequest):
-            return self._on_query_request(msg)
+            return self._on_query_request(msg, signer_kid)
         if isinstance(msg, Update):
             return self._on_update(msg)
         return self._error(
@@ -189,7 +191,7 @@ class AgentEngine:
 
     # ------------------------------------------------------------ QueryRequest
 
-    def _on_query_request(self, qr: QueryRequest) -> _Outcome:
+    def _on_query_request(self, qr: QueryRequest, signer_kid: bytes | None) -> _Outcome:
         cfg = self.state.config
         token = qr.token
         offered_versions = qr.versions if qr.versions is not None else (0,)
@@ -227,14 +229,16 @@ class AgentEngine:
                 token=token,
                 supported_suit_cose_profiles=cfg.suit_cose_profiles,
             )
-        if cfg.require_tam_attestation and not qr.attestation_payload:
-            return self._error(
-                ErrorCode.ERR_ATTESTATION_REQUIRED,
-                "this Agent requires TAM attestation",
-                token=token,
-                supported_freshness_mechanisms=cfg.freshness_mechanisms,
-                challenge=self.rng(16),
-            )
+        if cfg.require_tam_attestation:
+            problem = self._tam_attestation_problem(qr, signer_kid)
+            if problem is not None:
+                return self._error(
+                    ErrorCode.ERR_ATTESTATION_REQUIRED,
+                    problem,
+                    token=token,
+                    supported_freshness_mechanisms=cfg.freshness_mechanisms,
+                    challenge=self._new_tam_challenge(),
+                )
         payload = fmt = None
         if wants & DataItem.ATTESTATION:
             nonce = qr.challenge if qr.challenge is not None else qr.token
@@ -271,6 +275,42 @@ class AgentEngine:
             ext_list=None,  # no extensions are supported; the CDDL wants [+ ext-info], so it is left out
         )
         return _Outcome(resp, "QueryRequest answered")
+
+    def _new_tam_challenge(self) -> bytes:
+        """A challenge for the TAM's attestation, remembered (the last 8) to check the result later."""
+        challenge = self.rng(16)
+        kept = self.state.broker.tam_challenges
+        kept.append(challenge.hex())
+        del kept[:-8]
+        self.state.save_broker()
+        return challenge
+
+    def _tam_attestation_problem(self, qr: QueryRequest, signer_kid: bytes | None) -> str | None:
+        """Why the TAM's attestation is not acceptable, or None. Without trusted TAM Verifiers
+        (`tam-verifiers/` empty) only its presence is checked."""
+        if not qr.attestation_payload:
+            return "this Agent requires TAM attestation"
+        verifiers = self.state.tam_verifiers
+        if not len(verifiers):
+            return None
+        if signer_kid is None:
+            return "TAM attestation needs a signed QueryRequest"
+        nonce = att.peek_nonce(qr.attestation_payload)
+        if nonce is None or nonce.hex() not in self.state.broker.tam_challenges:
+            return "TAM attestation does not answer a challenge of this Agent"
+        try:
+            att.check_result(
+                qr.attestation_payload,
+                verifiers,
+                expected_kid=signer_kid,
+                expected_nonce=nonce,
+                now=self.clock(),
+            )
+        except att.AttestationError as exc:
+            return f"TAM {exc}"
+        self.state.broker.tam_challenges.remove(nonce.hex())
+        self.state.save_broker()
+        return None
 
     def _tc_list(self) -> tuple[SystemPropertyClaims, ...]:
         from teep_coap.security.suit.report import system_property_claims

@@ -6,6 +6,7 @@
     DIR/trust/            public keys of the TAMs this Agent obeys
     DIR/tc-signers/       public keys trusted to sign SUIT manifests (by default the TAM's key)
     DIR/verifier/         passport model only: the key of the (simulated, local) Verifier
+    DIR/tam-verifiers/    optional: Verifiers whose Attestation Results about the TAM are accepted
     DIR/components/       the ComponentStore (installed Trusted Components; atomic on disk)
     DIR/broker.json       RequestTA / UnrequestTA / policy-check bookkeeping
     DIR/last-reports.cbor SUIT reports of the last Update (sent when a QueryRequest asks for them)
@@ -154,6 +155,7 @@ class BrokerState:
     unrequested: dict[str, dict[str, Any]] = field(default_factory=dict)
     policy_queue: list[str] | None = None  # TAM URIs still to return in this policy-check round
     last_error: dict[str, float] = field(default_factory=dict)  # tam uri -> time of ProcessError
+    tam_challenges: list[str] = field(default_factory=list)  # hex challenges sent with Error 7
 
     def to_json(self) -> bytes:
         return json.dumps(
@@ -162,6 +164,7 @@ class BrokerState:
                 "unrequested": self.unrequested,
                 "policy_queue": self.policy_queue,
                 "last_error": self.last_error,
+                "tam_challenges": self.tam_challenges,
             },
             indent=1,
             sort_keys=True,
@@ -176,6 +179,7 @@ class BrokerState:
                 unrequested=dict(d.get("unrequested", {})),
                 policy_queue=d.get("policy_queue"),
                 last_error=dict(d.get("last_error", {})),
+                tam_challenges=[str(c) for c in d.get("tam_challenges", [])],
             )
         except (ValueError, TypeError, AttributeError) as exc:
             raise AgentStateError(f"{where} is damaged: {exc}") from exc
@@ -194,6 +198,7 @@ class AgentState:
     components: Any  # teep_coap.store.components.ComponentStore
     broker: BrokerState
     verifier_key: SigningKey | None = None
+    tam_verifiers: TrustStore = field(default_factory=TrustStore)
 
     # ---- creation and loading ----
 
@@ -265,6 +270,11 @@ class AgentState:
                 if (path / "verifier" / "private.pem").exists()
                 else None
             )
+            tam_verifiers = (
+                TrustStore.from_dir(path / "tam-verifiers")
+                if (path / "tam-verifiers").is_dir()
+                else TrustStore()
+            )
             broker_path = path / BROKER_FILE
             broker = (
                 BrokerState.from_json(broker_path.read_bytes(), str(broker_path))
@@ -289,6 +299,7 @@ class AgentState:
             components=ComponentStore(path / "components"),
             broker=broker,
             verifier_key=verifier,
+            tam_verifiers=tam_verifiers,
         )
 
     # ---- persistence of the mutable parts ----

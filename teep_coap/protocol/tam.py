@@ -99,6 +99,8 @@ class TamConfig:
     verifier_keys: tuple[VerifyingKey, ...] = ()  # passport: the Verifiers whose results we accept
     tam_attestation: bytes | None = None  # sent in a new QueryRequest after ERR_ATTESTATION_REQUIRED
     tam_attestation_format: str | None = None
+    # fresh TAM attestation for the Agent's challenge (e.g. a Verifier's result); preferred over the above
+    tam_attestation_provider: Callable[[bytes | None], bytes] | None = None
     token_with_attestation: bool = False  # the WG example sends token and challenge together
     strict_transport_identity: bool = False  # refuse devices without a registered transport identity
     policy: Policy | None = None
@@ -617,6 +619,12 @@ class TamEngine:
         code = msg.err_code
         neg = dict(device.negotiated)
         if code == ErrorCode.ERR_ATTESTATION_REQUIRED:
+            if cfg.tam_attestation_provider is not None:
+                try:
+                    return base, cfg.tam_attestation_provider(msg.challenge), None
+                except TeepCoapError as exc:
+                    log.warning("no TAM attestation for the Agent's challenge: %s", exc)
+                    return None
             if cfg.tam_attestation is None:
                 return None
             return base, cfg.tam_attestation, cfg.tam_attestation_format

@@ -338,7 +338,9 @@ def test_attestation_required(world: World) -> None:
     assert isinstance(resp, Error) and resp.err_code == ErrorCode.ERR_ATTESTATION_REQUIRED
     assert resp.token == b"\xa0" * 16 and resp.supported_freshness_mechanisms == (0,)
     assert resp.challenge is not None and len(resp.challenge) == 16
-    assert world.agent_state() == before
+    assert world.state.broker.tam_challenges == [resp.challenge.hex()]  # remembered, nothing else changed
+    assert world.installed() == {} and world.state.broker.requested == {}
+    assert before != world.agent_state()
 
 
 def test_tam_answers_attestation_required_with_its_attestation(make_world: MakeWorld) -> None:
@@ -505,3 +507,39 @@ def test_renegotiation_is_bounded(world: World) -> None:
     answers = [world.tam.receive(err) for _ in range(5)]
     assert [a is not None for a in answers] == [True, True, True, False, False]
     assert world.outcomes()[0] == "renegotiation-limit"
+
+
+def test_tam_attestation_appraised_with_the_agents_challenge(world: World) -> None:
+    """Error 7 carries a challenge; the TAM answers with a Verifier's result about its own key and that
+    nonce; the Agent checks it against its trusted TAM Verifiers and answers the QueryRequest."""
+    from teep_coap.security.eat import build_attestation_result
+    verifier = key("tam-verifier")
+    (world.state.root / "tam-verifiers").mkdir()
+    (world.state.root / "tam-verifiers" / "v.pem").write_bytes(verifier.public.to_pem())
+    from teep_coap.protocol.agent import AgentEngine
+    from teep_coap.protocol.agentstate import AgentState
+
+    state = AgentState.load(world.state.root)
+    state.config.require_tam_attestation = True
+    agent = AgentEngine(state, clock=world.clock, rng=world.rng)
+    calls: list[bytes | None] = []
+
+    def provider(nonce: bytes | None) -> bytes:
+        calls.append(nonce)
+        return build_attestation_result(
+            verifier, subject_kid=world.tam_es.kid, nonce=nonce, now=world.clock()
+        )
+
+    world.tam.config.tam_attestation_provider = provider
+    world.tam.config.keys = (world.tam_es,)  # COSE_Sign1 by the key the result names
+    err = agent.receive(world.tam.connect())
+    challenge = payload_of(err).challenge  # type: ignore[arg-type,union-attr]
+    qr2 = world.tam.receive(err)  # type: ignore[arg-type]
+    assert calls == [challenge] and qr2 is not None
+    resp = payload_of(agent.receive(qr2))  # type: ignore[arg-type]
+    assert isinstance(resp, QueryResponse)
+    assert state.broker.tam_challenges == []  # used up
+    # the same attestation again (replay) no longer answers a challenge
+    resp2 = payload_of(agent.receive(seal(payload_of(qr2), world.tam_es)))  # type: ignore[arg-type]
+    assert isinstance(resp2, Error) and resp2.err_code == ErrorCode.ERR_ATTESTATION_REQUIRED
+    assert resp2.err_msg == "TAM attestation does not answer a challenge of this Agent"
