@@ -223,3 +223,53 @@ def test_garbage_is_a_decode_error(encoding: str, rsa_pki: OtrpPki) -> None:
     for data in (b"", b"\xff\xfe", b"[]", b"{}", b'{"CreateSDRequest": 1}', b"\x82\x04\x01"):
         with pytest.raises(OtrpDecodeError):
             codec.open(data, rsa_pki.tee.private_key, anchors=[rsa_pki.root.cert])
+
+
+def test_jose_output_checked_by_hand_written_rfc7518_code(rsa_pki: OtrpPki) -> None:
+    """Independent of jwcrypto: verify the RS256 JWS and decrypt the RSA1_5 + A128CBC-HS256 JWE with
+    `cryptography` primitives following RFC 7515 §5.2 and RFC 7518 §4.2 / §5.2.2."""
+    import hashlib
+    import hmac
+
+    from cryptography.hazmat.primitives import hashes, padding
+    from cryptography.hazmat.primitives.asymmetric import padding as apad
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    def b64u(text: str) -> bytes:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+    msg = all_messages()[2]
+    wire = codec_for("json").seal(msg, rsa_pki.tam, rsa_pki.tee.public_key, rsa_pki.tam.chain_der).wire
+    jws = json.loads(wire)["CreateSDRequest"]
+    signing_input = f"{jws['protected']}.{jws['payload']}".encode()
+    rsa_pki.tam.public_key.verify(b64u(jws["signature"]), signing_input, apad.PKCS1v15(), hashes.SHA256())
+
+    jwe = json.loads(b64u(jws["payload"]))["CreateSDTBSRequest"]["content"]
+    cek = rsa_pki.tee.private_key.decrypt(b64u(jwe["recipients"][0]["encrypted_key"]), apad.PKCS1v15())
+    assert len(cek) == 32
+    mac_key, enc_key = cek[:16], cek[16:]
+    aad = jwe["protected"].encode("ascii")
+    iv, ciphertext, tag = b64u(jwe["iv"]), b64u(jwe["ciphertext"]), b64u(jwe["tag"])
+    al = (len(aad) * 8).to_bytes(8, "big")
+    expected = hmac.new(mac_key, aad + iv + ciphertext + al, hashlib.sha256).digest()[:16]
+    assert hmac.compare_digest(expected, tag)
+    dec = Cipher(algorithms.AES(enc_key), modes.CBC(iv)).decryptor()
+    unpad = padding.PKCS7(128).unpadder()
+    plaintext = unpad.update(dec.update(ciphertext) + dec.finalize()) + unpad.finalize()
+    assert json.loads(plaintext) == msg.to_tree(text=True)["content"]
+
+
+def test_cose_sign1_verifies_in_pycose(rsa_pki: OtrpPki, ec_pki: OtrpPki) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from pycose.keys import EC2Key, RSAKey
+    from pycose.messages import Sign1Message
+
+    for pki, key_cls in ((rsa_pki, RSAKey), (ec_pki, EC2Key)):
+        wire = codec_for("cbor").seal(all_messages()[0], pki.tam, None, pki.tam.chain_der).wire
+        _kind, sign1 = cbor2.loads(wire)
+        pem = pki.tam.public_key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        msg = Sign1Message.decode(cbor2.dumps(sign1))
+        msg.key = key_cls.from_pem_public_key(pem.decode())
+        assert msg.verify_signature()

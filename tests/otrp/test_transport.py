@@ -74,3 +74,46 @@ async def test_http_server_with_tam_handler(rsa_pki: OtrpPki, tmp_path: Path) ->
         await server.stop()
     assert [r.status for r in tam.results()] == ["pass"] * 4
     assert agent.installed() == {"sd.sp.example": {"sp.example.ta1": (b"TA" * 50)}}
+
+
+async def test_otrp_over_http_00_rules_on_the_wire(rsa_pki: OtrpPki, tmp_path: Path) -> None:
+    """OTRP.md §9 with a plain aiohttp client: empty POST with Accept starts, 200 + application/otrp+json
+    and the security headers, the device's messages with Content-Type, 204 without body at the end,
+    415 for a wrong Content-Type."""
+    import aiohttp
+
+    from teep_coap.transport.http.stack import make_http_server
+
+    profile = load_profile("otrp-json-http")
+    tam, agent = make_engines("json", rsa_pki, tmp_path / "agent", reference_policy(rsa_pki, 10))
+    server = make_http_server(profile, tam_handler(tam))
+    port = await server.start()
+    url = f"http://127.0.0.1:{port}/tam"
+    media = "application/otrp+json"
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+            async with http.post(url, headers={"Accept": media, "Content-Length": "0"}) as resp:
+                assert resp.status == 200
+                assert resp.headers["Content-Type"].split(";")[0] == media
+                assert resp.headers["X-Content-Type-Options"] == "nosniff"
+                assert resp.headers["Content-Security-Policy"] == "default-src 'none'"
+                assert resp.headers["Referrer-Policy"] == "no-referrer"
+                body = await resp.read()
+            assert b"GetDeviceStateRequest" in body
+            async with http.post(
+                url, data=b"{}", headers={"Accept": media, "Content-Type": "text/plain"}
+            ) as resp:
+                assert resp.status == 415
+            status = 200
+            while status == 200:
+                answer = agent.receive(body)
+                assert answer is not None
+                async with http.post(
+                    url, data=answer, headers={"Accept": media, "Content-Type": media}
+                ) as resp:
+                    status = resp.status
+                    body = await resp.read()
+            assert status == 204 and body == b""
+    finally:
+        await server.stop()
+    assert agent.installed() == {"sd.sp.example": {"sp.example.ta1": b"TATATATATA"}}
