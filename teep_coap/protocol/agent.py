@@ -41,6 +41,7 @@ from teep_coap.model.teep import (
 )
 from teep_coap.protocol import attestation as att
 from teep_coap.protocol.agentstate import AgentState
+from teep_coap.protocol.errors import ConfigError
 from teep_coap.protocol.wire import looks_like_cose, open_signed, seal
 
 log = logging.getLogger("teep_coap.protocol.agent")
@@ -437,7 +438,7 @@ class AgentEngine:
         if self._installed(component_id):
             return None
         if uri is None:
-            raise ValueError("no TAM URI given and none configured")
+            raise ConfigError("no TAM URI given and none configured (agent.toml tam-uri)")
         key = _cid_key(component_id)
         self.state.broker.requested[key] = {
             "cid": [p.hex() for p in component_id],
@@ -457,7 +458,7 @@ class AgentEngine:
             self.state.save_broker()
             return None
         if uri is None:
-            raise ValueError("no TAM URI given and none configured")
+            raise ConfigError("no TAM URI given and none configured (agent.toml tam-uri)")
         self.state.broker.unrequested[key] = {"cid": [p.hex() for p in component_id], "tam": uri}
         self.state.save_broker()
         return uri

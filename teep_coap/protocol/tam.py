@@ -429,7 +429,7 @@ class TamEngine:
                 claims = self._appraise(msg, device, row, req)
             except att.AttestationError as exc:
                 return refuse(ErrorCode.ERR_ATTESTATION_REQUIRED, str(exc))
-        self._record_report(sid, device, msg, claims)
+        self._record_report(sid, device, msg, claims, bool(req.data_items & DataItem.TRUSTED_COMPONENTS))
         plan_install, plan_remove = self._plan(device)
         if not plan_install and not plan_remove:
             self.store.end_session(sid, now, "up-to-date")
@@ -491,10 +491,14 @@ class TamEngine:
         )
 
     def _record_report(
-        self, sid: int, device: Device, msg: QueryResponse, claims: dict[str, Any] | None
+        self, sid: int, device: Device, msg: QueryResponse, claims: dict[str, Any] | None, asked_tcs: bool
     ) -> None:
+        """Store what the device reported. Its installed set is replaced only when the request asked
+        for trusted components (otherwise an absent tc-list says nothing)."""
         now = self.clock()
-        installed: dict[ComponentId, int | None] = {tuple(c.component_id): None for c in msg.tc_list or ()}
+        installed: dict[ComponentId, int | None] | None = (
+            {tuple(c.component_id): None for c in msg.tc_list or ()} if asked_tcs else None
+        )
         wanted = {tuple(r.component_id): r.tc_manifest_sequence_number for r in msg.requested_tc_list or ()}
         unneeded = [tuple(c) for c in msg.unneeded_manifest_list or ()]
         self.store.set_device_components(

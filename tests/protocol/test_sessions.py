@@ -319,3 +319,26 @@ def test_bad_policies_are_typed_errors(tmp_path: object) -> None:
             Policy.load(p)
     with pytest.raises(ConfigError, match="cannot read policy"):
         Policy.load(folder / "missing.toml")
+
+
+def test_query_without_trusted_components_bit_keeps_installed_set(make_world: MakeWorld) -> None:
+    """When the TAM does not ask for tc-list, the absence of one must not look like "nothing installed"."""
+    from teep_coap.model.codes import DataItem
+
+    w = make_world()
+    w.publish(1, seq=1)
+    w.session()
+    w.tam.config.data_items = int(DataItem.ATTESTATION)
+    s = w.session()
+    assert s.rounds == 2  # no re-install of what the device has
+    assert w.tam_installed() == {cid(1): 1}
+
+
+def test_request_ta_without_uri_is_a_typed_error(world: World) -> None:
+    import pytest
+
+    from teep_coap.protocol.errors import ConfigError
+
+    world.state.config.tam_uri = None
+    with pytest.raises(ConfigError, match="no TAM URI"):
+        world.agent.request_ta(cid(4))

@@ -513,6 +513,7 @@ def test_tam_attestation_appraised_with_the_agents_challenge(world: World) -> No
     """Error 7 carries a challenge; the TAM answers with a Verifier's result about its own key and that
     nonce; the Agent checks it against its trusted TAM Verifiers and answers the QueryRequest."""
     from teep_coap.security.eat import build_attestation_result
+
     verifier = key("tam-verifier")
     (world.state.root / "tam-verifiers").mkdir()
     (world.state.root / "tam-verifiers" / "v.pem").write_bytes(verifier.public.to_pem())
