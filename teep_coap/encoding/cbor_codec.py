@@ -15,7 +15,6 @@ message's `label_order` when it has one (decoded messages do), then unknown labe
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import re
 import threading
@@ -26,6 +25,7 @@ import cbor2
 from cbor2 import CBORDecodeError, CBORTag, FrozenDict
 
 from teep_coap.encoding.errors import (
+    MissingMember,
     MissingPositional,
     NotAnArray,
     NotCbor,
@@ -47,7 +47,7 @@ from teep_coap.encoding.fields import (
     label_name,
 )
 from teep_coap.encoding.scanner import scan
-from teep_coap.encoding.values import CHECKERS, Invalid, check_any, type_name
+from teep_coap.encoding.values import CHECKERS, Invalid, check_any, fast_builder, type_name
 from teep_coap.model.codes import MessageType
 from teep_coap.model.teep import RequestedTcInfo, SystemPropertyClaims, TeepMessage
 
@@ -114,32 +114,7 @@ _POSITIONAL: dict[int, tuple[tuple[str, Callable[[Any, int, int], Any], str], ..
 _ATTR_ORDER: dict[int, tuple[tuple[int, str, str], ...]] = {int(t): s for t, s in OPTION_FIELDS.items()}
 
 
-def _builder(cls: type[TeepMessage]) -> Callable[[dict[str, Any]], TeepMessage]:
-    """A fast constructor for decoded messages: the values are already checked, so the frozen
-    dataclass `__init__` (one `object.__setattr__` per field) is skipped and the instance dict is
-    filled at once. Falls back to the real constructor if the model ever gains slots or __post_init__.
-    """
-    fields = dataclasses.fields(cls)
-    if hasattr(cls, "__slots__") or hasattr(cls, "__post_init__"):
-        return lambda kwargs: cls(**kwargs)
-    defaults = {f.name: f.default for f in fields if f.default is not dataclasses.MISSING}
-    factories = [(f.name, f.default_factory) for f in fields if f.default_factory is not dataclasses.MISSING]
-    new = object.__new__
-
-    def build(kwargs: dict[str, Any]) -> TeepMessage:
-        inst = new(cls)
-        d = inst.__dict__
-        d.update(defaults)
-        for name, factory in factories:
-            if name not in kwargs:
-                d[name] = factory()
-        d.update(kwargs)
-        return inst
-
-    return build
-
-
-_BUILDERS = {t: _builder(cls) for t, cls in MESSAGE_CLASS.items()}
+_BUILDERS = {t: fast_builder(cls) for t, cls in MESSAGE_CLASS.items()}
 # per wire type: (CDDL name, label -> (attribute, checker, may hold floats), positional, builder)
 _TYPE_INFO: dict[
     int,
@@ -523,12 +498,23 @@ def _ordered(items: Mapping[int, Any], order: tuple[int, ...] | None) -> dict[in
 
 def _claims_out(claims: SystemPropertyClaims, index: int) -> dict[int, Any]:
     try:
-        checked = CHECKERS["tc_list"]((claims,), 3, DEFAULT_MAX_DEPTH)[0]
+        items: dict[int, Any] = {
+            SYSTEM_COMPONENT_ID: CHECKERS["compid"](claims.component_id, 5, DEFAULT_MAX_DEPTH)
+        }
+        params = claims.parameters
+        if not params:
+            raise Invalid(
+                MissingMember, "system-property-claims needs at least one SUIT parameter besides label 0"
+            )
+        for k, v in params.items():
+            if type(k) is not int or k == SYSTEM_COMPONENT_ID:
+                raise Invalid(WrongType, f"parameter label {value_repr(k)} must be a non-zero integer")
+            try:
+                items[k] = _generic_out(v, 5)
+            except Invalid as exc:
+                raise exc.within(f"label {k}") from None
     except Invalid as exc:
         raise exc.within(f"item {index}") from None
-    items: dict[int, Any] = {SYSTEM_COMPONENT_ID: checked.component_id}
-    for k, v in checked.parameters.items():
-        items[k] = _generic_out(v, 5)
     return _ordered(items, claims.label_order)
 
 

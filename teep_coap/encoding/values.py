@@ -8,8 +8,9 @@ location; the caller adds where (message, label, element) and turns it into its 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import cbor2
 from cbor2 import CBORSimpleValue, CBORTag, FrozenDict, undefined
@@ -34,6 +35,33 @@ from teep_coap.encoding.fields import (
 )
 from teep_coap.encoding.scanner import REFUSED_TAGS
 from teep_coap.model.teep import RequestedTcInfo, SystemPropertyClaims
+
+_T = TypeVar("_T")
+
+
+def fast_builder(cls: type[_T]) -> Callable[[dict[str, Any]], _T]:
+    """A fast constructor for checked values: the frozen dataclass `__init__` (one
+    `object.__setattr__` per field) is skipped and the instance dict is filled at once. Falls back to
+    the real constructor if the model ever gains slots or a `__post_init__`.
+    """
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    if hasattr(cls, "__slots__") or hasattr(cls, "__post_init__"):
+        return lambda kwargs: cls(**kwargs)
+    defaults = {f.name: f.default for f in fields if f.default is not dataclasses.MISSING}
+    factories = [(f.name, f.default_factory) for f in fields if f.default_factory is not dataclasses.MISSING]
+    new = object.__new__
+
+    def build(kwargs: dict[str, Any]) -> _T:
+        inst = new(cls)
+        d = inst.__dict__
+        d.update(defaults)
+        for name, factory in factories:
+            if name not in kwargs:
+                d[name] = factory()
+        d.update(kwargs)
+        return inst
+
+    return build
 
 
 class Invalid(Exception):
@@ -458,7 +486,7 @@ def _claims(value: Any, depth: int, max_depth: int) -> SystemPropertyClaims:
         )
     if order is None and not isinstance(value, SystemPropertyClaims):
         order = tuple(items)
-    return SystemPropertyClaims(component_id=compid, parameters=params, label_order=order)
+    return _build_claims({"component_id": compid, "parameters": params, "label_order": order})
 
 
 def _rtc(value: Any, depth: int, max_depth: int) -> RequestedTcInfo:
@@ -493,13 +521,18 @@ def _rtc(value: Any, depth: int, max_depth: int) -> RequestedTcInfo:
             raise exc.within(f"label {label_name(k)}") from None
     if "component_id" not in kwargs:
         raise Invalid(MissingMember, "requested-tc-info has no label 16 (component-id)")
-    return RequestedTcInfo(**kwargs, extensions=ext, label_order=order)
+    kwargs["extensions"] = ext
+    kwargs["label_order"] = order
+    return _build_rtc(kwargs)
 
 
 def _any(value: Any, depth: int, max_depth: int) -> Any:
     check_any(value, depth, max_depth)
     return value
 
+
+_build_claims = fast_builder(SystemPropertyClaims)
+_build_rtc = fast_builder(RequestedTcInfo)
 
 CHECKERS: Mapping[str, Callable[[Any, int, int], Any]] = {
     "token": _sized_bstr("token"),
