@@ -116,3 +116,43 @@ def test_libteep_sign1_success() -> None:
     # legacy ES256 refused when the caller allows only the current ids
     with pytest.raises(UnsupportedAlgorithm):
         verify(data, AGENT_ES256, allowed_algs={-9, -19})
+
+
+# An EAT (RFC 9711 constrained-device profile, not TEEP's) from the same author's Veraison notes:
+# COSE_Sign1 ES256 without kid, by an attestation key; cnf carries the Agent's COSE_Key and its kid.
+THIRD_PARTY_EAT_CLAIMS = bytes.fromhex(
+    "a708a201a4010220012158205886cd61dd875862e5aaa820e7a15274c968a9bc96048ddcace32f50c3651ba3225820"
+    "9eed8125e932cd60c0ead3650d0a485cf726d378d1b016ed4298b2961e258f1b035820e96788b10b1610abe478f9ce"
+    "8dcfe2304c0911dd8cfeadde25ec30ccb5a7b5af0a49948f8860d13a463e8e190100500198f50a4ff6c05861c8860d"
+    "13a638ea1901024389482319010350549dcecc8b987c737b44e40f7c635ce81901048265312e332e34011901097475"
+    "726e3a696574663a7266633a72666339373131"
+)
+THIRD_PARTY_EAT_SIG = bytes.fromhex(
+    "316C3C092BEDF27520CBAD7791E13C6F5F5D94CDB997C3EA3A90F1FBAABA8FE3"
+    "B930D8D4B6B4434AF577A75A128806FAC94F0054D9AB6F5629E261F6A75CEF6F"
+)
+ATTESTATION_KEY_PEM = (
+    b"-----BEGIN PUBLIC KEY-----\n"
+    b"MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEMKBCTNIcKUSDii11ySs3526iDZ8A\n"
+    b"iTo7Tu6KPAqv7D7gS2XpJFbZiItSs3m9+9Ue6GnvHw/GW2ZZaVtszggXIw==\n"
+    b"-----END PUBLIC KEY-----\n"
+)
+
+
+def test_third_party_eat_signature_verifies_but_lacks_teep_claims() -> None:
+    from teep_coap.security import eat
+    from teep_coap.security.errors import ClaimMissing
+    from teep_coap.security.keys import load_verifying_key
+
+    attestation_key = load_verifying_key(ATTESTATION_KEY_PEM)
+    data = cbor2.dumps(cbor2.CBORTag(18, [b"\xa1\x01\x26", {}, THIRD_PARTY_EAT_CLAIMS, THIRD_PARTY_EAT_SIG]))
+    result = verify(data, TrustStore([attestation_key, TAM_ES256]))  # no kid: every ES256 key is tried
+    assert result.key == attestation_key and result.kid is None
+    with pytest.raises(ClaimMissing, match="manifests"):
+        eat.verify_evidence(
+            data,
+            attestation_key,
+            expected_nonce=bytes.fromhex("948f8860d13a463e8e"),
+            expected_kid=AGENT_ES256.kid,
+            eat_profile=None,
+        )
