@@ -342,3 +342,24 @@ def test_request_ta_without_uri_is_a_typed_error(world: World) -> None:
     world.state.config.tam_uri = None
     with pytest.raises(ConfigError, match="no TAM URI"):
         world.agent.request_ta(cid(4))
+
+
+def test_messages_signed_without_kid(world: World) -> None:
+    """A TAM message without kid is verified with the trusted keys of its algorithm; a device message
+    without kid is matched against the registered devices of that algorithm."""
+    from teep_coap.encoding.cbor_codec import encode
+    from teep_coap.model.teep import QueryRequest
+    from teep_coap.security.cose import sign1
+
+    qr = QueryRequest(token=b"\xa1" * 16, data_item_requested=int(DataItem.TRUSTED_COMPONENTS))
+    out = world.agent.receive(sign1(encode(qr), world.tam_es, include_kid=False))
+    resp = payload_of(out)  # type: ignore[arg-type]
+    assert isinstance(resp, QueryResponse) and resp.token == b"\xa1" * 16
+    # and the TAM side: a QueryResponse without kid
+    world.tam.config.data_items = int(DataItem.TRUSTED_COMPONENTS)
+    world.publish(1, seq=1)
+    qr_bytes = world.tam.connect()
+    answer = payload_of(world.agent.receive(qr_bytes))  # type: ignore[arg-type]
+    no_kid = sign1(encode(answer), world.state.key, include_kid=False)
+    upd = world.tam.receive(no_kid)
+    assert upd is not None and isinstance(payload_of(upd), Update)
