@@ -4,9 +4,9 @@ A key's `kid` is its RFC 9679 COSE Key Thumbprint: SHA-256 over the deterministi
 required public parameters of its COSE_Key. TEEP puts exactly that value in the unprotected `kid`
 header (NOTES.md §1.1), so a peer can find our key without any registry.
 
-Keys load from PEM (PKCS#8 / SubjectPublicKeyInfo / X.509 certificate), COSE_Key (CBOR) or JWK (JSON),
-detected from the bytes. The `cryptography` key objects stay reachable as `.crypto_key` so the SUIT and
-JOSE code can reuse them.
+Keys load from PEM or DER (PKCS#8 / SubjectPublicKeyInfo / X.509 certificate), COSE_Key (CBOR) or JWK
+(JSON), detected from the bytes. The `cryptography` key objects stay reachable as `.crypto_key` so the
+SUIT and JOSE code can reuse them.
 """
 
 from __future__ import annotations
@@ -312,6 +312,8 @@ def _detect(data: bytes) -> str:
         return "pem"
     if head.startswith(b"{"):
         return "jwk"
+    if data[:1] == b"\x30":  # ASN.1 SEQUENCE; never the start of a COSE_Key (a CBOR map)
+        return "der"
     return "cose"
 
 
@@ -330,6 +332,23 @@ def _load_pem(data: bytes, name: str) -> PrivateCryptoKey | PublicCryptoKey:
         raise KeyFileError(f"{name}: cannot read PEM: {exc}") from None
     _check_supported(key)
     return key
+
+
+def _load_der(data: bytes, name: str) -> PrivateCryptoKey | PublicCryptoKey:
+    """DER SubjectPublicKeyInfo, PKCS#8 or X.509 certificate (tried in that order)."""
+    loaders = (
+        serialization.load_der_public_key,
+        lambda d: serialization.load_der_private_key(d, password=None),
+        lambda d: x509.load_der_x509_certificate(d).public_key(),
+    )
+    for loader in loaders:
+        try:
+            key: Any = loader(data)
+        except (ValueError, TypeError, UnsupportedAlgorithm):
+            continue
+        _check_supported(key)
+        return key
+    raise KeyFileError(f"{name}: DER data is not a public key, private key or certificate")
 
 
 def _from_params(
@@ -426,6 +445,8 @@ def _load_any(source: KeySource) -> tuple[PrivateCryptoKey | PublicCryptoKey, in
     kind = _detect(data)
     if kind == "pem":
         return _load_pem(data, name), None, name
+    if kind == "der":
+        return _load_der(data, name), None, name
     if kind == "jwk":
         key, alg = _load_jwk(data, name)
         return key, alg, name

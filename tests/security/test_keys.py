@@ -274,3 +274,20 @@ def test_key_loading_fuzz_only_raises_key_file_error(blob: bytes, pos: int, valu
         blob = bytes(mutated)
     with contextlib.suppress(KeyFileError):
         load_verifying_key(blob)
+
+
+def test_der_keys_and_certificates() -> None:
+    priv = ec.generate_private_key(ec.SECP256R1())
+    expected = SigningKey(priv).kid
+    der_pub = priv.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    der_priv = priv.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    der_cert = x509.load_pem_x509_certificate(_cert_for(priv)).public_bytes(serialization.Encoding.DER)
+    assert load_verifying_key(der_pub).kid == expected
+    assert load_verifying_key(der_cert).kid == expected
+    assert load_signing_key(der_priv).kid == expected
+    with pytest.raises(KeyFileError, match="DER"):
+        load_verifying_key(b"\x30\x03\x02\x01\x00")
