@@ -53,13 +53,15 @@ BROKER_FILE = "broker.json"
 REPORTS_FILE = "last-reports.cbor"
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same folder + fsync + os.replace."""
+def write_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:
+    """Write via a temp file in the same folder (+ fsync when `durable`) + os.replace: a crash leaves
+    the old or the new file. Without fsync a power loss may lose the new content, never mix them."""
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as fh:
         fh.write(data)
         fh.flush()
-        os.fsync(fh.fileno())
+        if durable:
+            os.fsync(fh.fileno())
     os.replace(tmp, path)
 
 
@@ -308,7 +310,8 @@ class AgentState:
         write_atomic(self.root / BROKER_FILE, self.broker.to_json())
 
     def save_reports(self, reports: list[bytes]) -> None:
-        write_atomic(self.root / REPORTS_FILE, cbor2.dumps(reports))
+        # diagnostics only (re-sent when a QueryRequest asks for suit-reports): no fsync needed
+        write_atomic(self.root / REPORTS_FILE, cbor2.dumps(reports), durable=False)
 
     def last_reports(self) -> list[bytes]:
         try:
