@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -229,3 +231,43 @@ def make_pki(key_type: str = "RSA", tam_name: str = "tam.example", tee_name: str
         tee=issue(root, tee_name, key_type),
         sp=issue(root, "sp.example", key_type),
     )
+
+
+def save_identity(identity: OtrpIdentity, folder: str | os.PathLike[str], name: str) -> None:
+    """`name.pem` (the chain, leaf first) and `name.key` (PKCS#8, mode 0600) in `folder`."""
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in identity.chain)
+    (out / f"{name}.pem").write_bytes(pem)
+    key = out / f"{name}.key"
+    key.write_bytes(
+        identity.private_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    key.chmod(0o600)
+
+
+def load_certs_pem(path: str | os.PathLike[str]) -> tuple[x509.Certificate, ...]:
+    try:
+        certs = tuple(x509.load_pem_x509_certificates(Path(path).read_bytes()))
+    except (OSError, ValueError) as exc:
+        raise OtrpSecurityError(f"{path}: not readable PEM certificates: {exc}") from None
+    if not certs:
+        raise OtrpSecurityError(f"{path}: no certificate")
+    return certs
+
+
+def load_identity(folder: str | os.PathLike[str], name: str) -> OtrpIdentity:
+    """What `save_identity` wrote."""
+    base = Path(folder)
+    chain = load_certs_pem(base / f"{name}.pem")
+    try:
+        key = serialization.load_pem_private_key((base / f"{name}.key").read_bytes(), None)
+    except (OSError, ValueError, TypeError) as exc:
+        raise OtrpSecurityError(f"{base / name}.key: not a readable private key: {exc}") from None
+    if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+        raise OtrpSecurityError(f"{base / name}.key: neither RSA nor EC")
+    if public_der(key.public_key()) != public_der(cert_public_key(chain[0])):
+        raise OtrpSecurityError(f"{base / name}.key does not match {name}.pem")
+    return OtrpIdentity(key, chain)

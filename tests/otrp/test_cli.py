@@ -69,3 +69,43 @@ def test_decode_garbage_is_one_line_exit_2(tmp_path: Path, capsys: pytest.Captur
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not an OTrP message" in err
+
+
+@pytest.mark.parametrize("profile", ["otrp-json-https", "otrp-cbor-coaps"])
+def test_init_serve_run_across_processes(
+    profile: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`otrp serve` in its own process, `otrp run` against it over loopback (TLS / DTLS PSK)."""
+    import os
+    import select
+    import subprocess
+    import sys
+
+    folder = tmp_path / "otrp"
+    _run(capsys, "otrp", "init", str(folder), "--ta-size", "5000")
+    assert json.loads((folder / "tam" / "policy.json").read_text())["tas"][0]["taid"] == "sp.example.ta1"
+    server = subprocess.Popen(
+        [sys.executable, "-c", "from teep_coap.cli import main; main()", "otrp", "serve", "--profile", profile,
+         "--dir", str(folder)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    try:
+        ready, _, _ = select.select([server.stdout], [], [], 30)
+        assert ready, "the TAM did not start within 30 s"
+        assert server.stdout is not None
+        line = server.stdout.readline().decode()
+        assert line.startswith("OTrP TAM serving "), line
+        uri = line.split()[-1]
+        report = json.loads(
+            _run(capsys, "otrp", "run", "--profile", profile, "--uri", uri, "--dir", str(folder))
+        )
+        assert report["ok"] is True
+        assert report["installed"] == {"sd.sp.example": {"sp.example.ta1": 5000}}
+        # second session: nothing to do, GetDeviceState only
+        again = json.loads(
+            _run(capsys, "otrp", "run", "--profile", profile, "--uri", uri, "--dir", str(folder))
+        )
+        assert again["ok"] is True and again["rounds"] == 2
+    finally:
+        server.terminate()
+        server.wait(timeout=15)
