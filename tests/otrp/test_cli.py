@@ -84,11 +84,13 @@ def test_init_serve_run_across_processes(
     folder = tmp_path / "otrp"
     _run(capsys, "otrp", "init", str(folder), "--ta-size", "5000")
     assert json.loads((folder / "tam" / "policy.json").read_text())["tas"][0]["taid"] == "sp.example.ta1"
+    argv = ["otrp", "serve", "--profile", profile, "--dir", str(folder)]
     server = subprocess.Popen(
-        [sys.executable, "-c", "from teep_coap.cli import main; main()", "otrp", "serve", "--profile", profile,
-         "--dir", str(folder)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
+        [sys.executable, "-c", "from teep_coap.cli import main; main()", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     try:
         ready, _, _ = select.select([server.stdout], [], [], 30)
         assert ready, "the TAM did not start within 30 s"
