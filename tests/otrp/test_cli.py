@@ -88,12 +88,12 @@ def test_init_serve_run_across_processes(
     server = subprocess.Popen(
         [sys.executable, "-c", "from teep_coap.cli import main; main()", *argv],
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=(tmp_path / "serve.err").open("wb"),  # a file: a full pipe would stall the server
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
         ready, _, _ = select.select([server.stdout], [], [], 30)
-        assert ready, "the TAM did not start within 30 s"
+        assert ready, f"the TAM did not start within 30 s: {(tmp_path / 'serve.err').read_text()[-500:]}"
         assert server.stdout is not None
         line = server.stdout.readline().decode()
         assert line.startswith("OTrP TAM serving "), line
