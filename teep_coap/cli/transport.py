@@ -1,1 +1,261 @@
-"""CLI commands of this area; see `teep_coap.cli.groups` for the groups they attach to."""
+"""`teep-coap profiles`, `teep-coap tam serve`, `teep-coap tam credentials`, `teep-coap agent run`,
+`teep-coap bench sessions`: the programs of the CoAP binding (and of any profile's binding).
+
+Heavy imports stay inside the commands so `--help` stays fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from teep_coap.cli.groups import agent, bench, root, tam
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(
+        level=logging.DEBUG if verbose > 1 else level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # aiocoap reports every retransmission and shutdown detail at WARNING; keep them for -v.
+    logging.getLogger("coap").setLevel(
+        logging.DEBUG if verbose > 1 else logging.WARNING if verbose else logging.ERROR
+    )
+    logging.getLogger("coap-server").setLevel(logging.getLogger("coap").level)
+
+
+def _parse_bind(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise click.BadParameter(f"expected HOST:PORT, got {text!r}")
+    host = host.strip("[]")
+    if int(port) > 65535:
+        raise click.BadParameter(f"port out of range: {port}")
+    return host, int(port)
+
+
+@root.command("profiles")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def profiles_cmd(as_json: bool) -> None:
+    """List the profiles (protocol × encoding × transport × security) in profiles/."""
+    from teep_coap.profiles import list_profiles
+
+    profiles = list_profiles()
+    if as_json:
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "name": p.name,
+                        "protocol": p.protocol,
+                        "encoding": p.encoding,
+                        "scheme": p.transport.scheme,
+                        "security": p.security.mode,
+                        "block_size": p.transport.block_size,
+                        "content_format": p.transport.content_format,
+                        "description": p.description,
+                    }
+                    for p in profiles
+                ],
+                indent=2,
+            )
+        )
+        return
+    click.echo(
+        f"{'profile':<20} {'protocol':<8} {'enc':<5} {'scheme':<12} {'security':<9} {'block':>5}  description"
+    )
+    for p in profiles:
+        block = str(p.transport.block_size) if p.transport.is_coap else "-"
+        click.echo(
+            f"{p.name:<20} {p.protocol:<8} {p.encoding:<5} {p.transport.scheme:<12} {p.security.mode:<9} "
+            f"{block:>5}  {p.description}"
+        )
+
+
+@tam.command("credentials")
+@click.option("--dir", "tam_dir", required=True, type=click.Path(file_okay=False), help="TAM folder.")
+@click.option("--name", required=True, help="Device name (also its DTLS PSK identity unless --psk-identity).")
+@click.option("--psk-identity", default=None, help="DTLS PSK identity (default: the name).")
+@click.option(
+    "--agent-state",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Also write the Agent's side (transport.toml, oscore/) into this Agent folder.",
+)
+def tam_credentials(tam_dir: str, name: str, psk_identity: str | None, agent_state: str | None) -> None:
+    """Create a device's DTLS PSK and OSCORE context (TAMDIR/credentials.toml, oscore/NAME)."""
+    from teep_coap.transport.coap.credentials import provision_device
+
+    d = provision_device(tam_dir, agent_state, name, psk_identity=psk_identity)
+    click.echo(
+        json.dumps(
+            {
+                "name": d.name,
+                "psk_identity": d.psk_identity,
+                "oscore_dir": str(d.oscore_dir),
+                "agent_state": agent_state,
+            },
+            indent=2,
+        )
+    )
+
+
+async def _serve(
+    profile_name: str, tam_dir: str, db: str | None, policy: str | None, bind: tuple[str, int]
+) -> None:
+    import dataclasses
+
+    from teep_coap.profiles import load_profile
+    from teep_coap.profiles.session import TamHandler
+    from teep_coap.profiles.stack import make_server
+    from teep_coap.protocol.tam import TamEngine
+    from teep_coap.protocol.tamdir import load_tam_dir
+
+    profile = load_profile(profile_name)
+    config, store = load_tam_dir(Path(tam_dir))
+    if db is not None:
+        from teep_coap.store.tam_db import TamStore
+
+        store.close()
+        store = TamStore(db)
+    if policy is not None:
+        from teep_coap.protocol.policy import Policy
+
+        config = dataclasses.replace(config, policy=Policy.load(policy))
+    handler = TamHandler(TamEngine(config, store))
+    server = make_server(profile, handler, host=bind[0], port=bind[1], tam_dir=tam_dir)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await server.start()
+    try:
+        uri = getattr(server, "uri", None) or f"{profile.transport.scheme}://{bind[0]}:{bind[1]}"
+        click.echo(f"TAM serving {uri} (profile {profile.name})", err=False)
+        sys.stdout.flush()
+        await stop.wait()
+    finally:
+        closer = getattr(server, "close", None) or server.stop
+        await closer()
+        store.close()
+        logging.getLogger("teep_coap.session").info(
+            "TAM stopped: %d sessions done, %d failed", handler.sessions_done, handler.sessions_failed
+        )
+
+
+@tam.command("serve")
+@click.option(
+    "--profile", "profile_name", required=True, help="Profile name or .toml path (teep-coap profiles)."
+)
+@click.option(
+    "--dir", "tam_dir", required=True, type=click.Path(exists=True, file_okay=False), help="TAM folder."
+)
+@click.option("--db", default=None, help="SQLAlchemy URL overriding the folder's database.")
+@click.option(
+    "--policy", default=None, type=click.Path(exists=True, dir_okay=False), help="Policy TOML file."
+)
+@click.option("--bind", default="127.0.0.1:0", show_default=True, help="HOST:PORT (port 0 = any free port).")
+@click.option("-v", "--verbose", count=True, help="More logging (-vv: aiocoap debug).")
+@click.option("-q", "--quiet", is_flag=True, help="No per-session log lines.")
+def tam_serve(
+    profile_name: str, tam_dir: str, db: str | None, policy: str | None, bind: str, verbose: int, quiet: bool
+) -> None:
+    """Serve the TAM over the profile's binding until SIGINT/SIGTERM; one log line per session.
+
+    The first line on stdout names the URI (useful with port 0).
+    """
+    _setup_logging(verbose, quiet)
+    asyncio.run(_serve(profile_name, tam_dir, db, policy, _parse_bind(bind)))
+
+
+async def _agent_run(
+    profile_name: str, tam_uri: str, state_dir: str, timeout: float | None
+) -> dict[str, object]:
+    import dataclasses
+
+    from teep_coap.profiles import load_profile
+    from teep_coap.profiles.session import SessionFailed, run_until_done
+    from teep_coap.profiles.stack import make_client
+    from teep_coap.protocol.agent import AgentEngine
+    from teep_coap.protocol.agentstate import AgentState
+
+    profile = load_profile(profile_name)
+    if timeout is not None:
+        profile = dataclasses.replace(
+            profile, limits=dataclasses.replace(profile.limits, request_timeout=timeout)
+        )
+    engine = AgentEngine(AgentState.load(state_dir))
+    client = make_client(profile, tam_uri, state_dir=state_dir)
+    try:
+        report = await run_until_done(
+            engine,
+            client,
+            tam_uri,
+            timeout=profile.limits.request_timeout,
+            max_rounds=profile.limits.max_session_rounds,
+        )
+    finally:
+        await client.close()
+    last = engine.last_response
+    summary: dict[str, object] = {
+        "tam": tam_uri,
+        "profile": profile.name,
+        "sessions": len(report.sessions),
+        "installed": [
+            {"component_id": [p.hex() for p in cid], "sequence_number": seq} for cid, seq in report.installed
+        ],
+        "updated": [
+            {"component_id": [p.hex() for p in cid], "from": a, "to": b} for cid, a, b in report.updated
+        ],
+        "removed": [{"component_id": [p.hex() for p in cid]} for cid in report.removed],
+    }
+    if not report.ok:
+        failed = next(s for s in report.sessions if not s.ok)
+        raise SessionFailed(f"session {len(report.sessions)} with {tam_uri} failed: {failed.reason}")
+    if last is not None and type(last).__name__ == "Error":
+        raise SessionFailed(f"the Agent answered the TAM with an Error: {engine.last_note}")
+    return summary
+
+
+@agent.command("run")
+@click.option("--profile", "profile_name", required=True, help="Profile name or .toml path.")
+@click.option("--tam", "tam_uri", required=True, help="TAM URI, e.g. coaps://127.0.0.1:5684/teep.")
+@click.option("--state", "state_dir", required=True, type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--timeout", type=click.FloatRange(0.1, 3600), default=None, help="Seconds per exchange (profile's)."
+)
+@click.option("-v", "--verbose", count=True)
+def agent_run(profile_name: str, tam_uri: str, state_dir: str, timeout: float | None, verbose: int) -> None:
+    """Broker + Agent: sessions with the TAM until it has nothing more; prints what changed (JSON)."""
+    _setup_logging(verbose, quiet=not verbose)
+    summary = asyncio.run(_agent_run(profile_name, tam_uri, state_dir, timeout))
+    click.echo(json.dumps(summary, indent=2))
+
+
+@bench.command("sessions")
+@click.option("--profile", "profile_name", default="coaps-psk", show_default=True)
+@click.option("--devices", type=click.IntRange(1, 100_000), default=100, show_default=True)
+@click.option("--concurrency", type=click.IntRange(1, 1024), default=16, show_default=True)
+@click.option(
+    "--sessions", "n_sessions", type=click.IntRange(1, 1_000_000), default=None, help="Default: devices."
+)
+@click.option("--image-size", type=click.IntRange(0, 1 << 20), default=1024, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def bench_sessions(
+    profile_name: str, devices: int, concurrency: int, n_sessions: int | None, image_size: int, as_json: bool
+) -> None:
+    """Full TEEP sessions/s and p50/p99 latency, TAM in its own process (`tam serve`), on loopback."""
+    from teep_coap.bench.sessions import format_result, run_bench
+
+    result = run_bench(
+        profile_name, devices=devices, concurrency=concurrency, sessions=n_sessions, image_size=image_size
+    )
+    click.echo(json.dumps(result.to_json(), indent=2) if as_json else format_result(result))

@@ -248,8 +248,9 @@ class CoapClient:
             except (TimeoutError, aiocoap.error.Error, OSError) as exc:
                 log.debug("client shutdown: %s", exc)
         if self._oscore_ctx is not None and getattr(self._oscore_ctx, "lockfile", None) is not None:
-            self._oscore_ctx.lockfile.release()
-            self._oscore_ctx = None
+            # persist the sequence number and drop the lock now, not whenever the GC runs
+            self._oscore_ctx._destroy()
+        self._oscore_ctx = None
 
     async def __aenter__(self) -> CoapClient:
         return self

@@ -122,6 +122,58 @@ def write_oscore_context(
     secret_path.chmod(0o600)
 
 
+def provision_devices(
+    tam_dir: str | os.PathLike[str], devices: list[tuple[str, str | os.PathLike[str] | None]]
+) -> list[DeviceCredentials]:
+    """`provision_device` for many devices at once (one read of credentials.toml, one append)."""
+    tam = Path(tam_dir)
+    tam.mkdir(parents=True, exist_ok=True)
+    existing = load_tam_credentials(tam)
+    taken = {d.psk_identity for d in existing}
+    lines: list[str] = []
+    made: list[DeviceCredentials] = []
+    for i, (name, agent_dir) in enumerate(devices):
+        if name in taken:
+            raise CredentialsError(f"device with psk_identity {name!r} already provisioned in {tam}")
+        taken.add(name)
+        made.append(_make_device(tam, agent_dir, name, name, len(existing) + i + 1, lines))
+    with (tam / TAM_CREDENTIALS_FILE).open("a", encoding="utf-8") as f:
+        f.write("".join(lines))
+    (tam / TAM_CREDENTIALS_FILE).chmod(0o600)
+    return made
+
+
+def _make_device(
+    tam: Path,
+    agent_dir: str | os.PathLike[str] | None,
+    name: str,
+    identity: str,
+    number: int,
+    lines: list[str],
+) -> DeviceCredentials:
+    device_id = number.to_bytes(max(1, (number.bit_length() + 7) // 8), "big")
+    psk = secrets.token_bytes(16)
+    master_secret, master_salt = secrets.token_bytes(16), secrets.token_bytes(8)
+    rel = f"oscore/{name}"
+    write_oscore_context(tam / rel, b"", device_id, master_secret, master_salt)
+    lines.append(
+        f"\n[[device]]\nname = {_toml_str(name)}\npsk_identity = {_toml_str(identity)}\n"
+        f'psk_hex = "{psk.hex()}"\noscore = {_toml_str(rel)}\n'
+    )
+    if agent_dir is not None:
+        agent = Path(agent_dir)
+        agent.mkdir(parents=True, exist_ok=True)
+        write_oscore_context(agent / "oscore", device_id, b"", master_secret, master_salt)
+        path = agent / AGENT_CREDENTIALS_FILE
+        path.write_text(
+            f"name = {_toml_str(name)}\npsk_identity = {_toml_str(identity)}\n"
+            f'psk_hex = "{psk.hex()}"\noscore = "oscore"\n',
+            encoding="utf-8",
+        )
+        path.chmod(0o600)
+    return DeviceCredentials(name, identity, psk, (tam / rel).resolve())
+
+
 def provision_device(
     tam_dir: str | os.PathLike[str],
     agent_state_dir: str | os.PathLike[str] | None,
@@ -143,26 +195,9 @@ def provision_device(
     if any(d.psk_identity == identity for d in existing):
         raise CredentialsError(f"device with psk_identity {identity!r} already provisioned in {tam}")
     number = oscore_id if oscore_id is not None else len(existing) + 1
-    device_id = number.to_bytes(max(1, (number.bit_length() + 7) // 8), "big")
-    psk = secrets.token_bytes(16)
-    master_secret, master_salt = secrets.token_bytes(16), secrets.token_bytes(8)
-    rel = f"oscore/{name}"
-    write_oscore_context(tam / rel, b"", device_id, master_secret, master_salt)
+    lines: list[str] = []
+    made = _make_device(tam, agent_state_dir, name, identity, number, lines)
     with (tam / TAM_CREDENTIALS_FILE).open("a", encoding="utf-8") as f:
-        f.write(
-            f"\n[[device]]\nname = {_toml_str(name)}\npsk_identity = {_toml_str(identity)}\n"
-            f'psk_hex = "{psk.hex()}"\noscore = {_toml_str(rel)}\n'
-        )
+        f.write("".join(lines))
     (tam / TAM_CREDENTIALS_FILE).chmod(0o600)
-    if agent_state_dir is not None:
-        agent = Path(agent_state_dir)
-        agent.mkdir(parents=True, exist_ok=True)
-        write_oscore_context(agent / "oscore", device_id, b"", master_secret, master_salt)
-        path = agent / AGENT_CREDENTIALS_FILE
-        path.write_text(
-            f"name = {_toml_str(name)}\npsk_identity = {_toml_str(identity)}\n"
-            f'psk_hex = "{psk.hex()}"\noscore = "oscore"\n',
-            encoding="utf-8",
-        )
-        path.chmod(0o600)
-    return DeviceCredentials(name, identity, psk, (tam / rel).resolve())
+    return made

@@ -312,9 +312,8 @@ class CoapServer:
             ctx, self._context = self._context, None
             await ctx.shutdown()
             for value in list(ctx.server_credentials.values()):
-                lock = getattr(value, "lockfile", None)
-                if lock is not None:
-                    lock.release()
+                if getattr(value, "lockfile", None) is not None:
+                    value._destroy()  # persist sequence numbers and release the lock now
 
     async def __aenter__(self) -> CoapServer:
         await self.start()

@@ -1,0 +1,302 @@
+"""`teep-coap bench sessions`: complete TEEP install sessions per second against one TAM process.
+
+The TAM runs as `teep-coap tam serve` in its own process (its CPU time is read from /proc); the
+Broker/Agent side runs N simulated devices in this process with C sessions in flight. One session =
+empty POST → QueryRequest, QueryResponse → Update (one SUIT envelope), Success → 2.04 without payload;
+over coaps that includes the device's DTLS handshake, over OSCORE its context setup. Latency is the
+wall time of one whole session as the device sees it.
+
+The TAM folder is on the ordinary disk (its SQLite commits cost what they cost); the simulated
+devices' folders live in /dev/shm when it exists, so the clients' fsyncs do not eat the machine that
+the TAM is measured on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from teep_coap.errors import TeepCoapError
+
+COMPONENT_ID = (b"bench-sessions-tc",)
+STARTUP_TIMEOUT = 30.0  # seconds for `tam serve` to print its URI
+
+
+class BenchError(TeepCoapError):
+    """The benchmark could not run (TAM did not start, sessions failed)."""
+
+
+@dataclass
+class BenchResult:
+    profile: str
+    devices: int
+    concurrency: int
+    sessions: int
+    ok: int
+    failed: int
+    seconds: float
+    latencies: list[float] = field(repr=False, default_factory=list)
+    tam_cpu_seconds: float | None = None
+    client_cpu_seconds: float = 0.0
+    handshake_restarts: int = 0
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return self.ok / self.seconds if self.seconds > 0 else 0.0
+
+    def percentile(self, q: float) -> float:
+        if not self.latencies:
+            return float("nan")
+        data = sorted(self.latencies)
+        return data[min(len(data) - 1, max(0, round(q / 100 * len(data) + 0.5) - 1))]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "profile": self.profile,
+            "devices": self.devices,
+            "concurrency": self.concurrency,
+            "sessions": self.sessions,
+            "ok": self.ok,
+            "failed": self.failed,
+            "seconds": round(self.seconds, 3),
+            "sessions_per_second": round(self.rate, 1),
+            "p50_ms": round(self.percentile(50) * 1000, 1),
+            "p99_ms": round(self.percentile(99) * 1000, 1),
+            "mean_ms": round(statistics.fmean(self.latencies) * 1000, 1) if self.latencies else None,
+            "tam_cpu_seconds": None if self.tam_cpu_seconds is None else round(self.tam_cpu_seconds, 2),
+            "tam_cpu_ms_per_session": (
+                round(self.tam_cpu_seconds / self.ok * 1000, 2) if self.tam_cpu_seconds and self.ok else None
+            ),
+            "client_cpu_seconds": round(self.client_cpu_seconds, 2),
+            "handshake_restarts": self.handshake_restarts,
+            "failures": self.failures[:5],
+        }
+
+
+def format_result(r: BenchResult) -> str:
+    j = r.to_json()
+    lines = [
+        f"profile {j['profile']}: {j['devices']} devices, concurrency {j['concurrency']},"
+        f" {j['sessions']} sessions",
+        f"  complete sessions: {j['ok']} ok, {j['failed']} failed in {j['seconds']} s"
+        f" = {j['sessions_per_second']} sessions/s",
+        f"  latency per session: p50 {j['p50_ms']} ms, p99 {j['p99_ms']} ms, mean {j['mean_ms']} ms",
+        f"  TAM process CPU: {j['tam_cpu_seconds']} s ({j['tam_cpu_ms_per_session']} ms/session);"
+        f" client CPU {j['client_cpu_seconds']} s; DTLS handshake restarts {j['handshake_restarts']}",
+    ]
+    lines += [f"  failure: {f}" for f in j["failures"]]
+    return "\n".join(lines)
+
+
+@dataclass
+class BenchWorld:
+    tam_dir: Path
+    agent_dirs: list[Path]
+
+
+def make_world(tam_dir: Path, agents_root: Path, devices: int, image_size: int) -> BenchWorld:
+    """A TAM with `devices` registered devices (keys + DTLS PSK + OSCORE) and one TC for all."""
+    from teep_coap.protocol.agentstate import AgentState
+    from teep_coap.protocol.tamdir import init_tam_dir, load_tam_dir
+    from teep_coap.security.suit.build import build_envelope
+    from teep_coap.transport.coap.credentials import provision_devices
+
+    init_tam_dir(tam_dir, algs=("esp256",))
+    config, store = load_tam_dir(tam_dir)
+    tam_key = config.keys[0]
+    now = time.time()
+    agent_dirs: list[Path] = []
+    pairs: list[tuple[str, str | os.PathLike[str] | None]] = []
+    state = None
+    for i in range(devices):
+        name = f"dev-{i:05d}"
+        agent_dir = agents_root / name
+        state = AgentState.init(agent_dir, tam_key.public, "esp256")
+        store.add_device(
+            kid=state.key.kid,
+            alg=state.key.alg,
+            public_key=state.key.public.to_pem(),
+            now=now,
+            name=name,
+            psk_identity=name,
+        )
+        agent_dirs.append(agent_dir)
+        pairs.append((name, agent_dir))
+    provision_devices(tam_dir, pairs)
+    assert state is not None
+    payload = bytes(i % 251 for i in range(image_size))
+    envelope = build_envelope(
+        payload,
+        key=tam_key,
+        component_id=COMPONENT_ID,
+        sequence_number=1,
+        vendor_id=state.config.vendor_id,
+        class_id=state.config.class_id,
+    )
+    store.add_component(
+        component_id=COMPONENT_ID, sequence_number=1, envelope=envelope, now=now, name="bench", audience="all"
+    )
+    store.close()
+    return BenchWorld(tam_dir, agent_dirs)
+
+
+def _cli_command(*args: str) -> list[str]:
+    return [sys.executable, "-c", "from teep_coap.cli import main; main()", *args]
+
+
+@contextlib.contextmanager
+def tam_process(profile: str, tam_dir: Path, *, extra: tuple[str, ...] = ()) -> Iterator[tuple[str, int]]:
+    """`teep-coap tam serve` in a child process; yields (TAM URI, pid); SIGTERM and wait on exit."""
+    proc = subprocess.Popen(
+        _cli_command("tam", "serve", "--profile", profile, "--dir", str(tam_dir), "-q", *extra),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        uri = _read_uri(proc)
+        yield uri, proc.pid
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def _read_uri(proc: subprocess.Popen[str]) -> str:
+    import selectors
+
+    assert proc.stdout is not None
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while time.monotonic() < deadline:
+        if not sel.select(timeout=0.2):
+            if proc.poll() is not None:
+                break
+            continue
+        line = proc.stdout.readline()
+        if not line:
+            break
+        if line.startswith("TAM serving "):
+            return line.split()[2]
+    err = proc.stderr.read() if proc.stderr and proc.poll() is not None else ""
+    raise BenchError(f"`teep-coap tam serve` did not start: {err.strip()[-500:] or 'no output'}")
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+async def _drive(
+    profile_name: str, uri: str, agent_dirs: list[Path], sessions: int, concurrency: int
+) -> tuple[list[float], list[str], float, int]:
+    from teep_coap.profiles import load_profile
+    from teep_coap.profiles.session import run_session
+    from teep_coap.profiles.stack import make_client
+    from teep_coap.protocol.agent import AgentEngine
+    from teep_coap.protocol.agentstate import AgentState
+
+    profile = load_profile(profile_name)
+    agents = [AgentEngine(AgentState.load(d)) for d in agent_dirs]
+    latencies: list[float] = []
+    failures: list[str] = []
+    restarts = 0
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(sessions):
+        queue.put_nowait(i % len(agents))
+
+    async def worker() -> None:
+        nonlocal restarts
+        while True:
+            try:
+                index = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            client = make_client(profile, uri, state_dir=agent_dirs[index])
+            t0 = time.perf_counter()
+            try:
+                result = await run_session(
+                    agents[index], client, uri, timeout=profile.limits.request_timeout, max_rounds=8
+                )
+            finally:
+                await client.close()
+            restarts += getattr(client, "handshake_restarts", 0)
+            if result.ok:
+                latencies.append(time.perf_counter() - t0)
+            else:
+                failures.append(f"{agent_dirs[index].name}: {result.reason}")
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies, failures, time.perf_counter() - t0, restarts
+
+
+def run_bench(
+    profile_name: str,
+    *,
+    devices: int,
+    concurrency: int,
+    sessions: int | None = None,
+    image_size: int = 1024,
+    keep: bool = False,
+) -> BenchResult:
+    """Build a world, start the TAM process, run the sessions, return the figures."""
+    from teep_coap.profiles import load_profile
+
+    load_profile(profile_name)  # fail early on a bad name
+    n = sessions or devices
+    shm = Path("/dev/shm")
+    agents_base = str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
+    tam_tmp = tempfile.mkdtemp(prefix="teep-bench-tam-")
+    agents_tmp = tempfile.mkdtemp(prefix="teep-bench-agents-", dir=agents_base)
+    try:
+        world = make_world(Path(tam_tmp) / "tam", Path(agents_tmp), devices, image_size)
+        with tam_process(profile_name, world.tam_dir) as (uri, pid):
+            cpu0 = _cpu_seconds(pid)
+            c0 = time.process_time()
+            latencies, failures, seconds, restarts = asyncio.run(
+                _drive(profile_name, uri, world.agent_dirs, n, concurrency)
+            )
+            client_cpu = time.process_time() - c0
+            cpu1 = _cpu_seconds(pid)
+        tam_cpu = cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None
+        return BenchResult(
+            profile=profile_name,
+            devices=devices,
+            concurrency=concurrency,
+            sessions=n,
+            ok=len(latencies),
+            failed=len(failures),
+            seconds=seconds,
+            latencies=latencies,
+            tam_cpu_seconds=tam_cpu,
+            client_cpu_seconds=client_cpu,
+            handshake_restarts=restarts,
+            failures=failures,
+        )
+    finally:
+        if not keep:
+            shutil.rmtree(tam_tmp, ignore_errors=True)
+            shutil.rmtree(agents_tmp, ignore_errors=True)
+
+
+__all__ = ["BenchError", "BenchResult", "format_result", "make_world", "run_bench", "tam_process"]
