@@ -78,3 +78,33 @@ cbor_value = st.recursive(
 def test_structured_garbage(tag: int, items: list[object]) -> None:
     items = [cbor2.dumps(v) if i == 0 and isinstance(v, dict) else v for i, v in enumerate(items)]
     _check(cbor2.dumps(cbor2.CBORTag(tag, items)))
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.sampled_from([ESP, ED]),
+    st.binary(max_size=600),
+    st.binary(max_size=40),
+    st.booleans(),
+    st.booleans(),
+    st.booleans(),
+)
+def test_round_trip_property(
+    key: object, payload: bytes, aad: bytes, detached: bool, include_kid: bool, via_cwt: bool
+) -> None:
+    from teep_coap.security.keys import SigningKey
+
+    assert isinstance(key, SigningKey)
+    data = sign1(
+        None if detached else payload,
+        key,
+        detached_payload=payload if detached else None,
+        include_kid=include_kid,
+        external_aad=aad,
+        via_cwt=via_cwt,
+    )
+    result = verify(
+        data, TRUST, external_aad=aad, detached_payload=payload if detached else None, via_cwt=not via_cwt
+    )
+    assert result.payload == payload and result.key == key.public
+    assert (result.kid == key.kid) if include_kid else result.kid is None
