@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from teep_coap.errors import TeepCoapError
 from teep_coap.model.codes import CoseAlg, CoseType, DataItem, ErrorCode
 from teep_coap.model.teep import (
     ComponentId,
@@ -351,24 +352,24 @@ class AgentEngine:
     # ------------------------------------------------------------ Update
 
     def _on_update(self, upd: Update) -> _Outcome:
-        from teep_coap.store.components import ComponentNotFound, ComponentStoreError
-
         token = upd.token
         if upd.err_code is not None and not upd.manifest_list and not upd.unneeded_manifest_list:
             name = (
                 ErrorCode(upd.err_code).name if upd.err_code in ErrorCode._value2member_map_ else upd.err_code
             )
             return _Outcome(None, f"TAM refused: {name} {upd.err_msg or ''}".strip())
-        store = self.state.components
+        # First unlink everything unneeded (an error stops here: Error 17 with the unlink report) ...
         for cid in upd.unneeded_manifest_list or ():
-            try:
-                store.remove(tuple(cid))
-            except ComponentNotFound:
-                pass  # already gone: the goal of an unlink is reached
-            except ComponentStoreError as exc:
+            ok, report, why = self._unlink(tuple(cid), token)
+            if not ok:
+                self.state.save_reports([report] if report else [])
                 return self._error(
-                    ErrorCode.ERR_MANIFEST_PROCESSING_FAILED, f"unlink failed: {exc}", token=token
+                    ErrorCode.ERR_MANIFEST_PROCESSING_FAILED,
+                    f"unlink failed: {why}",
+                    token=token,
+                    suit_reports=(report,) if report else None,
                 )
+        # ... then the SUIT Update Procedure on each manifest; Success only if all succeeded.
         reports: list[bytes] = []
         failures: list[str] = []
         for i, envelope in enumerate(upd.manifest_list or ()):
@@ -388,27 +389,51 @@ class AgentEngine:
             )
         return _Outcome(Success(token=token), "Update applied")
 
-    def _run_manifest(self, envelope: bytes, token: bytes | None) -> tuple[bool, bytes | None, str]:
-        """SUIT Update Procedure for one envelope; returns (ok, signed report, reason)."""
+    def _sign_report(self, report: Any) -> bytes | None:
         from teep_coap.security.suit.errors import SuitError
-        from teep_coap.security.suit.processor import DeviceIdentity, process_envelope
         from teep_coap.security.suit.report import sign_report
 
-        cfg = self.state.config
-        device = DeviceIdentity(vendor_id=cfg.vendor_id, class_id=cfg.class_id)
-        result = process_envelope(
-            envelope,
-            trust=self.state.tc_trust,
-            store=self.state.components,
-            fetcher=self.fetcher,
-            device=device,
-            report_nonce=token,
-        )
         try:
-            report = sign_report(result.report, self.state.report_key, teep_key=self.state.key)
+            return bytes(sign_report(report, self.state.report_key, teep_key=self.state.key))
         except SuitError as exc:
             log.warning("cannot sign SUIT report: %s", exc)
-            report = None
+            return None
+
+    def _unlink(self, cid: ComponentId, token: bytes | None) -> tuple[bool, bytes | None, str]:
+        """Remove a component by its id or its manifest's id, running the stored manifest's uninstall
+        section (SUIT layer). Not installed at all counts as done: the goal of an unlink is reached."""
+        from teep_coap.security.suit.processor import DeviceIdentity, unlink
+
+        store = self.state.components
+        if store.get(cid) is None and not store.find_by_manifest_id(cid):
+            return True, None, ""
+        cfg = self.state.config
+        result = unlink(
+            cid,
+            store=store,
+            report_nonce=token,
+            device=DeviceIdentity(vendor_id=cfg.vendor_id, class_id=cfg.class_id),
+        )
+        report = self._sign_report(result.report)
+        return bool(result.success), report, "" if result.success else str(result.error or "failed")
+
+    def _run_manifest(self, envelope: bytes, token: bytes | None) -> tuple[bool, bytes | None, str]:
+        """SUIT Update Procedure for one envelope; returns (ok, signed report, reason)."""
+        from teep_coap.security.suit.processor import DeviceIdentity, process_envelope
+
+        cfg = self.state.config
+        try:
+            result = process_envelope(
+                envelope,
+                trust=self.state.tc_trust,
+                store=self.state.components,
+                fetcher=self.fetcher,
+                device=DeviceIdentity(vendor_id=cfg.vendor_id, class_id=cfg.class_id),
+                report_nonce=token,
+            )
+        except TeepCoapError as exc:  # the SUIT layer reports failures in its result; this is a backstop
+            return False, None, str(exc)
+        report = self._sign_report(result.report)
         return bool(result.success), report, "" if result.success else str(result.error or "failed")
 
     # ------------------------------------------------------------ Broker-facing API (RFC 9397)

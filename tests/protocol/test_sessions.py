@@ -363,3 +363,16 @@ def test_messages_signed_without_kid(world: World) -> None:
     no_kid = sign1(encode(answer), world.state.key, include_kid=False)
     upd = world.tam.receive(no_kid)
     assert upd is not None and isinstance(payload_of(upd), Update)
+
+
+def test_unlink_by_manifest_component_id_and_absent_component(world: World) -> None:
+    """unneeded-manifest-list may name the manifest's component id (…'suit'); an absent one is done."""
+    from teep_coap.protocol.wire import seal
+
+    world.publish(1, seq=1)
+    world.session()
+    manifest_id = (*cid(1)[:-1], b"suit")
+    upd = Update(token=b"\xd0" * 16, unneeded_manifest_list=(manifest_id, cid(8)))
+    resp = payload_of(world.agent.receive(seal(upd, world.tam_es)))  # type: ignore[arg-type]
+    assert resp == Success(token=b"\xd0" * 16)
+    assert world.installed() == {}
