@@ -433,14 +433,6 @@ def inspect(data: bytes, *, allow_untagged: bool = True) -> CoseInfo:
 TrustArg = TrustStore | VerifyingKey | Iterable[VerifyingKey]
 
 
-def _as_store(trust: TrustArg) -> TrustStore:
-    if isinstance(trust, TrustStore):
-        return trust
-    if isinstance(trust, VerifyingKey):
-        return TrustStore((trust,))
-    return TrustStore(trust)
-
-
 def _check_with_cwt(
     tag: int, body: list[Any], payload: bytes, key: VerifyingKey, external_aad: bytes
 ) -> bool:
@@ -523,7 +515,7 @@ def verify(
         raise CoseDecodeError(f"{info.structure} carries its payload; a detached payload was also supplied")
     payload = info.payload if info.payload is not None else detached_payload
     assert payload is not None
-    store = _as_store(trust)
+    store = TrustStore.coerce(trust)
     allowed = SIGNATURE_ALGS if allowed_algs is None else SIGNATURE_ALGS & set(allowed_algs)
     body_alg = info.protected.get(H_ALG)
 

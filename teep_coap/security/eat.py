@@ -292,7 +292,12 @@ def verify_evidence(
     oemid = _typed(claims, OEMID, (bytes, int), "a byte string or an integer (PEN)")
     hwmodel = _typed(claims, HWMODEL, bytes, "a byte string")
     hwversion = _typed(claims, HWVERSION, list, "an array [version, ?scheme]")
-    if not hwversion or not isinstance(hwversion[0], str) or len(hwversion) > 2:
+    if (
+        not hwversion
+        or not isinstance(hwversion[0], str)
+        or len(hwversion) > 2
+        or (len(hwversion) == 2 and (not isinstance(hwversion[1], int) or isinstance(hwversion[1], bool)))
+    ):
         raise ClaimInvalid("hwversion must be [version text, ?scheme int]")
     manifests = _typed(claims, MANIFESTS, list, "an array")
     for entry in manifests:
@@ -441,7 +446,7 @@ class Verifier:
         issuer: str | None = None,
     ) -> None:
         self.key = key
-        self.attesters = attesters if isinstance(attesters, TrustStore) else cose._as_store(attesters)
+        self.attesters = TrustStore.coerce(attesters)
         self.reference = reference or ReferenceValues()
         self.max_age = max_age
         self.result_lifetime = result_lifetime

@@ -26,6 +26,15 @@ class TrustStore:
         for key in keys:
             self.add(key)
 
+    @classmethod
+    def coerce(cls, trust: TrustStore | VerifyingKey | Iterable[VerifyingKey]) -> TrustStore:
+        """A store from what callers pass as "trust": a store (as is), one key, or several keys."""
+        if isinstance(trust, TrustStore):
+            return trust
+        if isinstance(trust, VerifyingKey):
+            return cls((trust,))
+        return cls(trust)
+
     def add(self, key: VerifyingKey) -> None:
         """Trust `key` (idempotent)."""
         bucket = self._by_kid.setdefault(key.kid, [])

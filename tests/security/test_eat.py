@@ -118,6 +118,7 @@ def test_each_required_claim(claim: int) -> None:
         (258, 1.5, "oemid"),
         (260, [], "hwversion"),
         (260, [1, 2], "hwversion"),
+        (260, ["1.0", "x"], "hwversion"),
         (272, {}, "manifests"),
         (272, [[60]], "manifests"),
         (8, {2: b"x"}, "cnf"),
