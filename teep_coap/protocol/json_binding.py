@@ -173,7 +173,7 @@ class JsonAgentEngine(AgentEngine):
         except TeepDecodeError as exc:
             return self._error(ErrorCode.ERR_PERMANENT_ERROR, f"malformed TEEP message: {exc}")
         if isinstance(msg, QueryRequest):
-            return self._on_query_request(msg)
+            return self._on_query_request(msg, verified.key.kid)
         if isinstance(msg, Update):
             return self._on_update(msg)
         return self._error(
