@@ -197,6 +197,12 @@ class CoapClient:
         except aiocoap.error.ConRetransmitsExceeded:
             raise TransportTimeout(f"{self.uri} did not acknowledge (retransmissions exhausted)") from None
         except aiocoap.error.Error as exc:
+            plain = getattr(exc, "plain_message", None)  # OSCORE: the server answered without protection
+            if plain is not None and plain.code is not None and not plain.code.is_successful():
+                detail = bytes(plain.payload).decode("utf-8", "replace")
+                raise PeerRejected(
+                    code_text(plain.code), f"unprotected answer (OSCORE context unknown?): {detail}"
+                ) from None
             raise TransportError(f"CoAP request to {self.uri} failed: {type(exc).__name__}: {exc}") from None
         except OSError as exc:
             raise TransportError(f"CoAP request to {self.uri} failed: {exc}") from None
