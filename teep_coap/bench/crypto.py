@@ -56,7 +56,7 @@ class CryptoRow:
 
 
 def default_payload() -> bytes:
-    """A QueryRequest like the working group's example (64 bytes): token, versions, both suites,
+    """The working group's example QueryRequest (64 bytes, byte-identical): token, versions, both suites,
     four SUIT profiles, data-item-requested 3."""
     from teep_coap.encoding.cbor_codec import encode
     from teep_coap.model.teep import QueryRequest
