@@ -52,8 +52,11 @@ class World:
 WorldFactory = Callable[[Profile, Path, int], World]
 
 
-def teep_world(profile: Profile, root: Path, payload_size: int) -> World:
-    """TAM (ESP256 only, background-check attestation) and Agent (ESP256), one component for all."""
+def teep_world(
+    profile: Profile, root: Path, payload_size: int, *, tam_algs: tuple[str, ...] = ("esp256",)
+) -> World:
+    """TAM (ESP256 only by default, background-check attestation) and Agent (ESP256), one component
+    for all. With both algorithms the TAM's first QueryRequest carries two signatures."""
     from teep_coap.protocol.agent import AgentEngine
     from teep_coap.protocol.agentstate import AgentState
     from teep_coap.protocol.tam import TamEngine
@@ -62,9 +65,9 @@ def teep_world(profile: Profile, root: Path, payload_size: int) -> World:
     from teep_coap.transport.coap.credentials import provision_device
 
     tam_dir, agent_dir = root / "tam", root / "agent"
-    init_tam_dir(tam_dir, algs=("esp256",))
+    init_tam_dir(tam_dir, algs=tam_algs)
     config, store = load_tam_dir(tam_dir)
-    tam_key = config.keys[0]
+    tam_key = next(k for k in config.keys if k.key_type == "P-256")
     state = AgentState.init(agent_dir, tam_key.public, "esp256")
     provision_device(tam_dir, agent_dir, DEVICE_NAME)
     now = time.time()

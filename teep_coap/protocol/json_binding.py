@@ -181,12 +181,12 @@ class JsonAgentEngine(AgentEngine):
         )
 
 
-def json_teep_world(profile: Any, root: Path, payload_size: int) -> Any:
+def json_teep_world(profile: Any, root: Path, payload_size: int, **options: Any) -> Any:
     """The size scenario's world with both engines speaking TEEP JSON/JWS."""
     from teep_coap.bench.scenario import teep_world
     from teep_coap.protocol.agentstate import AgentState
 
-    world = teep_world(profile, root, payload_size)
+    world = teep_world(profile, root, payload_size, **options)
     world.tam = JsonTamEngine(world.tam.config, world.tam.store, clock=world.tam.clock, rng=world.tam.rng)
     world.agent = JsonAgentEngine(AgentState.load(world.agent_dir))
     return world

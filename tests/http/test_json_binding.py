@@ -69,3 +69,22 @@ def test_tam_refuses_unknown_devices_and_tampering(world, tmp_path: Path) -> Non
     with pytest.raises(InvalidMessage, match="unknown signer"):
         world.tam.receive(stranger_answer)
     assert world.tam.receive(answer) is not None  # the genuine answer still goes through: an Update
+
+
+def test_two_tam_keys_give_a_general_jws_and_the_session_still_completes(tmp_path: Path) -> None:
+    """A TAM with ESP256 and Ed25519 signs the first QueryRequest twice (COSE_Sign in CBOR, general
+    JWS in JSON); the ESP256 Agent picks its signature and the session runs to Success."""
+    from teep_coap.protocol.broker import run_in_memory
+
+    world = json_teep_world(load_profile("teep-json-http"), tmp_path, 64, tam_algs=("esp256", "ed25519"))
+    first = world.tam.connect()
+    parsed = parse_json(first)
+    assert parsed.general and len(parsed.signatures) == 2
+    assert {s.alg for s in parsed.signatures} == {"ES256", "EdDSA"}
+
+    def post(payload: bytes) -> bytes | None:
+        return world.tam.connect() if not payload else world.tam.receive(payload)
+
+    session = run_in_memory(world.agent, "http://tam.invalid/tam", post)
+    assert session.result is not None and session.result.ok
+    assert type(world.agent.last_response).__name__ == "Success"
