@@ -20,7 +20,7 @@ from teep_coap.encoding.cbor_codec import encode as cbor_encode
 from teep_coap.encoding.cose_view import is_cose, join_cose, split_cose
 from teep_coap.encoding.errors import TeepDecodeError
 from teep_coap.encoding.hextext import InputError, read_cbor_source, read_source
-from teep_coap.encoding.json_codec import TeepJsonError, from_jsonable, to_jsonable
+from teep_coap.encoding.json_codec import TeepJsonError, from_jsonable, parse_json, to_jsonable
 
 
 @root.command("decode")
@@ -52,11 +52,9 @@ def encode_cmd(source: str, output: str | None, as_hex: bool) -> None:
     """Encode the JSON form of a TEEP message (as `decode` prints it) into CBOR bytes."""
     raw = read_source(source)
     try:
-        doc = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise TeepJsonError(f"{source}: not valid JSON: {exc}") from None
-    except (ValueError, RecursionError) as exc:
-        raise TeepJsonError(f"{source}: JSON rejected: {exc}") from None
+        doc = parse_json(raw)
+    except TeepJsonError as exc:
+        raise TeepJsonError(f"{source}: {exc}") from None
     if isinstance(doc, dict) and "message" in doc and "type" not in doc:
         data = cbor_encode(from_jsonable(doc["message"]))
         if "cose" in doc:

@@ -425,6 +425,11 @@ def to_json(msg: TeepMessage, *, indent: int | None = None) -> str:
 
 def from_json(text: str | bytes, *, max_size: int = DEFAULT_MAX_JSON_SIZE) -> TeepMessage:
     """The message of JSON text; strict: no duplicate members, no NaN/Infinity literals."""
+    return from_jsonable(parse_json(text, max_size=max_size))
+
+
+def parse_json(text: str | bytes, *, max_size: int = DEFAULT_MAX_JSON_SIZE) -> Any:
+    """Strict JSON parsing (no duplicate members, no NaN/Infinity), errors as TeepJsonError."""
     if len(text) > max_size:
         raise TeepJsonError(f"JSON text is {len(text)} bytes, over the limit of {max_size}")
     try:
@@ -435,7 +440,7 @@ def from_json(text: str | bytes, *, max_size: int = DEFAULT_MAX_JSON_SIZE) -> Te
         raise TeepJsonError(f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except (ValueError, RecursionError, UnicodeDecodeError) as exc:
         raise TeepJsonError(f"JSON text rejected: {type(exc).__name__}: {exc}") from None
-    return from_jsonable(obj)
+    return obj
 
 
 __all__ = [
@@ -447,6 +452,7 @@ __all__ = [
     "from_jsonable",
     "generic_from_json",
     "generic_to_json",
+    "parse_json",
     "to_json",
     "to_jsonable",
     "type_name",

@@ -76,3 +76,8 @@ def test_cose_payload_error_names_the_wrapper() -> None:
     done = run(["decode", "-"], stdin=cose)
     assert done.returncode == 2
     assert b"COSE_Sign1 payload: message type 4 is unknown" in done.stderr
+
+
+def test_encode_refuses_duplicate_members() -> None:
+    done = run(["encode", "-"], stdin=b'{"type": 5, "type": 6}')
+    assert done.returncode == 2 and b"duplicate JSON member 'type'" in done.stderr
