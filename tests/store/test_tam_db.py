@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -63,9 +64,15 @@ def test_outstanding_cap_supersedes_oldest(store: TamStore) -> None:
     sid = store.start_session(1.0, device_id=dev, transport_identity=None)
     for i in range(5):
         store.add_outstanding(
-            session_id=sid, device_id=dev, kind="query", token=bytes([i]) * 16, challenge=None,
-            now=10.0 + i, lifetime=100, cap=3,
-        )  # fmt: skip
+            session_id=sid,
+            device_id=dev,
+            kind="query",
+            token=bytes([i]) * 16,
+            challenge=None,
+            now=10.0 + i,
+            lifetime=100,
+            cap=3,
+        )
     states = [o.state for o in store.outstanding(dev)]
     assert states == [SUPERSEDED, SUPERSEDED, OPEN, OPEN, OPEN]
 
@@ -144,10 +151,26 @@ def test_claim_race_between_processes(tmp_path: Path) -> None:
 
 def test_expire(store: TamStore) -> None:
     sid = store.start_session(1.0, device_id=None, transport_identity=None)
-    store.add_outstanding(session_id=sid, device_id=None, kind="query", token=b"a" * 8, challenge=None,
-                          now=0.0, lifetime=10, cap=9)  # fmt: skip
-    store.add_outstanding(session_id=sid, device_id=None, kind="query", token=b"b" * 8, challenge=None,
-                          now=0.0, lifetime=100, cap=9)  # fmt: skip
+    store.add_outstanding(
+        session_id=sid,
+        device_id=None,
+        kind="query",
+        token=b"a" * 8,
+        challenge=None,
+        now=0.0,
+        lifetime=10,
+        cap=9,
+    )
+    store.add_outstanding(
+        session_id=sid,
+        device_id=None,
+        kind="query",
+        token=b"b" * 8,
+        challenge=None,
+        now=0.0,
+        lifetime=100,
+        cap=9,
+    )
     assert store.expire_outstanding(50.0) == 1
     assert [o.token for o in store.outstanding()] == [b"b" * 8]
 
@@ -218,8 +241,9 @@ def _find_pg_bin() -> Path | None:
     return Path(found).parent if found else None
 
 
-def test_postgresql_same_code(tmp_path: Path) -> None:
-    """The same TamStore code against a throwaway PostgreSQL on a unix socket."""
+@pytest.fixture(scope="module")
+def postgres_server() -> Iterator[str]:
+    """A throwaway PostgreSQL server on a unix socket in a temp folder (skipped when unavailable)."""
     pg = _find_pg_bin()
     if pg is None:
         pytest.skip("PostgreSQL server binaries (initdb/pg_ctl) are not installed")
@@ -241,22 +265,83 @@ def test_postgresql_same_code(tmp_path: Path) -> None:
     if prefix:
         shutil.chown(base, "postgres")
         shutil.chown(sock, "postgres")
-    run = lambda *a: subprocess.run([*prefix, *map(str, a)], check=True, capture_output=True, timeout=60)  # noqa: E731
-    run(pg / "initdb", "-D", data, "-A", "trust", "-U", "tam")
-    run(pg / "pg_ctl", "-D", data, "-l", base / "log", "-w", "-t", "30", "-o", f"-k {sock} -h ''", "start")
+
+    def run(*args: object) -> None:
+        subprocess.run([*prefix, *map(str, args)], check=True, capture_output=True, timeout=60)
+
     try:
-        url = f"postgresql+psycopg://tam@/postgres?host={sock}"
-        s = TamStore(url)
-        dev = _device(s)
-        sid = s.start_session(1.0, device_id=dev, transport_identity=None)
-        o = s.add_outstanding(session_id=sid, device_id=dev, kind="query", token=b"t" * 16, challenge=None,
-                              now=1.0, lifetime=9, cap=4)  # fmt: skip
-        assert s.claim(o.id, dev) and not s.claim(o.id, dev)
-        s.add_component(component_id=CID_A, sequence_number=2, envelope=b"e", now=1.0, audience="all")
-        assert s.latest_components()[0].sequence_number == 2
-        s.close()
+        run(pg / "initdb", "-D", data, "-A", "trust", "-U", "tam")
+        run(
+            pg / "pg_ctl", "-D", data, "-l", base / "log", "-w", "-t", "30", "-o", f"-k {sock} -h ''", "start"
+        )
+        yield str(sock)
     finally:
         subprocess.run(
             [*prefix, str(pg / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True
         )
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str, request: pytest.FixtureRequest) -> str:
+    """A fresh database on the throwaway server for each test."""
+    import psycopg
+
+    name = "t_" + request.node.name.replace("test_", "")[:40]
+    with psycopg.connect(f"host={postgres_server} user=tam dbname=postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return f"postgresql+psycopg://tam@/{name}?host={postgres_server}"
+
+
+def test_postgresql_same_code(postgres_url: str) -> None:
+    """The same TamStore code against a real PostgreSQL server."""
+    s = TamStore(postgres_url)
+    dev = _device(s, kid=b"p" * 32)
+    sid = s.start_session(1.0, device_id=dev, transport_identity=None)
+    o = s.add_outstanding(
+        session_id=sid,
+        device_id=dev,
+        kind="query",
+        token=b"t" * 16,
+        challenge=None,
+        now=1.0,
+        lifetime=9,
+        cap=4,
+    )
+    assert s.claim(o.id, dev) and not s.claim(o.id, dev)
+    s.add_component(component_id=CID_A, sequence_number=2, envelope=b"e", now=1.0, audience="all")
+    assert s.latest_components()[0].sequence_number == 2
+    with pytest.raises(DuplicateDevice):
+        _device(s, kid=b"p" * 32)
+    s.close()
+
+
+def test_postgresql_full_session(postgres_url: str, tmp_path: Path) -> None:
+    """A whole install session through both engines with the TAM state in PostgreSQL."""
+    from teep_coap.protocol.agent import AgentEngine
+    from teep_coap.protocol.agentstate import AgentState
+    from teep_coap.protocol.broker import in_memory_post, run_in_memory
+    from teep_coap.protocol.tam import TamConfig, TamEngine
+    from teep_coap.security.keys import generate_key
+    from teep_coap.security.suit import build_envelope
+
+    store = TamStore(postgres_url)
+    tam_key = generate_key("esp256")
+    state = AgentState.init(tmp_path / "agent", tam_key.public, "esp256")
+    k = state.key
+    store.add_device(kid=k.kid, alg=k.alg, public_key=k.public.to_pem(), now=1.0)
+    env = build_envelope(
+        b"pg",
+        key=tam_key,
+        component_id=CID_B,
+        sequence_number=1,
+        vendor_id=state.config.vendor_id,
+        class_id=state.config.class_id,
+    )
+    store.add_component(component_id=CID_B, sequence_number=1, envelope=env, now=1.0, audience="all")
+    tam = TamEngine(TamConfig(keys=(tam_key,)), store)
+    s = run_in_memory(AgentEngine(state), "coap://tam", in_memory_post(tam))
+    assert s.result is not None and s.result.ok and s.rounds == 3
+    assert state.components.image(CID_B) == b"pg"
+    assert store.sessions()[-1][4] == "success"
+    store.close()
