@@ -39,7 +39,9 @@ def decode_cmd(source: str, compact: bool) -> None:
         doc = {"cose": view, "message": to_jsonable(message)}
     else:
         doc = to_jsonable(cbor_decode(data))
-    click.echo(json.dumps(doc, indent=None if compact else 2, ensure_ascii=False))
+    text = json.dumps(doc, indent=None if compact else 2, ensure_ascii=False)
+    sys.stdout.buffer.write(text.encode("utf-8") + b"\n")  # UTF-8 whatever the locale says
+    sys.stdout.buffer.flush()
 
 
 @root.command("encode")
