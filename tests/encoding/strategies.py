@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import cbor2
 from cbor2 import CBORSimpleValue, CBORTag, undefined
 from hypothesis import strategies as st
 
@@ -147,6 +148,17 @@ messages = st.one_of(
 SUITES_OK = (((18, -9),), ((18, -19),))
 PROFILES_OK = ((-16, -9, -29, -65534), (-16, -19, -29, -65534), (-16, -9, -29, 1), (-16, -19, -29, 24))
 ERR_CODES = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 17)
+# system-property-claims with SUIT parameters the CDDL types: 3 image-digest (bstr .cbor
+# SUIT_Digest) and 14 image-size (uint)
+cddl_claims = st.builds(
+    lambda compid, digest, size: SystemPropertyClaims(
+        component_id=compid,
+        parameters={3: cbor2.dumps([-16, digest]), **({14: size} if size is not None else {})},
+    ),
+    compid,
+    st.binary(min_size=32, max_size=32),
+    opt(st.integers(0, 1 << 40)),
+)
 cddl_messages = st.one_of(
     st.builds(
         QueryRequest,
@@ -169,6 +181,7 @@ cddl_messages = st.one_of(
         token=opt(token),
         selected_version=opt(uint32),
         attestation_payload=opt(st.binary(max_size=40)),
+        tc_list=opt(st.lists(cddl_claims, min_size=1, max_size=2).map(tuple)),
         requested_tc_list=opt(st.lists(rtc, min_size=1, max_size=2).map(tuple)),
         unneeded_manifest_list=opt(st.lists(compid, min_size=1, max_size=2).map(tuple)),
         ext_list=opt(st.lists(uint32, min_size=1, max_size=3).map(tuple)),
