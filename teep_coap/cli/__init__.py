@@ -36,7 +36,8 @@ for _name in COMMAND_MODULES:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the console script."""
     try:
-        root.main(args=argv, prog_name="teep-coap", standalone_mode=False)
+        # Without standalone mode click returns the code of `ctx.exit(n)` instead of raising it.
+        code = root.main(args=argv, prog_name="teep-coap", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
@@ -50,6 +51,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
+    if isinstance(code, int) and code != 0:
+        sys.exit(code)
 
 
 __all__ = ["__version__", "main", "root"]
