@@ -379,8 +379,7 @@ def _message_from_obj(obj: Any, max_depth: int) -> tuple[TeepMessage, bool]:
             except Invalid as exc:
                 raise exc.cls(f"{name} element {offset}: {exc.detail}") from None
         kwargs["extra_positional"] = tuple(extra)
-    if extensions:
-        kwargs["extensions"] = extensions
+    kwargs["extensions"] = extensions
     kwargs["label_order"] = tuple(options)
     return build(kwargs), has_float
 

@@ -50,15 +50,17 @@ def fast_builder(cls: type[_T]) -> Callable[[dict[str, Any]], _T]:
     defaults = {f.name: f.default for f in fields if f.default is not dataclasses.MISSING}
     factories = [(f.name, f.default_factory) for f in fields if f.default_factory is not dataclasses.MISSING]
     new = object.__new__
+    count = len(fields)
 
     def build(kwargs: dict[str, Any]) -> _T:
         inst = new(cls)
         d = inst.__dict__
         d.update(defaults)
-        for name, factory in factories:
-            if name not in kwargs:
-                d[name] = factory()
         d.update(kwargs)
+        if len(d) != count:  # a field with a default factory was not given (callers usually give them)
+            for name, factory in factories:
+                if name not in d:
+                    d[name] = factory()
         return inst
 
     return build
