@@ -450,7 +450,7 @@ class TamEngine:
             lifetime=self.config.token_lifetime,
             cap=self.config.max_outstanding_per_device,
             data={
-                "install": [[_cid_json(c), s] for c, s, _ in plan_install],
+                "install": [[_cid_json(c), s, _manifest_digest(e)] for c, s, e in plan_install],
                 "remove": [_cid_json(c) for c in plan_remove],
             },
         )
@@ -570,7 +570,7 @@ class TamEngine:
         if not self.store.claim(row.id, device.id):
             self._duplicate(device, msg)
             return None
-        installed = {_cid_from_json(c): int(s) for c, s in row.data.get("install", [])}
+        installed = {_cid_from_json(item[0]): int(item[1]) for item in row.data.get("install", [])}
         removed = [_cid_from_json(c) for c in row.data.get("remove", [])]
         self.store.record_changes(device.id, now, installed=installed, removed=removed)
         self.store.touch_device(device.id, now)
@@ -602,6 +602,11 @@ class TamEngine:
         self.store.bind_session(sid, device.id)
         self.store.touch_device(device.id, now)
         self.store.audit(sid, now, "recv-error", f"{msg.err_code_name}: {msg.err_msg or ''}")
+        if row.kind == "update" and msg.suit_reports:
+            partial = _installed_per_reports(row, msg.suit_reports)
+            if partial:
+                self.store.record_changes(device.id, now, installed=partial, removed=[])
+                self.store.audit(sid, now, "partial-install", f"{len(partial)} manifest(s) succeeded")
         req = _Request.from_json(row.data) if row.kind == "query" else None
         again = self._react(msg, device, req)
         if again is None:
@@ -664,6 +669,38 @@ class TamEngine:
             return None
         self.store.touch_device(device.id, self.clock(), negotiated=neg)
         return base, None, None
+
+
+def _manifest_digest(envelope: bytes) -> str | None:
+    """Hex digest of an envelope's manifest (what a SUIT report names), None if unreadable."""
+    from teep_coap.security.suit.codec import parse_envelope
+    from teep_coap.security.suit.errors import SuitError
+
+    try:
+        return parse_envelope(envelope).digest.value.hex()
+    except SuitError:
+        return None
+
+
+def _installed_per_reports(row: Outstanding, reports: Sequence[bytes]) -> dict[ComponentId, int]:
+    """After ERR_MANIFEST_PROCESSING_FAILED: the planned installs whose SUIT report says success
+    (reports arrive inside the device-signed Error, so they are not verified again here)."""
+    from teep_coap.security.suit.errors import SuitError
+    from teep_coap.security.suit.report import parse_report
+
+    ok: set[str] = set()
+    for raw in reports:
+        try:
+            rep = parse_report(raw)
+        except SuitError:
+            continue
+        if rep.success:
+            ok.add(rep.manifest_digest.value.hex())
+    return {
+        _cid_from_json(item[0]): int(item[1])
+        for item in row.data.get("install", [])
+        if len(item) > 2 and item[2] is not None and item[2] in ok
+    }
 
 
 def _hex(b: bytes | None) -> str:

@@ -544,3 +544,24 @@ def test_tam_attestation_appraised_with_the_agents_challenge(world: World) -> No
     resp2 = payload_of(agent.receive(seal(payload_of(qr2), world.tam_es)))  # type: ignore[arg-type]
     assert isinstance(resp2, Error) and resp2.err_code == ErrorCode.ERR_ATTESTATION_REQUIRED
     assert resp2.err_msg == "TAM attestation does not answer a challenge of this Agent"
+
+
+def test_partial_install_is_recorded_from_suit_reports(world: World) -> None:
+    """Two components in one Update, one refused by the device: Error 17 with both reports; the TAM
+    records the one that succeeded (its report says so) and not the other."""
+    world.publish(1, seq=1)
+    bad = world.envelope(2, 1, signer=generate_key("esp256"))  # the device does not trust this signer
+    world.store.add_component(
+        component_id=cid(2), sequence_number=1, envelope=bad, now=world.clock(), audience="all"
+    )
+    s = world.session()
+    err = payload_of(s.sent[2])
+    assert isinstance(err, Error) and err.err_code == ErrorCode.ERR_MANIFEST_PROCESSING_FAILED
+    assert err.suit_reports is not None and len(err.suit_reports) == 2
+    assert world.installed() == {cid(1): 1}
+    assert world.tam_installed() == {cid(1): 1}
+    assert world.outcomes() == ["error:ERR_MANIFEST_PROCESSING_FAILED"]
+    # the next session only retries the refused one (and fails again, without touching the good one)
+    s2 = world.session()
+    upd = payload_of(s2.received[1])
+    assert isinstance(upd, Update) and upd.manifest_list == (bad,)
