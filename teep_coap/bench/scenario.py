@@ -23,7 +23,7 @@ from typing import Any
 from teep_coap.bench.wire import C2S, S2C, RecordingClient, SessionTrace, WireUnit
 from teep_coap.errors import TeepCoapError
 from teep_coap.profiles.schema import Profile
-from teep_coap.transport.base import MessageClient, MessageHandler, PeerInfo, Rejection, RequestRejected
+from teep_coap.transport.base import MessageClient, MessageHandler
 
 DEVICE_NAME = "bench-device"
 COMPONENT_ID = (b"bench-tc",)
@@ -96,21 +96,11 @@ def teep_world(
 
 
 def engine_handler(tam: Any) -> MessageHandler:
-    """The TAM engine as a transport `MessageHandler` (empty payload = ProcessConnect)."""
-    from teep_coap.protocol.errors import IdentityMismatch, InvalidMessage
+    """The TAM engine as a transport `MessageHandler` (empty payload = ProcessConnect): the session
+    glue's `TamHandler`, which maps engine errors to 400 / 403 / 500 like every other server here."""
+    from teep_coap.profiles.session import TamHandler
 
-    async def handle(payload: bytes, peer: PeerInfo) -> bytes | None:
-        try:
-            if not payload:
-                return bytes(tam.connect(peer.identity))
-            answer = tam.receive(payload, peer.identity)
-            return bytes(answer) if answer else None
-        except IdentityMismatch as exc:
-            raise RequestRejected(Rejection.FORBIDDEN, str(exc)) from None
-        except InvalidMessage as exc:
-            raise RequestRejected(Rejection.BAD_REQUEST, str(exc)) from None
-
-    return handle
+    return TamHandler(tam)
 
 
 @contextlib.asynccontextmanager
