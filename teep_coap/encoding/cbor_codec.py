@@ -118,22 +118,19 @@ _ATTR_ORDER: dict[int, tuple[tuple[int, str, str], ...]] = {int(t): s for t, s i
 
 
 _BUILDERS = {t: fast_builder(cls) for t, cls in MESSAGE_CLASS.items()}
-# per wire type: (CDDL name, label -> (attribute, checker, may hold floats), positional, builder)
+# per wire type: (CDDL name, label -> (attribute, checker), positional, builder)
 _TYPE_INFO: dict[
     int,
     tuple[
         str,
-        dict[int, tuple[str, Callable[[Any, int, int], Any], bool]],
+        dict[int, tuple[str, Callable[[Any, int, int], Any]]],
         tuple[tuple[str, Callable[[Any, int, int], Any], str], ...],
         Callable[[dict[str, Any]], TeepMessage],
     ],
 ] = {
     t: (
         MESSAGE_NAMES[MessageType(t)],
-        {
-            label: (attr, checker, kind in ("any", "tc_list"))
-            for label, (attr, checker, kind) in _OPTION_TABLE[t].items()
-        },
+        {label: (attr, checker) for label, (attr, checker, _kind) in _OPTION_TABLE[t].items()},
         _POSITIONAL[t],
         _BUILDERS[t],
     )
@@ -172,6 +169,7 @@ class _Encoders(threading.local):
 
 _ENCODERS = _Encoders()
 _cbor2_loads = cbor2.loads
+_FLOAT_HEAD = re.compile(rb"[\xf9-\xfb]").search  # no such byte anywhere: no float in the message
 _CBOR2_DEPTH = 399  # cbor2.loads refuses more than 400 levels, counting leaves as one
 _SHAPE_DEPTH = 6  # deepest container of a known field: tc-list -> claims -> component-id = level 5
 
@@ -272,9 +270,10 @@ def decode(
             obj = _cbor2_loads(data, max_depth=max_depth + 1)
     except Exception:
         obj = _loads(data, max_depth)  # again, to turn the failure into the precise error
-    msg, has_float = _message_from_obj(obj, max_depth)
+    msg = _message_from_obj(obj, max_depth)
     try:
-        if has_float:
+        # floats are written in their shortest form by `encode` only (cbor2 alone writes 8 bytes)
+        if _FLOAT_HEAD(data) is not None and _contains_float(obj):
             again = encode(msg)
         else:  # _dumps, inlined: this is the hot path
             local = _ENCODERS
@@ -321,7 +320,7 @@ def decode_value(data: bytes, *, max_size: int = DEFAULT_MAX_SIZE, max_depth: in
     return obj
 
 
-def _message_from_obj(obj: Any, max_depth: int) -> tuple[TeepMessage, bool]:
+def _message_from_obj(obj: Any, max_depth: int) -> TeepMessage:
     if type(obj) is not list:
         raise NotAnArray(f"a TEEP message is a CBOR array, got {type_name(obj)}")
     if not obj:
@@ -342,7 +341,6 @@ def _message_from_obj(obj: Any, max_depth: int) -> tuple[TeepMessage, bool]:
         raise WrongType(f"{name} element 1 (options): expected map, got {type_name(options)}")
     kwargs: dict[str, Any] = {}
     extensions: dict[int, Any] = {}
-    has_float = False
     for label, value in options.items():
         spec = table.get(label) if type(label) is int else None
         try:
@@ -352,12 +350,10 @@ def _message_from_obj(obj: Any, max_depth: int) -> tuple[TeepMessage, bool]:
                         f"{name} options: key {value_repr(label)} is a {type_name(label)}, "
                         f"expected an unsigned integer label"
                     )
-                has_float = check_any(value, 3, max_depth) or has_float
+                check_any(value, 3, max_depth)
                 extensions[label] = value
             else:
-                attr, checker, may_float = spec
-                if may_float and not has_float:
-                    has_float = _contains_float(value)
+                attr, checker = spec
                 kwargs[attr] = checker(value, 3, max_depth)
         except Invalid as exc:
             raise exc.cls(f"{name} options label {label_name(label)}: {exc.detail}") from None
@@ -375,13 +371,13 @@ def _message_from_obj(obj: Any, max_depth: int) -> tuple[TeepMessage, bool]:
         extra = obj[index:]
         for offset, value in enumerate(extra, start=index):
             try:
-                has_float = check_any(value, 2, max_depth) or has_float
+                check_any(value, 2, max_depth)
             except Invalid as exc:
                 raise exc.cls(f"{name} element {offset}: {exc.detail}") from None
         kwargs["extra_positional"] = tuple(extra)
     kwargs["extensions"] = extensions
     kwargs["label_order"] = tuple(options)
-    return build(kwargs), has_float
+    return build(kwargs)
 
 
 def value_repr(value: Any) -> str:
