@@ -345,3 +345,28 @@ def test_postgresql_full_session(postgres_url: str, tmp_path: Path) -> None:
     assert state.components.image(CID_B) == b"pg"
     assert store.sessions()[-1][4] == "success"
     store.close()
+
+
+def test_atomic_rolls_back_everything(store: TamStore) -> None:
+    """The engine wraps each message in `atomic()`: an exception undoes every write of that message."""
+    dev = _device(store)
+    before = store.snapshot()
+    with pytest.raises(RuntimeError), store.atomic():
+        sid = store.start_session(1.0, device_id=dev, transport_identity=None)
+        store.add_outstanding(
+            session_id=sid,
+            device_id=dev,
+            kind="query",
+            token=b"z" * 16,
+            challenge=None,
+            now=1.0,
+            lifetime=9,
+            cap=4,
+        )
+        store.touch_device(dev, 5.0, negotiated={"versions": [0]})
+        assert len(store.outstanding()) == 1  # visible inside the transaction
+        raise RuntimeError("crash in the middle of a message")
+    assert store.snapshot() == before
+    with store.atomic():  # and a normal block commits
+        store.start_session(2.0, device_id=dev, transport_identity=None)
+    assert len(store.sessions()) == 1
