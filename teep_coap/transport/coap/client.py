@@ -218,6 +218,34 @@ class CoapClient:
         if not future.done() and step < timeout and _dtls_connecting(ctx):
             raise _HandshakeStalled
 
+    async def request(self, method: str, payload: bytes = b"", path: str | None = None) -> tuple[str, bytes]:
+        """Any method on any path of the same origin: (response code text, payload).
+
+        Not part of the TEEP binding; interop tests use it to PUT and GET a large body on other
+        CoAP servers (libcoap's coap-server) with this client's block size, security and timeout.
+        """
+        try:
+            code = Code[method.upper()]
+        except KeyError:
+            raise TransportError(f"unknown CoAP method {method!r}") from None
+        ctx = await self._ensure_context()
+        msg = self._request(payload)
+        msg.code = code
+        if path is not None:
+            origin = self.uri.split("://", 1)[0] + "://" + self.uri.split("://", 1)[1].split("/", 1)[0]
+            msg.set_request_uri(origin + path)
+        if code == Code.GET:
+            msg.opt.content_format = None
+            msg.opt.accept = None
+        request = ctx.request(msg)
+        try:
+            response = await asyncio.wait_for(request.response, self.profile.limits.request_timeout)
+        except TimeoutError:
+            raise TransportTimeout(f"no answer within {self.profile.limits.request_timeout:g} s") from None
+        except aiocoap.error.Error as exc:
+            raise TransportError(f"CoAP {method} failed: {type(exc).__name__}: {exc}") from None
+        return code_text(response.code), bytes(response.payload)
+
     def _interpret(self, response: Message) -> bytes | None:
         code = response.code
         if not code.is_successful():

@@ -150,9 +150,10 @@ def _make_device(
     identity: str,
     number: int,
     lines: list[str],
+    psk: bytes | None = None,
 ) -> DeviceCredentials:
     device_id = number.to_bytes(max(1, (number.bit_length() + 7) // 8), "big")
-    psk = secrets.token_bytes(16)
+    psk = psk or secrets.token_bytes(16)
     master_secret, master_salt = secrets.token_bytes(16), secrets.token_bytes(8)
     rel = f"oscore/{name}"
     write_oscore_context(tam / rel, b"", device_id, master_secret, master_salt)
@@ -181,6 +182,7 @@ def provision_device(
     *,
     psk_identity: str | None = None,
     oscore_id: int | None = None,
+    psk: bytes | None = None,
 ) -> DeviceCredentials:
     """Create fresh DTLS PSK and OSCORE credentials for one device, on both sides.
 
@@ -196,7 +198,9 @@ def provision_device(
         raise CredentialsError(f"device with psk_identity {identity!r} already provisioned in {tam}")
     number = oscore_id if oscore_id is not None else len(existing) + 1
     lines: list[str] = []
-    made = _make_device(tam, agent_state_dir, name, identity, number, lines)
+    if psk is not None and len(psk) < PSK_MIN_BYTES:
+        raise CredentialsError(f"psk is {len(psk)} bytes, at least {PSK_MIN_BYTES} needed")
+    made = _make_device(tam, agent_state_dir, name, identity, number, lines, psk)
     with (tam / TAM_CREDENTIALS_FILE).open("a", encoding="utf-8") as f:
         f.write("".join(lines))
     (tam / TAM_CREDENTIALS_FILE).chmod(0o600)
