@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
+from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
@@ -66,7 +68,10 @@ def load_public_der(data: bytes) -> PublicKey:
 
 def load_cert_der(data: bytes, what: str = "certificate") -> x509.Certificate:
     try:
-        cert = x509.load_der_x509_certificate(data)
+        with warnings.catch_warnings():
+            # e.g. a non-positive serial number: RFC 5280 forbids it, cryptography only warns (for now)
+            warnings.simplefilter("error", CryptographyDeprecationWarning)
+            cert = x509.load_der_x509_certificate(data)
         # cryptography parses fields lazily: touch the ones we use so a bad one fails here, typed
         _ = (cert.subject, cert.issuer, cert.not_valid_before_utc, cert.not_valid_after_utc)
         _ = (cert.public_key(), cert.signature_hash_algorithm, list(cert.extensions))
