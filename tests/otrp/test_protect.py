@@ -273,3 +273,43 @@ def test_cose_sign1_verifies_in_pycose(rsa_pki: OtrpPki, ec_pki: OtrpPki) -> Non
         msg = Sign1Message.decode(cbor2.dumps(sign1))
         msg.key = key_cls.from_pem_public_key(pem.decode())
         assert msg.verify_signature()
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_get_device_state_response_with_two_tees(encoding: str, rsa_pki: OtrpPki) -> None:
+    codec = codec_for(encoding)
+    dsi = DsiDocument(dsi=sample_dsi(rsa_pki.tee.cert_der, rsa_pki.tee.chain_der[1:]))
+    tees = tuple(GetDeviceTEEStateResponse(rid="r", tid=f"t{i}", signerreq=False, edsi=dsi) for i in range(2))
+    sealed = codec.seal(GetDeviceStateResponse(tees=tees), rsa_pki.tee, rsa_pki.tam.public_key)
+    opened = codec.open(sealed.wire, rsa_pki.tam.private_key, anchors=[rsa_pki.root.cert])
+    assert isinstance(opened.msg, GetDeviceStateResponse) and opened.msg.tees == tees
+    assert set(opened.plaintexts) == {"edsi"}  # the first TEE's DSI bytes (what dsihash covers)
+
+
+def test_mixed_key_types_pick_algorithms_per_key(tmp_path: object) -> None:
+    """An RSA TAM and a P-256 TEE: each side signs with its own key's alg and encrypts for the other's."""
+    from pathlib import Path
+
+    from teep_coap.protocol.otrp_session import make_engines, reference_policy, run_session
+    from teep_coap.security.otrp_pki import OtrpPki as Pki
+    from teep_coap.security.otrp_pki import issue, make_ca
+
+    root = make_ca("mixed root", "RSA")
+    pki = Pki(root=root, tam=issue(root, "tam.example", "RSA"), tee=issue(root, "Primary TEE", "EC"),
+              sp=issue(root, "sp.example", "EC"))  # fmt: skip
+    for encoding in ENCODINGS:
+        tam, agent = make_engines(encoding, pki, Path(str(tmp_path)) / encoding, reference_policy(pki, 100))  # type: ignore[arg-type]
+        records = run_session(tam, agent)
+        assert [r.status for r in tam.results()] == ["pass"] * 4
+        if encoding == "json":
+            request = json.loads(records[2].wire)["CreateSDRequest"]
+            content = json.loads(base64.urlsafe_b64decode(request["payload"] + "=="))["CreateSDTBSRequest"][
+                "content"
+            ]
+            assert request["protected"] == "eyJhbGciOiJSUzI1NiJ9"  # the TAM signs RS256
+            assert content["recipients"][0]["header"]["alg"] == "ECDH-ES+A128KW"  # for the P-256 TEE
+            response = json.loads(records[3].wire)["CreateSDResponse"]
+            assert response["protected"] == "eyJhbGciOiJFUzI1NiJ9"  # the TEE signs ES256
+        else:
+            _k, sign1 = cbor2.loads(records[3].wire)
+            assert cbor2.loads(sign1.value[0]) == {1: -7}
