@@ -21,7 +21,7 @@ import binascii
 import enum
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 from teep_coap.errors import TeepCoapError
@@ -758,7 +758,7 @@ class GetDeviceStateResponse:
     tees: tuple[GetDeviceTEEStateResponse, ...]
 
 
-def _request(cmd: str, content_cls: type[OtrpObject], with_ta: bool = False) -> tuple[Member, ...]:
+def _request(content_cls: type[OtrpObject], with_ta: bool = False) -> tuple[Member, ...]:
     members: tuple[Member, ...] = (*_REQUEST_HEAD, Member("content", "content", Kind.OBJ, cls=content_cls))
     if with_ta:
         members = (*members, Member("encrypted_ta", "encrypted_ta", Kind.OBJ, cls=EncryptedTA))
@@ -785,7 +785,7 @@ class CreateSDRequest(_SdTaRequest):
     TBS_NAME: ClassVar[str] = "CreateSDTBSRequest"
     OUTER_NAME: ClassVar[str] = "CreateSDRequest"
     content: CreateSDContent
-    MEMBERS: ClassVar[tuple[Member, ...]] = _request("CreateSD", CreateSDContent)
+    MEMBERS: ClassVar[tuple[Member, ...]] = _request(CreateSDContent)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -793,7 +793,7 @@ class UpdateSDRequest(_SdTaRequest):
     TBS_NAME: ClassVar[str] = "UpdateSDTBSRequest"
     OUTER_NAME: ClassVar[str] = "UpdateSDRequest"
     content: UpdateSDContent
-    MEMBERS: ClassVar[tuple[Member, ...]] = _request("UpdateSD", UpdateSDContent)
+    MEMBERS: ClassVar[tuple[Member, ...]] = _request(UpdateSDContent)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -801,7 +801,7 @@ class DeleteSDRequest(_SdTaRequest):
     TBS_NAME: ClassVar[str] = "DeleteSDTBSRequest"
     OUTER_NAME: ClassVar[str] = "DeleteSDRequest"
     content: DeleteSDContent
-    MEMBERS: ClassVar[tuple[Member, ...]] = _request("DeleteSD", DeleteSDContent)
+    MEMBERS: ClassVar[tuple[Member, ...]] = _request(DeleteSDContent)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -810,7 +810,7 @@ class InstallTARequest(_SdTaRequest):
     OUTER_NAME: ClassVar[str] = "InstallTARequest"
     content: TAContent
     encrypted_ta: EncryptedTA
-    MEMBERS: ClassVar[tuple[Member, ...]] = _request("InstallTA", TAContent, with_ta=True)
+    MEMBERS: ClassVar[tuple[Member, ...]] = _request(TAContent, with_ta=True)
 
     def check(self, path: str) -> None:
         if self.encrypted_ta.ciphertadata is None:
@@ -823,7 +823,7 @@ class UpdateTARequest(_SdTaRequest):
     OUTER_NAME: ClassVar[str] = "UpdateTARequest"
     content: TAContent
     encrypted_ta: EncryptedTA
-    MEMBERS: ClassVar[tuple[Member, ...]] = _request("UpdateTA", TAContent, with_ta=True)
+    MEMBERS: ClassVar[tuple[Member, ...]] = _request(TAContent, with_ta=True)
 
     def check(self, path: str) -> None:
         if self.encrypted_ta.ciphernewtadata is None and self.encrypted_ta.ciphernewpdata is None:
@@ -835,7 +835,7 @@ class DeleteTARequest(_SdTaRequest):
     TBS_NAME: ClassVar[str] = "DeleteTATBSRequest"
     OUTER_NAME: ClassVar[str] = "DeleteTARequest"
     content: DeleteTAContent
-    MEMBERS: ClassVar[tuple[Member, ...]] = _request("DeleteTA", DeleteTAContent)
+    MEMBERS: ClassVar[tuple[Member, ...]] = _request(DeleteTAContent)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -966,8 +966,3 @@ def parse_broker_error(tree: object, text: bool) -> BrokerError:
     if isinstance(tree, Mapping) and set(tree) == {BrokerError.OUTER_NAME}:
         return BrokerError.from_tree(tree[BrokerError.OUTER_NAME], text, BrokerError.OUTER_NAME)
     raise OtrpDecodeError("OTrPBrokerError", "not a Broker error object")
-
-
-def field_names(obj: object) -> list[str]:
-    """Attribute names of a model dataclass (for display)."""
-    return [f.name for f in fields(obj)]  # type: ignore[arg-type]
