@@ -64,9 +64,9 @@ CASES = [
     ("8205 a2 14" + TOK + "14" + TOK, E.DuplicateKey, "duplicate map key at offset 21"),
     ("8205 a1 1863 fa3fc00000", E.NotDeterministic, "float at offset 5 is 4 bytes wide"),
     ("8202 a1 08 81 a2 00 80 03 fb3ff8000000000000", E.NotDeterministic, "float at offset 9 is 8 bytes wide"),
-    ("8202 a1 0e 81 a2 10 80 1863 fb3ff8000000000000", E.NotDeterministic, "float at offset 9 is 8 bytes wide"),
+    ("8202 a1 0e 81 a2 10 80 1863 fb3ff8000000000000", E.NotDeterministic, "float at offset 10 is 8 bytes wide"),
     ("8202 a1 05 fb3ff8000000000000", E.NotDeterministic, "float at offset 4 is 8 bytes wide"),
-    ("8306 a0 01 fb3ff8000000000000", E.NotDeterministic, "float at offset 4 is 8 bytes wide"),
+    ("8406 a0 01 fb3ff8000000000000", E.NotDeterministic, "float at offset 4 is 8 bytes wide"),
     ("8205 a1 1863 d81e820103", E.UnsupportedValue, "fractions.Fraction (from CBOR tag 30)"),
     ("8205 a1 1863 d81c 00", E.UnsupportedValue, "CBOR tag 28 (shareable value)"),
     (
