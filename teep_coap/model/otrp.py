@@ -59,6 +59,10 @@ class OtrpProtocolError(OtrpError):
     """A well-formed message that does not fit the session (wrong rid, unexpected type, ...)."""
 
 
+class OtrpIdentityMismatch(OtrpProtocolError):
+    """The transport's peer identity (DTLS PSK identity, OSCORE id) does not fit the OTrP device."""
+
+
 class OtrpErrorCode(enum.StrEnum):
     """Error codes (strings; the draft assigns no numbers). §8 of OTRP.md, plus the per-message extras."""
 

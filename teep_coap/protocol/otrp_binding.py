@@ -3,12 +3,13 @@
 OTrP over HTTP -00 (OTRP.md §9): an empty POST starts a session (ProcessConnect), every other POST
 carries one OTrP message, an answer without body ends it. The transports already implement those rules;
 this adapter only maps the engines' errors onto the transport's refusals: a message that does not
-decode, verify or fit the session → 400 / 4.00; anything else is a TAM failure (500 / 5.00).
+decode, verify or fit the session → 400 / 4.00; a transport identity that is not the device's → 403 /
+4.03; anything else is a TAM failure (500 / 5.00).
 """
 
 from __future__ import annotations
 
-from teep_coap.model.otrp import OtrpDecodeError, OtrpProtocolError, OtrpSecurityError
+from teep_coap.model.otrp import OtrpDecodeError, OtrpIdentityMismatch, OtrpProtocolError, OtrpSecurityError
 from teep_coap.protocol.otrp_agent import OtrpAgentEngine
 from teep_coap.protocol.otrp_tam import OtrpTamEngine
 from teep_coap.transport.base import MessageHandler, PeerInfo, Rejection, RequestRejected
@@ -22,6 +23,8 @@ def tam_handler(engine: OtrpTamEngine) -> MessageHandler:
             if not payload:
                 return engine.connect(peer.identity)
             return engine.receive(payload, peer.identity)
+        except OtrpIdentityMismatch as exc:
+            raise RequestRejected(Rejection.FORBIDDEN, str(exc)[:200]) from None
         except (OtrpDecodeError, OtrpSecurityError, OtrpProtocolError) as exc:
             raise RequestRejected(Rejection.BAD_REQUEST, str(exc)[:200]) from None
 

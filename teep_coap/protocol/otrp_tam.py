@@ -38,6 +38,7 @@ from teep_coap.model.otrp import (
     GetDeviceStateResponse,
     InstallTARequest,
     OtrpError,
+    OtrpIdentityMismatch,
     OtrpMessage,
     OtrpProtocolError,
     OtrpSecurityError,
@@ -97,6 +98,9 @@ class OtrpTamConfig:
     supportedsigalgs: tuple[str, ...] | None = ("RS256", "ES256")
     ocspdat: tuple[bytes, ...] = ()  # OCSP responses for the TAM chain (none in this demo PKI)
     max_sessions: int = 1024
+    # transport identity (DTLS PSK identity / OSCORE id) → the `did` (SHA-256 of the TEE certificate) it
+    # must belong to; identities not listed are not checked (plain CoAP / HTTP carry none)
+    device_identities: dict[str, bytes] = field(default_factory=dict)
 
     @property
     def tamid(self) -> str:
@@ -168,6 +172,11 @@ class OtrpTamEngine:
         """ProcessOTrPMessage: the next command of the session, or None when there is nothing more."""
         self.last_sent = None
         session = self._session_for(data)
+        if session.transport_identity != transport_identity:
+            raise OtrpIdentityMismatch(
+                f"session {session.tid[:16]} started with transport identity {session.transport_identity!r}, "
+                f"this message came with {transport_identity!r}"
+            )
         keys = [session.tee_key] if session.tee_key is not None else []
         try:
             opened = self.codec.open(
@@ -198,6 +207,12 @@ class OtrpTamEngine:
             cert = load_cert_der(opened.signer_cert)
             session.tee_key = cert_public_key(cert)
             session.did = hashlib.sha256(opened.signer_cert).digest()
+            expected = self.config.device_identities.get(transport_identity or "")
+            if expected is not None and expected != session.did:
+                self._end(session, CommandResult("GetDeviceState", "identity-mismatch"))
+                raise OtrpIdentityMismatch(
+                    f"transport identity {transport_identity!r} belongs to another device than this TEE"
+                )
             session.tee = tee.edsi.dsi.tee.name
             session.signerreq = bool(tee.signerreq)
             session.results.append(CommandResult("GetDeviceState", "pass"))

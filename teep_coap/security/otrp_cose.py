@@ -410,6 +410,8 @@ class CoseCodec:
             if kind == otrp_cbor.TYPE_BROKER_ERROR:  # unsigned: rid/tid in clear
                 rid, tid = value.get(otrp_cbor.LABELS["rid"], ""), value.get(otrp_cbor.LABELS["tid"], "")
                 return None, rid if isinstance(rid, str) else "", tid if isinstance(tid, str) else ""
+            if kind == otrp_cbor.TYPE_GET_DEVICE_STATE_RESPONSE:  # the first TEE's COSE_Sign1
+                kind, value = otrp_cbor.MESSAGE_TYPE[GetDeviceTEEStateResponse], value[0]
             cls = otrp_cbor.TYPE_TO_CLASS.get(kind)
             item = otrp_cbor.loads(value.value[2], "payload")
             rid, tid = item[1].get(otrp_cbor.LABELS["rid"], ""), item[1].get(otrp_cbor.LABELS["tid"], "")

@@ -498,6 +498,11 @@ class JoseCodec:
             if outer == BrokerError.OUTER_NAME:  # unsigned: rid/tid in clear
                 rid, tid = value.get("rid", ""), value.get("tid", "")
                 return None, rid if isinstance(rid, str) else "", tid if isinstance(tid, str) else ""
+            if outer == GetDeviceStateResponse.OUTER_NAME:  # the first TEE's JWS
+                outer, value = (
+                    GetDeviceTEEStateResponse.OUTER_NAME,
+                    value[0][GetDeviceTEEStateResponse.OUTER_NAME],
+                )
             cls = BY_OUTER_NAME.get(outer)
             assert cls is not None
             body = otrp_json.loads(b64decode_any(value["payload"], "payload"))[cls.TBS_NAME]

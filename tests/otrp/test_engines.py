@@ -361,3 +361,72 @@ def test_tam_ends_session_on_broker_error(rsa_pki: OtrpPki, tmp_path: Path) -> N
     assert tam_engine.receive(broker_error) is None
     last = tam_engine.results()[-1]
     assert (last.command, last.status, last.error_code) == ("CreateSD", "fail", "ERR_AGENT_TEE_UNKNOWN")
+
+
+def test_transport_identity_must_stay_and_fit_the_device(rsa_pki: OtrpPki, tmp_path: Path) -> None:
+    from teep_coap.model.otrp import OtrpIdentityMismatch
+
+    tam_engine, agent = make_engines("cbor", rsa_pki, tmp_path, _policy(rsa_pki, b"x"))
+    answer = agent.receive(tam_engine.connect("psk-device-1"))
+    assert answer is not None
+    with pytest.raises(OtrpIdentityMismatch, match="psk-device-2"):
+        tam_engine.receive(answer, "psk-device-2")  # another DTLS peer cannot continue this session
+    tam_engine.config.device_identities = {"psk-device-1": b"\x00" * 32}  # bound to another TEE
+    answer = agent.receive(tam_engine.connect("psk-device-1"))
+    assert answer is not None
+    with pytest.raises(OtrpIdentityMismatch, match="another device"):
+        tam_engine.receive(answer, "psk-device-1")
+    tam_engine.config.device_identities = {"psk-device-1": rsa_pki.tee.did}
+    answer = agent.receive(tam_engine.connect("psk-device-1"))
+    assert answer is not None
+    assert tam_engine.receive(answer, "psk-device-1") is not None  # the right device carries on
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_two_devices_interleaved_on_one_tam(encoding: str, rsa_pki: OtrpPki, tmp_path: Path) -> None:
+    """Answers are routed to their session by tid, whatever the order they arrive in."""
+    policy = _policy(rsa_pki, b"shared TA")
+    tam_engine = OtrpTamEngine(
+        OtrpTamConfig(
+            identity=rsa_pki.tam, tee_anchors=(rsa_pki.root.cert,), encoding=encoding, policy=policy
+        )  # type: ignore[arg-type]
+    )
+    agents = [
+        OtrpAgentEngine(
+            OtrpAgentConfig(identity=rsa_pki.tee, tam_anchors=(rsa_pki.root.cert,), encoding=encoding),  # type: ignore[arg-type]
+            tmp_path / f"agent{i}",
+        )
+        for i in range(2)
+    ]
+    pending = [tam_engine.connect(), tam_engine.connect()]
+    done = [False, False]
+    order = [1, 0, 0, 1, 1, 0, 0, 1]
+    for i in order:
+        if done[i]:
+            continue
+        answer = agents[i].receive(pending[i])
+        assert answer is not None
+        nxt = tam_engine.receive(answer)
+        if nxt is None:
+            done[i] = True
+        else:
+            pending[i] = nxt
+    assert done == [True, True]
+    assert all(a.installed() == {SD: {TA: b"shared TA"}} for a in agents)
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_peek_reads_rid_and_tid_of_every_message(encoding: str, rsa_pki: OtrpPki) -> None:
+    from teep_coap.model.otrp import BrokerError
+
+    from .conftest import all_messages
+
+    codec = codec_for(encoding)
+    for msg in all_messages():
+        signer, recipient = (rsa_pki.tam, rsa_pki.tee) if msg.IS_REQUEST else (rsa_pki.tee, rsa_pki.tam)
+        wire = codec.seal(msg, signer, recipient.public_key).wire
+        cls, rid, tid = codec.peek(wire)
+        assert (cls, rid, tid) == (type(msg), msg.rid, msg.tid)
+    err = codec.encode_unsigned(BrokerError(errcode=OtrpErrorCode.ERR_AGENT_TEE_BUSY, rid="r9", tid="t9"))
+    assert codec.peek(err) == (None, "r9", "t9")
+    assert codec.peek(b"\x00garbage") == (None, "", "")
