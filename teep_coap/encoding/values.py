@@ -472,7 +472,7 @@ def _claims(value: Any, depth: int, max_depth: int) -> SystemPropertyClaims:
     params: dict[int, Any] = {}
     compid: tuple[bytes, ...] = ()
     for k, v in items.items():
-        if type(k) is not int:
+        if type(k) is not int or not INT64_MIN <= k <= UINT64_MAX:
             raise Invalid(WrongType, f"map key {_short(k)} is a {type_name(k)}, expected an integer label")
         try:
             if k == SYSTEM_COMPONENT_ID:
@@ -508,7 +508,7 @@ def _rtc(value: Any, depth: int, max_depth: int) -> RequestedTcInfo:
     ext: dict[int, Any] = {}
     known = {label: (attr, kind) for label, attr, kind in RTC_FIELDS}
     for k, v in items.items():
-        if type(k) is not int or k < 0:
+        if type(k) is not int or not 0 <= k <= UINT64_MAX:
             raise Invalid(
                 WrongType, f"map key {_short(k)} is a {type_name(k)}, expected an unsigned integer label"
             )
