@@ -69,6 +69,9 @@ Rng = Callable[[int], bytes]
 
 _LEGACY = {int(CoseAlg.ES256): int(CoseAlg.ESP256), int(CoseAlg.EDDSA): int(CoseAlg.ED25519)}
 MAX_RENEGOTIATIONS = 3
+MAX_LIST_ITEMS = (
+    256  # per tc-list / requested-tc-list / unneeded-manifest-list: bounds what one device stores
+)
 
 
 def normalize_suite(suite: Sequence[Sequence[int]]) -> CipherSuite:
@@ -496,6 +499,13 @@ class TamEngine:
         """Store what the device reported. Its installed set is replaced only when the request asked
         for trusted components (otherwise an absent tc-list says nothing)."""
         now = self.clock()
+        for name, items in (
+            ("tc-list", msg.tc_list),
+            ("requested-tc-list", msg.requested_tc_list),
+            ("unneeded-manifest-list", msg.unneeded_manifest_list),
+        ):
+            if items is not None and len(items) > MAX_LIST_ITEMS:
+                raise InvalidMessage(f"{name} has {len(items)} entries, more than {MAX_LIST_ITEMS}")
         installed: dict[ComponentId, int | None] | None = (
             {tuple(c.component_id): None for c in msg.tc_list or ()} if asked_tcs else None
         )

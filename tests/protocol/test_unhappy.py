@@ -565,3 +565,19 @@ def test_partial_install_is_recorded_from_suit_reports(world: World) -> None:
     s2 = world.session()
     upd = payload_of(s2.received[1])
     assert isinstance(upd, Update) and upd.manifest_list == (bad,)
+
+
+def test_oversized_lists_from_a_device_are_refused(world: World) -> None:
+    from teep_coap.model.teep import RequestedTcInfo
+
+    qr = world.tam.connect()
+    answer = payload_of(world.agent.receive(qr))  # type: ignore[arg-type]
+    assert isinstance(answer, QueryResponse)
+    import dataclasses
+
+    many = tuple(RequestedTcInfo(component_id=(bytes([i % 256, i // 256]),)) for i in range(300))
+    big = seal(dataclasses.replace(answer, requested_tc_list=many), world.state.key)
+    before = world.tam_state()
+    with pytest.raises(InvalidMessage, match="requested-tc-list has 300 entries"):
+        world.tam.receive(big)
+    assert world.tam_state() == before
