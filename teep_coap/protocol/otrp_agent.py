@@ -224,6 +224,8 @@ class OtrpAgentEngine:
         did = getattr(getattr(msg, "content", None), "did", None)
         if tee != self.config.name or (did is not None and did != self.config.identity.did):
             return self._broker_error(msg, E.ERR_AGENT_TEE_UNKNOWN)
+        # a failed command leaves no trace: the in-memory state goes back to this snapshot
+        snapshot = json.loads(json.dumps(self._state))
         try:
             content = getattr(msg, "content", None)
             if getattr(content, "tamid", tamid) != tamid:
@@ -242,8 +244,10 @@ class OtrpAgentEngine:
             }[type(msg)]
             extra = handler(msg, tamid)  # type: ignore[operator]
         except _Fail as fail:
+            self._state = snapshot
             return self._fail(msg, tam_key, fail.code, fail.message)
         except OSError as exc:
+            self._state = snapshot
             return self._fail(msg, tam_key, E.ERR_TEE_FAIL, f"TEE storage failure: {exc.strerror}")
         self._save()
         dsi = self._dsi_for(tamid) if getattr(msg, "nextdsi", False) else None

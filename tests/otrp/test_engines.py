@@ -430,3 +430,21 @@ def test_peek_reads_rid_and_tid_of_every_message(encoding: str, rsa_pki: OtrpPki
     err = codec.encode_unsigned(BrokerError(errcode=OtrpErrorCode.ERR_AGENT_TEE_BUSY, rid="r9", tid="t9"))
     assert codec.peek(err) == (None, "r9", "t9")
     assert codec.peek(b"\x00garbage") == (None, "", "")
+
+
+def test_failed_command_leaves_no_partial_state(tam: _Tam) -> None:
+    from teep_coap.model.otrp import SDChanges, UpdateSDContent, UpdateSDRequest
+
+    tam.create()
+    tam.create(sdname="other.sd")
+    before = json.loads((tam.agent.state_dir / "state.json").read_text())["sds"]
+    # a valid new spcert first, then a rename onto a used name: the whole UpdateSD must fail
+    changes = SDChanges(spcert=(tam.pki.sp.cert_der,), newsdname="other.sd")
+    content = UpdateSDContent(tamid=tam.tamid, spid="sp.example", sdname=SD, changes=changes)
+    assert (
+        _code(tam.send(UpdateSDRequest(**tam.head(), content=content)))
+        is OtrpErrorCode.ERR_SDNAME_ALREADY_USED
+    )  # type: ignore[arg-type]
+    tam.gds()  # saves the state again
+    after = json.loads((tam.agent.state_dir / "state.json").read_text())["sds"]
+    assert after == before
