@@ -51,6 +51,7 @@ class BenchResult:
     client_cpu_seconds: float = 0.0
     handshake_restarts: int = 0
     failures: list[str] = field(default_factory=list)
+    load_average: float = 0.0  # 1-minute load average when the run started (other work skews figures)
 
     @property
     def rate(self) -> float:
@@ -81,6 +82,7 @@ class BenchResult:
             ),
             "client_cpu_seconds": round(self.client_cpu_seconds, 2),
             "handshake_restarts": self.handshake_restarts,
+            "load_average_at_start": round(self.load_average, 2),
             "failures": self.failures[:5],
         }
 
@@ -95,6 +97,7 @@ def format_result(r: BenchResult) -> str:
         f"  latency per session: p50 {j['p50_ms']} ms, p99 {j['p99_ms']} ms, mean {j['mean_ms']} ms",
         f"  TAM process CPU: {j['tam_cpu_seconds']} s ({j['tam_cpu_ms_per_session']} ms/session);"
         f" client CPU {j['client_cpu_seconds']} s; DTLS handshake restarts {j['handshake_restarts']}",
+        f"  machine: {os.cpu_count()} cores, load average {j['load_average_at_start']} at start",
     ]
     lines += [f"  failure: {f}" for f in j["failures"]]
     return "\n".join(lines)
@@ -270,6 +273,7 @@ def run_bench(
     agents_tmp = tempfile.mkdtemp(prefix="teep-bench-agents-", dir=agents_base)
     try:
         world = make_world(Path(tam_tmp) / "tam", Path(agents_tmp), devices, image_size)
+        load = os.getloadavg()[0]
         with tam_process(profile_name, world.tam_dir) as (uri, pid):
             cpu0 = _cpu_seconds(pid)
             c0 = time.process_time()
@@ -292,6 +296,7 @@ def run_bench(
             client_cpu_seconds=client_cpu,
             handshake_restarts=restarts,
             failures=failures,
+            load_average=load,
         )
     finally:
         if not keep:

@@ -1,0 +1,27 @@
+"""`teep-coap bench sessions` runs real sessions against a TAM process and reports honest figures."""
+
+from __future__ import annotations
+
+import pytest
+
+from teep_coap.bench.sessions import format_result, run_bench
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.mark.parametrize("profile", ["coap", "coaps-psk", "coap-oscore"])
+def test_small_run(profile: str) -> None:
+    r = run_bench(profile, devices=6, concurrency=3, image_size=300)
+    assert r.ok == 6 and r.failed == 0
+    assert len(r.latencies) == 6 and all(x > 0 for x in r.latencies)
+    assert r.percentile(50) <= r.percentile(99)
+    assert r.tam_cpu_seconds is not None and r.tam_cpu_seconds > 0
+    j = r.to_json()
+    assert j["sessions_per_second"] > 0 and j["profile"] == profile
+    assert "sessions/s" in format_result(r)
+
+
+def test_sessions_beyond_devices_repeat_devices() -> None:
+    r = run_bench("coap", devices=2, concurrency=2, sessions=4, image_size=100)
+    # the second session of a device finds nothing to install: still a complete session
+    assert r.ok == 4
