@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import cbor2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -90,3 +91,51 @@ def test_mutated_vectors(vector: bytes, edits: list[tuple[int, int, int]]) -> No
         elif pos < len(data):
             del data[pos]
     _only_decode_errors(bytes(data))
+
+
+# Arbitrary CBOR, including tags cbor2 interprets (dates, bignums, rationals, value sharing, string
+# references, ...), big integers, non-finite floats, placed where a message has known fields or
+# extensions: decode must only ever raise TeepDecodeError, and what it accepts re-encodes exactly.
+_SEMANTIC_TAGS = [0, 1, 2, 3, 4, 5, 25, 28, 29, 30, 35, 36, 37, 100, 256, 258, 260, 261, 1004, 43000, 55799]
+_wild_leaf = st.one_of(
+    st.integers(-(1 << 80), 1 << 80),
+    st.floats(),
+    st.binary(max_size=20),
+    st.text(max_size=8),
+    st.booleans(),
+    st.none(),
+)
+
+
+def _wild_containers(children: st.SearchStrategy[object]) -> st.SearchStrategy[object]:
+    return st.one_of(
+        st.lists(children, max_size=4),
+        st.dictionaries(st.one_of(st.integers(-30, 30), st.text(max_size=3)), children, max_size=3),
+        st.builds(cbor2.CBORTag, st.sampled_from(_SEMANTIC_TAGS) | st.integers(0, (1 << 64) - 1), children),
+    )
+
+
+wild = st.recursive(_wild_leaf, _wild_containers, max_leaves=10)
+
+
+@st.composite
+def wild_messages(draw: st.DrawFn) -> bytes:
+    mtype = draw(st.sampled_from([1, 2, 3, 5, 6, 4, 0]))
+    options = draw(
+        st.dictionaries(
+            st.sampled_from([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 19, 20, 21, 22, 23, 24, 99]),
+            wild,
+            max_size=3,
+        )
+    )
+    tail = draw(st.lists(wild, max_size=4))
+    try:
+        return cbor2.dumps([mtype, options, *tail])
+    except Exception:
+        return bytes([0x82, mtype, 0xA0])
+
+
+@SETTINGS
+@given(wild_messages())
+def test_wild_cbor_values(data: bytes) -> None:
+    _only_decode_errors(data)
