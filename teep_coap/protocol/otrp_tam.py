@@ -47,7 +47,7 @@ from teep_coap.model.otrp import (
     UpdateTARequest,
 )
 from teep_coap.protocol.otrp_wire import Encoding, OtrpCodec, codec_for, dsi_digest
-from teep_coap.security.otrp_jose import Sealed
+from teep_coap.security.otrp_jose import Opened, Sealed
 from teep_coap.security.otrp_pki import (
     OtrpIdentity,
     PublicKey,
@@ -185,9 +185,22 @@ class OtrpTamEngine:
                 verify_keys=keys,
                 anchors=self.config.tee_anchors if not keys else (),
             )
-        except OtrpError:
-            self._end(session, CommandResult(session.expect.__name__, "invalid"))
+        except OtrpError as exc:
+            self._end(
+                session, CommandResult(self._command_name(session.expect), "invalid", None, str(exc)[:200])
+            )
             raise
+        try:
+            return self._process(session, opened, transport_identity)
+        except OtrpError as exc:
+            if session.tid in self._sessions:  # a message that does not fit ends the session
+                self._end(
+                    session,
+                    CommandResult(self._command_name(session.expect), "invalid", None, str(exc)[:200]),
+                )
+            raise
+
+    def _process(self, session: _Session, opened: Opened, transport_identity: str | None) -> bytes | None:
         msg = opened.msg
         if isinstance(msg, BrokerError):
             self._end(session, CommandResult(self._command_name(session.expect), "fail", msg.errcode.value))

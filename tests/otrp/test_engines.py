@@ -448,3 +448,19 @@ def test_failed_command_leaves_no_partial_state(tam: _Tam) -> None:
     tam.gds()  # saves the state again
     after = json.loads((tam.agent.state_dir / "state.json").read_text())["sds"]
     assert after == before
+
+
+def test_answer_with_wrong_rid_ends_the_session(rsa_pki: OtrpPki, tmp_path: Path) -> None:
+    from teep_coap.model.otrp import CreateSDResponse, CreateSDResultContent
+
+    tam_engine, agent = make_engines("json", rsa_pki, tmp_path, _policy(rsa_pki, b"x"))
+    answer = agent.receive(tam_engine.connect())
+    assert answer is not None
+    create = tam_engine.receive(answer)
+    assert create is not None
+    tid = next(iter(tam_engine._sessions))
+    forged = CreateSDResponse(rid="not-the-rid", tid=tid, content=CreateSDResultContent(did=rsa_pki.tee.did))
+    wire = codec_for("json").seal(forged, rsa_pki.tee, rsa_pki.tam.public_key).wire
+    with pytest.raises(OtrpProtocolError, match="does not match"):
+        tam_engine.receive(wire)
+    assert not tam_engine._sessions and tam_engine.results()[-1].status == "invalid"
