@@ -177,6 +177,55 @@ class TeepResource(aiocoap.resource.Resource):
 CLAIM_PREFIX = ":psk:"
 
 
+class IndexedCredentials(aiocoap.credentials.CredentialsMap):
+    """aiocoap's CredentialsMap with dictionary look-ups for the two server-side searches.
+
+    aiocoap searches every entry for each DTLS handshake (`find_dtls_psk`) and for each OSCORE request
+    (`find_oscore`); with a thousand devices that linear scan showed up in the TAM's profile. The
+    index is rebuilt whenever an entry changes; the results are those of the linear search.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._index: tuple[dict[bytes, tuple[bytes, str]], dict[tuple[Any, Any], Any]] | None = None
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._index = None
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        self._index = None
+        super().__delitem__(key)
+
+    def _build(self) -> tuple[dict[bytes, tuple[bytes, str]], dict[tuple[Any, Any], Any]]:
+        if self._index is None:
+            psk: dict[bytes, tuple[bytes, str]] = {}
+            oscore: dict[tuple[Any, Any], Any] = {}
+            for entry, item in self.items():
+                if hasattr(item, "as_dtls_psk"):
+                    identity, key = item.as_dtls_psk()
+                    psk.setdefault(identity, (key, entry))
+                if hasattr(item, "recipient_id") and hasattr(item, "get_oscore_context_for"):
+                    oscore.setdefault((item.recipient_id, getattr(item, "id_context", None)), item)
+            self._index = (psk, oscore)
+        return self._index
+
+    def find_dtls_psk(self, identity: bytes) -> tuple[bytes, str]:
+        try:
+            return self._build()[0][identity]
+        except KeyError:
+            raise KeyError(identity) from None
+
+    def find_oscore(self, unprotected: Any) -> Any:
+        from aiocoap.oscore import COSE_KID, COSE_KID_CONTEXT
+
+        key = (unprotected.get(COSE_KID), unprotected.get(COSE_KID_CONTEXT))
+        ctx = self._build()[1].get(key)
+        if ctx is None:
+            raise KeyError(key)
+        return ctx
+
+
 def _identity_from_claim(claim: str) -> str:
     return claim[len(CLAIM_PREFIX) :] if claim.startswith(CLAIM_PREFIX) else claim
 
@@ -290,13 +339,13 @@ class CoapServer:
             if mode == "oscore":
                 # The wrapper needs the context's credentials map: create it first, fill it below.
                 self._context = await aiocoap.Context.create_server_context(
-                    None, bind=bind, transports=transports
+                    None, bind=bind, transports=transports, server_credentials=IndexedCredentials()
                 )
                 self._load_oscore(self._context)
                 root = OscoreSiteWrapper(site, self._context.server_credentials)
                 self._context.serversite = root
             else:
-                credentials = aiocoap.credentials.CredentialsMap()
+                credentials = IndexedCredentials()
                 credentials.load_from_dict(self._credentials_dict())
                 self._context = await aiocoap.Context.create_server_context(
                     root, bind=bind, transports=transports, server_credentials=credentials
