@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from teep_coap.errors import TeepCoapError
-from teep_coap.model.codes import CoseAlg, CoseType, DataItem, ErrorCode
+from teep_coap.model.codes import CoseAlg, CoseType, DataItem, ErrorCode, FreshnessMechanism
 from teep_coap.model.teep import (
     ComponentId,
     Error,
@@ -217,7 +217,8 @@ class AgentEngine:
         offered_fresh = (
             qr.supported_freshness_mechanisms if qr.supported_freshness_mechanisms is not None else (0,)
         )
-        if not any(f in cfg.freshness_mechanisms for f in offered_fresh):
+        common_fresh = [f for f in offered_fresh if f in cfg.freshness_mechanisms]
+        if not common_fresh:
             return self._error(
                 ErrorCode.ERR_UNSUPPORTED_FRESHNESS_MECHANISMS,
                 f"none of freshness mechanisms {list(offered_fresh)} is supported",
@@ -243,7 +244,14 @@ class AgentEngine:
                 )
         payload = fmt = None
         if wants & DataItem.ATTESTATION:
-            nonce = qr.challenge if qr.challenge is not None else qr.token
+            # Freshness (§ "Freshness Mechanisms"): the challenge; else the token as nonce; else, when
+            # only timestamps are common, no nonce and the evidence's iat shows freshness.
+            if qr.challenge is not None:
+                nonce: bytes | None = qr.challenge
+            elif qr.token is not None and FreshnessMechanism.NONCE in common_fresh:
+                nonce = qr.token
+            else:
+                nonce = None
             try:
                 evidence = self._evidence(nonce)
                 if cfg.attestation == att.PASSPORT:

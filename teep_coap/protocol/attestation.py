@@ -126,13 +126,19 @@ def check_result(
     expected_kid: bytes,
     expected_nonce: bytes | None,
     now: float,
+    max_age: float | None = None,
 ) -> dict[str, Any]:
-    """Check an Attestation Result (passport model)."""
+    """Check an Attestation Result (passport model; without a nonce, freshness by iat/exp)."""
     from teep_coap.security import eat
 
     try:
         claims = eat.verify_attestation_result(
-            result, verifier_trust, expected_kid=expected_kid, expected_nonce=expected_nonce, now=now
+            result,
+            verifier_trust,
+            expected_kid=expected_kid,
+            expected_nonce=expected_nonce,
+            now=now,
+            max_age=max_age,
         )
     except TeepCoapError as exc:
         raise AttestationError(f"attestation result refused: {exc}") from exc

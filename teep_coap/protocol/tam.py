@@ -243,14 +243,19 @@ class TamEngine:
         attestation_payload: bytes | None = None,
         attestation_format: str | None = None,
     ) -> bytes:
-        """Build, record and sign a QueryRequest (token iff the attestation bit is clear, §1.11)."""
+        """Build, record and sign a QueryRequest. Token iff the attestation bit is clear (§1.11), except
+        where no challenge can identify the answer (passport; timestamp-only freshness)."""
         cfg, now = self.config, self.clock()
         wants_attestation = bool(req.data_items & DataItem.ATTESTATION)
         token = challenge = None
-        if not wants_attestation or req.attestation == att.PASSPORT or cfg.token_with_attestation:
-            token = self.rng(cfg.token_size)
-        if wants_attestation and req.attestation == att.BACKGROUND_CHECK:
+        if (
+            wants_attestation
+            and req.attestation == att.BACKGROUND_CHECK
+            and FreshnessMechanism.NONCE in req.freshness
+        ):
             challenge = self.rng(cfg.challenge_size)
+        if challenge is None or cfg.token_with_attestation:
+            token = self.rng(cfg.token_size)
         msg = QueryRequest(
             token=token,
             supported_freshness_mechanisms=None if req.freshness == (0,) else req.freshness,
@@ -479,16 +484,19 @@ class TamEngine:
                 payload,
                 list(self.config.verifier_keys),
                 expected_kid=device.kid,
-                expected_nonce=row.token,
+                expected_nonce=row.token if FreshnessMechanism.NONCE in req.freshness else None,
                 now=now,
+                max_age=self.config.evidence_max_age,
             )
-        if req.attestation != att.BACKGROUND_CHECK and row.challenge is None:
+        if req.attestation == att.PASSPORT:
             raise att.AttestationError("evidence received but this TAM expects an attestation result")
         key = load_verifying_key(device.public_key)
         return att.check_evidence(
             payload,
             key,
-            expected_nonce=row.challenge if row.challenge is not None else row.token,
+            expected_nonce=row.challenge
+            if row.challenge is not None
+            else (row.token if FreshnessMechanism.NONCE in req.freshness else None),
             now=now,
             max_age=self.config.evidence_max_age,
         )

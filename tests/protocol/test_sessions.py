@@ -376,3 +376,32 @@ def test_unlink_by_manifest_component_id_and_absent_component(world: World) -> N
     resp = payload_of(world.agent.receive(seal(upd, world.tam_es)))  # type: ignore[arg-type]
     assert resp == Success(token=b"\xd0" * 16)
     assert world.installed() == {}
+
+
+def test_timestamp_freshness(make_world: MakeWorld) -> None:
+    """Only FRESHNESS_TIMESTAMP in common: no challenge, a token to match the answer, evidence
+    without eat_nonce whose iat is checked against the TAM's clock."""
+    from teep_coap.protocol.attestation import peek_nonce
+
+    for agent_model in ("background-check", "passport"):
+        w = make_world(agent_attestation=agent_model, tam_attestation=agent_model, freshness_mechanisms=(1,))
+        w.state.config.freshness_mechanisms = (0, 1)
+        w.publish(1, seq=1)
+        s = w.session()
+        qr, qresp = payload_of(s.received[0]), payload_of(s.sent[1])
+        assert isinstance(qr, QueryRequest) and qr.supported_freshness_mechanisms == (1,)
+        assert qr.challenge is None and qr.token is not None
+        assert isinstance(qresp, QueryResponse) and qresp.attestation_payload is not None
+        assert peek_nonce(qresp.attestation_payload) is None
+        assert w.installed() == {cid(1): 1}, agent_model
+
+
+def test_stale_timestamp_evidence_is_refused(make_world: MakeWorld) -> None:
+    w = make_world(freshness_mechanisms=(1,), evidence_max_age=60.0)
+    w.state.config.freshness_mechanisms = (1,)
+    w.publish(1, seq=1)
+    qresp = w.agent.receive(w.tam.connect())
+    w.clock.advance(120)  # the TAM looks at it two minutes later
+    upd = payload_of(w.tam.receive(qresp))  # type: ignore[arg-type]
+    assert isinstance(upd, Update) and upd.err_code == 7 and "old" in (upd.err_msg or "")
+    assert w.installed() == {}
