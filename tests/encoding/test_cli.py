@@ -81,3 +81,20 @@ def test_cose_payload_error_names_the_wrapper() -> None:
 def test_encode_refuses_duplicate_members() -> None:
     done = run(["encode", "-"], stdin=b'{"type": 5, "type": 6}')
     assert done.returncode == 2 and b"duplicate JSON member 'type'" in done.stderr
+
+
+def test_encode_hex_and_decode_compact(tmp_path: Path) -> None:
+    src = VECTORS_DIR / "teep_success.hex.txt"
+    compact = run(["decode", "--compact", str(src)])
+    assert compact.returncode == 0 and compact.stdout.count(b"\n") == 1
+    out = run(["encode", "--hex", "-"], stdin=compact.stdout)
+    assert out.returncode == 0
+    assert bytes.fromhex(out.stdout.decode().strip()) == read_hex_vector("teep_success")
+
+
+def test_bench_codec_json() -> None:
+    done = run(["bench", "codec", "--seconds", "0.01", "--json"])
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)
+    assert [r["name"] for r in rows][:5] == list(VECTORS)
+    assert all(r["decode_ops"] > 0 and r["cbor2_loads_ops"] > 0 for r in rows)

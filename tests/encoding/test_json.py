@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from teep_coap.encoding import decode, encode
 from teep_coap.encoding.json_codec import TeepJsonError, from_json, from_jsonable, to_json, to_jsonable
@@ -78,3 +80,75 @@ def test_all_vectors_json_round_trip() -> None:
     for name in ("query_request", "query_response", "update", "teep_success", "teep_error"):
         data = read_hex_vector(name)
         assert encode(from_json(to_json(decode(data)))) == data
+
+
+_json_values = st.recursive(
+    st.one_of(
+        st.integers(-(1 << 70), 1 << 70),
+        st.floats(allow_nan=False),
+        st.text(max_size=10),
+        st.booleans(),
+        st.none(),
+    ),
+    lambda children: st.one_of(
+        st.lists(children, max_size=4),
+        st.dictionaries(
+            st.sampled_from(
+                [
+                    "type",
+                    "token",
+                    "bstr",
+                    "map",
+                    "tag",
+                    "value",
+                    "simple",
+                    "err-code",
+                    "99",
+                    "tc-list",
+                    "supported-teep-cipher-suites",
+                    "extra-positional",
+                    "float",
+                    "undefined",
+                ]
+            ),
+            children,
+            max_size=4,
+        ),
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.one_of(
+        _json_values,
+        st.fixed_dictionaries(
+            {"type": st.sampled_from([1, 2, 3, 5, 6])},
+            optional={
+                "token": _json_values,
+                "99": _json_values,
+                "err-code": _json_values,
+                "tc-list": _json_values,
+                "supported-teep-cipher-suites": _json_values,
+                "extra-positional": _json_values,
+            },
+        ),
+    )
+)
+def test_random_json_only_raises_teep_json_error(doc: object) -> None:
+    try:
+        msg = from_jsonable(doc)
+    except TeepJsonError:
+        return
+    assert from_json(to_json(msg)) == msg
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=60))
+def test_random_json_text(text: str) -> None:
+    try:
+        msg = from_json(text)
+    except TeepJsonError:
+        return
+    assert from_json(to_json(msg)) == msg
