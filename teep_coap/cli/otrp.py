@@ -67,19 +67,60 @@ def describe(data: bytes, encoding: str = "auto") -> dict[str, Any]:
     return {"encoding": "cbor", **_jsonable(otrp_cose.describe_unverified(data))}
 
 
+def open_with_keys(data: bytes, folder: Path, encoding: str = "auto") -> dict[str, Any]:
+    """Verify and decrypt with the keys of an `otrp init` folder: requests as the TEE, responses as the
+    TAM (both trust `pki/root.pem`)."""
+    from teep_coap.model.otrp import GetDeviceStateResponse, OtrpMessage
+    from teep_coap.protocol.otrp_wire import codec_for
+    from teep_coap.security.otrp_pki import load_certs_pem, load_identity
+
+    if encoding == "auto":
+        encoding = "json" if data.lstrip()[:1] == b"{" else "cbor"
+    codec = codec_for(encoding)
+    pki = folder / "pki"
+    anchors = load_certs_pem(pki / "root.pem")
+    tam, tee = load_identity(pki, "tam"), load_identity(pki, "tee")
+    cls, _rid, _tid = codec.peek(data)
+    is_request = cls is not None and cls.IS_REQUEST
+    me = tee if is_request else tam
+    peer_keys = (tam.public_key,) if is_request else (tee.public_key,)  # used when no x5c is sent
+    opened = codec.open(data, me.private_key, verify_keys=peer_keys, anchors=anchors)
+    msg = opened.msg
+    text = encoding == "json"
+    if isinstance(msg, GetDeviceStateResponse):
+        tree: Any = {msg.OUTER_NAME: [t.tbs_tree(text) for t in msg.tees]}
+    elif isinstance(msg, OtrpMessage):
+        tree = msg.tbs_tree(text)
+    else:
+        tree = {msg.OUTER_NAME: msg.to_tree(text)}
+    return {
+        "encoding": encoding,
+        "verified": opened.signed,
+        "decrypted": sorted(opened.plaintexts),
+        "message": tree if text else _jsonable(tree),
+    }
+
+
 @otrp.command("decode")
 @click.argument("source", metavar="FILE|-")
 @click.option("--encoding", type=click.Choice(["auto", "json", "cbor"]), default="auto", show_default=True)
 @click.option("--hex", "is_hex", is_flag=True, help="The file holds hex text (whitespace ignored).")
-def decode_cmd(source: str, encoding: str, is_hex: bool) -> None:
-    """Show the structure of an OTrP message. Signatures are not verified; JWE/COSE_Encrypt stay closed."""
+@click.option(
+    "--keys",
+    type=click.Path(exists=True, file_okay=False),
+    help="An `otrp init` folder: verify and decrypt with its keys instead of showing it unverified.",
+)
+def decode_cmd(source: str, encoding: str, is_hex: bool, keys: str | None) -> None:
+    """Show an OTrP message. Without --keys: structure only, signatures NOT verified, JWE/COSE_Encrypt
+    closed. With --keys: verified (chain to the folder's root) and decrypted, or a one-line error."""
     data = _read(source)
     if is_hex:
         try:
             data = bytes.fromhex("".join(data.decode("ascii").split()))
         except (UnicodeDecodeError, ValueError):
             raise OtrpDecodeError(source, "not hex text") from None
-    click.echo(json.dumps(describe(data, encoding), indent=2, ensure_ascii=False))
+    doc = open_with_keys(data, Path(keys), encoding) if keys else describe(data, encoding)
+    click.echo(json.dumps(doc, indent=2, ensure_ascii=False))
 
 
 def _table(title: str, records: list[MessageRecord]) -> None:
@@ -110,11 +151,28 @@ def _table(title: str, records: list[MessageRecord]) -> None:
 @click.option("--lifecycle", is_flag=True, help="Install, then update, then delete the TA (three sessions).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON records instead of a table.")
 @click.option("--out", type=click.Path(file_okay=False), help="Write each message's wire bytes here.")
+@click.option(
+    "--keys",
+    type=click.Path(exists=True, file_okay=False),
+    help="Use the PKI of an `otrp init` folder (so `otrp decode --keys` can open the messages).",
+)
 def session_cmd(
-    encoding: str, ta_size: int, key_type: str, lifecycle: bool, as_json: bool, out: str | None
+    encoding: str,
+    ta_size: int,
+    key_type: str,
+    lifecycle: bool,
+    as_json: bool,
+    out: str | None,
+    keys: str | None,
 ) -> None:
     """Run the OTrP reference session in memory and show every message with its sizes."""
-    pki = make_pki(key_type)
+    if keys:
+        from teep_coap.security.otrp_pki import OtrpPki, load_identity
+
+        folder = Path(keys) / "pki"
+        pki = OtrpPki(**{n: load_identity(folder, n) for n in ("root", "tam", "tee", "sp")})
+    else:
+        pki = make_pki(key_type)
     runs: list[tuple[str, list[MessageRecord]]] = []
     if not lifecycle:
         runs.append(("install", run_reference_session(encoding, ta_size, pki=pki)))  # type: ignore[arg-type]

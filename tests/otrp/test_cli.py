@@ -111,3 +111,28 @@ def test_init_serve_run_across_processes(
     finally:
         server.terminate()
         server.wait(timeout=15)
+
+
+@pytest.mark.parametrize("encoding", ["json", "cbor"])
+def test_decode_with_keys_verifies_and_decrypts(
+    encoding: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder, out = tmp_path / "setup", tmp_path / "msgs"
+    _run(capsys, "otrp", "init", str(folder))
+    _run(
+        capsys, "otrp", "session", "--encoding", encoding, "--keys", str(folder), "--out", str(out), "--json"
+    )
+    files = sorted(out.iterdir())
+    for f in files:
+        doc = json.loads(_run(capsys, "otrp", "decode", "--keys", str(folder), str(f)))
+        assert doc["verified"] is True
+    install = json.loads(_run(capsys, "otrp", "decode", "--keys", str(folder), str(files[4])))
+    assert install["decrypted"] == ["content"]
+    assert "sp.example.ta1" in json.dumps(install["message"])  # the taid is inside the encrypted content
+    data = bytearray(files[4].read_bytes())
+    data[len(data) // 2] ^= 0x01  # one flipped bit somewhere in the middle
+    bad = tmp_path / "bad"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(SystemExit) as info:
+        main(["otrp", "decode", "--keys", str(folder), str(bad)])
+    assert info.value.code == 2
