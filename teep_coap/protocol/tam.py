@@ -314,7 +314,7 @@ class TamEngine:
             base = _LEGACY.get(alg, alg)
             candidates = self.store.devices_with_alg([base] + [k for k, v in _LEGACY.items() if v == base])
             if not candidates:
-                raise InvalidMessage("unsigned kid and no registered device uses that algorithm")
+                raise InvalidMessage("no kid header and no registered device uses that algorithm")
         from teep_coap.encoding.errors import TeepDecodeError
         from teep_coap.security.errors import SecurityError
 
@@ -738,4 +738,4 @@ def load_tam(folder: str | os.PathLike[str], *, clock: Clock = time.time, rng: R
     return TamEngine(config, store, clock=clock, rng=rng)
 
 
-__all__ = ["TamConfig", "TamEngine", "TeepCoapError", "load_tam"]
+__all__ = ["TamConfig", "TamEngine", "load_tam"]
