@@ -21,6 +21,9 @@ from teep_coap.transport.base import MessageClient, PeerInfo, Rejection, Request
 log = logging.getLogger("teep_coap.session")
 
 
+MAX_OPEN_SESSIONS = 4096  # sessions the TAM log tracks at once; the oldest unfinished ones are dropped
+
+
 class SessionFailed(TeepCoapError):
     """A Broker session ended without success; the message says where and why."""
 
@@ -46,15 +49,21 @@ class TamHandler:
     def _key(self, peer: PeerInfo) -> str:
         return peer.identity or peer.address
 
-    def _end(self, peer: PeerInfo, outcome: str) -> None:
-        st = self._open.pop(self._key(peer), None)
+    def _end(self, peer: PeerInfo, outcome: str) -> bool:
+        """Log the one line of a session; False if no session of this peer was open."""
+        key = self._key(peer)
+        st = self._open.pop(key, None)
         if st is None:
-            return
+            return False
+        self._log_line(key, peer.transport, outcome, st)
+        return True
+
+    def _log_line(self, key: str, transport: str, outcome: str, st: _Open) -> None:
         ms = (time.monotonic() - st.started) * 1000
         self.log.info(
             "session %s via %s %s: %d rounds, %d B in, %d B out, %.1f ms",
-            self._key(peer),
-            peer.transport,
+            key,
+            transport,
             outcome,
             st.rounds,
             st.bytes_in,
@@ -62,14 +71,21 @@ class TamHandler:
             ms,
         )
 
+    def _start(self, peer: PeerInfo) -> None:
+        key = self._key(peer)
+        if key in self._open:
+            self._end(peer, "abandoned (a new session started)")
+        while len(self._open) >= MAX_OPEN_SESSIONS:  # bounded: peers that vanish must not pile up
+            old_key = next(iter(self._open))
+            self._log_line(old_key, "?", "abandoned (never finished)", self._open.pop(old_key))
+        self._open[key] = _Open(time.monotonic())
+
     async def __call__(self, payload: bytes, peer: PeerInfo) -> bytes | None:
         from teep_coap.protocol.errors import IdentityMismatch, InvalidMessage, TamFailure
 
         key = self._key(peer)
         if not payload:
-            if key in self._open:
-                self._end(peer, "abandoned")
-            self._open[key] = _Open(time.monotonic())
+            self._start(peer)
         st = self._open.get(key)
         if st is not None:
             st.rounds += 1
@@ -79,24 +95,26 @@ class TamHandler:
                 self.tam.connect(peer.identity) if not payload else self.tam.receive(payload, peer.identity)
             )
         except InvalidMessage as exc:
-            self.sessions_failed += 1
-            self._end(peer, f"refused ({exc})")
+            self._fail(peer, f"refused ({exc})")
             raise RequestRejected(Rejection.BAD_REQUEST, str(exc)) from None
         except IdentityMismatch as exc:
-            self.sessions_failed += 1
-            self._end(peer, f"refused ({exc})")
+            self._fail(peer, f"refused ({exc})")
             raise RequestRejected(Rejection.FORBIDDEN, str(exc)) from None
         except (TamFailure, TeepCoapError) as exc:
-            self.sessions_failed += 1
-            self._end(peer, f"failed ({exc})")
+            self._fail(peer, f"failed ({exc})")
             raise RequestRejected(Rejection.SERVER_ERROR, str(exc)) from None
         if answer is None:
-            self.sessions_done += 1
-            self._end(peer, "done")
+            if self._end(peer, "done"):
+                self.sessions_done += 1
             return None
         if st is not None:
             st.bytes_out += len(answer)
         return bytes(answer)
+
+    def _fail(self, peer: PeerInfo, outcome: str) -> None:
+        self.sessions_failed += 1
+        if not self._end(peer, outcome):  # a message outside any session still gets its line
+            self.log.info("message from %s via %s %s", self._key(peer), peer.transport, outcome)
 
 
 @dataclass

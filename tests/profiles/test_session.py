@@ -45,3 +45,38 @@ async def test_install_one_component(name: str, tmp_path: Path, caplog: pytest.L
     assert device.name == "bench-device"
     (dc,) = world.tam.store.device_components(device.id)
     assert dc.installed_seq == 1
+
+
+async def test_handler_maps_engine_errors_and_bounds_its_log(caplog: pytest.LogCaptureFixture) -> None:
+    from teep_coap.profiles import session as session_mod
+    from teep_coap.protocol.errors import IdentityMismatch, InvalidMessage, TamFailure
+    from teep_coap.transport.base import PeerInfo, Rejection, RequestRejected
+
+    class Scripted:
+        def connect(self, identity: str | None = None) -> bytes:
+            return b"qr"
+
+        def receive(self, data: bytes, identity: str | None = None) -> bytes | None:
+            raise {b"bad": InvalidMessage("x"), b"who": IdentityMismatch("y"), b"db": TamFailure("z")}[data]
+
+    handler = TamHandler(Scripted())
+    caplog.set_level(logging.INFO, logger="teep_coap.session")
+    expected = {b"bad": Rejection.BAD_REQUEST, b"who": Rejection.FORBIDDEN, b"db": Rejection.SERVER_ERROR}
+    for i, (data, rejection) in enumerate(expected.items()):
+        peer = PeerInfo("coap", f"127.0.0.1:{1000 + i}")
+        assert await handler(b"", peer) == b"qr"
+        with pytest.raises(RequestRejected) as exc:
+            await handler(data, peer)
+        assert exc.value.rejection is rejection
+    assert handler.sessions_failed == 3 and handler.sessions_done == 0
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 3 and "refused" in lines[0] and "failed" in lines[2]
+    # peers that start sessions and vanish cannot grow the table without bound
+    old = session_mod.MAX_OPEN_SESSIONS
+    session_mod.MAX_OPEN_SESSIONS = 5
+    try:
+        for port in range(20):
+            await handler(b"", PeerInfo("coap", f"127.0.0.1:{2000 + port}"))
+        assert len(handler._open) == 5
+    finally:
+        session_mod.MAX_OPEN_SESSIONS = old
