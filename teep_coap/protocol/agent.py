@@ -272,7 +272,7 @@ class AgentEngine:
             for r in broker.requested.values()
         )
         unneeded = tuple(tuple(bytes.fromhex(p) for p in r["cid"]) for r in broker.unrequested.values())
-        reports = tuple(self.state.last_reports()) if wants & DataItem.SUIT_REPORTS else ()
+        reports = self._reports_for(token) if wants & DataItem.SUIT_REPORTS else ()
         resp = QueryResponse(
             token=token,
             selected_version=common_versions[0],
@@ -285,6 +285,29 @@ class AgentEngine:
             ext_list=None,  # no extensions are supported; the CDDL wants [+ ext-info], so it is left out
         )
         return _Outcome(resp, "QueryRequest answered")
+
+    def _reports_for(self, token: bytes | None) -> tuple[bytes, ...]:
+        """The SUIT reports of the last Update, for a QueryResponse. With a token in the QueryRequest
+        each report must carry it as suit-report-nonce, so they are re-issued with that nonce."""
+        import dataclasses
+
+        from teep_coap.security.suit.errors import SuitError
+        from teep_coap.security.suit.report import parse_report
+
+        out = []
+        for raw in self.state.last_reports():
+            if token is None:
+                out.append(raw)
+                continue
+            try:
+                rep = dataclasses.replace(parse_report(raw), nonce=token, signer_kid=None, verified=False)
+            except SuitError as exc:
+                log.warning("dropping an unreadable stored SUIT report: %s", exc)
+                continue
+            signed = self._sign_report(rep)
+            if signed is not None:
+                out.append(signed)
+        return tuple(out)
 
     def _new_tam_challenge(self) -> bytes:
         """A challenge for the TAM's attestation, remembered (the last 8) to check the result later."""

@@ -405,3 +405,22 @@ def test_stale_timestamp_evidence_is_refused(make_world: MakeWorld) -> None:
     upd = payload_of(w.tam.receive(qresp))  # type: ignore[arg-type]
     assert isinstance(upd, Update) and upd.err_code == 7 and "old" in (upd.err_msg or "")
     assert w.installed() == {}
+
+
+def test_suit_reports_in_query_response_carry_the_new_token(make_world: MakeWorld) -> None:
+    """data-item-requested with suit-reports: the Agent re-issues the last reports with the
+    QueryRequest's token as nonce, which the TAM checks."""
+    from teep_coap.protocol.reports import report_nonce
+
+    w = make_world(
+        tam_attestation="none", data_items=int(DataItem.TRUSTED_COMPONENTS | DataItem.SUIT_REPORTS)
+    )
+    w.publish(1, seq=1)
+    w.session()
+    w.publish(1, seq=2, payload=b"v2")
+    s = w.session()
+    qr, qresp = payload_of(s.received[0]), payload_of(s.sent[1])
+    assert isinstance(qr, QueryRequest) and isinstance(qresp, QueryResponse)
+    assert qresp.suit_reports is not None and len(qresp.suit_reports) == 1
+    assert report_nonce(qresp.suit_reports[0]) == qr.token
+    assert s.result is not None and s.result.ok and w.installed() == {cid(1): 2}
