@@ -299,16 +299,20 @@ def decode(
         obj = _loads(data, max_depth)  # again, to turn the failure into the precise error
     msg = _message_from_obj(obj, max_depth)
     try:
-        # floats are written in their shortest form by `encode` only (cbor2 alone writes 8 bytes)
-        if _may_hold_float(data) and _contains_float(_generic_parts(msg)):
+        local = _ENCODERS  # the raw re-encoding (`_dumps` inlined: this is the hot path)
+        fp = local.fp
+        fp.seek(0)
+        fp.truncate()
+        local.encoder.encode(obj)
+        again = fp.getvalue()
+        # cbor2 alone writes every float in 8 bytes; `encode` writes the shortest exact form. So if a
+        # float sits in the message, only `encode(msg)` tells whether the input was deterministic.
+        # Without a 0xfb byte the raw re-encoding cannot have matched a message holding a float.
+        if again == data:
+            if b"\xfb" in data and _contains_float(_generic_parts(msg)):
+                again = encode(msg)
+        elif _may_hold_float(data) and _contains_float(_generic_parts(msg)):
             again = encode(msg)
-        else:  # _dumps, inlined: this is the hot path
-            local = _ENCODERS
-            fp = local.fp
-            fp.seek(0)
-            fp.truncate()
-            local.encoder.encode(obj)
-            again = fp.getvalue()
     except Exception as exc:  # safety net (never seen in tests or fuzzing): decode stays total
         _ENCODERS.__init__()  # type: ignore[misc]  # a failed encode may leave the encoder dirty
         raise UnsupportedValue(f"decoded message cannot be re-encoded: {exc}") from None
