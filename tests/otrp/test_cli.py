@@ -85,12 +85,13 @@ def test_init_serve_run_across_processes(
     _run(capsys, "otrp", "init", str(folder), "--ta-size", "5000")
     assert json.loads((folder / "tam" / "policy.json").read_text())["tas"][0]["taid"] == "sp.example.ta1"
     argv = ["otrp", "serve", "--profile", profile, "--dir", str(folder)]
-    server = subprocess.Popen(
-        [sys.executable, "-c", "from teep_coap.cli import main; main()", *argv],
-        stdout=subprocess.PIPE,
-        stderr=(tmp_path / "serve.err").open("wb"),  # a file: a full pipe would stall the server
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    with (tmp_path / "serve.err").open("wb") as err:  # a file: a full pipe would stall the server
+        server = subprocess.Popen(
+            [sys.executable, "-c", "from teep_coap.cli import main; main()", *argv],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
     try:
         ready, _, _ = select.select([server.stdout], [], [], 30)
         assert ready, f"the TAM did not start within 30 s: {(tmp_path / 'serve.err').read_text()[-500:]}"
@@ -111,6 +112,8 @@ def test_init_serve_run_across_processes(
     finally:
         server.terminate()
         server.wait(timeout=15)
+        if server.stdout is not None:
+            server.stdout.close()
 
 
 @pytest.mark.parametrize("encoding", ["json", "cbor"])
