@@ -33,9 +33,9 @@ MAX_OVERLOAD_WAIT = 10.0  # never sleep longer than this for one 5.03, whatever 
 # A DTLS handshake that has not finished after this long is started again on a fresh socket: aiocoap's
 # tinydtls client can wedge for ever when a handshake flight is lost, duplicated or reordered (seen with
 # the fault relay). On loopback a handshake takes milliseconds; a stalled one never reached the TAM, so
-# sending the request again cannot deliver it twice. Every fourth restart doubles the wait, so a slow but
+# sending the request again cannot deliver it twice. Every second restart doubles the wait, so a slow but
 # progressing handshake (a loaded TAM) is not restarted for ever.
-HANDSHAKE_STALL = 1.0
+HANDSHAKE_STALL = 2.0
 
 
 class _HandshakeStalled(Exception):
@@ -213,7 +213,7 @@ class CoapClient:
         self, ctx: aiocoap.Context, future: asyncio.Future[Message], timeout: float
     ) -> None:
         """Wait while the DTLS handshake runs; raise _HandshakeStalled if it does not finish in time."""
-        step = min(HANDSHAKE_STALL * 2 ** (self.handshake_restarts // 4), timeout)
+        step = min(HANDSHAKE_STALL * 2 ** (self.handshake_restarts // 2), timeout)
         await asyncio.wait({future}, timeout=step)
         if not future.done() and step < timeout and _dtls_connecting(ctx):
             raise _HandshakeStalled
