@@ -147,3 +147,20 @@ async def test_oscore_server_refuses_unprotected(creds: Creds) -> None:
         finally:
             await plain.close()
     assert handler.payloads == []
+
+
+async def test_dtls_server_forgets_closed_sessions(creds: Creds) -> None:
+    """A client's close_notify ends its server-side DTLS session (aiocoap alone kept them all)."""
+    profile = quick("coaps-psk")
+    async with CoapServer(profile, Recorder(), devices=creds.tam_side) as server:
+        for _ in range(5):
+            client = CoapClient(profile, server.uri, creds.agent_side)
+            try:
+                assert await client.post(b"") == b"first"
+            finally:
+                await client.close()
+        for _ in range(50):
+            if server.dtls_sessions == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert server.dtls_sessions == 0

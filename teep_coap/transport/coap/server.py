@@ -248,6 +248,57 @@ def _address(request: Message) -> str:
     return "?"
 
 
+MAX_DTLS_SESSIONS = 4096  # server-side DTLS sessions kept; the least recently used are dropped beyond
+
+
+def _dtls_pool(context: aiocoap.Context) -> Any:
+    for ri in context.request_interfaces:
+        mi = getattr(getattr(ri, "token_interface", None), "message_interface", None)
+        pool = getattr(mi, "_pool", None)
+        if pool is not None and hasattr(pool, "_connections"):
+            return pool
+    return None
+
+
+def _tidy_dtls_server(context: aiocoap.Context) -> None:
+    """Make aiocoap's DTLS server forget sessions that are over, and bound how many it keeps.
+
+    aiocoap 0.4.17 logs a peer's close_notify (alert level *warning*) as "unhandled" and keeps the
+    session, and never calls its own purge: every finished session stayed in memory, and a client
+    that later got the same ephemeral port had its new ClientHello fed to the dead session (seen as
+    DTLS handshake stalls after ~1000 sessions). Here a warning-level close_notify ends the session as
+    the fatal one does, and more than MAX_DTLS_SESSIONS sessions drop the least recently used.
+    """
+    from aiocoap.transports import tinydtls_server
+    from aiocoap.transports.tinydtls import CODE_CLOSE_NOTIFY, LEVEL_WARNING, CloseNotifyReceived
+
+    pool = _dtls_pool(context)
+    if pool is None:
+        return
+
+    class _Address(tinydtls_server._AddressDTLS):
+        def _event(self, level: int, code: int) -> None:
+            if (level, code) == (LEVEL_WARNING, CODE_CLOSE_NOTIFY):
+                if pool._connections.get(self._underlying_address.address) is self:
+                    self._inject_error(CloseNotifyReceived())
+                return
+            super()._event(level, code)
+
+    original = pool.datagram_received
+
+    def datagram_received(data: bytes, sockaddr: Any) -> None:
+        if sockaddr not in pool._connections:
+            while len(pool._connections) >= MAX_DTLS_SESSIONS:
+                _, oldest = next(iter(pool._connections.items()))
+                oldest._inject_error(
+                    aiocoap.error.LibraryShutdown("DTLS session dropped (least recently used)")
+                )
+        original(data, sockaddr)
+
+    pool._Address = _Address
+    pool.datagram_received = datagram_received
+
+
 def _local_port(context: aiocoap.Context) -> int:
     """The UDP port the (single) server transport of `context` is bound to."""
     for ri in context.request_interfaces:
@@ -352,8 +403,16 @@ class CoapServer:
                 )
         except OSError as exc:
             raise TransportError(f"cannot bind {host}:{port}: {exc}") from None
+        if mode == "dtls-psk":
+            _tidy_dtls_server(self._context)
         self.port = _local_port(self._context)
         log.info("TAM serving %s (%s)", self.uri, self.profile.name)
+
+    @property
+    def dtls_sessions(self) -> int:
+        """Server-side DTLS sessions currently kept (0 for other modes)."""
+        pool = _dtls_pool(self._context) if self._context is not None else None
+        return len(pool._connections) if pool is not None else 0
 
     async def close(self) -> None:
         """Stop serving and release the socket (and OSCORE context locks)."""
