@@ -120,6 +120,13 @@ async def _serve(
     from teep_coap.protocol.tamdir import load_tam_dir
 
     profile = load_profile(profile_name)
+    if (profile.protocol, profile.encoding) != ("teep", "cbor"):
+        from teep_coap.errors import NotImplementedFeature
+
+        raise NotImplementedFeature(
+            f"`tam serve` runs the TEEP CBOR/COSE engine; profile {profile.name!r} is "
+            f"{profile.protocol}/{profile.encoding} (OTrP: `teep-coap otrp serve`)"
+        )
     config, store = load_tam_dir(Path(tam_dir))
     if db is not None:
         from teep_coap.store.tam_db import TamStore
