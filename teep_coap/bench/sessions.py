@@ -210,7 +210,12 @@ def _cpu_seconds(pid: int) -> float | None:
 
 
 async def _drive(
-    profile_name: str, uri: str, agent_dirs: list[Path], sessions: int, concurrency: int
+    profile_name: str,
+    uri: str,
+    agent_dirs: list[Path],
+    sessions: int,
+    concurrency: int,
+    certs: Path | None = None,
 ) -> tuple[list[float], list[str], float, int]:
     from teep_coap.profiles import load_profile
     from teep_coap.profiles.session import run_session
@@ -234,7 +239,7 @@ async def _drive(
                 index = queue.get_nowait()
             except asyncio.QueueEmpty:
                 return
-            client = make_client(profile, uri, state_dir=agent_dirs[index])
+            client = make_client(profile, uri, state_dir=agent_dirs[index], certs_path=certs)
             t0 = time.perf_counter()
             try:
                 result = await run_session(
@@ -274,11 +279,19 @@ def run_bench(
     try:
         world = make_world(Path(tam_tmp) / "tam", Path(agents_tmp), devices, image_size)
         load = os.getloadavg()[0]
-        with tam_process(profile_name, world.tam_dir) as (uri, pid):
+        certs: Path | None = None
+        extra: tuple[str, ...] = ()
+        if load_profile(profile_name).transport.scheme == "https":
+            from teep_coap.security.certs import write_bundle
+
+            certs = Path(tam_tmp) / "certs"
+            write_bundle(certs)
+            extra = ("--certs", str(certs))
+        with tam_process(profile_name, world.tam_dir, extra=extra) as (uri, pid):
             cpu0 = _cpu_seconds(pid)
             c0 = time.process_time()
             latencies, failures, seconds, restarts = asyncio.run(
-                _drive(profile_name, uri, world.agent_dirs, n, concurrency)
+                _drive(profile_name, uri, world.agent_dirs, n, concurrency, certs)
             )
             client_cpu = time.process_time() - c0
             cpu1 = _cpu_seconds(pid)

@@ -109,7 +109,12 @@ def tam_credentials(tam_dir: str, name: str, psk_identity: str | None, agent_sta
 
 
 async def _serve(
-    profile_name: str, tam_dir: str, db: str | None, policy: str | None, bind: tuple[str, int]
+    profile_name: str,
+    tam_dir: str,
+    db: str | None,
+    policy: str | None,
+    bind: tuple[str, int],
+    certs: str | None = None,
 ) -> None:
     import dataclasses
 
@@ -138,7 +143,7 @@ async def _serve(
 
         config = dataclasses.replace(config, policy=Policy.load(policy))
     handler = TamHandler(TamEngine(config, store))
-    server = make_server(profile, handler, host=bind[0], port=bind[1], tam_dir=tam_dir)
+    server = make_server(profile, handler, host=bind[0], port=bind[1], tam_dir=tam_dir, certs_path=certs)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -170,21 +175,29 @@ async def _serve(
     "--policy", default=None, type=click.Path(exists=True, dir_okay=False), help="Policy TOML file."
 )
 @click.option("--bind", default="127.0.0.1:0", show_default=True, help="HOST:PORT (port 0 = any free port).")
+@click.option("--certs", default=None, type=click.Path(file_okay=False), help="HTTPS: certificate folder.")
 @click.option("-v", "--verbose", count=True, help="More logging (-vv: aiocoap debug).")
 @click.option("-q", "--quiet", is_flag=True, help="No per-session log lines.")
 def tam_serve(
-    profile_name: str, tam_dir: str, db: str | None, policy: str | None, bind: str, verbose: int, quiet: bool
+    profile_name: str,
+    tam_dir: str,
+    db: str | None,
+    policy: str | None,
+    bind: str,
+    certs: str | None,
+    verbose: int,
+    quiet: bool,
 ) -> None:
     """Serve the TAM over the profile's binding until SIGINT/SIGTERM; one log line per session.
 
     The first line on stdout names the URI (useful with port 0).
     """
     _setup_logging(verbose, quiet)
-    asyncio.run(_serve(profile_name, tam_dir, db, policy, _parse_bind(bind)))
+    asyncio.run(_serve(profile_name, tam_dir, db, policy, _parse_bind(bind), certs))
 
 
 async def _agent_run(
-    profile_name: str, tam_uri: str, state_dir: str, timeout: float | None
+    profile_name: str, tam_uri: str, state_dir: str, timeout: float | None, certs: str | None = None
 ) -> dict[str, object]:
     import dataclasses
 
@@ -200,7 +213,7 @@ async def _agent_run(
             profile, limits=dataclasses.replace(profile.limits, request_timeout=timeout)
         )
     engine = AgentEngine(AgentState.load(state_dir))
-    client = make_client(profile, tam_uri, state_dir=state_dir)
+    client = make_client(profile, tam_uri, state_dir=state_dir, certs_path=certs)
     try:
         report = await run_until_done(
             engine,
@@ -239,11 +252,16 @@ async def _agent_run(
 @click.option(
     "--timeout", type=click.FloatRange(0.1, 3600), default=None, help="Seconds per exchange (profile's)."
 )
+@click.option(
+    "--certs", default=None, type=click.Path(file_okay=False), help="HTTPS: certificate folder (CA)."
+)
 @click.option("-v", "--verbose", count=True)
-def agent_run(profile_name: str, tam_uri: str, state_dir: str, timeout: float | None, verbose: int) -> None:
+def agent_run(
+    profile_name: str, tam_uri: str, state_dir: str, timeout: float | None, certs: str | None, verbose: int
+) -> None:
     """Broker + Agent: sessions with the TAM until it has nothing more; prints what changed (JSON)."""
     _setup_logging(verbose, quiet=not verbose)
-    summary = asyncio.run(_agent_run(profile_name, tam_uri, state_dir, timeout))
+    summary = asyncio.run(_agent_run(profile_name, tam_uri, state_dir, timeout, certs))
     click.echo(json.dumps(summary, indent=2))
 
 

@@ -25,3 +25,14 @@ def test_sessions_beyond_devices_repeat_devices() -> None:
     r = run_bench("coap", devices=2, concurrency=2, sessions=4, image_size=100)
     # the second session of a device finds nothing to install: still a complete session
     assert r.ok == 4
+
+
+@pytest.mark.parametrize("profile", ["teep-cbor-http", "teep-cbor-https"])
+def test_same_bench_over_http(profile: str) -> None:
+    """The session benchmark also runs the HTTP binding's profiles (TAM process with --certs for https)."""
+    from teep_coap.profiles import profile_names
+
+    if profile not in profile_names():
+        pytest.fail(f"profile {profile} is missing from profiles/")
+    r = run_bench(profile, devices=4, concurrency=2, image_size=200)
+    assert r.ok == 4 and r.failed == 0
