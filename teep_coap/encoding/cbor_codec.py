@@ -49,8 +49,21 @@ from teep_coap.encoding.fields import (
     label_name,
 )
 from teep_coap.encoding.scanner import scan
-from teep_coap.encoding.values import CHECKERS, Invalid, check_any, fast_builder, type_name
-from teep_coap.model.codes import MessageType
+from teep_coap.encoding.values import (
+    CHECKERS,
+    FAST_ASCII,
+    FAST_BSTRS,
+    FAST_BYTES,
+    FAST_INT,
+    FAST_TEXT,
+    FAST_UINTS,
+    Invalid,
+    check_any,
+    fast_check,
+    install,
+    instance_template,
+    type_name,
+)
 from teep_coap.model.teep import QueryResponse, RequestedTcInfo, SystemPropertyClaims, TeepMessage
 
 DEFAULT_MAX_SIZE = 1 << 20
@@ -62,47 +75,52 @@ DEFAULT_MAX_DEPTH = 16
 # only matters for large inputs (200 KB: 8 s; 16 KB: a few ms). Their heads, followed by what must
 # come next, are the byte patterns below (tag heads longer than needed included: cbor2 accepts them).
 # Only if one of them occurs anywhere in the input (heads or string contents alike) does the scanner
-# run before cbor2. The search is one regular expression for inputs up to 1 KiB, memchr-fast
-# `bytes.find` above; a clean 64-byte message pays about 0.2 µs for it.
+# run before cbor2. `decode` first asks whether any tag head byte that starts a pattern occurs at all
+# (one memchr-fast `in` each, ~10 ns); only then are the patterns looked for.
 COSTLY_ONLY_ABOVE = 16 * 1024
 _ARRAY_HEADS = frozenset([0x82, 0x98, 0x99, 0x9A, 0x9B, 0x9F])  # what a tag 4/5 array can start with
-_D8_ALWAYS = frozenset([0x19, 0x1C, 0x1D])
 _D8_LARGE = frozenset([*range(0x00, 0x18), 0x19, 0x1C, 0x1D, 0x1E, 0x23, 0x24])
 
 
-def _costly_at(data: bytes, lead: int, i: int, large: bool) -> bool:
-    """Does the tag head candidate `lead` at offset i start one of the costly patterns?"""
+def _costly_at(data: bytes, lead: int, i: int) -> bool:
+    """Does the tag head candidate `lead` at offset i start one of the costly patterns of a large
+    input?"""
     nxt = data[i + 1 : i + 7]
     if lead == 0xD8:
-        return bool(nxt) and nxt[0] in (_D8_LARGE if large else _D8_ALWAYS)
+        return bool(nxt) and nxt[0] in _D8_LARGE
     if lead == 0xD9:
         return nxt[:1] == b"\x00" or nxt[:2] == b"\x01\x00"
     if lead == 0xDA:
         return nxt[:2] == b"\x00\x00"
     if lead == 0xDB:
         return nxt[:6] == b"\x00" * 6
-    return large and bool(nxt) and nxt[0] in _ARRAY_HEADS  # 0xc4, 0xc5
+    return bool(nxt) and nxt[0] in _ARRAY_HEADS  # 0xc4, 0xc5
 
 
-_LEADS_SMALL = (b"\xd8", b"\xd9", b"\xda", b"\xdb")
-_LEADS_LARGE = (b"\xc4", b"\xc5", *_LEADS_SMALL)
+_LEADS_LARGE = (b"\xc4", b"\xc5", b"\xd8", b"\xd9", b"\xda", b"\xdb")
 
-
-# The small-input patterns as one regular expression: one C call beats the find loop below up to
-# about a kilobyte (sre tries the alternation at every offset, so it loses on larger inputs).
+# Up to COSTLY_ONLY_ABOVE the patterns are few and fixed. Each is a tag head byte 0xd8-0xdb followed
+# by one of 0x00, 0x01, 0x19, 0x1c, 0x1d; one `translate` maps those two byte classes to 0xd8 and 0x00
+# (everything else to 0x41), so a single literal search finds every candidate pair (sre's literal
+# scan: ~1 ns per byte in all, where the alternation below costs ~3 ns per byte, 1.1 µs for the
+# 360-byte Update example). Only a candidate pair brings the exact patterns out.
+_PAIR_CLASSES = bytes(
+    0xD8 if b in (0xD8, 0xD9, 0xDA, 0xDB) else 0x00 if b in (0x00, 0x01, 0x19, 0x1C, 0x1D) else 0x41
+    for b in range(256)
+)
+_CANDIDATE_PAIR = re.compile(b"\xd8\x00").search
 _SMALL_PATTERNS = re.compile(rb"\xd8[\x19\x1c\x1d]|\xd9(?:\x00|\x01\x00)|\xda\x00\x00|\xdb\x00{6}").search
 
 
 def _may_hold_costly_tag(data: bytes) -> bool:
-    size = len(data)
-    if size <= 1024:
-        return _SMALL_PATTERNS(data) is not None
-    large = size > COSTLY_ONLY_ABOVE
+    if len(data) <= COSTLY_ONLY_ABOVE:
+        candidate = _CANDIDATE_PAIR(data.translate(_PAIR_CLASSES))
+        return candidate is not None and _SMALL_PATTERNS(data) is not None
     find = data.find
-    for lead in _LEADS_LARGE if large else _LEADS_SMALL:
+    for lead in _LEADS_LARGE:
         i = find(lead)
         while i != -1:
-            if _costly_at(data, lead[0], i, large):
+            if _costly_at(data, lead[0], i):
                 return True
             i = find(lead, i + 1)
     return False
@@ -120,24 +138,23 @@ _POSITIONAL: dict[int, tuple[tuple[str, Callable[[Any, int, int], Any], str], ..
 _ATTR_ORDER: dict[int, tuple[tuple[int, str, str], ...]] = {int(t): s for t, s in OPTION_FIELDS.items()}
 
 
-_BUILDERS = {t: fast_builder(cls) for t, cls in MESSAGE_CLASS.items()}
-# per wire type: (CDDL name, label -> (attribute, checker), positional, builder)
+# Per wire type, for the decoder: CDDL name, label -> option spec, positional specs, class, instance
+# template (see values.instance_template). A spec is (attribute, inline check code, lo, hi, checker),
+# positional specs add the CDDL name; building them once here keeps the hot path free of look-ups.
+_OptionSpec = tuple[str, int, int, int, Callable[[Any, int, int], Any]]
+_PositionalSpec = tuple[str, int, int, int, Callable[[Any, int, int], Any], str]
 _TYPE_INFO: dict[
     int,
-    tuple[
-        str,
-        dict[int, tuple[str, Callable[[Any, int, int], Any]]],
-        tuple[tuple[str, Callable[[Any, int, int], Any], str], ...],
-        Callable[[dict[str, Any]], TeepMessage],
-    ],
+    tuple[str, dict[int, _OptionSpec], tuple[_PositionalSpec, ...], type[TeepMessage], dict[str, Any] | None],
 ] = {
-    t: (
-        MESSAGE_NAMES[MessageType(t)],
-        {label: (attr, checker) for label, (attr, checker, _kind) in _OPTION_TABLE[t].items()},
-        _POSITIONAL[t],
-        _BUILDERS[t],
+    int(t): (
+        MESSAGE_NAMES[t],
+        {label: (attr, *fast_check(kind), CHECKERS[kind]) for label, attr, kind in OPTION_FIELDS[t]},
+        tuple((attr, *fast_check(kind), CHECKERS[kind], cname) for attr, kind, cname in POSITIONAL_FIELDS[t]),
+        MESSAGE_CLASS[int(t)],
+        instance_template(MESSAGE_CLASS[int(t)]),
     )
-    for t in MESSAGE_CLASS
+    for t in OPTION_FIELDS
 }
 _TYPES_TEXT = ", ".join(f"{int(t)} ({name})" for t, name in MESSAGE_NAMES.items())
 
@@ -162,22 +179,47 @@ def _default(encoder: Any, value: Any) -> None:
     raise TypeError(f"cannot encode {type(value).__name__}")
 
 
-class _Encoders(threading.local):
-    """One cbor2 encoder per thread, reused: `cbor2.dumps` spends most of its time setting one up."""
+class _Sink:
+    """What the reused encoder writes to. cbor2's C encoder calls `write` once per head and string; a
+    list's `append` is cheaper per call than `BytesIO.write`, and one `b"".join` gives the bytes."""
+
+    __slots__ = ("write",)
+
+
+class _Tools(threading.local):
+    """One cbor2 encoder and one decoder per thread, reused: `cbor2.dumps` and `cbor2.loads` spend
+    most of their time on small messages setting one up (a Success: 0.9 µs per `loads`, 0.3 µs per
+    `decode_from_bytes` of a kept decoder). A kept decoder carries nothing from one call to the
+    next: cbor2 resets its value-sharing table after each top-level decode, string-reference
+    namespaces only exist inside their tag, and tags 25/256/28/29 never reach cbor2 here (the
+    costly-tag search sends any input holding them to the scanner, which refuses them). After any
+    failure the tool concerned is replaced anyway, so no half-done state is ever reused."""
 
     def __init__(self) -> None:
-        self.fp = io.BytesIO()
-        self.encoder = cbor2.CBOREncoder(self.fp, default=_default)
+        self.reset_encoder()
+        self.reset_decoder()
+
+    def reset_encoder(self) -> None:
+        parts: list[bytes] = []
+        sink = _Sink()
+        sink.write = parts.append  # type: ignore[attr-defined]  # slots attribute set once here
+        self.parts = parts
+        self.encoder = cbor2.CBOREncoder(sink, default=_default)  # type: ignore[arg-type]  # has write
+        self.encode = self.encoder.encode
+
+    def reset_decoder(self) -> None:
+        self.decode_bytes: Callable[[bytes], Any] = cbor2.CBORDecoder(io.BytesIO(b"")).decode_from_bytes
 
 
-_ENCODERS = _Encoders()
+_TOOLS = _Tools()
 _cbor2_loads = cbor2.loads
+_join = b"".join
 
 
 def _may_hold_float(data: bytes) -> bool:
     """False if no float head byte (0xf9-0xfb) occurs anywhere: then the message holds no float.
     (memchr through `in` is several times faster than a character-class regex here.)"""
-    return b"\xf9" in data or b"\xfa" in data or b"\xfb" in data
+    return 0xF9 in data or 0xFA in data or 0xFB in data
 
 
 _CBOR2_DEPTH = 399  # cbor2.loads refuses more than 400 levels, counting leaves as one
@@ -185,18 +227,17 @@ _SHAPE_DEPTH = 6  # deepest container of a known field: tc-list -> claims -> com
 
 
 def _dumps(obj: Any) -> bytes:
-    local = _ENCODERS
-    fp = local.fp
-    fp.seek(0)
-    fp.truncate()
+    tools = _TOOLS
+    parts = tools.parts
+    parts.clear()
     try:
-        local.encoder.encode(obj)
+        tools.encode(obj)
     except BaseException:
-        # a failed encode may leave the reused encoder's state dirty: start afresh
-        local.fp = io.BytesIO()
-        local.encoder = cbor2.CBOREncoder(local.fp, default=_default)
+        tools.reset_encoder()  # a failed encode may leave the encoder's state dirty: start afresh
         raise
-    return fp.getvalue()
+    out = _join(parts)
+    parts.clear()  # keep no reference to the caller's strings
+    return out
 
 
 def _wrap_floats(value: Any) -> Any:
@@ -276,7 +317,48 @@ def decode(
     """Decode one TEEP message (the bare array, not a COSE object) from CBOR bytes.
 
     Raises a `TeepDecodeError` subclass naming what is wrong and where, for any input.
+
+    The usual case takes a short way: an input without any head byte of a tag above 23
+    (0xd8-0xdb; 0xc4/0xc5 too above COSTLY_ONLY_ABOVE) cannot hold a costly tag, so cbor2 decodes
+    it at once and the re-encoding is compared first; only a message that is deterministic,
+    float-free and passes every field check is returned from there. Anything else, error or not,
+    goes the checked way (`_decode_checked`), which is the reference for results and errors: the
+    short way returns exactly what it would return, since on such an input it runs the same
+    decoder, the same field checks and the same comparison, only in another order.
     """
+    if (
+        type(data) is bytes
+        and 0 < len(data) <= max_size
+        and _SHAPE_DEPTH <= max_depth < _CBOR2_DEPTH
+        and 0xD8 not in data
+        and 0xD9 not in data
+        and 0xDA not in data
+        and 0xDB not in data
+        and 0xFB not in data  # a float may need the model's shortest-form encoding: checked way
+        and (len(data) <= COSTLY_ONLY_ABOVE or (0xC4 not in data and 0xC5 not in data))
+    ):
+        tools = _TOOLS
+        try:
+            obj = tools.decode_bytes(data)
+            tools.encode(obj)
+        except Exception:
+            tools.reset_decoder()  # the checked way explains the failure
+            tools.reset_encoder()
+        else:
+            parts = tools.parts
+            again = _join(parts)
+            parts.clear()
+            if again == data:
+                try:
+                    return _message_from_obj(obj, max_depth)
+                except TeepDecodeError:
+                    pass  # the checked way raises it again, with the reference precedence
+    return _decode_checked(data, max_size, max_depth)
+
+
+def _decode_checked(data: bytes, max_size: int, max_depth: int) -> TeepMessage:
+    """`decode` in its reference order: size, costly-tag search (and scanner), cbor2, field checks,
+    then the determinism check (the scanner names the cause of a difference)."""
     if type(data) is not bytes:
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise NotCbor(f"input must be bytes, got {type(data).__name__}")
@@ -286,35 +368,43 @@ def decode(
         raise TooLarge(f"message is {size} bytes, over the limit of {max_size}")
     if not size:
         raise NotCbor("empty input: expected a CBOR array")
-    if _may_hold_costly_tag(data):
+    # the costly-tag search, behind a gate of one memchr per tag head byte (about 10 ns each)
+    if (
+        0xD8 in data
+        or 0xD9 in data
+        or 0xDA in data
+        or 0xDB in data
+        or (size > COSTLY_ONLY_ABOVE and (0xC4 in data or 0xC5 in data))
+    ) and _may_hold_costly_tag(data):
         scan(data, max_depth)
+    tools = _TOOLS
     try:
         # cbor2's own limit (400) bounds its recursion; below it, our checks bound the depth: the
         # fixed-shape fields nest at most _SHAPE_DEPTH levels and `check_any` counts the rest.
         if _SHAPE_DEPTH <= max_depth < _CBOR2_DEPTH:
-            obj = _cbor2_loads(data)
+            obj = tools.decode_bytes(data)
         else:
             obj = _cbor2_loads(data, max_depth=max_depth + 1)
     except Exception:
+        tools.reset_decoder()
         obj = _loads(data, max_depth)  # again, to turn the failure into the precise error
     msg = _message_from_obj(obj, max_depth)
+    parts = tools.parts
+    parts.clear()
     try:
-        local = _ENCODERS  # the raw re-encoding (`_dumps` inlined: this is the hot path)
-        fp = local.fp
-        fp.seek(0)
-        fp.truncate()
-        local.encoder.encode(obj)
-        again = fp.getvalue()
+        tools.encode(obj)  # the raw re-encoding (`_dumps` inlined: this is the hot path)
+        again = _join(parts)
+        parts.clear()
         # cbor2 alone writes every float in 8 bytes; `encode` writes the shortest exact form. So if a
         # float sits in the message, only `encode(msg)` tells whether the input was deterministic.
         # Without a 0xfb byte the raw re-encoding cannot have matched a message holding a float.
         if again == data:
-            if b"\xfb" in data and _contains_float(_generic_parts(msg)):
+            if 0xFB in data and _contains_float(_generic_parts(msg)):
                 again = encode(msg)
         elif _may_hold_float(data) and _contains_float(_generic_parts(msg)):
             again = encode(msg)
     except Exception as exc:  # safety net (never seen in tests or fuzzing): decode stays total
-        _ENCODERS.__init__()  # type: ignore[misc]  # a failed encode may leave the encoder dirty
+        tools.reset_encoder()  # a failed encode may leave the encoder dirty
         raise UnsupportedValue(f"decoded message cannot be re-encoded: {exc}") from None
     if again != data:
         scan(data, max_depth)
@@ -354,7 +444,8 @@ def decode_value(data: bytes, *, max_size: int = DEFAULT_MAX_SIZE, max_depth: in
 def _message_from_obj(obj: Any, max_depth: int) -> TeepMessage:
     if type(obj) is not list:
         raise NotAnArray(f"a TEEP message is a CBOR array, got {type_name(obj)}")
-    if not obj:
+    size = len(obj)
+    if not size:
         raise MissingPositional("element 0 (type) is missing: the array is empty")
     mtype = obj[0]
     if type(mtype) is not int:
@@ -364,39 +455,78 @@ def _message_from_obj(obj: Any, max_depth: int) -> TeepMessage:
         raise UnknownMessageType(
             f"message type {mtype if -1e9 < mtype < 1e9 else '<large>'} is unknown; known: {_TYPES_TEXT}"
         )
-    name, table, positional, build = info
-    if len(obj) < 2:
+    name, table, positional, cls, template = info
+    if size < 2:
         raise MissingPositional(f"{name}: element 1 (options map) is missing")
     options = obj[1]
     if type(options) is not dict:
         raise WrongType(f"{name} element 1 (options): expected map, got {type_name(options)}")
-    kwargs: dict[str, Any] = {}
+    fields: dict[str, Any] = {} if template is None else template.copy()
     extensions: dict[int, Any] = {}
     for label, value in options.items():
         spec = table.get(label) if type(label) is int else None
+        if spec is not None:
+            # inline checks of the simple kinds (values.FAST_CHECKS); the checker handles the rest
+            attr, code, lo, hi, checker = spec
+            t = type(value)
+            if code == FAST_BYTES:
+                if t is bytes and lo <= len(value) <= hi:
+                    fields[attr] = value
+                    continue
+            elif code == FAST_INT:
+                if t is int and lo <= value <= hi:
+                    fields[attr] = value
+                    continue
+            elif code == FAST_BSTRS:
+                if t is list and value:
+                    for item in value:
+                        if type(item) is not bytes:
+                            break
+                    else:
+                        fields[attr] = tuple(value)
+                        continue
+            elif code == FAST_UINTS:
+                if t is list and value:
+                    for item in value:
+                        if type(item) is not int or not lo <= item <= hi:
+                            break
+                    else:
+                        fields[attr] = tuple(value)
+                        continue
+            elif code == FAST_ASCII:
+                if t is str and lo <= len(value) <= hi and value.isascii():
+                    fields[attr] = value
+                    continue
+            elif code == FAST_TEXT and t is str:
+                fields[attr] = value
+                continue
+            try:
+                fields[attr] = checker(value, 3, max_depth)
+            except Invalid as exc:
+                raise exc.cls(f"{name} options label {label_name(label)}: {exc.detail}") from None
+            continue
         try:
-            if spec is None:
-                if type(label) is not int or not 0 <= label <= UINT64_MAX:  # a bignum is no uint
-                    raise WrongType(
-                        f"{name} options: key {value_repr(label)} is a {type_name(label)}, "
-                        f"expected an unsigned integer label"
-                    )
-                check_any(value, 3, max_depth)
-                extensions[label] = value
-            else:
-                attr, checker = spec
-                kwargs[attr] = checker(value, 3, max_depth)
+            if type(label) is not int or not 0 <= label <= UINT64_MAX:  # a bignum is no uint
+                raise WrongType(
+                    f"{name} options: key {value_repr(label)} is a {type_name(label)}, "
+                    f"expected an unsigned integer label"
+                )
+            check_any(value, 3, max_depth)
+            extensions[label] = value
         except Invalid as exc:
             raise exc.cls(f"{name} options label {label_name(label)}: {exc.detail}") from None
-    size = len(obj)
     index = 2
-    for attr, checker, cname in positional:
+    for attr, code, lo, hi, checker, cname in positional:
         if size <= index:
             raise MissingPositional(f"{name}: element {index} ({cname}) is missing")
-        try:
-            kwargs[attr] = checker(obj[index], 2, max_depth)
-        except Invalid as exc:
-            raise exc.cls(f"{name} element {index} ({cname}): {exc.detail}") from None
+        value = obj[index]
+        if code == FAST_INT and type(value) is int and lo <= value <= hi:
+            fields[attr] = value
+        else:
+            try:
+                fields[attr] = checker(value, 2, max_depth)
+            except Invalid as exc:
+                raise exc.cls(f"{name} element {index} ({cname}): {exc.detail}") from None
         index += 1
     if size > index:
         extra = obj[index:]
@@ -405,10 +535,12 @@ def _message_from_obj(obj: Any, max_depth: int) -> TeepMessage:
                 check_any(value, 2, max_depth)
             except Invalid as exc:
                 raise exc.cls(f"{name} element {offset}: {exc.detail}") from None
-        kwargs["extra_positional"] = tuple(extra)
-    kwargs["extensions"] = extensions
-    kwargs["label_order"] = tuple(options)
-    return build(kwargs)
+        fields["extra_positional"] = tuple(extra)
+    fields["extensions"] = extensions
+    fields["label_order"] = tuple(options)
+    if template is None:
+        return cls(**fields)
+    return install(cls, fields)
 
 
 def value_repr(value: Any) -> str:

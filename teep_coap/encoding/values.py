@@ -39,28 +39,52 @@ from teep_coap.model.teep import RequestedTcInfo, SystemPropertyClaims
 _T = TypeVar("_T")
 
 
-def fast_builder(cls: type[_T]) -> Callable[[dict[str, Any]], _T]:
-    """A fast constructor for checked values: the frozen dataclass `__init__` (one
-    `object.__setattr__` per field) is skipped and the instance dict is filled at once. Falls back to
-    the real constructor if the model ever gains slots or a `__post_init__`.
+def instance_template(cls: type[Any], given: tuple[str, ...] = ("extensions",)) -> dict[str, Any] | None:
+    """The defaults of a model dataclass as an instance dict, for decoders to copy, fill with checked
+    values and install with `install` below: a frozen dataclass `__init__` costs one
+    `object.__setattr__` per field (0.8 µs for a Success, against 0.2 µs this way).
+
+    None if instances must go through the constructor: the model gained slots or a `__post_init__`,
+    or a default factory other than those named in `given`, which callers always fill in (a copied
+    template would share any other factory's value between instances).
     """
-    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
     if hasattr(cls, "__slots__") or hasattr(cls, "__post_init__"):
+        return None
+    template: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            template[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            if f.name not in given:
+                return None
+            template[f.name] = None  # always replaced by the caller
+    return template
+
+
+_new = object.__new__
+_set_dict = object.__setattr__
+
+
+def install(cls: type[_T], fields: dict[str, Any]) -> _T:
+    """An instance of `cls` whose attributes are `fields` (every field present, values checked)."""
+    inst = _new(cls)
+    _set_dict(inst, "__dict__", fields)
+    return inst
+
+
+def fast_builder(cls: type[_T], given: tuple[str, ...]) -> Callable[[dict[str, Any]], _T]:
+    """A constructor from a dict of checked values, by way of `instance_template` (or the real
+    constructor where that is None). Callers always give the fields named in `given`."""
+    template = instance_template(cls, given)
+    if template is None:
         return lambda kwargs: cls(**kwargs)
-    defaults = {f.name: f.default for f in fields if f.default is not dataclasses.MISSING}
-    factories = [(f.name, f.default_factory) for f in fields if f.default_factory is not dataclasses.MISSING]
-    new = object.__new__
-    count = len(fields)
+    copy = template.copy
 
     def build(kwargs: dict[str, Any]) -> _T:
-        inst = new(cls)
-        d = inst.__dict__
-        d.update(defaults)
-        d.update(kwargs)
-        if len(d) != count:  # a field with a default factory was not given (callers usually give them)
-            for name, factory in factories:
-                if name not in d:
-                    d[name] = factory()
+        fields = copy()
+        fields.update(kwargs)
+        inst = _new(cls)
+        _set_dict(inst, "__dict__", fields)
         return inst
 
     return build
@@ -506,7 +530,7 @@ def _rtc(value: Any, depth: int, max_depth: int) -> RequestedTcInfo:
         order = tuple(items)
     kwargs: dict[str, Any] = {}
     ext: dict[int, Any] = {}
-    known = {label: (attr, kind) for label, attr, kind in RTC_FIELDS}
+    known = _RTC_KNOWN
     for k, v in items.items():
         if type(k) is not int or not 0 <= k <= UINT64_MAX:
             raise Invalid(
@@ -528,13 +552,130 @@ def _rtc(value: Any, depth: int, max_depth: int) -> RequestedTcInfo:
     return _build_rtc(kwargs)
 
 
+_RTC_KNOWN = {label: (attr, kind) for label, attr, kind in RTC_FIELDS}
+
+
 def _any(value: Any, depth: int, max_depth: int) -> Any:
     check_any(value, depth, max_depth)
     return value
 
 
-_build_claims = fast_builder(SystemPropertyClaims)
-_build_rtc = fast_builder(RequestedTcInfo)
+_build_claims = fast_builder(SystemPropertyClaims, ("parameters",))
+_build_rtc = fast_builder(RequestedTcInfo, ("extensions",))
+_CLAIMS_TEMPLATE = instance_template(SystemPropertyClaims, ("parameters",))
+_RTC_TEMPLATE = instance_template(RequestedTcInfo, ("extensions",))
+
+
+def _is_plain_leaf(value: Any) -> bool:
+    """A generic value `check_any` accepts without a call: bytes, text, a 64-bit integer."""
+    t = type(value)
+    return t is bytes or t is str or (t is int and _I_MIN <= value <= _I_MAX)
+
+
+def _fast_claims(value: list[Any] | tuple[Any, ...], depth: int, max_depth: int) -> tuple[Any, ...] | None:
+    """tc-list as decoded (maps with integer keys, component-ids of byte strings): one loop, the same
+    result as `_list_of(_claims)`; None on anything else, which the slow path then explains."""
+    template = _CLAIMS_TEMPLATE
+    if template is None:
+        return None
+    out = []
+    for claims in value:
+        if type(claims) is not dict:
+            return None
+        compid = None
+        params: dict[int, Any] = {}
+        for k, v in claims.items():
+            if type(k) is not int:
+                return None
+            if k == SYSTEM_COMPONENT_ID:
+                if type(v) is not list:
+                    return None
+                for part in v:
+                    if type(part) is not bytes:
+                        return None
+                compid = tuple(v)
+            elif _I_MIN <= k <= _I_MAX:
+                if not _is_plain_leaf(v):
+                    try:
+                        check_any(v, depth + 2, max_depth)
+                    except Invalid:
+                        return None
+                params[k] = v
+            else:
+                return None
+        if compid is None or not params:
+            return None
+        fields = template.copy()
+        fields["component_id"] = compid
+        fields["parameters"] = params
+        fields["label_order"] = tuple(claims)
+        out.append(install(SystemPropertyClaims, fields))
+    return tuple(out)
+
+
+def _fast_rtcs(value: list[Any] | tuple[Any, ...], depth: int, max_depth: int) -> tuple[Any, ...] | None:
+    """requested-tc-list as decoded: one loop, the same result as `_list_of(_rtc)`, or None."""
+    template = _RTC_TEMPLATE
+    if template is None:
+        return None
+    out = []
+    for info in value:
+        if type(info) is not dict:
+            return None
+        fields = template.copy()
+        ext: dict[int, Any] = {}
+        has_compid = False
+        for k, v in info.items():
+            if type(k) is not int:
+                return None
+            if k == 16:  # component-id
+                if type(v) is not list:
+                    return None
+                for part in v:
+                    if type(part) is not bytes:
+                        return None
+                fields["component_id"] = tuple(v)
+                has_compid = True
+            elif k == 17:  # tc-manifest-sequence-number
+                if type(v) is not int or not 0 <= v <= UINT64_MAX:
+                    return None
+                fields["tc_manifest_sequence_number"] = v
+            elif k == 18:  # have-binary
+                if type(v) is not bool:
+                    return None
+                fields["have_binary"] = v
+            elif 0 <= k <= UINT64_MAX:
+                if not _is_plain_leaf(v):
+                    try:
+                        check_any(v, depth + 2, max_depth)
+                    except Invalid:
+                        return None
+                ext[k] = v
+            else:
+                return None
+        if not has_compid:
+            return None
+        fields["extensions"] = ext
+        fields["label_order"] = tuple(info)
+        out.append(install(RequestedTcInfo, fields))
+    return tuple(out)
+
+
+def _fast_list_deep(
+    fast: Callable[[list[Any] | tuple[Any, ...], int, int], tuple[Any, ...] | None],
+    slow: Callable[[Any, int, int], tuple[Any, ...]],
+) -> Callable[[Any, int, int], tuple[Any, ...]]:
+    """`_fast_list` for fast paths that need the depth (their items hold generic values)."""
+
+    def check(value: Any, depth: int, max_depth: int) -> tuple[Any, ...]:
+        if type(value) is list and value:
+            result = fast(value, depth, max_depth)
+            if result is not None:
+                return result
+        return slow(value, depth, max_depth)
+
+    return check
+
 
 CHECKERS: Mapping[str, Callable[[Any, int, int], Any]] = {
     "token": _sized_bstr("token"),
@@ -553,7 +694,33 @@ CHECKERS: Mapping[str, Callable[[Any, int, int], Any]] = {
     "profiles": _fast_list(_fast_profiles, _list_of(_profile)),
     "compid": _compid,
     "compid_list": _list_of(_compid),
-    "tc_list": _list_of(_claims),
-    "rtc_list": _list_of(_rtc),
+    "tc_list": _fast_list_deep(_fast_claims, _list_of(_claims)),
+    "rtc_list": _fast_list_deep(_fast_rtcs, _list_of(_rtc)),
     "any": _any,
 }
+
+
+# Inline checks of the simplest kinds, for the decoder's hot path: kind -> (code, lo, hi). A value that
+# passes one is exactly what the kind's checker accepts and returns unchanged (lists: as a tuple);
+# anything else goes to the checker, which converts it or names the problem. (A test compares both.)
+FAST_CALL, FAST_BYTES, FAST_INT, FAST_TEXT, FAST_ASCII, FAST_UINTS, FAST_BSTRS = range(7)
+_NO_LIMIT = 1 << 64  # above any length a decoded string can have
+
+FAST_CHECKS: Mapping[str, tuple[int, int, int]] = {
+    "token": (FAST_BYTES, *SIZE_LIMITS["token"]),
+    "challenge": (FAST_BYTES, *SIZE_LIMITS["challenge"]),
+    "bstr": (FAST_BYTES, 0, _NO_LIMIT),
+    "text": (FAST_TEXT, 0, _NO_LIMIT),
+    "msg": (FAST_ASCII, *SIZE_LIMITS["msg"]),  # an ASCII text has as many UTF-8 bytes as characters
+    "lang": (FAST_ASCII, *SIZE_LIMITS["lang"]),
+    "uint": (FAST_INT, 0, UINT64_MAX),
+    "uint32": (FAST_INT, 0, UINT32_MAX),
+    "uint_list": (FAST_UINTS, 0, UINT64_MAX),
+    "uint32_list": (FAST_UINTS, 0, UINT32_MAX),
+    "bstr_list": (FAST_BSTRS, 0, 0),
+}
+
+
+def fast_check(kind: str) -> tuple[int, int, int]:
+    """The inline check of a kind, (FAST_CALL, 0, 0) where there is none."""
+    return FAST_CHECKS.get(kind, (FAST_CALL, 0, 0))
