@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
 
 import click
 
@@ -35,6 +36,8 @@ for _name in COMMAND_MODULES:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the console script."""
+    # aiocoap's DTLS transport warns on every close of a finished client session; it is noise for users.
+    warnings.filterwarnings("ignore", message="DTLS module did not shut down", category=UserWarning)
     try:
         # Without standalone mode click returns the code of `ctx.exit(n)` instead of raising it.
         code = root.main(args=argv, prog_name="teep-coap", standalone_mode=False)

@@ -6,6 +6,7 @@ Heavy imports stay inside the commands: interop scripts call `agent process` man
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,18 @@ def _cid(parts: tuple[str, ...]) -> tuple[bytes, ...]:
     show_default=True,
 )
 @click.option("--tam-uri", default=None, help="Default TAM URI for policy checks.")
+@click.option(
+    "--vendor-id",
+    type=click.UUID,
+    default=None,
+    help="Vendor UUID this device reports and SUIT manifests must name (default: a fixed simulator UUID).",
+)
+@click.option(
+    "--class-id",
+    type=click.UUID,
+    default=None,
+    help="Class UUID this device reports and SUIT manifests must name (default: a fixed simulator UUID).",
+)
 def agent_init(
     state_dir: str,
     tam_key: str,
@@ -50,6 +63,8 @@ def agent_init(
     tc_signer_key: tuple[str, ...],
     attestation: str,
     tam_uri: str | None,
+    vendor_id: uuid.UUID | None,
+    class_id: uuid.UUID | None,
 ) -> None:
     """Create an Agent folder: its keys, the TAM key it trusts, an empty component store."""
     from teep_coap.protocol.agentstate import AgentState
@@ -57,13 +72,22 @@ def agent_init(
 
     signers = [load_verifying_key(p) for p in tc_signer_key] or None
     st = AgentState.init(
-        state_dir, tam_key, alg, tc_signer_keys=signers, attestation=attestation, tam_uri=tam_uri
+        state_dir,
+        tam_key,
+        alg,
+        tc_signer_keys=signers,
+        attestation=attestation,
+        tam_uri=tam_uri,
+        vendor_id=vendor_id.bytes if vendor_id else None,
+        class_id=class_id.bytes if class_id else None,
     )
     _print(
         {
             "state": str(st.root),
             "alg": alg,
             "kid": st.key.kid.hex(),
+            "vendor_id": str(uuid.UUID(bytes=st.config.vendor_id)),
+            "class_id": str(uuid.UUID(bytes=st.config.class_id)),
             "public_key": str(st.root / "key" / "public.pem"),
             "trusted_tam_kids": [k.kid.hex() for k in st.trust],
             "verifier_public_key": str(st.root / "verifier" / "public.pem") if st.verifier_key else None,
