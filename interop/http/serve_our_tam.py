@@ -27,9 +27,11 @@ async def serve(args: argparse.Namespace) -> None:
     profile = load_profile(args.profile)
     tam = load_tam(args.tam_dir)
     if profile.encoding == "json":
-        from teep_coap.protocol.json_binding import JsonTamEngine
+        import dataclasses
 
-        tam = JsonTamEngine(tam.config, tam.store)
+        from teep_coap.protocol.wire import JOSE
+
+        tam = dataclasses.replace(tam, wire=JOSE)  # TEEP JSON + JWS on the wire
     server = HttpServer(profile, engine_handler(tam), (args.host, args.port), certs_path=args.certs)
     await server.start()
     print(f"TAM serving {server.uri} ({profile.name}, {profile.media_type})", flush=True)

@@ -65,14 +65,10 @@ async def main(args: argparse.Namespace) -> int:
         return 0 if ok else 1
 
     state = AgentState.load(args.state)
-    if args.json:
-        from teep_coap.protocol.json_binding import JsonAgentEngine
+    from teep_coap.protocol.agent import AgentEngine
+    from teep_coap.protocol.wire import COSE, JOSE
 
-        agent = JsonAgentEngine(state)
-    else:
-        from teep_coap.protocol.agent import AgentEngine
-
-        agent = AgentEngine(state)
+    agent = AgentEngine(state, wire=JOSE if args.json else COSE)
     print(f"session with {args.tam}")
     client = HttpBrokerClient(args.tam, media_type, ssl_ctx, args.timeout)
     session = BrokerSession(agent, args.tam, max_rounds=args.max_rounds)

@@ -43,7 +43,7 @@ from teep_coap.model.teep import (
 from teep_coap.protocol import attestation as att
 from teep_coap.protocol.agentstate import AgentState
 from teep_coap.protocol.errors import ConfigError
-from teep_coap.protocol.wire import looks_like_cose, open_signed, seal
+from teep_coap.protocol.wire import COSE, NotSigned, Wire
 
 log = logging.getLogger("teep_coap.protocol.agent")
 
@@ -95,8 +95,10 @@ class AgentEngine:
         rng: Rng = os.urandom,
         fetcher: Fetcher | None = None,
         attestation_provider: AttestationProvider | None = None,
+        wire: Wire = COSE,
     ) -> None:
         self.state = state
+        self.wire = wire  # CBOR/COSE, or JSON/JWS (protocol.wire)
         self.clock = clock
         self.rng = rng
         self.fetcher = fetcher
@@ -125,7 +127,7 @@ class AgentEngine:
             log.info("agent: %s", outcome.note)
         if outcome.response is None:
             return None
-        return seal(outcome.response, self.state.key)
+        return self.wire.seal(outcome.response, self.state.key)
 
     process_teep_message = receive
 
@@ -133,16 +135,17 @@ class AgentEngine:
         return _Outcome(Error(err_code=int(code), token=token, err_msg=_clip(text), **extra), text)
 
     def _process(self, data: bytes) -> _Outcome:
-        from teep_coap.encoding.cbor_codec import decode
         from teep_coap.encoding.errors import TeepDecodeError
         from teep_coap.security.errors import CoseDecodeError, SecurityError, UnknownKid, UnsupportedAlgorithm
+        from teep_coap.security.jose import JoseDecodeError
 
         if not data:
             return self._error(ErrorCode.ERR_PERMANENT_ERROR, "empty message")
         signer_kid: bytes | None = None
-        if looks_like_cose(data):
+        wire = self.wire
+        if wire.is_signed(data):
             try:
-                opened = open_signed(data, self.state.trust, allowed_algs=self._accepted_algs())
+                opened = wire.open(data, self.state.trust, allowed_algs=self._accepted_algs())
                 msg: TeepMessage = opened.message
                 signer_kid = opened.key.kid
             except UnsupportedAlgorithm as exc:
@@ -159,17 +162,17 @@ class AgentEngine:
                         supported_teep_cipher_suites=self.supported_suites,
                     )
                 return self._error(ErrorCode.ERR_PERMANENT_ERROR, f"signer not trusted: {exc}")
-            except CoseDecodeError as exc:
-                return self._error(ErrorCode.ERR_PERMANENT_ERROR, f"malformed COSE: {exc}")
+            except (CoseDecodeError, JoseDecodeError) as exc:
+                return self._error(ErrorCode.ERR_PERMANENT_ERROR, f"malformed {wire.container}: {exc}")
             except SecurityError as exc:
                 return self._error(ErrorCode.ERR_PERMANENT_ERROR, f"signature not verified: {exc}")
             except TeepDecodeError as exc:
                 return self._error(ErrorCode.ERR_PERMANENT_ERROR, f"malformed TEEP message: {exc}")
         else:
             if not self.state.config.accept_unsigned:
-                return self._error(ErrorCode.ERR_PERMANENT_ERROR, "message is not COSE-signed")
+                return self._error(ErrorCode.ERR_PERMANENT_ERROR, f"message is not {wire.container}-signed")
             try:
-                msg = decode(data)
+                msg = wire.decode_bare(data)
             except TeepDecodeError as exc:
                 return self._error(ErrorCode.ERR_PERMANENT_ERROR, f"malformed TEEP message: {exc}")
         if isinstance(msg, QueryRequest):
@@ -182,11 +185,9 @@ class AgentEngine:
 
     def _only_unsupported_algs(self, data: bytes) -> bool:
         """True when no signature of the message uses an algorithm we support (→ error 5, not 1)."""
-        from teep_coap.protocol.wire import NotCose, peek_signers
-
         try:
-            hint = peek_signers(data)
-        except NotCose:
+            hint = self.wire.peek(data)
+        except NotSigned:
             return False
         ok = set(self._accepted_algs())
         return all(alg not in ok for _, alg in hint.signers)

@@ -51,7 +51,7 @@ from teep_coap.protocol import attestation as att
 from teep_coap.protocol.errors import IdentityMismatch, InvalidMessage, TamFailure
 from teep_coap.protocol.policy import Policy
 from teep_coap.protocol.reports import ReportError, check_report_nonces
-from teep_coap.protocol.wire import NotCose, Opened, open_signed, peek_signers, seal
+from teep_coap.protocol.wire import COSE, NotSigned, Opened, Wire
 from teep_coap.security.keys import SigningKey, VerifyingKey, load_verifying_key
 from teep_coap.store.tam_db import (
     OPEN,
@@ -181,6 +181,7 @@ class TamEngine:
     store: TamStore
     clock: Clock = field(default=time.time, kw_only=True)
     rng: Rng = field(default=os.urandom, kw_only=True)
+    wire: Wire = field(default=COSE, kw_only=True)  # CBOR/COSE, or JSON/JWS (protocol.wire)
     _policy_synced: bool = field(default=False, init=False, repr=False)
 
     # ---------------------------------------------------------------- entry points
@@ -292,19 +293,19 @@ class TamEngine:
         self.store.audit(
             session_id, now, "send-query-request", f"token={_hex(token)} challenge={_hex(challenge)}"
         )
-        return seal(msg, keys[0] if len(keys) == 1 else keys)
+        return self.wire.seal(msg, keys[0] if len(keys) == 1 else keys)
 
     def _verify(self, data: bytes) -> tuple[Opened, Device]:
         """Find the signing device by kid (or by alg among all devices when there is no kid)."""
         try:
-            hint = peek_signers(data)
-        except NotCose as exc:
+            hint = self.wire.peek(data)
+        except NotSigned as exc:
             raise InvalidMessage(f"not a signed TEEP message: {exc}") from None
-        if hint.structure != "COSE_Sign1" or not hint.signers:
-            raise InvalidMessage(f"a device must sign with COSE_Sign1, got {hint.structure}")
+        if not hint.single:
+            raise InvalidMessage(f"a device must sign with one signature (COSE_Sign1), got {hint.structure}")
         kid, alg = hint.signers[0]
         if alg is None:
-            raise InvalidMessage("COSE_Sign1 without an alg header")
+            raise InvalidMessage(f"{hint.structure} without a supported alg header")
         if kid is not None:
             device = self.store.device_by_kid(kid)
             candidates = [device] if device else []
@@ -325,7 +326,7 @@ class TamEngine:
             except SecurityError as exc:
                 raise TamFailure(f"stored key of device {dev.kid.hex()} is unreadable: {exc}") from exc
         try:
-            opened = open_signed(data, list(keys.values()))
+            opened = self.wire.open(data, list(keys.values()))
         except SecurityError as exc:
             raise InvalidMessage(f"signature check failed: {exc}") from None
         except TeepDecodeError as exc:
@@ -574,7 +575,7 @@ class TamEngine:
         key = self.config.key_for_alg(device.alg)
         if key is None:
             raise TamFailure(f"no TAM key for the device's algorithm {device.alg}")
-        return seal(msg, key)
+        return self.wire.seal(msg, key)
 
     def _on_success(self, msg: Success, device: Device) -> bytes | None:
         now = self.clock()

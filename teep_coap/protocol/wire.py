@@ -1,8 +1,16 @@
-"""From TEEP message objects to signed bytes and back, for both engines.
+"""From TEEP message objects to signed bytes and back, for both engines: the `Wire` of a profile.
 
-Sealing = CBOR encode + COSE_Sign1 (one key) or COSE_Sign (one signature per key). Opening = COSE
-verify against the trusted keys, then strict TEEP decode. Errors stay typed: security errors from the
-COSE layer, `TeepDecodeError` from the codec; each engine decides what they mean for its answer.
+A `Wire` is how an engine seals (encode + sign) and opens (verify + decode) messages:
+
+* `CoseWire` (`COSE`, the default): CBOR + COSE_Sign1 (one key) or COSE_Sign (one signature per key);
+* `JoseWire` (`JOSE`): the TEEP JSON twin (`encoding.json_codec`, written compactly) + JWS from
+  `security.jose` (flattened for one key, general for several: the twins of COSE_Sign1 / COSE_Sign).
+
+Both engines take a wire (`TamEngine(..., wire=...)`, `AgentEngine(..., wire=...)`); `wire_for(encoding)`
+picks it from a profile's `encoding`. Opening verifies against the trusted keys, then decodes strictly.
+Errors stay typed: `SecurityError` subclasses from COSE/JOSE (UnknownKid, UnsupportedAlgorithm,
+SignatureInvalid, CoseDecodeError / JoseDecodeError), `TeepDecodeError` from the codecs; `NotSigned`
+when `peek` finds no signature container. Each engine decides what they mean for its answer.
 """
 
 from __future__ import annotations
@@ -22,16 +30,29 @@ _HDR_ALG = 1
 _HDR_KID = 4
 
 
-class NotCose(ValueError):
+class NotSigned(ValueError):
+    """Raised by `Wire.peek` when the bytes are not the wire's signature container."""
+
+
+class NotCose(NotSigned):
     """Raised by `peek_signers` when the bytes are not a tagged COSE_Sign1/COSE_Sign."""
+
+
+# Structures with exactly one signer: what a device must use (the TAM refuses the others).
+SINGLE_SIGNER = ("COSE_Sign1", "JWS")
 
 
 @dataclass(frozen=True)
 class SignerHint:
-    """What a COSE object says about who signed it (unverified): one entry per signature."""
+    """What a COSE object or JWS says about who signed it (unverified): one entry per signature."""
 
-    structure: str  # "COSE_Sign1" | "COSE_Sign"
-    signers: tuple[tuple[bytes | None, int | None], ...]  # (kid, alg)
+    structure: str  # "COSE_Sign1" | "COSE_Sign" | "JWS" (flattened) | "JWS-general"
+    signers: tuple[tuple[bytes | None, int | None], ...]  # (kid, COSE alg; None if unknown)
+
+    @property
+    def single(self) -> bool:
+        """One-signer structure (COSE_Sign1, flattened JWS) carrying exactly one signature."""
+        return self.structure in SINGLE_SIGNER and len(self.signers) == 1
 
 
 def _hdr_alg_kid(protected: Any, unprotected: Any) -> tuple[bytes | None, int | None]:
@@ -145,3 +166,178 @@ def describe(data: bytes | None) -> dict[str, Any] | None:
             "message": to_jsonable(decode(bytes(info.payload or b""))),
         }
     return {"cose": None, "size": len(data), "message": to_jsonable(decode(data))}
+
+
+# ---------------------------------------------------------------------------- the Wire abstraction
+
+_LEGACY = {-7: -9, -8: -19}  # ES256 → ESP256, EdDSA → Ed25519 (DESIGN.md: legacy algs)
+
+
+class Wire:
+    """How an engine seals and opens TEEP messages (encoding + signature container)."""
+
+    encoding: str = ""  # the profile `encoding` this wire serves: "cbor" | "json"
+    container: str = ""  # name of the signature container in error texts: "COSE" | "JWS"
+
+    def seal(self, msg: TeepMessage, keys: SigningKey | Sequence[SigningKey]) -> bytes:
+        """Encode and sign: one-signer structure for one key, one signature per key otherwise."""
+        raise NotImplementedError
+
+    def is_signed(self, data: bytes) -> bool:
+        """Cheap look: do these bytes claim to be this wire's signature container?"""
+        raise NotImplementedError
+
+    def peek(self, data: bytes) -> SignerHint:
+        """kid and alg of each signature, unverified (raises NotSigned)."""
+        raise NotImplementedError
+
+    def open(self, data: bytes, trust: Any, *, allowed_algs: Iterable[int] | None = None) -> Opened:
+        """Verify with `trust` (TrustStore, key or keys; COSE alg numbers), then decode."""
+        raise NotImplementedError
+
+    def decode_bare(self, data: bytes) -> TeepMessage:
+        """Decode an unsigned message (only where the configuration accepts unsigned messages)."""
+        raise NotImplementedError
+
+    def describe(self, data: bytes | None) -> dict[str, Any] | None:
+        """JSON-able view of bytes we produced or already verified (does not verify)."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class CoseWire(Wire):
+    """CBOR + COSE (application/teep+cbor): the module functions above."""
+
+    encoding: str = "cbor"
+    container: str = "COSE"
+
+    def seal(self, msg: TeepMessage, keys: SigningKey | Sequence[SigningKey]) -> bytes:
+        return seal(msg, keys)
+
+    def is_signed(self, data: bytes) -> bool:
+        return looks_like_cose(data)
+
+    def peek(self, data: bytes) -> SignerHint:
+        return peek_signers(data)
+
+    def open(self, data: bytes, trust: Any, *, allowed_algs: Iterable[int] | None = None) -> Opened:
+        return open_signed(data, trust, allowed_algs=allowed_algs)
+
+    def decode_bare(self, data: bytes) -> TeepMessage:
+        from teep_coap.encoding.cbor_codec import decode
+
+        return decode(data)
+
+    def describe(self, data: bytes | None) -> dict[str, Any] | None:
+        return describe(data)
+
+
+def _jose_names(cose_algs: Iterable[int]) -> list[str]:
+    """JOSE alg names whose key algorithm is one of `cose_algs` (legacy numbers count as their
+    successors)."""
+    from teep_coap.security.jose import ACCEPTED_JOSE_ALGS
+
+    wanted = {_LEGACY.get(a, a) for a in cose_algs}
+    return [name for name, alg in ACCEPTED_JOSE_ALGS.items() if alg in wanted]
+
+
+@dataclass(frozen=True)
+class JoseWire(Wire):
+    """TEEP JSON twin + JWS (application/teep+json); conventions in `security.jose`."""
+
+    encoding: str = "json"
+    container: str = "JWS"
+
+    @staticmethod
+    def encode(msg: TeepMessage) -> bytes:
+        """The JSON twin without insignificant whitespace (what goes inside the JWS)."""
+        import json
+
+        from teep_coap.encoding.json_codec import to_jsonable
+
+        return json.dumps(
+            to_jsonable(msg), separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        ).encode()
+
+    def seal(self, msg: TeepMessage, keys: SigningKey | Sequence[SigningKey]) -> bytes:
+        from teep_coap.security.jose import sign_json
+
+        if not isinstance(keys, SigningKey) and len(keys) == 1:
+            keys = keys[0]
+        return sign_json(self.encode(msg), keys)
+
+    def is_signed(self, data: bytes) -> bool:
+        """A JWS JSON serialization is an object with a `payload` member; the bare twin has none."""
+        try:
+            self.peek(data)
+        except NotSigned:
+            return False
+        return True
+
+    def peek(self, data: bytes) -> SignerHint:
+        from teep_coap.security.errors import SecurityError
+        from teep_coap.security.jose import ACCEPTED_JOSE_ALGS, parse_json
+
+        try:
+            parsed = parse_json(data)
+            signers = tuple(
+                (sig.kid, ACCEPTED_JOSE_ALGS.get(sig.alg) if isinstance(sig.alg, str) else None)
+                for sig in parsed.signatures
+            )
+        except SecurityError as exc:
+            raise NotSigned(f"not a JWS: {exc}") from None
+        return SignerHint("JWS-general" if parsed.general else "JWS", signers)
+
+    def open(self, data: bytes, trust: Any, *, allowed_algs: Iterable[int] | None = None) -> Opened:
+        from teep_coap.encoding.json_codec import from_json
+        from teep_coap.security.jose import ACCEPTED_JOSE_ALGS, verify_json
+
+        names = _jose_names(allowed_algs) if allowed_algs is not None else None
+        verified = verify_json(data, trust, allowed_algs=names)
+        payload = bytes(verified.payload)
+        return Opened(
+            message=from_json(payload),
+            payload=payload,
+            alg=ACCEPTED_JOSE_ALGS[verified.alg],
+            kid=verified.kid,
+            key=verified.key,
+            structure="JWS",
+        )
+
+    def decode_bare(self, data: bytes) -> TeepMessage:
+        from teep_coap.encoding.json_codec import from_json
+
+        return from_json(data)
+
+    def describe(self, data: bytes | None) -> dict[str, Any] | None:
+        from teep_coap.encoding.json_codec import from_json, to_jsonable
+        from teep_coap.security.jose import parse_json
+
+        if not data:
+            return None
+        if not self.is_signed(data):
+            return {"jws": None, "size": len(data), "message": to_jsonable(from_json(data))}
+        parsed = parse_json(data)
+        return {
+            "jws": "general" if parsed.general else "flattened",
+            "signers": [
+                {"alg": sig.alg, "kid": sig.kid.hex() if sig.kid else None} for sig in parsed.signatures
+            ],
+            "size": len(data),
+            "message": to_jsonable(from_json(parsed.payload)),
+        }
+
+
+COSE = CoseWire()
+JOSE = JoseWire()
+WIRES: dict[str, Wire] = {"cbor": COSE, "json": JOSE}
+
+
+def wire_for(encoding: str) -> Wire:
+    """The wire of a profile's `encoding` ("cbor" → COSE, "json" → JOSE)."""
+    try:
+        return WIRES[encoding]
+    except KeyError:
+        from teep_coap.protocol.errors import ConfigError
+
+        raise ConfigError(f"no TEEP wire for encoding {encoding!r} (known: {', '.join(WIRES)})") from None

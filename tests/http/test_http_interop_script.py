@@ -11,7 +11,6 @@ import pytest
 from teep_coap.bench.scenario import COMPONENT_ID, engine_handler, teep_world
 from teep_coap.profiles import load_profile
 from teep_coap.protocol.agentstate import AgentState
-from teep_coap.protocol.json_binding import json_teep_world
 from teep_coap.security import certs
 from teep_coap.transport.http import HttpServer
 from teep_coap.transport.http.probe import FAIL, PASS, probe_tam
@@ -34,7 +33,8 @@ async def test_script_runs_a_session_against_our_https_tam(
     profile_name: str, json_flag: bool, tmp_path: Path
 ) -> None:
     profile = load_profile(profile_name)
-    world = (json_teep_world if json_flag else teep_world)(profile, tmp_path, 500)
+    world = teep_world(profile, tmp_path, 500)  # the wire follows the profile's encoding
+    assert (world.tam.wire.encoding == "json") == json_flag
     bundle = certs.write_bundle(tmp_path / "certs")
     async with HttpServer(profile, engine_handler(world.tam), certs_path=bundle.directory) as server:
         assert server.uri.startswith("https://127.0.0.1:")

@@ -11,7 +11,6 @@ import pytest
 from teep_coap.bench.scenario import COMPONENT_ID, engine_handler, teep_world
 from teep_coap.profiles import load_profile
 from teep_coap.protocol.broker import BrokerSession, Done, Send
-from teep_coap.protocol.json_binding import json_teep_world
 from teep_coap.security import certs
 from teep_coap.transport.base import PeerInfo
 from teep_coap.transport.http.stack import make_http_client, make_http_server
@@ -21,8 +20,7 @@ async def run(
     profile_name: str, tmp_path: Path, payload: int = 3000
 ) -> tuple[object, list[bytes], list[bytes]]:
     profile = load_profile(profile_name)
-    factory = json_teep_world if profile.encoding == "json" else teep_world
-    world = factory(profile, tmp_path, payload)
+    world = teep_world(profile, tmp_path, payload)  # the wire follows the profile's encoding
     certs.write_bundle(tmp_path / "certs")
     inner = engine_handler(world.tam)
     seen: list[bytes] = []
@@ -79,8 +77,8 @@ async def test_json_tam_refuses_a_cose_message(tmp_path: Path) -> None:
     from teep_coap.protocol.errors import InvalidMessage
 
     profile = load_profile("teep-json-http")
-    world = json_teep_world(profile, tmp_path, 20)
-    cbor_world = teep_world(profile, tmp_path / "other", 20)
+    world = teep_world(profile, tmp_path, 20)
+    cbor_world = teep_world(load_profile("teep-cbor-http"), tmp_path / "other", 20)
     query = cbor_world.tam.connect()
     cose_answer = cbor_world.agent.receive(query)
     assert cose_answer is not None
