@@ -60,7 +60,6 @@ from teep_coap.encoding.values import (
     Invalid,
     check_any,
     fast_check,
-    install,
     instance_template,
     type_name,
 )
@@ -206,9 +205,16 @@ class _Tools(threading.local):
         self.parts = parts
         self.encoder = cbor2.CBOREncoder(sink, default=_default)  # type: ignore[arg-type]  # has write
         self.encode = self.encoder.encode
+        self._bundle()
 
     def reset_decoder(self) -> None:
         self.decode_bytes: Callable[[bytes], Any] = cbor2.CBORDecoder(io.BytesIO(b"")).decode_from_bytes
+        self._bundle()
+
+    def _bundle(self) -> None:
+        # the hot path fetches all three with one thread-local look-up
+        if hasattr(self, "encode") and hasattr(self, "decode_bytes"):
+            self.hot = (self.decode_bytes, self.encode, self.parts)
 
 
 _TOOLS = _Tools()
@@ -318,37 +324,46 @@ def decode(
 
     Raises a `TeepDecodeError` subclass naming what is wrong and where, for any input.
 
-    The usual case takes a short way: an input without any head byte of a tag above 23
-    (0xd8-0xdb; 0xc4/0xc5 too above COSTLY_ONLY_ABOVE) cannot hold a costly tag, so cbor2 decodes
-    it at once and the re-encoding is compared first; only a message that is deterministic,
-    float-free and passes every field check is returned from there. Anything else, error or not,
-    goes the checked way (`_decode_checked`), which is the reference for results and errors: the
-    short way returns exactly what it would return, since on such an input it runs the same
-    decoder, the same field checks and the same comparison, only in another order.
+    The usual case takes a short way: when the input holds no costly tag (so the scanner would not
+    run before cbor2), cbor2 decodes it at once and the re-encoding is compared first; only a
+    message that is deterministic, float-free and passes every field check is returned from there.
+    Anything else, error or not, goes the checked way (`_decode_checked`), which is the reference
+    for results and errors: the short way returns exactly what it would return, since on such an
+    input it runs the same decoder, the same field checks and the same comparison, only in another
+    order.
     """
     if (
         type(data) is bytes
         and 0 < len(data) <= max_size
         and _SHAPE_DEPTH <= max_depth < _CBOR2_DEPTH
-        and 0xD8 not in data
-        and 0xD9 not in data
-        and 0xDA not in data
-        and 0xDB not in data
         and 0xFB not in data  # a float may need the model's shortest-form encoding: checked way
-        and (len(data) <= COSTLY_ONLY_ABOVE or (0xC4 not in data and 0xC5 not in data))
+        and (
+            # no costly tag: no tag head byte at all (one memchr each), else the search says so
+            (
+                0xD8 not in data
+                and 0xD9 not in data
+                and 0xDA not in data
+                and 0xDB not in data
+                and (len(data) <= COSTLY_ONLY_ABOVE or (0xC4 not in data and 0xC5 not in data))
+            )
+            or not _may_hold_costly_tag(data)
+        )
     ):
-        tools = _TOOLS
+        decode_bytes, encode_obj, parts = _TOOLS.hot
         try:
-            obj = tools.decode_bytes(data)
-            tools.encode(obj)
+            obj = decode_bytes(data)
+            # `[type, {options}]` (Success, Update, QueryResponse): a first byte 0x82 (two elements)
+            # and a second byte below 0x18 (element 0 is that very integer, in its one-byte form)
+            # leave only the options map to re-encode, compared with the rest of the input
+            short = data[0] == 0x82 and data[1] < 0x18
+            encode_obj(obj[1] if short else obj)
         except Exception:
-            tools.reset_decoder()  # the checked way explains the failure
-            tools.reset_encoder()
+            _TOOLS.reset_decoder()  # the checked way explains the failure
+            _TOOLS.reset_encoder()
         else:
-            parts = tools.parts
             again = _join(parts)
             parts.clear()
-            if again == data:
+            if again == data if not short else len(again) == len(data) - 2 and data.endswith(again):
                 try:
                     return _message_from_obj(obj, max_depth)
                 except TeepDecodeError:
@@ -450,12 +465,12 @@ def _message_from_obj(obj: Any, max_depth: int) -> TeepMessage:
     mtype = obj[0]
     if type(mtype) is not int:
         raise WrongType(f"element 0 (type): expected unsigned integer, got {type_name(mtype)}")
-    info = _TYPE_INFO.get(mtype)
-    if info is None:
+    try:
+        name, table, positional, cls, template = _TYPE_INFO[mtype]
+    except KeyError:
         raise UnknownMessageType(
             f"message type {mtype if -1e9 < mtype < 1e9 else '<large>'} is unknown; known: {_TYPES_TEXT}"
-        )
-    name, table, positional, cls, template = info
+        ) from None
     if size < 2:
         raise MissingPositional(f"{name}: element 1 (options map) is missing")
     options = obj[1]
@@ -540,7 +555,13 @@ def _message_from_obj(obj: Any, max_depth: int) -> TeepMessage:
     fields["label_order"] = tuple(options)
     if template is None:
         return cls(**fields)
-    return install(cls, fields)
+    msg = _new(cls)  # `values.install`, inlined
+    _set_dict(msg, "__dict__", fields)
+    return msg
+
+
+_new = object.__new__
+_set_dict = object.__setattr__
 
 
 def value_repr(value: Any) -> str:

@@ -358,40 +358,64 @@ def _fast_list(
     return check
 
 
-def _fast_profiles(value: list[Any] | tuple[Any, ...]) -> tuple[Any, ...] | None:
-    out = []
-    for p in value:
-        if (type(p) is not list and type(p) is not tuple) or len(p) != 4:
-            return None
-        a, b, c, d = p
-        if not (type(a) is int and type(b) is int and type(c) is int and type(d) is int):
-            return None
-        if not (
-            _I_MIN <= a <= _I_MAX
-            and _I_MIN <= b <= _I_MAX
-            and _I_MIN <= c <= _I_MAX
-            and _I_MIN <= d <= _I_MAX
-        ):
-            return None
-        out.append((a, b, c, d))
-    return tuple(out)
+def _profiles_list(value: Any, depth: int, max_depth: int) -> tuple[Any, ...]:
+    """supported-suit-cose-profiles: one loop with inline checks (locals, no call per profile); on the
+    first anomaly the generic checker takes over and names the item and problem."""
+    lo, hi = _I_MIN, _I_MAX
+    tv = type(value)
+    if (tv is list or tv is tuple) and value:
+        out = []
+        append = out.append
+        for p in value:
+            tp = type(p)
+            if (tp is not list and tp is not tuple) or len(p) != 4:
+                break
+            a, b, c, d = p
+            if not (
+                type(a) is int
+                and type(b) is int
+                and type(c) is int
+                and type(d) is int
+                and lo <= a <= hi
+                and lo <= b <= hi
+                and lo <= c <= hi
+                and lo <= d <= hi
+            ):
+                break
+            append((a, b, c, d))
+        else:
+            return tuple(out)
+    return _slow_profiles(value, depth, max_depth)
 
 
-def _fast_suites(value: list[Any] | tuple[Any, ...]) -> tuple[Any, ...] | None:
-    out = []
-    for suite in value:
-        if (type(suite) is not list and type(suite) is not tuple) or not suite:
-            return None
-        ops = []
-        for op in suite:
-            if (type(op) is not list and type(op) is not tuple) or len(op) != 2:
-                return None
-            typ, alg = op
-            if not (type(typ) is int and type(alg) is int and 0 <= typ <= _I_MAX and _I_MIN <= alg <= _I_MAX):
-                return None
-            ops.append((typ, alg))
-        out.append(tuple(ops))
-    return tuple(out)
+def _suites_list(value: Any, depth: int, max_depth: int) -> tuple[Any, ...]:
+    """supported-teep-cipher-suites: like `_profiles_list`, with the usual one-operation suite
+    `[[cose-type, alg]]` as the quickest case."""
+    lo, hi = _I_MIN, _I_MAX
+    tv = type(value)
+    if (tv is list or tv is tuple) and value:
+        out = []
+        append = out.append
+        for suite in value:
+            ts = type(suite)
+            if (ts is not list and ts is not tuple) or not suite:
+                break
+            ops = []
+            for op in suite:
+                to = type(op)
+                if (to is not list and to is not tuple) or len(op) != 2:
+                    break
+                typ, alg = op
+                if not (type(typ) is int and type(alg) is int and 0 <= typ <= hi and lo <= alg <= hi):
+                    break
+                ops.append((typ, alg))
+            else:
+                append(tuple(ops))
+                continue
+            break
+        else:
+            return tuple(out)
+    return _slow_suites(value, depth, max_depth)
 
 
 def _fast_uints(limit: int) -> Callable[[list[Any] | tuple[Any, ...]], tuple[Any, ...] | None]:
@@ -560,6 +584,8 @@ def _any(value: Any, depth: int, max_depth: int) -> Any:
     return value
 
 
+_slow_suites = _list_of(_suite)
+_slow_profiles = _list_of(_profile)
 _build_claims = fast_builder(SystemPropertyClaims, ("parameters",))
 _build_rtc = fast_builder(RequestedTcInfo, ("extensions",))
 _CLAIMS_TEMPLATE = instance_template(SystemPropertyClaims, ("parameters",))
@@ -690,8 +716,8 @@ CHECKERS: Mapping[str, Callable[[Any, int, int], Any]] = {
     "uint_list": _fast_list(_fast_uints(UINT64_MAX), _list_of(_uint)),
     "uint32_list": _fast_list(_fast_uints(UINT32_MAX), _list_of(_uint32)),
     "bstr_list": _fast_list(_fast_bstrs, _list_of(_bstr)),
-    "suites": _fast_list(_fast_suites, _list_of(_suite)),
-    "profiles": _fast_list(_fast_profiles, _list_of(_profile)),
+    "suites": _suites_list,
+    "profiles": _profiles_list,
     "compid": _compid,
     "compid_list": _list_of(_compid),
     "tc_list": _fast_list_deep(_fast_claims, _list_of(_claims)),
