@@ -364,7 +364,7 @@ def _profiles_list(value: Any, depth: int, max_depth: int) -> tuple[Any, ...]:
     lo, hi = _I_MIN, _I_MAX
     tv = type(value)
     if (tv is list or tv is tuple) and value:
-        out = []
+        out: list[tuple[int, int, int, int]] = []
         append = out.append
         for p in value:
             tp = type(p)
@@ -394,7 +394,7 @@ def _suites_list(value: Any, depth: int, max_depth: int) -> tuple[Any, ...]:
     lo, hi = _I_MIN, _I_MAX
     tv = type(value)
     if (tv is list or tv is tuple) and value:
-        out = []
+        out: list[tuple[tuple[int, int], ...]] = []
         append = out.append
         for suite in value:
             ts = type(suite)
