@@ -20,6 +20,7 @@ import click
 from teep_coap.cli.groups import otrp
 from teep_coap.encoding import otrp_cbor, otrp_json
 from teep_coap.model.otrp import BY_TBS_NAME, OtrpDecodeError, OtrpError
+from teep_coap.profiles.otrp import POLICY_FILE
 from teep_coap.protocol.otrp_session import (
     MessageRecord,
     make_engines,
@@ -220,24 +221,6 @@ def session_cmd(
 #   agent/   transport.toml + oscore/ (the device's transport credentials), otrp/ (the simulated TEE)
 #   certs/   the HTTPS CA and server certificate (security/certs.py)
 
-POLICY_FILE = "policy.json"
-
-
-def _load_policy(folder: Path, pki: Any) -> Any:
-    from teep_coap.protocol.otrp_tam import OtrpTamPolicy, SdSpec, TaSpec
-
-    path = folder / "tam" / POLICY_FILE
-    try:
-        doc = json.loads(path.read_text())
-        sds = [SdSpec(spid=s["spid"], sdname=s["sdname"], spcert=pki.cert_der) for s in doc.get("sds", [])]
-        tas = [
-            TaSpec(sdname=t["sdname"], taid=t["taid"], data=(folder / "tam" / t["file"]).read_bytes())
-            for t in doc.get("tas", [])
-        ]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise OtrpError(f"{path}: not a usable OTrP policy ({type(exc).__name__}: {exc})") from None
-    return OtrpTamPolicy(sds=sds, tas=tas)
-
 
 @otrp.command("init")
 @click.argument("folder", type=click.Path(file_okay=False))
@@ -268,106 +251,32 @@ def init_cmd(folder: str, key_type: str, ta_size: int) -> None:
     click.echo(f"OTrP setup in {base} ({key_type}); edit {tam_dir / POLICY_FILE} to change what is installed")
 
 
-async def _serve(profile_name: str, folder: Path, host: str, port: int) -> None:
-    import asyncio
-    import signal
-
-    from teep_coap.profiles import load_profile
-    from teep_coap.profiles.stack import make_server
-    from teep_coap.protocol.otrp_binding import tam_handler
-    from teep_coap.protocol.otrp_tam import OtrpTamConfig, OtrpTamEngine
-    from teep_coap.security.otrp_pki import load_certs_pem, load_identity
-
-    profile = load_profile(profile_name)
-    if profile.protocol != "otrp":
-        raise OtrpError(f"profile {profile.name!r} is for {profile.protocol}, not otrp")
-    pki_dir = folder / "pki"
-    config = OtrpTamConfig(
-        identity=load_identity(pki_dir, "tam"),
-        tee_anchors=load_certs_pem(pki_dir / "root.pem"),
-        encoding=profile.encoding,  # type: ignore[arg-type]
-        policy=_load_policy(folder, load_identity(pki_dir, "sp")),
-    )
-    server = make_server(
-        profile,
-        tam_handler(OtrpTamEngine(config)),
-        host=host,
-        port=port,
-        tam_dir=folder / "tam",
-        certs_path=folder / "certs",
-    )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    bound = await server.start()
-    try:
-        real_port = bound if isinstance(bound, int) else getattr(server, "port", port)
-        uri = getattr(server, "uri", None) or (
-            f"{profile.transport.scheme}://{host}:{real_port}{profile.transport.path}"
-        )
-        click.echo(f"OTrP TAM serving {uri}")
-        sys.stdout.flush()
-        await stop.wait()
-    finally:
-        closer = getattr(server, "close", None) or server.stop
-        await closer()
-
-
 @otrp.command("serve")
 @click.option("--profile", "profile_name", required=True, help="An otrp-* profile (teep-coap profiles).")
 @click.option("--dir", "folder", required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--bind", default="127.0.0.1:0", show_default=True, help="HOST:PORT (port 0 = any free port).")
 def serve_cmd(profile_name: str, folder: str, bind: str) -> None:
-    """Serve the OTrP TAM until SIGINT/SIGTERM; the first line on stdout is the TAM URI."""
+    """Serve the OTrP TAM until SIGINT/SIGTERM; the first line on stdout is the TAM URI.
+
+    The same as `teep-coap tam serve --profile P --dir FOLDER` (which serves every profile)."""
     import asyncio
 
-    host, sep, port = bind.rpartition(":")
-    if not sep or not port.isdigit() or not host:
-        raise click.BadParameter(f"expected HOST:PORT, got {bind!r}")
-    asyncio.run(_serve(profile_name, Path(folder), host.strip("[]"), int(port)))
+    from teep_coap.cli.transport import _parse_bind, _serve
+    from teep_coap.profiles import load_profile
+
+    if load_profile(profile_name).protocol != "otrp":
+        raise OtrpError(f"profile {profile_name!r} is not an OTrP profile (use `teep-coap tam serve`)")
+    asyncio.run(_serve(profile_name, folder, None, None, _parse_bind(bind), banner="OTrP TAM serving"))
 
 
 async def _run(profile_name: str, uri: str, folder: Path) -> dict[str, Any]:
     from teep_coap.profiles import load_profile
-    from teep_coap.profiles.session import run_session as run_broker_session
-    from teep_coap.profiles.stack import make_client
-    from teep_coap.protocol.otrp_agent import OtrpAgentConfig, OtrpAgentEngine
-    from teep_coap.protocol.otrp_binding import OtrpBrokerAgent
-    from teep_coap.security.otrp_pki import load_certs_pem, load_identity
+    from teep_coap.profiles.runtime import run_agent
 
     profile = load_profile(profile_name)
     if profile.protocol != "otrp":
         raise OtrpError(f"profile {profile.name!r} is for {profile.protocol}, not otrp")
-    pki_dir = folder / "pki"
-    agent = OtrpAgentEngine(
-        OtrpAgentConfig(
-            identity=load_identity(pki_dir, "tee"),
-            tam_anchors=load_certs_pem(pki_dir / "root.pem"),
-            encoding=profile.encoding,  # type: ignore[arg-type]
-        ),
-        folder / "agent" / "otrp",
-    )
-    client = make_client(profile, uri, state_dir=folder / "agent", certs_path=folder / "certs")
-    try:
-        result = await run_broker_session(
-            OtrpBrokerAgent(agent),
-            client,
-            uri,
-            timeout=profile.limits.request_timeout,
-            max_rounds=profile.limits.max_session_rounds,
-        )
-    finally:
-        await client.close()
-    return {
-        "ok": result.ok,
-        "reason": result.reason,
-        "rounds": result.rounds,
-        "bytes_sent": result.bytes_sent,
-        "bytes_received": result.bytes_received,
-        "seconds": round(result.seconds, 4),
-        "installed": {sd: {taid: len(b) for taid, b in tas.items()} for sd, tas in agent.installed().items()},
-    }
+    return await run_agent(profile, uri, folder)
 
 
 @otrp.command("run")
@@ -375,7 +284,9 @@ async def _run(profile_name: str, uri: str, folder: Path) -> dict[str, Any]:
 @click.option("--uri", required=True, help="TAM URI (as `otrp serve` printed it).")
 @click.option("--dir", "folder", required=True, type=click.Path(exists=True, file_okay=False))
 def run_cmd(profile_name: str, uri: str, folder: str) -> None:
-    """One Broker session of the device against an OTrP TAM; prints a JSON report, exit 1 on failure."""
+    """One Broker session of the device against an OTrP TAM; prints a JSON report, exit 1 on failure.
+
+    Like `teep-coap agent run --profile P --tam URI --state FOLDER` (which exits 2 on failure)."""
     import asyncio
 
     report = asyncio.run(_run(profile_name, uri, Path(folder)))

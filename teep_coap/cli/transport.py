@@ -11,7 +11,6 @@ import json
 import logging
 import signal
 import sys
-from pathlib import Path
 
 import click
 
@@ -115,52 +114,45 @@ async def _serve(
     policy: str | None,
     bind: tuple[str, int],
     certs: str | None = None,
+    banner: str | None = None,
 ) -> None:
-    import dataclasses
-
+    """Serve any profile: TEEP (CBOR/COSE or JSON/JWS, by the profile's encoding) or OTrP."""
     from teep_coap.profiles import load_profile
-    from teep_coap.profiles.session import TamHandler
+    from teep_coap.profiles.runtime import open_tam
     from teep_coap.profiles.stack import make_server
-    from teep_coap.protocol.tam import TamEngine
-    from teep_coap.protocol.tamdir import load_tam_dir
 
     profile = load_profile(profile_name)
-    if (profile.protocol, profile.encoding) != ("teep", "cbor"):
-        from teep_coap.errors import NotImplementedFeature
-
-        raise NotImplementedFeature(
-            f"`tam serve` runs the TEEP CBOR/COSE engine; profile {profile.name!r} is "
-            f"{profile.protocol}/{profile.encoding} (OTrP: `teep-coap otrp serve`)"
-        )
-    config, store = load_tam_dir(Path(tam_dir))
-    if db is not None:
-        from teep_coap.store.tam_db import TamStore
-
-        store.close()
-        store = TamStore(db)
-    if policy is not None:
-        from teep_coap.protocol.policy import Policy
-
-        config = dataclasses.replace(config, policy=Policy.load(policy))
-    handler = TamHandler(TamEngine(config, store))
-    server = make_server(profile, handler, host=bind[0], port=bind[1], tam_dir=tam_dir, certs_path=certs)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await server.start()
+    service = open_tam(profile, tam_dir, db=db, policy=policy, certs=certs)
     try:
-        uri = getattr(server, "uri", None) or f"{profile.transport.scheme}://{bind[0]}:{bind[1]}"
-        click.echo(f"TAM serving {uri} (profile {profile.name})", err=False)
-        sys.stdout.flush()
-        await stop.wait()
-    finally:
-        closer = getattr(server, "close", None) or server.stop
-        await closer()
-        store.close()
-        logging.getLogger("teep_coap.session").info(
-            "TAM stopped: %d sessions done, %d failed", handler.sessions_done, handler.sessions_failed
+        server = make_server(
+            profile,
+            service.handler,
+            host=bind[0],
+            port=bind[1],
+            tam_dir=service.credentials_dir,
+            certs_path=service.certs_path,
         )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        bound = await server.start()
+        try:
+            uri = getattr(server, "uri", None)
+            if not uri:
+                port = bound if isinstance(bound, int) else getattr(server, "port", bind[1])
+                uri = f"{profile.transport.scheme}://{bind[0]}:{port}{profile.transport.path}"
+            # `otrp serve` keeps its historical first line (the URI is its last word)
+            click.echo(f"{banner} {uri}" if banner else f"TAM serving {uri} (profile {profile.name})")
+            sys.stdout.flush()
+            await stop.wait()
+        finally:
+            closer = getattr(server, "close", None) or server.stop
+            await closer()
+    finally:
+        service.close()
+        done, failed = service.counts()
+        logging.getLogger("teep_coap.session").info("TAM stopped: %d sessions done, %d failed", done, failed)
 
 
 @tam.command("serve")
@@ -188,8 +180,10 @@ def tam_serve(
     verbose: int,
     quiet: bool,
 ) -> None:
-    """Serve the TAM over the profile's binding until SIGINT/SIGTERM; one log line per session.
+    """Serve the TAM over any profile's binding until SIGINT/SIGTERM; one log line per session.
 
+    TEEP profiles (cbor or json; coap, coaps, coap+oscore, http, https) serve the `tam init` folder
+    DIR with the profile's wire (CBOR/COSE or JSON/JWS); OTrP profiles serve an `otrp init` folder.
     The first line on stdout names the URI (useful with port 0).
     """
     _setup_logging(verbose, quiet)
@@ -202,46 +196,17 @@ async def _agent_run(
     import dataclasses
 
     from teep_coap.profiles import load_profile
-    from teep_coap.profiles.session import SessionFailed, run_until_done
-    from teep_coap.profiles.stack import make_client
-    from teep_coap.protocol.agent import AgentEngine
-    from teep_coap.protocol.agentstate import AgentState
+    from teep_coap.profiles.runtime import run_agent
+    from teep_coap.profiles.session import SessionFailed
 
     profile = load_profile(profile_name)
     if timeout is not None:
         profile = dataclasses.replace(
             profile, limits=dataclasses.replace(profile.limits, request_timeout=timeout)
         )
-    engine = AgentEngine(AgentState.load(state_dir))
-    client = make_client(profile, tam_uri, state_dir=state_dir, certs_path=certs)
-    try:
-        report = await run_until_done(
-            engine,
-            client,
-            tam_uri,
-            timeout=profile.limits.request_timeout,
-            max_rounds=profile.limits.max_session_rounds,
-        )
-    finally:
-        await client.close()
-    last = engine.last_response
-    summary: dict[str, object] = {
-        "tam": tam_uri,
-        "profile": profile.name,
-        "sessions": len(report.sessions),
-        "installed": [
-            {"component_id": [p.hex() for p in cid], "sequence_number": seq} for cid, seq in report.installed
-        ],
-        "updated": [
-            {"component_id": [p.hex() for p in cid], "from": a, "to": b} for cid, a, b in report.updated
-        ],
-        "removed": [{"component_id": [p.hex() for p in cid]} for cid in report.removed],
-    }
-    if not report.ok:
-        failed = next(s for s in report.sessions if not s.ok)
-        raise SessionFailed(f"session {len(report.sessions)} with {tam_uri} failed: {failed.reason}")
-    if last is not None and type(last).__name__ == "Error":
-        raise SessionFailed(f"the Agent answered the TAM with an Error: {engine.last_note}")
+    summary = await run_agent(profile, tam_uri, state_dir, certs=certs)
+    if not summary.get("ok", False):
+        raise SessionFailed(f"session with {tam_uri} failed: {summary.get('reason', '?')}")
     return summary
 
 
@@ -259,7 +224,10 @@ async def _agent_run(
 def agent_run(
     profile_name: str, tam_uri: str, state_dir: str, timeout: float | None, certs: str | None, verbose: int
 ) -> None:
-    """Broker + Agent: sessions with the TAM until it has nothing more; prints what changed (JSON)."""
+    """Broker + Agent over any profile: sessions until the TAM has nothing more; prints what changed.
+
+    TEEP: --state is the Agent state folder (`agent init`); OTrP: an `otrp init` folder (one session).
+    """
     _setup_logging(verbose, quiet=not verbose)
     summary = asyncio.run(_agent_run(profile_name, tam_uri, state_dir, timeout, certs))
     click.echo(json.dumps(summary, indent=2))
@@ -284,3 +252,43 @@ def bench_sessions(
         profile_name, devices=devices, concurrency=concurrency, sessions=n_sessions, image_size=image_size
     )
     click.echo(json.dumps(result.to_json(), indent=2) if as_json else format_result(result))
+
+
+@root.command("session")
+@click.option(
+    "--profile", "profile_name", required=True, help="Any profile (teep-coap profiles) or .toml path."
+)
+@click.option(
+    "--payload-size",
+    type=click.IntRange(0, 16 * 1024 * 1024),
+    default=1024,
+    show_default=True,
+    help="Bytes of the Trusted Component (TEEP) / Trusted Application (OTrP) to install.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def session_cmd(profile_name: str, payload_size: int, as_json: bool) -> None:
+    """One complete provisioning session over ANY profile, on loopback, in temporary folders.
+
+    A TAM and an Agent (TEEP: CBOR/COSE or JSON/JWS by the profile's encoding; OTrP: the OTrP engines)
+    talk over the profile's real transport (CoAP, DTLS PSK, OSCORE, HTTP, HTTPS); prints what was
+    installed and the size of every message. Exit 2 if the session does not succeed.
+    """
+    from teep_coap.profiles import load_profile
+    from teep_coap.profiles.scenario import run_local_session
+
+    logging.getLogger("coap").setLevel(logging.CRITICAL)  # aiocoap's shutdown chatter is not news here
+    profile = load_profile(profile_name)
+    summary = asyncio.run(run_local_session(profile, payload_size))
+    if as_json:
+        click.echo(json.dumps(summary.to_json(), indent=2))
+        return
+    click.echo(
+        f"session over {summary.profile} ({summary.protocol}/{summary.encoding} over {summary.scheme}): "
+        f"ok in {summary.seconds * 1000:.1f} ms"
+    )
+    for m in summary.messages:
+        click.echo(f"  {m['direction']:<11} {m['name']:<24} {m['size']:>8} B")
+    click.echo(f"  {'total':<36} {summary.total_bytes:>8} B")
+    click.echo("installed:")
+    for item in summary.installed:
+        click.echo(f"  {json.dumps(item)}")

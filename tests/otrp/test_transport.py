@@ -12,7 +12,7 @@ import pytest
 
 from teep_coap.bench.scenario import otrp_world, run_session
 from teep_coap.profiles import load_profile
-from teep_coap.protocol.otrp_binding import OtrpBrokerAgent, tam_handler
+from teep_coap.profiles.otrp import OtrpBrokerAgent, tam_handler
 from teep_coap.protocol.otrp_session import make_engines, reference_policy
 from teep_coap.security.otrp_pki import OtrpPki
 from teep_coap.transport.base import PeerRejected
