@@ -1,7 +1,9 @@
 """Turn a profile into running transports: the TAM server and the Broker's client.
 
-CoAP profiles get `teep_coap.transport.coap` with the DTLS/OSCORE credentials of the TAM folder or
-the Agent state folder (layout in profiles/README.md); HTTP profiles get the HTTP binding's builders.
+The transports sit below `profiles` and know nothing of the schema: a profile is translated into
+their own options (`coap_options` → `CoapOptions`, `http_options` → `HttpOptions`). CoAP profiles get
+`teep_coap.transport.coap` with the DTLS/OSCORE credentials of the TAM folder or the Agent state folder
+(layout in profiles/README.md); HTTP profiles get the HTTP binding's builders.
 """
 
 from __future__ import annotations
@@ -12,8 +14,45 @@ from typing import Any
 
 from teep_coap.profiles.schema import Profile
 from teep_coap.transport.base import MessageClient, MessageHandler
+from teep_coap.transport.coap.options import (
+    CoapLimits,
+    CoapLink,
+    CoapOptions,
+    CoapRetransmission,
+    CoapSecurity,
+)
+from teep_coap.transport.http.options import HttpOptions
 
 DEFAULT_PORTS = {"coap": 5683, "coaps": 5684, "coap+oscore": 5683, "http": 8080, "https": 8443}
+
+
+def coap_options(profile: Profile) -> CoapOptions:
+    """What the CoAP binding reads of a profile."""
+    t, lim, r = profile.transport, profile.limits, profile.retransmission
+    return CoapOptions(
+        name=profile.name,
+        transport=CoapLink(t.scheme, t.path, t.content_format, t.block_size),
+        security=CoapSecurity(profile.security.mode),
+        limits=CoapLimits(
+            lim.max_message_size, lim.request_timeout, lim.max_concurrent_requests, lim.overload_max_age
+        ),
+        retransmission=CoapRetransmission(r.ack_timeout, r.ack_random_factor, r.max_retransmit),
+    )
+
+
+def http_options(profile: Profile) -> HttpOptions:
+    """What the HTTP(S) binding reads of a profile (the media type follows protocol and encoding)."""
+    lim = profile.limits
+    return HttpOptions(
+        name=profile.name,
+        scheme=profile.transport.scheme,
+        path=profile.transport.path,
+        media_type=profile.media_type,
+        max_message_size=lim.max_message_size,
+        request_timeout=lim.request_timeout,
+        max_concurrent_requests=lim.max_concurrent_requests,
+        overload_max_age=lim.overload_max_age,
+    )
 
 
 def make_server(
@@ -31,10 +70,10 @@ def make_server(
         from teep_coap.transport.coap.server import CoapServer
 
         devices = load_tam_credentials(Path(tam_dir)) if tam_dir is not None else []
-        return CoapServer(profile, handler, bind=(host, port), devices=devices)
+        return CoapServer(coap_options(profile), handler, bind=(host, port), devices=devices)
     from teep_coap.transport.http.stack import make_http_server
 
-    return make_http_server(profile, handler, host=host, port=port, certs_path=certs_path)
+    return make_http_server(http_options(profile), handler, host=host, port=port, certs_path=certs_path)
 
 
 def make_client(
@@ -58,7 +97,7 @@ def make_client(
                     f"profile {profile.name!r} needs the Agent state folder's transport.toml"
                 )
             creds = load_agent_credentials(state_dir)
-        return CoapClient(profile, tam_uri, creds)
+        return CoapClient(coap_options(profile), tam_uri, creds)
     from teep_coap.transport.http.stack import make_http_client
 
-    return make_http_client(profile, tam_uri, certs_path=certs_path)
+    return make_http_client(http_options(profile), tam_uri, certs_path=certs_path)

@@ -21,9 +21,9 @@ from aiocoap import Message
 from aiocoap.numbers.codes import Code
 from aiocoap.optiontypes import BlockOption
 
-from teep_coap.profiles.schema import Profile
 from teep_coap.transport.base import PeerRejected, TransportError, TransportTimeout
 from teep_coap.transport.coap.credentials import CredentialsError, DeviceCredentials
+from teep_coap.transport.coap.options import CoapOptions
 from teep_coap.transport.coap.tuning import tuning_for
 
 log = logging.getLogger("teep_coap.transport.coap.client")
@@ -63,7 +63,10 @@ def code_text(code: Code) -> str:
 class CoapClient:
     """MessageClient over CoAP: `post(bytes) -> bytes | None`, `close()`."""
 
-    def __init__(self, profile: Profile, tam_uri: str, credentials: DeviceCredentials | None = None) -> None:
+    def __init__(
+        self, profile: CoapOptions, tam_uri: str, credentials: DeviceCredentials | None = None
+    ) -> None:
+        profile = CoapOptions.adopt(profile)  # `profile`: the stack's CoAP options (profiles.stack)
         if not profile.transport.is_coap:
             raise TransportError(
                 f"profile {profile.name!r} is not a CoAP profile ({profile.transport.scheme})"

@@ -23,9 +23,9 @@ import aiocoap.resource
 from aiocoap import Message
 from aiocoap.numbers.codes import Code
 
-from teep_coap.profiles.schema import Profile
 from teep_coap.transport.base import MessageHandler, PeerInfo, Rejection, RequestRejected, TransportError
 from teep_coap.transport.coap.credentials import CredentialsError, DeviceCredentials
+from teep_coap.transport.coap.options import CoapOptions
 
 log = logging.getLogger("teep_coap.transport.coap.server")
 
@@ -63,7 +63,7 @@ def _error(code: Code, reason: str, **options: Any) -> Message:
 class TeepResource(aiocoap.resource.Resource):
     """The TAM resource: confirmable POSTs of TEEP message bytes."""
 
-    def __init__(self, handler: MessageHandler, profile: Profile, stats: ServerStats) -> None:
+    def __init__(self, handler: MessageHandler, profile: CoapOptions, stats: ServerStats) -> None:
         super().__init__()
         self._handler = handler
         self._profile = profile
@@ -317,11 +317,12 @@ class CoapServer:
 
     def __init__(
         self,
-        profile: Profile,
+        profile: CoapOptions,
         handler: MessageHandler,
         bind: tuple[str, int] = ("127.0.0.1", 0),
         devices: Sequence[DeviceCredentials] = (),
     ) -> None:
+        profile = CoapOptions.adopt(profile)  # `profile`: the stack's CoAP options (profiles.stack)
         if not profile.transport.is_coap:
             raise TransportError(
                 f"profile {profile.name!r} is not a CoAP profile ({profile.transport.scheme})"

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from aiocoap.numbers.constants import TransportTuning
 
-from teep_coap.profiles.schema import Profile
+from teep_coap.transport.coap.options import CoapOptions
 
 
-def tuning_for(profile: Profile) -> TransportTuning:
+def tuning_for(profile: CoapOptions) -> TransportTuning:
     """A TransportTuning with the profile's ACK_TIMEOUT, ACK_RANDOM_FACTOR, MAX_RETRANSMIT and SZX."""
     r = profile.retransmission
 

@@ -15,9 +15,9 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from teep_coap.profiles.schema import Profile
 from teep_coap.transport.base import MessageHandler
 from teep_coap.transport.http.client import HttpBrokerClient
+from teep_coap.transport.http.options import HttpOptions
 from teep_coap.transport.http.server import HttpTamServer
 from teep_coap.transport.http.stack import make_http_client, make_http_server
 
@@ -27,7 +27,7 @@ class HttpServer:
 
     def __init__(
         self,
-        profile: Profile,
+        profile: HttpOptions | Any,
         handler: MessageHandler,
         bind: tuple[str, int] = ("127.0.0.1", 0),
         devices: Sequence[Any] = (),
@@ -69,7 +69,7 @@ class HttpClient(HttpBrokerClient):
 
     def __init__(
         self,
-        profile: Profile,
+        profile: HttpOptions | Any,
         tam_uri: str,
         credentials: Any = None,
         *,

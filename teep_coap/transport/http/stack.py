@@ -9,20 +9,24 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
-from teep_coap.profiles.schema import Profile
 from teep_coap.security import certs
 from teep_coap.transport.base import MessageHandler, TransportError
 from teep_coap.transport.http.client import HttpBrokerClient
+from teep_coap.transport.http.options import HttpOptions
 from teep_coap.transport.http.server import HttpServerOptions, HttpTamServer
 
 CERTS_ENV = "TEEP_COAP_CERTS"
 HTTP_SCHEMES = ("http", "https")
 
 
-def _check(profile: Profile) -> None:
-    if profile.transport.scheme not in HTTP_SCHEMES:
-        raise TransportError(f"profile {profile.name!r} is not an HTTP profile ({profile.transport.scheme})")
+def _check(profile: HttpOptions | Any) -> HttpOptions:
+    """The HTTP options (`profile` may be any profile-shaped object: `HttpOptions.adopt`)."""
+    opts = HttpOptions.adopt(profile)
+    if opts.scheme not in HTTP_SCHEMES:
+        raise TransportError(f"profile {opts.name!r} is not an HTTP profile ({opts.scheme})")
+    return opts
 
 
 def certs_dir(explicit: str | os.PathLike[str] | None) -> Path:
@@ -39,7 +43,7 @@ def certs_dir(explicit: str | os.PathLike[str] | None) -> Path:
 
 
 def make_http_server(
-    profile: Profile,
+    profile: HttpOptions | Any,
     handler: MessageHandler,
     *,
     host: str = "127.0.0.1",
@@ -48,52 +52,49 @@ def make_http_server(
     require_client_cert: bool = False,
 ) -> HttpTamServer:
     """An `HttpTamServer` with the profile's path, media type and limits (HTTPS: TLS from the certs)."""
-    _check(profile)
+    opts = _check(profile)
     ssl_context = None
-    if profile.transport.scheme == "https":
+    if opts.scheme == "https":
         bundle = certs.load_bundle(certs_dir(certs_path))
         ssl_context = certs.server_ssl_context(
             bundle.server_cert, bundle.server_key, client_ca=bundle.ca_cert if require_client_cert else None
         )
-    lim = profile.limits
     return HttpTamServer(
         handler,
         HttpServerOptions(
             host=host,
             port=port,
-            path=profile.transport.path,
-            media_type=profile.media_type,
+            path=opts.path,
+            media_type=opts.media_type,
             ssl_context=ssl_context,
-            max_message_size=lim.max_message_size,
-            max_concurrent_requests=lim.max_concurrent_requests,
-            retry_after=lim.overload_max_age,
-            handler_timeout=lim.request_timeout,
+            max_message_size=opts.max_message_size,
+            max_concurrent_requests=opts.max_concurrent_requests,
+            retry_after=opts.overload_max_age,
+            handler_timeout=opts.request_timeout,
         ),
     )
 
 
 def make_http_client(
-    profile: Profile,
+    profile: HttpOptions | Any,
     uri: str,
     *,
     certs_path: str | os.PathLike[str] | None = None,
     ca_file: str | os.PathLike[str] | None = None,
 ) -> HttpBrokerClient:
     """An `HttpBrokerClient` for `uri` that trusts the project CA (or `ca_file`, or the system store)."""
-    _check(profile)
-    if uri.split(":", 1)[0] != profile.transport.scheme:
-        raise TransportError(
-            f"URI {uri!r} does not fit profile {profile.name!r} ({profile.transport.scheme})"
-        )
+    opts = _check(profile)
+    if uri.split(":", 1)[0] != opts.scheme:
+        raise TransportError(f"URI {uri!r} does not fit profile {opts.name!r} ({opts.scheme})")
     ssl_context = None
-    if profile.transport.scheme == "https":
+    if opts.scheme == "https":
         if ca_file is None and (certs_path is not None or os.environ.get(CERTS_ENV)):
             ca_file = certs.load_bundle(certs_dir(certs_path)).ca_cert
         ssl_context = certs.client_ssl_context(Path(ca_file) if ca_file is not None else None)
     return HttpBrokerClient(
         uri,
-        profile.media_type,
+        opts.media_type,
         ssl_context,
-        profile.limits.request_timeout,
-        max_message_size=profile.limits.max_message_size,
+        opts.request_timeout,
+        max_message_size=opts.max_message_size,
     )

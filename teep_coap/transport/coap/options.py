@@ -1,0 +1,86 @@
+"""What the CoAP binding needs to know of a stack, as its own small dataclasses.
+
+The transport sits below `profiles`: it must not import the profile schema. `profiles.stack` translates
+a `Profile` into `CoapOptions` (`coap_options(profile)`); the attribute paths are the profile's
+(`options.transport.block_size`, `options.limits.request_timeout`, ...) so reading code stays plain.
+`CoapOptions.adopt(x)` copies any object of that shape (tests and scripts hand a profile directly).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+COAP_SCHEMES = ("coap", "coaps", "coap+oscore")
+
+
+@dataclass(frozen=True)
+class CoapLink:
+    """Where the messages go: scheme, resource path, Content-Format, block size."""
+
+    scheme: str
+    path: str = "/teep"
+    content_format: int = 65000  # experimental range (RFC 7252 §12.3), see docs/coap-binding.md
+    block_size: int = 1024  # RFC 7959 block size in bytes (16..1024)
+
+    @property
+    def is_coap(self) -> bool:
+        return self.scheme in COAP_SCHEMES
+
+    @property
+    def block_szx(self) -> int:
+        """The RFC 7959 SZX exponent: size = 2 ** (szx + 4)."""
+        return self.block_size.bit_length() - 5
+
+
+@dataclass(frozen=True)
+class CoapSecurity:
+    """Transport security mode: none | dtls-psk | oscore."""
+
+    mode: str = "none"
+
+
+@dataclass(frozen=True)
+class CoapLimits:
+    """Bounds of one server or client (same meaning as the profile's [limits])."""
+
+    max_message_size: int = 1_048_576
+    request_timeout: float = 20.0
+    max_concurrent_requests: int = 64
+    overload_max_age: int = 2
+
+
+@dataclass(frozen=True)
+class CoapRetransmission:
+    """RFC 7252 §4.8 transmission parameters."""
+
+    ack_timeout: float = 2.0
+    ack_random_factor: float = 1.5
+    max_retransmit: int = 4
+
+
+@dataclass(frozen=True)
+class CoapOptions:
+    """Everything `CoapServer`, `CoapClient` and `tuning_for` read."""
+
+    name: str
+    transport: CoapLink
+    security: CoapSecurity = field(default_factory=CoapSecurity)
+    limits: CoapLimits = field(default_factory=CoapLimits)
+    retransmission: CoapRetransmission = field(default_factory=CoapRetransmission)
+
+    @classmethod
+    def adopt(cls, obj: Any) -> CoapOptions:
+        """`obj` itself if it is CoapOptions, else a copy of the same-named attributes of `obj`."""
+        if isinstance(obj, cls):
+            return obj
+        t, lim, r = obj.transport, obj.limits, obj.retransmission
+        return cls(
+            name=str(obj.name),
+            transport=CoapLink(t.scheme, t.path, t.content_format, t.block_size),
+            security=CoapSecurity(obj.security.mode),
+            limits=CoapLimits(
+                lim.max_message_size, lim.request_timeout, lim.max_concurrent_requests, lim.overload_max_age
+            ),
+            retransmission=CoapRetransmission(r.ack_timeout, r.ack_random_factor, r.max_retransmit),
+        )
