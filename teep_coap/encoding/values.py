@@ -592,18 +592,13 @@ _CLAIMS_TEMPLATE = instance_template(SystemPropertyClaims, ("parameters",))
 _RTC_TEMPLATE = instance_template(RequestedTcInfo, ("extensions",))
 
 
-def _is_plain_leaf(value: Any) -> bool:
-    """A generic value `check_any` accepts without a call: bytes, text, a 64-bit integer."""
-    t = type(value)
-    return t is bytes or t is str or (t is int and _I_MIN <= value <= _I_MAX)
-
-
 def _fast_claims(value: list[Any] | tuple[Any, ...], depth: int, max_depth: int) -> tuple[Any, ...] | None:
     """tc-list as decoded (maps with integer keys, component-ids of byte strings): one loop, the same
     result as `_list_of(_claims)`; None on anything else, which the slow path then explains."""
     template = _CLAIMS_TEMPLATE
     if template is None:
         return None
+    lo, hi = _I_MIN, _I_MAX
     out = []
     for claims in value:
         if type(claims) is not dict:
@@ -620,8 +615,9 @@ def _fast_claims(value: list[Any] | tuple[Any, ...], depth: int, max_depth: int)
                     if type(part) is not bytes:
                         return None
                 compid = tuple(v)
-            elif _I_MIN <= k <= _I_MAX:
-                if not _is_plain_leaf(v):
+            elif lo <= k <= hi:
+                t = type(v)
+                if not (t is bytes or t is str or (t is int and lo <= v <= hi)):  # else: generic check
                     try:
                         check_any(v, depth + 2, max_depth)
                     except Invalid:
@@ -635,7 +631,9 @@ def _fast_claims(value: list[Any] | tuple[Any, ...], depth: int, max_depth: int)
         fields["component_id"] = compid
         fields["parameters"] = params
         fields["label_order"] = tuple(claims)
-        out.append(install(SystemPropertyClaims, fields))
+        inst = _new(SystemPropertyClaims)  # `install`, inlined
+        _set_dict(inst, "__dict__", fields)
+        out.append(inst)
     return tuple(out)
 
 
@@ -671,7 +669,8 @@ def _fast_rtcs(value: list[Any] | tuple[Any, ...], depth: int, max_depth: int) -
                     return None
                 fields["have_binary"] = v
             elif 0 <= k <= UINT64_MAX:
-                if not _is_plain_leaf(v):
+                t = type(v)
+                if not (t is bytes or t is str or (t is int and _I_MIN <= v <= _I_MAX)):
                     try:
                         check_any(v, depth + 2, max_depth)
                     except Invalid:
@@ -683,7 +682,9 @@ def _fast_rtcs(value: list[Any] | tuple[Any, ...], depth: int, max_depth: int) -
             return None
         fields["extensions"] = ext
         fields["label_order"] = tuple(info)
-        out.append(install(RequestedTcInfo, fields))
+        inst = _new(RequestedTcInfo)
+        _set_dict(inst, "__dict__", fields)
+        out.append(inst)
     return tuple(out)
 
 
