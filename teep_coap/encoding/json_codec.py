@@ -108,7 +108,7 @@ def generic_from_json(value: Any, *, key: bool = False) -> Any:
                 return CBORSimpleValue(inner)
             if name == "undefined" and inner is True:
                 return undefined
-            if name == "float" and inner in _FLOATS:
+            if name == "float" and type(inner) is str and inner in _FLOATS:
                 return _FLOATS[inner]
         if set(value) == {"tag", "value"}:
             if type(value["tag"]) is not int or value["tag"] < 0:
