@@ -43,12 +43,12 @@ def describe(data: bytes | None, encoding: str) -> str:
 
 async def main(args: argparse.Namespace) -> int:
     from teep_coap.model.codes import MEDIA_TYPE_TEEP_CBOR, MEDIA_TYPE_TEEP_JSON
+    from teep_coap.profiles.probe import FAIL, probe_tam
     from teep_coap.protocol.agentstate import AgentState
     from teep_coap.protocol.broker import BrokerSession, Done, Send
     from teep_coap.security.certs import client_ssl_context
     from teep_coap.transport.base import TransportError
     from teep_coap.transport.http import HttpBrokerClient
-    from teep_coap.transport.http.probe import FAIL, probe_tam
 
     encoding = "json" if args.json else "cbor"
     media_type = MEDIA_TYPE_TEEP_JSON if args.json else MEDIA_TYPE_TEEP_CBOR

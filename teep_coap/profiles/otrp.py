@@ -15,6 +15,7 @@ and `agent/otrp/` state), `certs/` (HTTPS bundle).
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,7 @@ class OtrpBrokerAgent:
         return None
 
 
-def otrp_folder(path: str | Path) -> Path:
+def otrp_folder(path: str | os.PathLike[str]) -> Path:
     """The `otrp init` folder from itself or one of its `tam/` / `agent/` subfolders."""
     here = Path(path)
     for candidate in (here, here.parent):

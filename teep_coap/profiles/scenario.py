@@ -328,13 +328,16 @@ def message_name(profile: Profile, world: World, data: bytes | None) -> str:
     if world.facts is not None:
         fact = world.facts.get(bytes(data))
         return fact[0] if fact else "?"
+    from teep_coap.model.codes import MessageType
     from teep_coap.model.teep import MESSAGE_CLASSES
     from teep_coap.protocol.wire import wire_for
 
     view = wire_for(profile.encoding).describe(data) or {}
     mtype = view.get("message", {}).get("type")
-    cls = MESSAGE_CLASSES.get(mtype) if isinstance(mtype, int) else None
-    return cls.__name__ if cls is not None else "?"
+    try:
+        return MESSAGE_CLASSES[MessageType(mtype)].__name__
+    except (ValueError, KeyError):
+        return "?"
 
 
 @dataclass

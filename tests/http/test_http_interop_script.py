@@ -10,10 +10,10 @@ import pytest
 
 from teep_coap.bench.scenario import COMPONENT_ID, engine_handler, teep_world
 from teep_coap.profiles import load_profile
+from teep_coap.profiles.probe import FAIL, PASS, probe_tam
 from teep_coap.protocol.agentstate import AgentState
 from teep_coap.security import certs
 from teep_coap.transport.http import HttpServer
-from teep_coap.transport.http.probe import FAIL, PASS, probe_tam
 
 SCRIPT = Path(__file__).resolve().parents[2] / "interop" / "http" / "teep_http_broker.py"
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from teep_coap.bench.scenario import teep_world
+from teep_coap.encoding.json_codec import from_json as decode_json
 from teep_coap.model.codes import ErrorCode
 from teep_coap.model.teep import Error, QueryRequest
 from teep_coap.profiles import load_profile
 from teep_coap.protocol.errors import InvalidMessage
-from teep_coap.encoding.json_codec import from_json as decode_json
 from teep_coap.protocol.wire import JOSE, JoseWire
 from teep_coap.security.jose import parse_json
 from teep_coap.security.keys import generate_key

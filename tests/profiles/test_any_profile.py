@@ -12,9 +12,9 @@ import pytest
 from click.testing import CliRunner
 
 from teep_coap.bench.sessions import COMPONENT_ID, make_world, tam_process
-from teep_coap.profiles.scenario import COMPONENT_ID as SESSION_TC
 from teep_coap.cli import root
 from teep_coap.profiles import load_profile, profile_names
+from teep_coap.profiles.scenario import COMPONENT_ID as SESSION_TC
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from teep_coap.errors import TeepCoapError
 from teep_coap.security.suit.codec import parse_envelope
 from teep_coap.security.suit.constants import (
     REP_RECORD_ON_FAILURE,
@@ -41,8 +42,9 @@ from teep_coap.security.suit.errors import (
 )
 from teep_coap.security.suit.model import CommandSequence, ComponentId, Envelope, SuitCommand, SuitDigest
 from teep_coap.security.suit.report import ReportResult, SuitRecord, SuitReport, build_report
+from teep_coap.security.suit.store_api import ComponentStoreApi as ComponentStore
+from teep_coap.security.suit.store_api import StagedInstall as Install
 from teep_coap.security.suit.verify import verify_envelope
-from teep_coap.store.components import ComponentStore, ComponentStoreError, Install
 
 DEFAULT_MAX_PAYLOAD_SIZE = 1 << 20  # 1 MiB: a simulated TEE's component limit (configurable)
 Fetcher = Callable[[str], bytes]
@@ -236,7 +238,7 @@ class _Interpreter:
             return self.content[idx]
         try:
             return self.store.image(self.components[idx]) if self.store.get(self.components[idx]) else None
-        except ComponentStoreError:
+        except TeepCoapError:  # the store failed to read it (ComponentStoreError)
             return None
 
     # -- execution -------------------------------------------------------------------------------
@@ -499,7 +501,7 @@ def process_envelope(
             m.common.components[i] for i in sorted(interp.unlinked) if store.get(m.common.components[i])
         ]
         store.commit(installs, removals)
-    except (SuitError, ComponentStoreError) as caught:
+    except TeepCoapError as caught:  # SuitError, or a store failure (ComponentStoreError)
         # A damaged or unwritable store (at the rollback check or the commit) fails the operation.
         exc = caught if isinstance(caught, SuitError) else OperationFailed(f"component store: {caught}")
         records = interp.records if interp else []
@@ -601,7 +603,7 @@ def unlink(
                     raise OperationFailed("the uninstall section unlinks no installed component")
             removals += [c for c in found if c not in removals]
         store.commit([], removals)
-    except (SuitError, ComponentStoreError) as caught:
+    except TeepCoapError as caught:  # SuitError, or a store failure (ComponentStoreError)
         exc = caught if isinstance(caught, SuitError) else OperationFailed(f"component store: {caught}")
         rep = build_report(
             manifest_uri=uri,

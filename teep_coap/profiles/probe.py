@@ -4,6 +4,9 @@ For interop with TAMs we did not write: it sends the requests a Broker sends (an
 should never send) and reports, rule by rule, what the TAM did. MUST rules fail, SHOULD rules warn.
 It only reads the first answer far enough to say whether it is a COSE-signed (or JWS-signed)
 QueryRequest; running a whole session is the job of the Broker (`teep-coap agent run`).
+
+It lives in `profiles` (not in `transport.http`) because it looks inside the messages, which a
+transport never does; it drives HTTP with aiohttp directly and uses the binding's `rules`.
 """
 
 from __future__ import annotations
