@@ -332,9 +332,9 @@ def decode(
     input it runs the same decoder, the same field checks and the same comparison, only in another
     order.
     """
+    size = len(data) if type(data) is bytes else 0
     if (
-        type(data) is bytes
-        and 0 < len(data) <= max_size
+        0 < size <= max_size
         and _SHAPE_DEPTH <= max_depth < _CBOR2_DEPTH
         and 0xFB not in data  # a float may need the model's shortest-form encoding: checked way
         and (
@@ -344,7 +344,7 @@ def decode(
                 and 0xD9 not in data
                 and 0xDA not in data
                 and 0xDB not in data
-                and (len(data) <= COSTLY_ONLY_ABOVE or (0xC4 not in data and 0xC5 not in data))
+                and (size <= COSTLY_ONLY_ABOVE or (0xC4 not in data and 0xC5 not in data))
             )
             or not _may_hold_costly_tag(data)
         )
@@ -354,16 +354,23 @@ def decode(
             obj = decode_bytes(data)
             # `[type, {options}]` (Success, Update, QueryResponse): a first byte 0x82 (two elements)
             # and a second byte below 0x18 (element 0 is that very integer, in its one-byte form)
-            # leave only the options map to re-encode, compared with the rest of the input
-            short = data[0] == 0x82 and data[1] < 0x18
-            encode_obj(obj[1] if short else obj)
+            # leave only the options map to re-encode, compared with the rest of the input. The same
+            # for `[type, {options}, err-code]` (Error) whose last byte is below 0x18: the map's
+            # canonical bytes found at offset 2 are element 1 (a CBOR item ends where it ends), and
+            # the one byte left is element 2 in its one-byte form.
+            start = tail = 0
+            if data[1] < 0x18 and (data[0] == 0x82 or (data[0] == 0x83 and data[-1] < 0x18)):
+                start, tail = 2, data[0] - 0x82
+                encode_obj(obj[1])
+            else:
+                encode_obj(obj)
         except Exception:
             _TOOLS.reset_decoder()  # the checked way explains the failure
             _TOOLS.reset_encoder()
         else:
             again = _join(parts)
             parts.clear()
-            if again == data if not short else len(again) == len(data) - 2 and data.endswith(again):
+            if len(again) == size - start - tail and data.startswith(again, start):
                 try:
                     return _message_from_obj(obj, max_depth)
                 except TeepDecodeError:

@@ -272,6 +272,12 @@ def test_short_form_head_check_is_exact() -> None:
         decode(data)
     _same(bytes.fromhex("82051818"))  # not a map
     _same(bytes.fromhex("8205a000"))  # trailing byte
+    # [type, {options}, err-code]: only the map is re-encoded when the last byte is below 0x18
+    for hexdata in ("8306a005", "8306a01818", "8306a0190005", "8306a0626105", "8306a1010105", "8306a00500"):
+        _same(bytes.fromhex(hexdata))
+    assert decode(bytes.fromhex("8306a005")).err_code == 5  # type: ignore[union-attr]
+    with pytest.raises(NotDeterministic):
+        decode(bytes.fromhex("8306a0190005"))
 
 
 def test_kept_decoder_carries_nothing_over() -> None:
