@@ -54,6 +54,7 @@ from teep_coap.encoding.values import (
     FAST_ASCII,
     FAST_BSTRS,
     FAST_BYTES,
+    FAST_COMPIDS,
     FAST_INT,
     FAST_TEXT,
     FAST_UINTS,
@@ -514,6 +515,22 @@ def _message_from_obj(obj: Any, max_depth: int) -> TeepMessage:
                             break
                     else:
                         fields[attr] = tuple(value)
+                        continue
+            elif code == FAST_COMPIDS:
+                if t is list and value:
+                    compids = []
+                    for compid in value:
+                        if type(compid) is not list:
+                            break
+                        for item in compid:
+                            if type(item) is not bytes:
+                                break
+                        else:
+                            compids.append(tuple(compid))
+                            continue
+                        break
+                    else:
+                        fields[attr] = tuple(compids)
                         continue
             elif code == FAST_ASCII:
                 if t is str and lo <= len(value) <= hi and value.isascii():

@@ -730,7 +730,7 @@ CHECKERS: Mapping[str, Callable[[Any, int, int], Any]] = {
 # Inline checks of the simplest kinds, for the decoder's hot path: kind -> (code, lo, hi). A value that
 # passes one is exactly what the kind's checker accepts and returns unchanged (lists: as a tuple);
 # anything else goes to the checker, which converts it or names the problem. (A test compares both.)
-FAST_CALL, FAST_BYTES, FAST_INT, FAST_TEXT, FAST_ASCII, FAST_UINTS, FAST_BSTRS = range(7)
+FAST_CALL, FAST_BYTES, FAST_INT, FAST_TEXT, FAST_ASCII, FAST_UINTS, FAST_BSTRS, FAST_COMPIDS = range(8)
 _NO_LIMIT = 1 << 64  # above any length a decoded string can have
 
 FAST_CHECKS: Mapping[str, tuple[int, int, int]] = {
@@ -745,6 +745,7 @@ FAST_CHECKS: Mapping[str, tuple[int, int, int]] = {
     "uint_list": (FAST_UINTS, 0, UINT64_MAX),
     "uint32_list": (FAST_UINTS, 0, UINT32_MAX),
     "bstr_list": (FAST_BSTRS, 0, 0),
+    "compid_list": (FAST_COMPIDS, 0, 0),
 }
 
 
