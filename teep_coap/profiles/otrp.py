@@ -34,20 +34,34 @@ from teep_coap.transport.base import MessageHandler, PeerInfo, Rejection, Reques
 POLICY_FILE = "policy.json"
 
 
-def tam_handler(engine: OtrpTamEngine) -> MessageHandler:
-    """The TAM side: ProcessConnect on an empty payload, ProcessOTrPMessage otherwise."""
+class OtrpTamHandler:
+    """The TAM side: ProcessConnect on an empty payload, ProcessOTrPMessage otherwise; counts the
+    sessions that ended (the TAM answered nothing) and the messages it refused."""
 
-    async def handle(payload: bytes, peer: PeerInfo) -> bytes | None:
+    def __init__(self, engine: OtrpTamEngine) -> None:
+        self.engine = engine
+        self.sessions_done = 0
+        self.sessions_failed = 0
+
+    async def __call__(self, payload: bytes, peer: PeerInfo) -> bytes | None:
         try:
             if not payload:
-                return engine.connect(peer.identity)
-            return engine.receive(payload, peer.identity)
+                return self.engine.connect(peer.identity)
+            answer = self.engine.receive(payload, peer.identity)
         except OtrpIdentityMismatch as exc:
+            self.sessions_failed += 1
             raise RequestRejected(Rejection.FORBIDDEN, str(exc)[:200]) from None
         except (OtrpDecodeError, OtrpSecurityError, OtrpProtocolError) as exc:
+            self.sessions_failed += 1
             raise RequestRejected(Rejection.BAD_REQUEST, str(exc)[:200]) from None
+        if answer is None:
+            self.sessions_done += 1
+        return answer
 
-    return handle
+
+def tam_handler(engine: OtrpTamEngine) -> MessageHandler:
+    """The OTrP TAM engine as a transport `MessageHandler`."""
+    return OtrpTamHandler(engine)
 
 
 class OtrpBrokerAgent:

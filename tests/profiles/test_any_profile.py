@@ -4,6 +4,7 @@ session over P on loopback; `tam serve` + `agent run` (as processes) serve JSON/
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -112,14 +113,30 @@ def test_tam_serve_and_agent_run_for_an_otrp_profile(tmp_path: Path) -> None:
     folder = tmp_path / "otrp"
     init = cli("otrp", "init", str(folder), "--key-type", "EC", "--ta-size", "333")
     assert init.returncode == 0, init.stderr
-    with tam_process(profile, folder / "tam") as (uri, _pid):  # the tam/ subfolder works too
-        assert uri.startswith("coap://127.0.0.1:")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from teep_coap.cli import main; main()", "tam", "serve", "--profile", profile,
+         "--dir", str(folder / "tam")],  # the tam/ subfolder of the OTrP folder works too
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("TAM serving coap://127.0.0.1:") and f"(profile {profile})" in line
+        uri = line.split()[2]
         run = cli("agent", "run", "--profile", profile, "--tam", uri, "--state", str(folder))
         assert run.returncode == 0, run.stderr
         summary = json.loads(run.stdout)
         assert summary["ok"] is True and summary["installed"] == {"sd.sp.example": {"sp.example.ta1": 333}}
-    refused = cli("tam", "serve", "--profile", profile, "--dir", str(folder), "--policy", str(folder / "x"))
-    assert refused.returncode == 2
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert "TAM stopped: 1 sessions done, 0 failed" in err
+    (folder / "policy.toml").write_text("")
+    refused = cli(
+        "tam", "serve", "--profile", profile, "--dir", str(folder), "--policy", str(folder / "policy.toml")
+    )
+    assert refused.returncode == 2 and "--db and --policy apply to TEEP profiles" in refused.stderr
 
 
 def test_tam_serve_refuses_a_teep_folder_for_otrp(tmp_path: Path) -> None:
