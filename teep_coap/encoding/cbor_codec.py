@@ -491,7 +491,8 @@ def _message_from_obj(obj: Any, max_depth: int) -> TeepMessage:
     for label, value in options.items():
         spec = table.get(label) if type(label) is int else None
         if spec is not None:
-            # inline checks of the simple kinds (values.FAST_CHECKS); the checker handles the rest
+            # inline checks of the simple kinds (values.FAST_CHECKS; the most frequent first); the
+            # checker handles the rest
             attr, code, lo, hi, checker = spec
             t = type(value)
             if code == FAST_BYTES:
@@ -500,6 +501,10 @@ def _message_from_obj(obj: Any, max_depth: int) -> TeepMessage:
                     continue
             elif code == FAST_INT:
                 if t is int and lo <= value <= hi:
+                    fields[attr] = value
+                    continue
+            elif code == FAST_ASCII:
+                if t is str and lo <= len(value) <= hi and value.isascii():
                     fields[attr] = value
                     continue
             elif code == FAST_BSTRS:
@@ -534,10 +539,6 @@ def _message_from_obj(obj: Any, max_depth: int) -> TeepMessage:
                     else:
                         fields[attr] = tuple(compids)
                         continue
-            elif code == FAST_ASCII:
-                if t is str and lo <= len(value) <= hi and value.isascii():
-                    fields[attr] = value
-                    continue
             elif code == FAST_TEXT and t is str:
                 fields[attr] = value
                 continue
