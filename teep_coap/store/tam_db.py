@@ -244,6 +244,7 @@ _SEL_DEVICE_BY_ID = select(*_DEVICE_COLS).where(_D.id == bindparam("id"))
 _SEL_DEVICE_BY_TID = select(*_DEVICE_COLS).where(
     (_D.psk_identity == bindparam("tid")) | (_D.oscore_id == bindparam("tid"))
 )
+_TOUCH: dict[tuple[bool, bool], Any] = {}  # touch_device's statements by which columns it sets
 _INS_SESSION = insert(_sessions_t)
 _INS_AUDIT = insert(_audit_t)
 _END_SESSION = (
@@ -490,13 +491,22 @@ class TamStore:
         attested_claims: dict[str, Any] | None = None,
         negotiated: dict[str, Any] | None = None,
     ) -> None:
-        with self._tx() as tx:
-            values: dict[str, Any] = {"last_contact": now}
+        shape = (attested_claims is not None, negotiated is not None)
+        stmt = _TOUCH.get(shape)
+        if stmt is None:
+            values: dict[str, Any] = {"last_contact": bindparam("now")}
             if attested_claims is not None:
-                values["attested_claims"] = json.dumps(attested_claims, sort_keys=True)
+                values["attested_claims"] = bindparam("claims")
             if negotiated is not None:
-                values["negotiated"] = json.dumps(negotiated, sort_keys=True)
-            tx.conn.execute(update(_devices_t).where(_D.id == device_id).values(**values))
+                values["negotiated"] = bindparam("negotiated")
+            stmt = _TOUCH[shape] = update(_devices_t).where(_D.id == bindparam("dev")).values(**values)
+        params: dict[str, Any] = {"dev": device_id, "now": now}
+        if attested_claims is not None:
+            params["claims"] = json.dumps(attested_claims, sort_keys=True)
+        if negotiated is not None:
+            params["negotiated"] = json.dumps(negotiated, sort_keys=True)
+        with self._tx() as tx:
+            tx.conn.execute(stmt, params)
 
     # ---- sessions and audit ----
 
