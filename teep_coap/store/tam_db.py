@@ -14,9 +14,10 @@ on SQLite and PostgreSQL alike.
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, cast
 
@@ -63,23 +64,27 @@ class DuplicateDevice(StoreError):
 
 
 def _sqlite_tuning(engine: Engine, *, memory: bool) -> None:
-    """SQLite: WAL journal (readers do not block the writer; commits need no fsync each with
-    synchronous=NORMAL) and BEGIN IMMEDIATE, so a transaction takes the write lock up front and
-    waits for it (busy timeout) instead of failing when it later upgrades from read to write.
-    The pysqlite recipe from the SQLAlchemy documentation ("Serializable isolation / Savepoints")."""
+    """SQLite: WAL journal (readers do not block the writer) with synchronous=NORMAL, and no implicit
+    transactions of the driver (TamStore._tx emits BEGIN IMMEDIATE itself, so a transaction takes
+    the write lock up front and waits for it (busy timeout) instead of failing when it later
+    upgrades from read to write: the pysqlite recipe of the SQLAlchemy documentation, "Serializable
+    isolation / Savepoints", done without an engine event because any engine-level event makes
+    SQLAlchemy dispatch its execution events around every statement).
+
+    WAL + synchronous=NORMAL: a commit appends to the WAL without fsync; the WAL is synced at
+    checkpoints. A committed transaction survives a crash of the TAM process (the data is in the
+    OS); after a power loss or kernel crash the last transactions before it may be lost (never
+    corrupted: the database rolls back to a consistent earlier state). For a TAM that means a
+    device may have to repeat its last session."""
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        dbapi_conn.isolation_level = None  # let SQLAlchemy's "begin" event emit BEGIN
+        dbapi_conn.isolation_level = None  # no implicit BEGIN: TamStore._tx emits BEGIN IMMEDIATE
         if not memory:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def component_key(component_id: Sequence[bytes]) -> bytes:
@@ -382,10 +387,30 @@ class TamStore:
             Base.metadata.create_all(self._engine)
         except (SQLAlchemyError, ImportError) as exc:
             raise StoreError(f"cannot open TAM database {url!r}: {exc}") from exc
+        self._sqlite = is_sqlite
         self._local = threading.local()
+        self._conns: list[Connection] = []  # one per thread that used the store, closed by close()
+        self._conns_lock = threading.Lock()
 
     def close(self) -> None:
+        with self._conns_lock:
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            with suppress(SQLAlchemyError):  # closing a broken connection must not stop the others
+                conn.close()
+        self._local = threading.local()
         self._engine.dispose()
+
+    def _connection(self) -> Connection:
+        """This thread's connection, kept open between transactions: a pool check-out and check-in
+        (with its reset) per message cost more than the message's SQL statements."""
+        conn: Connection | None = getattr(self._local, "conn", None)
+        if conn is None or conn.closed:
+            conn = self._engine.connect()
+            self._local.conn = conn
+            with self._conns_lock:
+                self._conns.append(conn)
+        return conn
 
     @contextmanager
     def atomic(self) -> Iterator[None]:
@@ -408,13 +433,18 @@ class TamStore:
             yield current
             return
         try:
-            with self._engine.begin() as conn:
+            conn = self._connection()
+            with conn.begin():
+                if self._sqlite:  # the driver runs in autocommit mode: open the transaction here
+                    conn.connection.dbapi_connection.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
                 tx = _Tx(conn)
                 yield tx
                 tx.flush_audit()
         except IntegrityError as exc:
             raise StoreError(f"TAM database constraint violated: {exc.orig}") from exc
         except SQLAlchemyError as exc:
+            raise StoreError(f"TAM database failure: {exc}") from exc
+        except sqlite3.Error as exc:  # BEGIN IMMEDIATE goes to the driver directly
             raise StoreError(f"TAM database failure: {exc}") from exc
 
     # ---- devices ----
