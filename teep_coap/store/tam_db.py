@@ -37,6 +37,7 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    or_,
     select,
     update,
 )
@@ -641,16 +642,20 @@ class TamStore:
         `device_id` or not yet bound to a device."""
         if token is None and challenge is None:
             raise StoreError("find_outstanding needs a token or a challenge")
-        shape = (token is not None, challenge is not None, device_id is not None)
+        if not kinds:
+            return []
+        # One pre-built statement per shape; the kinds are bound one by one (an IN list would be an
+        # "expanding" parameter, which SQLAlchemy re-renders into SQL text at every execution).
+        shape = (token is not None, challenge is not None, device_id is not None, len(kinds))
         q = self._find_queries.get(shape)
         if q is None:
-            q = select(*_OUT_COLS).where(_O.kind.in_(bindparam("kinds", expanding=True)))
+            q = select(*_OUT_COLS).where(or_(*(_O.kind == bindparam(f"kind{i}") for i in range(len(kinds)))))
             q = q.where(_O.token == bindparam("token")) if token is not None else q
             q = q.where(_O.challenge == bindparam("challenge")) if challenge is not None else q
             if device_id is not None:
                 q = q.where((_O.device_id == bindparam("dev")) | _O.device_id.is_(None))
             q = self._find_queries[shape] = q.order_by(_O.id.desc())
-        params: dict[str, Any] = {"kinds": list(kinds)}
+        params: dict[str, Any] = {f"kind{i}": k for i, k in enumerate(kinds)}
         if token is not None:
             params["token"] = token
         if challenge is not None:
@@ -660,7 +665,7 @@ class TamStore:
         with self._tx() as tx:
             return [_outstanding(r) for r in tx.conn.execute(q, params)]
 
-    _find_queries: ClassVar[dict[tuple[bool, bool, bool], Any]] = {}  # shared: statements only, no state
+    _find_queries: ClassVar[dict[tuple[bool, bool, bool, int], Any]] = {}  # shared: statements only, no state
 
     def latest_open_query(self, device_id: int, now: float) -> Outstanding | None:
         """The newest unexpired open QueryRequest that could belong to this device (token-less ones
