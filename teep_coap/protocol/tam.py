@@ -439,7 +439,8 @@ class TamEngine:
             self._duplicate(device, msg)
             return None
         sid = row.session_id
-        self.store.bind_session(sid, device.id)
+        if row.device_id != device.id:  # a request made for this device: its session is bound already
+            self.store.bind_session(sid, device.id)
         self.store.audit(sid, now, "recv-query-response", f"device={device.kid.hex()}")
         req = _Request.from_json(row.data)
 
@@ -649,7 +650,8 @@ class TamEngine:
             self._duplicate(device, msg)
             return None
         sid = row.session_id
-        self.store.bind_session(sid, device.id)
+        if row.device_id != device.id:  # a request made for this device: its session is bound already
+            self.store.bind_session(sid, device.id)
         self.store.touch_device(device.id, now)
         self.store.audit(sid, now, "recv-error", f"{msg.err_code_name}: {msg.err_msg or ''}")
         if row.kind == "update" and msg.suit_reports:
