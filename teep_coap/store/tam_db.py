@@ -443,10 +443,19 @@ class TamStore:
                 tx.flush_audit()
         except IntegrityError as exc:
             raise StoreError(f"TAM database constraint violated: {exc.orig}") from exc
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, sqlite3.Error) as exc:  # sqlite3: BEGIN IMMEDIATE goes to the driver
+            self._forget_connection()  # e.g. a lost PostgreSQL connection: the next message gets a new one
             raise StoreError(f"TAM database failure: {exc}") from exc
-        except sqlite3.Error as exc:  # BEGIN IMMEDIATE goes to the driver directly
-            raise StoreError(f"TAM database failure: {exc}") from exc
+
+    def _forget_connection(self) -> None:
+        conn: Connection | None = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            with self._conns_lock:
+                if conn in self._conns:
+                    self._conns.remove(conn)
+            with suppress(SQLAlchemyError, sqlite3.Error):
+                conn.close()
 
     # ---- devices ----
 
