@@ -80,7 +80,14 @@ class BenchResult:
             "tam_cpu_ms_per_session": (
                 round(self.tam_cpu_seconds / self.ok * 1000, 2) if self.tam_cpu_seconds and self.ok else None
             ),
+            # What one TAM process could serve with a core to itself: 1 s / its CPU per session.
+            "tam_sessions_per_cpu_second": (
+                round(self.ok / self.tam_cpu_seconds, 1) if self.tam_cpu_seconds and self.ok else None
+            ),
             "client_cpu_seconds": round(self.client_cpu_seconds, 2),
+            "client_cpu_ms_per_session": round(self.client_cpu_seconds / self.ok * 1000, 2)
+            if self.ok
+            else None,
             "handshake_restarts": self.handshake_restarts,
             "load_average_at_start": round(self.load_average, 2),
             "failures": self.failures[:5],
@@ -95,8 +102,10 @@ def format_result(r: BenchResult) -> str:
         f"  complete sessions: {j['ok']} ok, {j['failed']} failed in {j['seconds']} s"
         f" = {j['sessions_per_second']} sessions/s",
         f"  latency per session: p50 {j['p50_ms']} ms, p99 {j['p99_ms']} ms, mean {j['mean_ms']} ms",
-        f"  TAM process CPU: {j['tam_cpu_seconds']} s ({j['tam_cpu_ms_per_session']} ms/session);"
-        f" client CPU {j['client_cpu_seconds']} s; DTLS handshake restarts {j['handshake_restarts']}",
+        f"  TAM process CPU: {j['tam_cpu_seconds']} s ({j['tam_cpu_ms_per_session']} ms/session,"
+        f" {j['tam_sessions_per_cpu_second']} sessions per TAM CPU second);"
+        f" client CPU {j['client_cpu_seconds']} s ({j['client_cpu_ms_per_session']} ms/session);"
+        f" DTLS handshake restarts {j['handshake_restarts']}",
         f"  machine: {os.cpu_count()} cores, load average {j['load_average_at_start']} at start",
     ]
     lines += [f"  failure: {f}" for f in j["failures"]]
@@ -209,6 +218,14 @@ def _cpu_seconds(pid: int) -> float | None:
         return None
 
 
+def load_agents(agent_dirs: list[Path]) -> list[Any]:
+    """The simulated devices' engines, loaded before the clock starts (not part of a session)."""
+    from teep_coap.protocol.agent import AgentEngine
+    from teep_coap.protocol.agentstate import AgentState
+
+    return [AgentEngine(AgentState.load(d)) for d in agent_dirs]
+
+
 async def _drive(
     profile_name: str,
     uri: str,
@@ -216,15 +233,15 @@ async def _drive(
     sessions: int,
     concurrency: int,
     certs: Path | None = None,
+    agents: list[Any] | None = None,
 ) -> tuple[list[float], list[str], float, int]:
     from teep_coap.profiles import load_profile
     from teep_coap.profiles.session import run_session
     from teep_coap.profiles.stack import make_client
-    from teep_coap.protocol.agent import AgentEngine
-    from teep_coap.protocol.agentstate import AgentState
 
     profile = load_profile(profile_name)
-    agents = [AgentEngine(AgentState.load(d)) for d in agent_dirs]
+    if agents is None:
+        agents = load_agents(agent_dirs)
     latencies: list[float] = []
     failures: list[str] = []
     restarts = 0
@@ -287,11 +304,12 @@ def run_bench(
             certs = Path(tam_tmp) / "certs"
             write_bundle(certs)
             extra = ("--certs", str(certs))
+        agents = load_agents(world.agent_dirs)
         with tam_process(profile_name, world.tam_dir, extra=extra) as (uri, pid):
             cpu0 = _cpu_seconds(pid)
             c0 = time.process_time()
             latencies, failures, seconds, restarts = asyncio.run(
-                _drive(profile_name, uri, world.agent_dirs, n, concurrency, certs)
+                _drive(profile_name, uri, world.agent_dirs, n, concurrency, certs, agents)
             )
             client_cpu = time.process_time() - c0
             cpu1 = _cpu_seconds(pid)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -56,6 +57,7 @@ from teep_coap.security.keys import SigningKey, VerifyingKey, load_verifying_key
 from teep_coap.store.tam_db import (
     OPEN,
     Device,
+    DeviceComponent,
     Outstanding,
     StoreError,
     TamStore,
@@ -72,6 +74,9 @@ MAX_RENEGOTIATIONS = 3
 MAX_LIST_ITEMS = (
     256  # per tc-list / requested-tc-list / unneeded-manifest-list: bounds what one device stores
 )
+EXPIRE_EVERY = 60.0  # seconds (of the engine's clock) between two sweeps of expired requests
+KEY_CACHE_SIZE = 4096  # parsed device public keys kept, keyed by their stored PEM bytes
+DIGEST_CACHE_SIZE = 256  # manifest digests kept, keyed by the envelope bytes
 
 
 def normalize_suite(suite: Sequence[Sequence[int]]) -> CipherSuite:
@@ -183,6 +188,10 @@ class TamEngine:
     rng: Rng = field(default=os.urandom, kw_only=True)
     wire: Wire = field(default=COSE, kw_only=True)  # CBOR/COSE, or JSON/JWS (protocol.wire)
     _policy_synced: bool = field(default=False, init=False, repr=False)
+    # Per-process caches of pure functions of stored bytes (PEM → key, envelope → digest): keyed by
+    # content, so another process changing the database can never make an entry stale.
+    _keys: OrderedDict[bytes, VerifyingKey] = field(default_factory=OrderedDict, init=False, repr=False)
+    _next_expire: float = field(default=float("-inf"), init=False, repr=False)
 
     # ---------------------------------------------------------------- entry points
 
@@ -197,7 +206,9 @@ class TamEngine:
     def _connect(self, transport_identity: str | None) -> bytes:
         now = self.clock()
         self._sync_policy(now)
-        self.store.expire_outstanding(now - self.config.keep_expired)
+        if now >= self._next_expire:  # housekeeping, not per session: a sweep scans the whole table
+            self.store.expire_outstanding(now - self.config.keep_expired)
+            self._next_expire = now + EXPIRE_EVERY
         device = self.store.device_by_transport_identity(transport_identity) if transport_identity else None
         session = self.store.start_session(
             now, device_id=device.id if device else None, transport_identity=transport_identity
@@ -221,6 +232,18 @@ class TamEngine:
         if policy.reload_if_changed() or not self._policy_synced:
             policy.sync(self.store, now)
             self._policy_synced = True
+
+    def _device_key(self, pem: bytes) -> VerifyingKey:
+        """The parsed public key of a device (PEM parse + thumbprint cost ≈ 0.1 ms each time)."""
+        key = self._keys.get(pem)
+        if key is None:
+            key = load_verifying_key(pem)
+            self._keys[pem] = key
+            if len(self._keys) > KEY_CACHE_SIZE:
+                self._keys.popitem(last=False)
+        else:
+            self._keys.move_to_end(pem)
+        return key
 
     def _initial_request(self, device: Device | None) -> _Request:
         neg = device.negotiated if device else {}
@@ -322,7 +345,7 @@ class TamEngine:
         keys = {}
         for dev in candidates:
             try:
-                keys[dev.id] = load_verifying_key(dev.public_key)
+                keys[dev.id] = self._device_key(dev.public_key)
             except SecurityError as exc:
                 raise TamFailure(f"stored key of device {dev.kid.hex()} is unreadable: {exc}") from exc
         try:
@@ -417,7 +440,8 @@ class TamEngine:
             self._duplicate(device, msg)
             return None
         sid = row.session_id
-        self.store.bind_session(sid, device.id)
+        if row.device_id != device.id:  # a request made for this device: its session is bound already
+            self.store.bind_session(sid, device.id)
         self.store.audit(sid, now, "recv-query-response", f"device={device.kid.hex()}")
         req = _Request.from_json(row.data)
 
@@ -438,8 +462,10 @@ class TamEngine:
                 claims = self._appraise(msg, device, row, req)
             except att.AttestationError as exc:
                 return refuse(ErrorCode.ERR_ATTESTATION_REQUIRED, str(exc))
-        self._record_report(sid, device, msg, claims, bool(req.data_items & DataItem.TRUSTED_COMPONENTS))
-        plan_install, plan_remove = self._plan(device)
+        have = self._record_report(
+            sid, device, msg, claims, bool(req.data_items & DataItem.TRUSTED_COMPONENTS)
+        )
+        plan_install, plan_remove = self._plan(device, have)
         if not plan_install and not plan_remove:
             self.store.end_session(sid, now, "up-to-date")
             return None
@@ -491,7 +517,7 @@ class TamEngine:
             )
         if req.attestation == att.PASSPORT:
             raise att.AttestationError("evidence received but this TAM expects an attestation result")
-        key = load_verifying_key(device.public_key)
+        key = self._device_key(device.public_key)
         return att.check_evidence(
             payload,
             key,
@@ -504,9 +530,10 @@ class TamEngine:
 
     def _record_report(
         self, sid: int, device: Device, msg: QueryResponse, claims: dict[str, Any] | None, asked_tcs: bool
-    ) -> None:
-        """Store what the device reported. Its installed set is replaced only when the request asked
-        for trusted components (otherwise an absent tc-list says nothing)."""
+    ) -> list[DeviceComponent]:
+        """Store what the device reported; returns the device's components afterwards. Its installed
+        set is replaced only when the request asked for trusted components (otherwise an absent
+        tc-list says nothing)."""
         now = self.clock()
         for name, items in (
             ("tc-list", msg.tc_list),
@@ -520,14 +547,20 @@ class TamEngine:
         )
         wanted = {tuple(r.component_id): r.tc_manifest_sequence_number for r in msg.requested_tc_list or ()}
         unneeded = [tuple(c) for c in msg.unneeded_manifest_list or ()]
-        self.store.set_device_components(
+        have = self.store.set_device_components(
             device.id, now, installed=installed, wanted=wanted, unneeded=unneeded
         )
         self.store.touch_device(device.id, now, attested_claims=claims)
+        return have
 
-    def _plan(self, device: Device) -> tuple[list[tuple[ComponentId, int, bytes]], list[ComponentId]]:
-        """What policy says this device should get and lose now."""
-        have = {component_key(c.component_id): c for c in self.store.device_components(device.id)}
+    def _plan(
+        self, device: Device, components: Sequence[DeviceComponent] | None = None
+    ) -> tuple[list[tuple[ComponentId, int, bytes]], list[ComponentId]]:
+        """What policy says this device should get and lose now (`components`: the device's, if the
+        caller has just read them)."""
+        if components is None:
+            components = self.store.device_components(device.id)
+        have = {component_key(c.component_id): c for c in components}
         install: list[tuple[ComponentId, int, bytes]] = []
         remove: list[ComponentId] = []
         catalog = {component_key(e.component_id): e for e in self.store.latest_components()}
@@ -618,7 +651,8 @@ class TamEngine:
             self._duplicate(device, msg)
             return None
         sid = row.session_id
-        self.store.bind_session(sid, device.id)
+        if row.device_id != device.id:  # a request made for this device: its session is bound already
+            self.store.bind_session(sid, device.id)
         self.store.touch_device(device.id, now)
         self.store.audit(sid, now, "recv-error", f"{msg.err_code_name}: {msg.err_msg or ''}")
         if row.kind == "update" and msg.suit_reports:
@@ -690,15 +724,26 @@ class TamEngine:
         return base, None, None
 
 
+_digests: OrderedDict[bytes, str | None] = OrderedDict()
+
+
 def _manifest_digest(envelope: bytes) -> str | None:
-    """Hex digest of an envelope's manifest (what a SUIT report names), None if unreadable."""
+    """Hex digest of an envelope's manifest (what a SUIT report names), None if unreadable; kept per
+    envelope (the same catalog envelope goes to every device)."""
     from teep_coap.security.suit.codec import parse_envelope
     from teep_coap.security.suit.errors import SuitError
 
+    if envelope in _digests:
+        _digests.move_to_end(envelope)
+        return _digests[envelope]
     try:
-        return parse_envelope(envelope).digest.value.hex()
+        digest: str | None = parse_envelope(envelope).digest.value.hex()
     except SuitError:
-        return None
+        digest = None
+    _digests[envelope] = digest
+    if len(_digests) > DIGEST_CACHE_SIZE:
+        _digests.popitem(last=False)
+    return digest
 
 
 def _installed_per_reports(row: Outstanding, reports: Sequence[bytes]) -> dict[ComponentId, int]:

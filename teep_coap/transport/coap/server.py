@@ -11,8 +11,11 @@ directions (RFC 7959) uses aiocoap's Block1 spool and Block2 cache with the prof
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import logging
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +25,8 @@ import aiocoap
 import aiocoap.resource
 from aiocoap import Message
 from aiocoap.numbers.codes import Code
+from aiocoap.numbers.optionnumbers import OptionNumber
+from aiocoap.options import Options
 
 from teep_coap.transport.base import MessageHandler, PeerInfo, Rejection, RequestRejected, TransportError
 from teep_coap.transport.coap.credentials import CredentialsError, DeviceCredentials
@@ -37,6 +42,7 @@ REJECTION_CODES: dict[Rejection, Code] = {
     Rejection.SERVER_ERROR: Code.INTERNAL_SERVER_ERROR,
     Rejection.OVERLOADED: Code.SERVICE_UNAVAILABLE,
 }
+_URI_PATH = OptionNumber.URI_PATH
 DIAGNOSTIC_MAX = 120  # bytes of diagnostic payload in error responses (RFC 7252 §5.5.2)
 
 
@@ -58,6 +64,56 @@ def _error(code: Code, reason: str, **options: Any) -> Message:
     for name, value in options.items():
         setattr(msg.opt, name, value)
     return msg
+
+
+class _SharedOptions(Options):
+    """Options whose (deep) copy shares the option objects and copies only the per-number lists.
+
+    aiocoap copies messages with `Message.copy`, which deep-copies the options: the Site's path
+    strip (twice per request) and each Block2 chunk of a response; ≈ 1 ms of the TAM's CPU per
+    session in all. aiocoap replaces options, it never changes an option object in place, so
+    sharing them is safe; the lists are copied so that adding an option to one message does not
+    add it to the other.
+    """
+
+    __slots__ = ()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _SharedOptions:
+        new = _SharedOptions()
+        new._options = {k: list(v) for k, v in self._options.items()}
+        return new
+
+
+def _shared_options(msg: Message) -> Message:
+    """`msg` with options that copy cheaply (same slots, so the class can be swapped in place)."""
+    msg.opt.__class__ = _SharedOptions
+    return msg
+
+
+def _without_path(request: Message) -> Message:
+    """`request.copy(uri_path=())` without a deep copy of every option."""
+    new = copy.copy(request)
+    opts = _SharedOptions()
+    opts._options = {k: list(v) for k, v in request.opt._options.items() if k != _URI_PATH}
+    new.opt = opts
+    return new
+
+
+class _Site(aiocoap.resource.Site):
+    """aiocoap's Site with a cheaper path strip for exact matches (the TEEP resource's path)."""
+
+    def _find_child_and_pathstripped_message(self, request: Message) -> tuple[Any, Message]:
+        child = self._resources.get(request.opt.uri_path)
+        if child is None:
+            return super()._find_child_and_pathstripped_message(request)
+        stripped = getattr(request, "_teep_stripped", None)
+        if stripped is None:  # the same request is looked up twice (block-wise check, then render)
+            stripped = _without_path(request)
+            stripped._original_request_uri = (
+                getattr(request, "_original_request_uri", None) or request.get_request_uri()
+            )
+            request._teep_stripped = stripped
+        return child, stripped
 
 
 class TeepResource(aiocoap.resource.Resource):
@@ -152,7 +208,8 @@ class TeepResource(aiocoap.resource.Resource):
         self._stats.handled += 1
         if answer is None:
             return Message(code=Code.CHANGED)
-        return Message(code=Code.CHANGED, payload=answer, content_format=cf_expected)
+        # A response larger than a block is copied once per Block2 chunk.
+        return _shared_options(Message(code=Code.CHANGED, payload=answer, content_format=cf_expected))
 
     def _reject(self, request: Message, code: Code, reason: str, **options: Any) -> Message:
         self._stats.count(code)
@@ -249,6 +306,7 @@ def _address(request: Message) -> str:
 
 
 MAX_DTLS_SESSIONS = 4096  # server-side DTLS sessions kept; the least recently used are dropped beyond
+DTLS_RETRANSMIT_FLOOR = 0.05  # seconds: shortest wait between two checks of tinydtls' retransmissions
 
 
 def _dtls_pool(context: aiocoap.Context) -> Any:
@@ -268,9 +326,16 @@ def _tidy_dtls_server(context: aiocoap.Context) -> None:
     that later got the same ephemeral port had its new ClientHello fed to the dead session (seen as
     DTLS handshake stalls after ~1000 sessions). Here a warning-level close_notify ends the session as
     the fatal one does, and more than MAX_DTLS_SESSIONS sessions drop the least recently used.
+    Handshake retransmission checks wait at least DTLS_RETRANSMIT_FLOOR (no busy loop).
     """
     from aiocoap.transports import tinydtls_server
-    from aiocoap.transports.tinydtls import CODE_CLOSE_NOTIFY, LEVEL_WARNING, CloseNotifyReceived
+    from aiocoap.transports.tinydtls import (
+        CODE_CLOSE_NOTIFY,
+        DTLS_CLOCK_OFFSET,
+        DTLS_TICKS_PER_SECOND,
+        LEVEL_WARNING,
+        CloseNotifyReceived,
+    )
 
     pool = _dtls_pool(context)
     if pool is None:
@@ -283,6 +348,21 @@ def _tidy_dtls_server(context: aiocoap.Context) -> None:
                     self._inject_error(CloseNotifyReceived())
                 return
             super()._event(level, code)
+
+        async def _run_retransmissions(self) -> None:
+            # aiocoap compares tinydtls' retransmission time with its own clock, whose origin is
+            # not tinydtls' (integer seconds at its init vs. float time at aiocoap's import): when
+            # they differ the wait comes out negative and the task re-creates itself in a busy
+            # loop until the flight is answered (≈ 50 turns per session seen in the TAM's
+            # profile). A floor on the wait bounds that; a retransmission is at most that late.
+            when = self._dtls_socket.checkRetransmit() / DTLS_TICKS_PER_SECOND
+            if when == 0:
+                return
+            now = time.time() - DTLS_CLOCK_OFFSET
+            await asyncio.sleep(max(when - now, DTLS_RETRANSMIT_FLOOR))
+            self._retransmission_task = asyncio.create_task(
+                self._run_retransmissions(), name="DTLS server handshake retransmissions"
+            )
 
     original = pool.datagram_received
 
@@ -373,7 +453,7 @@ class CoapServer:
         """Bind and serve; raises TransportError when the address cannot be bound."""
         from aiocoap.oscore_sitewrapper import OscoreSiteWrapper
 
-        site = aiocoap.resource.Site()
+        site = _Site()
         path = tuple(p for p in self.profile.transport.path.split("/") if p)
         site.add_resource(path, self.resource)
         mode = self.profile.security.mode
