@@ -120,9 +120,9 @@ class BenchWorld:
 
 def make_world(tam_dir: Path, agents_root: Path, devices: int, image_size: int) -> BenchWorld:
     """A TAM with `devices` registered devices (keys + DTLS PSK + OSCORE) and one TC for all."""
+    from teep_coap.profiles.scenario import offer_component
     from teep_coap.protocol.agentstate import AgentState
     from teep_coap.protocol.tamdir import init_tam_dir, load_tam_dir
-    from teep_coap.security.suit.build import build_envelope
     from teep_coap.transport.coap.credentials import provision_devices
 
     init_tam_dir(tam_dir, algs=("esp256",))
@@ -149,17 +149,7 @@ def make_world(tam_dir: Path, agents_root: Path, devices: int, image_size: int) 
     provision_devices(tam_dir, pairs)
     assert state is not None
     payload = bytes(i % 251 for i in range(image_size))
-    envelope = build_envelope(
-        payload,
-        key=tam_key,
-        component_id=COMPONENT_ID,
-        sequence_number=1,
-        vendor_id=state.config.vendor_id,
-        class_id=state.config.class_id,
-    )
-    store.add_component(
-        component_id=COMPONENT_ID, sequence_number=1, envelope=envelope, now=now, name="bench", audience="all"
-    )
+    offer_component(store, tam_key, state.config, COMPONENT_ID, payload, now=now, name="bench")
     store.close()
     return BenchWorld(tam_dir, agent_dirs)
 

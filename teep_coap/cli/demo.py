@@ -87,9 +87,9 @@ def _show_message(direction: str, sealed: bytes, datagrams: list[bytes], limit: 
 
 
 def _build_world(root_dir: Path, image_size: int) -> dict[str, Any]:
+    from teep_coap.profiles.scenario import offer_component
     from teep_coap.protocol.agentstate import AgentState
     from teep_coap.protocol.tamdir import init_tam_dir, load_tam_dir
-    from teep_coap.security.suit.build import build_envelope
     from teep_coap.transport.coap.credentials import provision_device
 
     tam_dir, agent_dir = root_dir / "tam", root_dir / "agent"
@@ -115,21 +115,8 @@ def _build_world(root_dir: Path, image_size: int) -> dict[str, Any]:
         f"{len(creds.psk)}-byte PSK, and an OSCORE context (tam/credentials.toml, agent/transport.toml)"
     )
     image = bytes((i * 7 + 3) % 256 for i in range(image_size))
-    envelope = build_envelope(
-        image,
-        key=tam_key,
-        component_id=COMPONENT_ID,
-        sequence_number=1,
-        vendor_id=state.config.vendor_id,
-        class_id=state.config.class_id,
-    )
-    store.add_component(
-        component_id=COMPONENT_ID,
-        sequence_number=1,
-        envelope=envelope,
-        now=time.time(),
-        name="demo",
-        audience="all",
+    envelope = offer_component(
+        store, tam_key, state.config, COMPONENT_ID, image, now=time.time(), name="demo"
     )
     click.echo(
         f"4. Trusted Component {COMPONENT_ID[0].decode()!r}: {len(image)}-byte image in a "

@@ -67,7 +67,6 @@ def teep_world(
     from teep_coap.protocol.tam import TamEngine
     from teep_coap.protocol.tamdir import init_tam_dir, load_tam_dir
     from teep_coap.protocol.wire import wire_for
-    from teep_coap.security.suit.build import build_envelope
     from teep_coap.transport.coap.credentials import provision_device
 
     wire = wire_for(profile.encoding)
@@ -88,17 +87,7 @@ def teep_world(
     )
     # Deterministic payload bytes: sizes must not depend on luck (CBOR lengths do not, but be plain).
     payload = bytes(i % 251 for i in range(payload_size))
-    envelope = build_envelope(
-        payload,
-        key=tam_key,
-        component_id=COMPONENT_ID,
-        sequence_number=1,
-        vendor_id=state.config.vendor_id,
-        class_id=state.config.class_id,
-    )
-    store.add_component(
-        component_id=COMPONENT_ID, sequence_number=1, envelope=envelope, now=now, name="bench", audience="all"
-    )
+    offer_component(store, tam_key, state.config, COMPONENT_ID, payload, now=now, name="bench")
     agent = AgentEngine(AgentState.load(agent_dir), wire=wire)
 
     def installed() -> list[dict[str, Any]]:
@@ -108,6 +97,34 @@ def teep_world(
         ]
 
     return World(root, TamEngine(config, store, wire=wire), agent, tam_dir, agent_dir, installed=installed)
+
+
+def offer_component(
+    store: Any,
+    tam_key: Any,
+    device: Any,
+    component_id: tuple[bytes, ...],
+    payload: bytes,
+    *,
+    now: float,
+    name: str,
+) -> bytes:
+    """Sign `payload` as a SUIT envelope (sequence 1) for the vendor and class of `device` (an
+    AgentConfig) and put it in the TAM's catalog for every device; returns the envelope."""
+    from teep_coap.security.suit.build import build_envelope
+
+    envelope = build_envelope(
+        payload,
+        key=tam_key,
+        component_id=component_id,
+        sequence_number=1,
+        vendor_id=device.vendor_id,
+        class_id=device.class_id,
+    )
+    store.add_component(
+        component_id=component_id, sequence_number=1, envelope=envelope, now=now, name=name, audience="all"
+    )
+    return envelope
 
 
 def engine_handler(tam: Any) -> MessageHandler:
