@@ -10,10 +10,10 @@ PYTEST_ARGS ?=
 setup: .setup-done
 
 demo: .setup-done
-	$(VENV)/teep-coap demo
+	PATH="$(CURDIR)/.venv/bin:$$PATH" $(VENV)/teep-coap demo
 
 test: .setup-done
-	$(VENV)/python -m pytest -q $(PYTEST_ARGS)
+	PATH="$(CURDIR)/.venv/bin:$$PATH" $(VENV)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: .setup-done
 	$(VENV)/ruff check teep_coap tests interop

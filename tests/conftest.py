@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,15 @@ REPO = Path(__file__).resolve().parent.parent
 SPEC_DIR = Path(os.environ.get("TEEP_SPEC_DIR", REPO.parent / "shared" / "spec"))
 VECTORS_DIR = SPEC_DIR / "vectors"
 CDDL_FILE = SPEC_DIR / "cddl" / "teep-all.cddl"
+
+
+def venv_tool(name: str) -> str | None:
+    """Path of a console script installed next to this Python (the venv's bin/), else from PATH.
+
+    `make test` runs `.venv/bin/python -m pytest` without activating the venv, so PATH alone may miss it.
+    """
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.exists() else shutil.which(name)
 
 
 def read_hex_vector(name: str) -> bytes:

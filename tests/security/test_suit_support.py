@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -12,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from teep_coap.security.keys import SigningKey, VerifyingKey, generate_key
 from teep_coap.security.suit import DeviceIdentity, build_envelope, teep_component_id
 from teep_coap.security.suit.build import sign_manifest
-from tests.conftest import CDDL_FILE
+from tests.conftest import CDDL_FILE, venv_tool
 
 # Public key the SUIT working group signs its examples with (draft-ietf-suit-manifest examples; the
 # same P-256 key ships as the "trust anchor" of libcsuit). The TEEP draft's Appendix E envelopes
@@ -60,7 +59,7 @@ def resign(
 
 def cddl_valid(data: bytes, rule: str, tmp_path: Path) -> tuple[bool, str]:
     """Validate with cddl-verifier against ../shared/spec/cddl/teep-all.cddl."""
-    tool = shutil.which("cddl-verify")
+    tool = venv_tool("cddl-verify")
     assert tool, "cddl-verify (PyPI cddl-verifier) is not installed"
     f = tmp_path / f"item-{abs(hash(data))}.cbor"
     f.write_bytes(data)
