@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(autoconf automake libtool pkg-config make gcc curl libcoap3-bin nodejs npm postgresql)
+APT_PACKAGES=(autoconf automake libtool pkg-config make gcc python3-dev python3-venv curl libcoap3-bin nodejs npm postgresql)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
