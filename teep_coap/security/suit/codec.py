@@ -34,6 +34,7 @@ from teep_coap.security.suit.model import (
     Manifest,
     SuitCommand,
     SuitDigest,
+    bstr_header,
 )
 
 MAX_NESTING = 8
@@ -373,18 +374,24 @@ def decode_manifest(raw: bytes, severable: Mapping[int, bytes] | None = None) ->
     return Manifest(version, seq, common, ref, mcid, sequences, severed, text, ext, bytes(raw))
 
 
-def parse_envelope(data: bytes) -> Envelope:
-    """Decode a SUIT_Envelope (tag 107 optional) without any cryptographic check."""
+def parse_envelope_header(data: bytes) -> Envelope:
+    """Decode a SUIT_Envelope's top-level map only (tag 107 optional), no cryptographic check.
+
+    Checks the shapes of the authentication wrapper, the manifest bstr and the severable and
+    integrated members; the manifest is decoded later, on first access of `Envelope.manifest`, so
+    `verify_envelope` can authenticate it before anything interprets it.
+    """
     obj = loads_exact(data, "envelope")
     tagged = False
-    if isinstance(obj, cbor2.CBORTag):
-        if obj.tag != ENVELOPE_TAG:
-            raise SuitParseError(f"envelope: unexpected CBOR tag {obj.tag} (SUIT_Envelope is tag 107)")
-        obj, tagged = obj.value, True
-    if not isinstance(obj, dict):
-        raise SuitParseError("envelope: expected a map")
+    if type(obj) is not dict:
+        if isinstance(obj, cbor2.CBORTag):
+            if obj.tag != ENVELOPE_TAG:
+                raise SuitParseError(f"envelope: unexpected CBOR tag {obj.tag} (SUIT_Envelope is tag 107)")
+            obj, tagged = obj.value, True
+        if not isinstance(obj, dict):
+            raise SuitParseError("envelope: expected a map")
     for k in obj:
-        if not (isinstance(k, str) or (isinstance(k, int) and not isinstance(k, bool))):
+        if not (type(k) is int or isinstance(k, str) or (isinstance(k, int) and not isinstance(k, bool))):
             raise SuitParseError(f"envelope: key {k!r:.40} is neither an integer nor a text string")
     if EnvelopeKey.AUTHENTICATION_WRAPPER not in obj:
         raise SuitParseError("envelope: no authentication-wrapper (2)")
@@ -401,25 +408,35 @@ def parse_envelope(data: bytes) -> Envelope:
     severable: dict[int, bytes] = {}
     integrated: dict[str, bytes] = {}
     ext: dict[Any, Any] = {}
-    for k, v in obj.items():
-        if k in (EnvelopeKey.AUTHENTICATION_WRAPPER, EnvelopeKey.MANIFEST):
-            continue
-        if isinstance(k, str):
-            integrated[k] = _bstr(v, f"integrated payload {k!r}")
-        elif k in SEVERABLE_KEYS:
-            severable[k] = _bstr(v, f"severable member {k}")
-        else:
-            ext[k] = v
-    manifest = decode_manifest(manifest_content, severable)
+    if len(obj) > 2:
+        for k, v in obj.items():
+            if k == EnvelopeKey.AUTHENTICATION_WRAPPER or k == EnvelopeKey.MANIFEST:
+                continue
+            if isinstance(k, str):
+                integrated[k] = _bstr(v, f"integrated payload {k!r}")
+            elif k in SEVERABLE_KEYS:
+                severable[k] = _bstr(v, f"severable member {k}")
+            else:
+                ext[k] = v
     return Envelope(
-        digest=digest,
-        digest_raw=digest_raw,
-        auth_blocks=blocks,
-        manifest=manifest,
-        manifest_bstr=cbor2.dumps(manifest_content),
-        severable=severable,
-        integrated=integrated,
-        extensions=ext,
-        tagged=tagged,
-        raw=bytes(data),
+        digest,
+        digest_raw,
+        blocks,
+        bstr_header(len(manifest_content)) + manifest_content,
+        severable,
+        integrated,
+        ext,
+        tagged,
+        data if type(data) is bytes else bytes(data),
     )
+
+
+def parse_envelope(data: bytes) -> Envelope:
+    """Decode a SUIT_Envelope (tag 107 optional) and its manifest without any cryptographic check.
+
+    For inspection and for reading already-verified (stored) envelopes; a recipient of new
+    envelopes calls `verify_envelope`, which authenticates before the manifest is decoded.
+    """
+    env = parse_envelope_header(data)
+    env.manifest  # noqa: B018 - decode now, so a bad manifest fails here as it always did
+    return env

@@ -6,7 +6,8 @@ Nothing touches the store until every check passed: commands write into an in-me
 `ComponentStore.commit`. A failure returns a `ProcessResult` with the typed error and a failed SUIT
 report whose reason is the error's `reason`.
 
-Order: parse → authenticate (digest + signature + severed members) → capability check (refuse
+Order: envelope top-level map → authenticate (digest + signature + severed members) → decode the
+manifest (only now: SUIT authenticates before it interprets) → capability check (refuse
 dependencies, encryption info, unknown members, the pre-2024 layout) → anti-rollback against the
 store → shared sequence → payload-fetch → install → validate → commit.
 """
@@ -468,8 +469,11 @@ def process_envelope(
     try:
         if len(data) > max_payload_size + 64 * 1024:
             raise PayloadTooLarge(f"envelope of {len(data)} bytes exceeds the limit")
-        env = parse_envelope(data)
-        env = verify_envelope(env, trust)
+        # Authenticate first (top-level map, digest, signature), then decode the manifest: a
+        # malformed manifest is only interpreted once it is known to come from a trusted signer.
+        verified = verify_envelope(data, trust)
+        verified.manifest  # noqa: B018 - SuitParseError here leaves `env` unset for the report
+        env = verified
         problems = unsupported_features(env)
         if problems:
             cls = problems[0][0]
