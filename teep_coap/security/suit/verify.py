@@ -115,6 +115,7 @@ def verify_envelope(data: bytes | Envelope, trust: Any) -> Envelope:
     authentic manifest raises `SuitParseError` there). Raises a `SuitError` subclass whose `reason`
     is the SUIT report reason.
     """
+    fresh = not isinstance(data, Envelope)
     env = data if isinstance(data, Envelope) else parse_envelope_header(data)
     check_manifest_digest(env)
     if trust is None:
@@ -129,6 +130,13 @@ def verify_envelope(data: bytes | Envelope, trust: Any) -> Envelope:
             first_error = first_error or exc
             continue
         check_severed_members(env)
+        if fresh:
+            # Built a few lines up and not yet seen by anyone: set the signer in place instead of
+            # copying all fields (dataclasses.replace costs ~2 µs, 5% of the signature check).
+            object.__setattr__(env, "verified", True)
+            object.__setattr__(env, "signer_kid", kid)
+            object.__setattr__(env, "signer_alg", alg)
+            return env
         return _with_signer(env, kid, alg)
     assert first_error is not None
     raise first_error
