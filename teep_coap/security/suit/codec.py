@@ -424,7 +424,10 @@ def parse_envelope_header(data: bytes) -> Envelope:
         raise SuitParseError("authentication-wrapper: expected [digest, *authentication-block]")
     digest_raw = _bstr(wrapper[0], "authentication-wrapper digest")
     digest = _auth_digest(digest_raw)
-    blocks = tuple(_bstr(b, "authentication block") for b in wrapper[1:])
+    blocks = tuple(wrapper[1:])
+    for block in blocks:  # a loop, not a generator into tuple(): this runs once per envelope
+        if type(block) is not bytes:
+            _bstr(block, "authentication block")  # raises with the type named
     manifest_content = _bstr(obj[_K_MANIFEST], "manifest")
     severable: dict[int, bytes] = {}
     integrated: dict[str, bytes] = {}

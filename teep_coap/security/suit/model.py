@@ -7,7 +7,7 @@ values: the manifest digest and severable-member digests are taken over the enco
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -19,25 +19,26 @@ from teep_coap.security.suit.errors import UnsupportedAlgorithm
 
 ComponentId = tuple[bytes, ...]
 
-# hashlib names for the SUIT digest algorithms; SHAKE variants use their RFC 8702 output sizes.
-_HASHES: dict[int, tuple[str, int | None]] = {
-    DigestAlg.SHA256: ("sha256", None),
-    DigestAlg.SHA384: ("sha384", None),
-    DigestAlg.SHA512: ("sha512", None),
-    DigestAlg.SHAKE128: ("shake_128", 32),
-    DigestAlg.SHAKE256: ("shake_256", 64),
+# hashlib constructors for the SUIT digest algorithms (called directly: hashlib.new(name) costs a
+# name lookup per envelope); SHAKE variants use their RFC 8702 output sizes.
+_HASHES: dict[int, tuple[Callable[[bytes], Any], int | None]] = {
+    DigestAlg.SHA256: (hashlib.sha256, None),
+    DigestAlg.SHA384: (hashlib.sha384, None),
+    DigestAlg.SHA512: (hashlib.sha512, None),
+    DigestAlg.SHAKE128: (hashlib.shake_128, 32),
+    DigestAlg.SHAKE256: (hashlib.shake_256, 64),
 }
 
 
 def digest_bytes(algorithm: int, data: bytes) -> bytes:
     """Hash `data` with a SUIT digest algorithm id."""
     try:
-        name, size = _HASHES[algorithm]
+        new, size = _HASHES[algorithm]
     except KeyError:
         raise UnsupportedAlgorithm(f"digest algorithm {algorithm} not supported") from None
-    h = hashlib.new(name, data)
+    h = new(data)
     if size is not None:
-        return h.digest(size)  # type: ignore[call-arg]
+        return h.digest(size)
     return h.digest()
 
 
