@@ -3,10 +3,13 @@ members, checks the manifest digest and the signature, and the manifest is decod
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import cbor2
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from teep_coap.security.suit import (
     ManifestDigestMismatch,
@@ -17,9 +20,9 @@ from teep_coap.security.suit import (
     process_envelope,
     verify_envelope,
 )
-from teep_coap.security.suit.codec import parse_envelope_header
+from teep_coap.security.suit.codec import _bstr_array, loads_exact, parse_envelope_header
 from teep_coap.security.suit.constants import ReportReason
-from teep_coap.security.suit.model import bstr_header
+from teep_coap.security.suit.model import Envelope, bstr_header
 from teep_coap.store.components import ComponentStore
 from tests.security.test_suit_support import CID, DEVICE, STRANGER, TAM_SUIT_KEY, envelope, resign
 
@@ -120,3 +123,36 @@ def test_digest_fast_path_agrees_with_the_generic_decoder(alg: int) -> None:
     for size in (32, 48, 64, 31):
         raw = cbor2.dumps([alg, bytes(range(size))])
         assert _auth_digest(raw) == decode_digest(cbor2.loads(raw), "x")
+
+
+def test_assembled_envelope_equals_the_dataclass_constructor() -> None:
+    head = parse_envelope_header(envelope(7, tagged=True))
+    built = Envelope(**{f.name: getattr(head, f.name) for f in dataclasses.fields(Envelope)})
+    assert head == built and head.tagged
+    assert set(head.__dict__) == {f.name for f in dataclasses.fields(Envelope)}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        head.verified = True  # type: ignore[misc]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=300), min_size=1, max_size=4))
+def test_wrapper_fast_path_reads_what_cbor2_writes(items: list[bytes]) -> None:
+    assert _bstr_array(cbor2.dumps(items)) == items
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.binary(max_size=40), min_size=1, max_size=3),
+    st.integers(min_value=0),
+    st.binary(max_size=3),
+    st.integers(min_value=0, max_value=3),
+)
+def test_wrapper_fast_path_accepts_only_exact_bstr_arrays(
+    items: list[bytes], pos: int, patch: bytes, cut: int
+) -> None:
+    good = cbor2.dumps(items)
+    i = pos % len(good)
+    raw = (good[:i] + patch + good[i + len(patch) :])[: len(good) + len(patch) - cut]
+    found = _bstr_array(raw)
+    if found is not None:  # whatever it accepts, cbor2 decodes to the same list with no trailing bytes
+        assert loads_exact(raw, "wrapper") == found

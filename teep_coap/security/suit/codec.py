@@ -34,6 +34,7 @@ from teep_coap.security.suit.model import (
     Manifest,
     SuitCommand,
     SuitDigest,
+    assemble_envelope,
     bstr_header,
 )
 
@@ -65,9 +66,11 @@ _REP_POLICY_COMMANDS = frozenset(
 
 def loads_exact(data: bytes, what: str) -> Any:
     """Decode exactly one CBOR item; trailing bytes are an error."""
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise SuitParseError(f"{what}: expected bytes, got {type(data).__name__}")
-    fp = io.BytesIO(bytes(data))
+    if type(data) is not bytes:  # exact-type test first: this runs twice per envelope verify
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise SuitParseError(f"{what}: expected bytes, got {type(data).__name__}")
+        data = bytes(data)
+    fp = io.BytesIO(data)
     try:
         obj = cbor2.CBORDecoder(fp).decode()
     # cbor2's decoder raises many exception types on hostile input (CBORDecodeError, ValueError,
@@ -395,6 +398,37 @@ def _auth_digest(raw: bytes) -> SuitDigest:
     return decode_digest(loads_exact(raw, "authentication-wrapper digest"), "authentication digest")
 
 
+def _bstr_array(raw: bytes) -> list[bytes] | None:
+    """Items of a definite-length CBOR array of definite-length bstrs spanning all of `raw`, or None
+    when `raw` has any other shape (the caller then decodes it with cbor2 for the precise error).
+
+    Hand-written for the authentication wrapper, [digest bstr, block bstr, ...], read once per
+    envelope verify: slicing the few heads costs half of a cbor2 decoder's set-up.
+    """
+    n = len(raw)
+    if n == 0 or not 0x81 <= raw[0] <= 0x97:  # array of 1-23 items, the only sizes a wrapper has
+        return None
+    items: list[bytes] = []
+    pos = 1
+    for _ in range(raw[0] - 0x80):
+        if pos >= n:
+            return None
+        head = raw[pos]
+        if 0x40 <= head <= 0x57:
+            size, pos = head - 0x40, pos + 1
+        elif head == 0x58 and pos + 1 < n:
+            size, pos = raw[pos + 1], pos + 2
+        elif head == 0x59 and pos + 2 < n:
+            size, pos = (raw[pos + 1] << 8) | raw[pos + 2], pos + 3
+        else:
+            return None
+        if pos + size > n:
+            return None
+        items.append(raw[pos : pos + size])
+        pos += size
+    return items if pos == n else None
+
+
 def parse_envelope_header(data: bytes) -> Envelope:
     """Decode a SUIT_Envelope's top-level map only (tag 107 optional), no cryptographic check.
 
@@ -419,7 +453,7 @@ def parse_envelope_header(data: bytes) -> Envelope:
     if _K_MANIFEST not in obj:
         raise SuitParseError("envelope: no manifest (3)")
     wrapper_raw = _bstr(obj[_K_AUTH], "authentication-wrapper")
-    wrapper = loads_exact(wrapper_raw, "authentication-wrapper")
+    wrapper = _bstr_array(wrapper_raw) or loads_exact(wrapper_raw, "authentication-wrapper")
     if not isinstance(wrapper, list) or not wrapper:
         raise SuitParseError("authentication-wrapper: expected [digest, *authentication-block]")
     digest_raw = _bstr(wrapper[0], "authentication-wrapper digest")
@@ -442,16 +476,19 @@ def parse_envelope_header(data: bytes) -> Envelope:
                 severable[k] = _bstr(v, f"severable member {k}")
             else:
                 ext[k] = v
-    return Envelope(
-        digest,
-        digest_raw,
-        blocks,
-        bstr_header(len(manifest_content)) + manifest_content,
-        severable,
-        integrated,
-        ext,
-        tagged,
-        data if type(data) is bytes else bytes(data),
+    return assemble_envelope(
+        digest=digest,
+        digest_raw=digest_raw,
+        auth_blocks=blocks,
+        manifest_bstr=bstr_header(len(manifest_content)) + manifest_content,
+        severable=severable,
+        integrated=integrated,
+        extensions=ext,
+        tagged=tagged,
+        raw=data if type(data) is bytes else bytes(data),
+        verified=False,
+        signer_kid=None,
+        signer_alg=None,
     )
 
 

@@ -188,6 +188,22 @@ class Envelope:
         return "manifest" in self.__dict__
 
 
+_ENVELOPE_FIELDS = frozenset(Envelope.__dataclass_fields__)
+
+
+def assemble_envelope(**values: Any) -> Envelope:
+    """An `Envelope` from every one of its fields, without the generated frozen `__init__`.
+
+    That `__init__` sets each of the 12 fields through object.__setattr__ (~1.1 µs against ~0.4 µs
+    here, 1% of an envelope verify). Only for the codec's hot path, which passes all fields; a
+    missing or unknown name is an AssertionError (a bug), and a test compares with `Envelope(...)`.
+    """
+    assert values.keys() == _ENVELOPE_FIELDS, sorted(values.keys() ^ _ENVELOPE_FIELDS)
+    env = object.__new__(Envelope)
+    env.__dict__.update(values)
+    return env
+
+
 def _bstr_content(encoded: bytes) -> bytes:
     """Content of a definite-length CBOR bstr (the header is 1-9 bytes; see `bstr_header`)."""
     info = encoded[0] & 0x1F
