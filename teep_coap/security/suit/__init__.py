@@ -1,8 +1,10 @@
 """SUIT envelopes for TEEP: build, parse, verify, process into the Agent's store, and report.
 
 Public API (see docs/suit.md):
-  parse_envelope(data) -> Envelope                      structure only, no crypto
-  verify_envelope(data, trust) -> Envelope              manifest digest + COSE_Sign1 + severed members
+  parse_envelope(data) -> Envelope                      envelope + manifest decoded, no crypto
+  verify_envelope(data, trust) -> Envelope              manifest digest + COSE_Sign1 + severed members,
+                                                        before the manifest is decoded (lazily, on
+                                                        first access of Envelope.manifest)
   build_envelope(payload, *, key, component_id, ...) -> bytes
   process_envelope(data, *, trust, store, fetcher, device, report_nonce) -> ProcessResult
   unlink(component_id, *, store) -> ProcessResult
