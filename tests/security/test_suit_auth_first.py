@@ -20,7 +20,13 @@ from teep_coap.security.suit import (
     process_envelope,
     verify_envelope,
 )
-from teep_coap.security.suit.codec import _bstr_array, loads_exact, parse_envelope_header
+from teep_coap.security.suit.codec import (
+    _auth_digest,
+    _bstr_array,
+    decode_digest,
+    loads_exact,
+    parse_envelope_header,
+)
 from teep_coap.security.suit.constants import ReportReason
 from teep_coap.security.suit.model import Envelope, bstr_header
 from teep_coap.store.components import ComponentStore
@@ -118,8 +124,6 @@ def test_bstr_header_is_cbor2s_preferred_encoding(n: int) -> None:
 
 @pytest.mark.parametrize("alg", [-16, -43, -44, -18, 1])
 def test_digest_fast_path_agrees_with_the_generic_decoder(alg: int) -> None:
-    from teep_coap.security.suit.codec import _auth_digest, decode_digest
-
     for size in (32, 48, 64, 31):
         raw = cbor2.dumps([alg, bytes(range(size))])
         assert _auth_digest(raw) == decode_digest(cbor2.loads(raw), "x")
@@ -156,3 +160,37 @@ def test_wrapper_fast_path_accepts_only_exact_bstr_arrays(
     found = _bstr_array(raw)
     if found is not None:  # whatever it accepts, cbor2 decodes to the same list with no trailing bytes
         assert loads_exact(raw, "wrapper") == found
+
+
+def _generic_digest(raw: bytes) -> object:
+    try:
+        return decode_digest(loads_exact(raw, "d"), "d")
+    except SuitParseError:
+        return SuitParseError
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from([-16, -43, -44, -18, -45, 1, 23, 24, 88, -24, -25]),
+    st.sampled_from([32, 48, 64]),
+    st.integers(min_value=0, max_value=5),
+    st.binary(min_size=1, max_size=2),
+)
+def test_digest_fast_path_never_accepts_what_cbor2_refuses(
+    alg: int, size: int, pos: int, patch: bytes
+) -> None:
+    good = cbor2.dumps([alg, bytes(size)])
+    raw = good[:pos] + patch + good[pos + len(patch) :]
+    try:
+        fast: object = _auth_digest(raw)
+    except SuitParseError:
+        fast = SuitParseError
+    assert fast == _generic_digest(raw)
+    assert _auth_digest(good) == _generic_digest(good)
+
+
+def test_digest_fast_path_does_not_misread_a_two_byte_alg() -> None:
+    # 0x18 0x58 is uint 88, then 0x20 (-1) is an extra item: not a SUIT_Digest.
+    raw = b"\x82\x18\x58\x20" + bytes(32)
+    with pytest.raises(SuitParseError):
+        _auth_digest(raw)

@@ -390,11 +390,12 @@ def _auth_digest(raw: bytes) -> SuitDigest:
     Hand-written fast path for the usual shape, [small alg id, 32/48/64-byte bstr] (36-68 bytes), as
     its cbor2 decode costs about 1 µs per envelope; anything else goes through the generic decoder.
     """
-    if len(raw) >= 36 and raw[0] == 0x82 and raw[1] < 0x38:
-        size = _DIGEST_HEADERS.get(raw[2:4])
-        if size is not None and len(raw) == 4 + size:
-            alg = raw[1] if raw[1] < 0x18 else -1 - (raw[1] - 0x20)
-            return SuitDigest(alg, raw[4:])
+    if len(raw) >= 36 and raw[0] == 0x82:
+        head = raw[1]  # one-byte int: 0x00-0x17 is 0..23, 0x20-0x37 is -1..-24 (0x18-0x1f take more bytes)
+        if head < 0x18 or 0x20 <= head < 0x38:
+            size = _DIGEST_HEADERS.get(raw[2:4])
+            if size is not None and len(raw) == 4 + size:
+                return SuitDigest(head if head < 0x18 else 0x1F - head, raw[4:])
     return decode_digest(loads_exact(raw, "authentication-wrapper digest"), "authentication digest")
 
 
