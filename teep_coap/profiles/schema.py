@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from teep_coap.errors import TeepCoapError
+from teep_coap.transport.coap.options import COAP_SCHEMES, block_szx
 
 PROTOCOLS = ("teep", "otrp")
 ENCODINGS = ("cbor", "json")
@@ -24,7 +25,6 @@ SCHEME_SECURITY = {
     "http": "none",
     "https": "tls",
 }
-COAP_SCHEMES = ("coap", "coaps", "coap+oscore")
 # tinydtls (aiocoap's DTLS) speaks only this PSK suite, the RFC 7925 mandatory one.
 DTLS_CIPHER_SUITES = ("TLS_PSK_WITH_AES_128_CCM_8",)
 # RFC 7959 §2.2: SZX 0..6 gives block sizes 16..1024.
@@ -54,8 +54,7 @@ class TransportSettings:
 
     @property
     def block_szx(self) -> int:
-        """The RFC 7959 SZX exponent: size = 2 ** (szx + 4)."""
-        return self.block_size.bit_length() - 5
+        return block_szx(self.block_size)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,11 @@ from typing import Any
 COAP_SCHEMES = ("coap", "coaps", "coap+oscore")
 
 
+def block_szx(block_size: int) -> int:
+    """The RFC 7959 SZX exponent of a block size: size = 2 ** (szx + 4)."""
+    return block_size.bit_length() - 5
+
+
 @dataclass(frozen=True)
 class CoapLink:
     """Where the messages go: scheme, resource path, Content-Format, block size."""
@@ -29,8 +34,7 @@ class CoapLink:
 
     @property
     def block_szx(self) -> int:
-        """The RFC 7959 SZX exponent: size = 2 ** (szx + 4)."""
-        return self.block_size.bit_length() - 5
+        return block_szx(self.block_size)
 
 
 @dataclass(frozen=True)
