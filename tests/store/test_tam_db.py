@@ -253,12 +253,13 @@ def postgres_server() -> Iterator[str]:
         pytest.skip("psycopg (the PostgreSQL driver, extra 'postgres') is not installed")
     prefix: list[str] = []
     if os.geteuid() == 0:  # initdb refuses root: run the server as the postgres account if there is one
-        if (
-            shutil.which("runuser") is None
-            or subprocess.run(["id", "postgres"], capture_output=True).returncode
-        ):
+        # runuser lives in /usr/sbin, which a non-login PATH may lack
+        runuser = shutil.which("runuser", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")
+        if runuser is None:
+            pytest.skip("running as root and runuser (util-linux) is not installed")
+        if subprocess.run(["id", "postgres"], capture_output=True).returncode:
             pytest.skip("running as root and no 'postgres' account to run initdb as")
-        prefix = ["runuser", "-u", "postgres", "--"]
+        prefix = [runuser, "-u", "postgres", "--"]
     base = Path(tempfile.mkdtemp(prefix="teep-pg-"))
     data, sock = base / "data", base / "sock"
     sock.mkdir()
