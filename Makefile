@@ -4,7 +4,7 @@ PYTEST_ARGS ?=
 
 .PHONY: setup demo test lint typecheck check clean
 
-.setup-done: pyproject.toml scripts/setup.sh interop/node/package.json
+.setup-done: pyproject.toml setup.py teep_coap/encoding/_plaincbor.c scripts/setup.sh interop/node/package.json
 	bash scripts/setup.sh
 
 setup: .setup-done

@@ -68,6 +68,12 @@ from teep_coap.encoding.values import (
 )
 from teep_coap.model.teep import QueryResponse, RequestedTcInfo, SystemPropertyClaims, TeepMessage
 
+_plain: Callable[[bytes], bool] | None
+try:
+    from teep_coap.encoding._plaincbor import plain as _plain
+except ImportError:  # not compiled (a source tree without `pip install`): every input takes the checked way
+    _plain = None
+
 DEFAULT_MAX_SIZE = 1 << 20
 DEFAULT_MAX_DEPTH = 16
 
@@ -77,8 +83,9 @@ DEFAULT_MAX_DEPTH = 16
 # only matters for large inputs (200 KB: 8 s; 16 KB: a few ms). Their heads, followed by what must
 # come next, are the byte patterns below (tag heads longer than needed included: cbor2 accepts them).
 # Only if one of them occurs anywhere in the input (heads or string contents alike) does the scanner
-# run before cbor2. `decode` first asks whether any tag head byte that starts a pattern occurs at all
-# (one memchr-fast `in` each, ~10 ns); only then are the patterns looked for.
+# run before cbor2. The checked way first asks whether any tag head byte that starts a pattern occurs
+# at all (one memchr-fast `in` each, ~10 ns); only then are the patterns looked for. (The short way of
+# `decode` needs none of this: `_plaincbor.plain` refuses every tag.)
 COSTLY_ONLY_ABOVE = 16 * 1024
 _ARRAY_HEADS = frozenset([0x82, 0x98, 0x99, 0x9A, 0x9B, 0x9F])  # what a tag 4/5 array can start with
 _D8_LARGE = frozenset([*range(0x00, 0x18), 0x19, 0x1C, 0x1D, 0x1E, 0x23, 0x24])
@@ -208,16 +215,9 @@ class _Tools(threading.local):
         self.parts = parts
         self.encoder = cbor2.CBOREncoder(sink, default=_default)  # type: ignore[arg-type]  # has write
         self.encode = self.encoder.encode
-        self._bundle()
 
     def reset_decoder(self) -> None:
         self.decode_bytes: Callable[[bytes], Any] = cbor2.CBORDecoder(io.BytesIO(b"")).decode_from_bytes
-        self._bundle()
-
-    def _bundle(self) -> None:
-        # the hot path fetches all three with one thread-local look-up
-        if hasattr(self, "encode") and hasattr(self, "decode_bytes"):
-            self.hot = (self.decode_bytes, self.encode, self.parts)
 
 
 _TOOLS = _Tools()
@@ -327,57 +327,30 @@ def decode(
 
     Raises a `TeepDecodeError` subclass naming what is wrong and where, for any input.
 
-    The usual case takes a short way: when the input holds no costly tag (so the scanner would not
-    run before cbor2), cbor2 decodes it at once and the re-encoding is compared first; only a
-    message that is deterministic, float-free and passes every field check is returned from there.
-    Anything else, error or not, goes the checked way (`_decode_checked`), which is the reference
-    for results and errors: the short way returns exactly what it would return, since on such an
-    input it runs the same decoder, the same field checks and the same comparison, only in another
-    order.
+    The usual case takes a short way: when the C check `_plaincbor.plain` shows the input to be
+    plain deterministic CBOR (no tags, no floats, shortest heads, definite lengths, distinct keys,
+    nothing after the item: see `_plaincbor.c`), it is what cbor2 decodes and re-encodes to the same
+    bytes, so the determinism check and the costly-tag search have nothing left to find, and only
+    cbor2 and the field checks run. Only a message is returned from there; anything else, error or
+    not, goes the checked way (`_decode_checked`), which is the reference for results and errors.
     """
-    size = len(data) if type(data) is bytes else 0
     if (
-        0 < size <= max_size
+        type(data) is bytes
+        and len(data) <= max_size
         and _SHAPE_DEPTH <= max_depth < _CBOR2_DEPTH
-        and 0xFB not in data  # a float may need the model's shortest-form encoding: checked way
-        and (
-            # no costly tag: no tag head byte at all (one memchr each), else the search says so
-            (
-                0xD8 not in data
-                and 0xD9 not in data
-                and 0xDA not in data
-                and 0xDB not in data
-                and (size <= COSTLY_ONLY_ABOVE or (0xC4 not in data and 0xC5 not in data))
-            )
-            or not _may_hold_costly_tag(data)
-        )
+        and _plain is not None
+        and _plain(data)
     ):
-        decode_bytes, encode_obj, parts = _TOOLS.hot
+        tools = _TOOLS
         try:
-            obj = decode_bytes(data)
-            # `[type, {options}]` (Success, Update, QueryResponse): a first byte 0x82 (two elements)
-            # and a second byte below 0x18 (element 0 is that very integer, in its one-byte form)
-            # leave only the options map to re-encode, compared with the rest of the input. The same
-            # for `[type, {options}, err-code]` (Error) whose last byte is below 0x18: the map's
-            # canonical bytes found at offset 2 are element 1 (a CBOR item ends where it ends), and
-            # the one byte left is element 2 in its one-byte form.
-            start = tail = 0
-            if data[1] < 0x18 and (data[0] == 0x82 or (data[0] == 0x83 and data[-1] < 0x18)):
-                start, tail = 2, data[0] - 0x82
-                encode_obj(obj[1])
-            else:
-                encode_obj(obj)
-        except Exception:
-            _TOOLS.reset_decoder()  # the checked way explains the failure
-            _TOOLS.reset_encoder()
+            obj = tools.decode_bytes(data)
+        except Exception:  # e.g. a text string that is not UTF-8: the checked way names it
+            tools.reset_decoder()
         else:
-            again = _join(parts)
-            parts.clear()
-            if len(again) == size - start - tail and data.startswith(again, start):
-                try:
-                    return _message_from_obj(obj, max_depth)
-                except TeepDecodeError:
-                    pass  # the checked way raises it again, with the reference precedence
+            try:
+                return _message_from_obj(obj, max_depth)
+            except TeepDecodeError:
+                pass  # the checked way raises it again, with the reference precedence
     return _decode_checked(data, max_size, max_depth)
 
 

@@ -1,9 +1,10 @@
 """The decoder's short way must return exactly what its checked way returns (message or error).
 
-`decode` first tries a short way (kept cbor2 decoder, re-encoding compared before the field checks,
-inline checks of the simple kinds, one-loop tc-list / requested-tc-list); `_decode_checked` is the
-reference order. These tests run both on valid, mutated and hostile inputs and compare the outcome:
-the same message (all fields, `label_order` included) or the same error class and text.
+`decode` first tries a short way (the C determinism check `_plaincbor.plain` instead of the
+re-encoding, kept cbor2 decoder, inline checks of the simple kinds, one-loop tc-list /
+requested-tc-list); `_decode_checked` is the reference order. These tests run both on valid,
+mutated and hostile inputs and compare the outcome: the same message (all fields, `label_order`
+included) or the same error class and text.
 """
 
 from __future__ import annotations
