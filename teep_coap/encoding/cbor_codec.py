@@ -26,6 +26,7 @@ from typing import Any
 import cbor2
 from cbor2 import CBORDecodeError, CBORTag, FrozenDict
 
+from teep_coap.encoding.builders import BUILDERS as _BUILDERS
 from teep_coap.encoding.errors import (
     MissingMember,
     MissingPositional,
@@ -331,8 +332,9 @@ def decode(
     plain deterministic CBOR (no tags, no floats, shortest heads, definite lengths, distinct keys,
     nothing after the item: see `_plaincbor.c`), it is what cbor2 decodes and re-encodes to the same
     bytes, so the determinism check and the costly-tag search have nothing left to find, and only
-    cbor2 and the field checks run. Only a message is returned from there; anything else, error or
-    not, goes the checked way (`_decode_checked`), which is the reference for results and errors.
+    cbor2 and the message type's generated builder (`builders.py`: the field checks inlined) run.
+    Only a message is returned from there; anything else, error or not, goes the checked way
+    (`_decode_checked`), which is the reference for results and errors.
     """
     if (
         type(data) is bytes
@@ -347,10 +349,12 @@ def decode(
         except Exception:  # e.g. a text string that is not UTF-8: the checked way names it
             tools.reset_decoder()
         else:
-            try:
-                return _message_from_obj(obj, max_depth)
-            except TeepDecodeError:
-                pass  # the checked way raises it again, with the reference precedence
+            if type(obj) is list and obj and type(obj[0]) is int:
+                build = _BUILDERS.get(obj[0])
+                if build is not None:
+                    msg = build(obj, max_depth)
+                    if msg is not None:
+                        return msg
     return _decode_checked(data, max_size, max_depth)
 
 

@@ -704,6 +704,12 @@ def _fast_list_deep(
     return check
 
 
+# The one-loop fast paths of the deep lists, for callers that take the generic checker on None.
+FAST_DEEP_LISTS: Mapping[str, Callable[[list[Any] | tuple[Any, ...], int, int], tuple[Any, ...] | None]] = {
+    "tc_list": _fast_claims,
+    "rtc_list": _fast_rtcs,
+}
+
 CHECKERS: Mapping[str, Callable[[Any, int, int], Any]] = {
     "token": _sized_bstr("token"),
     "challenge": _sized_bstr("challenge"),
