@@ -15,7 +15,7 @@ from typing import Any
 
 import cbor2
 
-from teep_coap.encoding.cbor_codec import decode, encode
+from teep_coap.encoding.cbor_codec import PLAIN_CHECK_COMPILED, decode, encode
 from teep_coap.encoding.hextext import parse_hex_text
 from teep_coap.model.teep import TeepMessage, Update
 
@@ -32,6 +32,7 @@ class CodecResult:
     cbor2_dumps_ops: float
     decode_ops: float
     cbor2_loads_ops: float
+    plain_check_compiled: bool = PLAIN_CHECK_COMPILED
 
     @property
     def encode_ratio(self) -> float:
@@ -146,4 +147,11 @@ def print_table(results: list[CodecResult]) -> None:
             f"{r.cbor2_loads_ops:,.0f}",
             f"{r.decode_ratio:.2f}",
         )
-    Console(width=max(110, Console().width)).print(table)
+    console = Console(width=max(110, Console().width))
+    console.print(table)
+    if results and not results[0].plain_check_compiled:
+        console.print(
+            "[yellow]The C check teep_coap.encoding._plaincbor is not compiled, so every decode took the "
+            "slower checked way. Install the package (`pip install -e .`, needs gcc and python3-dev) "
+            "to measure the usual path.[/yellow]"
+        )

@@ -74,6 +74,7 @@ try:
     from teep_coap.encoding._plaincbor import plain as _plain
 except ImportError:  # not compiled (a source tree without `pip install`): every input takes the checked way
     _plain = None
+PLAIN_CHECK_COMPILED = _plain is not None  # False: decode is correct but takes the slower checked way
 
 DEFAULT_MAX_SIZE = 1 << 20
 DEFAULT_MAX_DEPTH = 16

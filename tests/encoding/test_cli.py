@@ -98,3 +98,4 @@ def test_bench_codec_json() -> None:
     rows = json.loads(done.stdout)
     assert [r["name"] for r in rows][:5] == list(VECTORS)
     assert all(r["decode_ops"] > 0 and r["cbor2_loads_ops"] > 0 for r in rows)
+    assert all(r["plain_check_compiled"] is True for r in rows)  # CI measures the usual path
