@@ -6,8 +6,9 @@ the head scanner of `scanner.py`, then cbor2 with its depth limit, then the fiel
 So whatever `decode` accepts, `encode` gives back byte for byte, and everything else (indefinite
 lengths, longer-than-needed heads, duplicate keys, trailing bytes, ...) raises a precise
 `TeepDecodeError` — found by the scanner once the cheap check has failed. That order is the
-reference (`_decode_checked`); `decode` first tries a short way with the same steps in another order
-and keeps only a successful result from it (see `decode`).
+reference (`_decode_checked`); `decode` first tries a short way (a C check of plain deterministic
+CBOR instead of the re-encoding, then a generated builder per message type) and keeps only a
+successful result from it (see `decode`).
 
 Encoding: definite lengths and shortest heads (cbor2 does both), floats in their shortest exact
 form, option labels in the CDDL order of each message (token first, as in the working group's
