@@ -89,15 +89,16 @@ async def test_tam_restart_between_messages(
         await client.close()
     new_server = restarted[0]
     try:
-        if name == "coaps-psk":
-            # the DTLS session died with the old process: the Agent gets a clear timeout error
-            assert not first.ok
+        if name == "coaps-psk" and not first.ok:
+            # the DTLS session died with the old process, and the Agent's DTLS layer still holds it:
+            # a clear timeout error
             assert "no answer" in first.reason and "3 s" in first.reason
             assert world.agent.state.broker.last_error  # ProcessError reached the Agent
         else:
-            # plain CoAP has no connection state: the restarted TAM finds the outstanding token in
-            # its store and the same session goes on
-            assert first.ok
+            # plain CoAP has no connection state; over DTLS, aiocoap's client sometimes drops the old
+            # session in time (which depends on event-loop timing) and shakes hands anew. Either way
+            # the restarted TAM finds the outstanding token in its store and the same session goes on.
+            assert first.ok, first.reason
         client2 = make_client(profile, uri, state_dir=world.agent_dir)
         try:
             report = await run_until_done(world.agent, client2, uri, timeout=5.0)
