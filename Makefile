@@ -2,7 +2,7 @@
 VENV := .venv/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint typecheck check clean
+.PHONY: setup demo test lint typecheck check clean fuzz-c
 
 .setup-done: pyproject.toml setup.py teep_coap/encoding/_plaincbor.c scripts/setup.sh interop/node/package.json
 	bash scripts/setup.sh
@@ -23,6 +23,15 @@ typecheck: .setup-done
 	$(VENV)/mypy
 
 check: lint typecheck test
+
+# The decoder's C check under AddressSanitizer/UBSan, fed mutated and random bytes.
+fuzz-c: .setup-done
+	tmp=$$(mktemp -d) && \
+	gcc -shared -fPIC -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
+	    -I"$$($(VENV)/python -c 'import sysconfig; print(sysconfig.get_paths()["include"])')" \
+	    teep_coap/encoding/_plaincbor.c -o $$tmp/_plaincbor.so && \
+	PYTHONMALLOC=malloc LD_PRELOAD=$$(gcc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0 \
+	    UBSAN_OPTIONS=halt_on_error=1 $(VENV)/python scripts/fuzz_plaincbor.py $$tmp/_plaincbor.so
 
 clean:
 	rm -rf .setup-done .venv build *.egg-info .pytest_cache .mypy_cache .ruff_cache
