@@ -8,6 +8,12 @@ meant to accept (or the decoder would silently lose its speed).
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
 from typing import Any
 
 import cbor2
@@ -213,3 +219,42 @@ def test_true_only_for_what_round_trips_after_mutation(value: Any, edits: list[t
 def test_true_only_for_what_round_trips_on_random_bytes(data: bytes) -> None:
     if plain(data):
         assert _keeps_promise(data), data.hex()
+
+
+def test_c_check_is_memory_safe_under_sanitizers(tmp_path: Path) -> None:
+    """`make fuzz-c` in small: the C source built with ASan/UBSan, 100,000 mutated and random inputs."""
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        pytest.skip("gcc is not installed (scripts/setup.sh installs it)")
+    libasan = subprocess.run(
+        [gcc, "-print-file-name=libasan.so"], capture_output=True, text=True
+    ).stdout.strip()
+    if not Path(libasan).is_file():
+        pytest.skip("libasan is not installed (it comes with Debian's gcc)")
+    root = Path(__file__).resolve().parents[2]
+    built = tmp_path / "_plaincbor.so"
+    include = sysconfig.get_paths()["include"]
+    flags = ["-shared", "-fPIC", "-O1", "-g", "-fsanitize=address,undefined", "-fno-omit-frame-pointer"]
+    cc = subprocess.run(
+        [gcc, *flags, f"-I{include}", str(root / "teep_coap/encoding/_plaincbor.c"), "-o", str(built)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert cc.returncode == 0, cc.stderr
+    env = dict(
+        os.environ,
+        PYTHONMALLOC="malloc",  # so that ASan sees where each bytes object ends
+        LD_PRELOAD=libasan,
+        ASAN_OPTIONS="detect_leaks=0",
+        UBSAN_OPTIONS="halt_on_error=1",
+    )
+    run = subprocess.run(
+        [sys.executable, str(root / "scripts/fuzz_plaincbor.py"), str(built), "100000"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "no sanitizer report" in run.stdout and "ERROR" not in run.stderr
