@@ -15,6 +15,7 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from teep_coap.transport.base import TransportError
@@ -41,12 +42,15 @@ class FaultPlan:
     # (docs/coap-binding.md); this lets a test put the faults on the CoAP exchanges only. It is the
     # only place the relay looks at a datagram, and it reads one byte.
     spare_dtls_handshake: bool = False
+    delay: float = 0.0  # seconds every delivered datagram takes (one-way latency of a slow link)
 
     def __post_init__(self) -> None:
         for name in ("drop", "duplicate", "reorder"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"FaultPlan.{name} must be within 0..1, got {value}")
+        if not 0.0 <= self.delay <= 60.0:
+            raise ValueError(f"FaultPlan.delay must be within 0..60 seconds, got {self.delay}")
 
     @property
     def active(self) -> bool:
@@ -132,7 +136,7 @@ class UdpRelay:
         self._down: asyncio.DatagramTransport | None = None
         self._upstreams: dict[tuple[str, int], _Upstream] = {}
         self._pending: list[asyncio.Task[None]] = []
-        self._held: dict[str, tuple[bytes, asyncio.TimerHandle, object]] = {}
+        self._held: dict[str, tuple[bytes, asyncio.TimerHandle, Callable[[bytes], None]]] = {}
         self.port = 0
 
     async def start(self) -> None:
@@ -177,7 +181,9 @@ class UdpRelay:
         if self._down is not None and not self._down.is_closing():
             self._down.sendto(data, client)
 
-    def _forward(self, direction: str, data: bytes, client: tuple[str, int], send: object) -> None:
+    def _forward(
+        self, direction: str, data: bytes, client: tuple[str, int], send: Callable[[bytes], None]
+    ) -> None:
         stats = self.stats[direction]
         stats.datagrams += 1
         stats.bytes += len(data)
@@ -185,12 +191,16 @@ class UdpRelay:
             self.datagrams.append(
                 Datagram(direction, f"{client[0]}:{client[1]}", bytes(data), time.monotonic())
             )
-        deliver = send  # a callable taking bytes
+        deliver = send
+        delay = self.faults.delay
 
         def out(d: bytes) -> None:
             stats.delivered_datagrams += 1
             stats.delivered_bytes += len(d)
-            deliver(d)  # type: ignore[operator]
+            if delay:
+                asyncio.get_running_loop().call_later(delay, deliver, d)  # same delay: order kept
+            else:
+                deliver(d)
 
         plan = self.faults
         if plan.spare_dtls_handshake and data[:1] in (b"\x14", b"\x15", b"\x16"):
@@ -221,7 +231,7 @@ class UdpRelay:
         if held is not None:
             data, handle, out = held
             handle.cancel()
-            out(data)  # type: ignore[operator]
+            out(data)
 
     async def close(self) -> None:
         for key in list(self._held):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 
 import pytest
 from coap_helpers import Creds, quick
@@ -72,6 +73,26 @@ async def test_exchanges_survive_loss_duplication_reordering(profile_name: str, 
     assert st.up.dropped + st.down.dropped > 0 and st.up.duplicated + st.down.duplicated > 0
     # CoAP de-duplication: the handler saw each message exactly once despite retransmissions/duplicates
     assert seen == messages
+
+
+async def test_delay_holds_every_datagram_and_keeps_order() -> None:
+    profile = quick("coap")
+    async with (
+        CoapServer(profile, echo) as server,
+        UdpRelay(("127.0.0.1", server.port), faults=FaultPlan(delay=0.15), record=True) as relay,
+    ):
+        client = CoapClient(profile, f"coap://127.0.0.1:{relay.port}/teep")
+        try:
+            started = time.monotonic()
+            assert await client.post(b"one") == b"one"
+            assert await client.post(b"two") == b"two"
+            elapsed = time.monotonic() - started
+        finally:
+            await client.close()
+    assert elapsed >= 4 * 0.15  # two round trips, each 0.15 s up and 0.15 s down
+    assert relay.stats.up.delivered_datagrams == relay.stats.down.delivered_datagrams == 2
+    with pytest.raises(ValueError, match="delay"):
+        FaultPlan(delay=-1.0)
 
 
 def test_fault_plan_checks_range() -> None:
