@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from teep_coap.encoding import cbor_codec
 from teep_coap.encoding._plaincbor import plain
 from tests.conftest import read_hex_vector
+from tests.encoding.test_fastpath import _mutants
 
 SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 VECTORS = ("query_request", "query_response", "update", "teep_success", "teep_error")
@@ -190,23 +191,10 @@ def test_accepts_every_plain_value(value: Any) -> None:
     assert plain(data), data.hex()
 
 
-def _mutants(data: bytes, edits: list[tuple[int, int, int]]) -> bytes:
-    out = bytearray(data)
-    for pos, byte, op in edits:
-        pos %= len(out) + 1
-        if op == 0 and pos < len(out):
-            out[pos] = byte
-        elif op == 1:
-            out.insert(pos, byte)
-        elif op == 2 and pos < len(out):
-            del out[pos]
-    return bytes(out)
-
-
 @SETTINGS
 @given(
     _PLAIN_VALUES,
-    st.lists(st.tuples(st.integers(0, 1000), st.integers(0, 255), st.integers(0, 2)), max_size=4),
+    st.lists(st.tuples(st.integers(0, 1000), st.integers(0, 255), st.integers(0, 3)), max_size=4),
 )
 def test_true_only_for_what_round_trips_after_mutation(value: Any, edits: list[tuple[int, int, int]]) -> None:
     data = _mutants(cbor2.dumps(value), edits)
