@@ -30,6 +30,7 @@ from teep_coap.encoding.values import (
     FAST_INT,
     FAST_TEXT,
     FAST_UINTS,
+    PLAIN_SHAPES,
     Invalid,
     check_any,
     fast_check,
@@ -96,6 +97,8 @@ def _check_lines(kind: str, attr: str, depth: int, checker_name: str) -> list[st
             "    ids.append(tuple(x))",
             f"{store} = tuple(ids)",
         ]
+    if kind in PLAIN_SHAPES:  # integers of plain CBOR are in range: shape and types are the check
+        return [f"r = shape_{checker_name}(v)", "if r is None: return None", f"{store} = r"]
     if kind in FAST_DEEP_LISTS:  # its one-loop fast path, which says None where the checker would explain
         return [
             "if type(v) is not list or not v: return None",
@@ -125,6 +128,7 @@ def _builder_source(mtype: int) -> tuple[str, dict[str, Any]]:
         checker_name = f"check_{attr}"
         names[checker_name] = CHECKERS[kind]
         names[f"fast_{checker_name}"] = FAST_DEEP_LISTS.get(kind)
+        names[f"shape_{checker_name}"] = PLAIN_SHAPES.get(kind)
         lines.append(f"        {keyword} label == {int(label)}:")
         lines += [f"            {line}" for line in _check_lines(kind, attr, 3, checker_name)]
         keyword = "elif"
@@ -141,6 +145,7 @@ def _builder_source(mtype: int) -> tuple[str, dict[str, Any]]:
     for index, (attr, kind, _cname) in enumerate(positional, start=2):
         checker_name = f"check_{attr}"
         names[checker_name] = CHECKERS[kind]
+        names[f"shape_{checker_name}"] = PLAIN_SHAPES.get(kind)
         lines.append(f"    v = obj[{index}]")
         lines += [f"    {line}" for line in _check_lines(kind, attr, 2, checker_name)]
     lines += [

@@ -358,63 +358,79 @@ def _fast_list(
     return check
 
 
-def _profiles_list(value: Any, depth: int, max_depth: int) -> tuple[Any, ...]:
-    """supported-suit-cose-profiles: one loop with inline checks (locals, no call per profile); on the
-    first anomaly the generic checker takes over and names the item and problem."""
-    lo, hi = _I_MIN, _I_MAX
+def _profiles_shape(value: Any) -> tuple[tuple[int, int, int, int], ...] | None:
+    """supported-suit-cose-profiles in model form when shape and types are right, else None. The
+    integers are not range-checked: decoded plain CBOR holds no others (`builders.py`)."""
     tv = type(value)
-    if (tv is list or tv is tuple) and value:
-        out: list[tuple[int, int, int, int]] = []
-        append = out.append
-        for p in value:
-            tp = type(p)
-            if (tp is not list and tp is not tuple) or len(p) != 4:
-                break
-            a, b, c, d = p
-            if not (
-                type(a) is int
-                and type(b) is int
-                and type(c) is int
-                and type(d) is int
-                and lo <= a <= hi
-                and lo <= b <= hi
-                and lo <= c <= hi
-                and lo <= d <= hi
-            ):
-                break
-            append((a, b, c, d))
-        else:
-            return tuple(out)
+    if (tv is not list and tv is not tuple) or not value:
+        return None
+    out: list[tuple[int, int, int, int]] = []
+    append = out.append
+    for p in value:
+        tp = type(p)
+        if (tp is not list and tp is not tuple) or len(p) != 4:
+            return None
+        a, b, c, d = p
+        if type(a) is not int or type(b) is not int or type(c) is not int or type(d) is not int:
+            return None
+        append((a, b, c, d))
+    return tuple(out)
+
+
+def _suites_shape(value: Any) -> tuple[tuple[tuple[int, int], ...], ...] | None:
+    """supported-teep-cipher-suites in model form when shape and types are right (cose-type >= 0),
+    else None; the integers' upper and lower CBOR bounds are not checked (see `_profiles_shape`)."""
+    tv = type(value)
+    if (tv is not list and tv is not tuple) or not value:
+        return None
+    out: list[tuple[tuple[int, int], ...]] = []
+    append = out.append
+    for suite in value:
+        ts = type(suite)
+        if (ts is not list and ts is not tuple) or not suite:
+            return None
+        ops = []
+        for op in suite:
+            to = type(op)
+            if (to is not list and to is not tuple) or len(op) != 2:
+                return None
+            typ, alg = op
+            if type(typ) is not int or type(alg) is not int or typ < 0:
+                return None
+            ops.append((typ, alg))
+        append(tuple(ops))
+    return tuple(out)
+
+
+def _in_cbor_range(rows: tuple[tuple[int, ...], ...]) -> bool:
+    """Every integer of these rows is one CBOR can carry (major types 0/1, no bignum)."""
+    lo, hi = _I_MIN, _I_MAX
+    for row in rows:
+        for x in row:
+            if not lo <= x <= hi:
+                return False
+    return True
+
+
+def _profiles_list(value: Any, depth: int, max_depth: int) -> tuple[Any, ...]:
+    """supported-suit-cose-profiles: shape and types, then the range; on any anomaly the generic
+    checker takes over and names the item and problem."""
+    out = _profiles_shape(value)
+    if out is not None and _in_cbor_range(out):
+        return out
     return _slow_profiles(value, depth, max_depth)
 
 
 def _suites_list(value: Any, depth: int, max_depth: int) -> tuple[Any, ...]:
-    """supported-teep-cipher-suites: like `_profiles_list`, with the usual one-operation suite
-    `[[cose-type, alg]]` as the quickest case."""
-    lo, hi = _I_MIN, _I_MAX
-    tv = type(value)
-    if (tv is list or tv is tuple) and value:
-        out: list[tuple[tuple[int, int], ...]] = []
-        append = out.append
-        for suite in value:
-            ts = type(suite)
-            if (ts is not list and ts is not tuple) or not suite:
-                break
-            ops = []
-            for op in suite:
-                to = type(op)
-                if (to is not list and to is not tuple) or len(op) != 2:
-                    break
-                typ, alg = op
-                if not (type(typ) is int and type(alg) is int and 0 <= typ <= hi and lo <= alg <= hi):
-                    break
-                ops.append((typ, alg))
-            else:
-                append(tuple(ops))
-                continue
-            break
-        else:
-            return tuple(out)
+    """supported-teep-cipher-suites: like `_profiles_list`."""
+    out = _suites_shape(value)
+    if out is not None:
+        lo, hi = _I_MIN, _I_MAX
+        for suite in out:
+            for typ, alg in suite:  # cose-type >= 0 is checked by the shape already
+                if typ > hi or not lo <= alg <= hi:
+                    return _slow_suites(value, depth, max_depth)
+        return out
     return _slow_suites(value, depth, max_depth)
 
 
@@ -708,6 +724,13 @@ def _fast_list_deep(
 FAST_DEEP_LISTS: Mapping[str, Callable[[list[Any] | tuple[Any, ...], int, int], tuple[Any, ...] | None]] = {
     "tc_list": _fast_claims,
     "rtc_list": _fast_rtcs,
+}
+
+# Shape-and-type checks for values decoded from plain CBOR (`_plaincbor.plain`), whose integers are
+# within the CBOR range by construction: the model form, or None where the kind's checker must decide.
+PLAIN_SHAPES: Mapping[str, Callable[[Any], tuple[Any, ...] | None]] = {
+    "suites": _suites_shape,
+    "profiles": _profiles_shape,
 }
 
 CHECKERS: Mapping[str, Callable[[Any, int, int], Any]] = {
