@@ -17,6 +17,7 @@ from teep_coap.store.tam_db import (
     OPEN,
     SUPERSEDED,
     DuplicateDevice,
+    Outstanding,
     StoreError,
     TamStore,
     component_from_key,
@@ -36,6 +37,30 @@ def store(tmp_path: Path) -> TamStore:
 
 def _device(store: TamStore, kid: bytes = b"k" * 32, **kw: object) -> int:
     return store.add_device(kid=kid, alg=-9, public_key=b"PEM", now=1.0, **kw).id  # type: ignore[arg-type]
+
+
+def _query(
+    store: TamStore,
+    session_id: int,
+    device_id: int | None,
+    *,
+    token: bytes | None = None,
+    challenge: bytes | None = None,
+    now: float = 1.0,
+    lifetime: int = 9,
+    cap: int = 4,
+) -> Outstanding:
+    """One outstanding QueryRequest, with the values most tests do not care about."""
+    return store.add_outstanding(
+        session_id=session_id,
+        device_id=device_id,
+        kind="query",
+        token=token,
+        challenge=challenge,
+        now=now,
+        lifetime=lifetime,
+        cap=cap,
+    )
 
 
 def test_component_key_round_trip() -> None:
@@ -63,16 +88,7 @@ def test_outstanding_cap_supersedes_oldest(store: TamStore) -> None:
     dev = _device(store)
     sid = store.start_session(1.0, device_id=dev, transport_identity=None)
     for i in range(5):
-        store.add_outstanding(
-            session_id=sid,
-            device_id=dev,
-            kind="query",
-            token=bytes([i]) * 16,
-            challenge=None,
-            now=10.0 + i,
-            lifetime=100,
-            cap=3,
-        )
+        _query(store, sid, dev, token=bytes([i]) * 16, now=10.0 + i, lifetime=100, cap=3)
     states = [o.state for o in store.outstanding(dev)]
     assert states == [SUPERSEDED, SUPERSEDED, OPEN, OPEN, OPEN]
 
@@ -80,34 +96,15 @@ def test_outstanding_cap_supersedes_oldest(store: TamStore) -> None:
 def test_duplicate_open_token_refused(store: TamStore) -> None:
     dev = _device(store)
     sid = store.start_session(1.0, device_id=dev, transport_identity=None)
-    kw = dict(
-        session_id=sid,
-        device_id=dev,
-        kind="query",
-        token=b"t" * 16,
-        challenge=None,
-        now=1.0,
-        lifetime=9,
-        cap=4,
-    )
-    store.add_outstanding(**kw)  # type: ignore[arg-type]
+    _query(store, sid, dev, token=b"t" * 16)
     with pytest.raises(StoreError, match="already outstanding"):
-        store.add_outstanding(**kw)  # type: ignore[arg-type]
+        _query(store, sid, dev, token=b"t" * 16)
 
 
 def test_claim_only_once(store: TamStore) -> None:
     dev = _device(store)
     sid = store.start_session(1.0, device_id=None, transport_identity=None)
-    o = store.add_outstanding(
-        session_id=sid,
-        device_id=None,
-        kind="query",
-        token=None,
-        challenge=b"c" * 16,
-        now=1.0,
-        lifetime=9,
-        cap=4,
-    )
+    o = _query(store, sid, None, challenge=b"c" * 16)
     assert store.find_outstanding(challenge=b"c" * 16, device_id=dev)[0].id == o.id
     assert store.claim(o.id, dev) is True
     assert store.claim(o.id, dev) is False
@@ -127,16 +124,7 @@ def test_claim_race_between_processes(tmp_path: Path) -> None:
     s = TamStore(url)
     dev = _device(s)
     sid = s.start_session(1.0, device_id=dev, transport_identity=None)
-    o = s.add_outstanding(
-        session_id=sid,
-        device_id=dev,
-        kind="query",
-        token=b"r" * 16,
-        challenge=None,
-        now=1.0,
-        lifetime=9,
-        cap=4,
-    )
+    o = _query(s, sid, dev, token=b"r" * 16)
     ctx = multiprocessing.get_context("spawn")
     q = ctx.Queue()
     procs = [ctx.Process(target=_claim_in_process, args=(url, o.id, dev, q)) for _ in range(4)]
@@ -151,26 +139,8 @@ def test_claim_race_between_processes(tmp_path: Path) -> None:
 
 def test_expire(store: TamStore) -> None:
     sid = store.start_session(1.0, device_id=None, transport_identity=None)
-    store.add_outstanding(
-        session_id=sid,
-        device_id=None,
-        kind="query",
-        token=b"a" * 8,
-        challenge=None,
-        now=0.0,
-        lifetime=10,
-        cap=9,
-    )
-    store.add_outstanding(
-        session_id=sid,
-        device_id=None,
-        kind="query",
-        token=b"b" * 8,
-        challenge=None,
-        now=0.0,
-        lifetime=100,
-        cap=9,
-    )
+    _query(store, sid, None, token=b"a" * 8, now=0.0, lifetime=10, cap=9)
+    _query(store, sid, None, token=b"b" * 8, now=0.0, lifetime=100, cap=9)
     assert store.expire_outstanding(50.0) == 1
     assert [o.token for o in store.outstanding()] == [b"b" * 8]
 
@@ -299,16 +269,7 @@ def test_postgresql_same_code(postgres_url: str) -> None:
     s = TamStore(postgres_url)
     dev = _device(s, kid=b"p" * 32)
     sid = s.start_session(1.0, device_id=dev, transport_identity=None)
-    o = s.add_outstanding(
-        session_id=sid,
-        device_id=dev,
-        kind="query",
-        token=b"t" * 16,
-        challenge=None,
-        now=1.0,
-        lifetime=9,
-        cap=4,
-    )
+    o = _query(s, sid, dev, token=b"t" * 16)
     assert s.claim(o.id, dev) and not s.claim(o.id, dev)
     s.add_component(component_id=CID_A, sequence_number=2, envelope=b"e", now=1.0, audience="all")
     assert s.latest_components()[0].sequence_number == 2
@@ -354,16 +315,7 @@ def test_atomic_rolls_back_everything(store: TamStore) -> None:
     before = store.snapshot()
     with pytest.raises(RuntimeError), store.atomic():
         sid = store.start_session(1.0, device_id=dev, transport_identity=None)
-        store.add_outstanding(
-            session_id=sid,
-            device_id=dev,
-            kind="query",
-            token=b"z" * 16,
-            challenge=None,
-            now=1.0,
-            lifetime=9,
-            cap=4,
-        )
+        _query(store, sid, dev, token=b"z" * 16)
         store.touch_device(dev, 5.0, negotiated={"versions": [0]})
         assert len(store.outstanding()) == 1  # visible inside the transaction
         raise RuntimeError("crash in the middle of a message")
