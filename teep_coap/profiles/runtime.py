@@ -166,4 +166,14 @@ async def run_agent(
             {"component_id": [p.hex() for p in cid], "from": a, "to": b} for cid, a, b in report.updated
         ],
         "removed": [{"component_id": [p.hex() for p in cid]} for cid in report.removed],
+        **({"recovered": _recovered_summary(report.recovered)} if report.recovered is not None else {}),
     }
+
+
+def _recovered_summary(recovered: dict[str, Any]) -> dict[str, Any]:
+    """`agent run`'s account of an Update an earlier run left unconfirmed (lost Success, crash)."""
+    if recovered["applied_before"]:
+        note = "an earlier session applied an Update whose Success the TAM never took; the TAM now agrees"
+    else:
+        note = "an earlier session was interrupted before its Update was applied; nothing half-done was kept"
+    return {"note": note, "changes_since": recovered["changes"]}

@@ -183,6 +183,9 @@ class RunReport:
     installed: list[tuple[tuple[bytes, ...], int]]  # (component id, sequence number)
     removed: list[tuple[bytes, ...]]
     updated: list[tuple[tuple[bytes, ...], int, int]]  # (component id, old seq, new seq)
+    # An Update an earlier run began and never saw confirmed (lost Success, crash), now settled:
+    # {"applied_before": bool, "changes": [{component_id, from, to}]}; None when there was none.
+    recovered: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
@@ -204,15 +207,21 @@ async def run_until_done(
 ) -> RunReport:
     """Sessions until one changes nothing on the device (the TAM has nothing more), or one fails."""
     before = _snapshot(agent)
+    earlier = agent.unconfirmed() if hasattr(agent, "unconfirmed") else None
+    recovered: dict[str, Any] | None = None
     sessions: list[SessionResult] = []
     for _ in range(max_sessions):
         prior = _snapshot(agent)
         result = await run_session(agent, client, tam_uri, timeout=timeout, max_rounds=max_rounds)
         sessions.append(result)
+        if result.ok and hasattr(agent, "confirm"):
+            changes = agent.confirm()  # the TAM answered to the end: nothing is left unconfirmed
+            if earlier is not None and recovered is None:
+                recovered = {"applied_before": bool(earlier.get("applied")), "changes": changes}
         if not result.ok or _snapshot(agent) == prior:
             break
     after = _snapshot(agent)
     installed = [(cid, seq) for cid, seq in after.items() if cid not in before]
     removed = [cid for cid in before if cid not in after]
     updated = [(cid, before[cid], seq) for cid, seq in after.items() if cid in before and before[cid] != seq]
-    return RunReport(sessions, installed, removed, updated)
+    return RunReport(sessions, installed, removed, updated, recovered)

@@ -27,8 +27,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from teep_coap import crashpoints
 from teep_coap.errors import TeepCoapError
-from teep_coap.model.codes import CoseAlg, CoseType, DataItem, ErrorCode, FreshnessMechanism
+from teep_coap.model.codes import CoseAlg, CoseType, DataItem, ErrorCode, FreshnessMechanism, Label
 from teep_coap.model.teep import (
     ComponentId,
     Error,
@@ -55,6 +56,7 @@ AttestationProvider = Callable[[bytes, bytes | None], bytes]
 
 _LEGACY = {int(CoseAlg.ES256): int(CoseAlg.ESP256), int(CoseAlg.EDDSA): int(CoseAlg.ED25519)}
 ERR_MSG_MAX = 128
+ALREADY_INSTALLED = "already installed"
 
 
 def _norm_suite(suite: Sequence[Sequence[int]]) -> tuple[tuple[int, int], ...]:
@@ -70,6 +72,10 @@ def _clip(text: str, limit: int = ERR_MSG_MAX) -> str:
     """err-msg is 1..128 bytes of UTF-8: cut at a character boundary."""
     raw = text.encode()[:limit]
     return raw.decode("utf-8", "ignore") or "error"
+
+
+def _hex(data: bytes | None) -> str:
+    return "" if data is None else data.hex()
 
 
 def _cid_key(cid: Sequence[bytes]) -> str:
@@ -122,6 +128,8 @@ class AgentEngine:
     def receive(self, data: bytes) -> bytes | None:
         """One TEEP message in; the signed answer out (None when the message needs no answer)."""
         outcome = self._process(data)
+        if crashpoints.armed is not None and outcome.response is not None:  # test hook
+            crashpoints.reached(crashpoints.message_point("agent.answered", outcome.response))
         self.last_response, self.last_note = outcome.response, outcome.note
         if outcome.note:
             log.info("agent: %s", outcome.note)
@@ -175,6 +183,8 @@ class AgentEngine:
                 msg = wire.decode_bare(data)
             except TeepDecodeError as exc:
                 return self._error(ErrorCode.ERR_PERMANENT_ERROR, f"malformed TEEP message: {exc}")
+        if crashpoints.armed is not None:  # test hook (teep_coap.crashpoints)
+            crashpoints.reached(crashpoints.message_point("agent.received", msg))
         if isinstance(msg, QueryRequest):
             return self._on_query_request(msg, signer_kid)
         if isinstance(msg, Update):
@@ -353,6 +363,9 @@ class AgentEngine:
         for entry in self.state.components.list():
             claims = system_property_claims(entry)
             params = {k: v for k, v in claims.items() if k != 0}
+            # tc-manifest-sequence-number (label 17) of the manifest that installed it: lets the TAM
+            # reconcile its record with what the device really has (docs/engines.md, "Recovery")
+            params[int(Label.TC_MANIFEST_SEQUENCE_NUMBER)] = int(entry.sequence_number)
             out.append(SystemPropertyClaims(component_id=tuple(entry.component_id), parameters=params))
         return tuple(out)
 
@@ -390,6 +403,7 @@ class AgentEngine:
                 ErrorCode(upd.err_code).name if upd.err_code in ErrorCode._value2member_map_ else upd.err_code
             )
             return _Outcome(None, f"TAM refused: {name} {upd.err_msg or ''}".strip())
+        self._begin_unconfirmed(token)
         # First unlink everything unneeded (an error stops here: Error 17 with the unlink report) ...
         for cid in upd.unneeded_manifest_list or ():
             ok, report, why = self._unlink(tuple(cid), token)
@@ -404,12 +418,14 @@ class AgentEngine:
         # ... then the SUIT Update Procedure on each manifest; Success only if all succeeded.
         reports: list[bytes] = []
         failures: list[str] = []
+        repeats = 0
         for i, envelope in enumerate(upd.manifest_list or ()):
             ok, report, why = self._run_manifest(envelope, token)
             if report is not None:
                 reports.append(report)
             if not ok:
                 failures.append(f"manifest {i}: {why}")
+            repeats += why == ALREADY_INSTALLED
         self.state.save_reports(reports)
         self._tidy_broker()
         if failures:
@@ -419,7 +435,50 @@ class AgentEngine:
                 token=token,
                 suit_reports=tuple(reports) or None,
             )
+        self._mark_applied()
+        if repeats:  # a repeated Update (its Success was lost): one install, and a Success again
+            return _Outcome(
+                Success(token=token), f"Update applied ({repeats} manifest(s) {ALREADY_INSTALLED})"
+            )
         return _Outcome(Success(token=token), "Update applied")
+
+    # ------------------------------------------------------------ recovery bookkeeping
+
+    def _snapshot(self) -> dict[str, int]:
+        return {_cid_key(e.component_id): int(e.sequence_number) for e in self.state.components.list()}
+
+    def _begin_unconfirmed(self, token: bytes | None) -> None:
+        """Note (durably, before installing) that an Update is under way; an earlier unconfirmed one
+        keeps its `before`, so the next run reports the change since the first interruption."""
+        b = self.state.broker
+        before = b.unconfirmed["before"] if b.unconfirmed else self._snapshot()
+        b.unconfirmed = {"token": _hex(token), "before": before, "applied": False}
+        self.state.save_broker()
+
+    def _mark_applied(self) -> None:
+        if self.state.broker.unconfirmed is not None:
+            self.state.broker.unconfirmed["applied"] = True
+            self.state.save_broker()
+
+    def unconfirmed(self) -> dict[str, Any] | None:
+        """The Update an earlier session began and did not finish (see BrokerState.unconfirmed)."""
+        u = self.state.broker.unconfirmed
+        return dict(u) if u else None
+
+    def confirm(self) -> list[dict[str, Any]]:
+        """A session ended well: the TAM has what it needs. Clears the unconfirmed Update and returns
+        what changed on the device since it began ({component_id, from, to}; None = absent)."""
+        u = self.state.broker.unconfirmed
+        if not u:
+            return []
+        before, now = dict(u.get("before") or {}), self._snapshot()
+        self.state.broker.unconfirmed = None
+        self.state.save_broker()
+        return [
+            {"component_id": key.split("."), "from": before.get(key), "to": now.get(key)}
+            for key in sorted(set(before) | set(now))
+            if before.get(key) != now.get(key)
+        ]
 
     def _sign_report(self, report: Any) -> bytes | None:
         from teep_coap.security.suit.errors import SuitError
@@ -466,6 +525,8 @@ class AgentEngine:
         except TeepCoapError as exc:  # the SUIT layer reports failures in its result; this is a backstop
             return False, None, str(exc)
         report = self._sign_report(result.report)
+        if result.already_installed:
+            return True, report, ALREADY_INSTALLED
         return bool(result.success), report, "" if result.success else str(result.error or "failed")
 
     # ------------------------------------------------------------ Broker-facing API (RFC 9397)

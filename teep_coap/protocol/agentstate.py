@@ -158,6 +158,10 @@ class BrokerState:
     policy_queue: list[str] | None = None  # TAM URIs still to return in this policy-check round
     last_error: dict[str, float] = field(default_factory=dict)  # tam uri -> time of ProcessError
     tam_challenges: list[str] = field(default_factory=list)  # hex challenges sent with Error 7
+    # An Update the Agent began and no TAM has confirmed since (its session did not end well): written
+    # before the install, so the next run can say what was recovered. {token, before: {cid key: seq},
+    # applied: bool}; None when every Update so far ended in a finished session.
+    unconfirmed: dict[str, Any] | None = None
 
     def to_json(self) -> bytes:
         return json.dumps(
@@ -167,6 +171,7 @@ class BrokerState:
                 "policy_queue": self.policy_queue,
                 "last_error": self.last_error,
                 "tam_challenges": self.tam_challenges,
+                "unconfirmed": self.unconfirmed,
             },
             indent=1,
             sort_keys=True,
@@ -182,6 +187,7 @@ class BrokerState:
                 policy_queue=d.get("policy_queue"),
                 last_error=dict(d.get("last_error", {})),
                 tam_challenges=[str(c) for c in d.get("tam_challenges", [])],
+                unconfirmed=dict(d["unconfirmed"]) if d.get("unconfirmed") else None,
             )
         except (ValueError, TypeError, AttributeError) as exc:
             raise AgentStateError(f"{where} is damaged: {exc}") from exc

@@ -31,6 +31,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from teep_coap import crashpoints
+
 
 class AgentLike(Protocol):
     def receive(self, data: bytes) -> bytes | None: ...
@@ -96,6 +98,8 @@ class BrokerSession:
         if self.phase is not Phase.WAITING:
             raise RuntimeError(f"no request outstanding (phase {self.phase.value})")
         if not payload:
+            if crashpoints.armed is not None:  # test hook (teep_coap.crashpoints)
+                crashpoints.reached("agent.received.final")
             return self._done(True, "the TAM has nothing more")
         self.received.append(payload)
         answer = self.agent.receive(payload)

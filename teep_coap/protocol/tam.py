@@ -19,8 +19,10 @@ A message that is not the first validly signed answer to an open, unexpired requ
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -28,6 +30,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from teep_coap import crashpoints
 from teep_coap.errors import TeepCoapError
 from teep_coap.model.codes import (
     CipherSuite,
@@ -36,6 +39,7 @@ from teep_coap.model.codes import (
     DataItem,
     ErrorCode,
     FreshnessMechanism,
+    Label,
     SuitCoseProfile,
 )
 from teep_coap.model.teep import (
@@ -45,6 +49,7 @@ from teep_coap.model.teep import (
     QueryRequest,
     QueryResponse,
     Success,
+    SystemPropertyClaims,
     TeepMessage,
     Update,
 )
@@ -197,11 +202,16 @@ class TamEngine:
 
     def connect(self, transport_identity: str | None = None) -> bytes:
         """ProcessConnect: a new session starts with a signed QueryRequest."""
+        if crashpoints.armed is not None:
+            crashpoints.reached("tam.received.connect")
         try:
             with self.store.atomic():
-                return self._connect(transport_identity)
+                answer = self._connect(transport_identity)
         except StoreError as exc:
             raise TamFailure(f"TAM store failure: {exc}") from exc
+        if crashpoints.armed is not None:
+            crashpoints.reached("tam.committed.connect")
+        return answer
 
     def _connect(self, transport_identity: str | None) -> bytes:
         now = self.clock()
@@ -219,9 +229,12 @@ class TamEngine:
         """ProcessTeepMessage: the next signed message of the session, or None when nothing more."""
         try:
             with self.store.atomic():  # a refused message rolls back everything it touched
-                return self._receive(data, transport_identity)
+                answer = self._receive(data, transport_identity)
         except StoreError as exc:
             raise TamFailure(f"TAM store failure: {exc}") from exc
+        if crashpoints.armed is not None:
+            crashpoints.reached(crashpoints.message_point("tam.committed", getattr(_received, "kind", "?")))
+        return answer
 
     # ---------------------------------------------------------------- helpers
 
@@ -400,6 +413,9 @@ class TamEngine:
         opened, device = self._verify(data)
         self._check_identity(device, transport_identity)
         msg = opened.message
+        if crashpoints.armed is not None:  # test hook (teep_coap.crashpoints)
+            _received.kind = type(msg).__name__
+            crashpoints.reached(crashpoints.message_point("tam.received", msg))
         if isinstance(msg, QueryResponse):
             return self._on_query_response(msg, device)
         if isinstance(msg, Success):
@@ -542,9 +558,9 @@ class TamEngine:
         ):
             if items is not None and len(items) > MAX_LIST_ITEMS:
                 raise InvalidMessage(f"{name} has {len(items)} entries, more than {MAX_LIST_ITEMS}")
-        installed: dict[ComponentId, int | None] | None = (
-            {tuple(c.component_id): None for c in msg.tc_list or ()} if asked_tcs else None
-        )
+        installed: dict[ComponentId, int | None] | None = None
+        if asked_tcs:
+            installed = self._reconcile(sid, device, msg.tc_list or (), claims)
         wanted = {tuple(r.component_id): r.tc_manifest_sequence_number for r in msg.requested_tc_list or ()}
         unneeded = [tuple(c) for c in msg.unneeded_manifest_list or ()]
         have = self.store.set_device_components(
@@ -552,6 +568,68 @@ class TamEngine:
         )
         self.store.touch_device(device.id, now, attested_claims=claims)
         return have
+
+    def _reconcile(
+        self,
+        sid: int,
+        device: Device,
+        tc_list: Sequence[SystemPropertyClaims],
+        claims: dict[str, Any] | None,
+    ) -> dict[ComponentId, int | None]:
+        """What the device has, per its report: the truth the TAM's record is brought in line with.
+
+        Each tc-list entry's tc-manifest-sequence-number replaces the recorded one (higher after a lost
+        Success, lower after a device restored from backup: the TAM then offers its newest again, and
+        the Agent never accepts anything lower than it holds). Where the report disagrees with the
+        record and appraised evidence names the component's manifest digest, the catalog version with
+        that digest wins over the tc-list. A version the catalog does not know is recorded as reported
+        and audited; it only ever stops the TAM from offering something not newer (docs/engines.md).
+        """
+        now = self.clock()
+        recorded = {
+            component_key(c.component_id): c.installed_seq for c in self.store.device_components(device.id)
+        }
+        attested: dict[str, str] | None = None
+        out: dict[ComponentId, int | None] = {}
+        for entry in tc_list:
+            cid = tuple(entry.component_id)
+            seq = _reported_seq(entry)
+            before = recorded.get(component_key(cid))
+            if seq == before or (seq is None and before is not None):
+                out[cid] = seq
+                continue
+            if claims is not None:
+                attested = attested if attested is not None else _attested_digests(claims)
+                digest = attested.get(".".join(p.hex() for p in cid))
+                if digest is not None:
+                    version = next(
+                        (
+                            e
+                            for e in self.store.component_versions(cid)
+                            if hashlib.sha256(e.envelope).hexdigest() == digest
+                        ),
+                        None,
+                    )
+                    if version is None:
+                        self.store.audit(
+                            sid, now, "unknown-manifest", f"{_cid_text(cid)} digest={digest[:16]} seq={seq}"
+                        )
+                    else:
+                        if seq is not None and version.sequence_number != seq:
+                            self.store.audit(
+                                sid,
+                                now,
+                                "tc-list-disagrees",
+                                f"{_cid_text(cid)} reported={seq} attested={version.sequence_number}",
+                            )
+                        seq = version.sequence_number
+            if seq != before:
+                log.info(
+                    "device %s: %s recorded %s, device has %s", device.kid.hex(), _cid_text(cid), before, seq
+                )
+                self.store.audit(sid, now, "reconciled", f"{_cid_text(cid)} recorded={before} device={seq}")
+            out[cid] = seq
+        return out
 
     def _plan(
         self, device: Device, components: Sequence[DeviceComponent] | None = None
@@ -724,6 +802,9 @@ class TamEngine:
         return base, None, None
 
 
+# The type of the message this thread is processing, kept only while a crash point is armed (tests).
+_received = threading.local()
+
 _digests: OrderedDict[bytes, str | None] = OrderedDict()
 
 
@@ -765,6 +846,32 @@ def _installed_per_reports(row: Outstanding, reports: Sequence[bytes]) -> dict[C
         for item in row.data.get("install", [])
         if len(item) > 2 and item[2] is not None and item[2] in ok
     }
+
+
+def _reported_seq(entry: SystemPropertyClaims) -> int | None:
+    """The tc-manifest-sequence-number of a tc-list entry, None when absent (peers that do not send it)
+    or not an unsigned integer."""
+    seq = entry.parameters.get(int(Label.TC_MANIFEST_SEQUENCE_NUMBER))
+    return seq if type(seq) is int and 0 <= seq < 1 << 64 else None
+
+
+def _attested_digests(claims: dict[str, Any]) -> dict[str, str]:
+    """Component key → hex SHA-256 of the installed envelope, from the `manifests` claim of appraised
+    evidence (entries `[content-format, {1: "#<component key>", 0: [alg, digest]}]`; others ignored)."""
+    out: dict[str, str] = {}
+    for item in claims.get("manifests") or ():
+        try:
+            body = item[1]
+            uri, (alg, digest) = body["1"], body["0"]
+        except (TypeError, KeyError, IndexError, ValueError):
+            continue
+        if isinstance(uri, str) and uri.startswith("#") and alg == -16 and isinstance(digest, str):
+            out[uri[1:]] = digest
+    return out
+
+
+def _cid_text(cid: ComponentId) -> str:
+    return ".".join(p.hex() for p in cid)
 
 
 def _hex(b: bytes | None) -> str:

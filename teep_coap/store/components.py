@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from teep_coap import crashpoints
 from teep_coap.errors import TeepCoapError
 
 ComponentId = tuple[bytes, ...]
@@ -240,6 +241,8 @@ class ComponentStore:
     def _hook(self, step: str) -> None:
         if self.fault_hook is not None:
             self.fault_hook(step)
+        if crashpoints.armed is not None:  # test hook: TEEP_COAP_CRASH_AT=store.<step>
+            crashpoints.reached(f"store.{step}")
 
     def install(
         self,

@@ -771,6 +771,19 @@ class TamStore:
                 return entry
         return None
 
+    def component_versions(self, component_id: Sequence[bytes]) -> list[CatalogEntry]:
+        """Every catalog version of one component, lowest sequence number first (the TAM matches an
+        attested manifest digest against them when a device's report disagrees with its record)."""
+        key = component_key(component_id)
+        with self._tx() as tx:
+            rows = tx.conn.execute(
+                select(_C.sequence_number, _C.envelope, _C.name, _C.audience)
+                .where(_C.component_key == key)
+                .order_by(_C.sequence_number)
+            )
+            cid = tuple(bytes(p) for p in component_id)
+            return [CatalogEntry(cid, int(r[0]), bytes(r[1]), r[2], str(r[3])) for r in rows]
+
     # ---- per-device components ----
 
     def device_components(self, device_id: int) -> list[DeviceComponent]:

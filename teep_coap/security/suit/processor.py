@@ -14,6 +14,7 @@ store → shared sequence → payload-fetch → install → validate → commit.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -118,6 +119,9 @@ class ProcessResult:
     sequence_number: int | None = None
     manifest_component_id: ComponentId | None = None
     invoke_requested: tuple[ComponentId, ...] = ()
+    # The same manifest (sequence number and digest) had installed every component it names already:
+    # nothing was run or written, and the operation counts as done (a repeated Update is idempotent).
+    already_installed: bool = False
 
     @property
     def reason(self) -> ReportReason:
@@ -486,6 +490,19 @@ def process_envelope(
         m = env.manifest
         if not m.common.components:
             raise ComponentUnsupported("manifest lists no components")
+        if _already_installed(env, bytes(data), store):
+            return ProcessResult(
+                success=True,
+                report=build_report(
+                    manifest_uri=m.reference_uri or "",
+                    manifest_digest=env.digest,
+                    nonce=report_nonce,
+                    records=[],
+                ),
+                sequence_number=m.sequence_number,
+                manifest_component_id=m.manifest_component_id,
+                already_installed=True,
+            )
         _check_rollback(env, store)
         interp = _Interpreter(env, device, store, fetcher, max_payload_size)
         if m.common.shared_sequence is not None:
@@ -533,6 +550,28 @@ def process_envelope(
         manifest_component_id=m.manifest_component_id,
         invoke_requested=tuple(m.common.components[i] for i in sorted(interp.invoked)),
     )
+
+
+def _already_installed(env: Envelope, data: bytes, store: ComponentStore) -> bool:
+    """True when every component the (authenticated) manifest names is installed by a manifest with the
+    same sequence number and the same manifest digest: applying it again would change nothing. SUIT
+    forbids going lower; the same manifest again is not a rollback but a repeat (a lost Success)."""
+    m = env.manifest
+    entries = [store.get(c) for c in m.common.components]
+    if not entries:
+        return False
+    for entry in entries:
+        if entry is None or entry.sequence_number != m.sequence_number:
+            return False
+        if entry.manifest_digest == hashlib.sha256(data).digest():
+            continue  # byte-identical envelope (the usual case): no need to parse the stored one
+        try:
+            stored = parse_envelope(store.manifest(entry.component_id))
+        except TeepCoapError:
+            return False  # an unreadable stored manifest proves nothing: run the normal procedure
+        if stored.digest != env.digest:
+            return False
+    return True
 
 
 def _check_rollback(env: Envelope, store: ComponentStore) -> None:
