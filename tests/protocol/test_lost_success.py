@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .test_cli import folders, out  # noqa: F401 - `folders` is a fixture
+from tests.protocol.test_cli import folders, out  # noqa: F401 - `folders` is a fixture
 
 ID = "dev1"
 

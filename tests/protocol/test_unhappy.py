@@ -381,13 +381,16 @@ def test_rollback_attempt(world: World) -> None:
     assert world.state.components.image(cid(1)) == b"v2"
 
 
-def test_replayed_update_is_refused_by_sequence_number(world: World) -> None:
+def test_replayed_update_is_one_install_and_two_successes(world: World) -> None:
+    """The same manifest (sequence number and digest) again is "already installed", not a rollback:
+    Success, and the store is not written (installed_at unchanged). A different manifest with the same
+    sequence number is still refused (tests/security/test_suit_process.py)."""
     world.publish(1, seq=1)
     s = world.session()
     update = s.received[1]
     before = world.state.components.list()
     resp = payload_of(world.agent.receive(update))  # type: ignore[arg-type]
-    assert isinstance(resp, Error) and resp.err_code == ErrorCode.ERR_MANIFEST_PROCESSING_FAILED
+    assert isinstance(resp, Success) and "already installed" in world.agent.last_note
     assert world.state.components.list() == before
     # the TAM already took the answer to that Update: it ignores this one
     tam_before = world.tam_state()

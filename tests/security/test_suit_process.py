@@ -192,6 +192,19 @@ def test_rolled_back_sequence_number(installed: ComponentStore) -> None:
     assert installed.image(CID) == PAYLOAD
 
 
+def test_the_same_manifest_again_is_already_installed(installed: ComponentStore) -> None:
+    """Sequence number and digest equal to the installed ones: success without running or writing
+    anything (a repeated Update after a lost Success), not a rollback."""
+    index_before = (installed.root / "index.json").read_bytes()
+    r = run(installed, envelope(5), report_nonce=b"N" * 16)
+    assert r.success and r.already_installed and r.installed == () and r.records == ()
+    assert r.report.success and r.report.nonce == b"N" * 16
+    assert (installed.root / "index.json").read_bytes() == index_before
+    # the same manifest under an untrusted signature: authentication comes first, so it is refused
+    other = run(installed, envelope(5, key=STRANGER))
+    assert not other.success and not other.already_installed
+
+
 def test_oversize_payload(installed: ComponentStore) -> None:
     refused(installed, envelope(6, b"x" * 5000), PayloadTooLarge, 11, max_payload_size=4096)
 
