@@ -175,5 +175,5 @@ def _recovered_summary(recovered: dict[str, Any]) -> dict[str, Any]:
     if recovered["applied_before"]:
         note = "an earlier session applied an Update whose Success the TAM never took; the TAM now agrees"
     else:
-        note = "an earlier session was interrupted before its Update was applied; nothing half-done was kept"
+        note = "an earlier session's Update stopped before it changed the device; nothing half-done was kept"
     return {"note": note, "changes_since": recovered["changes"]}

@@ -435,7 +435,6 @@ class AgentEngine:
                 token=token,
                 suit_reports=tuple(reports) or None,
             )
-        self._mark_applied()
         if repeats:  # a repeated Update (its Success was lost): one install, and a Success again
             return _Outcome(
                 Success(token=token), f"Update applied ({repeats} manifest(s) {ALREADY_INSTALLED})"
@@ -452,18 +451,17 @@ class AgentEngine:
         keeps its `before`, so the next run reports the change since the first interruption."""
         b = self.state.broker
         before = b.unconfirmed["before"] if b.unconfirmed else self._snapshot()
-        b.unconfirmed = {"token": _hex(token), "before": before, "applied": False}
+        b.unconfirmed = {"token": _hex(token), "before": before}
         self.state.save_broker()
 
-    def _mark_applied(self) -> None:
-        if self.state.broker.unconfirmed is not None:
-            self.state.broker.unconfirmed["applied"] = True
-            self.state.save_broker()
-
     def unconfirmed(self) -> dict[str, Any] | None:
-        """The Update an earlier session began and did not finish (see BrokerState.unconfirmed)."""
+        """The Update an earlier session began and no TAM confirmed (see BrokerState.unconfirmed), with
+        `applied`: whether the device changed since it began. Read from the store, not from a flag, so
+        a crash right after the install's commit point still counts as applied."""
         u = self.state.broker.unconfirmed
-        return dict(u) if u else None
+        if not u:
+            return None
+        return {**u, "applied": dict(u.get("before") or {}) != self._snapshot()}
 
     def confirm(self) -> list[dict[str, Any]]:
         """A session ended well: the TAM has what it needs. Clears the unconfirmed Update and returns

@@ -159,8 +159,8 @@ class BrokerState:
     last_error: dict[str, float] = field(default_factory=dict)  # tam uri -> time of ProcessError
     tam_challenges: list[str] = field(default_factory=list)  # hex challenges sent with Error 7
     # An Update the Agent began and no TAM has confirmed since (its session did not end well): written
-    # before the install, so the next run can say what was recovered. {token, before: {cid key: seq},
-    # applied: bool}; None when every Update so far ended in a finished session.
+    # before the install, so the next run can say what was recovered: {token, before: {cid key: seq}};
+    # None when every Update so far ended in a finished session.
     unconfirmed: dict[str, Any] | None = None
 
     def to_json(self) -> bytes:
