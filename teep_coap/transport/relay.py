@@ -138,6 +138,9 @@ class UdpRelay:
         self._pending: list[asyncio.Task[None]] = []
         self._held: dict[str, tuple[bytes, asyncio.TimerHandle, Callable[[bytes], None]]] = {}
         self.port = 0
+        # Directions (UP, DOWN) whose every datagram is dropped while listed: an outage a test switches
+        # on and off around one message, so that message (all its retransmissions) is lost.
+        self.blackhole: set[str] = set()
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -202,6 +205,9 @@ class UdpRelay:
             else:
                 deliver(d)
 
+        if direction in self.blackhole:
+            stats.dropped += 1
+            return
         plan = self.faults
         if plan.spare_dtls_handshake and data[:1] in (b"\x14", b"\x15", b"\x16"):
             out(data)

@@ -8,26 +8,33 @@ store index) stays, nothing else does, and the "restarted" process loads its sta
 each fault the next `agent run` (the real `run_until_done`) must succeed, the device must hold the new
 state (installed once: not re-installed when it already had it), and the TAM's record must match it.
 
-Real bindings and real `kill -9` of real processes: tests/profiles/test_recovery_processes.py.
+The same cells run over real bindings (CoAP, DTLS-PSK, HTTP: real sockets through a loopback relay
+that loses the chosen message); real processes killed for real: tests/profiles/test_recovery_processes.py.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from teep_coap import crashpoints
-from teep_coap.profiles import load_profile
+from teep_coap.profiles import Profile, load_profile
 from teep_coap.profiles.scenario import COMPONENT_ID, teep_world
-from teep_coap.profiles.session import RunReport, run_until_done
+from teep_coap.profiles.session import RunReport, TamHandler, run_until_done
+from teep_coap.profiles.stack import make_client, make_server
 from teep_coap.protocol.agent import AgentEngine
 from teep_coap.protocol.agentstate import AgentState
 from teep_coap.protocol.tam import TamEngine
 from teep_coap.protocol.tamdir import load_tam_dir
-from teep_coap.transport.base import TransportError
+from teep_coap.transport.base import MessageClient, PeerInfo, Rejection, RequestRejected, TransportError
+from teep_coap.transport.relay import DOWN, UP, UdpRelay
+from teep_coap.transport.tcp_relay import C2S, S2C, TcpCountingRelay
 
 pytestmark = [pytest.mark.recovery, pytest.mark.timeout(300)]
 
@@ -57,6 +64,32 @@ CELLS = (
     + [("tam", TAM_DIES[m]) for m in MESSAGES]
 )
 FLOWS = ("install", "update", "delete")
+UPDATE_REACHED_AGENT = {
+    ("drop", "success"), ("drop", "final"), ("agent", "agent.answered.success"),
+    ("agent", "agent.received.final"), ("tam", "tam.received.success"), ("tam", "tam.committed.success"),
+    ("agent", "store.index-replaced"), ("agent", "store.garbage-collected"),
+}  # fmt: skip
+ROLLED_BACK = {("agent", "store.blobs-written"), ("agent", "store.index-written")}
+
+
+def expected(fault: tuple[str, str]) -> str:
+    """The outcome a cell must show: first run, then the next run (always ok), and what that run
+    reports as recovered (an Update the Agent had begun and no TAM confirmed)."""
+    first = "died" if fault[0] == "agent" else "failed"
+    if fault in UPDATE_REACHED_AGENT:
+        return f"{first} → ok, recovered: had been applied"
+    if fault in ROLLED_BACK:
+        return f"{first} → ok, recovered: was rolled back, then redone"
+    return f"{first} → ok"
+
+
+def outcome(first: RunReport | None, second: RunReport) -> str:
+    text = "died" if first is None else "ok" if first.ok else "failed"
+    text += " → " + ("ok" if second.ok else "failed")
+    if second.recovered is not None:
+        applied = second.recovered["applied_before"]
+        text += ", recovered: " + ("had been applied" if applied else "was rolled back, then redone")
+    return text
 
 
 class Link:
@@ -190,22 +223,134 @@ async def check_cell(flow: str, fault: tuple[str, str], tmp_path: Path, wire: st
             assert now[cid] == (seq, at), f"{cid} was installed twice"
     assert tam_record(world) == target, (flow, fault, tam_record(world))
     world.tam.store.close()
-    return {"first_ok": bool(first and first.ok), "recovered": second.recovered}
+    return outcome(first, second)
 
 
 @pytest.mark.parametrize("flow", FLOWS)
 async def test_every_fault_point_converges_in_one_run(flow: str, tmp_path: Path) -> None:
-    outcomes = {}
-    for i, fault in enumerate(CELLS):
-        outcomes[fault] = await check_cell(flow, fault, tmp_path / str(i))
-    # Faults before the TAM's final answer fail the session (and only they); a lost final answer or a
-    # death as it arrives leaves a session the next run reports as recovered.
-    for fault, outcome in outcomes.items():
-        if fault in (("drop", "final"), ("agent", "agent.received.final"), ("tam", "tam.committed.success")):
-            assert not outcome["first_ok"]
-            assert outcome["recovered"] is not None and outcome["recovered"]["applied_before"], fault
+    table = {fault: await check_cell(flow, fault, tmp_path / str(i)) for i, fault in enumerate(CELLS)}
+    assert table == {fault: expected(fault) for fault in CELLS}
 
 
 async def test_json_wire_converges_after_a_lost_success(tmp_path: Path) -> None:
     """The JSON/JWS twin carries the same tc-manifest-sequence-number (HTTP binding's other encoding)."""
-    await check_cell("update", ("drop", "success"), tmp_path, wire="json")
+    got = await check_cell("update", ("drop", "success"), tmp_path, wire="json")
+    assert got == expected(("drop", "success"))
+
+
+# ---------------------------------------------------------------- the same cells over real bindings
+
+BINDINGS = ("coap", "coaps-psk", "teep-cbor-http")
+EXCHANGE_TIMEOUT = 1.0  # seconds the Broker waits for one answer: a lost message costs this much
+
+
+def tuned(name: str) -> Profile:
+    p = load_profile(name)
+    r = dataclasses.replace(p.retransmission, ack_timeout=0.2, ack_random_factor=1.2, max_retransmit=2)
+    limits = dataclasses.replace(p.limits, request_timeout=EXCHANGE_TIMEOUT)
+    return dataclasses.replace(p, retransmission=r, limits=limits)
+
+
+class DyingTam:
+    """The TAM's MessageHandler; at an armed crash point its "process" dies: that request is never
+    answered, and the engine is loaded again from its folder (SQLite file) for the next one. The
+    socket stays (a real restart, DTLS state lost included, is test_recovery_processes.py)."""
+
+    def __init__(self, world: Any) -> None:
+        self.world = world
+        self.deaths = 0
+
+    async def __call__(self, payload: bytes, peer: PeerInfo) -> bytes | None:
+        try:
+            return await TamHandler(self.world.tam)(payload, peer)
+        except crashpoints.SimulatedCrash:
+            self.deaths += 1
+            Link(self.world).restart_tam()
+            await asyncio.sleep(EXCHANGE_TIMEOUT + 2.0)  # the dead process never answers
+            raise RequestRejected(Rejection.SERVER_ERROR, "a dead TAM") from None
+
+
+class LossyClient:
+    """The Broker's real client, with the relay switched off in one direction for one message (the
+    request never arrives, or the answer never comes back: every retransmission of it is lost)."""
+
+    def __init__(self, inner: MessageClient, relay: Any, up: str, down: str, lose: str | None) -> None:
+        self.inner, self.relay, self.up, self.down, self.lose = inner, relay, up, down, lose
+        self.index = 0
+        self.lost = False
+
+    async def post(self, payload: bytes) -> bytes | None:
+        if not payload:
+            self.index = 0
+        request, response = MESSAGES[2 * self.index], MESSAGES[2 * self.index + 1]
+        self.index += 1
+        if not self.lost and self.lose in (request, response):
+            self.lost = True
+            self.relay.blackhole.add(self.up if self.lose == request else self.down)
+        try:
+            return await self.inner.post(payload)
+        finally:
+            self.relay.blackhole.clear()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+@contextlib.asynccontextmanager
+async def relayed(profile: Profile, port: int) -> AsyncIterator[tuple[Any, str, str, str]]:
+    """A relay in front of the TAM: (relay, uri, up direction, down direction)."""
+    scheme = profile.transport.scheme
+    if scheme in ("http", "https"):
+        tcp = TcpCountingRelay("127.0.0.1", port)
+        rport = await tcp.start()
+        try:
+            yield tcp, f"{scheme}://127.0.0.1:{rport}{profile.transport.path}", C2S, S2C
+        finally:
+            await tcp.stop()
+        return
+    async with UdpRelay(("127.0.0.1", port)) as udp:
+        yield udp, f"{scheme}://127.0.0.1:{udp.port}{profile.transport.path}", UP, DOWN
+
+
+async def binding_cell(binding: str, fault: tuple[str, str], root: Path) -> str:
+    """One install with one fault over a real binding, then the next run; returns the table entry."""
+    profile = tuned(binding)
+    world = teep_world(profile, root, 600)
+    tam = DyingTam(world)
+    kind, where = fault
+    async with make_server(profile, tam, tam_dir=world.tam_dir) as server:  # noqa: SIM117
+        async with relayed(profile, server.port) as (relay, uri, up, down):
+            client = LossyClient(
+                make_client(profile, uri, state_dir=world.agent_dir),
+                relay,
+                up,
+                down,
+                where if kind == "drop" else None,
+            )
+            try:
+                if kind == "drop":
+                    first = await agent_run(world, client)
+                else:
+                    with crashpoints.simulate(where):
+                        first = await agent_run(world, client)
+                        assert crashpoints.was_reached(), f"{where} never reached over {binding}"
+            finally:
+                await client.close()
+            assert kind != "drop" or client.lost
+            assert kind != "tam" or tam.deaths == 1
+            client2 = make_client(profile, uri, state_dir=world.agent_dir)
+            try:
+                second = await agent_run(world, client2)
+            finally:
+                await client2.close()
+    assert second is not None and second.ok, (binding, fault, second and [s.reason for s in second.sessions])
+    assert {c: s for c, (s, _) in device(world).items()} == {COMPONENT_ID: 1}, (binding, fault)
+    assert tam_record(world) == {COMPONENT_ID: 1}, (binding, fault, tam_record(world))
+    world.tam.store.close()
+    return outcome(first, second)
+
+
+@pytest.mark.parametrize("binding", BINDINGS)
+async def test_every_fault_point_converges_over_real_bindings(binding: str, tmp_path: Path) -> None:
+    table = {fault: await binding_cell(binding, fault, tmp_path / str(i)) for i, fault in enumerate(CELLS)}
+    assert table == {fault: expected(fault) for fault in CELLS}
