@@ -595,8 +595,8 @@ class TamEngine:
             cid = tuple(entry.component_id)
             seq = _reported_seq(entry)
             before = recorded.get(component_key(cid))
-            if seq == before or (seq is None and before is not None):
-                out[cid] = seq
+            if (seq is not None and seq == before) or (seq is None and claims is None):
+                out[cid] = seq  # agrees, or nothing to reconcile with (None keeps the recorded number)
                 continue
             if claims is not None:
                 attested = attested if attested is not None else _attested_digests(claims)
