@@ -582,8 +582,9 @@ class TamEngine:
         Success, lower after a device restored from backup: the TAM then offers its newest again, and
         the Agent never accepts anything lower than it holds). Where the report disagrees with the
         record and appraised evidence names the component's manifest digest, the catalog version with
-        that digest wins over the tc-list. A version the catalog does not know is recorded as reported
-        and audited; it only ever stops the TAM from offering something not newer (docs/engines.md).
+        that digest (among the reported and the recorded one) wins over the tc-list. A version the
+        catalog does not know is recorded as reported and audited; it only ever stops the TAM from
+        offering something not newer (docs/engines.md).
         """
         now = self.clock()
         recorded = {
@@ -602,10 +603,13 @@ class TamEngine:
                 attested = attested if attested is not None else _attested_digests(claims)
                 digest = attested.get(".".join(p.hex() for p in cid))
                 if digest is not None:
+                    # Only the versions the two sides name (all of them when the device names none):
+                    # a device cannot make the TAM hash its whole catalog in every session.
+                    hints = None if seq is None else [n for n in (seq, before) if n is not None and n >= 0]
                     version = next(
                         (
                             e
-                            for e in self.store.component_versions(cid)
+                            for e in self.store.component_versions(cid, hints)
                             if hashlib.sha256(e.envelope).hexdigest() == digest
                         ),
                         None,

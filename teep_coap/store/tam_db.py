@@ -771,16 +771,18 @@ class TamStore:
                 return entry
         return None
 
-    def component_versions(self, component_id: Sequence[bytes]) -> list[CatalogEntry]:
-        """Every catalog version of one component, lowest sequence number first (the TAM matches an
-        attested manifest digest against them when a device's report disagrees with its record)."""
+    def component_versions(
+        self, component_id: Sequence[bytes], sequence_numbers: Sequence[int] | None = None
+    ) -> list[CatalogEntry]:
+        """The catalog versions of one component (only `sequence_numbers` when given), lowest sequence
+        number first: the TAM matches an attested manifest digest against them when a device's report
+        disagrees with its record."""
         key = component_key(component_id)
+        query = select(_C.sequence_number, _C.envelope, _C.name, _C.audience).where(_C.component_key == key)
+        if sequence_numbers is not None:
+            query = query.where(_C.sequence_number.in_(list(sequence_numbers)))
         with self._tx() as tx:
-            rows = tx.conn.execute(
-                select(_C.sequence_number, _C.envelope, _C.name, _C.audience)
-                .where(_C.component_key == key)
-                .order_by(_C.sequence_number)
-            )
+            rows = tx.conn.execute(query.order_by(_C.sequence_number))
             cid = tuple(bytes(p) for p in component_id)
             return [CatalogEntry(cid, int(r[0]), bytes(r[1]), r[2], str(r[3])) for r in rows]
 
