@@ -452,7 +452,9 @@ class AgentEngine:
         b = self.state.broker
         before = b.unconfirmed["before"] if b.unconfirmed else self._snapshot()
         b.unconfirmed = {"token": _hex(token), "before": before}
-        self.state.save_broker()
+        # Not fsynced: the note only feeds `agent run`'s report (recovery itself rests on the TAM
+        # reconciling with the device); os.replace alone survives a killed process, not a power loss.
+        self.state.save_broker(durable=False)
 
     def unconfirmed(self) -> dict[str, Any] | None:
         """The Update an earlier session began and no TAM confirmed (see BrokerState.unconfirmed), with
@@ -471,7 +473,7 @@ class AgentEngine:
             return []
         before, now = dict(u.get("before") or {}), self._snapshot()
         self.state.broker.unconfirmed = None
-        self.state.save_broker()
+        self.state.save_broker(durable=False)
         return [
             {"component_id": key.split("."), "from": before.get(key), "to": now.get(key)}
             for key in sorted(set(before) | set(now))

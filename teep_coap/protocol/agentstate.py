@@ -312,8 +312,8 @@ class AgentState:
 
     # ---- persistence of the mutable parts ----
 
-    def save_broker(self) -> None:
-        write_atomic(self.root / BROKER_FILE, self.broker.to_json())
+    def save_broker(self, *, durable: bool = True) -> None:
+        write_atomic(self.root / BROKER_FILE, self.broker.to_json(), durable=durable)
 
     def save_reports(self, reports: list[bytes]) -> None:
         # diagnostics only (re-sent when a QueryRequest asks for suit-reports): no fsync needed
