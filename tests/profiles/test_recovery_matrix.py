@@ -241,7 +241,7 @@ async def test_json_wire_converges_after_a_lost_success(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- the same cells over real bindings
 
 BINDINGS = ("coap", "coaps-psk", "teep-cbor-http")
-EXCHANGE_TIMEOUT = 1.0  # seconds the Broker waits for one answer: a lost message costs this much
+EXCHANGE_TIMEOUT = 0.8  # seconds the Broker waits for one answer: a lost message costs this much
 
 
 def tuned(name: str) -> Profile:
