@@ -586,6 +586,8 @@ class TamEngine:
         catalog does not know is recorded as reported and audited; it only ever stops the TAM from
         offering something not newer (docs/engines.md).
         """
+        if not tc_list:
+            return {}  # nothing installed: no record to read (the hot path of a first session)
         now = self.clock()
         recorded = {
             component_key(c.component_id): c.installed_seq for c in self.store.device_components(device.id)
