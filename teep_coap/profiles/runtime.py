@@ -173,7 +173,7 @@ async def run_agent(
 def _recovered_summary(recovered: dict[str, Any]) -> dict[str, Any]:
     """`agent run`'s account of an Update an earlier run left unconfirmed (lost Success, crash)."""
     if recovered["applied_before"]:
-        note = "an earlier session applied an Update whose Success the TAM never took; the TAM now agrees"
+        note = "an earlier session applied an Update and stopped before the TAM's last answer; the TAM agrees"
     else:
         note = "an earlier session's Update stopped before it changed the device; nothing half-done was kept"
     return {"note": note, "changes_since": recovered["changes"]}
