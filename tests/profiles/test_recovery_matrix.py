@@ -153,6 +153,18 @@ def device(world: Any) -> dict[tuple[bytes, ...], tuple[int, float]]:
     }
 
 
+def assert_store_clean(world: Any) -> None:
+    """No half-applied install is left behind: only the blobs the index names, no temp files."""
+    store = world.agent.state.components
+    entries = store.list()
+    for sub, names in (
+        ("images", {e.image_digest.hex() for e in entries}),
+        ("manifests", {e.manifest_digest.hex() for e in entries}),
+    ):
+        assert {p.name for p in (store.root / sub).iterdir()} == names, sub
+    assert not [p.name for p in store.root.iterdir() if p.name.endswith(".tmp")]
+
+
 def tam_record(world: Any) -> dict[tuple[bytes, ...], int]:
     store = world.tam.store
     (dev,) = store.devices()
@@ -222,6 +234,7 @@ async def check_cell(flow: str, fault: tuple[str, str], tmp_path: Path, wire: st
         if target.get(cid) == seq:
             assert now[cid] == (seq, at), f"{cid} was installed twice"
     assert tam_record(world) == target, (flow, fault, tam_record(world))
+    assert_store_clean(world)
     world.tam.store.close()
     return outcome(first, second)
 
