@@ -11,6 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from teep_coap.encoding.liberal import COMPAT_MODES
 from teep_coap.profiles.schema import (
     BLOCK_SIZES,
     DTLS_CIPHER_SUITES,
@@ -162,6 +163,14 @@ def profile_from_dict(data: dict[str, Any], source: str = "<dict>", default_name
     _range(f"{where} [retransmission]", "ack_random_factor", retrans.ack_random_factor, 1.0, 4.0)
     _range(f"{where} [retransmission]", "max_retransmit", retrans.max_retransmit, 0, 20)
 
+    compat = data.get("compat", "")
+    if compat not in COMPAT_MODES:
+        raise ProfileError(
+            f"{where}: compat = {compat!r} is not one of {', '.join(repr(m) for m in COMPAT_MODES)}"
+        )
+    if compat and (protocol != "teep" or encoding != "cbor"):
+        raise ProfileError(f"{where}: compat = {compat!r} applies to TEEP with CBOR encoding only")
+
     return Profile(
         name=name,
         description=data.get("description", ""),
@@ -172,4 +181,5 @@ def profile_from_dict(data: dict[str, Any], source: str = "<dict>", default_name
         limits=limits,
         retransmission=retrans,
         source=source,
+        compat=compat,
     )

@@ -70,7 +70,7 @@ def open_tam(
     from teep_coap.protocol.tamdir import load_tam_dir
     from teep_coap.protocol.wire import wire_for
 
-    wire = wire_for(profile.encoding)
+    wire = wire_for(profile.encoding, profile.compat)
     config, store = load_tam_dir(Path(folder))
     if db is not None:
         from teep_coap.store.tam_db import TamStore
@@ -142,7 +142,7 @@ async def run_agent(
     from teep_coap.protocol.agentstate import AgentState
     from teep_coap.protocol.wire import wire_for
 
-    engine = AgentEngine(AgentState.load(folder), wire=wire_for(profile.encoding))
+    engine = AgentEngine(AgentState.load(folder), wire=wire_for(profile.encoding, profile.compat))
     client = make_client(profile, tam_uri, state_dir=folder, certs_path=certs)
     try:
         report = await run_until_done(

@@ -69,7 +69,7 @@ def teep_world(
     from teep_coap.protocol.wire import wire_for
     from teep_coap.transport.coap.credentials import provision_device
 
-    wire = wire_for(profile.encoding)
+    wire = wire_for(profile.encoding, profile.compat)
     tam_dir, agent_dir = root / "tam", root / "agent"
     init_tam_dir(tam_dir, algs=tam_algs)
     config, store = load_tam_dir(tam_dir)

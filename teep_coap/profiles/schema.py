@@ -32,6 +32,8 @@ BLOCK_SIZES = (16, 32, 64, 128, 256, 512, 1024)
 # Content-Format 65000 is in the experimental range (RFC 7252 §12.3): no number is registered for
 # application/teep+cbor (../shared/spec/NOTES.md §1.1).
 DEFAULT_CONTENT_FORMAT = 65000
+# The media type draft-15-era peers of draft-ietf-teep-otrp-over-http used (profile compat "draft-15").
+MEDIA_TYPE_TEEP_COSE_DRAFT15 = "application/teep+cose"
 
 
 class ProfileError(TeepCoapError):
@@ -103,6 +105,16 @@ class Profile:
     limits: Limits = field(default_factory=Limits)
     retransmission: Retransmission = field(default_factory=Retransmission)
     source: str = ""  # the file it came from
+    # "" = strict; "draft-15" also accepts that era's peers (docs/interop.md): the HTTP media type
+    # application/teep+cose and two-element SUIT COSE profiles
+    compat: str = ""
+
+    @property
+    def also_accepted_media_types(self) -> tuple[str, ...]:
+        """HTTP media types accepted besides `media_type` (the compatibility setting's)."""
+        if self.compat == "draft-15" and self.media_type == "application/teep+cbor":
+            return (MEDIA_TYPE_TEEP_COSE_DRAFT15,)
+        return ()
 
     @property
     def media_type(self) -> str:
@@ -124,6 +136,7 @@ TOP_KEYS: dict[str, Any] = {
     "security": dict,
     "limits": dict,
     "retransmission": dict,
+    "compat": str,
 }
 TABLE_KEYS: dict[str, dict[str, Any]] = {
     "transport": {"scheme": str, "path": str, "content_format": int, "media_type": str, "block_size": int},

@@ -48,6 +48,7 @@ def http_options(profile: Profile) -> HttpOptions:
         scheme=profile.transport.scheme,
         path=profile.transport.path,
         media_type=profile.media_type,
+        also_accept=profile.also_accepted_media_types,
         max_message_size=lim.max_message_size,
         request_timeout=lim.request_timeout,
         max_concurrent_requests=lim.max_concurrent_requests,

@@ -45,6 +45,7 @@ from teep_coap.protocol import attestation as att
 from teep_coap.protocol.agentstate import AgentState
 from teep_coap.protocol.errors import ConfigError
 from teep_coap.protocol.wire import COSE, NotSigned, Wire
+from teep_coap.security.keys import SigningKey
 
 log = logging.getLogger("teep_coap.protocol.agent")
 
@@ -111,6 +112,7 @@ class AgentEngine:
         self.attestation_provider = attestation_provider
         self.last_response: TeepMessage | None = None  # the model of the last answer (for CLIs/tests)
         self.last_note = ""
+        self._peer_label: int | None = None  # the TAM's label for our key's algorithm (see _answer_key)
 
     # ------------------------------------------------------------ capabilities
 
@@ -118,6 +120,18 @@ class AgentEngine:
     def supported_suites(self) -> tuple[tuple[tuple[int, int], ...], ...]:
         alg = _LEGACY.get(self.state.key.alg, self.state.key.alg)
         return (((int(CoseType.COSE_SIGN1), alg),),)
+
+    def _answer_key(self) -> SigningKey:
+        """Our key, labelled the way the TAM named its algorithm: a TAM that offered or signed with
+        ES256 (-7) / EdDSA (-8) gets -7 / -8 instead of ESP256 (-9) / Ed25519 (-19). For TEEP's curves
+        the signature is the same computation; only the COSE alg label differs."""
+        key = self.state.key
+        label = self._peer_label
+        if self.wire.container != "COSE":  # JWS names ES256/EdDSA whatever the COSE label
+            return key
+        if label is None or label == key.alg or _LEGACY.get(label) != _LEGACY.get(key.alg, key.alg):
+            return key
+        return SigningKey(key.crypto_key, alg=label, kid=key.kid)
 
     def _accepted_algs(self) -> list[int]:
         alg = _LEGACY.get(self.state.key.alg, self.state.key.alg)
@@ -127,6 +141,7 @@ class AgentEngine:
 
     def receive(self, data: bytes) -> bytes | None:
         """One TEEP message in; the signed answer out (None when the message needs no answer)."""
+        self._peer_label = None
         outcome = self._process(data)
         if crashpoints.armed is not None and outcome.response is not None:  # test hook
             crashpoints.reached(crashpoints.message_point("agent.answered", outcome.response))
@@ -135,7 +150,7 @@ class AgentEngine:
             log.info("agent: %s", outcome.note)
         if outcome.response is None:
             return None
-        return self.wire.seal(outcome.response, self.state.key)
+        return self.wire.seal(outcome.response, self._answer_key())
 
     process_teep_message = receive
 
@@ -156,6 +171,7 @@ class AgentEngine:
                 opened = wire.open(data, self.state.trust, allowed_algs=self._accepted_algs())
                 msg: TeepMessage = opened.message
                 signer_kid = opened.key.kid
+                self._peer_label = opened.alg
             except UnsupportedAlgorithm as exc:
                 return self._error(
                     ErrorCode.ERR_UNSUPPORTED_CIPHER_SUITES,
@@ -217,13 +233,15 @@ class AgentEngine:
                 versions=cfg.versions,
             )
         ours = set(self.supported_suites)
-        if not any(_norm_suite(s) in ours for s in qr.supported_teep_cipher_suites):
+        chosen = next((s for s in qr.supported_teep_cipher_suites if _norm_suite(s) in ours), None)
+        if chosen is None:
             return self._error(
                 ErrorCode.ERR_UNSUPPORTED_CIPHER_SUITES,
                 "no offered cipher suite is supported",
                 token=token,
                 supported_teep_cipher_suites=self.supported_suites,
             )
+        self._peer_label = int(chosen[0][1])  # answer with the label of the suite the TAM offered
         wants = DataItem(qr.data_item_requested & 0xF)
         offered_fresh = (
             qr.supported_freshness_mechanisms if qr.supported_freshness_mechanisms is not None else (0,)

@@ -15,6 +15,7 @@ when `peek` finds no signature container. Each engine decides what they mean for
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,8 @@ COSE_SIGN1_TAG = 18
 COSE_SIGN_TAG = 98
 _HDR_ALG = 1
 _HDR_KID = 4
+
+log = logging.getLogger("teep_coap.protocol.wire")
 
 
 class NotSigned(ValueError):
@@ -65,7 +68,7 @@ def _hdr_alg_kid(protected: Any, unprotected: Any) -> tuple[bytes | None, int | 
     kid = prot.get(_HDR_KID, unprot.get(_HDR_KID))
     alg = prot.get(_HDR_ALG, unprot.get(_HDR_ALG))
     return (
-        bytes(kid) if isinstance(kid, bytes) else None,
+        bytes(kid) if isinstance(kid, bytes) and kid else None,  # h'' names no key: same as absent
         alg if isinstance(alg, int) and not isinstance(alg, bool) else None,
     )
 
@@ -124,32 +127,50 @@ class Opened:
     kid: bytes | None
     key: VerifyingKey
     structure: str
+    deviations: tuple[str, ...] = ()  # what was read liberally (encoding.liberal); empty if conforming
 
 
-def open_signed(data: bytes, trust: Any, *, allowed_algs: Iterable[int] | None = None) -> Opened:
-    """Verify with `trust` (TrustStore, key or keys), then decode the TEEP payload.
+def _decode_liberal(payload: bytes, compat: str) -> tuple[TeepMessage, tuple[str, ...]]:
+    from teep_coap.encoding.liberal import decode_liberal
+
+    message, deviations = decode_liberal(payload, compat=compat)
+    if deviations:
+        log.info("read liberally: %s", "; ".join(deviations))
+    return message, deviations
+
+
+def open_signed(
+    data: bytes, trust: Any, *, allowed_algs: Iterable[int] | None = None, compat: str = ""
+) -> Opened:
+    """Verify with `trust` (TrustStore, key or keys), then decode the TEEP payload (strictly, with the
+    tolerated deviations of `encoding.liberal` for `compat`).
 
     Raises the COSE layer's `CoseError` subclasses or the codec's `TeepDecodeError`."""
-    from teep_coap.encoding.cbor_codec import decode
     from teep_coap.security import cose
 
     verified = cose.verify(data, trust, allowed_algs=list(allowed_algs) if allowed_algs is not None else None)
     payload = bytes(verified.payload)
+    message, deviations = _decode_liberal(payload, compat)
     return Opened(
-        message=decode(payload),
+        message=message,
         payload=payload,
         alg=verified.alg,
         kid=verified.kid,
         key=verified.key,
         structure=verified.structure,
+        deviations=deviations,
     )
 
 
 def describe(data: bytes | None) -> dict[str, Any] | None:
     """JSON-able view of a message we just produced or received (signed or bare), for CLIs and logs.
-    Does not verify: only call it on bytes that were verified or produced by us."""
-    from teep_coap.encoding.cbor_codec import decode
+    Does not verify: only call it on bytes that were verified or produced by us. Reads every
+    tolerated deviation (`encoding.liberal`), since the bytes were accepted already."""
     from teep_coap.encoding.json_codec import to_jsonable
+    from teep_coap.encoding.liberal import DRAFT_15, decode_liberal
+
+    def decode(payload: bytes) -> TeepMessage:
+        return decode_liberal(payload, compat=DRAFT_15)[0]
 
     if not data:
         return None
@@ -206,10 +227,12 @@ class Wire:
 
 @dataclass(frozen=True)
 class CoseWire(Wire):
-    """CBOR + COSE (application/teep+cbor): the module functions above."""
+    """CBOR + COSE (application/teep+cbor): the module functions above. `compat` names the older
+    peers' deviations to tolerate on receipt (`encoding.liberal`; "" = strict)."""
 
     encoding: str = "cbor"
     container: str = "COSE"
+    compat: str = ""
 
     def seal(self, msg: TeepMessage, keys: SigningKey | Sequence[SigningKey]) -> bytes:
         return seal(msg, keys)
@@ -221,12 +244,10 @@ class CoseWire(Wire):
         return peek_signers(data)
 
     def open(self, data: bytes, trust: Any, *, allowed_algs: Iterable[int] | None = None) -> Opened:
-        return open_signed(data, trust, allowed_algs=allowed_algs)
+        return open_signed(data, trust, allowed_algs=allowed_algs, compat=self.compat)
 
     def decode_bare(self, data: bytes) -> TeepMessage:
-        from teep_coap.encoding.cbor_codec import decode
-
-        return decode(data)
+        return _decode_liberal(data, self.compat)[0]
 
     def describe(self, data: bytes | None) -> dict[str, Any] | None:
         return describe(data)
@@ -333,11 +354,24 @@ JOSE = JoseWire()
 WIRES: dict[str, Wire] = {"cbor": COSE, "json": JOSE}
 
 
-def wire_for(encoding: str) -> Wire:
-    """The wire of a profile's `encoding` ("cbor" → COSE, "json" → JOSE)."""
-    try:
-        return WIRES[encoding]
-    except KeyError:
-        from teep_coap.protocol.errors import ConfigError
+def wire_for(encoding: str, compat: str = "") -> Wire:
+    """The wire of a profile's `encoding` ("cbor" → COSE, "json" → JOSE); `compat` (a profile's
+    compatibility setting, e.g. "draft-15") makes the COSE wire tolerate that era's deviations."""
+    from teep_coap.protocol.errors import ConfigError
 
+    try:
+        wire = WIRES[encoding]
+    except KeyError:
         raise ConfigError(f"no TEEP wire for encoding {encoding!r} (known: {', '.join(WIRES)})") from None
+    if not compat:
+        return wire
+    from teep_coap.encoding.errors import TeepDecodeError
+    from teep_coap.encoding.liberal import check_compat
+
+    try:
+        check_compat(compat)
+    except TeepDecodeError as exc:
+        raise ConfigError(str(exc)) from None
+    if not isinstance(wire, CoseWire):
+        raise ConfigError(f"compatibility setting {compat!r} applies to the CBOR encoding only")
+    return CoseWire(compat=compat)

@@ -529,7 +529,7 @@ def verify(
         kid = sig.kid
         candidates = store.resolve(kid, alg)
         if not candidates:
-            who = f"kid {kid.hex()}" if kid is not None else f"alg {alg} (no kid)"
+            who = f"kid {kid.hex()}" if kid else f"alg {alg} (no kid)"
             problems.append(UnknownKid(f"no trusted key for {who}"))
             continue
         if len(sig.signature) != 64:
@@ -557,7 +557,7 @@ def verify(
                     protected=sig.protected,
                     unprotected=sig.unprotected,
                 )
-        who = kid.hex() if kid is not None else "any trusted key"
+        who = kid.hex() if kid else "any trusted key"
         problems.append(SignatureInvalid(f"{info.structure} signature does not verify ({who})"))
     for kind in (SignatureInvalid, UnknownKid, UnsupportedAlgorithm):
         for problem in problems:

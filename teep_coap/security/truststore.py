@@ -80,9 +80,9 @@ class TrustStore:
         return list(self._by_kid.get(kid, ()))
 
     def resolve(self, kid: bytes | None, alg: int) -> list[VerifyingKey]:
-        """Candidate keys for a signature: those with `kid` that accept `alg`; without a kid, every
-        key that accepts `alg`."""
-        if kid is not None:
+        """Candidate keys for a signature: those with `kid` that accept `alg`; without a kid, or with
+        the empty kid h'' (legal COSE, sent by some peers), every key that accepts `alg`."""
+        if kid:
             return [k for k in self._by_kid.get(kid, ()) if k.accepts_alg(alg)]
         return [k for bucket in self._by_kid.values() for k in bucket if k.accepts_alg(alg)]
 

@@ -83,6 +83,7 @@ class HttpClient(HttpBrokerClient):
             built.ssl_context,
             built.timeout,
             max_message_size=built.max_message_size,
+            also_accept=built.also_accept,
         )
         self.profile = profile
 

@@ -29,6 +29,7 @@ class HttpBrokerClient:
         timeout: float = 20.0,
         *,
         max_message_size: int = 1_048_576,
+        also_accept: tuple[str, ...] = (),
     ) -> None:
         if not uri.startswith(("http://", "https://")):
             raise TransportError(f"TAM URI must be http:// or https://, got {uri!r}")
@@ -36,6 +37,10 @@ class HttpBrokerClient:
             raise TransportError(f"timeout must be positive, got {timeout}")
         self.uri = uri
         self.media_type = media_type
+        # older media types taken too (a profile's compatibility setting); once the TAM answered in
+        # one of them, our messages go in that type
+        self.also_accept = tuple(also_accept)
+        self._send_as = media_type
         self.ssl_context = ssl_context
         self.timeout = timeout
         self.max_message_size = max_message_size
@@ -59,9 +64,9 @@ class HttpBrokerClient:
 
     async def post(self, payload: bytes) -> bytes | None:
         """POST one message (empty = start a session); the TAM's answer, or None when it is done."""
-        headers = {"Accept": self.media_type}
+        headers = {"Accept": ", ".join((self.media_type, *self.also_accept))}
         if payload:
-            headers["Content-Type"] = self.media_type
+            headers["Content-Type"] = self._send_as
         session = self._open()
         try:
             # aiohttp would add `Content-Type: application/octet-stream` to an empty body and
@@ -81,10 +86,11 @@ class HttpBrokerClient:
                     if not body:
                         return None
                     got = rules.media_type_of(response.headers.get("Content-Type"))
-                    if got != self.media_type:
+                    if got != self.media_type and got not in self.also_accept:
                         raise TransportError(
                             f"TAM answered Content-Type {got or 'none'!r}, want {self.media_type}"
                         )
+                    self._send_as = got
                     return body
                 detail = (await response.content.read(512)).decode("utf-8", "replace").strip()
                 if 300 <= response.status < 400:

@@ -21,6 +21,7 @@ class HttpOptions:
     scheme: str  # http | https
     path: str = "/teep"
     media_type: str = MEDIA_TYPE_TEEP_CBOR
+    also_accept: tuple[str, ...] = ()  # older media types taken too (compatibility settings)
     max_message_size: int = 1_048_576
     request_timeout: float = 20.0
     max_concurrent_requests: int = 64
@@ -37,6 +38,7 @@ class HttpOptions:
             scheme=obj.transport.scheme,
             path=obj.transport.path,
             media_type=obj.media_type,
+            also_accept=tuple(getattr(obj, "also_accepted_media_types", ())),
             max_message_size=lim.max_message_size,
             request_timeout=lim.request_timeout,
             max_concurrent_requests=lim.max_concurrent_requests,

@@ -62,6 +62,11 @@ def accepts(accept: str | None, media_type: str) -> bool:
     return False
 
 
+def first_accepted(accept: str | None, media_types: tuple[str, ...]) -> str | None:
+    """The first of `media_types` (ours, in our order of preference) that an Accept header admits."""
+    return next((m for m in media_types if accepts(accept, m)), None)
+
+
 async def read_capped(stream: Any, limit: int) -> tuple[bytes, bool]:
     """Read a body to its end but never more than `limit` bytes; returns (bytes, over_limit).
 

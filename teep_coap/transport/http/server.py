@@ -42,6 +42,9 @@ class HttpServerOptions:
     port: int = 0
     path: str = rules.DEFAULT_PATH
     media_type: str = MEDIA_TYPE_TEEP_CBOR
+    # older media types accepted too (a profile's compatibility setting); the answer is sent in the
+    # type the request used, so an old peer gets back what it speaks
+    also_accept: tuple[str, ...] = ()
     ssl_context: ssl.SSLContext | None = None
     max_message_size: int = 1_048_576
     max_concurrent_requests: int = 64
@@ -107,7 +110,7 @@ class HttpTamServer:
         opts = self.options
         if request.method != "POST":
             return self._reply(rules.STATUS_METHOD_NOT_ALLOWED, "only POST is used", {"Allow": "POST"})
-        if not rules.accepts(request.headers.get("Accept"), opts.media_type):
+        if rules.first_accepted(request.headers.get("Accept"), (opts.media_type, *opts.also_accept)) is None:
             return self._reply(rules.STATUS_NOT_ACCEPTABLE, f"Accept must include {opts.media_type}")
         length = request.content_length
         if length is not None and length > opts.max_message_size:
@@ -130,8 +133,11 @@ class HttpTamServer:
                 return self._reply(rules.STATUS_TOO_LARGE, f"message over {opts.max_message_size} bytes")
         except (TimeoutError, ConnectionError) as exc:  # the client went away
             return self._reply(rules.STATUS_BAD_REQUEST, f"cannot read body: {exc}")
-        if body and rules.media_type_of(request.headers.get("Content-Type")) != opts.media_type:
+        ours = (opts.media_type, *opts.also_accept)
+        sent_as = rules.media_type_of(request.headers.get("Content-Type"))
+        if body and sent_as not in ours:
             return self._reply(rules.STATUS_UNSUPPORTED_MEDIA, f"Content-Type must be {opts.media_type}")
+        answer_as = sent_as if body else rules.first_accepted(request.headers.get("Accept"), ours)
         peer = _peer_info(request, opts.scheme)
         try:
             answer = await asyncio.wait_for(self.handler(body, peer), timeout=opts.handler_timeout)
@@ -152,7 +158,7 @@ class HttpTamServer:
         if not answer:
             return self._reply(rules.STATUS_DONE)
         headers = dict(rules.SECURITY_HEADERS)
-        headers["Content-Type"] = opts.media_type
+        headers["Content-Type"] = answer_as or opts.media_type
         return web.Response(status=rules.STATUS_MESSAGE, body=answer, headers=headers)
 
     async def start(self) -> int:

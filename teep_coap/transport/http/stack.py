@@ -66,6 +66,7 @@ def make_http_server(
             port=port,
             path=opts.path,
             media_type=opts.media_type,
+            also_accept=opts.also_accept,
             ssl_context=ssl_context,
             max_message_size=opts.max_message_size,
             max_concurrent_requests=opts.max_concurrent_requests,
@@ -97,4 +98,5 @@ def make_http_client(
         ssl_context,
         opts.request_timeout,
         max_message_size=opts.max_message_size,
+        also_accept=opts.also_accept,
     )
