@@ -44,7 +44,7 @@ def _public_as(signer: SigningKey, alg: int) -> VerifyingKey:
 
 
 def _query_request(suites: list[Any], profiles: list[Any], data_items: int = TRUSTED_COMPONENTS) -> bytes:
-    # query-request = [1, {20: token}, supported-teep-cipher-suites, supported-suit-cose-profiles, data-item-requested]
+    # [1, {20: token}, supported-teep-cipher-suites, supported-suit-cose-profiles, data-item-requested]
     return cbor2.dumps([1, {20: TOKEN}, suites, profiles, data_items])
 
 
@@ -117,7 +117,7 @@ def test_tam_finds_the_device_without_a_usable_unprotected_kid(
     assert isinstance(update, Update) and len(update.manifest_list or ()) == 1
 
 
-# ------------------------------------------------------------------ case 2 and Ed25519: answer with the offered label
+# ------------------------------------------------------------------ case 2, and Ed25519: the offered label
 
 
 def test_tam_offering_only_es256_gets_an_answer_labelled_es256(world: World) -> None:
