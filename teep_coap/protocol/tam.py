@@ -57,6 +57,7 @@ from teep_coap.protocol import attestation as att
 from teep_coap.protocol.errors import IdentityMismatch, InvalidMessage, TamFailure
 from teep_coap.protocol.policy import Policy
 from teep_coap.protocol.reports import ReportError, check_report_nonces
+from teep_coap.protocol.stateless import StatelessTokens
 from teep_coap.protocol.wire import COSE, NotSigned, Opened, Wire
 from teep_coap.security.keys import SigningKey, VerifyingKey, load_verifying_key
 from teep_coap.store.tam_db import (
@@ -118,6 +119,9 @@ class TamConfig:
     strict_transport_identity: bool = False  # refuse devices without a registered transport identity
     policy: Policy | None = None
     keep_expired: float = 24 * 3600.0  # how long expired requests are kept to say "expired"
+    # With a secret, a QueryRequest to a peer without an authenticated transport identity stores
+    # nothing: its token authenticates itself (protocol.stateless). None = every request is stored.
+    stateless_secret: bytes | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not self.keys:
@@ -175,6 +179,15 @@ class _Request:
         )
 
 
+def _wants_challenge(req: _Request) -> bool:
+    """A QueryRequest carries a challenge when it asks for background-check evidence with nonces."""
+    return bool(
+        req.data_items & DataItem.ATTESTATION
+        and req.attestation == att.BACKGROUND_CHECK
+        and FreshnessMechanism.NONCE in req.freshness
+    )
+
+
 def _cid_json(cid: ComponentId) -> list[str]:
     return [p.hex() for p in cid]
 
@@ -197,6 +210,11 @@ class TamEngine:
     # content, so another process changing the database can never make an entry stale.
     _keys: OrderedDict[bytes, VerifyingKey] = field(default_factory=OrderedDict, init=False, repr=False)
     _next_expire: float = field(default=float("-inf"), init=False, repr=False)
+    _stateless: StatelessTokens | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        secret = self.config.stateless_secret
+        self._stateless = StatelessTokens(secret) if secret is not None else None
 
     # ---------------------------------------------------------------- entry points
 
@@ -218,8 +236,12 @@ class TamEngine:
         self._sync_policy(now)
         if now >= self._next_expire:  # housekeeping, not per session: a sweep scans the whole table
             self.store.expire_outstanding(now - self.config.keep_expired)
+            if self._stateless is not None:
+                self.store.forget_spent_tokens(now)
             self._next_expire = now + EXPIRE_EVERY
         device = self.store.device_by_transport_identity(transport_identity) if transport_identity else None
+        if device is None and self._stateless is not None:
+            return self._query(None, None, self._initial_request(None))  # nothing stored
         session = self.store.start_session(
             now, device_id=device.id if device else None, transport_identity=transport_identity
         )
@@ -273,7 +295,7 @@ class TamEngine:
 
     def _query(
         self,
-        session_id: int,
+        session_id: int | None,
         device: Device | None,
         req: _Request,
         *,
@@ -281,17 +303,19 @@ class TamEngine:
         attestation_format: str | None = None,
     ) -> bytes:
         """Build, record and sign a QueryRequest. Token iff the attestation bit is clear (§1.11), except
-        where no challenge can identify the answer (passport; timestamp-only freshness)."""
+        where no challenge can identify the answer (passport; timestamp-only freshness). Without a
+        session (`session_id` None) nothing is recorded: the token authenticates itself and the
+        challenge derives from it (protocol.stateless)."""
         cfg, now = self.config, self.clock()
-        wants_attestation = bool(req.data_items & DataItem.ATTESTATION)
         token = challenge = None
-        if (
-            wants_attestation
-            and req.attestation == att.BACKGROUND_CHECK
-            and FreshnessMechanism.NONCE in req.freshness
-        ):
+        if session_id is None:
+            assert self._stateless is not None
+            token = self._stateless.issue(req.to_json(), now=now, lifetime=cfg.token_lifetime, rng=self.rng)
+            if _wants_challenge(req):
+                challenge = self._stateless.challenge_for(token)
+        elif _wants_challenge(req):
             challenge = self.rng(cfg.challenge_size)
-        if challenge is None or cfg.token_with_attestation:
+        if session_id is not None and (challenge is None or cfg.token_with_attestation):
             token = self.rng(cfg.token_size)
         msg = QueryRequest(
             token=token,
@@ -315,6 +339,8 @@ class TamEngine:
                     keys.append(k)
         if not keys:
             raise TamFailure("no TAM key for any offered cipher suite")
+        if session_id is None:
+            return self.wire.seal(msg, keys[0] if len(keys) == 1 else keys)
         self.store.add_outstanding(
             session_id=session_id,
             device_id=device.id if device else None,
@@ -416,6 +442,7 @@ class TamEngine:
         if crashpoints.armed is not None:  # test hook (teep_coap.crashpoints)
             _received.kind = type(msg).__name__
             crashpoints.reached(crashpoints.message_point("tam.received", msg))
+        self._adopt_stateless(msg, device, transport_identity)
         if isinstance(msg, QueryResponse):
             return self._on_query_response(msg, device)
         if isinstance(msg, Success):
@@ -423,6 +450,39 @@ class TamEngine:
         if isinstance(msg, Error):
             return self._on_error(msg, device)
         raise InvalidMessage(f"a TAM does not accept {type(msg).__name__} messages")
+
+    def _adopt_stateless(self, msg: TeepMessage, device: Device, transport_identity: str | None) -> None:
+        """A verified answer echoing a self-authenticating token: now that the device is known, record
+        the token's single use and the request it answers, so the usual path takes over (`_find`,
+        `claim`). Spent before (here or by another TAM process) → the usual path finds that request
+        and treats the message as a duplicate."""
+        tokens = self._stateless
+        token = msg.token if isinstance(msg, QueryResponse | Error) else None
+        if tokens is None or token is None or not tokens.looks_like(token):
+            return
+        now = self.clock()
+        req = self._initial_request(None)
+        expires = tokens.check(token, req.to_json(), now=now)
+        if expires is None:  # not ours: maybe a stored token of the same shape; the usual path decides
+            return
+        if not self.store.spend_token(tokens.spend_key(token), expires):
+            return
+        sid = self.store.start_session(now, device_id=device.id, transport_identity=transport_identity)
+        challenge = tokens.challenge_for(token) if _wants_challenge(req) else None
+        self.store.add_outstanding(
+            session_id=sid,
+            device_id=device.id,
+            kind="query",
+            token=token,
+            challenge=challenge,
+            now=now,
+            lifetime=expires - now,
+            cap=self.config.max_outstanding_per_device,
+            data=req.to_json(),
+        )
+        self.store.audit(
+            sid, now, "stateless-query-answered", f"token={token.hex()} challenge={_hex(challenge)}"
+        )
 
     def _duplicate(self, device: Device, msg: TeepMessage) -> None:
         log.info("ignoring duplicate %s from %s", type(msg).__name__, device.kid.hex())

@@ -4,11 +4,15 @@ DIR/tam.toml          configuration (database URL, attestation model, token life
 DIR/keys/<alg>/       one signing key per cipher suite (esp256, ed25519), every format
 DIR/verifiers/        passport model: public keys of trusted Verifiers
 DIR/tam.sqlite        the default database (any SQLAlchemy URL may be configured instead)
+DIR/stateless.key     32 random bytes (mode 0600): MAC key of the tokens of unauthenticated peers,
+                      made on first load; `stateless-connect = false` in tam.toml turns them off
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -35,7 +39,9 @@ _KEYS = {
     "strict-transport-identity",
     "evidence-max-age",
     "algs",
+    "stateless-connect",
 }
+SECRET_FILE = "stateless.key"  # the MAC key of self-authenticating tokens (protocol.stateless), 0600
 
 
 def init_tam_dir(
@@ -114,6 +120,32 @@ def open_store(folder: Path, cfg: dict[str, Any]) -> TamStore:
     return TamStore(database_url(folder, cfg))
 
 
+def stateless_secret(folder: Path) -> bytes:
+    """The TAM's token secret: read DIR/stateless.key, or create it (32 random bytes, mode 0600 from
+    the start). Written to a temporary file and hard-linked into place, so two TAM processes starting
+    together agree on one complete secret. Every TAM process sharing the database must use it."""
+    path = folder / SECRET_FILE
+    if not path.exists():
+        tmp = folder / f".{SECRET_FILE}.{os.getpid()}"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                out.write(os.urandom(32))
+            with contextlib.suppress(FileExistsError):  # another process made it first: use theirs
+                os.link(tmp, path)
+        except OSError as exc:
+            raise ConfigError(f"cannot create {path}: {exc}") from exc
+        finally:
+            tmp.unlink(missing_ok=True)
+    try:
+        secret = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from exc
+    if len(secret) < 16:
+        raise ConfigError(f"{path} holds {len(secret)} bytes; delete it to have a new 32-byte secret made")
+    return secret
+
+
 def load_tam_dir(folder: Path) -> tuple[TamConfig, TamStore]:
     cfg = read_config(folder)
     where = str(folder / CONFIG_FILE)
@@ -141,6 +173,7 @@ def load_tam_dir(folder: Path) -> tuple[TamConfig, TamStore]:
             strict_transport_identity=bool(cfg.get("strict-transport-identity", False)),
             verifier_keys=verifiers,
             policy=policy,
+            stateless_secret=stateless_secret(folder) if cfg.get("stateless-connect", True) else None,
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: invalid value ({exc})") from exc

@@ -140,6 +140,15 @@ class OutstandingRow(Base):
     data: Mapped[str] = mapped_column(Text, default="{}")  # JSON: request parameters / planned changes
 
 
+class SpentTokenRow(Base):
+    """Self-authenticating QueryRequest tokens (protocol.stateless) already accepted: the primary key
+    makes "no token accepted twice" hold across TAM processes sharing the database."""
+
+    __tablename__ = "spent_tokens"
+    key: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)  # SHA-256 of the token
+    expires_at: Mapped[float] = mapped_column(Float)
+
+
 class CatalogRow(Base):
     __tablename__ = "catalog"
     __table_args__ = (UniqueConstraint("component_key", "sequence_number"),)
@@ -233,6 +242,7 @@ _outstanding_t = cast(Table, OutstandingRow.__table__)
 _catalog_t = cast(Table, CatalogRow.__table__)
 _dc_t = cast(Table, DeviceComponentRow.__table__)
 _audit_t = cast(Table, AuditRow.__table__)
+_spent_t = cast(Table, SpentTokenRow.__table__)
 _D, _S, _O, _C, _DC = _devices_t.c, _sessions_t.c, _outstanding_t.c, _catalog_t.c, _dc_t.c
 
 _DEVICE_COLS = (
@@ -710,6 +720,26 @@ class TamStore:
             if device_id is not None:
                 q = q.where(_O.device_id == device_id)
             return [_outstanding(r) for r in tx.conn.execute(q)]
+
+    # ---- spent self-authenticating tokens ----
+
+    def spend_token(self, key: bytes, expires_at: float) -> bool:
+        """Record a token's single use; False if it was spent before (by this or another process).
+
+        INSERT ... ON CONFLICT DO NOTHING (SQLite and PostgreSQL): the row count says who won, and a
+        conflict does not abort the caller's transaction as a failed plain INSERT would on PostgreSQL."""
+        if self._engine.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert  # type: ignore[assignment]
+        stmt = dialect_insert(_spent_t).values(key=key, expires_at=expires_at).on_conflict_do_nothing()
+        with self._tx() as tx:
+            return bool(tx.conn.execute(stmt).rowcount == 1)
+
+    def forget_spent_tokens(self, now: float) -> int:
+        """Drop spent tokens past their expiry (they are refused as expired anyway); returns how many."""
+        with self._tx() as tx:
+            return int(tx.conn.execute(delete(_spent_t).where(_spent_t.c.expires_at <= now)).rowcount)
 
     # ---- catalog ----
 
