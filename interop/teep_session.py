@@ -105,11 +105,11 @@ def session(client: str, profile: str, block: int, workdir: Path) -> dict[str, o
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--client", choices=CLIENTS, required=True)
-    ap.add_argument("--profile", choices=("coap", "coaps-psk"), default="coap")
+    ap.add_argument("--profile", choices=("coap", "coap-no-echo", "coaps-psk"), default="coap")
     ap.add_argument("--block", type=int, choices=(16, 32, 64, 128, 256, 512, 1024), default=1024)
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = ap.parse_args()
-    if args.client == "node" and args.profile != "coap":
+    if args.client == "node" and args.profile == "coaps-psk":
         ap.error("node-coap speaks plain CoAP only")
     tool = "node" if args.client == "node" else "coap-client-" + args.client.split("-", 1)[1]
     if shutil.which(tool) is None:

@@ -79,7 +79,7 @@ def _check_keys(where: str, table: dict[str, Any], allowed: dict[str, Any]) -> N
         if key not in allowed:
             raise ProfileError(f"{where}: unknown key {key!r} (allowed: {', '.join(allowed)})")
         want = allowed[key]
-        if isinstance(value, bool) or not isinstance(value, want):
+        if (isinstance(value, bool) and want is not bool) or not isinstance(value, want):
             names = " or ".join(t.__name__ for t in want) if isinstance(want, tuple) else want.__name__
             raise ProfileError(f"{where}: {key} must be {names}, got {value!r}")
 
@@ -128,6 +128,7 @@ def profile_from_dict(data: dict[str, Any], source: str = "<dict>", default_name
         content_format=content_format,
         media_type=t.get("media_type", ""),
         block_size=block_size,
+        echo=t.get("echo", True),
     )
 
     s = data.get("security", {})

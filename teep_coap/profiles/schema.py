@@ -49,6 +49,7 @@ class TransportSettings:
     content_format: int = DEFAULT_CONTENT_FORMAT  # CoAP Content-Format number
     media_type: str = ""  # HTTP Content-Type; "" = derived from protocol and encoding
     block_size: int = 1024  # CoAP block-wise (RFC 7959) size in bytes
+    echo: bool = True  # plain CoAP TAM: RFC 9175 Echo before serving an address not yet proven
 
     @property
     def is_coap(self) -> bool:
@@ -139,7 +140,14 @@ TOP_KEYS: dict[str, Any] = {
     "compat": str,
 }
 TABLE_KEYS: dict[str, dict[str, Any]] = {
-    "transport": {"scheme": str, "path": str, "content_format": int, "media_type": str, "block_size": int},
+    "transport": {
+        "scheme": str,
+        "path": str,
+        "content_format": int,
+        "media_type": str,
+        "block_size": int,
+        "echo": bool,
+    },
     "security": {"mode": str, "dtls_cipher_suite": str},
     "limits": {
         "max_message_size": int,

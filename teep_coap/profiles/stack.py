@@ -31,7 +31,7 @@ def coap_options(profile: Profile) -> CoapOptions:
     t, lim, r = profile.transport, profile.limits, profile.retransmission
     return CoapOptions(
         name=profile.name,
-        transport=CoapLink(t.scheme, t.path, t.content_format, t.block_size),
+        transport=CoapLink(t.scheme, t.path, t.content_format, t.block_size, t.echo),
         security=CoapSecurity(profile.security.mode),
         limits=CoapLimits(
             lim.max_message_size, lim.request_timeout, lim.max_concurrent_requests, lim.overload_max_age

@@ -18,6 +18,12 @@ def quick(name: str, **limits: object) -> Profile:
     return dataclasses.replace(p, limits=lim)
 
 
+def without_echo(profile: Profile) -> Profile:
+    """The profile with RFC 9175 Echo off: for tests of what the server checks behind it, or that
+    count datagrams of one exchange (test_echo.py tests Echo itself)."""
+    return dataclasses.replace(profile, transport=dataclasses.replace(profile.transport, echo=False))
+
+
 @dataclasses.dataclass
 class Creds:
     tam_dir: Path

@@ -158,6 +158,7 @@ class CoapClient:
             )
         ctx = await self._ensure_context()
         deadline = time.monotonic() + self.profile.limits.request_timeout
+        echo: bytes | None = None
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -165,12 +166,16 @@ class CoapClient:
                     f"no answer from {self.uri} within {self.profile.limits.request_timeout:g} s"
                 )
             try:
-                response = await self._send_once(ctx, payload, remaining)
+                response = await self._send_once(ctx, payload, remaining, echo)
             except _HandshakeStalled:
                 self.handshake_restarts += 1
                 log.info("DTLS handshake with %s stalled, starting it again", self.uri)
                 await self._drop_context()
                 ctx = await self._ensure_context()
+                continue
+            if response.code == Code.UNAUTHORIZED and response.opt.echo is not None and echo is None:
+                # RFC 9175 §2.4: the TAM wants our address proven; repeat once with its Echo value
+                echo = bytes(response.opt.echo)
                 continue
             if response.code == Code.SERVICE_UNAVAILABLE:
                 wait = min(
@@ -182,8 +187,13 @@ class CoapClient:
                     continue
             return self._interpret(response)
 
-    async def _send_once(self, ctx: aiocoap.Context, payload: bytes, timeout: float) -> Message:
-        request = ctx.request(self._request(payload))
+    async def _send_once(
+        self, ctx: aiocoap.Context, payload: bytes, timeout: float, echo: bytes | None = None
+    ) -> Message:
+        msg = self._request(payload)
+        if echo is not None:
+            msg.opt.echo = echo
+        request = ctx.request(msg)
         future = asyncio.ensure_future(request.response)
         try:
             if self.profile.security.mode == "dtls-psk":

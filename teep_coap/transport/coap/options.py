@@ -27,6 +27,7 @@ class CoapLink:
     path: str = "/teep"
     content_format: int = 65000  # experimental range (RFC 7252 §12.3), see docs/coap-binding.md
     block_size: int = 1024  # RFC 7959 block size in bytes (16..1024)
+    echo: bool = True  # plain CoAP server: RFC 9175 Echo before serving an unproven address (echo.py)
 
     @property
     def is_coap(self) -> bool:
@@ -81,7 +82,7 @@ class CoapOptions:
         t, lim, r = obj.transport, obj.limits, obj.retransmission
         return cls(
             name=str(obj.name),
-            transport=CoapLink(t.scheme, t.path, t.content_format, t.block_size),
+            transport=CoapLink(t.scheme, t.path, t.content_format, t.block_size, getattr(t, "echo", True)),
             security=CoapSecurity(obj.security.mode),
             limits=CoapLimits(
                 lim.max_message_size, lim.request_timeout, lim.max_concurrent_requests, lim.overload_max_age

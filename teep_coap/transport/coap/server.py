@@ -30,6 +30,7 @@ from aiocoap.options import Options
 
 from teep_coap.transport.base import MessageHandler, PeerInfo, Rejection, RequestRejected, TransportError
 from teep_coap.transport.coap.credentials import CredentialsError, DeviceCredentials
+from teep_coap.transport.coap.echo import EchoGuard
 from teep_coap.transport.coap.options import CoapOptions
 
 log = logging.getLogger("teep_coap.transport.coap.server")
@@ -125,6 +126,9 @@ class TeepResource(aiocoap.resource.Resource):
         self._profile = profile
         self._stats = stats
         self._in_flight = 0
+        # RFC 9175 Echo against amplification, plain CoAP only (DTLS has its cookie, OSCORE authenticates)
+        link = profile.transport
+        self.echo: EchoGuard | None = EchoGuard() if link.scheme == "coap" and link.echo else None
 
     def _scheme(self, request: Message) -> str:
         scheme = getattr(request.remote, "scheme", "coap")
@@ -151,6 +155,11 @@ class TeepResource(aiocoap.resource.Resource):
             log.warning("rejected %s from %s: %s", early.code, _address(request), early.payload.decode())
             pipe.add_response(early, is_last=True)
             return
+        if self.echo is not None:
+            challenge = self.echo.check(_address(request), request.opt.echo)
+            if challenge is not None:  # address not proven yet: 4.01 + Echo, far below 3x the request
+                pipe.add_response(challenge, is_last=True)
+                return
         # The response to this peer uses the profile's block size (RFC 7959 §2.2; a smaller
         # Block2 SZX asked by the client still wins, aiocoap's Block2 cache honours it).
         try:

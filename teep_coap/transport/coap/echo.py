@@ -1,0 +1,97 @@
+"""RFC 9175 Echo (§2.4) against amplification over plain CoAP: a peer proves its address first.
+
+Over plain CoAP a spoofed 9-byte empty POST would otherwise draw a ~300-byte signed QueryRequest
+toward the victim. With this guard the TAM answers a request from an address that has not proven
+itself with **4.01 Unauthorized + Echo** and no payload (18 bytes plus the request's token: below
+3× any request to `/teep`), and serves the request only when it comes back with that Echo value.
+
+The Echo value carries its own proof, so the server keeps nothing for an unproven peer:
+
+    echo = issued (uint32, seconds) | HMAC-SHA-256(secret, issued | peer address)[:8]    12 bytes
+
+It is accepted from the same address (host and port) for `ECHO_LIFETIME` seconds. Addresses that
+proved themselves are remembered in a bounded LRU (`PROVEN_MAX`), so the rest of a session needs no
+Echo; an evicted address simply proves itself again. DTLS (its cookie exchange) and OSCORE (which
+authenticates every request) do not use the guard. The secret is random per server process: a
+restart makes outstanding Echo values fail, and the client gets a new one.
+
+Clients: ours answers a 4.01 + Echo by repeating the request with the option (`client.py`). A peer
+that cannot do Echo needs the profile setting `[transport] echo = false` (docs/coap-binding.md says
+what that costs). Hand-written: aiocoap 0.4.17 has no server-side Echo for plain CoAP (only OSCORE's
+replay-window recovery), and its client does not answer an Echo outside OSCORE.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import struct
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+from aiocoap import Message
+from aiocoap.numbers.codes import Code
+
+ECHO_LIFETIME = 60.0  # seconds an Echo value is accepted
+PROVEN_MAX = 4096  # addresses remembered as proven
+MAC_SIZE = 8
+ECHO_SIZE = 4 + MAC_SIZE
+AMPLIFICATION_FACTOR = 3  # RFC 9175 §2.4: at most 3× the request before the address is verified
+
+
+class EchoGuard:
+    """Decides, per request over plain CoAP, whether it may be served or must be answered with Echo."""
+
+    def __init__(
+        self,
+        *,
+        secret: bytes | None = None,
+        clock: Callable[[], float] = time.time,
+        lifetime: float = ECHO_LIFETIME,
+        proven_max: int = PROVEN_MAX,
+    ) -> None:
+        self._secret = secret if secret is not None else os.urandom(32)
+        self._clock = clock
+        self._lifetime = lifetime
+        self._proven: OrderedDict[str, None] = OrderedDict()
+        self._proven_max = proven_max
+        self.challenges = 0  # 4.01 + Echo answers sent (for tests and logs)
+
+    def _mac(self, issued: bytes, address: str) -> bytes:
+        return hmac.new(self._secret, issued + address.encode(), hashlib.sha256).digest()[:MAC_SIZE]
+
+    def echo_for(self, address: str) -> bytes:
+        """A fresh Echo value bound to `address`."""
+        issued = struct.pack(">I", int(self._clock()) & 0xFFFFFFFF)
+        return issued + self._mac(issued, address)
+
+    def valid(self, echo: bytes | None, address: str) -> bool:
+        """Is `echo` a value we gave to `address` less than the lifetime ago?"""
+        if echo is None or len(echo) != ECHO_SIZE:
+            return False
+        issued, mac = echo[:4], echo[4:]
+        if not hmac.compare_digest(mac, self._mac(issued, address)):
+            return False
+        age = self._clock() - struct.unpack(">I", issued)[0]
+        return 0 <= age <= self._lifetime
+
+    def _remember(self, address: str) -> None:
+        self._proven[address] = None
+        self._proven.move_to_end(address)
+        while len(self._proven) > self._proven_max:
+            self._proven.popitem(last=False)
+
+    def check(self, address: str, echo: bytes | None) -> Message | None:
+        """None when the request may be served; else the 4.01 + Echo answer to send instead."""
+        if address in self._proven:
+            self._proven.move_to_end(address)
+            return None
+        if self.valid(echo, address):
+            self._remember(address)
+            return None
+        self.challenges += 1
+        answer = Message(code=Code.UNAUTHORIZED)
+        answer.opt.echo = self.echo_for(address)
+        return answer

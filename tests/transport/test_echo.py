@@ -1,0 +1,156 @@
+"""Issue 11 item 2 over a real aiocoap server on loopback: RFC 9175 Echo before an address is proven,
+and no TAM database rows for empty POSTs (counted in the real SQLite file).
+
+The client side is a raw UDP socket sending hand-built CoAP datagrams, so the sizes asserted are the
+bytes on the wire."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from teep_coap.profiles import load_profile
+from teep_coap.profiles.session import TamHandler
+from teep_coap.profiles.stack import coap_options
+from teep_coap.protocol.tam import TamEngine
+from teep_coap.protocol.tamdir import init_tam_dir, load_tam_dir
+from teep_coap.transport.coap.echo import ECHO_SIZE, EchoGuard
+from teep_coap.transport.coap.server import CoapServer
+
+ECHO_OPTION = 252
+URI_PATH = 11
+
+
+def _empty_post(mid: int, echo: bytes | None = None) -> bytes:
+    """CON POST, no token, Uri-Path "teep" (option 11), optionally Echo (252): 9 bytes without Echo."""
+    out = bytes((0x40, 0x02)) + mid.to_bytes(2, "big") + bytes((URI_PATH << 4 | 4,)) + b"teep"
+    if echo is not None:  # delta 252 - 11 = 241 = 13 + 228 (one extended byte)
+        out += bytes((13 << 4 | len(echo), ECHO_OPTION - URI_PATH - 13)) + echo
+    return out
+
+
+def _parse(datagram: bytes) -> tuple[int, dict[int, bytes], bytes]:
+    """(code byte, options by number (last value), payload) of a CoAP message without token."""
+    code, i, number, options = datagram[1], 4 + (datagram[0] & 0x0F), 0, {}
+    while i < len(datagram) and datagram[i] != 0xFF:
+        delta, length = datagram[i] >> 4, datagram[i] & 0x0F
+        i += 1
+        if delta == 13:
+            delta, i = datagram[i] + 13, i + 1
+        elif delta == 14:
+            delta, i = int.from_bytes(datagram[i : i + 2], "big") + 269, i + 2
+        if length == 13:
+            length, i = datagram[i] + 13, i + 1
+        elif length == 14:
+            length, i = int.from_bytes(datagram[i : i + 2], "big") + 269, i + 2
+        number += delta
+        options[number] = datagram[i : i + length]
+        i += length
+    payload = datagram[i + 1 :] if i < len(datagram) else b""
+    return code, options, payload
+
+
+def _rows(db: Path) -> int:
+    with sqlite3.connect(db) as conn:
+        names = [r[0] for r in conn.execute("select name from sqlite_master where type = 'table'")]
+        return sum(conn.execute(f"select count(*) from {n}").fetchone()[0] for n in names)
+
+
+class Peer:
+    """A UDP socket on loopback that exchanges single datagrams with the server."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setblocking(False)
+
+    async def ask(self, port: int, datagram: bytes) -> bytes:
+        loop = asyncio.get_running_loop()
+        await loop.sock_sendto(self.sock, datagram, ("127.0.0.1", port))
+        return await asyncio.wait_for(loop.sock_recv(self.sock, 4096), 5)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def tam(tmp_path: Path) -> tuple[TamEngine, Path]:
+    init_tam_dir(tmp_path / "tam", algs=("esp256",))
+    config, store = load_tam_dir(tmp_path / "tam")
+    assert config.stateless_secret is not None
+    return TamEngine(config, store), tmp_path / "tam" / "tam.sqlite"
+
+
+@pytest.mark.parametrize("profile", ["coap", "coap-no-echo"])
+async def test_empty_posts_are_small_answers_and_no_rows(profile: str, tam: tuple[TamEngine, Path]) -> None:
+    engine, db = tam
+    engine.connect()  # first connect runs the housekeeping sweep; count rows after it
+    before = _rows(db)
+    server = CoapServer(coap_options(load_profile(profile)), TamHandler(engine), bind=("127.0.0.1", 0))
+    await server.start()
+    peer = Peer()
+    try:
+        sizes = []
+        for mid in range(20):
+            request = _empty_post(mid)
+            assert len(request) == 9
+            answer = await peer.ask(server.port, request)
+            sizes.append(len(answer))
+            code, options, payload = _parse(answer)
+            if profile == "coap":
+                assert code == 0x81 and len(options[ECHO_OPTION]) == ECHO_SIZE and payload == b""  # 4.01
+            else:
+                assert code == 0x44 and len(payload) > 150  # 2.04 with the QueryRequest
+    finally:
+        peer.close()
+        await server.close()
+    assert _rows(db) == before  # nothing stored for unauthenticated peers either way
+    if profile == "coap":
+        assert max(sizes) <= 3 * 9  # RFC 9175 §2.4: at most 3x before the address is proven
+        assert server.resource.echo is not None and server.resource.echo.challenges == 20
+    else:
+        assert min(sizes) > 3 * 9  # the cost of turning Echo off: about 20x toward a spoofed source
+
+
+async def test_echo_proves_the_address_and_binds_to_it(tam: tuple[TamEngine, Path]) -> None:
+    engine, _ = tam
+    server = CoapServer(coap_options(load_profile("coap")), TamHandler(engine), bind=("127.0.0.1", 0))
+    await server.start()
+    a, b = Peer(), Peer()
+    try:
+        _, options, _ = _parse(await a.ask(server.port, _empty_post(1)))
+        echo = options[ECHO_OPTION]
+        code, _, _ = _parse(await b.ask(server.port, _empty_post(2, echo)))  # another port: refused
+        assert code == 0x81
+        code, _, payload = _parse(await a.ask(server.port, _empty_post(3, echo)))
+        assert code == 0x44 and payload[:2] in (b"\xd2\x84", b"\xd8\x62")  # the signed QueryRequest
+        code, _, _ = _parse(await a.ask(server.port, _empty_post(4)))  # proven: no Echo needed now
+        assert code == 0x44
+    finally:
+        a.close()
+        b.close()
+        await server.close()
+
+
+def test_echo_values_expire_and_are_not_forged() -> None:
+    now = [1000.0]
+    guard = EchoGuard(secret=b"s" * 32, clock=lambda: now[0], lifetime=60)
+    echo = guard.echo_for("127.0.0.1:5000")
+    assert guard.valid(echo, "127.0.0.1:5000") and not guard.valid(echo, "127.0.0.1:5001")
+    assert not guard.valid(echo[:-1] + bytes([echo[-1] ^ 1]), "127.0.0.1:5000")
+    now[0] += 61
+    assert not guard.valid(echo, "127.0.0.1:5000")
+    assert guard.check("127.0.0.1:5000", echo) is not None  # expired: a new challenge
+
+
+def test_proven_addresses_are_bounded() -> None:
+    guard = EchoGuard(secret=b"s" * 32, proven_max=2)
+    for port in (1, 2, 3):
+        address = f"10.0.0.1:{port}"
+        assert guard.check(address, guard.echo_for(address)) is None
+    assert guard.check("10.0.0.1:1", None) is not None  # evicted: proves itself again
+    assert guard.check("10.0.0.1:3", None) is None
