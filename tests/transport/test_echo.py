@@ -154,3 +154,27 @@ def test_proven_addresses_are_bounded() -> None:
         assert guard.check(address, guard.echo_for(address)) is None
     assert guard.check("10.0.0.1:1", None) is not None  # evicted: proves itself again
     assert guard.check("10.0.0.1:3", None) is None
+
+
+async def test_oversized_request_from_an_unproven_address_gets_only_the_echo(
+    tam: tuple[TamEngine, Path],
+) -> None:
+    """Even an error answer (4.13 + diagnostic) would amplify: the Echo check comes first."""
+    engine, _ = tam
+    server = CoapServer(coap_options(load_profile("coap")), TamHandler(engine), bind=("127.0.0.1", 0))
+    await server.start()
+    peer = Peer()
+    try:
+        # CON POST, Uri-Path "teep", Size1 (60) = 0x0FFFFFFF: 15 bytes, far over max_message_size
+        request = _empty_post(7) + bytes((0xD4, 60 - URI_PATH - 13)) + (0x0FFFFFFF).to_bytes(4, "big")
+        answer = await peer.ask(server.port, request)
+        code, options, payload = _parse(answer)
+        assert code == 0x81 and ECHO_OPTION in options and payload == b""
+        assert len(answer) <= 3 * len(request)
+        # the same with the Echo value (option 252 after Size1: delta 192 = 13 + 179): now the 4.13
+        proven = request + bytes((0xD0 | ECHO_SIZE, ECHO_OPTION - 60 - 13)) + options[ECHO_OPTION]
+        code, options, _ = _parse(await peer.ask(server.port, proven[:2] + b"\x00\x08" + proven[4:]))
+        assert code == 0x8D and options[60] == (1_048_576).to_bytes(3, "big")  # 4.13, Size1 = limit
+    finally:
+        peer.close()
+        await server.close()

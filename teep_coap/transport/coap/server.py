@@ -139,6 +139,11 @@ class TeepResource(aiocoap.resource.Resource):
     async def render_to_pipe(self, pipe: Any) -> None:
         """Refuse what must never be assembled (oversize, unprotected), then block-wise as usual."""
         request = pipe.request
+        if self.echo is not None:  # first, so that no answer (not even an error) amplifies
+            challenge = self.echo.check(_address(request), request.opt.echo)
+            if challenge is not None:  # address not proven yet: 4.01 + Echo, below 3x the request
+                pipe.add_response(challenge, is_last=True)
+                return
         limit = self._profile.limits.max_message_size
         early: Message | None = None
         block1 = request.opt.block1
@@ -155,11 +160,6 @@ class TeepResource(aiocoap.resource.Resource):
             log.warning("rejected %s from %s: %s", early.code, _address(request), early.payload.decode())
             pipe.add_response(early, is_last=True)
             return
-        if self.echo is not None:
-            challenge = self.echo.check(_address(request), request.opt.echo)
-            if challenge is not None:  # address not proven yet: 4.01 + Echo, far below 3x the request
-                pipe.add_response(challenge, is_last=True)
-                return
         # The response to this peer uses the profile's block size (RFC 7959 §2.2; a smaller
         # Block2 SZX asked by the client still wins, aiocoap's Block2 cache honours it).
         try:
