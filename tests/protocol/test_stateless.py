@@ -149,3 +149,28 @@ def test_tam_folder_secret_is_private_and_kept(tmp_path: Path) -> None:
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert first.stateless_secret == second.stateless_secret == path.read_bytes()
     assert len(path.read_bytes()) == 32
+
+
+def test_error_answering_a_stateless_request_renegotiates(world: World) -> None:
+    """Error 5 echoing the token: the device is known now, so the renegotiated request is stored."""
+    from teep_coap.model.codes import SUITE_SIGN1_ESP256, ErrorCode
+    from teep_coap.model.teep import Error
+    from teep_coap.protocol.wire import seal
+
+    world.publish(1, seq=1)
+    qr = payload_of(world.tam.connect())
+    assert isinstance(qr, QueryRequest) and qr.token is not None
+    err = Error(
+        token=qr.token,
+        err_code=ErrorCode.ERR_UNSUPPORTED_CIPHER_SUITES,
+        supported_teep_cipher_suites=(SUITE_SIGN1_ESP256,),
+    )
+    qr2 = world.tam.receive(seal(err, world.state.key))
+    assert qr2 is not None
+    second = payload_of(qr2)
+    assert isinstance(second, QueryRequest) and second.supported_teep_cipher_suites == (SUITE_SIGN1_ESP256,)
+    assert len(world.store.outstanding(world.device.id)) == 2  # the adopted request and the new one
+    upd = world.tam.receive(world.agent.receive(qr2) or b"")
+    assert upd is not None and isinstance(payload_of(upd), Update)
+    assert world.tam.receive(world.agent.receive(upd) or b"") is None
+    assert world.outcomes() == ["success"]
