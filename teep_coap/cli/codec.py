@@ -26,9 +26,24 @@ from teep_coap.encoding.json_codec import TeepJsonError, from_jsonable, parse_js
 @root.command("decode")
 @click.argument("source", metavar="FILE|-")
 @click.option("--compact", is_flag=True, help="One line of JSON instead of indented.")
-def decode_cmd(source: str, compact: bool) -> None:
-    """Decode a TEEP message (raw CBOR, hex text, or COSE-wrapped) and print it as JSON."""
+@click.option(
+    "--diag",
+    "as_diag",
+    is_flag=True,
+    help="Print CBOR diagnostic notation (RFC 8949 §8) with CDDL names as comments; any CBOR item.",
+)
+def decode_cmd(source: str, compact: bool, as_diag: bool) -> None:
+    """Decode a TEEP message (raw CBOR, hex text, or COSE-wrapped) and print it as JSON.
+
+    With --diag: diagnostic notation instead, which `encode --diag` turns back into the same bytes.
+    """
     data = read_cbor_source(source)
+    if as_diag:
+        from teep_coap.encoding.diag import cbor_to_diag
+
+        sys.stdout.buffer.write(cbor_to_diag(data).encode("utf-8") + b"\n")
+        sys.stdout.buffer.flush()
+        return
     doc: dict[str, Any]
     if is_cose(data):
         view, payload = split_cose(data)
@@ -50,9 +65,24 @@ def decode_cmd(source: str, compact: bool) -> None:
     "-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write here, not stdout."
 )
 @click.option("--hex", "as_hex", is_flag=True, help="Write hex text instead of binary.")
-def encode_cmd(source: str, output: str | None, as_hex: bool) -> None:
-    """Encode the JSON form of a TEEP message (as `decode` prints it) into CBOR bytes."""
+@click.option(
+    "--diag", "from_diag", is_flag=True, help="The input is CBOR diagnostic notation (`decode --diag`)."
+)
+def encode_cmd(source: str, output: str | None, as_hex: bool, from_diag: bool) -> None:
+    """Encode the JSON form of a TEEP message (as `decode` prints it) into CBOR bytes.
+
+    With --diag: the input is diagnostic notation (any CBOR item), encoded exactly as written.
+    """
     raw = read_source(source)
+    if from_diag:
+        from teep_coap.encoding.diag import diag_to_cbor
+
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InputError(f"{source}: diagnostic notation must be UTF-8 text") from None
+        _write(diag_to_cbor(text), output, as_hex)
+        return
     try:
         doc = parse_json(raw)
     except TeepJsonError as exc:
@@ -63,6 +93,10 @@ def encode_cmd(source: str, output: str | None, as_hex: bool) -> None:
             data = join_cose(doc["cose"], data)
     else:
         data = cbor_encode(from_jsonable(doc))
+    _write(data, output, as_hex)
+
+
+def _write(data: bytes, output: str | None, as_hex: bool) -> None:
     out = (data.hex() + "\n").encode() if as_hex else data
     if output:
         try:
