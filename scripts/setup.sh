@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(autoconf automake libtool pkg-config make gcc python3-dev python3-venv curl libcoap3-bin nodejs npm postgresql)
+APT_PACKAGES=(autoconf automake libtool pkg-config make gcc python3-dev python3-venv curl libcoap3-bin nodejs npm postgresql tshark)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -21,6 +21,8 @@ if [ ${#pkgs[@]} -gt 0 ]; then
     echo "setup: installing Debian packages: ${pkgs[*]}"
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
     $SUDO apt-get update -qq
+    # tshark asks whether non-root users may capture; answer no so the install never stops to ask
+    echo "wireshark-common wireshark-common/install-setuid boolean false" | $SUDO debconf-set-selections
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
 fi
 

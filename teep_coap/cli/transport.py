@@ -266,7 +266,13 @@ def bench_sessions(
     help="Bytes of the Trusted Component (TEEP) / Trusted Application (OTrP) to install.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def session_cmd(profile_name: str, payload_size: int, as_json: bool) -> None:
+@click.option(
+    "--pcap",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    help="Write every datagram / TCP segment to this pcap file (DTLS: the PSK to FILE.psk).",
+)
+def session_cmd(profile_name: str, payload_size: int, as_json: bool, pcap: str | None) -> None:
     """One complete provisioning session over ANY profile, on loopback, in temporary folders.
 
     A TAM and an Agent (TEEP: CBOR/COSE or JSON/JWS by the profile's encoding; OTrP: the OTrP engines)
@@ -278,7 +284,7 @@ def session_cmd(profile_name: str, payload_size: int, as_json: bool) -> None:
 
     logging.getLogger("coap").setLevel(logging.CRITICAL)  # aiocoap's shutdown chatter is not news here
     profile = load_profile(profile_name)
-    summary = asyncio.run(run_local_session(profile, payload_size))
+    summary = asyncio.run(run_local_session(profile, payload_size, pcap=pcap))
     if as_json:
         click.echo(json.dumps(summary.to_json(), indent=2))
         return

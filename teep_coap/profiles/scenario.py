@@ -389,11 +389,31 @@ class SessionSummary:
 
 
 async def run_local_session(
-    profile: Profile, payload_size: int = 1024, *, workdir: str | os.PathLike[str] | None = None
+    profile: Profile,
+    payload_size: int = 1024,
+    *,
+    workdir: str | os.PathLike[str] | None = None,
+    pcap: str | os.PathLike[str] | None = None,
 ) -> SessionSummary:
-    """One complete provisioning session over `profile` on loopback (what `teep-coap session` runs)."""
+    """One complete provisioning session over `profile` on loopback (what `teep-coap session` runs).
+
+    With `pcap`, a relay in front of the TAM writes every datagram / TCP segment there (the server
+    shown on its scheme's usual port) and, for DTLS profiles, the PSK to `PCAP.psk`."""
+    front: Front | None = None
+    writer = None
+    if pcap is not None:
+        from teep_coap.profiles.capture import session_front
+        from teep_coap.transport.pcap import PcapWriter
+
+        writer = PcapWriter(pcap)
+        front = session_front(writer)
 
     async def collect(run: ScenarioRun) -> SessionSummary:
+        if pcap is not None and profile.security.mode == "dtls-psk":
+            from teep_coap.profiles.capture import write_psk_file
+            from teep_coap.transport.coap.credentials import load_tam_credentials
+
+            write_psk_file(pcap, load_tam_credentials(run.world.tam_dir)[0].psk)
         messages: list[dict[str, Any]] = []
         for sent, answer in run.exchanges:
             if sent:
@@ -423,4 +443,8 @@ async def run_local_session(
             messages,
         )
 
-    return await run_scenario(profile, payload_size, collect, workdir=workdir)
+    try:
+        return await run_scenario(profile, payload_size, collect, workdir=workdir, front=front)
+    finally:
+        if writer is not None:
+            writer.close()

@@ -26,6 +26,9 @@ UP = "up"  # client -> server
 DOWN = "down"  # server -> client
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 MAX_CLIENTS = 4096  # upstream sockets kept; bounded so a flood cannot exhaust file descriptors
+# Called with (direction, client address, datagram) for every datagram offered, before the faults
+# (the pcap writer of `teep-coap … --pcap` listens here).
+Tap = Callable[[str, tuple[str, int], bytes], None]
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,7 @@ class UdpRelay:
         listen: tuple[str, int] = ("127.0.0.1", 0),
         faults: FaultPlan | None = None,
         record: bool = False,
+        tap: Tap | None = None,
     ) -> None:
         if target[0] not in LOOPBACK or listen[0] not in LOOPBACK:
             raise TransportError("the relay only runs on loopback")
@@ -130,6 +134,7 @@ class UdpRelay:
         self.listen = listen
         self.faults = faults or FaultPlan()
         self.record = record
+        self.tap = tap
         self.stats = RelayStats()
         self.datagrams: list[Datagram] = []
         self._rng = random.Random(self.faults.seed)
@@ -194,6 +199,8 @@ class UdpRelay:
             self.datagrams.append(
                 Datagram(direction, f"{client[0]}:{client[1]}", bytes(data), time.monotonic())
             )
+        if self.tap is not None:
+            self.tap(direction, client, bytes(data))
         deliver = send
         delay = self.faults.delay
 

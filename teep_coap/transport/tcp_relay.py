@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from teep_coap.transport.base import TransportError
@@ -20,6 +21,9 @@ from teep_coap.transport.base import TransportError
 C2S = "c2s"  # client (Broker) -> server (TAM)
 S2C = "s2c"
 READ_SIZE = 65536
+# Called with (connection number, client address, direction, bytes) for every read, and with empty
+# bytes when a direction ends (the pcap writer of `teep-coap … --pcap` listens here).
+TcpTap = Callable[[int, tuple[str, int], str, bytes], None]
 
 
 @dataclass(frozen=True)
@@ -39,7 +43,10 @@ class TcpCountingRelay:
     target_host: str
     target_port: int
     listen_host: str = "127.0.0.1"
+    listen_port: int = 0  # 0: any free port
     connect_timeout: float = 5.0
+    record: bool = True  # keep every chunk in `chunks` (a long-running relay with a tap may not)
+    tap: TcpTap | None = None
     chunks: list[Chunk] = field(default_factory=list)
     connections: int = 0
     _server: asyncio.Server | None = None
@@ -50,8 +57,8 @@ class TcpCountingRelay:
     blackhole: set[str] = field(default_factory=set)
 
     async def start(self) -> int:
-        """Listen on a free port; returns it."""
-        self._server = await asyncio.start_server(self._accept, self.listen_host, 0)
+        """Listen on `listen_port` (default: a free port); returns it."""
+        self._server = await asyncio.start_server(self._accept, self.listen_host, self.listen_port)
         return int(self._server.sockets[0].getsockname()[1])
 
     @property
@@ -95,6 +102,8 @@ class TcpCountingRelay:
         conn = self.connections
         self.connections += 1
         self._writers.append(writer)
+        peer = writer.get_extra_info("peername") or ("127.0.0.1", 0)
+        client = (str(peer[0]), int(peer[1]))
         try:
             up_reader, up_writer = await asyncio.wait_for(
                 asyncio.open_connection(self.target_host, self.target_port), self.connect_timeout
@@ -104,8 +113,8 @@ class TcpCountingRelay:
             return
         self._writers.append(up_writer)
         pumps = [
-            asyncio.create_task(self._pump(reader, up_writer, conn, C2S)),
-            asyncio.create_task(self._pump(up_reader, writer, conn, S2C)),
+            asyncio.create_task(self._pump(reader, up_writer, conn, client, C2S)),
+            asyncio.create_task(self._pump(up_reader, writer, conn, client, S2C)),
         ]
         for task in pumps:
             self._tasks.add(task)
@@ -113,14 +122,22 @@ class TcpCountingRelay:
         await asyncio.wait(pumps)
 
     async def _pump(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: int, direction: str
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        conn: int,
+        client: tuple[str, int],
+        direction: str,
     ) -> None:
         try:
             while True:
                 data = await reader.read(READ_SIZE)
                 if not data:
                     break
-                self.chunks.append(Chunk(time.perf_counter(), conn, direction, data))
+                if self.record:
+                    self.chunks.append(Chunk(time.perf_counter(), conn, direction, data))
+                if self.tap is not None:
+                    self.tap(conn, client, direction, data)
                 if direction in self.blackhole:
                     continue
                 writer.write(data)
@@ -128,6 +145,8 @@ class TcpCountingRelay:
         except (OSError, asyncio.CancelledError):
             pass
         finally:
+            if self.tap is not None:
+                self.tap(conn, client, direction, b"")
             with contextlib.suppress(Exception):
                 if writer.can_write_eof():
                     writer.write_eof()

@@ -1,0 +1,168 @@
+"""`--pcap`: Wireshark's tshark, an independent dissector, reads our captures and sees our messages.
+
+A real session runs over coap, coaps-psk (decrypted with FILE.psk), coap-constrained (64-byte blocks,
+so Block1 and Block2) and teep-cbor-http; tshark dissects every CoAP message / HTTP request, and the
+TEEP payloads it reassembles from what it dissected equal, in order, the bytes our Broker sent and got.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from teep_coap.model.codes import MEDIA_TYPE_TEEP_CBOR
+from teep_coap.profiles import load_profile
+from teep_coap.profiles.capture import psk_path, session_front
+from teep_coap.profiles.scenario import ScenarioRun, run_local_session, run_scenario
+from teep_coap.transport.pcap import PcapWriter
+
+pytestmark = [pytest.mark.interop, pytest.mark.timeout(180)]
+CODE_POST, CODE_CHANGED, CODE_CONTINUE = 2, 68, 95
+CONTENT_FORMAT = "65000"
+
+
+def tshark(pcap: Path, *extra: str) -> list[dict[str, Any]]:
+    """Every frame's layers, as tshark dissects them (raw bytes of each field with -x)."""
+    binary = shutil.which("tshark")
+    if binary is None:
+        pytest.fail("tshark not installed (scripts/setup.sh installs it; Debian package tshark)")
+    psk = psk_path(pcap)
+    if psk.exists():
+        extra = ("-o", f"dtls.psk:{psk.read_text().strip()}", *extra)
+    done = subprocess.run(
+        [binary, "-n", "-r", str(pcap), "-T", "json", "-x", "--no-duplicate-keys", *extra],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    return [frame["_source"]["layers"] for frame in json.loads(done.stdout)]
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [] if value is None else [value]
+
+
+def raw(field: Any) -> bytes:
+    """tshark's `_raw` form: [hex, offset, length, ...]."""
+    return bytes.fromhex(field[0]) if field else b""
+
+
+async def captured_session(profile_name: str, pcap: Path, payload_size: int) -> list[bytes]:
+    """Run the session with the capture in front; return the non-empty TEEP messages in wire order."""
+    profile = load_profile(profile_name)
+    writer = PcapWriter(pcap)
+
+    async def collect(run: ScenarioRun) -> list[bytes]:
+        if profile.security.mode == "dtls-psk":
+            from teep_coap.profiles.capture import write_psk_file
+            from teep_coap.transport.coap.credentials import load_tam_credentials
+
+            write_psk_file(pcap, load_tam_credentials(run.world.tam_dir)[0].psk)
+        return [m for pair in run.exchanges for m in pair if m]
+
+    try:
+        return await run_scenario(profile, payload_size, collect, front=session_front(writer))
+    finally:
+        writer.close()
+
+
+def coap_messages(frames: list[dict[str, Any]]) -> list[bytes]:
+    """TEEP payloads rebuilt from tshark's CoAP fields; asserts the binding's rules on each message."""
+    messages: list[bytes] = []
+    partial: dict[bool, bytes] = {True: b"", False: b""}
+    for layers in frames:
+        coap = layers.get("coap")
+        if coap is None:
+            assert "dtls" not in layers or "dtls.app_data" not in json.dumps(layers["dtls"]), (
+                "a DTLS application-data record that tshark did not dissect as CoAP"
+            )
+            continue
+        code = int(coap["coap.code"])
+        if coap["coap.type"] in ("2", "3") and code == 0:
+            continue  # empty ACK / RST
+        request = code < 32
+        # each option's name ("#2: Block2") and its subtree, as tshark shows them
+        names = [n.split(": ", 1)[1] for n in as_list(coap.get("coap.opt.name"))]
+        options = dict(zip(names, as_list(coap.get("coap.opt.name_tree")), strict=True))
+        if request:
+            assert code == CODE_POST, f"request code {code}"
+            assert "Uri-Path" in options and coap["coap.opt.uri_path_recon"] == "/teep"
+        else:
+            assert code in (CODE_CHANGED, CODE_CONTINUE), f"response code {code}"
+        block = options.get("Block1" if request else "Block2")
+        piece = raw(coap.get("coap.block_payload_raw" if block else "coap.payload_raw"))
+        if piece:
+            assert options["Content-Format"]["coap.opt.ctype"].endswith(CONTENT_FORMAT)
+        if block:
+            if block["coap.opt.block_number"] == "0":
+                partial[request] = b""
+            partial[request] += piece
+            if block["coap.opt.block_mflag"] == "1":
+                continue
+            piece, partial[request] = partial[request], b""
+        if piece:
+            messages.append(piece)
+    return messages
+
+
+def http_messages(frames: list[dict[str, Any]], path: str) -> list[bytes]:
+    messages: list[bytes] = []
+    for layers in frames:
+        http = layers.get("http")
+        if http is None:
+            continue
+        if "http.request.method" in http:
+            assert http["http.request.method"] == "POST"
+            assert http["http.request.uri"] == path
+        body = raw(http.get("http.file_data_raw"))
+        if body:
+            assert http["http.content_type"] == MEDIA_TYPE_TEEP_CBOR
+            messages.append(body)
+    return messages
+
+
+@pytest.mark.parametrize(
+    ("profile_name", "payload_size", "need_blocks"),
+    [
+        ("coap", 3000, {"Block2"}),
+        ("coaps-psk", 3000, {"Block2"}),
+        ("coap-constrained", 300, {"Block1", "Block2"}),
+        ("teep-cbor-http", 3000, set()),
+    ],
+)
+async def test_tshark_dissects_what_we_sent(
+    profile_name: str, payload_size: int, need_blocks: set[str], tmp_path: Path
+) -> None:
+    pcap = tmp_path / f"{profile_name}.pcap"
+    ours = await captured_session(profile_name, pcap, payload_size)
+    assert len(ours) == 4  # QueryRequest, QueryResponse, Update, Success
+    frames = tshark(pcap)
+    if profile_name.startswith("teep-cbor-http"):
+        assert http_messages(frames, "/tam") == ours
+        return
+    seen_blocks = {
+        n.split(": ", 1)[1] for f in frames if "coap" in f for n in as_list(f["coap"].get("coap.opt.name"))
+    } & {"Block1", "Block2"}
+    assert need_blocks <= seen_blocks
+    assert coap_messages(frames) == ours
+
+
+def test_dtls_capture_without_the_psk_shows_no_coap(tmp_path: Path) -> None:
+    """The PSK file is what makes the difference: without it tshark sees encrypted records only."""
+    import asyncio
+
+    pcap = tmp_path / "s.pcap"
+    asyncio.run(run_local_session(load_profile("coaps-psk"), 100, pcap=pcap))
+    assert len(psk_path(pcap).read_text().strip()) == 32  # 16-byte PSK in hex
+    hidden = pcap.with_name("copy.pcap")
+    hidden.write_bytes(pcap.read_bytes())  # no copy.pcap.psk beside it
+    frames = tshark(hidden)
+    assert any("dtls" in f for f in frames)
+    assert not any("coap" in f for f in frames)
+    assert any("coap" in f for f in tshark(pcap))
