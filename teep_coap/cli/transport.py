@@ -11,10 +11,17 @@ import json
 import logging
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from teep_coap.cli.groups import agent, bench, root, tam
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from teep_coap.profiles.schema import Profile
+    from teep_coap.transport.coap.credentials import DeviceCredentials
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
@@ -115,8 +122,13 @@ async def _serve(
     bind: tuple[str, int],
     certs: str | None = None,
     banner: str | None = None,
+    pcap: str | None = None,
 ) -> None:
-    """Serve any profile: TEEP (CBOR/COSE or JSON/JWS, by the profile's encoding) or OTrP."""
+    """Serve any profile: TEEP (CBOR/COSE or JSON/JWS, by the profile's encoding) or OTrP.
+
+    With `pcap`, the server listens on a free port of the same host and a capturing relay on `bind`."""
+    import contextlib
+
     from teep_coap.profiles import load_profile
     from teep_coap.profiles.runtime import open_tam
     from teep_coap.profiles.stack import make_server
@@ -128,7 +140,7 @@ async def _serve(
             profile,
             service.handler,
             host=bind[0],
-            port=bind[1],
+            port=0 if pcap else bind[1],
             tam_dir=service.credentials_dir,
             certs_path=service.certs_path,
         )
@@ -139,13 +151,26 @@ async def _serve(
         bound = await server.start()
         try:
             uri = getattr(server, "uri", None)
+            port = bound if isinstance(bound, int) else getattr(server, "port", bind[1])
             if not uri:
-                port = bound if isinstance(bound, int) else getattr(server, "port", bind[1])
                 uri = f"{profile.transport.scheme}://{bind[0]}:{port}{profile.transport.path}"
+            capture = contextlib.AsyncExitStack()
+            if pcap is not None:
+                from teep_coap.profiles.capture import capturing_relay, relayed_uri
+                from teep_coap.transport.pcap import PcapWriter
+
+                writer = PcapWriter(pcap)
+                capture.callback(writer.close)
+                rport = await capture.enter_async_context(
+                    capturing_relay(profile, (bind[0], int(port)), writer, listen=bind)
+                )
+                uri = relayed_uri(uri, rport)
+                _write_serve_psk(profile, service.credentials_dir, pcap)
             # `otrp serve` keeps its historical first line (the URI is its last word)
             click.echo(f"{banner} {uri}" if banner else f"TAM serving {uri} (profile {profile.name})")
             sys.stdout.flush()
-            await stop.wait()
+            async with capture:
+                await stop.wait()
         finally:
             closer = getattr(server, "close", None) or server.stop
             await closer()
@@ -153,6 +178,24 @@ async def _serve(
         service.close()
         done, failed = service.counts()
         logging.getLogger("teep_coap.session").info("TAM stopped: %d sessions done, %d failed", done, failed)
+
+
+def _write_serve_psk(profile: Profile, credentials_dir: Path, pcap: str) -> None:
+    """FILE.psk for a DTLS TAM: Wireshark takes one PSK, so only when one device has credentials."""
+    if profile.security.mode != "dtls-psk":
+        return
+    from teep_coap.profiles.capture import write_psk_file
+    from teep_coap.transport.coap.credentials import load_tam_credentials
+
+    devices = load_tam_credentials(credentials_dir)
+    if len(devices) == 1:
+        write_psk_file(pcap, devices[0].psk)
+    else:
+        logging.getLogger("teep_coap.capture").warning(
+            "%s.psk not written: %d devices have PSKs and Wireshark takes one (psk_hex in credentials.toml)",
+            pcap,
+            len(devices),
+        )
 
 
 @tam.command("serve")
@@ -168,6 +211,12 @@ async def _serve(
 )
 @click.option("--bind", default="127.0.0.1:0", show_default=True, help="HOST:PORT (port 0 = any free port).")
 @click.option("--certs", default=None, type=click.Path(file_okay=False), help="HTTPS: certificate folder.")
+@click.option(
+    "--pcap",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    help="Write every datagram / TCP segment to this pcap (DTLS: the PSK to FILE.psk). Loopback only.",
+)
 @click.option("-v", "--verbose", count=True, help="More logging (-vv: aiocoap debug).")
 @click.option("-q", "--quiet", is_flag=True, help="No per-session log lines.")
 def tam_serve(
@@ -177,6 +226,7 @@ def tam_serve(
     policy: str | None,
     bind: str,
     certs: str | None,
+    pcap: str | None,
     verbose: int,
     quiet: bool,
 ) -> None:
@@ -187,12 +237,20 @@ def tam_serve(
     The first line on stdout names the URI (useful with port 0).
     """
     _setup_logging(verbose, quiet)
-    asyncio.run(_serve(profile_name, tam_dir, db, policy, _parse_bind(bind), certs))
+    asyncio.run(_serve(profile_name, tam_dir, db, policy, _parse_bind(bind), certs, pcap=pcap))
 
 
 async def _agent_run(
-    profile_name: str, tam_uri: str, state_dir: str, timeout: float | None, certs: str | None = None
+    profile_name: str,
+    tam_uri: str,
+    state_dir: str,
+    timeout: float | None,
+    certs: str | None = None,
+    *,
+    pcap: str | None = None,
+    credentials: DeviceCredentials | None = None,
 ) -> dict[str, object]:
+    import contextlib
     import dataclasses
 
     from teep_coap.profiles import load_profile
@@ -204,10 +262,54 @@ async def _agent_run(
         profile = dataclasses.replace(
             profile, limits=dataclasses.replace(profile.limits, request_timeout=timeout)
         )
-    summary = await run_agent(profile, tam_uri, state_dir, certs=certs)
+    uri = tam_uri
+    async with contextlib.AsyncExitStack() as stack:
+        if pcap is not None:
+            from teep_coap.profiles.capture import capturing_relay, relayed_uri, uri_address
+            from teep_coap.transport.pcap import PcapWriter
+
+            target = uri_address(tam_uri)
+            writer = PcapWriter(pcap)
+            stack.callback(writer.close)
+            listen = ("::1" if ":" in target[0] else "127.0.0.1", 0)
+            port = await stack.enter_async_context(
+                capturing_relay(profile, target, writer, listen=listen, shown_server=target)
+            )
+            uri = relayed_uri(tam_uri, port)
+        summary = await run_agent(profile, uri, state_dir, certs=certs, credentials=credentials)
+    if pcap is not None and profile.security.mode == "dtls-psk":
+        from teep_coap.profiles.capture import write_psk_file
+        from teep_coap.transport.coap.credentials import load_agent_credentials
+
+        psk = credentials.psk if credentials is not None else load_agent_credentials(state_dir).psk
+        write_psk_file(pcap, psk)
+    summary["tam"] = tam_uri
+    if pcap is not None:
+        from teep_coap.profiles.capture import tshark_command, uri_address
+
+        summary["pcap"] = {"file": pcap, "tshark": tshark_command(profile, pcap, uri_address(tam_uri)[1])}
     if not summary.get("ok", False):
         raise SessionFailed(f"session with {tam_uri} failed: {summary.get('reason', '?')}")
     return summary
+
+
+def _psk_credentials(psk_hex: str | None, psk_identity: str | None) -> DeviceCredentials | None:
+    """Credentials from --psk-hex/--psk-identity (both or neither)."""
+    if psk_hex is None and psk_identity is None:
+        return None
+    if psk_hex is None or psk_identity is None:
+        raise click.UsageError("--psk-hex and --psk-identity go together")
+    from teep_coap.transport.coap.credentials import PSK_MIN_BYTES, DeviceCredentials
+
+    try:
+        psk = bytes.fromhex(psk_hex)
+    except ValueError:
+        raise click.BadParameter("not hex", param_hint="--psk-hex") from None
+    if len(psk) < PSK_MIN_BYTES:
+        raise click.BadParameter(f"at least {PSK_MIN_BYTES} bytes needed", param_hint="--psk-hex")
+    if not psk_identity:
+        raise click.BadParameter("empty", param_hint="--psk-identity")
+    return DeviceCredentials(psk_identity, psk_identity, psk)
 
 
 @agent.command("run")
@@ -220,16 +322,42 @@ async def _agent_run(
 @click.option(
     "--certs", default=None, type=click.Path(file_okay=False), help="HTTPS: certificate folder (CA)."
 )
-@click.option("-v", "--verbose", count=True)
+@click.option(
+    "--pcap",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    help="Write the session's datagrams / TCP segments to this pcap (DTLS: PSK to FILE.psk). "
+    "The TAM must be on loopback.",
+)
+@click.option(
+    "--psk-hex", default=None, help="DTLS PSK in hex, instead of the state folder's transport.toml."
+)
+@click.option("--psk-identity", default=None, help="DTLS PSK identity (with --psk-hex).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON (the default output).")
+@click.option("-v", "--verbose", count=True, help="More logging (-vv: aiocoap debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr (the default).")
 def agent_run(
-    profile_name: str, tam_uri: str, state_dir: str, timeout: float | None, certs: str | None, verbose: int
+    profile_name: str,
+    tam_uri: str,
+    state_dir: str,
+    timeout: float | None,
+    certs: str | None,
+    pcap: str | None,
+    psk_hex: str | None,
+    psk_identity: str | None,
+    as_json: bool,
+    verbose: int,
+    quiet: bool,
 ) -> None:
     """Broker + Agent over any profile: sessions until the TAM has nothing more; prints what changed.
 
     TEEP: --state is the Agent state folder (`agent init`); OTrP: an `otrp init` folder (one session).
     """
-    _setup_logging(verbose, quiet=not verbose)
-    summary = asyncio.run(_agent_run(profile_name, tam_uri, state_dir, timeout, certs))
+    _setup_logging(verbose, quiet=quiet or not verbose)
+    creds = _psk_credentials(psk_hex, psk_identity)
+    summary = asyncio.run(
+        _agent_run(profile_name, tam_uri, state_dir, timeout, certs, pcap=pcap, credentials=creds)
+    )
     click.echo(json.dumps(summary, indent=2))
 
 

@@ -63,6 +63,14 @@ async def capturing_relay(
     i.e. the one the client dialled)."""
     import asyncio
 
+    from teep_coap.transport.base import TransportError
+    from teep_coap.transport.relay import LOOPBACK
+
+    if target[0] not in LOOPBACK or listen[0] not in LOOPBACK:
+        raise TransportError(
+            f"--pcap records through a relay on loopback, and {target[0]} is not a loopback address "
+            "(capture that link with tcpdump instead)"
+        )
     if profile.transport.is_coap:
         from teep_coap.transport.relay import UdpRelay
 
@@ -110,3 +118,47 @@ async def capturing_relay(
     finally:
         await tcp.stop()
         writer.flush()
+
+
+def relayed_uri(uri: str, port: int) -> str:
+    """`uri` with its port replaced (the relay's), host kept."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    host = parts.hostname or "127.0.0.1"
+    netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def uri_address(uri: str) -> tuple[str, int]:
+    """(host, port) of a TAM URI; the scheme's usual port when it names none."""
+    from urllib.parse import urlsplit
+
+    from teep_coap.transport.base import TransportError
+
+    parts = urlsplit(uri)
+    try:
+        port = parts.port
+    except ValueError:
+        raise TransportError(f"bad port in {uri!r}") from None
+    scheme = "coap" if parts.scheme == "coap+oscore" else parts.scheme
+    if parts.hostname is None or (port is None and scheme not in USUAL_PORTS):
+        raise TransportError(f"cannot tell the TAM's address from {uri!r}")
+    return parts.hostname, port if port is not None else USUAL_PORTS[scheme]
+
+
+def tshark_command(profile: Profile, pcap: str | os.PathLike[str], server_port: int) -> str:
+    """The tshark command line that dissects the capture: the PSK for DTLS, and "Decode As" when the
+    server is not on its scheme's usual port."""
+    scheme = "coap" if profile.transport.scheme == "coap+oscore" else profile.transport.scheme
+    args = ["tshark"]
+    if profile.security.mode == "dtls-psk":
+        args += ["-o", f"dtls.psk:$(cat {os.fspath(pcap)}.psk)"]
+    if server_port != USUAL_PORTS.get(scheme):
+        if scheme == "coaps":
+            args += ["-d", f"udp.port=={server_port},dtls", "-d", f"dtls.port=={server_port},coap"]
+        elif scheme == "coap":
+            args += ["-d", f"udp.port=={server_port},coap"]
+        elif scheme == "http":
+            args += ["-d", f"tcp.port=={server_port},http"]
+    return " ".join([*args, "-r", os.fspath(pcap)])

@@ -18,6 +18,7 @@ from typing import Any
 from teep_coap.errors import TeepCoapError
 from teep_coap.profiles.schema import Profile
 from teep_coap.transport.base import MessageHandler
+from teep_coap.transport.coap.credentials import DeviceCredentials
 
 
 class RuntimeOptionError(TeepCoapError):
@@ -97,8 +98,11 @@ async def run_agent(
     folder: str | os.PathLike[str],
     *,
     certs: str | os.PathLike[str] | None = None,
+    credentials: DeviceCredentials | None = None,
 ) -> dict[str, Any]:
     """Broker + Agent against the TAM at `tam_uri`; raises SessionFailed when a session fails.
+
+    `credentials` replace the DTLS PSK / OSCORE context of the Agent folder's transport.toml.
 
     TEEP: FOLDER is the Agent state folder; sessions until the TAM has nothing more. OTrP: FOLDER is an
     `otrp init` folder (or its agent/ subfolder); one session (GetDeviceState … InstallTA)."""
@@ -143,7 +147,7 @@ async def run_agent(
     from teep_coap.protocol.wire import wire_for
 
     engine = AgentEngine(AgentState.load(folder), wire=wire_for(profile.encoding, profile.compat))
-    client = make_client(profile, tam_uri, state_dir=folder, certs_path=certs)
+    client = make_client(profile, tam_uri, state_dir=folder, certs_path=certs, credentials=credentials)
     try:
         report = await run_until_done(
             engine, client, tam_uri, timeout=limits.request_timeout, max_rounds=limits.max_session_rounds

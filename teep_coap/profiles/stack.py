@@ -14,6 +14,7 @@ from typing import Any
 
 from teep_coap.profiles.schema import Profile
 from teep_coap.transport.base import MessageClient, MessageHandler
+from teep_coap.transport.coap.credentials import DeviceCredentials
 from teep_coap.transport.coap.options import (
     CoapLimits,
     CoapLink,
@@ -83,14 +84,16 @@ def make_client(
     *,
     state_dir: str | os.PathLike[str] | None = None,
     certs_path: str | os.PathLike[str] | None = None,
+    credentials: DeviceCredentials | None = None,
 ) -> MessageClient:
-    """The Broker's client for the profile; secure CoAP profiles read STATEDIR/transport.toml."""
+    """The Broker's client for the profile; secure CoAP profiles read STATEDIR/transport.toml
+    unless `credentials` are given."""
     if profile.transport.is_coap:
         from teep_coap.transport.coap.client import CoapClient
         from teep_coap.transport.coap.credentials import load_agent_credentials
 
-        creds = None
-        if profile.security.mode != "none":
+        creds = credentials
+        if profile.security.mode != "none" and creds is None:
             if state_dir is None:
                 from teep_coap.transport.coap.credentials import CredentialsError
 

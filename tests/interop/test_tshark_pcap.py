@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -166,3 +167,54 @@ def test_dtls_capture_without_the_psk_shows_no_coap(tmp_path: Path) -> None:
     assert any("dtls" in f for f in frames)
     assert not any("coap" in f for f in frames)
     assert any("coap" in f for f in tshark(pcap))
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", "from teep_coap.cli import main; main()", *args],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+
+
+def test_agent_run_and_tam_serve_write_pcaps(tmp_path: Path) -> None:
+    """`agent run --pcap` (PSK given on the command line) and `tam serve --pcap` against each other:
+    both captures hold the same CoAP exchanges, dissected with the tshark command `agent run` prints."""
+    from teep_coap.bench.sessions import make_world, tam_process
+    from teep_coap.transport.coap.credentials import load_agent_credentials
+
+    world = make_world(tmp_path / "tam", tmp_path / "agents", 1, 2000)
+    agent_dir = world.agent_dirs[0]
+    creds = load_agent_credentials(agent_dir)
+    (agent_dir / "transport.toml").unlink()  # only --psk-hex/--psk-identity can work now
+    served = tmp_path / "served.pcap"
+    with tam_process("coaps-psk", world.tam_dir, extra=("--pcap", str(served))) as (uri, _pid):
+        client = tmp_path / "client.pcap"
+        run = cli(
+            "agent", "run", "--profile", "coaps-psk", "--tam", uri, "--state", str(agent_dir),
+            "--pcap", str(client), "--psk-hex", creds.psk.hex(), "--psk-identity", creds.psk_identity,
+        )  # fmt: skip
+        assert run.returncode == 0, run.stderr
+        summary = json.loads(run.stdout)
+        assert summary["tam"] == uri and len(summary["installed"]) == 1
+    command = summary["pcap"]["tshark"].split()
+    port = uri.rsplit(":", 1)[1].split("/")[0]
+    assert f"udp.port=={port},dtls" in command and f"dtls.port=={port},coap" in command
+    decode_as = [a for i, a in enumerate(command) if command[i - 1] == "-d"]
+    extra = [x for d in decode_as for x in ("-d", d)]
+    client_msgs = coap_messages(tshark(client, *extra))
+    served_msgs = coap_messages(tshark(served, *extra))
+    assert len(client_msgs) >= 4  # QueryRequest, QueryResponse, Update, Success (+ a second session)
+    assert client_msgs == served_msgs
+    assert psk_path(served).read_text().strip() == creds.psk.hex()
+
+
+def test_pcap_refuses_a_tam_off_loopback(tmp_path: Path) -> None:
+    run = cli(
+        "agent", "run", "--profile", "coap", "--tam", "coap://192.0.2.1/teep", "--state", str(tmp_path),
+        "--pcap", str(tmp_path / "x.pcap"),
+    )  # fmt: skip
+    assert run.returncode == 2
+    assert "teep-coap: error: --pcap records through a relay on loopback" in run.stderr
