@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "tam",
     "transport",
     "http",
+    "check",
     "otrp",
     "bench",
     "demo",

@@ -41,3 +41,8 @@ def bench() -> None:
 @root.group()
 def otrp() -> None:
     """The Open Trust Protocol (OTrP) with JSON/JOSE and its CBOR/COSE mapping."""
+
+
+@root.group()
+def check() -> None:
+    """Conformance checks against any TAM or Agent (each names its draft section; --json for a report)."""
