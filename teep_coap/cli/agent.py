@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from teep_coap.cli.groups import agent
+from teep_coap.cli.groups import agent, json_is_default
 
 
 def _print(obj: Any) -> None:
@@ -26,6 +26,7 @@ def _cid(parts: tuple[str, ...]) -> tuple[bytes, ...]:
 
 
 @agent.command("init")
+@json_is_default
 @click.option("--state", "state_dir", required=True, type=click.Path(file_okay=False), help="Agent folder.")
 @click.option(
     "--tam-key", required=True, type=click.Path(exists=True, dir_okay=False), help="TAM public key."
@@ -96,6 +97,7 @@ def agent_init(
 
 
 @agent.command("process")
+@json_is_default
 @click.option("--state", "state_dir", required=True, type=click.Path(exists=True, file_okay=False))
 @click.argument("source", metavar="FILE")
 @click.option(
@@ -126,6 +128,7 @@ def agent_process(state_dir: str, source: str, output: str | None, accept_unsign
 
 
 @agent.command("status")
+@json_is_default
 @click.option("--state", "state_dir", required=True, type=click.Path(exists=True, file_okay=False))
 def agent_status(state_dir: str) -> None:
     """Installed components and pending requests of an Agent folder."""
@@ -152,6 +155,7 @@ def agent_status(state_dir: str) -> None:
 
 
 @agent.command("request-ta")
+@json_is_default
 @click.option("--state", "state_dir", required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--tam-uri", default=None)
 @click.option("--min-seq", type=int, default=None, help="Lowest acceptable manifest sequence number.")
@@ -168,6 +172,7 @@ def agent_request_ta(
 
 
 @agent.command("unrequest-ta")
+@json_is_default
 @click.option("--state", "state_dir", required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--tam-uri", default=None)
 @click.argument("component_id", nargs=-1, required=True)

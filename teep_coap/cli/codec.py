@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from teep_coap.cli.groups import bench, root
+from teep_coap.cli.groups import bench, json_is_default, root
 from teep_coap.encoding.cbor_codec import decode as cbor_decode
 from teep_coap.encoding.cbor_codec import encode as cbor_encode
 from teep_coap.encoding.cose_view import is_cose, join_cose, split_cose
@@ -24,6 +24,7 @@ from teep_coap.encoding.json_codec import TeepJsonError, from_jsonable, parse_js
 
 
 @root.command("decode")
+@json_is_default
 @click.argument("source", metavar="FILE|-")
 @click.option("--compact", is_flag=True, help="One line of JSON instead of indented.")
 @click.option(

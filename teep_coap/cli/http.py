@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
@@ -24,31 +25,46 @@ def certs_group() -> None:
 )
 @click.option("--client", "client_name", default=None, help="Also issue a client certificate with this CN.")
 @click.option("--days", default=365, show_default=True, type=click.IntRange(1, 3650), help="Validity.")
-def certs_generate(out: Path, hosts: tuple[str, ...], client_name: str | None, days: int) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the files and the server certificate as JSON.")
+def certs_generate(
+    out: Path, hosts: tuple[str, ...], client_name: str | None, days: int, as_json: bool
+) -> None:
     """Write ca.pem/ca.key, server.pem/server.key (and client.pem/client.key) to OUT."""
     from teep_coap.security import certs
 
     bundle = certs.write_bundle(out, hosts=hosts or certs.DEFAULT_HOSTS, client_name=client_name, days=days)
-    for path in (
-        bundle.ca_cert,
-        bundle.server_cert,
-        bundle.server_key,
-        bundle.client_cert,
-        bundle.client_key,
-    ):
-        if path is not None:
-            click.echo(str(path))
+    paths = [
+        str(p)
+        for p in (
+            bundle.ca_cert,
+            bundle.server_cert,
+            bundle.server_key,
+            bundle.client_cert,
+            bundle.client_key,
+        )
+        if p is not None
+    ]
     info = certs.describe_certificate(certs.read_certificate(bundle.server_cert))
+    if as_json:
+        click.echo(json.dumps({"files": paths, "server_certificate": info}, indent=2, default=str))
+        return
+    for path in paths:
+        click.echo(path)
     click.echo(f"server certificate for: {info['subject_alt_names']} (until {info['not_after']})")
 
 
 @certs_group.command("show")
 @click.argument("path", type=click.Path(path_type=Path))
-def certs_show(path: Path) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def certs_show(path: Path, as_json: bool) -> None:
     """Print subject, issuer, validity, SANs and fingerprint of a certificate file."""
     from teep_coap.security import certs
 
-    for key, value in certs.describe_certificate(certs.read_certificate(path)).items():
+    info = certs.describe_certificate(certs.read_certificate(path))
+    if as_json:
+        click.echo(json.dumps(info, indent=2, default=str))
+        return
+    for key, value in info.items():
         click.echo(f"{key:18} {value}")
 
 
@@ -86,8 +102,9 @@ def _int_list(text: str) -> list[int]:
     help="Runs per point (wall time = median).",
 )
 @click.option("--fail-fast", is_flag=True, help="Stop at the first run that fails instead of reporting it.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (the sizes.json content).")
 def bench_sizes(
-    profile_names: str, payload_sizes: str, out: Path | None, repeat: int, fail_fast: bool
+    profile_names: str, payload_sizes: str, out: Path | None, repeat: int, fail_fast: bool, as_json: bool
 ) -> None:
     """Run one provisioning session over each profile and count its bytes per message and layer.
 
@@ -152,13 +169,16 @@ def bench_sizes(
             str(s.round_trips),
             f"{s.seconds * 1000:.0f}",
         )
-    out_console = Console()
-    out_console.width = max(out_console.width, 150)
-    out_console.print(table)
+    if as_json:
+        click.echo(bs.report_json(report))
+    else:
+        out_console = Console()
+        out_console.width = max(out_console.width, 150)
+        out_console.print(table)
     for failure in report.failures:
         console.print(f"[red]failed:[/red] {failure}")
     if out is not None:
         for path in bs.write_outputs(report, out):
-            click.echo(str(path))
+            click.echo(str(path), err=as_json)
     if report.failures and not report.sessions:
         raise click.ClickException("every run failed")

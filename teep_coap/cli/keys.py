@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from teep_coap.cli.groups import bench, keys, root
+from teep_coap.cli.groups import bench, json_is_default, keys, root
 from teep_coap.security.errors import (
     CriticalHeaderNotUnderstood,
     SignatureInvalid,
@@ -57,12 +57,18 @@ def _write_output(data: bytes, output: str | None, as_hex: bool, binary: bool) -
     "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder for the files."
 )
 @click.option("--force", is_flag=True, help="Overwrite existing key files.")
-def generate_cmd(alg: str, out_dir: str, force: bool) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the kid and the files as JSON.")
+def generate_cmd(alg: str, out_dir: str, force: bool, as_json: bool) -> None:
     """Generate a key pair: private/public PEM, COSE_Key and JWK; prints the kid (RFC 9679) in hex."""
     from teep_coap.security.keys import generate_key, write_key_files
 
     key = generate_key(alg)
     paths = write_key_files(key, out_dir, overwrite=force)
+    if as_json:
+        click.echo(
+            json.dumps({"kid": key.kid.hex(), "files": {k: str(v) for k, v in paths.items()}}, indent=2)
+        )
+        return
     click.echo(key.kid.hex())
     for kind, path in paths.items():
         click.echo(f"  {kind:13} {path}", err=True)
@@ -141,6 +147,7 @@ def sign_cmd(
 
 
 @root.command("verify")
+@json_is_default
 @click.option("--key", "key_files", multiple=True, help="Trusted public key file (repeatable).")
 @click.option("--trust", "trust_dir", type=click.Path(file_okay=False), help="Folder of trusted keys/certs.")
 @click.option(

@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from teep_coap.cli.groups import otrp
+from teep_coap.cli.groups import json_is_default, otrp
 from teep_coap.encoding import otrp_cbor, otrp_json
 from teep_coap.model.otrp import BY_TBS_NAME, OtrpDecodeError, OtrpError
 from teep_coap.profiles.otrp import POLICY_FILE
@@ -103,6 +103,7 @@ def open_with_keys(data: bytes, folder: Path, encoding: str = "auto") -> dict[st
 
 
 @otrp.command("decode")
+@json_is_default
 @click.argument("source", metavar="FILE|-")
 @click.option("--encoding", type=click.Choice(["auto", "json", "cbor"]), default="auto", show_default=True)
 @click.option("--hex", "is_hex", is_flag=True, help="The file holds hex text (whitespace ignored).")
@@ -226,7 +227,8 @@ def session_cmd(
 @click.argument("folder", type=click.Path(file_okay=False))
 @click.option("--key-type", type=click.Choice(["RSA", "EC"]), default="RSA", show_default=True)
 @click.option("--ta-size", type=click.IntRange(0, 64 * 1024 * 1024), default=1024, show_default=True)
-def init_cmd(folder: str, key_type: str, ta_size: int) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print what was made as JSON.")
+def init_cmd(folder: str, key_type: str, ta_size: int, as_json: bool) -> None:
     """Make a folder for `otrp serve` and `otrp run`: PKI, a policy with one SD and one TA, credentials."""
     from teep_coap.security.certs import write_bundle
     from teep_coap.security.otrp_pki import save_identity
@@ -248,6 +250,11 @@ def init_cmd(folder: str, key_type: str, ta_size: int) -> None:
     (tam_dir / POLICY_FILE).write_text(json.dumps(policy, indent=2) + "\n")
     provision_device(tam_dir, base / "agent", "otrp-device")
     write_bundle(base / "certs")
+    if as_json:
+        click.echo(
+            json.dumps({"folder": str(base), "key_type": key_type, "policy": str(tam_dir / POLICY_FILE)})
+        )
+        return
     click.echo(f"OTrP setup in {base} ({key_type}); edit {tam_dir / POLICY_FILE} to change what is installed")
 
 
@@ -280,6 +287,7 @@ async def _run(profile_name: str, uri: str, folder: Path) -> dict[str, Any]:
 
 
 @otrp.command("run")
+@json_is_default
 @click.option("--profile", "profile_name", required=True, help="The otrp-* profile the TAM serves.")
 @click.option("--uri", required=True, help="TAM URI (as `otrp serve` printed it).")
 @click.option("--dir", "folder", required=True, type=click.Path(exists=True, file_okay=False))

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from teep_coap.cli.groups import suit
+from teep_coap.cli.groups import json_is_default, suit
 from teep_coap.security.suit import (
     Envelope,
     SuitCommand,
@@ -91,6 +91,7 @@ def _component_part(text: str) -> bytes:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Output file (default: PAYLOAD.suit).",
 )
+@click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON on stdout.")
 def build_cmd(
     payload: Path,
     key_path: str,
@@ -104,6 +105,7 @@ def build_cmd(
     tagged: bool,
     no_uninstall: bool,
     output: Path | None,
+    as_json: bool,
 ) -> None:
     """Build a signed SUIT envelope for the Trusted Component in PAYLOAD."""
     from teep_coap.security.keys import load_signing_key
@@ -130,6 +132,20 @@ def build_cmd(
     )
     out = output or payload.with_name(payload.name + ".suit")
     out.write_bytes(env)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "file": str(out),
+                    "size": len(env),
+                    "component_id": [p.hex() for p in cid],
+                    "sequence_number": sequence_number,
+                    "kid": key.kid.hex(),
+                },
+                indent=2,
+            )
+        )
+        return
     click.echo(
         f"wrote {out} ({len(env)} bytes): component {_cid_text(cid)}, sequence number {sequence_number}, "
         f"signed by kid {key.kid.hex()}",
@@ -245,6 +261,7 @@ def envelope_json(env: Envelope) -> dict[str, Any]:
 
 
 @suit.command("inspect")
+@json_is_default
 @click.argument("file", type=click.File("rb"))
 @click.option(
     "--key", "key_path", type=click.Path(exists=True, dir_okay=False), help="Verify with this public key."

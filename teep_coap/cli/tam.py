@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from teep_coap.cli.groups import bench, tam
+from teep_coap.cli.groups import bench, json_is_default, tam
 
 
 def _print(obj: Any) -> None:
@@ -24,6 +24,7 @@ _dir_option = click.option(
 
 
 @tam.command("init")
+@json_is_default
 @_dir_option
 @click.option(
     "--alg",
@@ -61,6 +62,7 @@ def device() -> None:
 
 
 @device.command("add")
+@json_is_default
 @_dir_option
 @click.option("--key", required=True, type=click.Path(exists=True, dir_okay=False), help="Agent public key.")
 @click.option("--kid", default=None, help="Expected kid (hex); must equal the key's RFC 9679 thumbprint.")
@@ -103,6 +105,7 @@ def device_add(
 
 
 @device.command("list")
+@json_is_default
 @_dir_option
 def device_list(tam_dir: str) -> None:
     """Registered devices with what the TAM knows they have."""
@@ -142,6 +145,7 @@ def component() -> None:
 
 
 @component.command("add")
+@json_is_default
 @_dir_option
 @click.argument("envelope", type=click.Path(exists=True, dir_okay=False))
 @click.option(
@@ -175,6 +179,7 @@ def component_add(tam_dir: str, envelope: str, audience: str, name: str | None) 
 
 
 @component.command("list")
+@json_is_default
 @_dir_option
 def component_list(tam_dir: str) -> None:
     """Latest version of every component in the catalog."""
@@ -198,6 +203,7 @@ def component_list(tam_dir: str) -> None:
 
 
 @tam.command("policy-sync")
+@json_is_default
 @_dir_option
 @click.argument("policy_file", type=click.Path(exists=True, dir_okay=False), required=False)
 def policy_sync(tam_dir: str, policy_file: str | None) -> None:
@@ -218,6 +224,7 @@ def policy_sync(tam_dir: str, policy_file: str | None) -> None:
 
 
 @tam.command("process")
+@json_is_default
 @_dir_option
 @click.option("--connect", is_flag=True, help="Start a session (ProcessConnect): print a QueryRequest.")
 @click.argument("source", metavar="FILE", required=False)
@@ -255,6 +262,7 @@ def tam_process(
 
 
 @tam.command("sessions")
+@json_is_default
 @_dir_option
 @click.option("--audit", is_flag=True, help="Include the audit log of each session.")
 def tam_sessions(tam_dir: str, audit: bool) -> None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from teep_coap.cli.groups import agent, bench, root, tam
+from teep_coap.cli.groups import agent, bench, json_is_default, root, tam
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -87,6 +87,7 @@ def profiles_cmd(as_json: bool) -> None:
 
 
 @tam.command("credentials")
+@json_is_default
 @click.option("--dir", "tam_dir", required=True, type=click.Path(file_okay=False), help="TAM folder.")
 @click.option("--name", required=True, help="Device name (also its DTLS PSK identity unless --psk-identity).")
 @click.option("--psk-identity", default=None, help="DTLS PSK identity (default: the name).")
