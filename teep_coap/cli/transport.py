@@ -250,6 +250,7 @@ async def _agent_run(
     *,
     pcap: str | None = None,
     credentials: DeviceCredentials | None = None,
+    proxy: str | None = None,
 ) -> dict[str, object]:
     import contextlib
     import dataclasses
@@ -277,7 +278,7 @@ async def _agent_run(
                 capturing_relay(profile, target, writer, listen=listen, shown_server=target)
             )
             uri = relayed_uri(tam_uri, port)
-        summary = await run_agent(profile, uri, state_dir, certs=certs, credentials=credentials)
+        summary = await run_agent(profile, uri, state_dir, certs=certs, credentials=credentials, proxy=proxy)
     if pcap is not None and profile.security.mode == "dtls-psk":
         from teep_coap.profiles.capture import write_psk_file
         from teep_coap.transport.coap.credentials import load_agent_credentials
@@ -334,6 +335,9 @@ def _psk_credentials(psk_hex: str | None, psk_identity: str | None) -> DeviceCre
     "--psk-hex", default=None, help="DTLS PSK in hex, instead of the state folder's transport.toml."
 )
 @click.option("--psk-identity", default=None, help="DTLS PSK identity (with --psk-hex).")
+@click.option(
+    "--proxy", default=None, help="Through this CoAP forward proxy (coap://HOST:PORT; coap, coap-oscore)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON (the default output).")
 @click.option("-v", "--verbose", count=True, help="More logging (-vv: aiocoap debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr (the default).")
@@ -346,6 +350,7 @@ def agent_run(
     pcap: str | None,
     psk_hex: str | None,
     psk_identity: str | None,
+    proxy: str | None,
     as_json: bool,
     verbose: int,
     quiet: bool,
@@ -357,7 +362,9 @@ def agent_run(
     _setup_logging(verbose, quiet=quiet or not verbose)
     creds = _psk_credentials(psk_hex, psk_identity)
     summary = asyncio.run(
-        _agent_run(profile_name, tam_uri, state_dir, timeout, certs, pcap=pcap, credentials=creds)
+        _agent_run(
+            profile_name, tam_uri, state_dir, timeout, certs, pcap=pcap, credentials=creds, proxy=proxy
+        )
     )
     click.echo(json.dumps(summary, indent=2))
 

@@ -99,6 +99,7 @@ async def run_agent(
     *,
     certs: str | os.PathLike[str] | None = None,
     credentials: DeviceCredentials | None = None,
+    proxy: str | None = None,
 ) -> dict[str, Any]:
     """Broker + Agent against the TAM at `tam_uri`; raises SessionFailed when a session fails.
 
@@ -120,6 +121,7 @@ async def run_agent(
             tam_uri,
             state_dir=base / "agent",
             certs_path=certs if certs is not None else base / "certs",
+            proxy=proxy,
         )
         try:
             result = await run_session(
@@ -147,7 +149,9 @@ async def run_agent(
     from teep_coap.protocol.wire import wire_for
 
     engine = AgentEngine(AgentState.load(folder), wire=wire_for(profile.encoding, profile.compat))
-    client = make_client(profile, tam_uri, state_dir=folder, certs_path=certs, credentials=credentials)
+    client = make_client(
+        profile, tam_uri, state_dir=folder, certs_path=certs, credentials=credentials, proxy=proxy
+    )
     try:
         report = await run_until_done(
             engine, client, tam_uri, timeout=limits.request_timeout, max_rounds=limits.max_session_rounds

@@ -85,6 +85,7 @@ def make_client(
     state_dir: str | os.PathLike[str] | None = None,
     certs_path: str | os.PathLike[str] | None = None,
     credentials: DeviceCredentials | None = None,
+    proxy: str | None = None,
 ) -> MessageClient:
     """The Broker's client for the profile; secure CoAP profiles read STATEDIR/transport.toml
     unless `credentials` are given."""
@@ -101,7 +102,12 @@ def make_client(
                     f"profile {profile.name!r} needs the Agent state folder's transport.toml"
                 )
             creds = load_agent_credentials(state_dir)
-        return CoapClient(coap_options(profile), tam_uri, creds)
+        return CoapClient(coap_options(profile), tam_uri, creds, proxy=proxy)
     from teep_coap.transport.http.stack import make_http_client
+
+    if proxy is not None:
+        from teep_coap.transport.base import TransportError
+
+        raise TransportError("--proxy is a CoAP forward proxy; HTTP profiles do not take one")
 
     return make_http_client(http_options(profile), tam_uri, certs_path=certs_path)

@@ -64,7 +64,11 @@ class CoapClient:
     """MessageClient over CoAP: `post(bytes) -> bytes | None`, `close()`."""
 
     def __init__(
-        self, profile: CoapOptions, tam_uri: str, credentials: DeviceCredentials | None = None
+        self,
+        profile: CoapOptions,
+        tam_uri: str,
+        credentials: DeviceCredentials | None = None,
+        proxy: str | None = None,
     ) -> None:
         profile = CoapOptions.adopt(profile)  # `profile`: the stack's CoAP options (profiles.stack)
         if not profile.transport.is_coap:
@@ -74,6 +78,15 @@ class CoapClient:
         self.profile = profile
         self.uri = self._normalise_uri(tam_uri)
         self._credentials = credentials
+        # A CoAP forward proxy (RFC 7252 §5.7.2): requests go to it with Proxy-Scheme and Uri-Host/Port.
+        # Plain CoAP and OSCORE (end to end) only: DTLS to a proxy would secure the first hop alone.
+        if proxy is not None and profile.security.mode == "dtls-psk":
+            raise TransportError(
+                "--proxy works with coap and coap-oscore profiles; DTLS through a proxy is not implemented"
+            )
+        if proxy is not None and not proxy.startswith("coap://"):
+            raise TransportError(f"the proxy must be a coap:// URI, got {proxy!r}")
+        self.proxy = proxy
         self._tuning = tuning_for(profile)
         self._context: aiocoap.Context | None = None
         self._oscore_ctx: Any = None
@@ -193,7 +206,12 @@ class CoapClient:
         msg = self._request(payload)
         if echo is not None:
             msg.opt.echo = echo
-        request = ctx.request(msg)
+        if self.proxy is not None:
+            from aiocoap.proxy.client import ProxyForwarder
+
+            request = ProxyForwarder(self.proxy, ctx).request(msg)
+        else:
+            request = ctx.request(msg)
         future = asyncio.ensure_future(request.response)
         try:
             if self.profile.security.mode == "dtls-psk":

@@ -1,0 +1,69 @@
+"""`agent run --proxy`: a whole session through aiocoap's CoAP forward proxy (a real second process)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from teep_coap.bench.sessions import make_world, tam_process
+from tests.conftest import venv_tool
+
+pytestmark = [pytest.mark.interop, pytest.mark.timeout(120)]
+CLI = [sys.executable, "-c", "from teep_coap.cli import main; main()"]
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def agent_run(uri: str, state: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, "agent", "run", "--profile", "coap", "--tam", uri, "--state", str(state), *extra],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def test_session_through_a_forward_proxy(tmp_path: Path) -> None:
+    proxy_tool = venv_tool("aiocoap-proxy")
+    if proxy_tool is None:
+        pytest.fail("aiocoap-proxy not found in the virtualenv (it comes with aiocoap)")
+    world = make_world(tmp_path / "tam", tmp_path / "agents", 1, 800)
+    port = free_udp_port()
+    proxy = subprocess.Popen(
+        [proxy_tool, "--forward", "--bind", f"127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        time.sleep(0.5)
+        with tam_process("coap", world.tam_dir) as (uri, _pid):
+            # no proxy listens there: the run must fail, so a success below went through the proxy
+            dead = agent_run(
+                uri, world.agent_dirs[0], "--proxy", f"coap://127.0.0.1:{free_udp_port()}", "--timeout", "2"
+            )
+            assert dead.returncode == 2
+            done = agent_run(uri, world.agent_dirs[0], "--proxy", f"coap://127.0.0.1:{port}")
+            assert done.returncode == 0, done.stderr
+            assert len(json.loads(done.stdout)["installed"]) == 1
+    finally:
+        proxy.terminate()
+        proxy.wait(10)
+
+
+def test_proxy_refuses_dtls(tmp_path: Path) -> None:
+    world = make_world(tmp_path / "tam", tmp_path / "agents", 1, 100)
+    done = subprocess.run(
+        [*CLI, "agent", "run", "--profile", "coaps-psk", "--tam", "coaps://127.0.0.1:9/teep",
+         "--state", str(world.agent_dirs[0]), "--proxy", "coap://127.0.0.1:9"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "DTLS through a proxy is not implemented" in done.stderr
