@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -224,6 +224,7 @@ async def _drive(
     concurrency: int,
     certs: Path | None = None,
     agents: list[Any] | None = None,
+    progress: Progress | None = None,
 ) -> tuple[list[float], list[str], float, int]:
     from teep_coap.profiles import load_profile
     from teep_coap.profiles.session import run_session
@@ -259,10 +260,16 @@ async def _drive(
                 latencies.append(time.perf_counter() - t0)
             else:
                 failures.append(f"{agent_dirs[index].name}: {result.reason}")
+            if progress is not None:
+                progress(len(latencies), len(failures), sessions)
 
     t0 = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return latencies, failures, time.perf_counter() - t0, restarts
+
+
+# Called with (sessions done, sessions failed, sessions in total).
+Progress = Callable[[int, int, int], None]
 
 
 def run_bench(
@@ -273,8 +280,11 @@ def run_bench(
     sessions: int | None = None,
     image_size: int = 1024,
     keep: bool = False,
+    progress: Progress | None = None,
 ) -> BenchResult:
-    """Build a world, start the TAM process, run the sessions, return the figures."""
+    """Build a world, start the TAM process, run the sessions, return the figures.
+
+    `progress(ok, failed, total)` is called after every session (the CLI draws a bar from it)."""
     from teep_coap.profiles import load_profile
 
     load_profile(profile_name)  # fail early on a bad name
@@ -299,7 +309,7 @@ def run_bench(
             cpu0 = _cpu_seconds(pid)
             c0 = time.process_time()
             latencies, failures, seconds, restarts = asyncio.run(
-                _drive(profile_name, uri, world.agent_dirs, n, concurrency, certs, agents)
+                _drive(profile_name, uri, world.agent_dirs, n, concurrency, certs, agents, progress)
             )
             client_cpu = time.process_time() - c0
             cpu1 = _cpu_seconds(pid)

@@ -170,7 +170,7 @@ def bench_sizes(
             f"{s.seconds * 1000:.0f}",
         )
     if as_json:
-        click.echo(bs.report_json(report))
+        click.echo(bs.report_json(report, bs.Provenance.now()))
     else:
         out_console = Console()
         out_console.width = max(out_console.width, 150)

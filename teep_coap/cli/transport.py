@@ -384,9 +384,36 @@ def bench_sessions(
     """Full TEEP sessions/s and p50/p99 latency, TAM in its own process (`tam serve`), on loopback."""
     from teep_coap.bench.sessions import format_result, run_bench
 
-    result = run_bench(
-        profile_name, devices=devices, concurrency=concurrency, sessions=n_sessions, image_size=image_size
-    )
+    if not sys.stderr.isatty():
+        result = run_bench(
+            profile_name, devices=devices, concurrency=concurrency, sessions=n_sessions, image_size=image_size
+        )
+    else:  # a progress bar on the terminal (stderr, so --json on stdout stays clean)
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(
+            TextColumn(f"{profile_name} sessions"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[failed]} failed"),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        ) as bar:
+            task = bar.add_task("sessions", total=n_sessions or devices, failed=0)
+
+            def show(done: int, failed: int, total: int) -> None:
+                bar.update(task, completed=done + failed, total=total, failed=failed)
+
+            result = run_bench(
+                profile_name,
+                devices=devices,
+                concurrency=concurrency,
+                sessions=n_sessions,
+                image_size=image_size,
+                progress=show,
+            )
     click.echo(json.dumps(result.to_json(), indent=2) if as_json else format_result(result))
 
 

@@ -22,9 +22,13 @@ def test_small_run(profile: str) -> None:
 
 
 def test_sessions_beyond_devices_repeat_devices() -> None:
-    r = run_bench("coap", devices=2, concurrency=2, sessions=4, image_size=100)
+    seen: list[tuple[int, int, int]] = []
+    r = run_bench(
+        "coap", devices=2, concurrency=2, sessions=4, image_size=100, progress=lambda *a: seen.append(a)
+    )
     # the second session of a device finds nothing to install: still a complete session
     assert r.ok == 4
+    assert seen == [(1, 0, 4), (2, 0, 4), (3, 0, 4), (4, 0, 4)]  # the progress display's feed
 
 
 @pytest.mark.parametrize("profile", ["teep-cbor-http", "teep-cbor-https"])
