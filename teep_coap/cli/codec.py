@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from teep_coap.cli.groups import bench, json_is_default, root
+from teep_coap.cli.groups import bench, root
 from teep_coap.encoding.cbor_codec import decode as cbor_decode
 from teep_coap.encoding.cbor_codec import encode as cbor_encode
 from teep_coap.encoding.cose_view import is_cose, join_cose, split_cose
@@ -24,7 +24,6 @@ from teep_coap.encoding.json_codec import TeepJsonError, from_jsonable, parse_js
 
 
 @root.command("decode")
-@json_is_default
 @click.argument("source", metavar="FILE|-")
 @click.option("--compact", is_flag=True, help="One line of JSON instead of indented.")
 @click.option(
@@ -33,11 +32,14 @@ from teep_coap.encoding.json_codec import TeepJsonError, from_jsonable, parse_js
     is_flag=True,
     help="Print CBOR diagnostic notation (RFC 8949 §8) with CDDL names as comments; any CBOR item.",
 )
-def decode_cmd(source: str, compact: bool, as_diag: bool) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (the default output).")
+def decode_cmd(source: str, compact: bool, as_diag: bool, as_json: bool) -> None:
     """Decode a TEEP message (raw CBOR, hex text, or COSE-wrapped) and print it as JSON.
 
     With --diag: diagnostic notation instead, which `encode --diag` turns back into the same bytes.
     """
+    if as_diag and as_json:
+        raise click.UsageError("--diag and --json are two different outputs: give one")
     data = read_cbor_source(source)
     if as_diag:
         from teep_coap.encoding.diag import cbor_to_diag
