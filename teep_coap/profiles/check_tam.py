@@ -83,7 +83,21 @@ async def _check_http(
                     bodies.append(await r.content.read(1 << 20) if r.status == 200 else b"")
             except (aiohttp.ClientError, TimeoutError):
                 bodies.append(b"")
-    _examine_query_requests(report, bodies, peer_key)
+        _examine_query_requests(report, bodies, peer_key)
+        import cbor2
+
+        token = getattr(_decoded_token(bodies[0]), "token", None) or bytes(16)
+        headers = {"Accept": MEDIA_TYPE_TEEP_CBOR, "Content-Type": MEDIA_TYPE_TEEP_CBOR}
+        for check_id, body in (
+            ("http.not-cbor", b"\xff\xfe not cbor"),
+            ("http.unsigned", cbor2.dumps([2, {20: token}])),  # a bare QueryResponse, no COSE around it
+        ):
+            try:
+                async with session.post(uri, data=body, headers=headers, allow_redirects=False) as r:
+                    refused = r.status >= 400
+                    report.add(check_id, refused, f"status {r.status}")
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                report.add(check_id, False, f"{type(exc).__name__}: {exc}")
 
 
 def _examine_query_requests(report: Report, bodies: list[bytes], peer_key: Any | None) -> None:

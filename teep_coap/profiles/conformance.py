@@ -104,6 +104,18 @@ _SPECS = (
         SHOULD,
         "a request without the TEEP Accept fails",
     ),
+    _spec(
+        "http.not-cbor",
+        f'{PROTOCOL}, "Validating a TEEP Message"',
+        MUST,
+        "a body that is not CBOR is refused (4xx), not answered",
+    ),
+    _spec(
+        "http.unsigned",
+        f'{PROTOCOL}, "Validating a TEEP Message"',
+        MUST,
+        "an unsigned TEEP message is refused (4xx), not answered",
+    ),
     _spec("http.method", f'{HTTP_BINDING}, "TEEP/HTTP Server Behavior"', SHOULD, "GET is not served"),
     # the TEEP messages themselves (either role)
     _spec(

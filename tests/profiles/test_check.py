@@ -61,6 +61,7 @@ def test_check_tam_passes_against_our_tam(profile: str, world: Any) -> None:
     must_pass = {"teep.cose", "teep.signature", "teep.cddl", "teep.token-fresh"}
     if profile == "teep-cbor-http":
         must_pass |= {"http.connect", "http.content-type", "http.security-headers", "http.no-cache-control"}
+        must_pass |= {"http.not-cbor", "http.unsigned"}
     else:
         must_pass |= {"coap.connect", "coap.content-format", "coap.wrong-content-format", "coap.not-cbor"}
         must_pass |= {"coap.unsigned", "coap.block1", "coap.block2", "coap.too-large", "coap.method"}
@@ -243,3 +244,40 @@ async def test_check_agent_sees_a_wrong_content_format(world: Any) -> None:
     assert got["agent.connect"] == PASS
     assert got["agent.content-format"] == FAIL
     assert "4.15" in next(r.detail for r in report.results if r.id == "agent.content-format")
+
+
+async def test_check_tam_fails_a_broken_http_tam() -> None:
+    """An HTTP TAM that answers everything with 200 and an unsigned QueryRequest, with Cache-Control and
+    without the binding's security headers."""
+    from aiohttp import web
+
+    async def answer(request: web.Request) -> web.Response:
+        await request.read()
+        body = encode(QueryRequest(token=bytes(16)))
+        return web.Response(
+            body=body, content_type="application/teep+cbor", headers={"Cache-Control": "no-store"}
+        )
+
+    app = web.Application()
+    app.router.add_route("*", "/tam", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        report = await check_tam(load_profile("teep-cbor-http"), f"http://127.0.0.1:{port}/tam", timeout=5)
+    finally:
+        await runner.cleanup()
+    got = results(report)
+    assert report.must_failed
+    for check_id in (
+        "http.security-headers",
+        "http.no-cache-control",
+        "teep.cose",
+        "http.not-cbor",
+        "http.unsigned",
+    ):
+        assert got[check_id] == FAIL, (check_id, report.format())
+    assert got["http.connect"] == PASS and got["http.content-type"] == PASS
+    assert got["http.method"] == WARN and got["http.wrong-content-type"] == WARN
