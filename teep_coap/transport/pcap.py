@@ -90,6 +90,7 @@ class PcapWriter:
         sec = int(when)
         usec = min(int((when - sec) * 1_000_000), 999_999)
         self._out.write(struct.pack("<IIII", sec, usec, len(packet), len(packet)) + packet)
+        self._out.flush()  # a capture must hold every packet up to a crash or a kill
         self.packets += 1
         self._ident += 1
 
