@@ -58,12 +58,22 @@ def test_session_through_a_forward_proxy(tmp_path: Path) -> None:
         proxy.wait(10)
 
 
-def test_proxy_refuses_dtls(tmp_path: Path) -> None:
-    world = make_world(tmp_path / "tam", tmp_path / "agents", 1, 100)
-    done = subprocess.run(
-        [*CLI, "agent", "run", "--profile", "coaps-psk", "--tam", "coaps://127.0.0.1:9/teep",
-         "--state", str(world.agent_dirs[0]), "--proxy", "coap://127.0.0.1:9"],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
-    assert done.returncode == 2
-    assert "DTLS through a proxy is not implemented" in done.stderr
+def test_proxy_refuses_dtls_and_other_schemes() -> None:
+    from teep_coap.profiles import load_profile
+    from teep_coap.profiles.stack import coap_options
+    from teep_coap.transport.base import TransportError
+    from teep_coap.transport.coap.client import CoapClient
+    from teep_coap.transport.coap.credentials import DeviceCredentials
+
+    creds = DeviceCredentials("d", "d", bytes(16))
+    with pytest.raises(TransportError, match="DTLS through a proxy is not implemented"):
+        CoapClient(
+            coap_options(load_profile("coaps-psk")),
+            "coaps://127.0.0.1:9/teep",
+            creds,
+            proxy="coap://127.0.0.1:9",
+        )
+    with pytest.raises(TransportError, match="must be a coap:// URI"):
+        CoapClient(
+            coap_options(load_profile("coap")), "coap://127.0.0.1:9/teep", None, proxy="http://127.0.0.1:9"
+        )
