@@ -469,8 +469,8 @@ LINESTYLES = ("-", "--", "-.", ":")
 
 
 def profile_styles(names: Sequence[str]) -> dict[str, tuple[Any, str, str]]:
-    """(colour, marker, line style) per profile, all different (13 profiles: tab20 colours and 15
-    markers, so each line can be told apart in colour and in shape, also in print)."""
+    """(colour, marker, line style) per profile, all different up to 15 profiles (tab20 colours and 15
+    markers), so each line can be told apart in colour and in shape, also in print."""
     import matplotlib
 
     palette = matplotlib.colormaps["tab20"]  # 20 listed colours; an int picks the i-th

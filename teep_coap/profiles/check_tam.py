@@ -167,8 +167,11 @@ async def _check_coap(
         block2: tuple[int, bool, int] | None = None,
         size1: int | None = None,
         blockwise: bool = True,
+        echo: bytes | None = None,
     ) -> Message | str:
         msg = Message(code=code, uri=uri, payload=payload)
+        if echo is not None:
+            msg.opt.echo = echo
         if content_format is not None:
             msg.opt.content_format = content_format
         if accept is not None:
@@ -181,11 +184,18 @@ async def _check_coap(
             msg.opt.size1 = size1
         try:
             request = ctx.request(msg, handle_blockwise=blockwise)
-            return await asyncio.wait_for(request.response, timeout)
+            answer = await asyncio.wait_for(request.response, timeout)
         except TimeoutError:
             return f"no answer in {timeout} s"
         except aiocoap.error.Error as exc:
             return f"{type(exc).__name__}: {exc}"
+        if answer.code == Code.UNAUTHORIZED and answer.opt.echo and echo is None:
+            # RFC 9175 §2.4: prove our address with the Echo value and ask again (as a Broker does)
+            return await ask(
+                code, payload, content_format=content_format, accept=accept, block1=block1, block2=block2,
+                size1=size1, blockwise=blockwise, echo=bytes(answer.opt.echo),
+            )  # fmt: skip
+        return answer
 
     def status(answer: Message | str) -> str:
         return answer if isinstance(answer, str) else f"{answer.code.dotted} {answer.code.name_printable}"

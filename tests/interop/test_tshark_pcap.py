@@ -23,7 +23,7 @@ from teep_coap.profiles.scenario import ScenarioRun, run_local_session, run_scen
 from teep_coap.transport.pcap import PcapWriter
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(180)]
-CODE_POST, CODE_CHANGED, CODE_CONTINUE = 2, 68, 95
+CODE_POST, CODE_CHANGED, CODE_CONTINUE, CODE_UNAUTHORIZED = 2, 68, 95, 129
 CONTENT_FORMAT = "65000"
 
 
@@ -73,10 +73,17 @@ async def captured_session(profile_name: str, pcap: Path, payload_size: int) -> 
         writer.close()
 
 
+def has_echo(coap: dict[str, Any]) -> bool:
+    """Echo (RFC 9175, option 252): tshark 4.0 does not know its name and shows it by number."""
+    trees = as_list(coap.get("coap.opt.name_tree"))
+    return any(str(t.get("coap.opt.desc", "")).startswith("Type 252,") for t in trees if isinstance(t, dict))
+
+
 def coap_messages(frames: list[dict[str, Any]]) -> list[bytes]:
     """TEEP payloads rebuilt from tshark's CoAP fields; asserts the binding's rules on each message."""
     messages: list[bytes] = []
     partial: dict[bool, bytes] = {True: b"", False: b""}
+    echo_asked = echoed = False
     for layers in frames:
         coap = layers.get("coap")
         if coap is None:
@@ -94,6 +101,11 @@ def coap_messages(frames: list[dict[str, Any]]) -> list[bytes]:
         if request:
             assert code == CODE_POST, f"request code {code}"
             assert "Uri-Path" in options and coap["coap.opt.uri_path_recon"] == "/teep"
+            echoed = echoed or (echo_asked and has_echo(coap))
+        elif code == CODE_UNAUTHORIZED:  # RFC 9175: the TAM asks an unproven address to echo first
+            assert has_echo(coap), "4.01 without an Echo option"
+            echo_asked = True
+            continue
         else:
             assert code in (CODE_CHANGED, CODE_CONTINUE), f"response code {code}"
         block = options.get("Block1" if request else "Block2")
@@ -109,6 +121,7 @@ def coap_messages(frames: list[dict[str, Any]]) -> list[bytes]:
             piece, partial[request] = partial[request], b""
         if piece:
             messages.append(piece)
+    assert echoed or not echo_asked, "the TAM asked for an Echo that no request carried"
     return messages
 
 
