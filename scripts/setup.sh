@@ -1,11 +1,21 @@
 #!/usr/bin/env bash
-# Installs everything teep-coap needs on a fresh Debian machine: the Debian packages (build tools
-# for DTLSSocket/tinydtls, libcoap's command-line peers, PostgreSQL), a virtualenv with the package
-# and its dev tools, and node-coap for the interop tests. Safe to run again.
+# Installs what teep-coap needs on a fresh Debian machine. Safe to run again.
+#
+#   bash scripts/setup.sh demo   only what `teep-coap demo` needs: a C compiler and the autotools that
+#                                build DTLSSocket/tinydtls, python3-dev/venv, and .venv with the package
+#   bash scripts/setup.sh        (= `full`) the above plus the test peers and tools: libcoap's command-line
+#                                client/server, node + node-coap, PostgreSQL, curl and the dev extras
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(autoconf automake libtool pkg-config make gcc python3-dev python3-venv curl libcoap3-bin nodejs npm postgresql tshark)
+MODE=${1:-full}
+DEMO_PACKAGES=(autoconf automake libtool pkg-config make gcc python3-dev python3-venv)
+TEST_PACKAGES=(curl libcoap3-bin nodejs npm postgresql tshark)
+case "$MODE" in
+    demo) APT_PACKAGES=("${DEMO_PACKAGES[@]}"); EXTRAS="" ;;
+    full) APT_PACKAGES=("${DEMO_PACKAGES[@]}" "${TEST_PACKAGES[@]}"); EXTRAS="[dev,postgres]" ;;
+    *) echo "setup: unknown mode '$MODE' (use 'demo' or 'full')" >&2; exit 2 ;;
+esac
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -18,7 +28,7 @@ fi
 pkgs=()
 for p in "${missing[@]}"; do [ -n "$p" ] && pkgs+=("$p"); done
 if [ ${#pkgs[@]} -gt 0 ]; then
-    echo "setup: installing Debian packages: ${pkgs[*]}"
+    echo "setup ($MODE): installing Debian packages: ${pkgs[*]}"
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
     $SUDO apt-get update -qq
     # tshark asks whether non-root users may capture; answer no so the install never stops to ask
@@ -28,13 +38,14 @@ fi
 
 PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
-    echo "setup: creating .venv"
+    echo "setup ($MODE): creating .venv"
     "$PYTHON" -m venv .venv
 fi
-.venv/bin/pip install -q --disable-pip-version-check -e '.[dev,postgres]'
+.venv/bin/pip install -q --disable-pip-version-check -e ".$EXTRAS"
 
-if command -v npm >/dev/null; then
+if [ "$MODE" = full ]; then
     (cd interop/node && npm install --silent --no-audit --no-fund >/dev/null)
+    touch .setup-done
 fi
-touch .setup-done
-echo "setup: done"
+touch .setup-demo-done
+echo "setup ($MODE): done"

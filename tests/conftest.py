@@ -1,4 +1,4 @@
-"""Shared fixtures: where the working group's spec files are."""
+"""Shared fixtures: where the working group's spec files are (tests/vectors/, tests/cddl/)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-SPEC_DIR = Path(os.environ.get("TEEP_SPEC_DIR", REPO.parent / "shared" / "spec"))
+# The working group's CDDL and example messages, copied into the repository with their sources named
+# in each folder's README.md. TEEP_SPEC_DIR (a folder holding vectors/ and cddl/) overrides both, to
+# run the suite against another copy (e.g. a newer editor's draft).
+SPEC_DIR = Path(os.environ["TEEP_SPEC_DIR"]) if os.environ.get("TEEP_SPEC_DIR") else REPO / "tests"
 VECTORS_DIR = SPEC_DIR / "vectors"
 CDDL_FILE = SPEC_DIR / "cddl" / "teep-all.cddl"
 
@@ -32,8 +35,8 @@ def read_hex_vector(name: str) -> bytes:
 
 @pytest.fixture(scope="session")
 def spec_dir() -> Path:
-    if not SPEC_DIR.is_dir():
-        pytest.fail(f"spec folder not found at {SPEC_DIR}; set TEEP_SPEC_DIR")
+    if not VECTORS_DIR.is_dir():
+        pytest.fail(f"vectors folder not found at {VECTORS_DIR} (TEEP_SPEC_DIR={os.environ.get('TEEP_SPEC_DIR')})")
     return SPEC_DIR
 
 

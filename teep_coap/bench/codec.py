@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +51,11 @@ class CodecResult:
 
 
 def _spec_vectors_dir() -> Path:
-    here = Path(__file__).resolve()
-    return here.parents[3] / "shared" / "spec" / "vectors"
+    """The five working-group messages, shipped as package data so `bench codec` runs from a wheel.
+
+    They are byte-identical copies of tests/vectors/ (tests/bench checks it); see tests/vectors/README.md.
+    """
+    return Path(str(resources.files("teep_coap.bench").joinpath("vectors")))
 
 
 def load_cases(vectors_dir: Path | None = None) -> list[tuple[str, bytes]]:

@@ -83,7 +83,7 @@ def _int_list(text: str) -> list[int]:
     "--profiles",
     "profile_names",
     default="",
-    help="Comma-separated profile names or TOML paths (default: every profile in profiles/).",
+    help="Comma-separated profile names or TOML paths (default: every shipped profile).",
 )
 @click.option(
     "--payload-sizes",

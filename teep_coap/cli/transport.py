@@ -51,7 +51,7 @@ def _parse_bind(text: str) -> tuple[str, int]:
 @root.command("profiles")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 def profiles_cmd(as_json: bool) -> None:
-    """List the profiles (protocol × encoding × transport × security) in profiles/."""
+    """List the profiles (protocol × encoding × transport × security) that --profile NAME finds."""
     from teep_coap.profiles import list_profiles
 
     profiles = list_profiles()

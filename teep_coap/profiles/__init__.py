@@ -1,6 +1,7 @@
 """Profiles: one TOML file per binding (protocol × encoding × transport × security × limits).
 
-`load_profile(name_or_path)` and `list_profiles()` read `profiles/*.toml` (see profiles/README.md);
+`load_profile(name_or_path)` and `list_profiles()` read the shipped
+`builtin/*.toml` (package data) or any TOML path (see docs/profiles.md);
 the transport stacks and the session runner that a profile assembles live in `stack` and `session`.
 """
 

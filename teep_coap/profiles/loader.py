@@ -1,13 +1,15 @@
-"""Find, read and check profile files (`profiles/*.toml`).
+"""Find, read and check profile files (`teep_coap/profiles/builtin/*.toml`, docs/profiles.md).
 
-Profiles live in the repository's `profiles/` folder; `TEEP_COAP_PROFILES` (a folder) overrides it.
-A profile is named by its file name without `.toml`, or given as a path to any TOML file.
+The shipped profiles are package data (so a wheel finds them by name with no checkout beside it);
+`TEEP_COAP_PROFILES` (a folder) replaces them. A profile is named by its file name without `.toml`,
+or given as a path to any TOML file.
 """
 
 from __future__ import annotations
 
 import os
 import tomllib
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +36,14 @@ PROFILES_ENV = "TEEP_COAP_PROFILES"
 
 
 def profiles_dir() -> Path:
-    """The folder that holds the named profiles."""
+    """The folder that holds the named profiles: `TEEP_COAP_PROFILES`, else the package's own."""
     env = os.environ.get(PROFILES_ENV)
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / "profiles"
+    shipped = resources.files("teep_coap.profiles").joinpath("builtin")
+    if not isinstance(shipped, Path):  # a zipped install: the loader reads files, so say so plainly
+        raise ProfileError(f"shipped profiles are not on the file system ({shipped}); set {PROFILES_ENV}")
+    return shipped
 
 
 def list_profiles() -> list[Profile]:

@@ -3,7 +3,7 @@
 The transports sit below `profiles` and know nothing of the schema: a profile is translated into
 their own options (`coap_options` → `CoapOptions`, `http_options` → `HttpOptions`). CoAP profiles get
 `teep_coap.transport.coap` with the DTLS/OSCORE credentials of the TAM folder or the Agent state folder
-(layout in profiles/README.md); HTTP profiles get the HTTP binding's builders.
+(layout in docs/profiles.md); HTTP profiles get the HTTP binding's builders.
 """
 
 from __future__ import annotations

@@ -37,6 +37,6 @@ def test_same_bench_over_http(profile: str) -> None:
     from teep_coap.profiles import profile_names
 
     if profile not in profile_names():
-        pytest.fail(f"profile {profile} is missing from profiles/")
+        pytest.fail(f"profile {profile} is missing from the shipped profiles")
     r = run_bench(profile, devices=4, concurrency=2, image_size=200)
     assert r.ok == 4 and r.failed == 0

@@ -1,6 +1,6 @@
 """Transport credentials of the CoAP binding: DTLS PSKs and OSCORE contexts, on disk.
 
-Layout (documented in profiles/README.md and docs/coap-binding.md):
+Layout (documented in docs/profiles.md and docs/coap-binding.md):
 
 - TAM: ``TAMDIR/credentials.toml`` with one ``[[device]]`` table per device (name, psk_identity, psk_hex,
   oscore = folder relative to TAMDIR).
