@@ -4,7 +4,7 @@
 #   bash scripts/setup.sh demo   only what `teep-coap demo` needs: a C compiler and the autotools that
 #                                build DTLSSocket/tinydtls, python3-dev/venv, and .venv with the package
 #   bash scripts/setup.sh        (= `full`) the above plus the test peers and tools: libcoap's command-line
-#                                client/server, node + node-coap, PostgreSQL, curl and the dev extras
+#                                client/server, node + node-coap, PostgreSQL, curl, tshark and the dev extras
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -36,7 +36,7 @@ def read_hex_vector(name: str) -> bytes:
 @pytest.fixture(scope="session")
 def spec_dir() -> Path:
     if not VECTORS_DIR.is_dir():
-        pytest.fail(f"vectors folder not found at {VECTORS_DIR} (TEEP_SPEC_DIR={os.environ.get('TEEP_SPEC_DIR')})")
+        pytest.fail(f"vectors folder not found: {VECTORS_DIR} (check TEEP_SPEC_DIR, or unset it)")
     return SPEC_DIR
 
 

@@ -1,1 +1,1 @@
-"""bench layer (see ../shared/DESIGN.md)."""
+"""bench layer (see docs/design.md §1)."""

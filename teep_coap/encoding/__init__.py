@@ -1,4 +1,4 @@
-"""encoding layer (see ../shared/DESIGN.md): TEEP <-> CBOR (normative) and the JSON twin.
+"""encoding layer (see docs/design.md §1): TEEP <-> CBOR (normative) and the JSON twin.
 
 from teep_coap.encoding import decode, encode      # bytes <-> TeepMessage
 """

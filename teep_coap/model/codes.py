@@ -1,6 +1,6 @@
 """Numbers of the TEEP protocol (draft-ietf-teep-protocol, editor's copy ~ -26), kept in one place.
 
-See ../shared/spec/NOTES.md §1.2-1.9. Where the draft and the IANA page disagree (message types), the
+See docs/protocol-facts.md §1.2-1.9. Where the draft and the IANA page disagree (message types), the
 wire truth of the draft's CDDL, its examples and every implementation is used.
 """
 
@@ -142,7 +142,7 @@ ERR_MSG_SIZE = (1, 128)
 MSG_SIZE = (1, 128)
 ERR_LANG_SIZE = (1, 35)
 
-# Default attestation-payload-format when absent (NOTES.md §1.10); RFC number still TBD.
+# Default attestation-payload-format when absent (docs/protocol-facts.md §1.10); RFC number still TBD.
 EAT_PROFILE_TEEP = "urn:ietf:rfc:rfcXXXX"
 DEFAULT_ATTESTATION_PAYLOAD_FORMAT = f"application/eat+cwt; eat_profile={EAT_PROFILE_TEEP}"
 

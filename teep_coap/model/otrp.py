@@ -64,7 +64,8 @@ class OtrpIdentityMismatch(OtrpProtocolError):
 
 
 class OtrpErrorCode(enum.StrEnum):
-    """Error codes (strings; the draft assigns no numbers). §8 of OTRP.md, plus the per-message extras."""
+    """Error codes (strings; the draft assigns no numbers): docs/protocol-facts.md §3.5, plus the
+    per-message extras."""
 
     ERR_DEV_STATE_MISMATCH = "ERR_DEV_STATE_MISMATCH"
     ERR_SD_ALREADY_EXISTS = "ERR_SD_ALREADY_EXISTS"

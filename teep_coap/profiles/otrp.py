@@ -1,11 +1,11 @@
 """The OTrP engines behind the transport contract, and the OTrP folder (`teep-coap otrp init`).
 
-OTrP over HTTP -00 (OTRP.md §9): an empty POST starts a session (ProcessConnect), every other POST
-carries one OTrP message, an answer without body ends it. The transports implement those rules; this
-glue only maps the engines' errors onto the transport's refusals: a message that does not decode,
-verify or fit the session → 400 / 4.00; a transport identity that is not the device's → 403 / 4.03;
-anything else is a TAM failure (500 / 5.00). It sits here, next to TEEP's `TamHandler`, because the
-protocol engines must not know transports.
+OTrP over HTTP -00 (docs/protocol-facts.md §3.6): an empty POST starts a session (ProcessConnect),
+every other POST carries one OTrP message, an answer without body ends it. The transports implement
+those rules; this glue only maps the engines' errors onto the transport's refusals: a message that does
+not decode, verify or fit the session → 400 / 4.00; a transport identity that is not the device's →
+403 / 4.03; anything else is a TAM failure (500 / 5.00). It sits here, next to TEEP's `TamHandler`,
+because the protocol engines must not know transports.
 
 Folder layout (made by `teep-coap otrp init FOLDER`): `pki/` (root, tam, tee, sp identities),
 `tam/policy.json` + TA files + DTLS/OSCORE credentials, `agent/` (the device's transport credentials

@@ -30,7 +30,7 @@ DTLS_CIPHER_SUITES = ("TLS_PSK_WITH_AES_128_CCM_8",)
 # RFC 7959 §2.2: SZX 0..6 gives block sizes 16..1024.
 BLOCK_SIZES = (16, 32, 64, 128, 256, 512, 1024)
 # Content-Format 65000 is in the experimental range (RFC 7252 §12.3): no number is registered for
-# application/teep+cbor (../shared/spec/NOTES.md §1.1).
+# application/teep+cbor (docs/protocol-facts.md §1.1).
 DEFAULT_CONTENT_FORMAT = 65000
 # The media type draft-15-era peers of draft-ietf-teep-otrp-over-http used (profile compat "draft-15").
 MEDIA_TYPE_TEEP_COSE_DRAFT15 = "application/teep+cose"

@@ -1,1 +1,1 @@
-"""protocol layer (see ../shared/DESIGN.md)."""
+"""protocol layer (see docs/design.md §1)."""

@@ -1,6 +1,6 @@
 """The TEEP Agent (in a simulated TEE) as a sans-IO engine: message bytes in, signed answer out.
 
-Rules from NOTES.md §1.11 and the draft's sections "QueryRequest", "Update", "Error Message" and
+Rules from docs/protocol-facts.md §1.11 and the draft's sections "QueryRequest", "Update", "Error Message" and
 "Validating a TEEP Message":
 
     QueryRequest ── checks in this order, first failure answers with Error:

@@ -4,7 +4,7 @@ Thin glue over `teep_coap.security.eat` so the engines speak in TEEP terms (chal
 kid) and get one error type back. Background-check model: the Agent sends Evidence whose eat_nonce is
 the QueryRequest challenge and the TAM appraises it. Passport model: the Agent gets an Attestation
 Result from a Verifier with the token as nonce and the TAM checks the Verifier's signature and that
-the result names the key that signed the QueryResponse (NOTES.md §1.8, §1.10).
+the result names the key that signed the QueryResponse (docs/protocol-facts.md §1.8, §1.10).
 """
 
 from __future__ import annotations

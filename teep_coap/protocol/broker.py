@@ -1,7 +1,7 @@
 """The TEEP Broker's session logic, sans-IO: what to send next, when the session is over.
 
 The transports (CoAP, HTTP) write the async loop; this module decides. It follows the HTTP binding
-(draft-ietf-teep-otrp-over-http-15, NOTES.md §4), which the CoAP binding mirrors:
+(draft-ietf-teep-otrp-over-http-15, docs/protocol-facts.md §4), which the CoAP binding mirrors:
 
     start()                      → Send(b"")   (empty POST = ProcessConnect at the TAM)
     on_response(None or b"")     → Done(ok=True)            the TAM has nothing more

@@ -1,8 +1,8 @@
 """The TEEP rule on SUIT reports: with a token, every report's suit-report-nonce must equal it.
 
 A suit-reports element is a bstr holding SUIT_Report_Protected (COSE_Sign1 / COSE_Mac0, tagged or not)
-or a bare SUIT_Report map (NOTES.md §6.4, §1.11). Only the nonce is read here, so the walk is a few
-lines of cbor2 (the SUIT layer parses reports fully when a caller needs more).
+or a bare SUIT_Report map (docs/protocol-facts.md §6.4, §1.11). Only the nonce is read here, so the walk
+is a few lines of cbor2 (the SUIT layer parses reports fully when a caller needs more).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ h11 the per-session state does not live in this object but in the `TamStore` (ou
 keyed by token or challenge, bound to a device once it answered), so any TAM process sharing the
 database can take the next message of a session, and a TAM restart loses nothing.
 
-Session states (one row per request in `outstanding`, NOTES.md §1.11):
+Session states (one row per request in `outstanding`, docs/protocol-facts.md §1.11):
 
     connect() ──> QUERY open ──QueryResponse──> answered ─┬─ plan empty ─────────────> done (None)
                     │    (token or challenge)              ├─ attestation refused ─────> Update(err 7), done
@@ -86,7 +86,7 @@ DIGEST_CACHE_SIZE = 256  # manifest digests kept, keyed by the envelope bytes
 
 
 def normalize_suite(suite: Sequence[Sequence[int]]) -> CipherSuite:
-    """Legacy -7/-8 are treated as their fully specified successors -9/-19 (DESIGN.md)."""
+    """Legacy -7/-8 are treated as their fully specified successors -9/-19 (docs/design.md §2.2)."""
     return tuple((int(op[0]), _LEGACY.get(int(op[1]), int(op[1]))) for op in suite)
 
 

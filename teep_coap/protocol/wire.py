@@ -191,7 +191,7 @@ def describe(data: bytes | None) -> dict[str, Any] | None:
 
 # ---------------------------------------------------------------------------- the Wire abstraction
 
-_LEGACY = {-7: -9, -8: -19}  # ES256 → ESP256, EdDSA → Ed25519 (DESIGN.md: legacy algs)
+_LEGACY = {-7: -9, -8: -19}  # ES256 → ESP256, EdDSA → Ed25519 (docs/design.md §2.2)
 
 
 class Wire:

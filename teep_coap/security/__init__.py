@@ -1,1 +1,1 @@
-"""security layer (see ../shared/DESIGN.md)."""
+"""security layer (see docs/design.md §1)."""

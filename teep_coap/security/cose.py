@@ -1,6 +1,6 @@
 """COSE_Sign1 and COSE_Sign (RFC 9052) around TEEP messages, on python-cwt and `cryptography`.
 
-What TEEP needs (NOTES.md §1.1, §1.6): COSE_Sign1_Tagged (tag 18) with protected `{1: alg}`,
+What TEEP needs (docs/protocol-facts.md §1.1, §1.6): COSE_Sign1_Tagged (tag 18) with protected `{1: alg}`,
 unprotected `{4: kid}` (RFC 9679 thumbprint), empty external_aad; COSE_Sign (tag 98) with one signature
 per algorithm for a first QueryRequest whose receiver's suite is unknown.
 
@@ -270,7 +270,8 @@ def sign(
 ) -> bytes:
     """COSE_Sign_Tagged (98) with one COSE_Signature per key, empty body protected header.
 
-    Used for the first QueryRequest to an Agent whose cipher suite is not known (NOTES.md §1.6)."""
+    Used for the first QueryRequest to an Agent whose cipher suite is not known
+    (docs/protocol-facts.md §1.6)."""
     if not keys:
         raise CoseError("COSE_Sign needs at least one signing key")
     signers = []

@@ -1,7 +1,8 @@
 """EAT (RFC 9711) for TEEP: the Agent's Evidence and a Verifier's Attestation Result.
 
 Evidence is a CWT claims set signed with COSE_Sign1 (tag 18, no CWT tag 61; the TEEP EAT profile asks
-for no CBOR tags inside the claims) carrying the claims the TEEP profile requires (NOTES.md §1.10):
+for no CBOR tags inside the claims) carrying the claims the TEEP profile requires
+(docs/protocol-facts.md §1.10):
 ueid 256, oemid 258, hwmodel 259, hwversion 260, manifests 272, cnf 8 = {3: kid of the Agent's TEEP
 key}, plus eat_nonce 10 (the QueryRequest challenge, nonce freshness), eat_profile 265 and iat 6.
 The draft's example labels manifests 273 (that is measurements); we emit 272 as RFC 9711 and IANA do.

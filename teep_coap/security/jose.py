@@ -1,6 +1,6 @@
 """JWS for the TEEP JSON twin (application/teep+json), with jwcrypto: ES256 (P-256) and EdDSA (Ed25519).
 
-The JSON era of TEEP (draft-ietf-teep-protocol-00, NOTES.md §2) said "JOSE for JSON" but never
+The JSON era of TEEP (draft-ietf-teep-protocol-00, docs/protocol-facts.md §2) said "JOSE for JSON" but never
 specified the wrapper. Our local convention mirrors the COSE_Sign1 the CBOR binding uses:
 
 * **Flattened JWS JSON Serialization** (RFC 7515 §7.2.2) for one signer, the general serialization

@@ -2,7 +2,7 @@
 
 A key's `kid` is its RFC 9679 COSE Key Thumbprint: SHA-256 over the deterministic CBOR encoding of the
 required public parameters of its COSE_Key. TEEP puts exactly that value in the unprotected `kid`
-header (NOTES.md §1.1), so a peer can find our key without any registry.
+header (docs/protocol-facts.md §1.1), so a peer can find our key without any registry.
 
 Keys load from PEM or DER (PKCS#8 / SubjectPublicKeyInfo / X.509 certificate), COSE_Key (CBOR) or JWK
 (JSON), detected from the bytes. The `cryptography` key objects stay reachable as `.crypto_key` so the

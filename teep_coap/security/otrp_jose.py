@@ -1,4 +1,5 @@
-"""OTrP JSON/JOSE: encrypt-then-sign with jwcrypto, exactly as the draft layers it (OTRP.md §1-§4).
+"""OTrP JSON/JOSE: encrypt-then-sign with jwcrypto, exactly as the draft layers it
+(docs/protocol-facts.md §3.1-§3.4).
 
 Sending: the to-be-signed tree gets its `content` / `edsi` members replaced by a JWE (General JSON
 serialization, `enc` A128CBC-HS256 in `protected`, `alg` RSA1_5 — or ECDH-ES+A128KW for an EC

@@ -1,4 +1,4 @@
-"""TEEP cipher-suite negotiation (NOTES.md §1.6).
+"""TEEP cipher-suite negotiation (docs/protocol-facts.md §1.6).
 
 A suite is a tuple of operations `(cose-type, cose-alg)`; TEEP defines two, both COSE_Sign1:
 `((18, -9),)` ESP256 and `((18, -19),)` Ed25519. Drafts up to -20 sent ES256 (-7) / EdDSA (-8) in
@@ -142,7 +142,8 @@ def unsupported_suites_error(token: bytes | None, supported: Iterable[CipherSuit
 
 
 def signing_key_for_error(keys: Iterable[SigningKey]) -> SigningKey:
-    """A key whose suite is TAM-mandatory, to protect an ERR_UNSUPPORTED_CIPHER_SUITES (NOTES.md §1.6)."""
+    """A key whose suite is TAM-mandatory, to protect an ERR_UNSUPPORTED_CIPHER_SUITES
+    (docs/protocol-facts.md §1.6)."""
     for key in keys:
         if is_supported(suite_for_key(key), TAM_MANDATORY_SUITES):
             return key

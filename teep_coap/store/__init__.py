@@ -1,1 +1,1 @@
-"""store layer (see ../shared/DESIGN.md)."""
+"""store layer (see docs/design.md §1)."""

@@ -1,1 +1,1 @@
-"""transport layer (see ../shared/DESIGN.md)."""
+"""transport layer (see docs/design.md §1)."""

@@ -1,7 +1,7 @@
-"""Arrows point down (../shared/DESIGN.md "Layers"): no module imports a layer above its own.
+"""Arrows point down (docs/design.md §1): no module imports a layer above its own.
 
 Read from the source with `ast`, so lazy imports inside functions count too. Allowed on purpose:
-`protocol` → `store` (the TAM engine keeps its state in the TamStore, DESIGN.md) and `transport` →
+`protocol` → `store` (the TAM engine keeps its state in the TamStore, docs/design.md §1) and `transport` →
 `security.certs` (TLS certificate files are transport material; nothing there parses messages).
 """
 

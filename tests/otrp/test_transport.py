@@ -77,9 +77,9 @@ async def test_http_server_with_tam_handler(rsa_pki: OtrpPki, tmp_path: Path) ->
 
 
 async def test_otrp_over_http_00_rules_on_the_wire(rsa_pki: OtrpPki, tmp_path: Path) -> None:
-    """OTRP.md §9 with a plain aiohttp client: empty POST with Accept starts, 200 + application/otrp+json
-    and the security headers, the device's messages with Content-Type, 204 without body at the end,
-    415 for a wrong Content-Type."""
+    """docs/protocol-facts.md §3.6 with a plain aiohttp client: empty POST with Accept starts,
+    200 + application/otrp+json and the security headers, the device's messages with Content-Type,
+    204 without body at the end, 415 for a wrong Content-Type."""
     import aiohttp
 
     from teep_coap.transport.http.stack import make_http_server

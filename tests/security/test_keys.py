@@ -38,7 +38,7 @@ RFC9679_Y = bytes.fromhex("1e52ed75701163f7f9e40ddf9f341b3dc9ba860af7e0ca7ca7e9e
 RFC9679_THUMBPRINT = "496bd8afadf307e5b08c64b0421bf9dc01528a344a43bda88fadd1669da253ec"
 
 # libteep's example TAM and Agent public keys (uncompressed points, examples/inc/*_es256_public_key.h)
-# and the kid values its signed test messages carry (NOTES.md §1.1).
+# and the kid values its signed test messages carry (docs/protocol-facts.md §1.1).
 LIBTEEP_TAM_POINT = bytes.fromhex(
     "040e908aa8f066db1f084e0c3652c63952bd99f2a5bdb22f9e01367aad03aba68b"
     "77da1bd8ac4f0cb490ba210648bf79ab164d49ad3551d71d314b2749ee42d29a"

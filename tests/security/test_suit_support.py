@@ -58,7 +58,7 @@ def resign(
 
 
 def cddl_valid(data: bytes, rule: str, tmp_path: Path) -> tuple[bool, str]:
-    """Validate with cddl-verifier against ../shared/spec/cddl/teep-all.cddl."""
+    """Validate with cddl-verifier against tests/cddl/teep-all.cddl."""
     tool = venv_tool("cddl-verify")
     assert tool, "cddl-verify (PyPI cddl-verifier) is not installed"
     f = tmp_path / f"item-{abs(hash(data))}.cbor"

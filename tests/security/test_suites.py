@@ -40,7 +40,7 @@ UNKNOWN = ((18, -35),)  # ES384: nobody here supports it
 
 
 def test_suite_wire_bytes_match_the_draft() -> None:
-    # NOTES.md §1.6: [[18, -9]] = 81 82 12 28, [[18, -19]] = 81 82 12 32
+    # docs/protocol-facts.md §1.6: [[18, -9]] = 81 82 12 28, [[18, -19]] = 81 82 12 32
     assert cbor2.dumps(suite_to_wire(ESP)).hex() == "81821228"
     assert cbor2.dumps(suite_to_wire(ED)).hex() == "81821232"
     assert suite_from_wire(cbor2.loads(bytes.fromhex("81821228"))) == ESP

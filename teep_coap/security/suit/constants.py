@@ -1,6 +1,6 @@
 """SUIT numbers (draft-ietf-suit-manifest-37, -trust-domains-11, -report-18), kept in one place.
 
-Values come from the CDDL in ../shared/spec/cddl and NOTES.md §6; names follow the CDDL.
+Values come from the CDDL in tests/cddl and docs/protocol-facts.md §6; names follow the CDDL.
 """
 
 from __future__ import annotations

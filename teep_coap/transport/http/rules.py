@@ -1,4 +1,4 @@
-"""The fixed rules of draft-ietf-teep-otrp-over-http-15 that both ends share (NOTES.md §4).
+"""The fixed rules of draft-ietf-teep-otrp-over-http-15 that both ends share (docs/protocol-facts.md §4).
 
 Kept apart from the server and the client so the two cannot drift: the headers every response with
 content carries, the status codes, and the media-type match that Accept and Content-Type use.
