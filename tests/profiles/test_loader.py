@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from teep_coap.profiles import ProfileError, list_profiles, load_profile, profile_from_dict
+import teep_coap
+from teep_coap.profiles import ProfileError, list_profiles, load_profile, profile_from_dict, profiles_dir
+from teep_coap.profiles.loader import PROFILES_ENV
 
 BASE = {"name": "t", "transport": {"scheme": "coap"}}
 
@@ -14,6 +16,22 @@ BASE = {"name": "t", "transport": {"scheme": "coap"}}
 def test_shipped_profiles_load() -> None:
     names = {p.name for p in list_profiles()}
     assert {"coap", "coaps-psk", "coap-oscore", "coap-constrained"} <= names
+
+
+def test_shipped_profiles_are_package_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found inside the installed package (so a wheel has them), not in a folder of the checkout."""
+    monkeypatch.delenv(PROFILES_ENV, raising=False)
+    folder = profiles_dir()
+    assert folder.parent == Path(teep_coap.__file__).parent / "profiles"
+    assert load_profile("coaps-psk").source == str(folder / "coaps-psk.toml")
+
+
+def test_profiles_folder_override(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / "only.toml").write_text('[transport]\nscheme = "coap"\n')
+    monkeypatch.setenv(PROFILES_ENV, str(tmp_path))
+    assert [p.name for p in list_profiles()] == ["only"]
+    with pytest.raises(ProfileError, match=r"unknown profile 'coaps-psk' \(known: only\)"):
+        load_profile("coaps-psk")
 
 
 def test_coaps_psk_values() -> None:
