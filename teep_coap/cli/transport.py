@@ -461,3 +461,29 @@ def session_cmd(profile_name: str, payload_size: int, as_json: bool, pcap: str |
     click.echo("installed:")
     for item in summary.installed:
         click.echo(f"  {json.dumps(item)}")
+
+
+@bench.command("dtls-burst")
+@click.option("--profile", "profile_name", default="coaps-psk", show_default=True)
+@click.option("--clients", type=click.IntRange(1, 1000), default=200, show_default=True)
+@click.option(
+    "--bound",
+    type=click.FloatRange(10, 1800),
+    default=180.0,
+    show_default=True,
+    help="Seconds for the whole run.",
+)
+@click.option("--timeout", type=click.FloatRange(0.1, 3600), default=None, help="`agent run --timeout`.")
+@click.option("--json", "as_json", is_flag=True)
+def bench_dtls_burst(
+    profile_name: str, clients: int, bound: float, timeout: float | None, as_json: bool
+) -> None:
+    """N `teep-coap agent run` processes started at once against one `tam serve`, on loopback.
+
+    Counts the clients that finish their install within --bound seconds (the rest are killed) and
+    the devices the TAM recorded a successful session for.
+    """
+    from teep_coap.bench.dtls_burst import format_burst, run_burst
+
+    result = run_burst(profile_name, clients=clients, bound=bound, timeout=timeout)
+    click.echo(json.dumps(result.to_json(), indent=2) if as_json else format_burst(result))

@@ -22,6 +22,7 @@ from aiocoap.numbers.codes import Code
 from aiocoap.optiontypes import BlockOption
 
 from teep_coap.transport.base import PeerRejected, TransportError, TransportTimeout
+from teep_coap.transport.coap import aiocoap_patches
 from teep_coap.transport.coap.credentials import CredentialsError, DeviceCredentials
 from teep_coap.transport.coap.options import CoapOptions
 from teep_coap.transport.coap.tuning import tuning_for
@@ -112,6 +113,8 @@ class CoapClient:
             raise CredentialsError(
                 f"profile {self.profile.name!r} ({mode}) needs the Agent's transport credentials"
             )
+        if mode == "dtls-psk":
+            aiocoap_patches.apply()
         ctx = await aiocoap.Context.create_client_context(
             transports=TRANSPORTS[self.profile.transport.scheme]
         )
