@@ -13,6 +13,10 @@ TAM: until its first client) the computed wait is negative, and:
   CPU spinning instead of answering, and the TAM starved with them (most handshakes died);
 - the server (`_AddressDTLS._run_retransmissions`) re-creates its task in a busy loop.
 
+A second, smaller addition: the client's per-connection protocol counts the datagrams it receives
+(`datagrams_received`), so teep-coap's handshake-stall restart can tell a slow handshake (the TAM
+answers, late, on a loaded machine) from a wedged one (nothing arrives) and restart only the latter.
+
 `apply()` replaces both methods with ones that read tinydtls' clock (`tinydtls_now`) and sleep at
 least RETRANSMIT_FLOOR and at most RETRANSMIT_CEILING (so an error in the clock estimate costs at most
 that much lateness, never a busy loop). Upstream-style: the same change belongs in aiocoap's
@@ -95,6 +99,18 @@ async def _server_retransmissions(self: Any) -> None:
     )
 
 
+def _counting_datagram_received(self: Any, data: bytes, addr: Any) -> None:
+    parent = self.parent()
+    if parent is not None:
+        parent._teep_datagrams = getattr(parent, "_teep_datagrams", 0) + 1
+    _state["client_datagram_received"](self, data, addr)
+
+
+def datagrams_received(connection: Any) -> int:
+    """Datagrams a DTLS client connection has received so far (0 before `apply()`)."""
+    return int(getattr(connection, "_teep_datagrams", 0))
+
+
 def apply() -> bool:
     """Patch aiocoap's DTLS client and server transports once; False if the version is not ours."""
     if _state["applied"]:
@@ -112,6 +128,9 @@ def apply() -> bool:
         return False
     _tinydtls_epoch()
     tinydtls.DTLSClientConnection._run_retransmissions = _client_retransmissions  # type: ignore[method-assign]
+    single = tinydtls.DTLSClientConnection.SingleConnection
+    _state["client_datagram_received"] = single.datagram_received
+    single.datagram_received = _counting_datagram_received  # type: ignore[method-assign]
     tinydtls_server._AddressDTLS._run_retransmissions = _server_retransmissions  # type: ignore[method-assign]
     _state["applied"] = True
     return True
@@ -122,4 +141,12 @@ def applied() -> bool:
     return bool(_state["applied"])
 
 
-__all__ = ["RETRANSMIT_CEILING", "RETRANSMIT_FLOOR", "WRITTEN_FOR", "applied", "apply", "tinydtls_now"]
+__all__ = [
+    "RETRANSMIT_CEILING",
+    "RETRANSMIT_FLOOR",
+    "WRITTEN_FOR",
+    "applied",
+    "apply",
+    "datagrams_received",
+    "tinydtls_now",
+]
