@@ -150,6 +150,7 @@ async def _serve(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         bound = await server.start()
+        watch = _watch_credentials(server, service.credentials_dir, loop)
         try:
             uri = getattr(server, "uri", None)
             port = bound if isinstance(bound, int) else getattr(server, "port", bind[1])
@@ -173,6 +174,8 @@ async def _serve(
             async with capture:
                 await stop.wait()
         finally:
+            if watch is not None:
+                watch.cancel()
             closer = getattr(server, "close", None) or server.stop
             await closer()
     finally:
@@ -197,6 +200,19 @@ def _write_serve_psk(profile: Profile, credentials_dir: Path, pcap: str) -> None
             pcap,
             len(devices),
         )
+
+
+def _watch_credentials(
+    server: object, tam_dir: object, loop: asyncio.AbstractEventLoop
+) -> asyncio.Task[None] | None:
+    """CoAP servers re-read credentials.toml when it changes and on SIGHUP (no restart needed)."""
+    if not hasattr(server, "update_devices") or tam_dir is None:
+        return None
+    from teep_coap.transport.coap.credentials_watch import CredentialsWatcher
+
+    watcher = CredentialsWatcher(server, tam_dir)  # type: ignore[arg-type]
+    loop.add_signal_handler(signal.SIGHUP, lambda: watcher.check(force=True))
+    return asyncio.create_task(watcher.run(), name="credentials.toml watcher")
 
 
 @tam.command("serve")

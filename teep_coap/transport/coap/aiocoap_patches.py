@@ -127,11 +127,11 @@ def apply() -> bool:
     except ImportError:  # DTLSSocket not installed: nothing to patch, coaps is unavailable anyway
         return False
     _tinydtls_epoch()
-    tinydtls.DTLSClientConnection._run_retransmissions = _client_retransmissions  # type: ignore[method-assign]
+    tinydtls.DTLSClientConnection._run_retransmissions = _client_retransmissions
     single = tinydtls.DTLSClientConnection.SingleConnection
     _state["client_datagram_received"] = single.datagram_received
-    single.datagram_received = _counting_datagram_received  # type: ignore[method-assign]
-    tinydtls_server._AddressDTLS._run_retransmissions = _server_retransmissions  # type: ignore[method-assign]
+    single.datagram_received = _counting_datagram_received
+    tinydtls_server._AddressDTLS._run_retransmissions = _server_retransmissions
     _state["applied"] = True
     return True
 

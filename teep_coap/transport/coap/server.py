@@ -485,6 +485,42 @@ class CoapServer:
         enlarge_receive_buffer(_server_socket(self._context))
         log.info("TAM serving %s (%s)", self.uri, self.profile.name)
 
+    def update_devices(self, devices: Sequence[DeviceCredentials]) -> tuple[int, int]:
+        """Serve a new set of device credentials without a restart: (added, removed).
+
+        New DTLS handshakes and OSCORE requests see the new set at once; sessions already
+        established keep the key they were made with (DTLS has no way to re-check it).
+        """
+        if self._context is None:
+            self._devices = list(devices)
+            return len(self._devices), 0
+        creds = self._context.server_credentials
+        mode = self.profile.security.mode
+        prefix = CLAIM_PREFIX if mode == "dtls-psk" else ":oscore:"
+        old = {d.psk_identity: d for d in self._devices}
+        new = {d.psk_identity: d for d in devices}
+        gone = [i for i in old if i not in new or new[i] != old[i]]
+        for identity in gone:
+            key = f"{prefix}{identity}"
+            value = creds.get(key)
+            if key in creds:
+                del creds[key]  # `del`, not `pop`: IndexedCredentials drops its index on __delitem__
+            if getattr(value, "lockfile", None) is not None:
+                value._destroy()  # release the OSCORE context's lock for the new one
+        fresh = [d for i, d in new.items() if i not in old or new[i] != old[i]]
+        self._devices = list(devices)
+        if mode == "dtls-psk":
+            wanted = {f"{CLAIM_PREFIX}{d.psk_identity}" for d in fresh}
+            creds.load_from_dict({k: v for k, v in self._credentials_dict().items() if k in wanted})
+        elif mode == "oscore":
+            everyone, self._devices = self._devices, fresh
+            try:
+                self._load_oscore(self._context)
+            finally:
+                self._devices = everyone
+        removed = sum(1 for i in gone if i not in new)
+        return len(fresh), removed
+
     @property
     def dtls_sessions(self) -> int:
         """Server-side DTLS sessions currently kept (0 for other modes)."""
