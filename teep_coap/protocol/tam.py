@@ -784,7 +784,9 @@ class TamEngine:
                 return None
             self._check_reports(msg.suit_reports, msg.token)
         else:
-            row = self.store.latest_open_query(device.id, now)
+            row = self.store.latest_open_query(device.id, now) or self.store.latest_open_update(
+                device.id, now
+            )
         if row is None:
             # Answers nothing outstanding (e.g. repeated after the request was taken): record only.
             log.info("error %s from %s answers no open request", msg.err_code_name, device.kid.hex())
