@@ -1,27 +1,31 @@
 """A fix to aiocoap 0.4.17's DTLS transports: the clock its handshake retransmission timer reads.
 
-tinydtls (in DTLSSocket) counts time in milliseconds from the whole second at which the process
-created its first DTLS context; `checkRetransmit()` answers when the next retransmission is due on
-that clock. aiocoap 0.4.17 turns the answer into a sleep with its own clock, whose origin is the
+tinydtls (in DTLSSocket 0.2.3) counts time in milliseconds from a whole second that DTLSSocket resets
+in every `DTLS()` constructor (it re-runs tinydtls' init, clock included): the clock restarts when
+the process makes any DTLS context. `checkRetransmit()` answers when the next retransmission is due
+on that clock. aiocoap 0.4.17 turns the answer into a sleep with its own clock, whose origin is the
 float time at which `aiocoap.transports.tinydtls` was imported (`DTLS_CLOCK_OFFSET`). The two agree
-only if the first context is made in the same second as that import. In a program that imports first
-and handshakes later (every `agent run`: it loads keys and state in between, seconds under load; a
-TAM: until its first client) the computed wait is negative, and:
+only if the context is made within the second of that import. In a program that imports first and
+handshakes later (every `agent run`: it loads keys and state in between, seconds under load) the
+computed wait is negative, and:
 
 - the client (`DTLSClientConnection._run_retransmissions`, a `while True` loop) spins at full CPU
   until tinydtls' retransmission time, during every handshake: 200 Agents started at once spent their
   CPU spinning instead of answering, and the TAM starved with them (most handshakes died);
 - the server (`_AddressDTLS._run_retransmissions`) re-creates its task in a busy loop.
 
-A second, smaller addition: the client's per-connection protocol counts the datagrams it receives
-(`datagrams_received`), so teep-coap's handshake-stall restart can tell a slow handshake (the TAM
-answers, late, on a loaded machine) from a wedged one (nothing arrives) and restart only the latter.
+`apply()` wraps `DTLSSocket.dtls.DTLS` to note each clock restart, and replaces both methods with
+ones that read tinydtls' clock (`tinydtls_now`) and sleep at least RETRANSMIT_FLOOR and at most
+RETRANSMIT_CEILING (so an error in the clock estimate costs at most that much lateness, never a busy
+loop). It also counts the datagrams each client connection receives (`datagrams_received`): a
+handshake that timed out after the TAM answered points at a wrong PSK, one that heard nothing at an
+absent TAM (`diagnosis`).
 
-`apply()` replaces both methods with ones that read tinydtls' clock (`tinydtls_now`) and sleep at
-least RETRANSMIT_FLOOR and at most RETRANSMIT_CEILING (so an error in the clock estimate costs at most
-that much lateness, never a busy loop). Upstream-style: the same change belongs in aiocoap's
-tinydtls.py / tinydtls_server.py; this module checks the aiocoap version it was written for and leaves
-any other version alone (with a warning) rather than patch code it has not seen.
+Left alone: on a TAM every new client's context restarts the clock for the handshakes in progress,
+so their server-side retransmissions come later than tinydtls meant (a DTLSSocket matter).
+Upstream-style: the same change belongs in aiocoap's tinydtls.py / tinydtls_server.py; this module
+checks the aiocoap version it was written for and leaves any other version alone (with a warning)
+rather than patch code it has not seen.
 """
 
 from __future__ import annotations
@@ -44,26 +48,27 @@ _state: dict[str, Any] = {"epoch": None, "applied": False}
 
 
 def _tinydtls_epoch() -> float:
-    """The whole second tinydtls' clock counts from (initialising the clock now if it is not yet).
+    """The whole second tinydtls' clock counts from.
 
-    The first DTLS context of a process sets tinydtls' clock; making one here, before any connection,
-    pins that moment. Contexts made before `apply()` (none in teep-coap) would make this an estimate,
-    which RETRANSMIT_CEILING bounds.
+    DTLSSocket 0.2.3 initialises tinydtls (and with it the process-wide clock, `time(NULL)`) in
+    every `DTLS()` constructor, so the clock restarts whenever any context is made: on a TAM, with
+    every new client. `apply()` wraps the constructor to note each restart; before the first context
+    there is no clock to read (then `now` is 0, and RETRANSMIT_CEILING bounds any error).
     """
-    if _state["epoch"] is None:
-        from DTLSSocket import dtls
+    epoch = _state["epoch"]
+    return time.time() if epoch is None else float(epoch)
 
-        before = time.time()
-        _state["clock_context"] = dtls.DTLS(  # kept: DTLSSocket's destructor is fragile at exit
-            read=lambda *_: 0,
-            write=lambda *_: 0,
-            event=lambda *_: 0,
-            pskId=b"clock",
-            pskStore={b"clock": b"0" * 16},
-        )
-        _state["epoch"] = float(math.floor(before))
-    epoch: float = _state["epoch"]
-    return epoch
+
+def _noting_clock_restarts(original: Any) -> Any:
+    """`dtls.DTLS` that records the second at which the new context restarted tinydtls' clock."""
+
+    def make_context(*args: Any, **kwargs: Any) -> Any:
+        context = original(*args, **kwargs)
+        _state["epoch"] = math.floor(time.time())
+        return context
+
+    make_context.__wrapped__ = original  # type: ignore[attr-defined]
+    return make_context
 
 
 def tinydtls_now() -> float:
@@ -126,7 +131,9 @@ def apply() -> bool:
         from aiocoap.transports import tinydtls, tinydtls_server
     except ImportError:  # DTLSSocket not installed: nothing to patch, coaps is unavailable anyway
         return False
-    _tinydtls_epoch()
+    from DTLSSocket import dtls
+
+    dtls.DTLS = _noting_clock_restarts(dtls.DTLS)
     tinydtls.DTLSClientConnection._run_retransmissions = _client_retransmissions
     single = tinydtls.DTLSClientConnection.SingleConnection
     _state["client_datagram_received"] = single.datagram_received
