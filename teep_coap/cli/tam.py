@@ -310,6 +310,24 @@ def tam_sessions(tam_dir: str, audit: bool) -> None:
     _print(out)
 
 
+@tam.command("audit")
+@_dir_option
+@click.option("--event", default=None, help="Only entries of this event (e.g. refused, duplicate-ignored).")
+def tam_audit(tam_dir: str, event: str | None) -> None:
+    """The whole audit log, with the entries that belong to no session (refused messages, duplicates)."""
+    from teep_coap.protocol.tamdir import open_store, read_config
+
+    folder = Path(tam_dir)
+    store = open_store(folder, read_config(folder))
+    _print(
+        [
+            {"session": sid, "at": at, "event": ev, "detail": de}
+            for sid, at, ev, de in store.audit_log()
+            if event is None or ev == event
+        ]
+    )
+
+
 @bench.command("engine")
 @click.option("--sessions", type=click.IntRange(1, 10000), default=50, show_default=True)
 @click.option("--image-size", type=click.IntRange(0, 1 << 20), default=1024, show_default=True)

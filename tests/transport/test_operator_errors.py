@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import socket
 import subprocess
 import sys
@@ -197,6 +198,10 @@ def test_refused_replay_is_audited(tmp_path: Path) -> None:
         assert len(tam.store.audit_log()) == len(events)
     finally:
         tam.store.close()
+    listed = cli("tam", "audit", "--dir", str(world.tam_dir), "--event", "refused")
+    assert listed.returncode == 0
+    [entry] = json.loads(listed.stdout)
+    assert entry["session"] is None and "no outstanding request" in entry["detail"]
 
 
 async def test_credential_errors_name_their_cause(tmp_path: Path) -> None:
