@@ -67,8 +67,9 @@ def explain_timeout(uri: str, seconds: float, *, handshaking: bool, heard: int) 
         return base
     if heard:
         return (
-            f"{base}: the TAM answered the DTLS handshake but never completed it: the device's DTLS PSK "
-            "most likely does not match the TAM's credentials.toml (wrong DTLS PSK)"
+            f"{base}: the TAM answered the DTLS handshake but never completed it: most likely the "
+            "device's DTLS PSK does not match the TAM's credentials.toml (wrong DTLS PSK), or the TAM "
+            "is too busy to finish handshakes"
         )
     return f"{base}: nothing answered the DTLS handshake: is a coaps TAM running at that address and port?"
 
