@@ -9,17 +9,19 @@ gave up after the TAM finished is told apart from one whose handshake never got 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from teep_coap.bench.sessions import BenchError, _cli_command, make_world, tam_process
+from teep_coap.bench.sessions import STARTUP_TIMEOUT, BenchError, _cli_command, make_world
 
 DEFAULT_BOUND = 180.0  # seconds for the whole burst; every client still running then is killed
 
@@ -35,6 +37,7 @@ class BurstResult:
     seconds: float  # from the first start to the last exit
     load_average: float
     failures: list[str] = field(default_factory=list)
+    tam_warnings: int = 0  # WARNING/ERROR lines in the TAM's log during the run
 
     @property
     def success_rate(self) -> float:
@@ -52,6 +55,7 @@ class BurstResult:
             "seconds": round(self.seconds, 1),
             "load_average_at_start": round(self.load_average, 2),
             "cores": os.cpu_count(),
+            "tam_log_warnings": self.tam_warnings,
             "failures": self.failures[:5],
         }
 
@@ -62,11 +66,42 @@ def format_burst(r: BurstResult) -> str:
         f"{j['clients']} `agent run` processes at once over {j['profile']}: {j['ok']} ok "
         f"({j['success_rate']:.1%}), {j['failed']} failed, {j['killed_at_bound']} killed at the bound,"
         f" in {j['seconds']} s",
-        f"  TAM recorded a successful install session for {j['tam_sessions_done']} devices",
+        f"  TAM recorded a successful install session for {j['tam_sessions_done']} devices;"
+        f" {j['tam_log_warnings']} warnings in its log",
         f"  machine: {j['cores']} cores, load average {j['load_average_at_start']} at start",
     ]
     lines += [f"  failure: {f}" for f in j["failures"]]
     return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def _tam(profile: str, tam_dir: Path, log_path: Path) -> Iterator[str]:
+    """`tam serve` with its log in a file: a pipe nobody reads would fill and stop the TAM."""
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            _cli_command("tam", "serve", "--profile", profile, "--dir", str(tam_dir), "-q"),
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+        )
+        try:
+            assert proc.stdout is not None
+            deadline = time.monotonic() + STARTUP_TIMEOUT
+            line = ""
+            while time.monotonic() < deadline and proc.poll() is None:
+                line = proc.stdout.readline()
+                if line.startswith("TAM serving "):
+                    break
+            if not line.startswith("TAM serving "):
+                raise BenchError(f"`teep-coap tam serve` did not start: {log_path.read_text()[-500:]}")
+            yield line.split()[2]
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
 
 
 def _tam_sessions_done(tam_dir: Path) -> int:
@@ -95,7 +130,7 @@ def run_burst(
         world = make_world(tmp / "tam", tmp / "agents", clients, 256)
         load = os.getloadavg()[0]
         env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
-        with tam_process(profile_name, world.tam_dir) as (uri, _pid):
+        with _tam(profile_name, world.tam_dir, tmp / "tam.log") as uri:
             extra = ("--timeout", str(timeout)) if timeout else ()
             t0 = time.monotonic()
             procs = [
@@ -129,7 +164,11 @@ def run_burst(
                     failures.append(err.strip().splitlines()[-1] if err.strip() else f"exit {p.returncode}")
             seconds = time.monotonic() - t0
         done = _tam_sessions_done(world.tam_dir)
-        return BurstResult(profile_name, clients, ok, failed, killed, done, seconds, load, failures)
+        log_text = (tmp / "tam.log").read_text(errors="replace")
+        if os.environ.get("TEEP_BURST_TAM_LOG"):  # keep the TAM's log for a closer look
+            shutil.copy(tmp / "tam.log", os.environ["TEEP_BURST_TAM_LOG"])
+        warnings = sum(1 for line in log_text.splitlines() if " WARNING " in line or " ERROR " in line)
+        return BurstResult(profile_name, clients, ok, failed, killed, done, seconds, load, failures, warnings)
     except OSError as exc:
         raise BenchError(f"dtls-burst could not run: {exc}") from None
     finally:

@@ -116,6 +116,29 @@ def datagrams_received(connection: Any) -> int:
     return int(getattr(connection, "_teep_datagrams", 0))
 
 
+_HANDSHAKE_RECORD = 22
+_CLIENT_HELLO = 1
+
+
+def restarts_authenticated_session(connection: Any, datagram: bytes) -> bool:
+    """True if `datagram` is a ClientHello in epoch 0 sent to a server-side session that has
+    already looked up a PSK (so it belongs to a handshake that got past its ClientKeyExchange).
+
+    aiocoap's DTLS server keeps one session per client address and its key store refuses a second
+    identity on a session ("DTLS stack tried accessing different keys", an exception out of the
+    datagram handler). When a client's ephemeral port is reused by another device (a burst of
+    clients, or a client that restarted its handshake on a fresh socket), the new device's
+    handshake would fail on the old session for ever; RFC 6347 §4.2.8 lets a server treat such a
+    ClientHello as a new connection, which the caller does by dropping the old session first.
+    """
+    if len(datagram) < 14 or datagram[0] != _HANDSHAKE_RECORD or datagram[13] != _CLIENT_HELLO:
+        return False
+    if datagram[3:5] != b"\x00\x00":  # not epoch 0: a renegotiation inside the session
+        return False
+    store = getattr(connection, "_psk_store", None)
+    return getattr(store, "_claims", None) is not None
+
+
 def apply() -> bool:
     """Patch aiocoap's DTLS client and server transports once; False if the version is not ours."""
     if _state["applied"]:
@@ -155,5 +178,6 @@ __all__ = [
     "applied",
     "apply",
     "datagrams_received",
+    "restarts_authenticated_session",
     "tinydtls_now",
 ]

@@ -355,6 +355,9 @@ def _tidy_dtls_server(context: aiocoap.Context) -> None:
     original = pool.datagram_received
 
     def datagram_received(data: bytes, sockaddr: Any) -> None:
+        known = pool._connections.get(sockaddr)
+        if known is not None and aiocoap_patches.restarts_authenticated_session(known, data):
+            known._inject_error(CloseNotifyReceived())  # a new client on an old port: start afresh
         if sockaddr not in pool._connections:
             while len(pool._connections) >= MAX_DTLS_SESSIONS:
                 _, oldest = next(iter(pool._connections.items()))
