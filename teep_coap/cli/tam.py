@@ -311,6 +311,7 @@ def tam_sessions(tam_dir: str, audit: bool) -> None:
 
 
 @tam.command("audit")
+@json_is_default
 @_dir_option
 @click.option("--event", default=None, help="Only entries of this event (e.g. refused, duplicate-ignored).")
 def tam_audit(tam_dir: str, event: str | None) -> None:
