@@ -156,8 +156,16 @@ def component() -> None:
     help="all: every device gets it; request: devices that ask; delete: remove everywhere.",
 )
 @click.option("--name", default=None)
-def component_add(tam_dir: str, envelope: str, audience: str, name: str | None) -> None:
-    """Add a SUIT envelope to the catalog (component id and sequence number read from its manifest)."""
+@click.option(
+    "--force", is_flag=True, help="Add it even if its Update is over every profile's size limit (a warning)."
+)
+def component_add(tam_dir: str, envelope: str, audience: str, name: str | None, force: bool) -> None:
+    """Add a SUIT envelope to the catalog (component id and sequence number read from its manifest).
+
+    The envelope's Update is checked against every TEEP profile's message limit and the Agent's
+    1 MiB decoding limit: over all of them it is refused (unless --force), over some a warning
+    names the profiles that cannot deliver it.
+    """
     import time
 
     from teep_coap.protocol.policy import envelope_identity, format_component_id
@@ -166,6 +174,7 @@ def component_add(tam_dir: str, envelope: str, audience: str, name: str | None) 
     folder = Path(tam_dir)
     data = Path(envelope).read_bytes()
     cid, seq = envelope_identity(data)
+    _check_component_size(len(data), force)
     store = open_store(folder, read_config(folder))
     store.add_component(
         component_id=cid,
@@ -176,6 +185,21 @@ def component_add(tam_dir: str, envelope: str, audience: str, name: str | None) 
         audience=audience,
     )
     _print({"component_id": format_component_id(cid), "sequence_number": seq, "audience": audience})
+
+
+def _check_component_size(size: int, force: bool) -> None:
+    from teep_coap.profiles.component_limits import ComponentTooLarge, check_envelope_size
+
+    verdict = check_envelope_size(size)
+    if not verdict.refusing:
+        return
+    limits = ", ".join(f"{name} ({limit} B)" for name, limit in sorted(verdict.refusing.items()))
+    if verdict.refused_everywhere and not force:
+        raise ComponentTooLarge(
+            f"envelope of {size} bytes makes an Update over every profile's limit ({limits}): every Agent "
+            "would refuse it; add a smaller component (or --force to add it anyway)"
+        )
+    click.echo(f"teep-coap: warning: envelope of {size} bytes is over the limit of {limits}", err=True)
 
 
 @component.command("list")
@@ -284,6 +308,25 @@ def tam_sessions(tam_dir: str, audit: bool) -> None:
             item["audit"] = [{"at": at, "event": ev, "detail": de} for _, at, ev, de in store.audit_log(sid)]
         out.append(item)
     _print(out)
+
+
+@tam.command("audit")
+@json_is_default
+@_dir_option
+@click.option("--event", default=None, help="Only entries of this event (e.g. refused, duplicate-ignored).")
+def tam_audit(tam_dir: str, event: str | None) -> None:
+    """The whole audit log, with the entries that belong to no session (refused messages, duplicates)."""
+    from teep_coap.protocol.tamdir import open_store, read_config
+
+    folder = Path(tam_dir)
+    store = open_store(folder, read_config(folder))
+    _print(
+        [
+            {"session": sid, "at": at, "event": ev, "detail": de}
+            for sid, at, ev, de in store.audit_log()
+            if event is None or ev == event
+        ]
+    )
 
 
 @bench.command("engine")

@@ -150,6 +150,7 @@ async def _serve(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         bound = await server.start()
+        watch = _watch_credentials(server, service.credentials_dir, loop)
         try:
             uri = getattr(server, "uri", None)
             port = bound if isinstance(bound, int) else getattr(server, "port", bind[1])
@@ -173,6 +174,8 @@ async def _serve(
             async with capture:
                 await stop.wait()
         finally:
+            if watch is not None:
+                watch.cancel()
             closer = getattr(server, "close", None) or server.stop
             await closer()
     finally:
@@ -197,6 +200,19 @@ def _write_serve_psk(profile: Profile, credentials_dir: Path, pcap: str) -> None
             pcap,
             len(devices),
         )
+
+
+def _watch_credentials(
+    server: object, tam_dir: object, loop: asyncio.AbstractEventLoop
+) -> asyncio.Task[None] | None:
+    """CoAP servers re-read credentials.toml when it changes and on SIGHUP (no restart needed)."""
+    if not hasattr(server, "update_devices") or tam_dir is None:
+        return None
+    from teep_coap.transport.coap.credentials_watch import CredentialsWatcher
+
+    watcher = CredentialsWatcher(server, tam_dir)  # type: ignore[arg-type]
+    loop.add_signal_handler(signal.SIGHUP, lambda: watcher.check(force=True))
+    return asyncio.create_task(watcher.run(), name="credentials.toml watcher")
 
 
 @tam.command("serve")
@@ -461,3 +477,29 @@ def session_cmd(profile_name: str, payload_size: int, as_json: bool, pcap: str |
     click.echo("installed:")
     for item in summary.installed:
         click.echo(f"  {json.dumps(item)}")
+
+
+@bench.command("dtls-burst")
+@click.option("--profile", "profile_name", default="coaps-psk", show_default=True)
+@click.option("--clients", type=click.IntRange(1, 1000), default=200, show_default=True)
+@click.option(
+    "--bound",
+    type=click.FloatRange(10, 1800),
+    default=180.0,
+    show_default=True,
+    help="Seconds for the whole run.",
+)
+@click.option("--timeout", type=click.FloatRange(0.1, 3600), default=None, help="`agent run --timeout`.")
+@click.option("--json", "as_json", is_flag=True)
+def bench_dtls_burst(
+    profile_name: str, clients: int, bound: float, timeout: float | None, as_json: bool
+) -> None:
+    """N `teep-coap agent run` processes started at once against one `tam serve`, on loopback.
+
+    Counts the clients that finish their install within --bound seconds (the rest are killed) and
+    the devices the TAM recorded a successful session for.
+    """
+    from teep_coap.bench.dtls_burst import format_burst, run_burst
+
+    result = run_burst(profile_name, clients=clients, bound=bound, timeout=timeout)
+    click.echo(json.dumps(result.to_json(), indent=2) if as_json else format_burst(result))

@@ -209,6 +209,7 @@ class TamEngine:
     # Per-process caches of pure functions of stored bytes (PEM → key, envelope → digest): keyed by
     # content, so another process changing the database can never make an entry stale.
     _keys: OrderedDict[bytes, VerifyingKey] = field(default_factory=OrderedDict, init=False, repr=False)
+    _verified_sender: Device | None = field(default=None, init=False, repr=False)  # for `_audit_refused`
     _next_expire: float = field(default=float("-inf"), init=False, repr=False)
     _stateless: StatelessTokens | None = field(default=None, init=False, repr=False)
 
@@ -249,14 +250,33 @@ class TamEngine:
 
     def receive(self, data: bytes, transport_identity: str | None = None) -> bytes | None:
         """ProcessTeepMessage: the next signed message of the session, or None when nothing more."""
+        self._verified_sender = None
         try:
             with self.store.atomic():  # a refused message rolls back everything it touched
                 answer = self._receive(data, transport_identity)
         except StoreError as exc:
             raise TamFailure(f"TAM store failure: {exc}") from exc
+        except InvalidMessage as exc:
+            self._audit_refused(exc)
+            raise
         if crashpoints.armed is not None:
             crashpoints.reached(crashpoints.message_point("tam.committed", getattr(_received, "kind", "?")))
         return answer
+
+    def _audit_refused(self, exc: InvalidMessage) -> None:
+        """Audit the refusal of a message a registered device signed (a replay, a stale answer).
+
+        The refusal rolled its transaction back; this entry is written after it. Messages that never
+        verified are not audited: junk from anyone must not cost the TAM a database write.
+        """
+        device = self._verified_sender
+        if device is None:
+            return
+        try:
+            with self.store.atomic():
+                self.store.audit(None, self.clock(), "refused", f"{device.kid.hex()}: {str(exc)[:200]}")
+        except StoreError as err:
+            log.warning("refusal not audited: %s", err)
 
     # ---------------------------------------------------------------- helpers
 
@@ -437,6 +457,7 @@ class TamEngine:
         if not data:
             raise InvalidMessage("empty message (an empty payload means connect)")
         opened, device = self._verify(data)
+        self._verified_sender = device
         self._check_identity(device, transport_identity)
         msg = opened.message
         if crashpoints.armed is not None:  # test hook (teep_coap.crashpoints)
@@ -784,7 +805,9 @@ class TamEngine:
                 return None
             self._check_reports(msg.suit_reports, msg.token)
         else:
-            row = self.store.latest_open_query(device.id, now)
+            row = self.store.latest_open_query(device.id, now) or self.store.latest_open_update(
+                device.id, now
+            )
         if row is None:
             # Answers nothing outstanding (e.g. repeated after the request was taken): record only.
             log.info("error %s from %s answers no open request", msg.err_code_name, device.kid.hex())

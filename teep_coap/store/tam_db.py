@@ -703,6 +703,18 @@ class TamStore:
             row = tx.conn.execute(q).first()
             return _outstanding(row) if row else None
 
+    def latest_open_update(self, device_id: int, now: float) -> Outstanding | None:
+        """The newest unexpired open Update sent to this device: what a token-less Error answers when
+        the Agent could not even decode the Update (e.g. over its size limit), so no token came back."""
+        with self._tx() as tx:
+            q = (
+                select(*_OUT_COLS)
+                .where(_O.state == OPEN, _O.kind == "update", _O.expires_at > now, _O.device_id == device_id)
+                .order_by(_O.id.desc())
+            )
+            row = tx.conn.execute(q).first()
+            return _outstanding(row) if row else None
+
     def claim(self, outstanding_id: int, device_id: int) -> bool:
         """Mark an open request answered by `device_id`; False if someone answered it first."""
         with self._tx() as tx:

@@ -22,7 +22,9 @@ from aiocoap.numbers.codes import Code
 from aiocoap.optiontypes import BlockOption
 
 from teep_coap.transport.base import PeerRejected, TransportError, TransportTimeout
+from teep_coap.transport.coap import aiocoap_patches
 from teep_coap.transport.coap.credentials import CredentialsError, DeviceCredentials
+from teep_coap.transport.coap.diagnosis import explain_error, explain_timeout
 from teep_coap.transport.coap.options import CoapOptions
 from teep_coap.transport.coap.tuning import tuning_for
 
@@ -42,8 +44,8 @@ class _HandshakeStalled(Exception):
     """Internal: the DTLS handshake did not complete in HANDSHAKE_STALL seconds."""
 
 
-def _dtls_connecting(ctx: aiocoap.Context) -> bool:
-    """True while a tinydtls client connection of `ctx` is still in its handshake."""
+def _dtls_handshake(ctx: aiocoap.Context) -> Any:
+    """The tinydtls client connection of `ctx` still in its handshake, or None."""
     for ri in ctx.request_interfaces:
         mi = getattr(getattr(ri, "token_interface", None), "message_interface", None)
         pool = getattr(mi, "_pool", None)
@@ -51,8 +53,8 @@ def _dtls_connecting(ctx: aiocoap.Context) -> bool:
             continue
         for conn in list(pool.values()):
             if getattr(conn, "_queue", None) is not None:  # aiocoap queues sends until connected
-                return True
-    return False
+                return conn
+    return None
 
 
 def code_text(code: Code) -> str:
@@ -92,6 +94,7 @@ class CoapClient:
         self._oscore_ctx: Any = None
         self.exchanges = 0  # POSTs answered (whole block-wise transfers count once)
         self.handshake_restarts = 0  # DTLS handshakes started again after a stall
+        self.handshake_heard = 0  # datagrams the last unfinished DTLS handshake got from the TAM
 
     def _normalise_uri(self, uri: str) -> str:
         scheme = self.profile.transport.scheme
@@ -112,6 +115,8 @@ class CoapClient:
             raise CredentialsError(
                 f"profile {self.profile.name!r} ({mode}) needs the Agent's transport credentials"
             )
+        if mode == "dtls-psk":
+            aiocoap_patches.apply()
         ctx = await aiocoap.Context.create_client_context(
             transports=TRANSPORTS[self.profile.transport.scheme]
         )
@@ -175,9 +180,7 @@ class CoapClient:
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise TransportTimeout(
-                    f"no answer from {self.uri} within {self.profile.limits.request_timeout:g} s"
-                )
+                raise self._timeout(ctx)
             try:
                 response = await self._send_once(ctx, payload, remaining, echo)
             except _HandshakeStalled:
@@ -213,18 +216,16 @@ class CoapClient:
         else:
             request = ctx.request(msg)
         future = asyncio.ensure_future(request.response)
+        end = time.monotonic() + timeout
         try:
             if self.profile.security.mode == "dtls-psk":
                 await self._wait_handshake(ctx, future, timeout)
-            response = await asyncio.wait_for(future, timeout)
+            response = await asyncio.wait_for(future, max(0.0, end - time.monotonic()))
         except _HandshakeStalled:
             future.cancel()
             raise
         except TimeoutError:
-            raise TransportTimeout(
-                f"no answer from {self.uri} within {self.profile.limits.request_timeout:g} s"
-                + (" (wrong DTLS PSK or identity?)" if self.profile.security.mode == "dtls-psk" else "")
-            ) from None
+            raise self._timeout(ctx) from None
         except aiocoap.error.ConRetransmitsExceeded:
             raise TransportTimeout(f"{self.uri} did not acknowledge (retransmissions exhausted)") from None
         except aiocoap.error.Error as exc:
@@ -234,19 +235,42 @@ class CoapClient:
                 raise PeerRejected(
                     code_text(plain.code), f"unprotected answer (OSCORE context unknown?): {detail}"
                 ) from None
-            raise TransportError(f"CoAP request to {self.uri} failed: {type(exc).__name__}: {exc}") from None
+            identity = self._credentials.psk_identity if self._credentials else None
+            likely = explain_error(exc, self.uri, identity)
+            raise TransportError(
+                likely or f"CoAP request to {self.uri} failed: {type(exc).__name__}: {exc}"
+            ) from None
         except OSError as exc:
-            raise TransportError(f"CoAP request to {self.uri} failed: {exc}") from None
+            identity = self._credentials.psk_identity if self._credentials else None
+            raise TransportError(
+                explain_error(exc, self.uri, identity) or f"CoAP request to {self.uri} failed: {exc}"
+            ) from None
         self.exchanges += 1
         return response
+
+    def _timeout(self, ctx: aiocoap.Context) -> TransportTimeout:
+        """The timeout error, saying what is most likely wrong when the DTLS handshake never ended."""
+        handshaking = self.profile.security.mode == "dtls-psk" and _dtls_handshake(ctx) is not None
+        return TransportTimeout(
+            explain_timeout(
+                self.uri,
+                self.profile.limits.request_timeout,
+                handshaking=handshaking,
+                heard=self.handshake_heard,
+            )
+        )
 
     async def _wait_handshake(
         self, ctx: aiocoap.Context, future: asyncio.Future[Message], timeout: float
     ) -> None:
         """Wait while the DTLS handshake runs; raise _HandshakeStalled if it does not finish in time."""
         step = min(HANDSHAKE_STALL * 2 ** (self.handshake_restarts // 2), timeout)
+        self.handshake_heard = 0
         await asyncio.wait({future}, timeout=step)
-        if not future.done() and step < timeout and _dtls_connecting(ctx):
+        conn = _dtls_handshake(ctx)
+        if conn is not None:
+            self.handshake_heard = aiocoap_patches.datagrams_received(conn)
+        if not future.done() and step < timeout and conn is not None:
             raise _HandshakeStalled
 
     async def request(self, method: str, payload: bytes = b"", path: str | None = None) -> tuple[str, bytes]:

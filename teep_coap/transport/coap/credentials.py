@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import tomllib
 from dataclasses import dataclass
@@ -43,6 +44,21 @@ class DeviceCredentials:
     psk_identity: str
     psk: bytes
     oscore_dir: Path | None = None  # absolute folder of the OSCORE context (this side's view)
+
+
+# A device name becomes a folder name (TAMDIR/oscore/NAME): letters, digits, '.', '_', '-', no
+# leading dot, so `../x` or `/etc` cannot place files outside the TAM folder.
+_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
+
+
+def check_device_name(name: str) -> str:
+    """`name` if it is a safe device name; CredentialsError naming the rule otherwise."""
+    if not _NAME.fullmatch(name):
+        raise CredentialsError(
+            f"device name {name!r} is not allowed: use 1-64 letters, digits, '.', '_' or '-' "
+            "(not starting with '.'; it becomes a folder name under the TAM folder)"
+        )
+    return name
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -126,6 +142,8 @@ def provision_devices(
     tam_dir: str | os.PathLike[str], devices: list[tuple[str, str | os.PathLike[str] | None]]
 ) -> list[DeviceCredentials]:
     """`provision_device` for many devices at once (one read of credentials.toml, one append)."""
+    for name, _ in devices:
+        check_device_name(name)  # all of them before anything is written
     tam = Path(tam_dir)
     tam.mkdir(parents=True, exist_ok=True)
     existing = load_tam_credentials(tam)
@@ -152,6 +170,7 @@ def _make_device(
     lines: list[str],
     psk: bytes | None = None,
 ) -> DeviceCredentials:
+    check_device_name(name)
     device_id = number.to_bytes(max(1, (number.bit_length() + 7) // 8), "big")
     psk = psk or secrets.token_bytes(16)
     master_secret, master_salt = secrets.token_bytes(16), secrets.token_bytes(8)
@@ -190,6 +209,7 @@ def provision_device(
     Agent's ``transport.toml`` and OSCORE folder. OSCORE ids: the TAM sends as b"" (one TAM), the
     device as its `oscore_id` (default: its position in the file + 1), so the TAM finds its context.
     """
+    check_device_name(name)  # before anything is written
     tam = Path(tam_dir)
     tam.mkdir(parents=True, exist_ok=True)
     existing = load_tam_credentials(tam)

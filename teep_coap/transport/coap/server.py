@@ -11,11 +11,10 @@ directions (RFC 7959) uses aiocoap's Block1 spool and Block2 cache with the prof
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import logging
 import os
-import time
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,9 +28,11 @@ from aiocoap.numbers.optionnumbers import OptionNumber
 from aiocoap.options import Options
 
 from teep_coap.transport.base import MessageHandler, PeerInfo, Rejection, RequestRejected, TransportError
+from teep_coap.transport.coap import aiocoap_patches
 from teep_coap.transport.coap.credentials import CredentialsError, DeviceCredentials
 from teep_coap.transport.coap.echo import EchoGuard
 from teep_coap.transport.coap.options import CoapOptions
+from teep_coap.transport.coap.server_socket import enlarge_receive_buffer, ensure_port_free
 
 log = logging.getLogger("teep_coap.transport.coap.server")
 
@@ -315,7 +316,6 @@ def _address(request: Message) -> str:
 
 
 MAX_DTLS_SESSIONS = 4096  # server-side DTLS sessions kept; the least recently used are dropped beyond
-DTLS_RETRANSMIT_FLOOR = 0.05  # seconds: shortest wait between two checks of tinydtls' retransmissions
 
 
 def _dtls_pool(context: aiocoap.Context) -> Any:
@@ -335,16 +335,10 @@ def _tidy_dtls_server(context: aiocoap.Context) -> None:
     that later got the same ephemeral port had its new ClientHello fed to the dead session (seen as
     DTLS handshake stalls after ~1000 sessions). Here a warning-level close_notify ends the session as
     the fatal one does, and more than MAX_DTLS_SESSIONS sessions drop the least recently used.
-    Handshake retransmission checks wait at least DTLS_RETRANSMIT_FLOOR (no busy loop).
+    Handshake retransmissions run on tinydtls' own clock (`aiocoap_patches`).
     """
     from aiocoap.transports import tinydtls_server
-    from aiocoap.transports.tinydtls import (
-        CODE_CLOSE_NOTIFY,
-        DTLS_CLOCK_OFFSET,
-        DTLS_TICKS_PER_SECOND,
-        LEVEL_WARNING,
-        CloseNotifyReceived,
-    )
+    from aiocoap.transports.tinydtls import CODE_CLOSE_NOTIFY, LEVEL_WARNING, CloseNotifyReceived
 
     pool = _dtls_pool(context)
     if pool is None:
@@ -358,24 +352,12 @@ def _tidy_dtls_server(context: aiocoap.Context) -> None:
                 return
             super()._event(level, code)
 
-        async def _run_retransmissions(self) -> None:
-            # aiocoap compares tinydtls' retransmission time with its own clock, whose origin is
-            # not tinydtls' (integer seconds at its init vs. float time at aiocoap's import): when
-            # they differ the wait comes out negative and the task re-creates itself in a busy
-            # loop until the flight is answered (≈ 50 turns per session seen in the TAM's
-            # profile). A floor on the wait bounds that; a retransmission is at most that late.
-            when = self._dtls_socket.checkRetransmit() / DTLS_TICKS_PER_SECOND
-            if when == 0:
-                return
-            now = time.time() - DTLS_CLOCK_OFFSET
-            await asyncio.sleep(max(when - now, DTLS_RETRANSMIT_FLOOR))
-            self._retransmission_task = asyncio.create_task(
-                self._run_retransmissions(), name="DTLS server handshake retransmissions"
-            )
-
     original = pool.datagram_received
 
     def datagram_received(data: bytes, sockaddr: Any) -> None:
+        known = pool._connections.get(sockaddr)
+        if known is not None and aiocoap_patches.restarts_authenticated_session(known, data):
+            known._inject_error(CloseNotifyReceived())  # a new client on an old port: start afresh
         if sockaddr not in pool._connections:
             while len(pool._connections) >= MAX_DTLS_SESSIONS:
                 _, oldest = next(iter(pool._connections.items()))
@@ -388,17 +370,22 @@ def _tidy_dtls_server(context: aiocoap.Context) -> None:
     pool.datagram_received = datagram_received
 
 
-def _local_port(context: aiocoap.Context) -> int:
-    """The UDP port the (single) server transport of `context` is bound to."""
+def _server_socket(context: aiocoap.Context) -> socket.socket:
+    """The UDP socket the (single) server transport of `context` is bound to."""
     for ri in context.request_interfaces:
         mi = getattr(getattr(ri, "token_interface", None), "message_interface", None)
         transport = getattr(mi, "transport", None)
-        if transport is not None:  # udp6
-            return int(transport.get_extra_info("socket").getsockname()[1])
-        pool = getattr(mi, "_pool", None)
-        if pool is not None:  # tinydtls_server / simplesocketserver
-            return int(pool._transport.get_extra_info("sockname")[1])
-    raise TransportError("cannot find the bound port of the CoAP server")
+        if transport is None:  # tinydtls_server / simplesocketserver keep it in their pool
+            transport = getattr(getattr(mi, "_pool", None), "_transport", None)
+        if transport is not None:
+            sock: socket.socket = transport.get_extra_info("socket")
+            return sock
+    raise TransportError("cannot find the bound socket of the CoAP server")
+
+
+def _local_port(context: aiocoap.Context) -> int:
+    """The UDP port the (single) server transport of `context` is bound to."""
+    return int(_server_socket(context).getsockname()[1])
 
 
 class CoapServer:
@@ -468,6 +455,7 @@ class CoapServer:
         mode = self.profile.security.mode
         host, port = self._bind
         if mode == "dtls-psk":
+            aiocoap_patches.apply()
             if not self._devices:
                 raise CredentialsError("a coaps server needs at least one device PSK (credentials.toml)")
             transports = ["tinydtls_server"]
@@ -476,6 +464,7 @@ class CoapServer:
             transports = ["udp6"]
             bind = (host, port)
         root: Any = site
+        ensure_port_free(host, port)  # aiocoap's SO_REUSEPORT would share a busy port silently
         try:
             if mode == "oscore":
                 # The wrapper needs the context's credentials map: create it first, fill it below.
@@ -496,7 +485,44 @@ class CoapServer:
         if mode == "dtls-psk":
             _tidy_dtls_server(self._context)
         self.port = _local_port(self._context)
+        enlarge_receive_buffer(_server_socket(self._context))
         log.info("TAM serving %s (%s)", self.uri, self.profile.name)
+
+    def update_devices(self, devices: Sequence[DeviceCredentials]) -> tuple[int, int]:
+        """Serve a new set of device credentials without a restart: (added, removed).
+
+        New DTLS handshakes and OSCORE requests see the new set at once; sessions already
+        established keep the key they were made with (DTLS has no way to re-check it).
+        """
+        if self._context is None:
+            self._devices = list(devices)
+            return len(self._devices), 0
+        creds = self._context.server_credentials
+        mode = self.profile.security.mode
+        prefix = CLAIM_PREFIX if mode == "dtls-psk" else ":oscore:"
+        old = {d.psk_identity: d for d in self._devices}
+        new = {d.psk_identity: d for d in devices}
+        gone = [i for i in old if i not in new or new[i] != old[i]]
+        for identity in gone:
+            key = f"{prefix}{identity}"
+            value = creds.get(key)
+            if key in creds:
+                del creds[key]  # `del`, not `pop`: IndexedCredentials drops its index on __delitem__
+            if getattr(value, "lockfile", None) is not None:
+                value._destroy()  # release the OSCORE context's lock for the new one
+        fresh = [d for i, d in new.items() if i not in old or new[i] != old[i]]
+        self._devices = list(devices)
+        if mode == "dtls-psk":
+            wanted = {f"{CLAIM_PREFIX}{d.psk_identity}" for d in fresh}
+            creds.load_from_dict({k: v for k, v in self._credentials_dict().items() if k in wanted})
+        elif mode == "oscore":
+            everyone, self._devices = self._devices, fresh
+            try:
+                self._load_oscore(self._context)
+            finally:
+                self._devices = everyone
+        removed = sum(1 for i in gone if i not in new)
+        return len(fresh), removed
 
     @property
     def dtls_sessions(self) -> int:
