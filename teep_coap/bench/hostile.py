@@ -334,15 +334,15 @@ class ClassResult:
 
 
 def _drain(
-    socks: list[socket.socket], sel: selectors.BaseSelector, waiting: set[int], deadline: float
+    socks: list[socket.socket], sel: selectors.BaseSelector, waiting: set[int], deadline: float, quiet: float
 ) -> dict[int, bytes]:
-    """Read answers until every socket in `waiting` answered, QUIET passed without any, or deadline."""
+    """Read answers until every socket in `waiting` answered, `quiet` s passed without any, or deadline."""
     answers: dict[int, bytes] = {}
     last = time.monotonic()
     while waiting - answers.keys() and time.monotonic() < deadline:
         events = sel.select(timeout=0.02)
         if not events:
-            if time.monotonic() - last > QUIET:
+            if time.monotonic() - last > quiet:
                 break
             continue
         last = time.monotonic()
@@ -357,6 +357,19 @@ def _drain(
     return answers
 
 
+def _fresh_sockets(port: int, n: int) -> tuple[list[socket.socket], selectors.BaseSelector]:
+    socks = []
+    sel = selectors.DefaultSelector()
+    for index in range(n):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("127.0.0.1", 0))
+        s.connect(("127.0.0.1", port))
+        s.setblocking(False)
+        socks.append(s)
+        sel.register(s, selectors.EVENT_READ, index)
+    return socks, sel
+
+
 def send_junk(
     port: int,
     junk: JunkClass,
@@ -365,25 +378,18 @@ def send_junk(
     seed: int = 1,
     sockets: int = SOCKETS,
     time_limit: float = 120.0,
+    quiet: float = QUIET,
 ) -> ClassResult:
     """Send `count` sequences of one junk class from `sockets` source ports; judge the answers."""
     rng = random.Random(seed)
     result = ClassResult(junk.name, junk.what)
-    socks = []
-    sel = selectors.DefaultSelector()
-    try:
-        for index in range(sockets):
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            s.bind(("127.0.0.1", 0))
-            s.connect(("127.0.0.1", port))
-            s.setblocking(False)
-            socks.append(s)
-            sel.register(s, selectors.EVENT_READ, index)
-        t0 = time.monotonic()
-        deadline = t0 + time_limit
-        sent = 0
-        while sent < count and time.monotonic() < deadline:
-            batch = min(sockets, count - sent)
+    t0 = time.monotonic()
+    deadline = t0 + time_limit
+    sent = 0
+    while sent < count and time.monotonic() < deadline:
+        batch = min(sockets, count - sent)
+        socks, sel = _fresh_sockets(port, batch)  # new source ports for every batch
+        try:
             seqs = [junk.sequence(sent + k, rng) for k in range(batch)]
             answers: dict[int, bytes] = {}
             for step in range(max(len(s) for s in seqs)):
@@ -394,24 +400,25 @@ def send_junk(
                         result.datagrams += 1
                         result.bytes_in += len(seq[step])
                         waiting.add(k)
-                answers = _drain(socks, sel, waiting, deadline)
+                answers = _drain(socks, sel, waiting, deadline, quiet)
                 for k, data in answers.items():  # an earlier step must not fail either
                     if step < len(seqs[k]) - 1 and outcome(data).startswith("5."):
                         result.wrong += 1
-            for k in range(batch):
-                got = outcome(answers[k]) if k in answers else "silence"
-                result.outcomes[got] += 1
-                if got in junk.right:
-                    result.right += 1
-                else:
-                    result.wrong += 1
-            sent += batch
-        result.tried = sent
-        result.seconds = time.monotonic() - t0
-    finally:
-        for s in socks:
-            sel.unregister(s)
-            s.close()
+        finally:
+            for sock in socks:
+                sel.unregister(sock)
+                sock.close()
+            sel.close()
+        for k in range(batch):
+            got = outcome(answers[k]) if k in answers else "silence"
+            result.outcomes[got] += 1
+            if got in junk.right:
+                result.right += 1
+            else:
+                result.wrong += 1
+        sent += batch
+    result.tried = sent
+    result.seconds = time.monotonic() - t0
     return result
 
 
