@@ -17,6 +17,7 @@ Loopback only; everything is bounded by `count` per class and by timeouts.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import random
 import selectors
@@ -49,6 +50,7 @@ URI_PATH, CONTENT_FORMAT_OPT, BLOCK1, SIZE1 = 11, 12, 27, 60
 POST, GET, PUT, DELETE = 2, 1, 3, 4
 SOCKETS = 50  # source ports the junk comes from (one datagram in flight each: no kernel buffer drops)
 QUIET = 0.5  # seconds without an answer after which the rest of a batch counts as silent
+_MIDS = itertools.count()
 RIGHT_JUNK = frozenset({"silence", "RST", "ACK"})  # never wrong for junk
 
 
@@ -136,8 +138,8 @@ def costly_cbor(size: int) -> list[bytes]:
 
 @dataclass(frozen=True)
 class JunkClass:
-    """What is sent (a short sequence per source: only the last datagram's answer is judged) and
-    which answers are right."""
+    """What is sent (`sequence(mid, rng)`: a short sequence per source using Message IDs mid and mid + 1;
+    only the last datagram's answer is judged) and which answers are right."""
 
     name: str
     what: str
@@ -158,7 +160,7 @@ def _bad_options(i: int, rng: random.Random) -> list[bytes]:
         bytes([0x40, POST, i >> 8 & 255, i & 255, 0xB4]) + b"teep" + bytes([0xD3, 0x0E, 1, 2, 3, 4]),
         bytes([0x00, POST, 0, 0]),  # version 0
     ]
-    return [forms[i % len(forms)]]
+    return [forms[(i // 2) % len(forms)]]
 
 
 def _garbage_cbor(i: int, rng: random.Random) -> list[bytes]:
@@ -175,7 +177,7 @@ _SMALL_COSTLY = costly_cbor(900)
 
 
 def _costly_small(i: int, rng: random.Random) -> list[bytes]:
-    return [teep_post(i & 0xFFFF, _rand_token(rng), _SMALL_COSTLY[i % len(_SMALL_COSTLY)])]
+    return [teep_post(i & 0xFFFF, _rand_token(rng), _SMALL_COSTLY[(i // 2) % len(_SMALL_COSTLY)])]
 
 
 def _block1_gap(i: int, rng: random.Random) -> list[bytes]:
@@ -191,7 +193,7 @@ def _block1_abandoned(i: int, rng: random.Random) -> list[bytes]:
 
 
 def _wrong_method(i: int, rng: random.Random) -> list[bytes]:
-    code = (GET, PUT, DELETE)[i % 3]
+    code = (GET, PUT, DELETE)[(i // 2) % 3]
     return [coap_datagram(code, i & 0xFFFF, _rand_token(rng), [(URI_PATH, b"teep")])]
 
 
@@ -390,7 +392,9 @@ def send_junk(
         batch = min(sockets, count - sent)
         socks, sel = _fresh_sockets(port, batch)  # new source ports for every batch
         try:
-            seqs = [junk.sequence(sent + k, rng) for k in range(batch)]
+            # Message IDs never repeat within a run (a reused source port with a repeated Message ID
+            # is a duplicate to CoAP, answered with the earlier response): two per sequence
+            seqs = [junk.sequence(next(_MIDS) * 2 & 0xFFFF, rng) for _ in range(batch)]
             answers: dict[int, bytes] = {}
             for step in range(max(len(s) for s in seqs)):
                 waiting = set()

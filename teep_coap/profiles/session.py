@@ -76,8 +76,8 @@ class TamHandler:
 
     def _start(self, peer: PeerInfo) -> None:
         key = self._key(peer)
-        if key in self._open:
-            self._end(peer, "abandoned (a new session started)")
+        if key in self._open:  # a peer may restart at will: its line is rate-limited as junk
+            self._end(peer, "abandoned (a new session started)", junk=True)
         while len(self._open) >= MAX_OPEN_SESSIONS:  # bounded: peers that vanish must not pile up
             old_key = next(iter(self._open))
             self._log_line(old_key, "?", "abandoned (never finished)", self._open.pop(old_key), junk=True)
