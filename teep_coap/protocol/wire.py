@@ -81,6 +81,8 @@ def peek_signers(data: bytes) -> SignerHint:
     """Read kid and alg of each signature without verifying, so the TAM can fetch the right device
     key from its database before calling the COSE layer (hand-written: a few lines of cbor2 walking,
     the COSE layer verifies everything again)."""
+    if not looks_like_cose(data):  # one look at the first bytes spares walking a long non-COSE body
+        raise NotCose("not a tagged COSE_Sign1 (18) or COSE_Sign (98)")
     try:
         check_untrusted_cbor(data, allowed_tags=_SIGNED_TAGS)  # before cbor2: see encoding.untrusted
         obj = cbor2.loads(data)
