@@ -319,6 +319,7 @@ class ClassResult:
     survived: bool = False
     rss_after: int | None = None
     seconds: float = 0.0
+    tam_cpu: float | None = None  # seconds of TAM CPU while this class was sent
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -332,6 +333,16 @@ class ClassResult:
             "survived": self.survived,
             "rss_after_mb": round(self.rss_after / 2**20, 1) if self.rss_after else None,
             "seconds": round(self.seconds, 2),
+            "tam_cpu_us_per_datagram": (
+                round(self.tam_cpu * 1e6 / self.datagrams)
+                if self.tam_cpu is not None and self.datagrams
+                else None
+            ),
+            "tam_cpu_ms_per_kib": (
+                round(self.tam_cpu * 1000 / (self.bytes_in / 1024), 2)
+                if self.tam_cpu is not None and self.bytes_in
+                else None
+            ),
         }
 
 
@@ -483,7 +494,38 @@ def worst_inputs_cpu(tam: TamUnderTest, size: int, timeout: float = 120.0) -> li
                 "tam_cpu_ms_per_kib": round((cpu1 - cpu0) * 1000 / kib, 3),
             }
         )
+    rows.append(tiny_blocks_cpu(tam, min(size, 64 * 1024)))
     return rows
+
+
+def tiny_blocks_cpu(tam: TamUnderTest, size: int) -> dict[str, Any]:
+    """TAM CPU per KiB received for a body sent in the smallest blocks CoAP has (16 bytes, SZX 0),
+    one datagram at a time: the most datagrams, hence the most per-datagram work, per body byte."""
+    blocks = max(size // 16, 1)
+    received = 0
+    answer = "silence"
+    cpu0 = _cpu_seconds(tam.proc.pid) or 0.0
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect(("127.0.0.1", tam.port))
+        s.settimeout(5)
+        for num in range(blocks):
+            more = 1 if num < blocks - 1 else 0
+            datagram = teep_post(next(_MIDS) * 2 & 0xFFFF, b"\x16\x16", b"\x00" * 16, block1=(num, more, 0))
+            s.send(datagram)
+            received += len(datagram)
+            try:
+                answer = outcome(s.recv(2048))
+            except TimeoutError:
+                answer = "silence"
+                break
+    cpu1 = _cpu_seconds(tam.proc.pid) or 0.0
+    return {
+        "input": "16-byte-blocks",
+        "bytes": received,
+        "answer": answer,
+        "tam_cpu_ms": round((cpu1 - cpu0) * 1000, 1),
+        "tam_cpu_ms_per_kib": round((cpu1 - cpu0) * 1000 / (received / 1024), 3),
+    }
 
 
 def one_session_ok(world_dirs: list[Path], agents: list[Any], uri: str) -> bool:
@@ -603,7 +645,10 @@ def run_hostile(
             rss0 = rss_bytes(tam.proc.pid)
             results = []
             for junk in classes:
+                cpu0 = _cpu_seconds(tam.proc.pid)
                 r = send_junk(tam.port, junk, count)
+                cpu1 = _cpu_seconds(tam.proc.pid)
+                r.tam_cpu = cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None
                 r.survived = tam.alive and one_session_ok(world.agent_dirs, agents, tam.uri)
                 r.rss_after = rss_bytes(tam.proc.pid)
                 results.append(r)
@@ -634,14 +679,22 @@ def run_hostile(
             shutil.rmtree(root, ignore_errors=True)
 
 
+def _or_q(value: object) -> str:
+    return "?" if value is None else str(value)
+
+
 def format_hostile(r: HostileResult) -> str:
     j = r.to_json()
-    lines = [f"{'class':<18} {'tried':>7} {'right':>7} {'wrong':>6} {'survived':>8} {'RSS MB':>7}  answers"]
+    lines = [
+        f"{'class':<18} {'tried':>7} {'right':>7} {'wrong':>6} {'survived':>8} {'RSS MB':>7} "
+        f"{'µs/dgram':>8} {'ms/KiB':>7}  answers"
+    ]
     for c in j["classes"]:
         answers = ", ".join(f"{k} {v}" for k, v in list(c["outcomes"].items())[:4])
         lines.append(
             f"{c['class']:<18} {c['datagrams']:>7} {c['right']:>7} {c['wrong']:>6} "
-            f"{'yes' if c['survived'] else 'NO':>8} {c['rss_after_mb'] or '?':>7}  {answers}"
+            f"{'yes' if c['survived'] else 'NO':>8} {c['rss_after_mb'] or '?':>7} "
+            f"{_or_q(c['tam_cpu_us_per_datagram']):>8} {_or_q(c['tam_cpu_ms_per_kib']):>7}  {answers}"
         )
     lines.append(
         f"junk datagrams: {j['datagrams_tried']} tried, {j['answered_right']} answered right, "

@@ -13,6 +13,7 @@ a bounded structure that drops its oldest entries first. A peer's retransmission
 kept is processed again, which RFC 7252 §4.5 allows for idempotent handling; the TEEP engine treats a
 repeated message as a duplicate anyway.
 
+Block1 bodies grow in a bytearray (aiocoap's `bytes +=` made a body of many tiny blocks quadratic).
 It also fixes two answers to junk: a Block1 transfer with a gap or overlap is 4.08 Request Entity
 Incomplete (RFC 7959 §2.3), not 5.00 plus a traceback; and a datagram whose options do not decode
 (e.g. a Uri-Path that is not UTF-8) is an unparsable message, dropped silently, not an exception
@@ -89,6 +90,10 @@ class BoundedBlock1Spool(Block1Spool):
         block1 = req.opt.block1
         if block1 is not None and block1.block_number > 0:
             self._assemblies.make_room(_extract_block_key(req), len(req.payload))
+        elif block1 is not None:
+            # aiocoap appends each block with `payload += block`: on bytes that copies the whole body
+            # per block (quadratic: 16-byte blocks of a 1 MiB body copy 32 GiB); a bytearray grows in place
+            req.payload = bytearray(req.payload)
         try:
             return super().feed_and_take(req)
         except ValueError:  # aiocoap's "gap or overlap" (a bare ValueError from _append_request_block)
