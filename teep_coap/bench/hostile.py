@@ -1,10 +1,12 @@
 """`teep-coap bench hostile`: a TAM on loopback against what an attacker would send, with figures.
 
-The TAM runs as `teep-coap tam serve --profile coap` in its own process, logging at its default
-level into a file. Classes of junk datagrams are sent from many source ports on 127.0.0.1 (bounded
-count and time); each class says which answers are right (silence, Reset, or given CoAP codes). After
-each class one real TEEP session must still complete ("survived"). Reported per class: datagrams
-tried, answered right, answered wrong (e.g. 5.00, or 2.xx to junk), and the TAM's resident memory.
+The TAM runs as `teep-coap tam serve --profile coap-no-echo` in its own process, logging at its
+default level into a file (without RFC 9175 Echo: an attacker answering the Echo from its own address
+reaches the same code; the amplification is also measured against the default `coap` profile).
+Classes of junk datagrams are sent from many source ports on 127.0.0.1 (bounded count and time);
+each class says which answers are right (silence, Reset, or given CoAP codes). After each class one
+real TEEP session must still complete ("survived"). Reported per class: datagrams tried, answered
+right, answered wrong (e.g. 5.00, or 2.xx to junk), the TAM's CPU and resident memory.
 Then: the TAM CPU per KiB received for the worst inputs we could build (costly CBOR sent block-wise
 as one request, and in single datagrams), the amplification factor of an unauthenticated request
 (bytes of the first answer datagram / bytes of the request), the log bytes the run added and whether
@@ -49,6 +51,9 @@ CONTENT_FORMAT = 65000  # application/teep+cbor in our binding (experimental ran
 URI_PATH, CONTENT_FORMAT_OPT, BLOCK1, SIZE1 = 11, 12, 27, 60
 POST, GET, PUT, DELETE = 2, 1, 3, 4
 SOCKETS = 50  # source ports the junk comes from (one datagram in flight each: no kernel buffer drops)
+# The junk goes to a TAM without RFC 9175 Echo: what an attacker who answers the Echo (from its own
+# address) reaches anyway; the amplification is measured with and without it.
+JUNK_PROFILE = "coap-no-echo"
 QUIET = 0.5  # seconds without an answer after which the rest of a batch counts as silent
 _MIDS = itertools.count()
 RIGHT_JUNK = frozenset({"silence", "RST", "ACK"})  # never wrong for junk
@@ -480,6 +485,8 @@ def worst_inputs_cpu(tam: TamUnderTest, size: int, timeout: float = 120.0) -> li
         "floats",
     ]
     for name, payload in zip(names, costly_cbor(size), strict=True):
+        if len(payload) < 4096:  # one datagram: below the CPU clock's 10 ms resolution (see costly-cbor)
+            continue
         cpu0 = _cpu_seconds(tam.proc.pid) or 0.0
         code = asyncio.run(_post_blockwise(tam.uri, payload, timeout))
         time.sleep(0.05)
@@ -530,7 +537,7 @@ def tiny_blocks_cpu(tam: TamUnderTest, size: int) -> dict[str, Any]:
 
 def one_session_ok(world_dirs: list[Path], agents: list[Any], uri: str) -> bool:
     """Does a real TEEP session (plain CoAP) still complete against this TAM?"""
-    _lat, failures, _s, _r = asyncio.run(_drive("coap", uri, world_dirs[:1], 1, 1, agents=agents[:1]))
+    _lat, failures, _s, _r = asyncio.run(_drive(JUNK_PROFILE, uri, world_dirs[:1], 1, 1, agents=agents[:1]))
     return not failures
 
 
@@ -638,7 +645,9 @@ def run_hostile(
     try:
         world = make_world(root / "tam", root / "agents", 1, 64)
         agents = load_agents(world.agent_dirs)
-        with tam_with_log("coap", world.tam_dir, root / "tam.log") as tam:
+        with tam_with_log("coap", world.tam_dir, root / "tam-echo.log") as echo_tam:
+            amp_echo = amplification(echo_tam.port)  # the default profile: RFC 9175 Echo first
+        with tam_with_log(JUNK_PROFILE, world.tam_dir, root / "tam.log") as tam:
             if not one_session_ok(world.agent_dirs, agents, tam.uri):
                 raise BenchError("a TEEP session fails against the fresh TAM: nothing to measure")
             log0 = tam.log_bytes()
@@ -652,7 +661,7 @@ def run_hostile(
                 r.survived = tam.alive and one_session_ok(world.agent_dirs, agents, tam.uri)
                 r.rss_after = rss_bytes(tam.proc.pid)
                 results.append(r)
-            amp = amplification(tam.port)
+            amp = {"coap": amp_echo, JUNK_PROFILE: amplification(tam.port)}
             worst = worst_inputs_cpu(tam, worst_size) if worst_size else []
             rss1 = rss_bytes(tam.proc.pid)
             alive = tam.alive
@@ -710,11 +719,11 @@ def format_hostile(r: HostileResult) -> str:
         f"worst TAM CPU per KiB received: {j['worst_input_tam_cpu_ms_per_kib']} ms "
         f"(pre-signature decode path alone, in process: {j['worst_in_process_ms_per_kib']} ms/KiB)"
     )
-    a = j["amplification"]
-    lines.append(
-        f"amplification of an unauthenticated empty POST: {a['request_bytes']} B in, "
-        f"{a['answer_bytes']} B out = {a['factor']}x"
-    )
+    for profile, a in j["amplification"].items():
+        lines.append(
+            f"amplification of an unauthenticated empty POST, profile {profile}: {a['request_bytes']} B in, "
+            f"{a['answer_bytes']} B out = {a['factor']}x"
+        )
     lines.append(
         f"TAM RSS {j['rss_start_mb']} MB before the junk, {j['rss_end_mb']} MB after; log grew "
         f"{j['log_bytes_added']} B with {j['log_tracebacks']} tracebacks"

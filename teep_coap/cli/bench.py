@@ -37,7 +37,7 @@ from teep_coap.cli.groups import bench
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 def bench_hostile(count: int, worst_size: int, dtls_handshakes: int, as_json: bool) -> None:
-    """A TAM (`tam serve --profile coap`, own process) against junk datagrams and costly CBOR.
+    """A TAM (`tam serve --profile coap-no-echo`, own process) against junk datagrams and costly CBOR.
 
     Prints per junk class the datagrams tried, answered right and wrong, whether a real TEEP session
     still completes afterwards, and the TAM's memory; then the TAM CPU per KiB for the worst inputs,
