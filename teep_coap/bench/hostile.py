@@ -288,7 +288,7 @@ def tam_with_log(profile: str, tam_dir: Path, log_path: Path) -> Iterator[TamUnd
         sel = selectors.DefaultSelector()
         sel.register(proc.stdout, selectors.EVENT_READ)
         uri = ""
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90  # a loaded machine starts Python slowly
         while time.monotonic() < deadline and not uri:
             if sel.select(timeout=0.2):
                 line = proc.stdout.readline()
@@ -299,7 +299,8 @@ def tam_with_log(profile: str, tam_dir: Path, log_path: Path) -> Iterator[TamUnd
             elif proc.poll() is not None:
                 break
         if not uri:
-            raise BenchError(f"`tam serve` did not start: {log_path.read_text()[-400:]}")
+            tail = log_path.read_text()[-400:] or "no output"
+            raise BenchError(f"`tam serve --profile {profile}` did not start (exit {proc.poll()}): {tail}")
         port = int(uri.rsplit(":", 1)[1].split("/")[0])
         yield TamUnderTest(proc, uri, port, log_path)
     finally:
