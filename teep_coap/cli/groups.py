@@ -84,7 +84,7 @@ def tam() -> None:
 
 @root.group()
 def bench() -> None:
-    """Benchmarks: codec, crypto, engine, sessions, sizes."""
+    """Benchmarks: codec, crypto, engine, sessions, sizes, hostile."""
 
 
 @root.group()

@@ -14,6 +14,8 @@ from typing import Any
 
 import cbor2
 
+from teep_coap.encoding.errors import TeepDecodeError
+from teep_coap.encoding.untrusted import check_untrusted_cbor
 from teep_coap.model.otrp import (
     CreateSDRequest,
     CreateSDResponse,
@@ -124,6 +126,7 @@ _VALUE_MAPS_OUT = {"status": STATUS_CODES, "error-code": ERROR_CODES, "errcode":
 _VALUE_MAPS_IN = {"status": STATUS_NAMES, "error-code": ERROR_NAMES, "errcode": ERROR_NAMES}
 
 MAX_CBOR_DEPTH = 32
+OTRP_TAGS = frozenset({18, 96})  # COSE_Sign1 and COSE_Encrypt: the only tags of our OTrP mapping
 
 
 def dumps(obj: Any) -> bytes:
@@ -135,6 +138,10 @@ def loads(data: bytes, what: str = "CBOR") -> Any:
     """One complete CBOR item, nothing after it; any decoder failure becomes `OtrpDecodeError`."""
     if not isinstance(data, bytes | bytearray):
         raise OtrpDecodeError(what, "expected bytes")
+    try:  # before cbor2, also on unverified input: see encoding.untrusted
+        check_untrusted_cbor(bytes(data), allowed_tags=OTRP_TAGS, max_depth=MAX_CBOR_DEPTH)
+    except TeepDecodeError as exc:
+        raise OtrpDecodeError(what, f"not valid CBOR for OTrP: {exc}") from None
     stream = io.BytesIO(data)
     try:
         obj = cbor2.CBORDecoder(stream).decode()

@@ -17,6 +17,7 @@ from typing import Any
 
 from teep_coap.errors import TeepCoapError
 from teep_coap.transport.base import MessageClient, PeerInfo, Rejection, RequestRejected, TransportError
+from teep_coap.transport.junklog import JUNK
 
 log = logging.getLogger("teep_coap.session")
 
@@ -49,16 +50,17 @@ class TamHandler:
     def _key(self, peer: PeerInfo) -> str:
         return peer.identity or peer.address
 
-    def _end(self, peer: PeerInfo, outcome: str) -> bool:
+    def _end(self, peer: PeerInfo, outcome: str, *, junk: bool = False) -> bool:
         """Log the one line of a session; False if no session of this peer was open."""
         key = self._key(peer)
         st = self._open.pop(key, None)
         if st is None:
             return False
-        self._log_line(key, peer.transport, outcome, st)
+        self._log_line(key, peer.transport, outcome, st, junk=junk)
         return True
 
-    def _log_line(self, key: str, transport: str, outcome: str, st: _Open) -> None:
+    def _log_line(self, key: str, transport: str, outcome: str, st: _Open, *, junk: bool = False) -> None:
+        """One line per session; a line caused by a peer's junk is rate-limited (`transport.junklog`)."""
         ms = (time.monotonic() - st.started) * 1000
         self.log.info(
             "session %s via %s %s: %d rounds, %d B in, %d B out, %.1f ms",
@@ -69,15 +71,16 @@ class TamHandler:
             st.bytes_in,
             st.bytes_out,
             ms,
+            extra=JUNK if junk else None,
         )
 
     def _start(self, peer: PeerInfo) -> None:
         key = self._key(peer)
-        if key in self._open:
-            self._end(peer, "abandoned (a new session started)")
+        if key in self._open:  # a peer may restart at will: its line is rate-limited as junk
+            self._end(peer, "abandoned (a new session started)", junk=True)
         while len(self._open) >= MAX_OPEN_SESSIONS:  # bounded: peers that vanish must not pile up
             old_key = next(iter(self._open))
-            self._log_line(old_key, "?", "abandoned (never finished)", self._open.pop(old_key))
+            self._log_line(old_key, "?", "abandoned (never finished)", self._open.pop(old_key), junk=True)
         self._open[key] = _Open(time.monotonic())
 
     async def __call__(self, payload: bytes, peer: PeerInfo) -> bytes | None:
@@ -113,8 +116,8 @@ class TamHandler:
 
     def _fail(self, peer: PeerInfo, outcome: str) -> None:
         self.sessions_failed += 1
-        if not self._end(peer, outcome):  # a message outside any session still gets its line
-            self.log.info("message from %s via %s %s", self._key(peer), peer.transport, outcome)
+        if not self._end(peer, outcome, junk=True):  # a message outside any session still gets its line
+            self.log.info("message from %s via %s %s", self._key(peer), peer.transport, outcome, extra=JUNK)
 
 
 @dataclass

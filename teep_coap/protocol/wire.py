@@ -22,6 +22,7 @@ from typing import Any
 
 import cbor2
 
+from teep_coap.encoding.untrusted import check_untrusted_cbor
 from teep_coap.model.teep import TeepMessage
 from teep_coap.security.keys import SigningKey, VerifyingKey
 
@@ -29,6 +30,8 @@ COSE_SIGN1_TAG = 18
 COSE_SIGN_TAG = 98
 _HDR_ALG = 1
 _HDR_KID = 4
+_SIGNED_TAGS = frozenset({COSE_SIGN1_TAG, COSE_SIGN_TAG})
+NO_TAGS: frozenset[int] = frozenset()
 
 log = logging.getLogger("teep_coap.protocol.wire")
 
@@ -61,6 +64,7 @@ class SignerHint:
 def _hdr_alg_kid(protected: Any, unprotected: Any) -> tuple[bytes | None, int | None]:
     prot: Any = {}
     if isinstance(protected, bytes) and protected:
+        check_untrusted_cbor(protected, allowed_tags=NO_TAGS)
         prot = cbor2.loads(protected)
     if not isinstance(prot, dict):
         prot = {}
@@ -77,7 +81,10 @@ def peek_signers(data: bytes) -> SignerHint:
     """Read kid and alg of each signature without verifying, so the TAM can fetch the right device
     key from its database before calling the COSE layer (hand-written: a few lines of cbor2 walking,
     the COSE layer verifies everything again)."""
+    if not looks_like_cose(data):  # one look at the first bytes spares walking a long non-COSE body
+        raise NotCose("not a tagged COSE_Sign1 (18) or COSE_Sign (98)")
     try:
+        check_untrusted_cbor(data, allowed_tags=_SIGNED_TAGS)  # before cbor2: see encoding.untrusted
         obj = cbor2.loads(data)
     except Exception as exc:  # cbor2 raises many types on garbage; all mean "not COSE"
         raise NotCose(f"not CBOR: {exc}") from None

@@ -27,6 +27,8 @@ from typing import Any, Literal
 import cbor2
 from cwt import COSE, Signer
 
+from teep_coap.encoding.errors import TeepDecodeError
+from teep_coap.encoding.untrusted import check_untrusted_cbor
 from teep_coap.security.errors import (
     CoseDecodeError,
     CoseError,
@@ -297,6 +299,10 @@ def _loads_exact(data: bytes) -> Any:
     data = bytes(data)
     if not data:
         raise CoseDecodeError("empty input is not a COSE object")
+    try:  # nothing cbor2 would spend long on (bignums, other tags, floats) reaches it unverified
+        check_untrusted_cbor(data)
+    except TeepDecodeError as exc:
+        raise CoseDecodeError(f"not a COSE structure: {exc}") from None
     stream = io.BytesIO(data)
     try:
         item = cbor2.CBORDecoder(stream).decode()

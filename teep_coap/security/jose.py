@@ -28,6 +28,7 @@ from typing import Any
 from jwcrypto import jwk, jws
 from jwcrypto.common import JWException
 
+from teep_coap.encoding.untrusted import loads_untrusted_json
 from teep_coap.security.errors import SecurityError, SignatureInvalid, UnknownKid, UnsupportedAlgorithm
 from teep_coap.security.keys import ALG_ED25519, ALG_ESP256, SigningKey, VerifyingKey
 from teep_coap.security.truststore import TrustStore
@@ -179,7 +180,7 @@ def _signature(obj: Any, where: str) -> JwsSignature:
         if member not in obj:
             raise JoseDecodeError(f"JWS member {member!r} is missing in {where}")
     try:
-        protected = json.loads(_b64u_decode(obj["protected"], "protected"))
+        protected = loads_untrusted_json(_b64u_decode(obj["protected"], "protected"))
     except ValueError as exc:
         raise JoseDecodeError(f"JWS protected header is not JSON: {exc}") from None
     if not isinstance(protected, dict):
@@ -202,7 +203,7 @@ def _signature(obj: Any, where: str) -> JwsSignature:
 def parse_json(data: bytes) -> ParsedJws:
     """Split a flattened or general JWS JSON serialization into its parts, checking every member."""
     try:
-        obj = json.loads(data)
+        obj = loads_untrusted_json(data)  # floats, huge integers, deep nesting refused while parsing
     except (ValueError, UnicodeDecodeError) as exc:
         raise JoseDecodeError(f"JWS is not JSON: {exc}") from None
     if not isinstance(obj, dict):

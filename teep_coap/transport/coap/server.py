@@ -31,8 +31,14 @@ from teep_coap.transport.base import MessageHandler, PeerInfo, Rejection, Reques
 from teep_coap.transport.coap import aiocoap_patches
 from teep_coap.transport.coap.credentials import CredentialsError, DeviceCredentials
 from teep_coap.transport.coap.echo import EchoGuard
+from teep_coap.transport.coap.hardening import (
+    bound_duplicate_caches,
+    bound_resource_caches,
+    harden_message_decode,
+)
 from teep_coap.transport.coap.options import CoapOptions
 from teep_coap.transport.coap.server_socket import enlarge_receive_buffer, ensure_port_free
+from teep_coap.transport.junklog import JUNK, install_junk_log_limit
 
 log = logging.getLogger("teep_coap.transport.coap.server")
 
@@ -123,6 +129,7 @@ class TeepResource(aiocoap.resource.Resource):
 
     def __init__(self, handler: MessageHandler, profile: CoapOptions, stats: ServerStats) -> None:
         super().__init__()
+        bound_resource_caches(self)  # bounded Block1 spool / Block2 cache, 4.08 for a Block1 gap
         self._handler = handler
         self._profile = profile
         self._stats = stats
@@ -158,7 +165,9 @@ class TeepResource(aiocoap.resource.Resource):
             early = _error(Code.UNAUTHORIZED, "OSCORE protection required")
         if early is not None:
             self._stats.count(early.code)
-            log.warning("rejected %s from %s: %s", early.code, _address(request), early.payload.decode())
+            log.warning(
+                "rejected %s from %s: %s", early.code, _address(request), early.payload.decode(), extra=JUNK
+            )
             pipe.add_response(early, is_last=True)
             return
         # The response to this peer uses the profile's block size (RFC 7959 §2.2; a smaller
@@ -223,7 +232,7 @@ class TeepResource(aiocoap.resource.Resource):
 
     def _reject(self, request: Message, code: Code, reason: str, **options: Any) -> Message:
         self._stats.count(code)
-        log.warning("rejected %s from %s: %s", code, _address(request), reason)
+        log.warning("rejected %s from %s: %s", code, _address(request), reason, extra=JUNK)
         return _error(code, reason, **options)
 
     def peer_info(self, request: Message) -> PeerInfo:
@@ -449,6 +458,8 @@ class CoapServer:
         """Bind and serve; raises TransportError when the address cannot be bound."""
         from aiocoap.oscore_sitewrapper import OscoreSiteWrapper
 
+        harden_message_decode()  # junk options: dropped datagram, not an asyncio traceback
+        install_junk_log_limit()
         site = _Site()
         path = tuple(p for p in self.profile.transport.path.split("/") if p)
         site.add_resource(path, self.resource)
@@ -484,6 +495,7 @@ class CoapServer:
             raise TransportError(f"cannot bind {host}:{port}: {exc}") from None
         if mode == "dtls-psk":
             _tidy_dtls_server(self._context)
+        bound_duplicate_caches(self._context)
         self.port = _local_port(self._context)
         enlarge_receive_buffer(_server_socket(self._context))
         log.info("TAM serving %s (%s)", self.uri, self.profile.name)

@@ -21,6 +21,7 @@ from aiohttp import web
 from teep_coap.model.codes import MEDIA_TYPE_TEEP_CBOR
 from teep_coap.transport.base import MessageHandler, PeerInfo, Rejection, RequestRejected, TransportError
 from teep_coap.transport.http import rules
+from teep_coap.transport.junklog import install_junk_log_limit
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +166,7 @@ class HttpTamServer:
         """Listen; returns the bound port."""
         if self._runner is not None:
             return self.port
+        install_junk_log_limit()  # refused sessions' log lines are rate-limited (transport.junklog)
         # client_max_size bounds aiohttp's own buffering too; we read the body ourselves with a limit.
         app = web.Application(client_max_size=self.options.max_message_size + 1)
         app.router.add_route("*", self.options.path, self._serve)
