@@ -42,6 +42,8 @@ REJECTION_CODES: dict[Rejection, Code] = {
     Rejection.TOO_LARGE: Code.REQUEST_ENTITY_TOO_LARGE,
     Rejection.SERVER_ERROR: Code.INTERNAL_SERVER_ERROR,
     Rejection.OVERLOADED: Code.SERVICE_UNAVAILABLE,
+    Rejection.BAD_GATEWAY: Code.BAD_GATEWAY,
+    Rejection.GATEWAY_TIMEOUT: Code.GATEWAY_TIMEOUT,
 }
 _URI_PATH = OptionNumber.URI_PATH
 DIAGNOSTIC_MAX = 120  # bytes of diagnostic payload in error responses (RFC 7252 §5.5.2)

@@ -1,0 +1,149 @@
+"""`teep-coap gateway init / device add / serve`: a TEEP gateway in front of constrained devices.
+
+Heavy imports stay inside the commands so `--help` stays fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+
+import click
+
+from teep_coap.cli.groups import root
+
+
+@root.group()
+def gateway() -> None:
+    """A TEEP gateway: devices over CoAP (coaps-psk, OSCORE), the TAM over HTTP(S) or CoAP."""
+
+
+@gateway.command("init")
+@click.option("--dir", "gw_dir", required=True, type=click.Path(file_okay=False), help="Gateway folder.")
+def gateway_init(gw_dir: str) -> None:
+    """Create an empty gateway folder (GW/gateway.toml); devices are added with `gateway device add`."""
+    from teep_coap.profiles.gateway import init_gateway_dir
+
+    click.echo(json.dumps({"gateway": str(init_gateway_dir(gw_dir))}, indent=2))
+
+
+@gateway.group("device")
+def gateway_device() -> None:
+    """The devices a gateway serves."""
+
+
+@gateway_device.command("add")
+@click.option(
+    "--dir", "gw_dir", required=True, type=click.Path(exists=True, file_okay=False), help="Gateway folder."
+)
+@click.option("--name", required=True, help="Device name (also its DTLS PSK identity).")
+@click.option(
+    "--agent-state",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Also write the device's side (transport.toml, oscore/) into this Agent folder.",
+)
+def gateway_device_add(gw_dir: str, name: str, agent_state: str | None) -> None:
+    """Create a device's DTLS PSK and OSCORE context (GW/credentials.toml, GW/oscore/NAME), both sides."""
+    from teep_coap.profiles.gateway import add_device
+
+    d = add_device(gw_dir, name, agent_state)
+    click.echo(
+        json.dumps(
+            {
+                "name": d.name,
+                "psk_identity": d.psk_identity,
+                "oscore_dir": str(d.oscore_dir),
+                "agent_state": agent_state,
+            },
+            indent=2,
+        )
+    )
+
+
+async def _serve(
+    gw_dir: str,
+    profile_name: str,
+    bind: tuple[str, int],
+    tam_uri: str,
+    certs: str | None,
+    upstream_timeout: float,
+) -> None:
+    from teep_coap.profiles import load_profile
+    from teep_coap.profiles.gateway import Gateway
+
+    gw = Gateway(
+        gw_dir, load_profile(profile_name), tam_uri, bind=bind, certs=certs, upstream_timeout=upstream_timeout
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await gw.start()
+    try:
+        click.echo(
+            f"gateway serving {gw.uri} (profile {gw.device_profile.name}) -> {tam_uri} ({gw.upstream.name})"
+        )
+        sys.stdout.flush()
+        await stop.wait()
+    finally:
+        await gw.close()
+        s = gw.relay.stats
+        logging.getLogger("teep_coap.gateway").info(
+            "gateway stopped: %d sessions done, %d failed, %d expired; upstream errors %s",
+            s.sessions_done,
+            s.sessions_failed,
+            s.sessions_expired,
+            s.upstream_errors or "none",
+        )
+
+
+@gateway.command("serve")
+@click.option(
+    "--dir", "gw_dir", required=True, type=click.Path(exists=True, file_okay=False), help="Gateway folder."
+)
+@click.option(
+    "--profile",
+    "profile_name",
+    required=True,
+    help="Device-side CoAP profile (coaps-psk, coap-oscore, coap, …).",
+)
+@click.option("--bind", default="127.0.0.1:0", show_default=True, help="HOST:PORT (port 0 = any free port).")
+@click.option(
+    "--tam", "tam_uri", required=True, help="TAM URI: http(s)://HOST:PORT/tam or coap[s]://HOST:PORT/teep."
+)
+@click.option(
+    "--certs", default=None, type=click.Path(file_okay=False), help="HTTPS TAM: certificate folder (its CA)."
+)
+@click.option(
+    "--upstream-timeout",
+    type=click.FloatRange(0.1, 600),
+    default=5.0,
+    show_default=True,
+    help="Seconds to wait for the TAM before answering the device 5.04 Gateway Timeout.",
+)
+@click.option("-v", "--verbose", count=True, help="More logging (-vv: aiocoap debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Warnings only.")
+def gateway_serve(
+    gw_dir: str,
+    profile_name: str,
+    bind: str,
+    tam_uri: str,
+    certs: str | None,
+    upstream_timeout: float,
+    verbose: int,
+    quiet: bool,
+) -> None:
+    """Relay TEEP from the gateway's devices to the TAM until SIGINT/SIGTERM.
+
+    Devices run unchanged: `teep-coap agent run --profile P --tam <the URI printed first> --state A`.
+    TEEP's COSE signatures stay end to end: the gateway cannot alter a message unnoticed.
+    A TAM that does not answer in --upstream-timeout gives the device 5.04, one that refuses 5.02.
+    """
+    from teep_coap.cli.transport import _parse_bind, _setup_logging
+
+    _setup_logging(verbose, quiet)
+    asyncio.run(_serve(gw_dir, profile_name, _parse_bind(bind), tam_uri, certs, upstream_timeout))
