@@ -13,7 +13,7 @@ import sys
 
 import click
 
-from teep_coap.cli.groups import root
+from teep_coap.cli.groups import bench, root
 
 
 @root.group()
@@ -147,3 +147,19 @@ def gateway_serve(
 
     _setup_logging(verbose, quiet)
     asyncio.run(_serve(gw_dir, profile_name, _parse_bind(bind), tam_uri, certs, upstream_timeout))
+
+
+@bench.command("gateway")
+@click.option(
+    "--profile", "profile_name", default="coaps-psk", show_default=True, help="Device-side profile."
+)
+@click.option("--devices", type=click.IntRange(1, 100_000), default=100, show_default=True)
+@click.option("--concurrency", type=click.IntRange(1, 1024), default=32, show_default=True)
+@click.option("--image-size", type=click.IntRange(0, 1 << 20), default=1024, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def bench_gateway(profile_name: str, devices: int, concurrency: int, image_size: int, as_json: bool) -> None:
+    """N devices through one gateway process to one TAM process (HTTP): sessions/s, gateway CPU and RSS."""
+    from teep_coap.bench.gateway import format_gateway_result, run_gateway_bench
+
+    result = run_gateway_bench(profile_name, devices=devices, concurrency=concurrency, image_size=image_size)
+    click.echo(json.dumps(result.to_json(), indent=2) if as_json else format_gateway_result(result))
