@@ -119,7 +119,8 @@ class Gateway:
         self.tam_uri = tam_uri
         self._certs = certs
         up_state = self.folder / UPSTREAM_DIR
-        if self.upstream.security.mode != "none" and not (up_state / "transport.toml").is_file():
+        secure_coap = self.upstream.transport.is_coap and self.upstream.security.mode != "none"
+        if secure_coap and not (up_state / "transport.toml").is_file():
             raise GatewayError(
                 f"a {self.upstream.transport.scheme} TAM needs the gateway's own credentials in {up_state}: "
                 f"on the TAM run `teep-coap tam credentials --name GATEWAY --agent-state {up_state}`"

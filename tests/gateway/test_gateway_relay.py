@@ -47,10 +47,12 @@ def make_world(tmp_path: Path, device_profile: str) -> tuple[World, Path]:
 
 
 @contextlib.asynccontextmanager
-async def tam_server(world: World, scheme: str) -> AsyncIterator[tuple[str, TamHandler]]:
-    profile = quick("teep-cbor-http" if scheme == "http" else "coap")
+async def tam_server(
+    world: World, scheme: str, certs: Path | None = None
+) -> AsyncIterator[tuple[str, TamHandler]]:
+    profile = quick({"http": "teep-cbor-http", "https": "teep-cbor-https"}.get(scheme, "coap"))
     handler = TamHandler(world.tam)
-    server = make_server(profile, handler, tam_dir=world.tam_dir)
+    server = make_server(profile, handler, tam_dir=world.tam_dir, certs_path=certs)
     await server.start()
     try:
         yield server.uri, handler
@@ -67,13 +69,20 @@ async def install(world: World, device_profile: str, uri: str) -> Any:
 
 
 @pytest.mark.parametrize(
-    ("device_profile", "upstream"), [("coaps-psk", "http"), ("coap-oscore", "http"), ("coaps-psk", "coap")]
+    ("device_profile", "upstream"),
+    [("coaps-psk", "http"), ("coap-oscore", "http"), ("coaps-psk", "https"), ("coaps-psk", "coap")],
 )
 async def test_install_through_gateway(tmp_path: Path, device_profile: str, upstream: str) -> None:
     world, gw_dir = make_world(tmp_path, device_profile)
+    certs = None
+    if upstream == "https":
+        from teep_coap.security.certs import write_bundle
+
+        certs = tmp_path / "certs"
+        write_bundle(certs)  # the TAM's server certificate; the gateway trusts its CA
     async with (
-        tam_server(world, upstream) as (tam_uri, handler),
-        Gateway(gw_dir, quick(device_profile), tam_uri, upstream_timeout=5.0) as gw,
+        tam_server(world, upstream, certs) as (tam_uri, handler),
+        Gateway(gw_dir, quick(device_profile), tam_uri, certs=certs, upstream_timeout=5.0) as gw,
     ):
         report = await install(world, device_profile, gw.uri)
         stats = gw.relay.stats
