@@ -71,12 +71,19 @@ async def _serve(
     tam_uri: str,
     certs: str | None,
     upstream_timeout: float,
+    cache: bool = True,
 ) -> None:
     from teep_coap.profiles import load_profile
     from teep_coap.profiles.gateway import Gateway
 
     gw = Gateway(
-        gw_dir, load_profile(profile_name), tam_uri, bind=bind, certs=certs, upstream_timeout=upstream_timeout
+        gw_dir,
+        load_profile(profile_name),
+        tam_uri,
+        bind=bind,
+        certs=certs,
+        upstream_timeout=upstream_timeout,
+        cache=cache,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -125,6 +132,11 @@ async def _serve(
     show_default=True,
     help="Seconds to wait for the TAM before answering the device 5.04 Gateway Timeout.",
 )
+@click.option(
+    "--no-cache",
+    is_flag=True,
+    help="Fetch SUIT images named by URI upstream for every device request (no component cache).",
+)
 @click.option("-v", "--verbose", count=True, help="More logging (-vv: aiocoap debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Warnings only.")
 def gateway_serve(
@@ -134,6 +146,7 @@ def gateway_serve(
     tam_uri: str,
     certs: str | None,
     upstream_timeout: float,
+    no_cache: bool,
     verbose: int,
     quiet: bool,
 ) -> None:
@@ -146,7 +159,9 @@ def gateway_serve(
     from teep_coap.cli.transport import _parse_bind, _setup_logging
 
     _setup_logging(verbose, quiet)
-    asyncio.run(_serve(gw_dir, profile_name, _parse_bind(bind), tam_uri, certs, upstream_timeout))
+    asyncio.run(
+        _serve(gw_dir, profile_name, _parse_bind(bind), tam_uri, certs, upstream_timeout, not no_cache)
+    )
 
 
 @bench.command("gateway")

@@ -24,14 +24,17 @@ from teep_coap.errors import TeepCoapError
 from teep_coap.profiles.loader import load_profile
 from teep_coap.profiles.schema import Profile
 from teep_coap.profiles.stack import coap_options, make_client
+from teep_coap.protocol.agent import Fetcher
 from teep_coap.transport.base import MessageClient
 from teep_coap.transport.coap.credentials import DeviceCredentials, load_tam_credentials, provision_device
+from teep_coap.transport.component_cache import CACHE_PATH, URI_QUERY, CacheResource, ComponentCache
 from teep_coap.transport.gateway import IDLE_TIMEOUT, MAX_SESSIONS, GatewayRelay
 
 GATEWAY_FILE = "gateway.toml"
 UPSTREAM_DIR = "upstream"
 FORMAT_VERSION = 1
 DEFAULT_UPSTREAM_TIMEOUT = 5.0  # well under a device's request timeout, so it hears 5.04, not silence
+IMAGE_TIMEOUT = 15.0  # seconds for the gateway to fetch one image upstream
 
 
 class GatewayError(TeepCoapError):
@@ -103,6 +106,7 @@ class Gateway:
         max_sessions: int = MAX_SESSIONS,
         idle_timeout: float = IDLE_TIMEOUT,
         relay_class: type[GatewayRelay] = GatewayRelay,
+        cache: bool = True,
     ) -> None:
         self.folder = _check_dir(folder)
         if not device_profile.transport.is_coap:
@@ -143,6 +147,10 @@ class Gateway:
         self.server = CoapServer(
             coap_options(device_profile), self.relay, bind=bind, devices=devices(self.folder)
         )
+        # Images named by URI in SUIT manifests: fetched once, served to every device (cache=False:
+        # still served, but fetched upstream for each request, the baseline the benchmark compares with).
+        self.cache = ComponentCache(timeout=max(upstream_timeout, IMAGE_TIMEOUT), enabled=cache)
+        self.server.add_resource(CACHE_PATH, CacheResource(self.cache))
 
     @property
     def uri(self) -> str:
@@ -161,6 +169,7 @@ class Gateway:
             await self.server.close()
         finally:
             await self.relay.close()
+            await self.cache.close()
 
     async def __aenter__(self) -> Gateway:
         await self.start()
@@ -168,3 +177,48 @@ class Gateway:
 
     async def __aexit__(self, *exc: Any) -> None:
         await self.close()
+
+
+def fetch_through_gateway(
+    profile: Profile,
+    tam_uri: str,
+    state_dir: str | os.PathLike[str],
+    *,
+    credentials: DeviceCredentials | None = None,
+) -> Fetcher:
+    """The Agent's SUIT fetcher behind a gateway: `GET /c?u=<URI>` at the TAM URI's origin.
+
+    The Agent engine calls its fetcher synchronously in the middle of a message (it is sans-IO), so
+    the fetch runs on its own event loop in a worker thread, with its own CoAP client and the
+    device's credentials; the caller's loop waits (a device runs one session at a time).
+    """
+    import asyncio
+    import concurrent.futures
+    from urllib.parse import quote
+
+    from teep_coap.transport.coap.client import CoapClient
+    from teep_coap.transport.coap.credentials import load_agent_credentials
+
+    options = coap_options(profile)
+    creds = credentials
+    if creds is None and profile.security.mode != "none":
+        creds = load_agent_credentials(state_dir)
+    limit = profile.limits.request_timeout
+
+    async def get(uri: str) -> bytes:
+        client = CoapClient(options, tam_uri, creds)
+        try:
+            code, data = await client.request(
+                "GET", path=f"/{'/'.join(CACHE_PATH)}?{URI_QUERY}{quote(uri, safe='')}"
+            )
+        finally:
+            await client.close()
+        if code != "2.05":
+            raise GatewayError(f"gateway answered {code} for {uri}: {data.decode('utf-8', 'replace')}")
+        return data
+
+    def fetch(uri: str) -> bytes:
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="suit-fetch") as pool:
+            return pool.submit(asyncio.run, get(uri)).result(timeout=limit + 5.0)
+
+    return fetch

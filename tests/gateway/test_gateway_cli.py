@@ -86,3 +86,67 @@ def test_gateway_command_errors_are_one_line(tmp_path: Path) -> None:
     run = teep(tmp_path, "gateway", "serve", "--dir", "gw", "--profile", "coaps-psk", "--tam", "ftp://x/",
                ok=False)  # fmt: skip
     assert run.returncode == 2 and run.stderr.startswith("teep-coap: error: cannot reach a TAM"), run.stderr
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_uri_component_is_fetched_once_through_the_gateway_cache(tmp_path: Path) -> None:
+    """A SUIT manifest naming its image by URI: two devices install it, the origin serves it once."""
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "tc.bin").write_bytes(os.urandom(5000))
+    origin_port = _free_port()
+    origin = subprocess.Popen(
+        [sys.executable, "-u", "-m", "http.server", "--bind", "127.0.0.1", str(origin_port)],
+        cwd=images, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert origin.stdout is not None and "Serving HTTP" in origin.stdout.readline()
+        image_uri = f"http://127.0.0.1:{origin_port}/tc.bin"
+        teep(tmp_path, "tam", "init", "--dir", "tam")
+        teep(tmp_path, "gateway", "init", "--dir", "gw")
+        for name in ("dev1", "dev2"):
+            teep(tmp_path, "agent", "init", "--state", name, "--tam-key", "tam/keys/esp256/public.pem",
+                 "--vendor-id", VENDOR, "--class-id", CLASS)  # fmt: skip
+            teep(
+                tmp_path,
+                "tam",
+                "device",
+                "add",
+                "--dir",
+                "tam",
+                "--key",
+                f"{name}/key/public.pem",
+                "--name",
+                name,
+            )
+            teep(tmp_path, "gateway", "device", "add", "--dir", "gw", "--name", name, "--agent-state", name)
+        teep(tmp_path, "suit", "build", "images/tc.bin", "--key", "tam/keys/esp256/private.pem", "--tc-uuid",
+             TC_UUID, "--seq", "1", "--vendor-id", VENDOR, "--class-id", CLASS, "--uri", image_uri,
+             "-o", "tc.suit")  # fmt: skip
+        assert (tmp_path / "tc.suit").stat().st_size < 1000  # the image is not in the envelope
+        teep(tmp_path, "tam", "component", "add", "--dir", "tam", "--audience", "all", "tc.suit")
+        with serving(tmp_path, "tam", "serve", "--profile", "teep-cbor-http", "--dir", "tam") as tam_line:
+            tam_uri = tam_line.split()[2]
+            with serving(tmp_path, "gateway", "serve", "--dir", "gw", "--profile", "coaps-psk",
+                         "--tam", tam_uri) as gw_line:  # fmt: skip
+                gw_uri = gw_line.split()[2]
+                for name in ("dev1", "dev2"):
+                    run = teep(
+                        tmp_path, "agent", "run", "--profile", "coaps-psk", "--tam", gw_uri, "--state", name
+                    )
+                    assert [c["sequence_number"] for c in json.loads(run.stdout)["installed"]] == [1]
+        for name in ("dev1", "dev2"):
+            status = json.loads(teep(tmp_path, "agent", "status", "--state", name).stdout)
+            assert [c["image_size"] for c in status["installed"]] == [5000]
+    finally:
+        origin.send_signal(signal.SIGINT)
+        _out, log = origin.communicate(timeout=30)
+    fetches = [line for line in log.splitlines() if '"GET /tc.bin' in line]
+    assert len(fetches) == 1, log  # fetched once upstream, served to both devices by the gateway

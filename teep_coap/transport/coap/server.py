@@ -426,6 +426,11 @@ class CoapServer:
         self._context: aiocoap.Context | None = None
         self.port = 0
         self.resource = TeepResource(handler, profile, self.stats)
+        self._extra_resources: list[tuple[tuple[str, ...], aiocoap.resource.Resource]] = []
+
+    def add_resource(self, path: tuple[str, ...], resource: aiocoap.resource.Resource) -> None:
+        """Serve another resource beside the TEEP one, with the same security (before `start`)."""
+        self._extra_resources.append((path, resource))
 
     @property
     def uri(self) -> str:
@@ -467,6 +472,8 @@ class CoapServer:
         site = _Site()
         path = tuple(p for p in self.profile.transport.path.split("/") if p)
         site.add_resource(path, self.resource)
+        for extra_path, extra in self._extra_resources:
+            site.add_resource(extra_path, extra)
         mode = self.profile.security.mode
         host, port = self._bind
         if mode == "dtls-psk":
