@@ -170,11 +170,59 @@ def gateway_serve(
 )
 @click.option("--devices", type=click.IntRange(1, 100_000), default=100, show_default=True)
 @click.option("--concurrency", type=click.IntRange(1, 1024), default=32, show_default=True)
-@click.option("--image-size", type=click.IntRange(0, 1 << 20), default=1024, show_default=True)
+@click.option(
+    "--image-size", type=click.IntRange(0, 1 << 20), default=None, help="Default 1024 (65536 with --cache)."
+)
+@click.option(
+    "--cache",
+    "cache_counts",
+    default=None,
+    help="Instead: upstream bytes for these device counts (e.g. 1,10,100) installing one URI-named "
+    "component, with and without the gateway's cache.",
+)
+@click.option(
+    "--out", "out_dir", default=None, type=click.Path(file_okay=False), help="--cache: write JSON and PNG."
+)
 @click.option("--json", "as_json", is_flag=True)
-def bench_gateway(profile_name: str, devices: int, concurrency: int, image_size: int, as_json: bool) -> None:
-    """N devices through one gateway process to one TAM process (HTTP): sessions/s, gateway CPU and RSS."""
+def bench_gateway(
+    profile_name: str,
+    devices: int,
+    concurrency: int,
+    image_size: int | None,
+    cache_counts: str | None,
+    out_dir: str | None,
+    as_json: bool,
+) -> None:
+    """N devices through one gateway process to one TAM process (HTTP): sessions/s, gateway CPU and RSS.
+
+    With --cache 1,10,100: the image bytes fetched upstream when that many devices install the same
+    component named by URI, with and without the gateway's component cache.
+    """
+    if cache_counts is not None:
+        from pathlib import Path
+
+        from teep_coap.bench.gateway import cache_chart, format_cache_points, run_cache_bench
+
+        try:
+            counts = tuple(int(c) for c in cache_counts.split(",") if c.strip())
+        except ValueError:
+            raise click.BadParameter(f"expected numbers like 1,10,100, got {cache_counts!r}") from None
+        if not counts or min(counts) < 1:
+            raise click.BadParameter(f"expected positive numbers like 1,10,100, got {cache_counts!r}")
+        points = run_cache_bench(
+            counts, image_size=image_size or 65536, profile_name=profile_name, concurrency=min(concurrency, 8)
+        )
+        data = [p.to_json() for p in points]
+        if out_dir is not None:
+            out = Path(out_dir)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "gateway-cache.json").write_text(json.dumps(data, indent=2) + "\n")
+            cache_chart(points, out / "gateway-cache.png")
+        click.echo(json.dumps(data, indent=2) if as_json else format_cache_points(points))
+        return
     from teep_coap.bench.gateway import format_gateway_result, run_gateway_bench
 
-    result = run_gateway_bench(profile_name, devices=devices, concurrency=concurrency, image_size=image_size)
+    result = run_gateway_bench(
+        profile_name, devices=devices, concurrency=concurrency, image_size=image_size or 1024
+    )
     click.echo(json.dumps(result.to_json(), indent=2) if as_json else format_gateway_result(result))
