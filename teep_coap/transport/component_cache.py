@@ -131,11 +131,16 @@ class ComponentCache:
 class CacheResource(aiocoap.resource.Resource):
     """`GET /c?u=<URI>`: the image, block-wise; 5.02 / 5.04 when upstream fails, 4.00 without `u=`."""
 
-    def __init__(self, cache: ComponentCache) -> None:
+    def __init__(self, cache: ComponentCache, *, require_oscore: bool = False) -> None:
         super().__init__()
         self.cache = cache
+        # Over OSCORE the site also passes unprotected requests on; only the device's protected
+        # ones may make the gateway fetch (over DTLS the handshake already authenticated the device).
+        self.require_oscore = require_oscore
 
     async def render_get(self, request: Message) -> Message:
+        if self.require_oscore and type(request.remote).__name__ != "OSCOREAddress":
+            return Message(code=Code.UNAUTHORIZED, payload=b"OSCORE protection required")
         uris = [q[len(URI_QUERY) :] for q in request.opt.uri_query if q.startswith(URI_QUERY)]
         if len(uris) != 1:
             return Message(code=Code.BAD_REQUEST, payload=b"one query u=<image URI> expected")
