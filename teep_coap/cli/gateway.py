@@ -13,7 +13,7 @@ import sys
 
 import click
 
-from teep_coap.cli.groups import bench, root
+from teep_coap.cli.groups import bench, json_is_default, root
 
 
 @root.group()
@@ -22,6 +22,7 @@ def gateway() -> None:
 
 
 @gateway.command("init")
+@json_is_default
 @click.option("--dir", "gw_dir", required=True, type=click.Path(file_okay=False), help="Gateway folder.")
 def gateway_init(gw_dir: str) -> None:
     """Create an empty gateway folder (GW/gateway.toml); devices are added with `gateway device add`."""
@@ -36,6 +37,7 @@ def gateway_device() -> None:
 
 
 @gateway_device.command("add")
+@json_is_default
 @click.option(
     "--dir", "gw_dir", required=True, type=click.Path(exists=True, file_okay=False), help="Gateway folder."
 )
