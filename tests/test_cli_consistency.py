@@ -12,7 +12,7 @@ import click
 from teep_coap.cli import root
 
 # Commands whose output is not a result: bytes (sign, encode), a server's log (serve), a show (demo).
-NO_JSON = {"sign", "encode", "demo", "tam serve", "otrp serve"}
+NO_JSON = {"sign", "encode", "demo", "tam serve", "otrp serve", "gateway serve"}
 CLI = [sys.executable, "-c", "from teep_coap.cli import main; main()"]
 
 

@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "otrp",
     "bench",
     "demo",
+    "gateway",
 )
 
 for _name in COMMAND_MODULES:

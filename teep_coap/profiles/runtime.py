@@ -148,7 +148,14 @@ async def run_agent(
     from teep_coap.protocol.agentstate import AgentState
     from teep_coap.protocol.wire import wire_for
 
-    engine = AgentEngine(AgentState.load(folder), wire=wire_for(profile.encoding, profile.compat))
+    fetcher = None
+    if profile.transport.is_coap:  # SUIT images named by URI come through the gateway's cache
+        from teep_coap.profiles.gateway import fetch_through_gateway
+
+        fetcher = fetch_through_gateway(profile, tam_uri, folder, credentials=credentials)
+    engine = AgentEngine(
+        AgentState.load(folder), wire=wire_for(profile.encoding, profile.compat), fetcher=fetcher
+    )
     client = make_client(
         profile, tam_uri, state_dir=folder, certs_path=certs, credentials=credentials, proxy=proxy
     )

@@ -32,6 +32,8 @@ class Rejection(enum.Enum):
     TOO_LARGE = "too-large"  # CoAP 4.13 / HTTP 413
     SERVER_ERROR = "server-error"  # CoAP 5.00 / HTTP 500
     OVERLOADED = "overloaded"  # CoAP 5.03 + Max-Age / HTTP 503 + Retry-After
+    BAD_GATEWAY = "bad-gateway"  # CoAP 5.02 / HTTP 502 (a gateway's upstream failed or refused)
+    GATEWAY_TIMEOUT = "gateway-timeout"  # CoAP 5.04 / HTTP 504 (a gateway's upstream did not answer)
 
 
 class RequestRejected(TeepCoapError):

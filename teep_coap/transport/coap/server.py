@@ -49,6 +49,8 @@ REJECTION_CODES: dict[Rejection, Code] = {
     Rejection.TOO_LARGE: Code.REQUEST_ENTITY_TOO_LARGE,
     Rejection.SERVER_ERROR: Code.INTERNAL_SERVER_ERROR,
     Rejection.OVERLOADED: Code.SERVICE_UNAVAILABLE,
+    Rejection.BAD_GATEWAY: Code.BAD_GATEWAY,
+    Rejection.GATEWAY_TIMEOUT: Code.GATEWAY_TIMEOUT,
 }
 _URI_PATH = OptionNumber.URI_PATH
 DIAGNOSTIC_MAX = 120  # bytes of diagnostic payload in error responses (RFC 7252 §5.5.2)
@@ -420,6 +422,11 @@ class CoapServer:
         self._context: aiocoap.Context | None = None
         self.port = 0
         self.resource = TeepResource(handler, profile, self.stats)
+        self._extra_resources: list[tuple[tuple[str, ...], aiocoap.resource.Resource]] = []
+
+    def add_resource(self, path: tuple[str, ...], resource: aiocoap.resource.Resource) -> None:
+        """Serve another resource beside the TEEP one, with the same security (before `start`)."""
+        self._extra_resources.append((path, resource))
 
     @property
     def uri(self) -> str:
@@ -463,6 +470,8 @@ class CoapServer:
         site = _Site()
         path = tuple(p for p in self.profile.transport.path.split("/") if p)
         site.add_resource(path, self.resource)
+        for extra_path, extra in self._extra_resources:
+            site.add_resource(extra_path, extra)
         mode = self.profile.security.mode
         host, port = self._bind
         if mode == "dtls-psk":

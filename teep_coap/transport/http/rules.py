@@ -30,6 +30,8 @@ STATUS_TOO_LARGE = 413
 STATUS_UNSUPPORTED_MEDIA = 415
 STATUS_SERVER_ERROR = 500
 STATUS_OVERLOADED = 503
+STATUS_BAD_GATEWAY = 502  # a gateway's upstream failed or refused
+STATUS_GATEWAY_TIMEOUT = 504  # a gateway's upstream did not answer in time
 
 DEFAULT_PATH = "/tam"
 

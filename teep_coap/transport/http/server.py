@@ -32,6 +32,8 @@ REJECTION_STATUS: dict[Rejection, int] = {
     Rejection.TOO_LARGE: rules.STATUS_TOO_LARGE,
     Rejection.SERVER_ERROR: rules.STATUS_SERVER_ERROR,
     Rejection.OVERLOADED: rules.STATUS_OVERLOADED,
+    Rejection.BAD_GATEWAY: rules.STATUS_BAD_GATEWAY,
+    Rejection.GATEWAY_TIMEOUT: rules.STATUS_GATEWAY_TIMEOUT,
 }
 
 

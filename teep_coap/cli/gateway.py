@@ -1,0 +1,230 @@
+"""`teep-coap gateway init / device add / serve`: a TEEP gateway in front of constrained devices.
+
+Heavy imports stay inside the commands so `--help` stays fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+
+import click
+
+from teep_coap.cli.groups import bench, json_is_default, root
+
+
+@root.group()
+def gateway() -> None:
+    """A TEEP gateway: devices over CoAP (coaps-psk, OSCORE), the TAM over HTTP(S) or CoAP."""
+
+
+@gateway.command("init")
+@json_is_default
+@click.option("--dir", "gw_dir", required=True, type=click.Path(file_okay=False), help="Gateway folder.")
+def gateway_init(gw_dir: str) -> None:
+    """Create an empty gateway folder (GW/gateway.toml); devices are added with `gateway device add`."""
+    from teep_coap.profiles.gateway import init_gateway_dir
+
+    click.echo(json.dumps({"gateway": str(init_gateway_dir(gw_dir))}, indent=2))
+
+
+@gateway.group("device")
+def gateway_device() -> None:
+    """The devices a gateway serves."""
+
+
+@gateway_device.command("add")
+@json_is_default
+@click.option(
+    "--dir", "gw_dir", required=True, type=click.Path(exists=True, file_okay=False), help="Gateway folder."
+)
+@click.option("--name", required=True, help="Device name (also its DTLS PSK identity).")
+@click.option(
+    "--agent-state",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Also write the device's side (transport.toml, oscore/) into this Agent folder.",
+)
+def gateway_device_add(gw_dir: str, name: str, agent_state: str | None) -> None:
+    """Create a device's DTLS PSK and OSCORE context (GW/credentials.toml, GW/oscore/NAME), both sides."""
+    from teep_coap.profiles.gateway import add_device
+
+    d = add_device(gw_dir, name, agent_state)
+    click.echo(
+        json.dumps(
+            {
+                "name": d.name,
+                "psk_identity": d.psk_identity,
+                "oscore_dir": str(d.oscore_dir),
+                "agent_state": agent_state,
+            },
+            indent=2,
+        )
+    )
+
+
+async def _serve(
+    gw_dir: str,
+    profile_name: str,
+    bind: tuple[str, int],
+    tam_uri: str,
+    certs: str | None,
+    upstream_timeout: float,
+    cache: bool = True,
+) -> None:
+    from teep_coap.profiles import load_profile
+    from teep_coap.profiles.gateway import Gateway
+
+    gw = Gateway(
+        gw_dir,
+        load_profile(profile_name),
+        tam_uri,
+        bind=bind,
+        certs=certs,
+        upstream_timeout=upstream_timeout,
+        cache=cache,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await gw.start()
+    try:
+        click.echo(
+            f"gateway serving {gw.uri} (profile {gw.device_profile.name}) -> {tam_uri} ({gw.upstream.name})"
+        )
+        sys.stdout.flush()
+        await stop.wait()
+    finally:
+        await gw.close()
+        s = gw.relay.stats
+        logging.getLogger("teep_coap.gateway").info(
+            "gateway stopped: %d sessions done, %d failed, %d expired; upstream errors %s",
+            s.sessions_done,
+            s.sessions_failed,
+            s.sessions_expired,
+            s.upstream_errors or "none",
+        )
+
+
+@gateway.command("serve")
+@click.option(
+    "--dir", "gw_dir", required=True, type=click.Path(exists=True, file_okay=False), help="Gateway folder."
+)
+@click.option(
+    "--profile",
+    "profile_name",
+    required=True,
+    help="Device-side CoAP profile (coaps-psk, coap-oscore, coap, …).",
+)
+@click.option("--bind", default="127.0.0.1:0", show_default=True, help="HOST:PORT (port 0 = any free port).")
+@click.option(
+    "--tam", "tam_uri", required=True, help="TAM URI: http(s)://HOST:PORT/tam or coap[s]://HOST:PORT/teep."
+)
+@click.option(
+    "--certs", default=None, type=click.Path(file_okay=False), help="HTTPS TAM: certificate folder (its CA)."
+)
+@click.option(
+    "--upstream-timeout",
+    type=click.FloatRange(0.1, 600),
+    default=5.0,
+    show_default=True,
+    help="Seconds to wait for the TAM before answering the device 5.04 Gateway Timeout.",
+)
+@click.option(
+    "--no-cache",
+    is_flag=True,
+    help="Fetch SUIT images named by URI upstream for every device request (no component cache).",
+)
+@click.option("-v", "--verbose", count=True, help="More logging (-vv: aiocoap debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Warnings only.")
+def gateway_serve(
+    gw_dir: str,
+    profile_name: str,
+    bind: str,
+    tam_uri: str,
+    certs: str | None,
+    upstream_timeout: float,
+    no_cache: bool,
+    verbose: int,
+    quiet: bool,
+) -> None:
+    """Relay TEEP from the gateway's devices to the TAM until SIGINT/SIGTERM.
+
+    Devices run unchanged: `teep-coap agent run --profile P --tam <the URI printed first> --state A`.
+    TEEP's COSE signatures stay end to end: the gateway cannot alter a message unnoticed.
+    A TAM that does not answer in --upstream-timeout gives the device 5.04, one that refuses 5.02.
+    """
+    from teep_coap.cli.transport import _parse_bind, _setup_logging
+
+    _setup_logging(verbose, quiet)
+    asyncio.run(
+        _serve(gw_dir, profile_name, _parse_bind(bind), tam_uri, certs, upstream_timeout, not no_cache)
+    )
+
+
+@bench.command("gateway")
+@click.option(
+    "--profile", "profile_name", default="coaps-psk", show_default=True, help="Device-side profile."
+)
+@click.option("--devices", type=click.IntRange(1, 100_000), default=100, show_default=True)
+@click.option("--concurrency", type=click.IntRange(1, 1024), default=32, show_default=True)
+@click.option(
+    "--image-size", type=click.IntRange(0, 1 << 20), default=None, help="Default 1024 (65536 with --cache)."
+)
+@click.option(
+    "--cache",
+    "cache_counts",
+    default=None,
+    help="Instead: upstream bytes for these device counts (e.g. 1,10,100) installing one URI-named "
+    "component, with and without the gateway's cache.",
+)
+@click.option(
+    "--out", "out_dir", default=None, type=click.Path(file_okay=False), help="--cache: write JSON and PNG."
+)
+@click.option("--json", "as_json", is_flag=True)
+def bench_gateway(
+    profile_name: str,
+    devices: int,
+    concurrency: int,
+    image_size: int | None,
+    cache_counts: str | None,
+    out_dir: str | None,
+    as_json: bool,
+) -> None:
+    """N devices through one gateway process to one TAM process (HTTP): sessions/s, gateway CPU and RSS.
+
+    With --cache 1,10,100: the image bytes fetched upstream when that many devices install the same
+    component named by URI, with and without the gateway's component cache.
+    """
+    if cache_counts is not None:
+        from pathlib import Path
+
+        from teep_coap.bench.gateway import cache_chart, format_cache_points, run_cache_bench
+
+        try:
+            counts = tuple(int(c) for c in cache_counts.split(",") if c.strip())
+        except ValueError:
+            raise click.BadParameter(f"expected numbers like 1,10,100, got {cache_counts!r}") from None
+        if not counts or min(counts) < 1:
+            raise click.BadParameter(f"expected positive numbers like 1,10,100, got {cache_counts!r}")
+        points = run_cache_bench(
+            counts, image_size=image_size or 65536, profile_name=profile_name, concurrency=min(concurrency, 8)
+        )
+        data = [p.to_json() for p in points]
+        if out_dir is not None:
+            out = Path(out_dir)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "gateway-cache.json").write_text(json.dumps(data, indent=2) + "\n")
+            cache_chart(points, out / "gateway-cache.png")
+        click.echo(json.dumps(data, indent=2) if as_json else format_cache_points(points))
+        return
+    from teep_coap.bench.gateway import format_gateway_result, run_gateway_bench
+
+    result = run_gateway_bench(
+        profile_name, devices=devices, concurrency=concurrency, image_size=image_size or 1024
+    )
+    click.echo(json.dumps(result.to_json(), indent=2) if as_json else format_gateway_result(result))
