@@ -6,6 +6,11 @@ crash-and-loss tests use it to stop a process exactly after a database commit or
 a signal from outside cannot hit reliably. Unset (the normal case) a point costs one comparison with
 None; nothing else is read or built.
 
+`TEEP_COAP_PAUSE_AT=<point>` (with `TEEP_COAP_PAUSE_MARKER=<file>`) instead *pauses* the process there:
+it writes "<pid> <point>" to the marker file and sleeps, so a test can send a real SIGKILL at exactly
+that point (a process left paused ends itself after PAUSE_LIMIT seconds, status 3, never hangs a
+test). When both are set the crash point wins.
+
 In-process tests use `simulate(point)`: reaching the point raises `SimulatedCrash` (a BaseException,
 so no `except Exception` on the way swallows it); what was committed stays, what was not is rolled back
 or never written, as after a real crash.
@@ -28,12 +33,20 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import sys
+import time
 from collections.abc import Iterator
 
 ENV = "TEEP_COAP_CRASH_AT"
+PAUSE_ENV = "TEEP_COAP_PAUSE_AT"
+MARKER_ENV = "TEEP_COAP_PAUSE_MARKER"
 EXIT_STATUS = 137  # what a shell reports for a process killed by SIGKILL (128 + 9)
+PAUSE_LIMIT = 60.0  # seconds a paused process waits for its kill before it ends itself
+PAUSE_EXPIRED = 3  # its exit status then (not 137: the test did not kill it)
 
-armed: str | None = os.environ.get(ENV) or None  # read once: the point this process stops at
+# Read once: the point this process stops at (crash wins over pause), and whether it pauses there.
+armed: str | None = os.environ.get(ENV) or os.environ.get(PAUSE_ENV) or None
+_pausing = not os.environ.get(ENV) and armed is not None
 _simulated = False
 
 
@@ -49,7 +62,23 @@ def reached(point: str) -> None:
     if _simulated:
         armed = None  # one crash per arming, like a process that is gone
         raise SimulatedCrash(point)
+    if _pausing:
+        _pause(point)
     os._exit(EXIT_STATUS)
+
+
+def _pause(point: str) -> None:
+    """Tell the test where this process is, then wait for its SIGKILL (bounded)."""
+    marker = os.environ.get(MARKER_ENV)
+    if marker:  # written whole, then renamed: the test never reads half of it
+        with open(marker + ".tmp", "w", encoding="ascii") as f:
+            f.write(f"{os.getpid()} {point}\n")
+        os.replace(marker + ".tmp", marker)
+    deadline = time.monotonic() + PAUSE_LIMIT
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+    sys.stderr.write(f"teep-coap: paused at {point} for {PAUSE_LIMIT:g} s and nobody killed it\n")
+    os._exit(PAUSE_EXPIRED)
 
 
 def message_point(prefix: str, message: object) -> str:
