@@ -9,7 +9,9 @@ each fault the next `agent run` (the real `run_until_done`) must succeed, the de
 state (installed once: not re-installed when it already had it), and the TAM's record must match it.
 
 The same cells run over real bindings (CoAP, DTLS-PSK, HTTP: real sockets through a loopback relay
-that loses the chosen message); real processes killed for real: tests/profiles/test_recovery_processes.py.
+that loses the chosen message), for the install, the update and the delete; real processes killed for
+real: tests/profiles/test_recovery_processes.py. Every measured outcome must equal its row of the
+table in docs/engines.md ("Recovery after loss and crashes"), so the table and the tests cannot drift.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from recovery_doc import doc_table
 
 from teep_coap import crashpoints
 from teep_coap.profiles import Profile, load_profile
@@ -173,12 +176,11 @@ def tam_record(world: Any) -> dict[tuple[bytes, ...], int]:
     }
 
 
-async def prepare(flow: str, tmp_path: Path, wire: str) -> tuple[Any, dict[tuple[bytes, ...], int]]:
-    """A world whose next session does `flow`; returns it and the device state that flow must reach."""
-    profile = dataclasses.replace(load_profile("coap"), encoding=wire)
-    world = teep_world(profile, tmp_path, 600)
+async def prepare(flow: str, world: Any) -> dict[tuple[bytes, ...], int]:
+    """Make the world's next session do `flow` (the setup runs in memory); returns the device state
+    that flow must reach."""
     if flow == "install":
-        return world, {COMPONENT_ID: 1}
+        return {COMPONENT_ID: 1}
     assert (await agent_run(world, Link(world))) is not None
     assert {c: s for c, (s, _) in device(world).items()} == {COMPONENT_ID: 1}
     _, store = load_tam_dir(world.tam_dir)  # the operator's own connection, as `tam component add`
@@ -210,11 +212,32 @@ async def prepare(flow: str, tmp_path: Path, wire: str) -> tuple[Any, dict[tuple
         )
         target = {}
     store.close()
-    return world, target
+    return target
 
 
-async def check_cell(flow: str, fault: tuple[str, str], tmp_path: Path, wire: str = "cbor") -> dict[str, Any]:
-    world, target = await prepare(flow, tmp_path, wire)
+def converged(
+    world: Any,
+    target: dict[tuple[bytes, ...], int],
+    had: dict[tuple[bytes, ...], tuple[int, float]],
+    first: RunReport | None,
+    second: RunReport | None,
+    cell: tuple[str, ...],
+) -> str:
+    """Assert what every cell must reach after the one further run; returns the cell's outcome."""
+    assert second is not None and second.ok, (cell, second and [s.reason for s in second.sessions])
+    now = device(world)
+    assert {c: s for c, (s, _) in now.items()} == target, (cell, now)
+    for cid, (seq, at) in had.items():  # what the device already had was not installed again
+        if target.get(cid) == seq:
+            assert now[cid] == (seq, at), f"{cid} was installed twice ({cell})"
+    assert tam_record(world) == target, (cell, tam_record(world))
+    assert_store_clean(world)
+    return outcome(first, second)
+
+
+async def check_cell(flow: str, fault: tuple[str, str], tmp_path: Path, wire: str = "cbor") -> str:
+    world = teep_world(dataclasses.replace(load_profile("coap"), encoding=wire), tmp_path, 600)
+    target = await prepare(flow, world)
     link = Link(world, fault)
     kind, point = fault
     if kind == "drop":
@@ -227,22 +250,17 @@ async def check_cell(flow: str, fault: tuple[str, str], tmp_path: Path, wire: st
     had = device(world)
     # The next `agent run`, on a clean link: converges in one run.
     second = await agent_run(world, Link(world))
-    assert second is not None and second.ok, second and [s.reason for s in second.sessions]
-    now = device(world)
-    assert {c: s for c, (s, _) in now.items()} == target, (flow, fault, now)
-    for cid, (seq, at) in had.items():  # what the device already had was not installed again
-        if target.get(cid) == seq:
-            assert now[cid] == (seq, at), f"{cid} was installed twice"
-    assert tam_record(world) == target, (flow, fault, tam_record(world))
-    assert_store_clean(world)
-    world.tam.store.close()
-    return outcome(first, second)
+    try:
+        return converged(world, target, had, first, second, (flow, *fault))
+    finally:
+        world.tam.store.close()
 
 
 @pytest.mark.parametrize("flow", FLOWS)
 async def test_every_fault_point_converges_in_one_run(flow: str, tmp_path: Path) -> None:
     table = {fault: await check_cell(flow, fault, tmp_path / str(i)) for i, fault in enumerate(CELLS)}
     assert table == {fault: expected(fault) for fault in CELLS}
+    assert_documented(table, "in memory", flow)
 
 
 async def test_json_wire_converges_after_a_lost_success(tmp_path: Path) -> None:
@@ -251,32 +269,84 @@ async def test_json_wire_converges_after_a_lost_success(tmp_path: Path) -> None:
     assert got == expected(("drop", "success"))
 
 
+# ---------------------------------------------------------------- the table in docs/engines.md
+
+MESSAGE_NAMES = {
+    "connect": "connect", "query-request": "QueryRequest", "query-response": "QueryResponse",
+    "update": "Update", "success": "Success", "final": "final answer",
+}  # fmt: skip
+OUTCOME = "first run → next run"
+
+
+def row_key(fault: tuple[str, str]) -> tuple[str, str]:
+    """The first two cells of a fault's row in the doc's table."""
+    kind, where = fault
+    if kind == "drop":
+        return "lost", MESSAGE_NAMES[where]
+    return ("Agent dies at" if kind == "agent" else "TAM dies at"), f"`{where}`"
+
+
+def assert_documented(table: dict[tuple[str, str], str], column: str, flow: str) -> None:
+    """Every measured cell says in the doc what it measured: the row's outcome, a ✓ (converged in
+    one further run) in its column at the flow's place (install, update, delete)."""
+    doc = doc_table("recovery-matrix")
+    assert sorted(doc) == sorted(row_key(f) for f in CELLS), "the doc's rows are not the tested cells"
+    for fault, got in table.items():
+        row = doc[row_key(fault)]
+        assert row[OUTCOME] == got, f"docs/engines.md says {row[OUTCOME]!r} for {fault}, measured {got!r}"
+        assert row[column].split()[FLOWS.index(flow)] == "✓", (fault, column, flow, row[column])
+
+
 # ---------------------------------------------------------------- the same cells over real bindings
 
 BINDINGS = ("coap", "coaps-psk", "teep-cbor-http")
-EXCHANGE_TIMEOUT = 1.0  # seconds the Broker waits for one answer where a message is lost or the TAM dies
-CALM_TIMEOUT = 10.0  # everywhere else: a loaded machine must not fail a run that has no fault
+COLUMNS = {"coap": "coap", "coaps-psk": "coaps-psk", "teep-cbor-http": "http"}
+EXCHANGE_TIMEOUT = 1.0  # seconds the Broker waits for the one answer that is lost or a dead TAM owes
+CALM_TIMEOUT = 10.0  # every other exchange: a loaded machine must not fail a run that has no fault
+TAM_DIES_ON_POST = {"connect": 0, "query-response": 1, "success": 2}  # tam.*.<message> → POST number
 
 
-def tuned(name: str, timeout: float) -> Profile:
+def tuned(name: str) -> Profile:
     p = load_profile(name)
     r = dataclasses.replace(p.retransmission, ack_timeout=0.2, ack_random_factor=1.2, max_retransmit=2)
-    limits = dataclasses.replace(p.limits, request_timeout=timeout)
+    limits = dataclasses.replace(p.limits, request_timeout=CALM_TIMEOUT)
     return dataclasses.replace(p, retransmission=r, limits=limits)
 
 
-class DyingTam:
-    """The TAM's MessageHandler; at an armed crash point its "process" dies: that request is never
-    answered, and the engine is loaded again from its folder (SQLite file) for the next one. The
-    socket stays (a real restart, DTLS state lost included, is test_recovery_processes.py)."""
+class Arming:
+    """A crash point armed only while one cell's TAM engine runs (synchronously, without giving the
+    event loop away), so the cells sharing one event loop never reach each other's point."""
 
-    def __init__(self, world: Any) -> None:
-        self.world = world
+    def __init__(self, point: str | None) -> None:
+        self.point = point
+        self.fired = False
+
+    @contextlib.contextmanager
+    def around(self) -> Iterator[None]:
+        if self.point is None or self.fired:
+            yield
+            return
+        with crashpoints.simulate(self.point):
+            try:
+                yield
+            finally:
+                self.fired = crashpoints.was_reached()
+
+
+class DyingTam:
+    """The TAM's MessageHandler; at its armed crash point its "process" dies: that request is never
+    answered, and the engine is loaded again from its folder (SQLite file) for the next one. The
+    socket stays (real processes killed for real: test_recovery_processes.py)."""
+
+    def __init__(self, world: Any, arming: Arming) -> None:
+        self.world, self.arming = world, arming
         self.deaths = 0
 
     async def __call__(self, payload: bytes, peer: PeerInfo) -> bytes | None:
+        handler = TamHandler(self.world.tam)
         try:
-            return await TamHandler(self.world.tam)(payload, peer)
+            with self.arming.around():  # TamHandler.__call__ never awaits: the engine runs to its end
+                return await handler(payload, peer)
         except crashpoints.SimulatedCrash:
             self.deaths += 1
             Link(self.world).restart_tam()
@@ -286,23 +356,39 @@ class DyingTam:
 
 class LossyClient:
     """The Broker's real client, with the relay switched off in one direction for one message (the
-    request never arrives, or the answer never comes back: every retransmission of it is lost)."""
+    request never arrives, or the answer never comes back: every retransmission of it is lost). The
+    exchange that loses its message, or whose TAM dies, is given up after EXCHANGE_TIMEOUT."""
 
-    def __init__(self, inner: MessageClient, relay: Any, up: str, down: str, lose: str | None) -> None:
-        self.inner, self.relay, self.up, self.down, self.lose = inner, relay, up, down, lose
+    def __init__(self, inner: MessageClient, relay: Any, up: str, down: str, fault: tuple[str, str]) -> None:
+        self.inner, self.relay, self.up, self.down = inner, relay, up, down
+        kind, where = fault
+        self.lose = where if kind == "drop" else None
+        self.faulty_post = (
+            MESSAGES.index(where) // 2
+            if kind == "drop"
+            else TAM_DIES_ON_POST[where.rsplit(".", 1)[1]]
+            if kind == "tam"
+            else None
+        )
         self.index = 0
         self.lost = False
 
     async def post(self, payload: bytes) -> bytes | None:
         if not payload:
             self.index = 0
-        request, response = MESSAGES[2 * self.index], MESSAGES[2 * self.index + 1]
+        number = self.index
+        request, response = MESSAGES[2 * number], MESSAGES[2 * number + 1]
         self.index += 1
         if not self.lost and self.lose in (request, response):
             self.lost = True
             self.relay.blackhole.add(self.up if self.lose == request else self.down)
         try:
-            return await self.inner.post(payload)
+            if number != self.faulty_post:
+                return await self.inner.post(payload)
+            try:
+                return await asyncio.wait_for(self.inner.post(payload), EXCHANGE_TIMEOUT)
+            except TimeoutError:
+                raise TransportError(f"no answer within {EXCHANGE_TIMEOUT:g} s") from None
         finally:
             self.relay.blackhole.clear()
 
@@ -326,46 +412,57 @@ async def relayed(profile: Profile, port: int) -> AsyncIterator[tuple[Any, str, 
         yield udp, f"{scheme}://127.0.0.1:{udp.port}{profile.transport.path}", UP, DOWN
 
 
-async def binding_cell(binding: str, fault: tuple[str, str], root: Path) -> str:
-    """One install with one fault over a real binding, then the next run; returns the table entry."""
-    profile = tuned(binding, CALM_TIMEOUT)
-    faulty = tuned(binding, EXCHANGE_TIMEOUT if fault[0] != "agent" else CALM_TIMEOUT)
+async def binding_cell(binding: str, flow: str, fault: tuple[str, str], root: Path) -> str:
+    """One session of `flow` with one fault over a real binding, then the next run; returns the
+    cell's outcome."""
+    profile = tuned(binding)
     world = teep_world(profile, root, 600)
-    tam = DyingTam(world)
+    target = await prepare(flow, world)
     kind, where = fault
+    tam = DyingTam(world, Arming(where if kind == "tam" else None))
     async with make_server(profile, tam, tam_dir=world.tam_dir) as server:  # noqa: SIM117
         async with relayed(profile, server.port) as (relay, uri, up, down):
-            client = LossyClient(
-                make_client(faulty, uri, state_dir=world.agent_dir),
-                relay,
-                up,
-                down,
-                where if kind == "drop" else None,
-            )
+            client = LossyClient(make_client(profile, uri, state_dir=world.agent_dir), relay, up, down, fault)
             try:
-                if kind == "drop":
-                    first = await agent_run(world, client)
-                else:
+                if kind == "agent":
                     with crashpoints.simulate(where):
                         first = await agent_run(world, client)
                         assert crashpoints.was_reached(), f"{where} never reached over {binding}"
+                else:
+                    first = await agent_run(world, client)
             finally:
                 await client.close()
-            assert kind != "drop" or client.lost
-            assert kind != "tam" or tam.deaths == 1
+            assert kind != "drop" or client.lost, (binding, flow, fault)
+            assert kind != "tam" or tam.deaths == 1, (binding, flow, fault)
+            had = device(world)
             client2 = make_client(profile, uri, state_dir=world.agent_dir)
             try:
                 second = await agent_run(world, client2)
             finally:
                 await client2.close()
-    assert second is not None and second.ok, (binding, fault, second and [s.reason for s in second.sessions])
-    assert {c: s for c, (s, _) in device(world).items()} == {COMPONENT_ID: 1}, (binding, fault)
-    assert tam_record(world) == {COMPONENT_ID: 1}, (binding, fault, tam_record(world))
-    world.tam.store.close()
-    return outcome(first, second)
+    try:
+        return converged(world, target, had, first, second, (binding, flow, *fault))
+    finally:
+        world.tam.store.close()
 
 
 @pytest.mark.parametrize("binding", BINDINGS)
 async def test_every_fault_point_converges_over_real_bindings(binding: str, tmp_path: Path) -> None:
-    table = {fault: await binding_cell(binding, fault, tmp_path / str(i)) for i, fault in enumerate(CELLS)}
-    assert table == {fault: expected(fault) for fault in CELLS}
+    """Install, update and delete × every cell. An Agent death arms the process-wide crash point for
+    the whole run, so those cells run one after another (they cost no timeout); the lost messages and
+    TAM deaths, which each wait EXCHANGE_TIMEOUT, run side by side on the event loop."""
+    cells = [(flow, fault) for flow in FLOWS for fault in CELLS]
+    table: dict[tuple[str, tuple[str, str]], str] = {}
+    for i, (flow, fault) in enumerate(cells):
+        if fault[0] == "agent":
+            table[flow, fault] = await binding_cell(binding, flow, fault, tmp_path / str(i))
+    async with asyncio.TaskGroup() as group:
+        tasks = {
+            (flow, fault): group.create_task(binding_cell(binding, flow, fault, tmp_path / str(i)))
+            for i, (flow, fault) in enumerate(cells)
+            if fault[0] != "agent"
+        }
+    table.update({cell: task.result() for cell, task in tasks.items()})
+    assert table == {(flow, fault): expected(fault) for flow, fault in cells}
+    for flow in FLOWS:
+        assert_documented({f: got for (fl, f), got in table.items() if fl == flow}, COLUMNS[binding], flow)
