@@ -19,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Iterator
+from asyncio import FIRST_COMPLETED
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -301,16 +302,16 @@ def assert_documented(table: dict[tuple[str, str], str], column: str, flow: str)
 
 BINDINGS = ("coap", "coaps-psk", "teep-cbor-http")
 COLUMNS = {"coap": "coap", "coaps-psk": "coaps-psk", "teep-cbor-http": "http"}
-EXCHANGE_TIMEOUT = 1.0  # seconds the Broker waits for the one answer that is lost or a dead TAM owes
+EXCHANGE_TIMEOUT = 1.0  # seconds the Broker waits for the answer to a request that was lost
 CALM_TIMEOUT = 10.0  # every other exchange: a loaded machine must not fail a run that has no fault
+DEAD_SILENCE = 1.0  # seconds a dead TAM's request stays unanswered (then 5.00, to nobody)
 TAM_DIES_ON_POST = {"connect": 0, "query-response": 1, "success": 2}  # tam.*.<message> → POST number
 
 
 def tuned(name: str) -> Profile:
+    """The binding's profile as shipped (CoAP retransmission timers too), with the calm timeout."""
     p = load_profile(name)
-    r = dataclasses.replace(p.retransmission, ack_timeout=0.2, ack_random_factor=1.2, max_retransmit=2)
-    limits = dataclasses.replace(p.limits, request_timeout=CALM_TIMEOUT)
-    return dataclasses.replace(p, retransmission=r, limits=limits)
+    return dataclasses.replace(p, limits=dataclasses.replace(p.limits, request_timeout=CALM_TIMEOUT))
 
 
 class Arming:
@@ -334,33 +335,64 @@ class Arming:
 
 
 class DyingTam:
-    """The TAM's MessageHandler; at its armed crash point its "process" dies: that request is never
-    answered, and the engine is loaded again from its folder (SQLite file) for the next one. The
-    socket stays (real processes killed for real: test_recovery_processes.py)."""
+    """The TAM's MessageHandler. At its armed crash point its "process" dies: that request is never
+    answered in time, and the engine is loaded again from its folder (SQLite file) for the next one
+    (the socket stays; real processes killed for real: test_recovery_processes.py). Armed to lose an
+    answer, it switches the relay's way back off before that answer leaves, so exactly it is lost."""
 
     def __init__(self, world: Any, arming: Arming) -> None:
         self.world, self.arming = world, arming
         self.deaths = 0
+        self.handled = 0  # requests answered or died on
+        self.lose_answer: Callable[[], None] | None = None
+        self._changed = asyncio.Condition()
+        self._silent: list[asyncio.Task[None]] = []
 
     async def __call__(self, payload: bytes, peer: PeerInfo) -> bytes | None:
         handler = TamHandler(self.world.tam)
         try:
             with self.arming.around():  # TamHandler.__call__ never awaits: the engine runs to its end
-                return await handler(payload, peer)
+                answer = await handler(payload, peer)
         except crashpoints.SimulatedCrash:
             self.deaths += 1
             Link(self.world).restart_tam()
-            await asyncio.sleep(EXCHANGE_TIMEOUT + 0.5)  # the dead process never answers (in time)
+            await self._count()
+            silence = asyncio.ensure_future(asyncio.sleep(DEAD_SILENCE))
+            self._silent.append(silence)
+            await silence  # the dead process never answers; the Broker has given up meanwhile
             raise RequestRejected(Rejection.SERVER_ERROR, "a dead TAM") from None
+        if self.lose_answer is not None:
+            self.lose_answer()
+            self.lose_answer = None
+        await self._count()
+        return answer
+
+    async def _count(self) -> None:
+        async with self._changed:
+            self.handled += 1
+            self._changed.notify_all()
+
+    async def handled_to(self, count: int) -> None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.handled >= count)
+
+    async def settle(self) -> None:
+        """Wait out the silences of dead requests (so the server closes with nothing pending); the
+        server may have cancelled one already (DTLS: the Broker closed its session)."""
+        await asyncio.gather(*self._silent, return_exceptions=True)
 
 
 class LossyClient:
-    """The Broker's real client, with the relay switched off in one direction for one message (the
-    request never arrives, or the answer never comes back: every retransmission of it is lost). The
-    exchange that loses its message, or whose TAM dies, is given up after EXCHANGE_TIMEOUT."""
+    """The Broker's real client, with one fault on one exchange: its request lost (the relay drops
+    every datagram or byte of it, retransmissions included; the Broker gives up after
+    EXCHANGE_TIMEOUT), its answer lost (the TAM switches the relay's way back off before answering;
+    the Broker gives up once the TAM has answered), or the TAM dies on it (the Broker gives up once
+    it has died)."""
 
-    def __init__(self, inner: MessageClient, relay: Any, up: str, down: str, fault: tuple[str, str]) -> None:
-        self.inner, self.relay, self.up, self.down = inner, relay, up, down
+    def __init__(
+        self, inner: MessageClient, relay: Any, up: str, down: str, tam: DyingTam, fault: tuple[str, str]
+    ) -> None:
+        self.inner, self.relay, self.up, self.down, self.tam = inner, relay, up, down, tam
         kind, where = fault
         self.lose = where if kind == "drop" else None
         self.faulty_post = (
@@ -377,19 +409,29 @@ class LossyClient:
         if not payload:
             self.index = 0
         number = self.index
-        request, response = MESSAGES[2 * number], MESSAGES[2 * number + 1]
+        request = MESSAGES[2 * number]
         self.index += 1
-        if not self.lost and self.lose in (request, response):
-            self.lost = True
-            self.relay.blackhole.add(self.up if self.lose == request else self.down)
+        if number != self.faulty_post or self.lost:
+            return await self.inner.post(payload)
+        self.lost = True
+        if self.lose == request:
+            self.relay.blackhole.add(self.up)
+            give_up: Awaitable[Any] = asyncio.sleep(EXCHANGE_TIMEOUT)
+        else:
+            if self.lose is not None:
+                self.tam.lose_answer = lambda: self.relay.blackhole.add(self.down)
+            give_up = self.tam.handled_to(self.tam.handled + 1)
+        post = asyncio.ensure_future(self.inner.post(payload))
+        waiter = asyncio.ensure_future(give_up)
         try:
-            if number != self.faulty_post:
-                return await self.inner.post(payload)
-            try:
-                return await asyncio.wait_for(self.inner.post(payload), EXCHANGE_TIMEOUT)
-            except TimeoutError:
-                raise TransportError(f"no answer within {EXCHANGE_TIMEOUT:g} s") from None
+            done, _ = await asyncio.wait({post, waiter}, timeout=CALM_TIMEOUT, return_when=FIRST_COMPLETED)
+            if post in done:  # the fault did not happen: the checks of the cell will say so
+                return post.result()
+            raise TransportError("no answer (lost, or the TAM died)")
         finally:
+            for task in (post, waiter):
+                task.cancel()
+            await asyncio.gather(post, waiter, return_exceptions=True)
             self.relay.blackhole.clear()
 
     async def close(self) -> None:
@@ -422,7 +464,8 @@ async def binding_cell(binding: str, flow: str, fault: tuple[str, str], root: Pa
     tam = DyingTam(world, Arming(where if kind == "tam" else None))
     async with make_server(profile, tam, tam_dir=world.tam_dir) as server:  # noqa: SIM117
         async with relayed(profile, server.port) as (relay, uri, up, down):
-            client = LossyClient(make_client(profile, uri, state_dir=world.agent_dir), relay, up, down, fault)
+            inner = make_client(profile, uri, state_dir=world.agent_dir)
+            client = LossyClient(inner, relay, up, down, tam, fault)
             try:
                 if kind == "agent":
                     with crashpoints.simulate(where):
@@ -440,6 +483,7 @@ async def binding_cell(binding: str, flow: str, fault: tuple[str, str], root: Pa
                 second = await agent_run(world, client2)
             finally:
                 await client2.close()
+            await tam.settle()
     try:
         return converged(world, target, had, first, second, (binding, flow, *fault))
     finally:
@@ -449,8 +493,9 @@ async def binding_cell(binding: str, flow: str, fault: tuple[str, str], root: Pa
 @pytest.mark.parametrize("binding", BINDINGS)
 async def test_every_fault_point_converges_over_real_bindings(binding: str, tmp_path: Path) -> None:
     """Install, update and delete × every cell. An Agent death arms the process-wide crash point for
-    the whole run, so those cells run one after another (they cost no timeout); the lost messages and
-    TAM deaths, which each wait EXCHANGE_TIMEOUT, run side by side on the event loop."""
+    the whole run, so those cells run one after another (they wait for nothing); the lost messages and
+    TAM deaths, which wait for the fault to happen (a lost request: EXCHANGE_TIMEOUT), run side by
+    side on the event loop."""
     cells = [(flow, fault) for flow in FLOWS for fault in CELLS]
     table: dict[tuple[str, tuple[str, str]], str] = {}
     for i, (flow, fault) in enumerate(cells):
