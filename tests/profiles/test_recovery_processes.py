@@ -47,6 +47,8 @@ POINTS = (  # (the process killed, where it is paused for the kill)
 FLOWS = ("install", "update", "delete")
 BINDINGS = {"coap": "coap", "coaps-psk": "coaps-psk", "teep-cbor-http": "http"}  # profile → doc column
 PAUSE_WAIT = 60.0  # seconds a test waits for a process to reach its point
+CALM_TIMEOUT = 10.0  # `agent run --timeout`: a loaded machine must not fail an exchange that has no fault
+KILLED_TIMEOUT = 4.0  # the run whose TAM is killed under it waits this long for the answer it never gets
 Device = dict[tuple[bytes, ...], tuple[int, float]]
 
 
@@ -104,21 +106,10 @@ class TamProcess:
 
 
 def agent_run(
-    profile: str, uri: str, agent_dir: Path, env: dict[str, str] | None = None
+    profile: str, uri: str, agent_dir: Path, env: dict[str, str] | None = None, timeout: float = CALM_TIMEOUT
 ) -> subprocess.Popen[str]:
-    cmd = [
-        *CLI,
-        "agent",
-        "run",
-        "--profile",
-        profile,
-        "--tam",
-        uri,
-        "--state",
-        str(agent_dir),
-        "--timeout",
-        "2",
-    ]
+    cmd = [*CLI, "agent", "run", "--profile", profile, "--tam", uri, "--state", str(agent_dir)]
+    cmd += ["--timeout", f"{timeout:g}"]
     return subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env or cli_env()
     )
@@ -221,7 +212,7 @@ def kill_cell(
         return "killed", device(agent_dir)
     tam.stop()
     server = tam.start(point, marker)
-    proc = agent_run(binding, tam.uri, agent_dir)
+    proc = agent_run(binding, tam.uri, agent_dir, timeout=KILLED_TIMEOUT)
     with ended(proc):
         kill_when_paused(server, marker, point, proc)
         rc, err = finished(proc)  # the Broker's exchange fails: no answer, or the connection reset
