@@ -36,6 +36,10 @@ class JunkLogLimit(logging.Filter):
         self._seen: OrderedDict[tuple[str, str], list[float]] = OrderedDict()
         self.suppressed_total = 0
 
+    def forget(self) -> None:
+        """Start every template's window afresh (a test that counts lines must not inherit another's)."""
+        self._seen.clear()
+
     def _governed(self, record: logging.LogRecord) -> bool:
         return record.name in GOVERNED_LOGGERS or getattr(record, "teep_junk", False)
 

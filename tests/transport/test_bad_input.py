@@ -13,6 +13,7 @@ from coap_helpers import Creds, quick, without_echo
 
 from teep_coap.transport.base import PeerInfo
 from teep_coap.transport.coap import CoapClient, CoapServer
+from teep_coap.transport.junklog import install_junk_log_limit
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -54,6 +55,7 @@ async def test_garbage_datagrams_then_service(
 async def test_wrong_content_format_and_accept(caplog: pytest.LogCaptureFixture) -> None:
     profile = without_echo(quick("coap"))  # raw one-off requests: each would get 4.01 + Echo first
     caplog.set_level(logging.WARNING, logger="teep_coap.transport.coap.server")
+    install_junk_log_limit().forget()  # other tests' 4.15 lines must not use up this one's quota
     async with CoapServer(profile, echo) as server:
         r1 = await _raw(server.uri, payload=b"\x82\x01", content_format=60)
         assert str(r1.code.dotted) == "4.15"

@@ -16,13 +16,13 @@ import pytest
 from coap_helpers import quick
 
 from teep_coap.bench.dtls_burst import run_burst
-from teep_coap.transport.coap import CoapServer, aiocoap_patches
+from teep_coap.transport.coap import CoapServer, aiocoap_compat
 from teep_coap.transport.coap.credentials import provision_device
 
 
 def test_patch_applies_to_the_pinned_aiocoap() -> None:
-    assert aiocoap.meta.version == aiocoap_patches.WRITTEN_FOR
-    assert aiocoap_patches.apply() and aiocoap_patches.applied()
+    assert aiocoap.meta.version == aiocoap_compat.WRITTEN_FOR
+    assert aiocoap_compat.apply_dtls_fixes() and aiocoap_compat.dtls_fixes_applied()
 
 
 def _first_retransmission_in() -> float:
@@ -36,7 +36,7 @@ def _first_retransmission_in() -> float:
     session = ctx.connect("::1", 1234)  # kept: a dropped session cancels its retransmissions
     due = ctx.checkRetransmit() / DTLS_TICKS_PER_SECOND
     assert session is not None and due > 0
-    return due - aiocoap_patches.tinydtls_now()
+    return due - aiocoap_compat.tinydtls_now()
 
 
 def test_retransmission_wait_reads_tinydtls_clock() -> None:
@@ -44,13 +44,13 @@ def test_retransmission_wait_reads_tinydtls_clock() -> None:
     a context made later (DTLSSocket restarts tinydtls' clock in every constructor)."""
     from aiocoap.transports.tinydtls import DTLS_TICKS_PER_SECOND
 
-    aiocoap_patches.apply()
+    aiocoap_compat.apply_dtls_fixes()
     assert 1.9 < _first_retransmission_in() <= 2.05
     time.sleep(1.1)  # aiocoap's own clock is now off by >= 1.1 s: a wait computed with it is wrong
     assert 1.9 < _first_retransmission_in() <= 2.05
-    assert aiocoap_patches.RETRANSMIT_FLOOR <= aiocoap_patches.retransmission_wait(0) <= 0.05
-    later = int((aiocoap_patches.tinydtls_now() + 60) * DTLS_TICKS_PER_SECOND)
-    assert aiocoap_patches.retransmission_wait(later) == aiocoap_patches.RETRANSMIT_CEILING
+    assert aiocoap_compat.RETRANSMIT_FLOOR <= aiocoap_compat.retransmission_wait(0) <= 0.05
+    later = int((aiocoap_compat.tinydtls_now() + 60) * DTLS_TICKS_PER_SECOND)
+    assert aiocoap_compat.retransmission_wait(later) == aiocoap_compat.RETRANSMIT_CEILING
 
 
 @pytest.mark.timeout(300)
@@ -105,7 +105,7 @@ async def test_new_device_on_a_reused_port_completes_its_handshake(tmp_path: Pat
     async def handler(payload: bytes, peer: object) -> bytes | None:
         return b"hello"
 
-    aiocoap_patches.apply()
+    aiocoap_compat.apply_dtls_fixes()
     async with CoapServer(quick("coaps-psk"), handler, devices=[a, b]) as server:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.bind(("127.0.0.1", 0))

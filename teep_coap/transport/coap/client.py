@@ -22,7 +22,7 @@ from aiocoap.numbers.codes import Code
 from aiocoap.optiontypes import BlockOption
 
 from teep_coap.transport.base import PeerRejected, TransportError, TransportTimeout
-from teep_coap.transport.coap import aiocoap_patches
+from teep_coap.transport.coap import aiocoap_compat
 from teep_coap.transport.coap.credentials import CredentialsError, DeviceCredentials
 from teep_coap.transport.coap.diagnosis import explain_error, explain_timeout
 from teep_coap.transport.coap.options import CoapOptions
@@ -46,15 +46,7 @@ class _HandshakeStalled(Exception):
 
 def _dtls_handshake(ctx: aiocoap.Context) -> Any:
     """The tinydtls client connection of `ctx` still in its handshake, or None."""
-    for ri in ctx.request_interfaces:
-        mi = getattr(getattr(ri, "token_interface", None), "message_interface", None)
-        pool = getattr(mi, "_pool", None)
-        if pool is None:
-            continue
-        for conn in list(pool.values()):
-            if getattr(conn, "_queue", None) is not None:  # aiocoap queues sends until connected
-                return conn
-    return None
+    return aiocoap_compat.dtls_client_in_handshake(ctx)
 
 
 def code_text(code: Code) -> str:
@@ -116,7 +108,7 @@ class CoapClient:
                 f"profile {self.profile.name!r} ({mode}) needs the Agent's transport credentials"
             )
         if mode == "dtls-psk":
-            aiocoap_patches.apply()
+            aiocoap_compat.apply_dtls_fixes()
         ctx = await aiocoap.Context.create_client_context(
             transports=TRANSPORTS[self.profile.transport.scheme]
         )
@@ -269,7 +261,7 @@ class CoapClient:
         await asyncio.wait({future}, timeout=step)
         conn = _dtls_handshake(ctx)
         if conn is not None:
-            self.handshake_heard = aiocoap_patches.datagrams_received(conn)
+            self.handshake_heard = aiocoap_compat.datagrams_received(conn)
         if not future.done() and step < timeout and conn is not None:
             raise _HandshakeStalled
 
@@ -336,9 +328,8 @@ class CoapClient:
                 await asyncio.wait_for(ctx.shutdown(), 5.0)
             except (TimeoutError, aiocoap.error.Error, OSError) as exc:
                 log.debug("client shutdown: %s", exc)
-        if self._oscore_ctx is not None and getattr(self._oscore_ctx, "lockfile", None) is not None:
-            # persist the sequence number and drop the lock now, not whenever the GC runs
-            self._oscore_ctx._destroy()
+        if self._oscore_ctx is not None:
+            aiocoap_compat.release_oscore_context(self._oscore_ctx)
         self._oscore_ctx = None
 
     async def __aenter__(self) -> CoapClient:

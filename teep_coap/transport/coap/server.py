@@ -11,7 +11,6 @@ directions (RFC 7959) uses aiocoap's Block1 spool and Block2 cache with the prof
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import socket
@@ -24,18 +23,18 @@ import aiocoap
 import aiocoap.resource
 from aiocoap import Message
 from aiocoap.numbers.codes import Code
-from aiocoap.numbers.optionnumbers import OptionNumber
-from aiocoap.options import Options
 
 from teep_coap.transport.base import MessageHandler, PeerInfo, Rejection, RequestRejected, TransportError
-from teep_coap.transport.coap import aiocoap_patches
-from teep_coap.transport.coap.credentials import CredentialsError, DeviceCredentials
-from teep_coap.transport.coap.echo import EchoGuard
-from teep_coap.transport.coap.hardening import (
+from teep_coap.transport.coap import aiocoap_compat
+from teep_coap.transport.coap.aiocoap_compat import (
+    ExactPathSite,
     bound_duplicate_caches,
     bound_resource_caches,
     harden_message_decode,
+    with_shared_options,
 )
+from teep_coap.transport.coap.credentials import CredentialsError, DeviceCredentials
+from teep_coap.transport.coap.echo import EchoGuard
 from teep_coap.transport.coap.options import CoapOptions
 from teep_coap.transport.coap.server_socket import enlarge_receive_buffer, ensure_port_free
 from teep_coap.transport.junklog import JUNK, install_junk_log_limit
@@ -52,7 +51,6 @@ REJECTION_CODES: dict[Rejection, Code] = {
     Rejection.BAD_GATEWAY: Code.BAD_GATEWAY,
     Rejection.GATEWAY_TIMEOUT: Code.GATEWAY_TIMEOUT,
 }
-_URI_PATH = OptionNumber.URI_PATH
 DIAGNOSTIC_MAX = 120  # bytes of diagnostic payload in error responses (RFC 7252 §5.5.2)
 
 
@@ -76,56 +74,6 @@ def _error(code: Code, reason: str, **options: Any) -> Message:
     return msg
 
 
-class _SharedOptions(Options):
-    """Options whose (deep) copy shares the option objects and copies only the per-number lists.
-
-    aiocoap copies messages with `Message.copy`, which deep-copies the options: the Site's path
-    strip (twice per request) and each Block2 chunk of a response; ≈ 1 ms of the TAM's CPU per
-    session in all. aiocoap replaces options, it never changes an option object in place, so
-    sharing them is safe; the lists are copied so that adding an option to one message does not
-    add it to the other.
-    """
-
-    __slots__ = ()
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> _SharedOptions:
-        new = _SharedOptions()
-        new._options = {k: list(v) for k, v in self._options.items()}
-        return new
-
-
-def _shared_options(msg: Message) -> Message:
-    """`msg` with options that copy cheaply (same slots, so the class can be swapped in place)."""
-    msg.opt.__class__ = _SharedOptions
-    return msg
-
-
-def _without_path(request: Message) -> Message:
-    """`request.copy(uri_path=())` without a deep copy of every option."""
-    new = copy.copy(request)
-    opts = _SharedOptions()
-    opts._options = {k: list(v) for k, v in request.opt._options.items() if k != _URI_PATH}
-    new.opt = opts
-    return new
-
-
-class _Site(aiocoap.resource.Site):
-    """aiocoap's Site with a cheaper path strip for exact matches (the TEEP resource's path)."""
-
-    def _find_child_and_pathstripped_message(self, request: Message) -> tuple[Any, Message]:
-        child = self._resources.get(request.opt.uri_path)
-        if child is None:
-            return super()._find_child_and_pathstripped_message(request)
-        stripped = getattr(request, "_teep_stripped", None)
-        if stripped is None:  # the same request is looked up twice (block-wise check, then render)
-            stripped = _without_path(request)
-            stripped._original_request_uri = (
-                getattr(request, "_original_request_uri", None) or request.get_request_uri()
-            )
-            request._teep_stripped = stripped
-        return child, stripped
-
-
 class TeepResource(aiocoap.resource.Resource):
     """The TAM resource: confirmable POSTs of TEEP message bytes."""
 
@@ -140,7 +88,7 @@ class TeepResource(aiocoap.resource.Resource):
         link = profile.transport
         self.echo: EchoGuard | None = EchoGuard() if link.scheme == "coap" and link.echo else None
 
-    def _scheme(self, request: Message) -> str:
+    def _scheme_of(self, request: Message) -> str:
         scheme = getattr(request.remote, "scheme", "coap")
         if self._profile.transport.scheme == "coap+oscore":
             return "coap+oscore"
@@ -230,7 +178,7 @@ class TeepResource(aiocoap.resource.Resource):
         if answer is None:
             return Message(code=Code.CHANGED)
         # A response larger than a block is copied once per Block2 chunk.
-        return _shared_options(Message(code=Code.CHANGED, payload=answer, content_format=cf_expected))
+        return with_shared_options(Message(code=Code.CHANGED, payload=answer, content_format=cf_expected))
 
     def _reject(self, request: Message, code: Code, reason: str, **options: Any) -> Message:
         self._stats.count(code)
@@ -239,7 +187,7 @@ class TeepResource(aiocoap.resource.Resource):
 
     def peer_info(self, request: Message) -> PeerInfo:
         """What the transport knows of the sender: scheme, address and authenticated identity."""
-        scheme = self._scheme(request)
+        scheme = self._scheme_of(request)
         identity: str | None = None
         if scheme == "coaps":
             claims = [c for c in (request.remote.authenticated_claims or []) if c]
@@ -265,18 +213,18 @@ class IndexedCredentials(aiocoap.credentials.CredentialsMap):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._index: tuple[dict[bytes, tuple[bytes, str]], dict[tuple[Any, Any], Any]] | None = None
+        self._teep_index: tuple[dict[bytes, tuple[bytes, str]], dict[tuple[Any, Any], Any]] | None = None
 
     def __setitem__(self, key: str, value: Any) -> None:
-        self._index = None
+        self._teep_index = None
         super().__setitem__(key, value)
 
     def __delitem__(self, key: str) -> None:
-        self._index = None
+        self._teep_index = None
         super().__delitem__(key)
 
     def _build(self) -> tuple[dict[bytes, tuple[bytes, str]], dict[tuple[Any, Any], Any]]:
-        if self._index is None:
+        if self._teep_index is None:
             psk: dict[bytes, tuple[bytes, str]] = {}
             oscore: dict[tuple[Any, Any], Any] = {}
             for entry, item in self.items():
@@ -285,8 +233,8 @@ class IndexedCredentials(aiocoap.credentials.CredentialsMap):
                     psk.setdefault(identity, (key, entry))
                 if hasattr(item, "recipient_id") and hasattr(item, "get_oscore_context_for"):
                     oscore.setdefault((item.recipient_id, getattr(item, "id_context", None)), item)
-            self._index = (psk, oscore)
-        return self._index
+            self._teep_index = (psk, oscore)
+        return self._teep_index
 
     def find_dtls_psk(self, identity: bytes) -> tuple[bytes, str]:
         try:
@@ -326,72 +274,12 @@ def _address(request: Message) -> str:
     return "?"
 
 
-MAX_DTLS_SESSIONS = 4096  # server-side DTLS sessions kept; the least recently used are dropped beyond
-
-
-def _dtls_pool(context: aiocoap.Context) -> Any:
-    for ri in context.request_interfaces:
-        mi = getattr(getattr(ri, "token_interface", None), "message_interface", None)
-        pool = getattr(mi, "_pool", None)
-        if pool is not None and hasattr(pool, "_connections"):
-            return pool
-    return None
-
-
-def _tidy_dtls_server(context: aiocoap.Context) -> None:
-    """Make aiocoap's DTLS server forget sessions that are over, and bound how many it keeps.
-
-    aiocoap 0.4.17 logs a peer's close_notify (alert level *warning*) as "unhandled" and keeps the
-    session, and never calls its own purge: every finished session stayed in memory, and a client
-    that later got the same ephemeral port had its new ClientHello fed to the dead session (seen as
-    DTLS handshake stalls after ~1000 sessions). Here a warning-level close_notify ends the session as
-    the fatal one does, and more than MAX_DTLS_SESSIONS sessions drop the least recently used.
-    Handshake retransmissions run on tinydtls' own clock (`aiocoap_patches`).
-    """
-    from aiocoap.transports import tinydtls_server
-    from aiocoap.transports.tinydtls import CODE_CLOSE_NOTIFY, LEVEL_WARNING, CloseNotifyReceived
-
-    pool = _dtls_pool(context)
-    if pool is None:
-        return
-
-    class _Address(tinydtls_server._AddressDTLS):
-        def _event(self, level: int, code: int) -> None:
-            if (level, code) == (LEVEL_WARNING, CODE_CLOSE_NOTIFY):
-                if pool._connections.get(self._underlying_address.address) is self:
-                    self._inject_error(CloseNotifyReceived())
-                return
-            super()._event(level, code)
-
-    original = pool.datagram_received
-
-    def datagram_received(data: bytes, sockaddr: Any) -> None:
-        known = pool._connections.get(sockaddr)
-        if known is not None and aiocoap_patches.restarts_authenticated_session(known, data):
-            known._inject_error(CloseNotifyReceived())  # a new client on an old port: start afresh
-        if sockaddr not in pool._connections:
-            while len(pool._connections) >= MAX_DTLS_SESSIONS:
-                _, oldest = next(iter(pool._connections.items()))
-                oldest._inject_error(
-                    aiocoap.error.LibraryShutdown("DTLS session dropped (least recently used)")
-                )
-        original(data, sockaddr)
-
-    pool._Address = _Address
-    pool.datagram_received = datagram_received
-
-
 def _server_socket(context: aiocoap.Context) -> socket.socket:
     """The UDP socket the (single) server transport of `context` is bound to."""
-    for ri in context.request_interfaces:
-        mi = getattr(getattr(ri, "token_interface", None), "message_interface", None)
-        transport = getattr(mi, "transport", None)
-        if transport is None:  # tinydtls_server / simplesocketserver keep it in their pool
-            transport = getattr(getattr(mi, "_pool", None), "_transport", None)
-        if transport is not None:
-            sock: socket.socket = transport.get_extra_info("socket")
-            return sock
-    raise TransportError("cannot find the bound socket of the CoAP server")
+    sock = aiocoap_compat.server_socket(context)
+    if sock is None:
+        raise TransportError("cannot find the bound socket of the CoAP server")
+    return sock
 
 
 def _local_port(context: aiocoap.Context) -> int:
@@ -467,7 +355,7 @@ class CoapServer:
 
         harden_message_decode()  # junk options: dropped datagram, not an asyncio traceback
         install_junk_log_limit()
-        site = _Site()
+        site = ExactPathSite()
         path = tuple(p for p in self.profile.transport.path.split("/") if p)
         site.add_resource(path, self.resource)
         for extra_path, extra in self._extra_resources:
@@ -475,7 +363,7 @@ class CoapServer:
         mode = self.profile.security.mode
         host, port = self._bind
         if mode == "dtls-psk":
-            aiocoap_patches.apply()
+            aiocoap_compat.apply_dtls_fixes()
             if not self._devices:
                 raise CredentialsError("a coaps server needs at least one device PSK (credentials.toml)")
             transports = ["tinydtls_server"]
@@ -503,7 +391,7 @@ class CoapServer:
         except OSError as exc:
             raise TransportError(f"cannot bind {host}:{port}: {exc}") from None
         if mode == "dtls-psk":
-            _tidy_dtls_server(self._context)
+            aiocoap_compat.tidy_dtls_server(self._context)
         bound_duplicate_caches(self._context)
         self.port = _local_port(self._context)
         enlarge_receive_buffer(_server_socket(self._context))
@@ -529,8 +417,7 @@ class CoapServer:
             value = creds.get(key)
             if key in creds:
                 del creds[key]  # `del`, not `pop`: IndexedCredentials drops its index on __delitem__
-            if getattr(value, "lockfile", None) is not None:
-                value._destroy()  # release the OSCORE context's lock for the new one
+            aiocoap_compat.release_oscore_context(value)  # its lock, for the new one
         fresh = [d for i, d in new.items() if i not in old or new[i] != old[i]]
         self._devices = list(devices)
         if mode == "dtls-psk":
@@ -548,8 +435,7 @@ class CoapServer:
     @property
     def dtls_sessions(self) -> int:
         """Server-side DTLS sessions currently kept (0 for other modes)."""
-        pool = _dtls_pool(self._context) if self._context is not None else None
-        return len(pool._connections) if pool is not None else 0
+        return aiocoap_compat.dtls_server_sessions(self._context)
 
     async def close(self) -> None:
         """Stop serving and release the socket (and OSCORE context locks)."""
@@ -557,8 +443,7 @@ class CoapServer:
             ctx, self._context = self._context, None
             await ctx.shutdown()
             for value in list(ctx.server_credentials.values()):
-                if getattr(value, "lockfile", None) is not None:
-                    value._destroy()  # persist sequence numbers and release the lock now
+                aiocoap_compat.release_oscore_context(value)  # sequence numbers, lock
 
     async def __aenter__(self) -> CoapServer:
         await self.start()
