@@ -319,30 +319,33 @@ DatagramGate = Callable[[bytes, Any], "bytes | bool"]
 
 
 def install_datagram_gate(context: aiocoap.Context, gate: DatagramGate) -> bool:
-    """Run `gate(datagram, sockaddr)` on every datagram the plain-CoAP (udp6) server transport of
-    `context` receives, before aiocoap decodes and dispatches it: True passes it on to aiocoap,
-    False drops it, bytes are sent back to the sender instead (from the same local address). False
-    if `context` has no udp6 transport (DTLS, OSCORE-only), and nothing is installed.
+    """Run `gate(datagram, remote)` on every datagram the plain-CoAP (udp6) server transport of
+    `context` receives, before aiocoap decodes and dispatches it (`remote` is the address object
+    aiocoap would give the message): True passes it on to aiocoap, False drops it, bytes are sent
+    back to the sender instead (from the address it was sent to). False if `context` has no udp6
+    transport (DTLS, OSCORE-only), and nothing is installed.
     """
+    from aiocoap.transports.udp6 import MessageInterfaceUDP6, UDP6EndpointAddress
+
     for mi in _message_interfaces(context):
-        if not hasattr(mi, "datagram_msg_received") or not hasattr(mi, "transport"):
+        if not isinstance(mi, MessageInterfaceUDP6):
             continue
         original = mi.datagram_msg_received
 
         def datagram_msg_received(
             data: bytes, ancdata: Any, flags: int, address: Any, mi: Any = mi, original: Any = original
         ) -> None:
-            verdict = gate(data, address)
+            pktinfo = None
+            for level, kind, value in ancdata:
+                if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO:
+                    pktinfo = value
+            verdict = gate(data, UDP6EndpointAddress(address, mi, pktinfo=pktinfo))
             if verdict is True:
                 original(data, ancdata, flags, address)
             elif verdict:
-                pktinfo = [
-                    (level, kind, value)
-                    for level, kind, value in ancdata
-                    if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO
-                ]
+                source = [] if pktinfo is None else [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, pktinfo)]
                 try:
-                    mi.transport.sendmsg(verdict, pktinfo, 0, address)
+                    mi.transport.sendmsg(verdict, source, 0, address)
                 except OSError as exc:  # the peer's address may be unreachable: nothing to tell it
                     log.debug("early answer to %s not sent: %s", address, exc)
 

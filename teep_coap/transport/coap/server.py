@@ -34,6 +34,7 @@ from teep_coap.transport.coap.aiocoap_compat import (
     with_shared_options,
 )
 from teep_coap.transport.coap.credentials import CredentialsError, DeviceCredentials
+from teep_coap.transport.coap.early_answer import EarlyAnswer
 from teep_coap.transport.coap.echo import EchoGuard
 from teep_coap.transport.coap.options import CoapOptions
 from teep_coap.transport.coap.server_socket import enlarge_receive_buffer, ensure_port_free
@@ -310,6 +311,7 @@ class CoapServer:
         self._context: aiocoap.Context | None = None
         self.port = 0
         self.resource = TeepResource(handler, profile, self.stats)
+        self.early: EarlyAnswer | None = None  # plain CoAP: answers junk before aiocoap's pipeline
         self._extra_resources: list[tuple[tuple[str, ...], aiocoap.resource.Resource]] = []
 
     def add_resource(self, path: tuple[str, ...], resource: aiocoap.resource.Resource) -> None:
@@ -393,6 +395,9 @@ class CoapServer:
         if mode == "dtls-psk":
             aiocoap_compat.tidy_dtls_server(self._context)
         bound_duplicate_caches(self._context)
+        if self.profile.transport.scheme == "coap":  # plain CoAP: refuse the cheap refusals early
+            self.early = EarlyAnswer(self.profile, self.resource.echo, self.stats.count)
+            aiocoap_compat.install_datagram_gate(self._context, self.early)
         self.port = _local_port(self._context)
         enlarge_receive_buffer(_server_socket(self._context))
         log.info("TAM serving %s (%s)", self.uri, self.profile.name)
