@@ -21,15 +21,8 @@ from pathlib import Path
 import cbor2
 import pytest
 
-from teep_coap.bench.hostile import (
-    CLASSES,
-    TamUnderTest,
-    _post_blockwise,
-    costly_cbor,
-    rss_bytes,
-    send_junk,
-    tam_with_log,
-)
+from teep_coap.bench.hostile_junk import CLASSES, costly_cbor, send_junk
+from teep_coap.bench.hostile_tam import TamUnderTest, _post_blockwise, rss_bytes, tam_with_log
 from teep_coap.bench.sessions import _cpu_seconds, make_world
 from teep_coap.encoding import otrp_cbor
 from teep_coap.encoding.errors import TeepDecodeError, TooDeep, UnsupportedValue
