@@ -204,17 +204,18 @@ def test_refused_replay_is_audited(tmp_path: Path) -> None:
     assert entry["session"] is None and "no outstanding request" in entry["detail"]
 
 
-async def test_credential_errors_name_their_cause(tmp_path: Path) -> None:
+async def test_credential_errors_name_their_cause(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     d = provision_device(tmp_path / "tam", tmp_path / "agent", "agent-1")
     good = load_agent_credentials(tmp_path / "agent")
 
     async def handler(payload: bytes, peer: object) -> bytes | None:
         return b"hello"
 
-    profile = quick("coaps-psk", request_timeout=2.0)
+    profile = quick("coaps-psk", request_timeout=30.0)  # every case must fail long before this
     async with CoapServer(profile, handler, devices=[d]) as server:
         cases = [
-            (dataclasses.replace(good, psk=bytes(16)), server.uri, TransportTimeout, "wrong DTLS PSK"),
+            (dataclasses.replace(good, psk=bytes(16)), server.uri, TransportError,
+             "alert decrypt_error.*DTLS PSK most likely does not match"),
             (dataclasses.replace(good, psk_identity="nobody"), server.uri, TransportError,
              "does not know the PSK identity 'nobody'"),
         ]  # fmt: skip
@@ -228,5 +229,36 @@ async def test_credential_errors_name_their_cause(tmp_path: Path) -> None:
                 with pytest.raises(kind, match=text) as exc:
                     await client.post(b"")
                 assert "NetworkError" not in str(exc.value) and "\n" not in str(exc.value)
+                assert not isinstance(exc.value, TransportTimeout)  # told at once, not after the timeout
             finally:
                 await client.close()
+        client = CoapClient(profile, server.uri, good)  # the right key still gets in afterwards
+        try:
+            assert await client.post(b"") == b"hello"
+        finally:
+            await client.close()
+    refusals = [r.getMessage() for r in caplog.records if "Finished did not verify" in r.getMessage()]
+    assert len(refusals) == 1 and "'agent-1'" in refusals[0]
+
+
+def test_agent_run_with_a_wrong_psk_says_so_in_one_line_at_once(tmp_path: Path) -> None:
+    world = make_world(tmp_path / "tam", tmp_path / "agents", 1, 64)
+    agent = world.agent_dirs[0]
+    toml = agent / "transport.toml"
+    lines = toml.read_text().splitlines()
+    toml.write_text(
+        "\n".join('psk_hex = "' + "00" * 16 + '"' if x.startswith("psk_hex") else x for x in lines)
+    )
+    with tam_process("coaps-psk", world.tam_dir) as (uri, _pid):
+        t0 = time.monotonic()
+        run = cli("agent", "run", "--profile", "coaps-psk", "--tam", uri, "--state", str(agent), timeout=60)
+        took = time.monotonic() - t0
+    assert run.returncode == 2
+    error = [line for line in run.stderr.splitlines() if line.startswith("teep-coap: error:")]
+    assert (
+        len(error) == 1
+        and "alert decrypt_error" in error[0]
+        and "DTLS PSK most likely does not match" in error[0]
+    )
+    assert "Traceback" not in run.stderr
+    assert took < 20  # the profile's request_timeout (20 s) was not waited out

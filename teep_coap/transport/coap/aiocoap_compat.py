@@ -251,8 +251,35 @@ def dtls_server_sessions(context: aiocoap.Context | None) -> int:
     return len(pool._connections) if pool is not None else 0
 
 
-def tidy_dtls_server(context: aiocoap.Context) -> None:
-    """Make aiocoap's DTLS server forget sessions that are over, and bound how many it keeps.
+_CHANGE_CIPHER_SPEC = 20
+_CLIENT_KEY_EXCHANGE = 16
+DECRYPT_ERROR = 51  # TLS alert: the peer's Finished did not verify (RFC 5246 §7.2.2)
+_ALERT_SEQUENCE = 1 << 40  # above any epoch-0 record number a handshake uses, so no replay check drops it
+
+
+def _records(datagram: bytes) -> list[tuple[int, int, int]]:
+    """(content type, epoch, first body byte or -1) of each DTLS record in a datagram."""
+    found = []
+    at = 0
+    while at + 13 <= len(datagram):
+        length = int.from_bytes(datagram[at + 11 : at + 13], "big")
+        first = datagram[at + 13] if length else -1
+        found.append((datagram[at], int.from_bytes(datagram[at + 3 : at + 5], "big"), first))
+        at += 13 + length
+    return found
+
+
+def _fatal_alert(description: int) -> bytes:
+    """An epoch-0 (unprotected) DTLS 1.2 fatal alert record."""
+    header = bytes([21, 0xFE, 0xFD, 0, 0]) + _ALERT_SEQUENCE.to_bytes(6, "big") + (2).to_bytes(2, "big")
+    return header + bytes([2, description])
+
+
+def tidy_dtls_server(
+    context: aiocoap.Context, on_bad_finished: Callable[[str, str], None] | None = None
+) -> None:
+    """Make aiocoap's DTLS server forget sessions that are over, bound how many it keeps, and tell a
+    client at once when its Finished does not verify.
 
     aiocoap 0.4.17 logs a peer's close_notify (alert level *warning*) as "unhandled" and keeps the
     session, and never calls its own purge: every finished session stayed in memory, and a client
@@ -260,21 +287,61 @@ def tidy_dtls_server(context: aiocoap.Context) -> None:
     warning-level close_notify ends the session as the fatal one does, a new ClientHello on an
     authenticated session's address starts afresh, and more than MAX_DTLS_SESSIONS sessions drop the
     least recently used.
+
+    A client whose PSK differs from ours sends a Finished that tinydtls cannot decrypt; tinydtls
+    drops it without a word (RFC 6347 §4.1.2.7) and the client waits out its whole timeout. When
+    a session that has received the ClientKeyExchange and the ChangeCipherSpec is still not connected
+    after an epoch-1 handshake record (the Finished), the key is wrong: the server sends a fatal
+    `decrypt_error` alert in epoch 0 (what TLS sends for a Finished that does not verify, RFC 5246
+    §7.4.9), drops the session, and calls `on_bad_finished(peer, psk identity)`.
     """
     from aiocoap.transports import tinydtls_server
-    from aiocoap.transports.tinydtls import CODE_CLOSE_NOTIFY, LEVEL_WARNING, CloseNotifyReceived
+    from aiocoap.transports.tinydtls import (
+        CODE_CLOSE_NOTIFY,
+        DTLS_EVENT_CONNECTED,
+        LEVEL_NOALERT,
+        LEVEL_WARNING,
+        CloseNotifyReceived,
+        FatalDTLSError,
+    )
 
     pool = _dtls_pool(context)
     if pool is None:
         return
 
     class _Address(tinydtls_server._AddressDTLS):
+        teep_connected = False
+        teep_key_exchange = False  # the ClientKeyExchange arrived
+        teep_keyed = False  # then the ChangeCipherSpec: the next epoch-1 handshake record is the Finished
+
         def _event(self, level: int, code: int) -> None:
+            if (level, code) == (LEVEL_NOALERT, DTLS_EVENT_CONNECTED):
+                self.teep_connected = True
             if (level, code) == (LEVEL_WARNING, CODE_CLOSE_NOTIFY):
                 if pool._connections.get(self._underlying_address.address) is self:
                     self._inject_error(CloseNotifyReceived())
                 return
             super()._event(level, code)
+
+    def check_finished(session: Any, datagram: bytes, sockaddr: Any) -> None:
+        """After tinydtls handled `datagram`: was it a Finished that did not verify with a known PSK?"""
+        if session.teep_connected:
+            return
+        for kind, epoch, first in _records(datagram):
+            if kind == _HANDSHAKE_RECORD and epoch == 0 and first == _CLIENT_KEY_EXCHANGE:
+                session.teep_key_exchange = True
+            elif kind == _CHANGE_CIPHER_SPEC and epoch == 0:
+                session.teep_keyed = session.teep_key_exchange
+            elif kind == _HANDSHAKE_RECORD and epoch >= 1 and session.teep_keyed:
+                identity = getattr(session._psk_store, "_claims", None)
+                if identity is None:  # unknown identity: tinydtls has already sent its alert
+                    return
+                pool._transport.sendto(_fatal_alert(DECRYPT_ERROR), sockaddr)
+                if pool._connections.get(sockaddr) is session:
+                    session._inject_error(FatalDTLSError(DECRYPT_ERROR))
+                if on_bad_finished is not None:
+                    on_bad_finished(str(session.hostinfo), str(identity))
+                return
 
     original = pool.datagram_received
 
@@ -289,6 +356,9 @@ def tidy_dtls_server(context: aiocoap.Context) -> None:
                     aiocoap.error.LibraryShutdown("DTLS session dropped (least recently used)")
                 )
         original(data, sockaddr)
+        session = pool._connections.get(sockaddr)
+        if isinstance(session, _Address):
+            check_finished(session, data, sockaddr)
 
     pool._Address = _Address
     pool.datagram_received = datagram_received

@@ -9,9 +9,10 @@ with our TAM and aiocoap 0.4.17 / tinydtls):
 - a fatal DTLS alert during the handshake: tinydtls' server sends `internal_error` (80) when the PSK
   identity is not in its key store; `handshake_failure`, `bad_record_mac` or `decrypt_error` point
   at a PSK that does not match;
-- a handshake that got answers from the TAM but never finished: the TAM drops a Finished it cannot
-  verify without an alert (RFC 6347 §4.1.2.7: invalid records are discarded), so a wrong PSK looks
-  like silence after the first flights;
+- a wrong PSK: tinydtls drops a Finished it cannot verify without an alert (RFC 6347 §4.1.2.7), so
+  our TAM answers it with a fatal `decrypt_error` itself (`aiocoap_compat.tidy_dtls_server`);
+- a handshake that got answers from the TAM but never finished: a TAM that does not send that alert
+  (another implementation) and a wrong PSK, or a TAM too busy to finish handshakes;
 - a handshake that got no answer at all: no DTLS server there (or a firewall).
 """
 

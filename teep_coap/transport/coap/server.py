@@ -253,6 +253,18 @@ class IndexedCredentials(aiocoap.credentials.CredentialsMap):
         return ctx
 
 
+def _log_bad_finished(peer: str, claim: str) -> None:
+    """One (rate-limited) line when a client's DTLS Finished did not verify: its PSK is not ours."""
+    identity = _identity_from_claim(claim)
+    log.warning(
+        "DTLS handshake from %s (PSK identity %r) refused: its Finished did not verify, so its PSK "
+        "differs from credentials.toml",
+        peer,
+        identity,
+        extra=JUNK,
+    )
+
+
 def _identity_from_claim(claim: str) -> str:
     return claim[len(CLAIM_PREFIX) :] if claim.startswith(CLAIM_PREFIX) else claim
 
@@ -393,7 +405,7 @@ class CoapServer:
         except OSError as exc:
             raise TransportError(f"cannot bind {host}:{port}: {exc}") from None
         if mode == "dtls-psk":
-            aiocoap_compat.tidy_dtls_server(self._context)
+            aiocoap_compat.tidy_dtls_server(self._context, _log_bad_finished)
         bound_duplicate_caches(self._context)
         if self.profile.transport.scheme == "coap":  # plain CoAP: refuse the cheap refusals early
             self.early = EarlyAnswer(self.profile, self.resource.echo, self.stats.count)
