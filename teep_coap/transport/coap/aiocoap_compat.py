@@ -22,18 +22,20 @@ its own clock, whose origin is the float time at which `aiocoap.transports.tinyd
 a program that imports first and handshakes later (every `agent run`) the computed wait is negative,
 and the client (`DTLSClientConnection._run_retransmissions`, a `while True` loop) spins at full CPU
 through every handshake, the server (`_AddressDTLS._run_retransmissions`) re-creates its task in a
-busy loop. `apply_dtls_fixes()` wraps `DTLSSocket.dtls.DTLS` to note each clock restart and replaces
-both methods with ones that read tinydtls' clock and sleep between RETRANSMIT_FLOOR and
-RETRANSMIT_CEILING. It also counts the datagrams each client connection receives
-(`datagrams_received`, for `diagnosis`). Left alone: on a TAM every new client's context restarts
-the clock for the handshakes in progress (a DTLSSocket matter). Upstream-style, this belongs in
-aiocoap's tinydtls.py / tinydtls_server.py.
+busy loop. `apply_dtls_fixes()` wraps `DTLSSocket.dtls.DTLS` so that tinydtls' clock keeps its first
+origin (a TAM makes one context per client, and each restart delayed the queued server-side
+retransmissions of every handshake in progress) and replaces both methods with ones that read
+tinydtls' clock and sleep between RETRANSMIT_FLOOR and RETRANSMIT_CEILING. It also counts the datagrams
+each client connection receives
+(`datagrams_received`, for `diagnosis`). Upstream-style, the timer fix belongs in aiocoap's
+tinydtls.py / tinydtls_server.py, the clock restart in DTLSSocket (initialise tinydtls once).
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import ctypes
 import functools
 import logging
 import math
@@ -57,6 +59,7 @@ from aiocoap.options import Options
 from aiocoap.util.asyncio.timeoutdict import TimeoutDict
 
 from teep_coap.errors import TeepCoapError
+from teep_coap.transport.coap.dtls_finished import finished_decrypts
 from teep_coap.transport.coap.hardening import (
     MAX_BLOCK1_ASSEMBLIES,
     MAX_BLOCK1_BYTES,
@@ -106,18 +109,39 @@ _state: dict[str, Any] = {"epoch": None, "applied": False}
 
 
 def _tinydtls_epoch() -> float:
-    """The whole second tinydtls' clock counts from (noted by `_noting_clock_restarts`); before the
-    first context there is no clock to read (then `now` is 0, and RETRANSMIT_CEILING bounds any error)."""
+    """The whole second tinydtls' clock counts from (kept by `_pinning_the_clock`); before the first
+    context there is no clock to read (then `now` is 0, and RETRANSMIT_CEILING bounds any error)."""
     epoch = _state["epoch"]
     return time.time() if epoch is None else float(epoch)
 
 
-def _noting_clock_restarts(original: Any) -> Any:
-    """`dtls.DTLS` that records the second at which the new context restarted tinydtls' clock."""
+def _clock_offset(dtls_module: Any) -> Any:
+    """tinydtls' `dtls_clock_offset` (a `time_t`, exported by DTLSSocket's extension), or None."""
+    try:
+        return ctypes.c_long.in_dll(ctypes.CDLL(dtls_module.__file__), "dtls_clock_offset")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _pinning_the_clock(original: Any, offset: Any) -> Any:
+    """`dtls.DTLS` that keeps tinydtls' clock on its first origin.
+
+    Each constructor re-runs tinydtls' init, which restarts the process-wide clock at the current
+    second. On a TAM a new client's context made every handshake in progress see its queued
+    retransmissions (due times on the old origin) come late by the time since the last restart:
+    during a burst of clients, seconds to tens of seconds. Writing the first origin back after each
+    constructor keeps one clock for every session. Without the symbol (`offset` None) the restart is
+    only noted, so that waits are computed on the new origin.
+    """
 
     def make_context(*args: Any, **kwargs: Any) -> Any:
         context = original(*args, **kwargs)
-        _state["epoch"] = math.floor(time.time())
+        if offset is None:
+            _state["epoch"] = math.floor(time.time())
+        elif _state["epoch"] is None:
+            _state["epoch"] = int(offset.value)
+        else:
+            offset.value = int(_state["epoch"])
         return context
 
     make_context.__wrapped__ = original  # type: ignore[attr-defined]
@@ -201,7 +225,7 @@ def apply_dtls_fixes() -> bool:
         return False
     from DTLSSocket import dtls
 
-    dtls.DTLS = _noting_clock_restarts(dtls.DTLS)
+    dtls.DTLS = _pinning_the_clock(dtls.DTLS, _clock_offset(dtls))
     tinydtls.DTLSClientConnection._run_retransmissions = _client_retransmissions
     single = tinydtls.DTLSClientConnection.SingleConnection
     _state["client_datagram_received"] = single.datagram_received
@@ -257,16 +281,35 @@ DECRYPT_ERROR = 51  # TLS alert: the peer's Finished did not verify (RFC 5246 §
 _ALERT_SEQUENCE = 1 << 40  # above any epoch-0 record number a handshake uses, so no replay check drops it
 
 
-def _records(datagram: bytes) -> list[tuple[int, int, int]]:
-    """(content type, epoch, first body byte or -1) of each DTLS record in a datagram."""
+def _records(datagram: bytes) -> list[tuple[int, int, bytes]]:
+    """(content type, epoch, the whole record) of each DTLS record in a datagram."""
     found = []
     at = 0
     while at + 13 <= len(datagram):
-        length = int.from_bytes(datagram[at + 11 : at + 13], "big")
-        first = datagram[at + 13] if length else -1
-        found.append((datagram[at], int.from_bytes(datagram[at + 3 : at + 5], "big"), first))
-        at += 13 + length
+        end = at + 13 + int.from_bytes(datagram[at + 11 : at + 13], "big")
+        found.append((datagram[at], int.from_bytes(datagram[at + 3 : at + 5], "big"), datagram[at:end]))
+        at = end
     return found
+
+
+def _noting_server_flight(messages: dict[int, bytes], send: Callable[[bytes], None], data: bytes) -> None:
+    """Keep the server's ServerHello flight messages (for the session hash), then send `data`."""
+    for kind, epoch, record in _records(bytes(data)):
+        if _handshake_type(kind, epoch, record) in _SERVER_FLIGHT:
+            messages[record[13]] = record[13:]
+    send(data)
+
+
+def _handshake_type(kind: int, epoch: int, record: bytes) -> int:
+    """The message type of an unprotected handshake record, else -1."""
+    return record[13] if kind == _HANDSHAKE_RECORD and epoch == 0 and len(record) > 13 else -1
+
+
+_RANDOM = slice(12 + 2, 12 + 2 + 32)  # in a Client/ServerHello: after the handshake header and version
+_SERVER_HELLO = 2
+_SERVER_FLIGHT = (2, 12, 14)  # ServerHello, ServerKeyExchange (PSK hint), ServerHelloDone
+# The session hash covers these, in this order, from the ClientHello with cookie on (RFC 6347 §4.2.6)
+_TRANSCRIPT_ORDER = (1, 2, 12, 14, 16)
 
 
 def _fatal_alert(description: int) -> bytes:
@@ -289,11 +332,13 @@ def tidy_dtls_server(
     least recently used.
 
     A client whose PSK differs from ours sends a Finished that tinydtls cannot decrypt; tinydtls
-    drops it without a word (RFC 6347 §4.1.2.7) and the client waits out its whole timeout. When
-    a session that has received the ClientKeyExchange and the ChangeCipherSpec is still not connected
-    after an epoch-1 handshake record (the Finished), the key is wrong: the server sends a fatal
-    `decrypt_error` alert in epoch 0 (what TLS sends for a Finished that does not verify, RFC 5246
-    §7.4.9), drops the session, and calls `on_bad_finished(peer, psk identity)`.
+    drops it without a word (RFC 6347 §4.1.2.7) and the client waits out its whole timeout. When a
+    session that has received the ClientKeyExchange (with an identity we know) and the
+    ChangeCipherSpec is still not connected after the Finished, and that Finished does not decrypt
+    under our PSK (`dtls_finished`), the server sends a fatal `decrypt_error` alert in epoch 0 (what
+    TLS sends for a Finished that does not verify, RFC 5246 §7.4.9), drops the session, and calls
+    `on_bad_finished(peer, psk identity)`. A Finished that decrypts but does not verify (tinydtls'
+    transcript after a duplicated message) stays unanswered: the client starts its handshake again.
     """
     from aiocoap.transports import tinydtls_server
     from aiocoap.transports.tinydtls import (
@@ -311,8 +356,24 @@ def tidy_dtls_server(
 
     class _Address(tinydtls_server._AddressDTLS):
         teep_connected = False
-        teep_key_exchange = False  # the ClientKeyExchange arrived
-        teep_keyed = False  # then the ChangeCipherSpec: the next epoch-1 handshake record is the Finished
+        teep_messages: dict[int, bytes]  # handshake type -> the message (DTLS header included)
+        teep_identity: bytes | None = None  # from the ClientKeyExchange
+        teep_keyed = False  # ChangeCipherSpec after it: the next epoch-1 handshake record is the Finished
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self.teep_messages = {}
+            super().__init__(*args, **kwargs)
+            # note our own ServerHello flight on its way out (overriding `_write`, the callback
+            # DTLSSocket holds, made the interpreter crash in garbage collection)
+            self._underlying_address.send = functools.partial(
+                _noting_server_flight, self.teep_messages, self._underlying_address.send
+            )
+
+        def teep_transcript(self) -> tuple[bytes, bytes, bytes]:
+            """client random, server random, the handshake messages up to the ClientKeyExchange."""
+            messages = self.teep_messages
+            randoms = [messages.get(t, b"")[_RANDOM] for t in (_CLIENT_HELLO, _SERVER_HELLO)]
+            return randoms[0], randoms[1], b"".join(messages.get(t, b"") for t in _TRANSCRIPT_ORDER)
 
         def _event(self, level: int, code: int) -> None:
             if (level, code) == (LEVEL_NOALERT, DTLS_EVENT_CONNECTED):
@@ -323,24 +384,47 @@ def tidy_dtls_server(
                 return
             super()._event(level, code)
 
-    def check_finished(session: Any, datagram: bytes, sockaddr: Any) -> None:
-        """After tinydtls handled `datagram`: was it a Finished that did not verify with a known PSK?"""
+    def wrong_key(session: Any, finished: bytes) -> bool:
+        if session.teep_identity is None or getattr(session._psk_store, "_claims", None) is None:
+            return False  # unknown identity: tinydtls has already sent its alert
+        try:
+            psk = session._psk_store[session.teep_identity]
+        except (KeyError, RuntimeError):
+            return False
+        return not finished_decrypts(finished, bytes(psk), *session.teep_transcript())
+
+    def new_handshake(session: Any, records: list[tuple[int, int, bytes]]) -> None:
+        """Before tinydtls sees the records: a ClientHello with a new random starts a new transcript
+        (the ClientHello with cookie repeats the first one's random)."""
+        for kind, epoch, record in records:
+            if _handshake_type(kind, epoch, record) == _CLIENT_HELLO:
+                if session.teep_messages.get(_CLIENT_HELLO, b"")[_RANDOM] != record[13:][_RANDOM]:
+                    session.teep_messages.clear()
+                session.teep_identity, session.teep_keyed = None, False
+
+    def check_finished(session: Any, records: list[tuple[int, int, bytes]], sockaddr: Any) -> None:
+        """After tinydtls handled the records: was one a Finished under another key than ours?"""
         if session.teep_connected:
             return
-        for kind, epoch, first in _records(datagram):
-            if kind == _HANDSHAKE_RECORD and epoch == 0 and first == _CLIENT_KEY_EXCHANGE:
-                session.teep_key_exchange = True
+        for kind, epoch, record in records:
+            first = record[13] if len(record) > 13 else -1
+            if kind == _HANDSHAKE_RECORD and epoch == 0 and first == _CLIENT_HELLO:
+                session.teep_messages[_CLIENT_HELLO] = record[13:]
+            elif kind == _HANDSHAKE_RECORD and epoch == 0 and first == _CLIENT_KEY_EXCHANGE:
+                session.teep_messages[_CLIENT_KEY_EXCHANGE] = record[13:]
+                size = int.from_bytes(record[25:27], "big")  # after record and handshake headers
+                session.teep_identity = record[27 : 27 + size]
             elif kind == _CHANGE_CIPHER_SPEC and epoch == 0:
-                session.teep_keyed = session.teep_key_exchange
+                session.teep_keyed = session.teep_identity is not None
             elif kind == _HANDSHAKE_RECORD and epoch >= 1 and session.teep_keyed:
-                identity = getattr(session._psk_store, "_claims", None)
-                if identity is None:  # unknown identity: tinydtls has already sent its alert
+                if not wrong_key(session, record):
                     return
+                identity = str(session._psk_store._claims)
                 pool._transport.sendto(_fatal_alert(DECRYPT_ERROR), sockaddr)
                 if pool._connections.get(sockaddr) is session:
                     session._inject_error(FatalDTLSError(DECRYPT_ERROR))
                 if on_bad_finished is not None:
-                    on_bad_finished(str(session.hostinfo), str(identity))
+                    on_bad_finished(str(session.hostinfo), identity)
                 return
 
     original = pool.datagram_received
@@ -355,10 +439,15 @@ def tidy_dtls_server(
                 oldest._inject_error(
                     aiocoap.error.LibraryShutdown("DTLS session dropped (least recently used)")
                 )
+        # copies (slices) of the handshake records: tinydtls decrypts `data` in place, bytes or not
+        records = _records(data) if data[:1] in (b"\x14", b"\x16") else []
+        known = pool._connections.get(sockaddr)
+        if records and isinstance(known, _Address) and not known.teep_connected:
+            new_handshake(known, records)
         original(data, sockaddr)
         session = pool._connections.get(sockaddr)
-        if isinstance(session, _Address):
-            check_finished(session, data, sockaddr)
+        if records and isinstance(session, _Address):
+            check_finished(session, records, sockaddr)
 
     pool._Address = _Address
     pool.datagram_received = datagram_received
