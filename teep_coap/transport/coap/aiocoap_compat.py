@@ -37,13 +37,14 @@ import asyncio
 import copy
 import ctypes
 import functools
+import itertools
 import logging
 import math
 import os
 import socket
 import time
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import aiocoap
@@ -292,11 +293,24 @@ def _records(datagram: bytes) -> list[tuple[int, int, bytes]]:
     return found
 
 
-def _noting_server_flight(messages: dict[int, bytes], send: Callable[[bytes], None], data: bytes) -> None:
+MAX_VERSIONS = 3  # distinct versions kept of each handshake message (the first ClientHello, retries)
+MAX_TRANSCRIPTS = 16  # combinations of them tried against a Finished
+
+
+def _keep(messages: dict[int, list[bytes]], kind: int, message: bytes) -> None:
+    versions = messages.setdefault(kind, [])
+    if message not in versions:
+        versions.append(message)
+        del versions[:-MAX_VERSIONS]
+
+
+def _noting_server_flight(
+    messages: dict[int, list[bytes]], send: Callable[[bytes], None], data: bytes
+) -> None:
     """Keep the server's ServerHello flight messages (for the session hash), then send `data`."""
     for kind, epoch, record in _records(bytes(data)):
         if _handshake_type(kind, epoch, record) in _SERVER_FLIGHT:
-            messages[record[13]] = record[13:]
+            _keep(messages, record[13], record[13:])
     send(data)
 
 
@@ -356,7 +370,7 @@ def tidy_dtls_server(
 
     class _Address(tinydtls_server._AddressDTLS):
         teep_connected = False
-        teep_messages: dict[int, bytes]  # handshake type -> the message (DTLS header included)
+        teep_messages: dict[int, list[bytes]]  # handshake type -> each distinct message seen
         teep_identity: bytes | None = None  # from the ClientKeyExchange
         teep_keyed = False  # ChangeCipherSpec after it: the next epoch-1 handshake record is the Finished
 
@@ -369,11 +383,14 @@ def tidy_dtls_server(
                 _noting_server_flight, self.teep_messages, self._underlying_address.send
             )
 
-        def teep_transcript(self) -> tuple[bytes, bytes, bytes]:
-            """client random, server random, the handshake messages up to the ClientKeyExchange."""
-            messages = self.teep_messages
-            randoms = [messages.get(t, b"")[_RANDOM] for t in (_CLIENT_HELLO, _SERVER_HELLO)]
-            return randoms[0], randoms[1], b"".join(messages.get(t, b"") for t in _TRANSCRIPT_ORDER)
+        def teep_transcripts(self) -> Iterator[tuple[bytes, bytes, bytes]]:
+            """(client random, server random, handshake messages up to the ClientKeyExchange) for
+            each combination of the messages seen: a repeated ClientHello can make tinydtls answer
+            with a new ServerHello, and the client may have gone on with either."""
+            versions = [self.teep_messages.get(t) or [b""] for t in _TRANSCRIPT_ORDER]
+            for chosen in itertools.islice(itertools.product(*versions), MAX_TRANSCRIPTS):
+                hello, server_hello = chosen[0], chosen[1]
+                yield hello[_RANDOM], server_hello[_RANDOM], b"".join(chosen)
 
         def _event(self, level: int, code: int) -> None:
             if (level, code) == (LEVEL_NOALERT, DTLS_EVENT_CONNECTED):
@@ -391,14 +408,15 @@ def tidy_dtls_server(
             psk = session._psk_store[session.teep_identity]
         except (KeyError, RuntimeError):
             return False
-        return not finished_decrypts(finished, bytes(psk), *session.teep_transcript())
+        return not any(finished_decrypts(finished, bytes(psk), *t) for t in session.teep_transcripts())
 
     def new_handshake(session: Any, records: list[tuple[int, int, bytes]]) -> None:
         """Before tinydtls sees the records: a ClientHello with a new random starts a new transcript
         (the ClientHello with cookie repeats the first one's random)."""
         for kind, epoch, record in records:
             if _handshake_type(kind, epoch, record) == _CLIENT_HELLO:
-                if session.teep_messages.get(_CLIENT_HELLO, b"")[_RANDOM] != record[13:][_RANDOM]:
+                hellos = session.teep_messages.get(_CLIENT_HELLO) or [b""]
+                if hellos[-1][_RANDOM] != record[13:][_RANDOM]:
                     session.teep_messages.clear()
                 session.teep_identity, session.teep_keyed = None, False
 
@@ -409,9 +427,9 @@ def tidy_dtls_server(
         for kind, epoch, record in records:
             first = record[13] if len(record) > 13 else -1
             if kind == _HANDSHAKE_RECORD and epoch == 0 and first == _CLIENT_HELLO:
-                session.teep_messages[_CLIENT_HELLO] = record[13:]
+                _keep(session.teep_messages, _CLIENT_HELLO, record[13:])
             elif kind == _HANDSHAKE_RECORD and epoch == 0 and first == _CLIENT_KEY_EXCHANGE:
-                session.teep_messages[_CLIENT_KEY_EXCHANGE] = record[13:]
+                _keep(session.teep_messages, _CLIENT_KEY_EXCHANGE, record[13:])
                 size = int.from_bytes(record[25:27], "big")  # after record and handshake headers
                 session.teep_identity = record[27 : 27 + size]
             elif kind == _CHANGE_CIPHER_SPEC and epoch == 0:
