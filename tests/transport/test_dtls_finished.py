@@ -6,7 +6,16 @@ aiocoap 0.4.17, TLS_PSK_WITH_AES_128_CCM_8 with the extended master secret), cap
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+from coap_helpers import quick
+
+from teep_coap.transport.coap import CoapClient, CoapServer, aiocoap_compat
+from teep_coap.transport.coap.credentials import load_agent_credentials, provision_device
 from teep_coap.transport.coap.dtls_finished import finished_decrypts, prf
+
+pytestmark = pytest.mark.timeout(60)
 
 PSK = bytes.fromhex("553e20bf38cc6fbffcfa43dec1392e85")
 CLIENT_HELLO = bytes.fromhex(  # the one with the cookie; DTLS handshake header included
@@ -47,3 +56,23 @@ def test_prf_matches_a_published_tls12_sha256_vector() -> None:
     out = prf(secret, b"test label", seed, 100)
     assert out[:16] == bytes.fromhex("e3f229ba727be17b8d122620557cd453")
     assert len(out) == 100
+
+
+async def test_a_right_psk_finished_is_never_refused_even_when_the_check_runs(tmp_path: Path) -> None:
+    """The TAM looks at a Finished only when tinydtls did not connect (a rare transcript mismatch);
+    here it is made to look at every one: a right PSK must still connect, with no alert."""
+    device = provision_device(tmp_path / "tam", tmp_path / "agent", "agent-1")
+
+    async def handler(payload: bytes, peer: object) -> bytes | None:
+        return b"hello"
+
+    profile = quick("coaps-psk", request_timeout=5.0)
+    async with CoapServer(profile, handler, devices=[device]) as server:
+        pool = aiocoap_compat._dtls_pool(server._context)
+        pool._Address.teep_connected = property(lambda self: False, lambda self, value: None)
+        for _ in range(3):
+            client = CoapClient(profile, server.uri, load_agent_credentials(tmp_path / "agent"))
+            try:
+                assert await client.post(b"") == b"hello"
+            finally:
+                await client.close()

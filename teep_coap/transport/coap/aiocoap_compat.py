@@ -283,12 +283,14 @@ _ALERT_SEQUENCE = 1 << 40  # above any epoch-0 record number a handshake uses, s
 
 
 def _records(datagram: bytes) -> list[tuple[int, int, bytes]]:
-    """(content type, epoch, the whole record) of each DTLS record in a datagram."""
+    """(content type, epoch, a copy of the whole record) of each DTLS record in a datagram (tinydtls
+    decrypts the datagram's buffer in place, even a Python bytes object)."""
     found = []
     at = 0
     while at + 13 <= len(datagram):
         end = at + 13 + int.from_bytes(datagram[at + 11 : at + 13], "big")
-        found.append((datagram[at], int.from_bytes(datagram[at + 3 : at + 5], "big"), datagram[at:end]))
+        record = bytes(bytearray(datagram[at:end]))  # a copy: a whole-bytes slice is the same object
+        found.append((datagram[at], int.from_bytes(datagram[at + 3 : at + 5], "big"), record))
         at = end
     return found
 
