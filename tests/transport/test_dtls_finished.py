@@ -14,6 +14,7 @@ from coap_helpers import quick
 from teep_coap.transport.coap import CoapClient, CoapServer, aiocoap_compat
 from teep_coap.transport.coap.credentials import load_agent_credentials, provision_device
 from teep_coap.transport.coap.dtls_finished import finished_decrypts, prf
+from teep_coap.transport.coap.dtls_watch import HandshakeWatch, records
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -76,3 +77,29 @@ async def test_a_right_psk_finished_is_never_refused_even_when_the_check_runs(tm
                 assert await client.post(b"") == b"hello"
             finally:
                 await client.close()
+
+
+def _record(kind: int, body: bytes, epoch: int = 0) -> bytes:
+    return (
+        bytes([kind, 0xFE, 0xFD]) + epoch.to_bytes(2, "big") + bytes(6) + len(body).to_bytes(2, "big") + body
+    )
+
+
+def test_the_watch_rebuilds_the_transcript_from_the_records_as_they_pass() -> None:
+    watch = HandshakeWatch()
+    first_hello = records(_record(22, CLIENT_HELLO))  # same random as the one with the cookie
+    watch.before(first_hello)
+    assert watch.after(first_hello) is None
+    watch.server_sent(_record(22, SERVER_HELLO))
+    watch.server_sent(_record(22, SERVER_HELLO))  # a retransmission is one version, not two
+    watch.server_sent(_record(22, SERVER_HELLO_DONE))
+    for datagram in (_record(22, CLIENT_KEY_EXCHANGE), _record(20, b"\x01")):
+        assert watch.after(records(datagram)) is None
+    assert watch.identity == b"agent-1" and watch.keyed
+    assert watch.after(records(FINISHED)) == FINISHED
+    assert any(finished_decrypts(FINISHED, PSK, *t) for t in watch.transcripts())
+    assert not any(finished_decrypts(FINISHED, bytes(16), *t) for t in watch.transcripts())
+    new_hello = bytearray(CLIENT_HELLO)
+    new_hello[20] ^= 1  # another random: a new handshake forgets the old messages
+    watch.before(records(_record(22, bytes(new_hello))))
+    assert watch.messages == {} and watch.identity is None and not watch.keyed

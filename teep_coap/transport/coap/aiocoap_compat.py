@@ -13,22 +13,14 @@ Importing this module checks the installed aiocoap version: another one raises
 `TEEP_COAP_AIOCOAP_UNCHECKED=1` says to go on anyway (then each adaptation is applied as written,
 at the operator's risk, with one warning).
 
-**DTLS retransmission clock.** tinydtls (in DTLSSocket 0.2.3) counts time in milliseconds from a
-whole second that DTLSSocket resets in every `DTLS()` constructor (it re-runs tinydtls' init, clock
-included): the clock restarts when the process makes any DTLS context. `checkRetransmit()` answers
-when the next retransmission is due on that clock. aiocoap 0.4.17 turns the answer into a sleep with
-its own clock, whose origin is the float time at which `aiocoap.transports.tinydtls` was imported
-(`DTLS_CLOCK_OFFSET`). The two agree only if the context is made within the second of that import. In
-a program that imports first and handshakes later (every `agent run`) the computed wait is negative,
-and the client (`DTLSClientConnection._run_retransmissions`, a `while True` loop) spins at full CPU
-through every handshake, the server (`_AddressDTLS._run_retransmissions`) re-creates its task in a
-busy loop. `apply_dtls_fixes()` wraps `DTLSSocket.dtls.DTLS` so that tinydtls' clock keeps its first
-origin (a TAM makes one context per client, and each restart delayed the queued server-side
-retransmissions of every handshake in progress) and replaces both methods with ones that read
-tinydtls' clock and sleep between RETRANSMIT_FLOOR and RETRANSMIT_CEILING. It also counts the datagrams
-each client connection receives
-(`datagrams_received`, for `diagnosis`). Upstream-style, the timer fix belongs in aiocoap's
-tinydtls.py / tinydtls_server.py, the clock restart in DTLSSocket (initialise tinydtls once).
+**DTLS retransmission clock.** tinydtls (DTLSSocket 0.2.3) counts milliseconds from a whole second
+reset by every `DTLS()` constructor; aiocoap 0.4.17 turns its "next retransmission at T" into a sleep
+on its own clock, which starts at aiocoap's import. In a program that handshakes seconds after the
+import (every `agent run`) the wait was negative and `_run_retransmissions` spun at full CPU through
+every handshake (client) or re-created its task in a busy loop (server). `apply_dtls_fixes()` keeps
+tinydtls' clock on its first origin, sleeps on that clock (RETRANSMIT_FLOOR to RETRANSMIT_CEILING),
+and counts the datagrams each client connection receives (`datagrams_received`, for `diagnosis`).
+Upstream-style, the timer fix belongs in aiocoap's tinydtls*.py, the clock in DTLSSocket.
 """
 
 from __future__ import annotations
@@ -37,14 +29,13 @@ import asyncio
 import copy
 import ctypes
 import functools
-import itertools
 import logging
 import math
 import os
 import socket
 import time
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import aiocoap
@@ -61,6 +52,15 @@ from aiocoap.util.asyncio.timeoutdict import TimeoutDict
 
 from teep_coap.errors import TeepCoapError
 from teep_coap.transport.coap.dtls_finished import finished_decrypts
+from teep_coap.transport.coap.dtls_watch import (
+    CLIENT_HELLO,
+    DECRYPT_ERROR,
+    HANDSHAKE_RECORD,
+    HandshakeWatch,
+    Record,
+    fatal_alert,
+    records,
+)
 from teep_coap.transport.coap.hardening import (
     MAX_BLOCK1_ASSEMBLIES,
     MAX_BLOCK1_BYTES,
@@ -194,10 +194,6 @@ def datagrams_received(connection: Any) -> int:
     return int(getattr(connection, "_teep_datagrams", 0))
 
 
-_HANDSHAKE_RECORD = 22
-_CLIENT_HELLO = 1
-
-
 def restarts_authenticated_session(connection: Any, datagram: bytes) -> bool:
     """True if `datagram` is a ClientHello in epoch 0 sent to a server-side session that has
     already looked up a PSK (so it belongs to a handshake that got past its ClientKeyExchange).
@@ -208,7 +204,7 @@ def restarts_authenticated_session(connection: Any, datagram: bytes) -> bool:
     handshake would fail on the old session for ever; RFC 6347 §4.2.8 lets a server treat such a
     ClientHello as a new connection, which the caller does by dropping the old session first.
     """
-    if len(datagram) < 14 or datagram[0] != _HANDSHAKE_RECORD or datagram[13] != _CLIENT_HELLO:
+    if len(datagram) < 14 or datagram[0] != HANDSHAKE_RECORD or datagram[13] != CLIENT_HELLO:
         return False
     if datagram[3:5] != b"\x00\x00":  # not epoch 0: a renegotiation inside the session
         return False
@@ -276,62 +272,9 @@ def dtls_server_sessions(context: aiocoap.Context | None) -> int:
     return len(pool._connections) if pool is not None else 0
 
 
-_CHANGE_CIPHER_SPEC = 20
-_CLIENT_KEY_EXCHANGE = 16
-DECRYPT_ERROR = 51  # TLS alert: the peer's Finished did not verify (RFC 5246 §7.2.2)
-_ALERT_SEQUENCE = 1 << 40  # above any epoch-0 record number a handshake uses, so no replay check drops it
-
-
-def _records(datagram: bytes) -> list[tuple[int, int, bytes]]:
-    """(content type, epoch, a copy of the whole record) of each DTLS record in a datagram (tinydtls
-    decrypts the datagram's buffer in place, even a Python bytes object)."""
-    found = []
-    at = 0
-    while at + 13 <= len(datagram):
-        end = at + 13 + int.from_bytes(datagram[at + 11 : at + 13], "big")
-        record = bytes(bytearray(datagram[at:end]))  # a copy: a whole-bytes slice is the same object
-        found.append((datagram[at], int.from_bytes(datagram[at + 3 : at + 5], "big"), record))
-        at = end
-    return found
-
-
-MAX_VERSIONS = 3  # distinct versions kept of each handshake message (the first ClientHello, retries)
-MAX_TRANSCRIPTS = 16  # combinations of them tried against a Finished
-
-
-def _keep(messages: dict[int, list[bytes]], kind: int, message: bytes) -> None:
-    versions = messages.setdefault(kind, [])
-    if message not in versions:
-        versions.append(message)
-        del versions[:-MAX_VERSIONS]
-
-
-def _noting_server_flight(
-    messages: dict[int, list[bytes]], send: Callable[[bytes], None], data: bytes
-) -> None:
-    """Keep the server's ServerHello flight messages (for the session hash), then send `data`."""
-    for kind, epoch, record in _records(bytes(data)):
-        if _handshake_type(kind, epoch, record) in _SERVER_FLIGHT:
-            _keep(messages, record[13], record[13:])
+def _sending(watch: HandshakeWatch, send: Callable[[bytes], None], data: bytes) -> None:
+    watch.server_sent(data)
     send(data)
-
-
-def _handshake_type(kind: int, epoch: int, record: bytes) -> int:
-    """The message type of an unprotected handshake record, else -1."""
-    return record[13] if kind == _HANDSHAKE_RECORD and epoch == 0 and len(record) > 13 else -1
-
-
-_RANDOM = slice(12 + 2, 12 + 2 + 32)  # in a Client/ServerHello: after the handshake header and version
-_SERVER_HELLO = 2
-_SERVER_FLIGHT = (2, 12, 14)  # ServerHello, ServerKeyExchange (PSK hint), ServerHelloDone
-# The session hash covers these, in this order, from the ClientHello with cookie on (RFC 6347 §4.2.6)
-_TRANSCRIPT_ORDER = (1, 2, 12, 14, 16)
-
-
-def _fatal_alert(description: int) -> bytes:
-    """An epoch-0 (unprotected) DTLS 1.2 fatal alert record."""
-    header = bytes([21, 0xFE, 0xFD, 0, 0]) + _ALERT_SEQUENCE.to_bytes(6, "big") + (2).to_bytes(2, "big")
-    return header + bytes([2, description])
 
 
 def tidy_dtls_server(
@@ -347,14 +290,13 @@ def tidy_dtls_server(
     authenticated session's address starts afresh, and more than MAX_DTLS_SESSIONS sessions drop the
     least recently used.
 
-    A client whose PSK differs from ours sends a Finished that tinydtls cannot decrypt; tinydtls
-    drops it without a word (RFC 6347 §4.1.2.7) and the client waits out its whole timeout. When a
-    session that has received the ClientKeyExchange (with an identity we know) and the
-    ChangeCipherSpec is still not connected after the Finished, and that Finished does not decrypt
-    under our PSK (`dtls_finished`), the server sends a fatal `decrypt_error` alert in epoch 0 (what
-    TLS sends for a Finished that does not verify, RFC 5246 §7.4.9), drops the session, and calls
-    `on_bad_finished(peer, psk identity)`. A Finished that decrypts but does not verify (tinydtls'
-    transcript after a duplicated message) stays unanswered: the client starts its handshake again.
+    A client whose PSK differs from ours sends a Finished that tinydtls drops without a word (RFC
+    6347 §4.1.2.7): the client waited out its whole timeout. When a session is still not connected
+    after the client's Finished (`dtls_watch`) and that Finished does not decrypt under the PSK of
+    the identity it named (`dtls_finished`), the server sends a fatal `decrypt_error` alert in epoch
+    0 (RFC 5246 §7.4.9), drops the session and calls `on_bad_finished(peer, claims)`. A Finished that
+    decrypts but does not verify (tinydtls' transcript after a duplicated message) stays unanswered:
+    the client starts its handshake again.
     """
     from aiocoap.transports import tinydtls_server
     from aiocoap.transports.tinydtls import (
@@ -372,27 +314,15 @@ def tidy_dtls_server(
 
     class _Address(tinydtls_server._AddressDTLS):
         teep_connected = False
-        teep_messages: dict[int, list[bytes]]  # handshake type -> each distinct message seen
-        teep_identity: bytes | None = None  # from the ClientKeyExchange
-        teep_keyed = False  # ChangeCipherSpec after it: the next epoch-1 handshake record is the Finished
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
-            self.teep_messages = {}
+            self.teep_watch = HandshakeWatch()
             super().__init__(*args, **kwargs)
-            # note our own ServerHello flight on its way out (overriding `_write`, the callback
-            # DTLSSocket holds, made the interpreter crash in garbage collection)
+            # our ServerHello flight on its way out (overriding `_write`, the callback DTLSSocket
+            # holds, made the interpreter crash in garbage collection)
             self._underlying_address.send = functools.partial(
-                _noting_server_flight, self.teep_messages, self._underlying_address.send
+                _sending, self.teep_watch, self._underlying_address.send
             )
-
-        def teep_transcripts(self) -> Iterator[tuple[bytes, bytes, bytes]]:
-            """(client random, server random, handshake messages up to the ClientKeyExchange) for
-            each combination of the messages seen: a repeated ClientHello can make tinydtls answer
-            with a new ServerHello, and the client may have gone on with either."""
-            versions = [self.teep_messages.get(t) or [b""] for t in _TRANSCRIPT_ORDER]
-            for chosen in itertools.islice(itertools.product(*versions), MAX_TRANSCRIPTS):
-                hello, server_hello = chosen[0], chosen[1]
-                yield hello[_RANDOM], server_hello[_RANDOM], b"".join(chosen)
 
         def _event(self, level: int, code: int) -> None:
             if (level, code) == (LEVEL_NOALERT, DTLS_EVENT_CONNECTED):
@@ -403,49 +333,26 @@ def tidy_dtls_server(
                 return
             super()._event(level, code)
 
-    def wrong_key(session: Any, finished: bytes) -> bool:
-        if session.teep_identity is None or getattr(session._psk_store, "_claims", None) is None:
-            return False  # unknown identity: tinydtls has already sent its alert
-        try:
-            psk = session._psk_store[session.teep_identity]
-        except (KeyError, RuntimeError):
-            return False
-        return not any(finished_decrypts(finished, bytes(psk), *t) for t in session.teep_transcripts())
-
-    def new_handshake(session: Any, records: list[tuple[int, int, bytes]]) -> None:
-        """Before tinydtls sees the records: a ClientHello with a new random starts a new transcript
-        (the ClientHello with cookie repeats the first one's random)."""
-        for kind, epoch, record in records:
-            if _handshake_type(kind, epoch, record) == _CLIENT_HELLO:
-                hellos = session.teep_messages.get(_CLIENT_HELLO) or [b""]
-                if hellos[-1][_RANDOM] != record[13:][_RANDOM]:
-                    session.teep_messages.clear()
-                session.teep_identity, session.teep_keyed = None, False
-
-    def check_finished(session: Any, records: list[tuple[int, int, bytes]], sockaddr: Any) -> None:
+    def check_finished(session: Any, client_records: list[Record], sockaddr: Any) -> None:
         """After tinydtls handled the records: was one a Finished under another key than ours?"""
         if session.teep_connected:
             return
-        for kind, epoch, record in records:
-            first = record[13] if len(record) > 13 else -1
-            if kind == _HANDSHAKE_RECORD and epoch == 0 and first == _CLIENT_HELLO:
-                _keep(session.teep_messages, _CLIENT_HELLO, record[13:])
-            elif kind == _HANDSHAKE_RECORD and epoch == 0 and first == _CLIENT_KEY_EXCHANGE:
-                _keep(session.teep_messages, _CLIENT_KEY_EXCHANGE, record[13:])
-                size = int.from_bytes(record[25:27], "big")  # after record and handshake headers
-                session.teep_identity = record[27 : 27 + size]
-            elif kind == _CHANGE_CIPHER_SPEC and epoch == 0:
-                session.teep_keyed = session.teep_identity is not None
-            elif kind == _HANDSHAKE_RECORD and epoch >= 1 and session.teep_keyed:
-                if not wrong_key(session, record):
-                    return
-                identity = str(session._psk_store._claims)
-                pool._transport.sendto(_fatal_alert(DECRYPT_ERROR), sockaddr)
-                if pool._connections.get(sockaddr) is session:
-                    session._inject_error(FatalDTLSError(DECRYPT_ERROR))
-                if on_bad_finished is not None:
-                    on_bad_finished(str(session.hostinfo), identity)
-                return
+        watch: HandshakeWatch = session.teep_watch
+        finished = watch.after(client_records)
+        claims = getattr(session._psk_store, "_claims", None)
+        if finished is None or claims is None:  # no identity known: tinydtls has sent its own alert
+            return
+        try:
+            psk = bytes(session._psk_store[watch.identity])
+        except (KeyError, RuntimeError):
+            return
+        if any(finished_decrypts(finished, psk, *t) for t in watch.transcripts()):
+            return  # the right key, a transcript tinydtls did not like: the client starts again
+        pool._transport.sendto(fatal_alert(DECRYPT_ERROR), sockaddr)
+        if pool._connections.get(sockaddr) is session:
+            session._inject_error(FatalDTLSError(DECRYPT_ERROR))
+        if on_bad_finished is not None:
+            on_bad_finished(str(session.hostinfo), str(claims))
 
     original = pool.datagram_received
 
@@ -459,15 +366,15 @@ def tidy_dtls_server(
                 oldest._inject_error(
                     aiocoap.error.LibraryShutdown("DTLS session dropped (least recently used)")
                 )
-        # copies (slices) of the handshake records: tinydtls decrypts `data` in place, bytes or not
-        records = _records(data) if data[:1] in (b"\x14", b"\x16") else []
+        # copies of the handshake records: tinydtls decrypts `data` in place, bytes or not
+        client_records = records(data) if data[:1] in (b"\x14", b"\x16") else []
         known = pool._connections.get(sockaddr)
-        if records and isinstance(known, _Address) and not known.teep_connected:
-            new_handshake(known, records)
+        if client_records and isinstance(known, _Address) and not known.teep_connected:
+            known.teep_watch.before(client_records)
         original(data, sockaddr)
         session = pool._connections.get(sockaddr)
-        if records and isinstance(session, _Address):
-            check_finished(session, records, sockaddr)
+        if client_records and isinstance(session, _Address):
+            check_finished(session, client_records, sockaddr)
 
     pool._Address = _Address
     pool.datagram_received = datagram_received
