@@ -158,7 +158,7 @@ def worst_inputs_cpu(tam: TamUnderTest, size: int, timeout: float = 120.0) -> li
     return rows
 
 
-SMALLEST_ACCEPTED_SZX = 2  # 64-byte blocks: the TAM refuses smaller ones early (4.00)
+SMALLEST_ACCEPTED_SZX = 1  # 32-byte blocks: the TAM refuses smaller ones early (4.00)
 
 
 def tiny_blocks_cpu(tam: TamUnderTest, size: int, szx: int = 0) -> dict[str, Any]:

@@ -71,6 +71,10 @@ async def test_wrong_method_and_format_are_answered_early_without_reaching_the_r
         tiny = aiocoap.optiontypes.BlockOption.BlockwiseTuple(0, True, 0)  # 16-byte blocks
         small = await asyncio.to_thread(_ask, port, _request(aiocoap.POST, block1=tiny, payload=b"x" * 16))
         assert small is not None and str(small.code.dotted) == "4.00"
+        blocks32 = aiocoap.optiontypes.BlockOption.BlockwiseTuple(0, True, 1)  # 32 bytes: taken
+        taken = _request(aiocoap.POST, block1=blocks32, content_format=CF, payload=b"x" * 32)
+        went_on = await asyncio.to_thread(_ask, port, taken)
+        assert went_on is not None and str(went_on.code.dotted) == "2.31"
         junk = await asyncio.to_thread(_ask, port, b"\x40\x01\x00\x01\xbf\xff", expect_answer=False)
         assert junk is None  # Uri-Path 0xff (not UTF-8): dropped, as aiocoap drops unparsable datagrams
         assert server.early is not None

@@ -10,9 +10,9 @@ once with aiocoap's own `Message` codec, and answers on the spot, statelessly:
 - not a CoAP 1 datagram, or options that do not decode: dropped (aiocoap drops them too);
 - a request for the TEEP path with a method other than POST: 4.05, no payload;
 - a POST from an address that has not proven itself (RFC 9175 Echo, `echo.EchoGuard`): 4.01 + Echo;
-- a Block1 block smaller than MIN_BLOCK_SIZE (64 bytes): 4.00. Each block costs the same fixed
+- a Block1 block smaller than MIN_BLOCK_SIZE (32 bytes): 4.00. Each block costs the same fixed
   pipeline work, so 16-byte blocks made a body cost 11 ms of CPU per KiB; no profile uses blocks
-  below 64 bytes, and the peer is not authenticated yet on plain CoAP;
+  below 64 bytes (`check tam` probes with 32), and the peer is not authenticated yet on plain CoAP;
 - a single-block POST with a Content-Format or Accept the binding does not serve: 4.15 / 4.06 with
   the same diagnostic the resource gives.
 
@@ -39,7 +39,7 @@ from teep_coap.transport.junklog import JUNK
 
 log = logging.getLogger("teep_coap.transport.coap.server")
 
-MIN_BLOCK_SZX = 2  # RFC 7959 SZX: 64-byte blocks, the smallest any profile uses (coap-constrained)
+MIN_BLOCK_SZX = 1  # RFC 7959 SZX: 32-byte blocks; profiles use 64 and up (coap-constrained: 64)
 MIN_BLOCK_SIZE = 2 ** (MIN_BLOCK_SZX + 4)
 DIAGNOSTIC_MAX = 120  # bytes of diagnostic payload in error responses (RFC 7252 §5.5.2)
 _FIRST_RESPONSE_CODE = 64  # 2.00: codes below are requests (1..31) or empty (0)
