@@ -20,6 +20,7 @@ from teep_coap.profiles.schema import (
     ENCODINGS,
     PROTOCOLS,
     SCHEME_SECURITY,
+    SCHEME_SECURITY_ALLOWED,
     SCHEMES,
     SECURITY_MODES,
     TABLE_KEYS,
@@ -138,10 +139,10 @@ def profile_from_dict(data: dict[str, Any], source: str = "<dict>", default_name
 
     s = data.get("security", {})
     mode = _choice(f"{where} [security]", "mode", s.get("mode", SCHEME_SECURITY[scheme]), SECURITY_MODES)
-    if mode != SCHEME_SECURITY[scheme]:
+    if mode not in SCHEME_SECURITY_ALLOWED[scheme]:
         raise ProfileError(
             f"{where} [security]: mode {mode!r} does not fit scheme {scheme!r} "
-            f"(needs {SCHEME_SECURITY[scheme]!r})"
+            f"(needs {' or '.join(repr(m) for m in SCHEME_SECURITY_ALLOWED[scheme])})"
         )
     security = SecuritySettings(mode=mode, **{k: v for k, v in s.items() if k != "mode"})
     if mode == "dtls-psk" and security.dtls_cipher_suite not in DTLS_CIPHER_SUITES:

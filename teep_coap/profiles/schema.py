@@ -16,14 +16,19 @@ from teep_coap.transport.coap.options import COAP_SCHEMES, block_szx
 PROTOCOLS = ("teep", "otrp")
 ENCODINGS = ("cbor", "json")
 SCHEMES = ("coap", "coaps", "coap+oscore", "http", "https")
-SECURITY_MODES = ("none", "dtls-psk", "oscore", "tls")
-# Which security mode each scheme needs (a coaps profile without DTLS would be a lie).
+SECURITY_MODES = ("none", "dtls-psk", "oscore", "edhoc", "tls")
+# Which security mode each scheme needs by default (a coaps profile without DTLS would be a lie).
 SCHEME_SECURITY = {
     "coap": "none",
     "coaps": "dtls-psk",
     "coap+oscore": "oscore",
     "http": "none",
     "https": "tls",
+}
+# The modes a scheme allows: OSCORE's context comes pre-shared ("oscore") or from an EDHOC handshake
+# (RFC 9528, "edhoc"); on the wire both are OSCORE-protected CoAP.
+SCHEME_SECURITY_ALLOWED = {scheme: (mode,) for scheme, mode in SCHEME_SECURITY.items()} | {
+    "coap+oscore": ("oscore", "edhoc")
 }
 # tinydtls (aiocoap's DTLS) speaks only this PSK suite, the RFC 7925 mandatory one.
 DTLS_CIPHER_SUITES = ("TLS_PSK_WITH_AES_128_CCM_8",)

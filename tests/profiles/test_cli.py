@@ -34,7 +34,7 @@ def test_profiles_lists_the_coap_profiles() -> None:
     ).items()
 
 
-@pytest.mark.parametrize("profile", ["coaps-psk", "coap-oscore"])
+@pytest.mark.parametrize("profile", ["coaps-psk", "coap-oscore", "coap-edhoc"])
 def test_serve_and_run(profile: str, tmp_path: Path) -> None:
     world = make_world(tmp_path / "tam", tmp_path / "agents", 1, 1500)
     with tam_process(profile, world.tam_dir) as (uri, _pid):

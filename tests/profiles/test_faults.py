@@ -34,7 +34,7 @@ def _installed_once(world: object) -> None:
     assert dc.installed_seq == 1 and not dc.unneeded
 
 
-@pytest.mark.parametrize("name", ["coap", "coap-oscore", "coaps-psk", "coap-constrained"])
+@pytest.mark.parametrize("name", ["coap", "coap-oscore", "coap-edhoc", "coaps-psk", "coap-constrained"])
 async def test_sessions_complete_through_lossy_relay(name: str, tmp_path: Path) -> None:
     profile = tuned(name, 30.0)
     world = teep_world(profile, tmp_path, 2000 if profile.transport.block_size >= 256 else 800)

@@ -16,7 +16,7 @@ from teep_coap.profiles.stack import make_client, make_server
 pytestmark = pytest.mark.timeout(120)
 
 
-@pytest.mark.parametrize("name", ["coap", "coaps-psk", "coap-oscore", "coap-constrained"])
+@pytest.mark.parametrize("name", ["coap", "coaps-psk", "coap-oscore", "coap-edhoc", "coap-constrained"])
 async def test_install_one_component(name: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     profile = load_profile(name)
     profile = dataclasses.replace(profile, limits=dataclasses.replace(profile.limits, request_timeout=10.0))

@@ -650,3 +650,14 @@ __all__ = [
     "tinydtls_now",
     "with_shared_options",
 ]
+
+
+def is_edhoc_responder_context(value: Any) -> bool:
+    """Whether `value` is the security context aiocoap's OSCORE site stores for an EDHOC handshake.
+
+    aiocoap 0.4.17 keeps each responder-side EDHOC session as an extra credentials entry under a
+    random ":<uuid>" label and never removes it; its connection identifiers C_R come from the 48
+    one-byte CBOR integers, so the 49th handshake answers 5.00 "Too many contexts". The server's
+    credentials map uses this test to keep only the newest ones (`IndexedCredentials`).
+    """
+    return type(value).__name__ == "EdhocResponderContext" and type(value).__module__ == "aiocoap.edhoc"

@@ -17,13 +17,14 @@ from typing import Any
 
 import aiocoap
 import aiocoap.error
+import cbor2
 from aiocoap import Message
 from aiocoap.numbers.codes import Code
 from aiocoap.optiontypes import BlockOption
 
 from teep_coap.transport.base import PeerRejected, TransportError, TransportTimeout
 from teep_coap.transport.coap import aiocoap_compat
-from teep_coap.transport.coap.credentials import CredentialsError, DeviceCredentials
+from teep_coap.transport.coap.credentials import CredentialsError, DeviceCredentials, edhoc_entry
 from teep_coap.transport.coap.diagnosis import explain_error, explain_timeout
 from teep_coap.transport.coap.options import CoapOptions
 from teep_coap.transport.coap.tuning import tuning_for
@@ -137,6 +138,20 @@ class CoapClient:
                 await ctx.shutdown()
                 raise CredentialsError(f"OSCORE context {creds.oscore_dir}: {exc}") from None
             ctx.client_credentials[pattern] = self._oscore_ctx
+        elif mode == "edhoc" and creds is not None:
+            if creds.edhoc_key is None or not creds.edhoc_key.is_file():
+                await ctx.shutdown()
+                raise CredentialsError(
+                    f"no EDHOC key for {creds.name!r} ({creds.edhoc_key}): provision the device again with "
+                    "`tam credentials --name NAME --agent-state AGENTDIR`"
+                )
+            own = {"own_cred_style": "by-key-id", "own_cred": cbor2.loads(creds.edhoc_own)}
+            entry = edhoc_entry(own | {"peer_cred": cbor2.loads(creds.edhoc_peer)}, creds.edhoc_key)
+            try:
+                ctx.client_credentials.load_from_dict({pattern: {"edhoc-oscore": entry}})
+            except Exception as exc:  # aiocoap's CredentialsLoadError: key file mode, shape
+                await ctx.shutdown()
+                raise CredentialsError(f"EDHOC credentials of {creds.name!r}: {exc}") from None
         self._context = ctx
         return ctx
 

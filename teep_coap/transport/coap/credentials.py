@@ -7,6 +7,10 @@ Layout (documented in docs/profiles.md and docs/coap-binding.md):
 - Agent: ``STATEDIR/transport.toml`` with its own psk_identity, psk_hex and oscore folder.
 - An OSCORE folder is aiocoap's FilesystemSecurityContext (settings.json, secret.json, sequence.json),
   so sequence numbers and replay windows survive restarts without nonce reuse.
+- EDHOC (profile coap-edhoc): each side keeps its own P-256 private key (a COSE_Key file, mode 0600:
+  ``TAMDIR/edhoc/tam.key``, ``STATEDIR/edhoc.key``) and the two public credentials as CCS (RFC 8392
+  claims sets with a `cnf` COSE_Key, as RFC 9528 §3.5.2 allows) in hex: ``edhoc_own_hex`` and
+  ``edhoc_peer_hex``. No secret is shared: only public credentials cross between the two folders.
 
 The files are written with tomllib-compatible text by hand: Python has no TOML writer in the standard
 library and the structure is two flat tables.
@@ -22,6 +26,9 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import cbor2
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from teep_coap.transport.base import TransportError
 
@@ -44,6 +51,9 @@ class DeviceCredentials:
     psk_identity: str
     psk: bytes
     oscore_dir: Path | None = None  # absolute folder of the OSCORE context (this side's view)
+    edhoc_key: Path | None = None  # this side's EDHOC private key file (COSE_Key, 0600)
+    edhoc_own: bytes = b""  # this side's EDHOC credential: CBOR of {14: CCS}
+    edhoc_peer: bytes = b""  # the peer's EDHOC credential, the one it must prove it holds
 
 
 # A device name becomes a folder name (TAMDIR/oscore/NAME): letters, digits, '.', '_', '-', no
@@ -71,7 +81,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 def _device_from_table(table: dict[str, Any], base: Path, where: str) -> DeviceCredentials:
-    allowed = {"name", "psk_identity", "psk_hex", "oscore"}
+    allowed = {"name", "psk_identity", "psk_hex", "oscore", "edhoc_key", "edhoc_own_hex", "edhoc_peer_hex"}
     unknown = set(table) - allowed
     if unknown:
         raise CredentialsError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
@@ -87,11 +97,24 @@ def _device_from_table(table: dict[str, Any], base: Path, where: str) -> DeviceC
     if not identity:
         raise CredentialsError(f"{where}: psk_identity is empty")
     oscore = table.get("oscore")
+    edhoc_key = table.get("edhoc_key")
+    try:
+        own, peer = (bytes.fromhex(str(table.get(k, ""))) for k in ("edhoc_own_hex", "edhoc_peer_hex"))
+    except ValueError:
+        raise CredentialsError(f"{where}: edhoc_own_hex / edhoc_peer_hex is not hex") from None
+    if bool(edhoc_key) != bool(own) or bool(own) != bool(peer):
+        raise CredentialsError(f"{where}: EDHOC needs all of edhoc_key, edhoc_own_hex and edhoc_peer_hex")
+    for label, value in (("edhoc_own_hex", own), ("edhoc_peer_hex", peer)):
+        if value:
+            ccs_public_key(value, f"{where}: {label}")
     return DeviceCredentials(
         name=str(table.get("name", identity)),
         psk_identity=identity,
         psk=psk,
         oscore_dir=(base / str(oscore)).resolve() if oscore else None,
+        edhoc_key=(base / str(edhoc_key)).resolve() if edhoc_key else None,
+        edhoc_own=own,
+        edhoc_peer=peer,
     )
 
 
@@ -138,6 +161,75 @@ def write_oscore_context(
     secret_path.chmod(0o600)
 
 
+# RFC 9528 §3.5.2 / RFC 8392: a CCS is a CWT claims set; 8 = cnf, whose 1 = COSE_Key; 14 in
+# ID_CRED (kccs) says "this credential by value". COSE_Key labels (RFC 9052 §7, RFC 9053 §7.1).
+_KCCS, _CNF, _COSE_KEY, _SUB = 14, 8, 1, 2
+TAM_EDHOC_KEY = "edhoc/tam.key"
+# The TAM's credential carries this kid; devices' kids are their OSCORE numbers (1, 2, ...).
+TAM_EDHOC_KID = b"\x00"
+
+
+EDHOC_SUITE = 2  # RFC 9528 §3.6: AES-CCM-16-64-128, SHA-256, P-256 ECDH/ES256 (what lakers speaks)
+EDHOC_METHOD = 3  # static DH keys on both sides (RFC 9528 §3.2)
+
+
+def edhoc_entry(fields: dict[str, Any], key_file: Path | None = None) -> dict[str, Any]:
+    """aiocoap's "edhoc-oscore" credentials entry: suite and method fixed, `fields` added."""
+    entry = {"suite": EDHOC_SUITE, "method": EDHOC_METHOD, **fields}
+    if key_file is not None:
+        entry["private_key_file"] = os.fspath(key_file)
+    return entry
+
+
+def write_edhoc_key(path: Path) -> ec.EllipticCurvePrivateKey:
+    """Create a P-256 key as a COSE_Key file readable by its owner only (aiocoap refuses anything else).
+
+    Written with `cryptography` and cbor2 rather than aiocoap's key helper, which lives in an aiocoap
+    module marked internal.
+    """
+    key = ec.generate_private_key(ec.SECP256R1())
+    d = key.private_numbers().private_value.to_bytes(32, "big")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(cbor2.dumps({1: 2, -1: 1, -4: d}))  # kty EC2, crv P-256, d
+    return key
+
+
+def read_edhoc_key(path: Path) -> ec.EllipticCurvePrivateKey:
+    """The P-256 private key of a COSE_Key file written by `write_edhoc_key`."""
+    try:
+        cose_key = cbor2.loads(path.read_bytes())
+        return ec.derive_private_key(int.from_bytes(cose_key[-4], "big"), ec.SECP256R1())
+    except (OSError, cbor2.CBORDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise CredentialsError(f"EDHOC key {path}: cannot read it ({exc})") from None
+
+
+def edhoc_credential(key: ec.EllipticCurvePrivateKey, kid: bytes, subject: str) -> bytes:
+    """CBOR of {14: CCS}: the public key as an EDHOC credential sent by kid (RFC 9528 §3.5.2)."""
+    numbers = key.public_key().public_numbers()
+    cose_key = {1: 2, -1: 1, -2: numbers.x.to_bytes(32, "big"), -3: numbers.y.to_bytes(32, "big"), 2: kid}
+    return cbor2.dumps({_KCCS: {_SUB: subject, _CNF: {_COSE_KEY: cose_key}}}, canonical=True)
+
+
+def ccs_public_key(credential: bytes, where: str) -> dict[Any, Any]:
+    """The COSE_Key of a {14: CCS} credential; CredentialsError naming `where` if it has none."""
+    try:
+        cose_key = cbor2.loads(credential)[_KCCS][_CNF][_COSE_KEY]
+        if not isinstance(cose_key, dict) or not isinstance(cose_key.get(-2), bytes):
+            raise TypeError("no EC2 public key")
+    except (cbor2.CBORDecodeError, KeyError, TypeError, IndexError) as exc:
+        raise CredentialsError(f"{where}: not an EDHOC credential {{14: CCS}} ({exc})") from None
+    return cose_key
+
+
+def tam_edhoc_credential(tam: Path) -> bytes:
+    """The TAM's EDHOC credential, its key created on first use (one key for all devices)."""
+    path = tam / TAM_EDHOC_KEY
+    key = read_edhoc_key(path) if path.exists() else write_edhoc_key(path)
+    return edhoc_credential(key, TAM_EDHOC_KID, "tam")
+
+
 def provision_devices(
     tam_dir: str | os.PathLike[str], devices: list[tuple[str, str | os.PathLike[str] | None]]
 ) -> list[DeviceCredentials]:
@@ -176,22 +268,38 @@ def _make_device(
     master_secret, master_salt = secrets.token_bytes(16), secrets.token_bytes(8)
     rel = f"oscore/{name}"
     write_oscore_context(tam / rel, b"", device_id, master_secret, master_salt)
-    lines.append(
+    table = (
         f"\n[[device]]\nname = {_toml_str(name)}\npsk_identity = {_toml_str(identity)}\n"
         f'psk_hex = "{psk.hex()}"\noscore = {_toml_str(rel)}\n'
     )
+    made = DeviceCredentials(name, identity, psk, (tam / rel).resolve())
     if agent_dir is not None:
         agent = Path(agent_dir)
         agent.mkdir(parents=True, exist_ok=True)
         write_oscore_context(agent / "oscore", device_id, b"", master_secret, master_salt)
+        # EDHOC: the device's key is made in its own folder; only its public credential reaches the TAM.
+        device_key = agent / "edhoc.key"
+        if device_key.exists():
+            device_key.unlink()  # a re-provisioned folder gets a new key, like its new PSK
+        device_cred = edhoc_credential(write_edhoc_key(device_key), device_id, name)
+        tam_cred = tam_edhoc_credential(tam)
+        table += (
+            f'edhoc_key = {_toml_str(TAM_EDHOC_KEY)}\nedhoc_own_hex = "{tam_cred.hex()}"\n'
+            f'edhoc_peer_hex = "{device_cred.hex()}"\n'
+        )
+        made = DeviceCredentials(
+            name, identity, psk, (tam / rel).resolve(), (tam / TAM_EDHOC_KEY).resolve(), tam_cred, device_cred
+        )
         path = agent / AGENT_CREDENTIALS_FILE
         path.write_text(
             f"name = {_toml_str(name)}\npsk_identity = {_toml_str(identity)}\n"
-            f'psk_hex = "{psk.hex()}"\noscore = "oscore"\n',
+            f'psk_hex = "{psk.hex()}"\noscore = "oscore"\nedhoc_key = "edhoc.key"\n'
+            f'edhoc_own_hex = "{device_cred.hex()}"\nedhoc_peer_hex = "{tam_cred.hex()}"\n',
             encoding="utf-8",
         )
         path.chmod(0o600)
-    return DeviceCredentials(name, identity, psk, (tam / rel).resolve())
+    lines.append(table)
+    return made
 
 
 def provision_device(

@@ -40,7 +40,7 @@ class CoapLink:
 
 @dataclass(frozen=True)
 class CoapSecurity:
-    """Transport security mode: none | dtls-psk | oscore."""
+    """Transport security mode: none | dtls-psk | oscore | edhoc (OSCORE keyed by EDHOC)."""
 
     mode: str = "none"
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import aiocoap
 import aiocoap.resource
+import cbor2
 from aiocoap import Message
 from aiocoap.numbers.codes import Code
 
@@ -33,7 +34,7 @@ from teep_coap.transport.coap.aiocoap_compat import (
     harden_message_decode,
     with_shared_options,
 )
-from teep_coap.transport.coap.credentials import CredentialsError, DeviceCredentials
+from teep_coap.transport.coap.credentials import CredentialsError, DeviceCredentials, edhoc_entry
 from teep_coap.transport.coap.early_answer import EarlyAnswer
 from teep_coap.transport.coap.echo import EchoGuard
 from teep_coap.transport.coap.options import CoapOptions
@@ -195,13 +196,18 @@ class TeepResource(aiocoap.resource.Resource):
             identity = _identity_from_claim(claims[0]) if claims else None
         elif scheme == "coap+oscore":
             claims = _oscore_claims(request)
-            identity = claims[0] if claims else None
+            identity = claims[0].removeprefix(EDHOC_PREFIX) if claims else None
         return PeerInfo(
             transport=scheme, address=_address(request), identity=identity, authenticated=identity is not None
         )
 
 
 CLAIM_PREFIX = ":psk:"
+EDHOC_PREFIX = ":edhoc:"  # a device's EDHOC credential entry; its claim once the handshake verified it
+EDHOC_OWN = ":edhoc-own"  # the TAM's own EDHOC identity (device names cannot contain ':')
+# EDHOC sessions a server keeps (aiocoap's one-byte connection ids allow 48): a device running more
+# than this many handshakes at once with one TAM loses its oldest; each `agent run` needs one.
+EDHOC_SESSIONS = 40
 
 
 class IndexedCredentials(aiocoap.credentials.CredentialsMap):
@@ -215,10 +221,26 @@ class IndexedCredentials(aiocoap.credentials.CredentialsMap):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._teep_index: tuple[dict[bytes, tuple[bytes, str]], dict[tuple[Any, Any], Any]] | None = None
+        self._edhoc_sessions: list[str] = []  # labels of EDHOC responder contexts, oldest first
 
     def __setitem__(self, key: str, value: Any) -> None:
         self._teep_index = None
         super().__setitem__(key, value)
+        if aiocoap_compat.is_edhoc_responder_context(value):
+            # aiocoap never drops these and has 48 connection ids: keep the newest EDHOC_SESSIONS.
+            self._edhoc_sessions.append(key)
+            while len(self._edhoc_sessions) > EDHOC_SESSIONS:
+                oldest = self._edhoc_sessions.pop(0)
+                if oldest in self:
+                    del self[oldest]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """As dict.get; an EDHOC origin look-up ("coap://HOST:PORT/*") falls back to the TAM's own
+        EDHOC identity, so devices may reach the TAM by any name or address."""
+        value = super().get(key, default)
+        if value is default and key.endswith("/*") and EDHOC_OWN in self:
+            return super().get(EDHOC_OWN)
+        return value
 
     def __delitem__(self, key: str) -> None:
         self._teep_index = None
@@ -348,7 +370,7 @@ class CoapServer:
                 }
         return creds
 
-    def _load_oscore(self, context: aiocoap.Context) -> None:
+    def _load_oscore(self, creds: IndexedCredentials) -> None:
         from aiocoap.oscore import FilesystemSecurityContext
 
         for d in self._devices:
@@ -361,7 +383,24 @@ class CoapServer:
             except Exception as exc:  # LoadError, lock held by another process
                 raise CredentialsError(f"OSCORE context of {d.name!r} in {d.oscore_dir}: {exc}") from None
             ctx.authenticated_claims = [d.psk_identity]
-            context.server_credentials[f":oscore:{d.psk_identity}"] = ctx
+            creds[f":oscore:{d.psk_identity}"] = ctx
+
+    def _load_edhoc(self, creds: IndexedCredentials) -> None:
+        for d in self._devices:
+            if d.edhoc_key is None:
+                continue
+            if EDHOC_OWN not in creds:
+                if not d.edhoc_key.is_file():
+                    raise CredentialsError(f"the TAM's EDHOC key {d.edhoc_key} is missing")
+                own = {"own_cred_style": "by-key-id", "own_cred": cbor2.loads(d.edhoc_own)}
+                creds.load_from_dict({EDHOC_OWN: {"edhoc-oscore": edhoc_entry(own, d.edhoc_key)}})
+            peer = {"peer_cred": cbor2.loads(d.edhoc_peer)}
+            creds.load_from_dict({f"{EDHOC_PREFIX}{d.psk_identity}": {"edhoc-oscore": edhoc_entry(peer)}})
+        if EDHOC_OWN not in creds:
+            raise CredentialsError(
+                "a coap-edhoc server needs devices with EDHOC credentials: provision them with "
+                "`tam credentials --name NAME --agent-state AGENTDIR`"
+            )
 
     async def start(self) -> None:
         """Bind and serve; raises TransportError when the address cannot be bound."""
@@ -388,14 +427,15 @@ class CoapServer:
         root: Any = site
         ensure_port_free(host, port)  # aiocoap's SO_REUSEPORT would share a busy port silently
         try:
-            if mode == "oscore":
-                # The wrapper needs the context's credentials map: create it first, fill it below.
+            if mode in ("oscore", "edhoc"):
+                # Filled before the context exists: aiocoap replaces an empty (falsy) map by its own.
+                credentials = IndexedCredentials()
+                (self._load_oscore if mode == "oscore" else self._load_edhoc)(credentials)
+                root = OscoreSiteWrapper(site, credentials)
                 self._context = await aiocoap.Context.create_server_context(
-                    None, bind=bind, transports=transports, server_credentials=IndexedCredentials()
+                    root, bind=bind, transports=transports, server_credentials=credentials
                 )
-                self._load_oscore(self._context)
-                root = OscoreSiteWrapper(site, self._context.server_credentials)
-                self._context.serversite = root
+                self._context.server_credentials = credentials  # also when empty, for update_devices
             else:
                 credentials = IndexedCredentials()
                 credentials.load_from_dict(self._credentials_dict())
@@ -425,7 +465,7 @@ class CoapServer:
             return len(self._devices), 0
         creds = self._context.server_credentials
         mode = self.profile.security.mode
-        prefix = CLAIM_PREFIX if mode == "dtls-psk" else ":oscore:"
+        prefix = {"dtls-psk": CLAIM_PREFIX, "edhoc": EDHOC_PREFIX}.get(mode, ":oscore:")
         old = {d.psk_identity: d for d in self._devices}
         new = {d.psk_identity: d for d in devices}
         gone = [i for i in old if i not in new or new[i] != old[i]]
@@ -440,10 +480,10 @@ class CoapServer:
         if mode == "dtls-psk":
             wanted = {f"{CLAIM_PREFIX}{d.psk_identity}" for d in fresh}
             creds.load_from_dict({k: v for k, v in self._credentials_dict().items() if k in wanted})
-        elif mode == "oscore":
+        elif mode in ("oscore", "edhoc"):
             everyone, self._devices = self._devices, fresh
             try:
-                self._load_oscore(self._context)
+                (self._load_oscore if mode == "oscore" else self._load_edhoc)(creds)
             finally:
                 self._devices = everyone
         removed = sum(1 for i in gone if i not in new)
