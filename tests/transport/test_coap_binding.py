@@ -44,7 +44,9 @@ class Recorder:
         return payload[::-1]
 
 
-@pytest.mark.parametrize("profile_name", ["coap", "coaps-psk", "coap-oscore", "coap-constrained"])
+@pytest.mark.parametrize(
+    "profile_name", ["coap", "coaps-psk", "coap-oscore", "coap-edhoc", "coap-constrained"]
+)
 async def test_flow_and_identity(profile_name: str, creds: Creds) -> None:
     profile = quick(profile_name)
     handler = Recorder()

@@ -25,7 +25,7 @@ from aiocoap.optiontypes import BlockOption
 from teep_coap.transport.base import PeerRejected, TransportError, TransportTimeout
 from teep_coap.transport.coap import aiocoap_compat
 from teep_coap.transport.coap.credentials import CredentialsError, DeviceCredentials, edhoc_entry
-from teep_coap.transport.coap.diagnosis import explain_error, explain_timeout
+from teep_coap.transport.coap.diagnosis import explain_edhoc_error, explain_error, explain_timeout
 from teep_coap.transport.coap.options import CoapOptions
 from teep_coap.transport.coap.tuning import tuning_for
 
@@ -239,14 +239,21 @@ class CoapClient:
             plain = getattr(exc, "plain_message", None)  # OSCORE: the server answered without protection
             if plain is not None and plain.code is not None and not plain.code.is_successful():
                 detail = bytes(plain.payload).decode("utf-8", "replace")
-                raise PeerRejected(
-                    code_text(plain.code), f"unprotected answer (OSCORE context unknown?): {detail}"
-                ) from None
+                guess = (
+                    "EDHOC refused: the TAM most likely does not know this device's EDHOC credential"
+                    if self.profile.security.mode == "edhoc"
+                    else "OSCORE context unknown?"
+                )
+                raise PeerRejected(code_text(plain.code), f"unprotected answer ({guess}): {detail}") from None
             identity = self._credentials.psk_identity if self._credentials else None
             likely = explain_error(exc, self.uri, identity)
             raise TransportError(
                 likely or f"CoAP request to {self.uri} failed: {type(exc).__name__}: {exc}"
             ) from None
+        except ValueError as exc:  # lakers reports a failed EDHOC step as ValueError("EDHOCError::…")
+            if "EDHOCError" not in str(exc):
+                raise
+            raise TransportError(explain_edhoc_error(exc, self.uri)) from None
         except OSError as exc:
             identity = self._credentials.psk_identity if self._credentials else None
             raise TransportError(

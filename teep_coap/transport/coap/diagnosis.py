@@ -61,6 +61,17 @@ def explain_error(exc: BaseException, uri: str, identity: str | None) -> str | N
     return None
 
 
+def explain_edhoc_error(exc: BaseException, uri: str) -> str:
+    """One line for an EDHOC handshake lakers refused (its errors read "EDHOCError::Name")."""
+    name = str(exc).split("::", 1)[-1]
+    if name == "MacVerificationFailed":
+        return (
+            f"the EDHOC handshake with {uri} failed ({name}): the TAM proved a key other than the one in "
+            "transport.toml's edhoc_peer_hex (another TAM, or the device was provisioned for another TAM)"
+        )
+    return f"the EDHOC handshake with {uri} failed ({name})"
+
+
 def explain_timeout(uri: str, seconds: float, *, handshaking: bool, heard: int) -> str:
     """The timeout message: what the client saw of the TAM says what is most likely wrong."""
     base = f"no answer from {uri} within {seconds:g} s"
@@ -75,4 +86,4 @@ def explain_timeout(uri: str, seconds: float, *, handshaking: bool, heard: int) 
     return f"{base}: nothing answered the DTLS handshake: is a coaps TAM running at that address and port?"
 
 
-__all__ = ["explain_error", "explain_timeout"]
+__all__ = ["explain_edhoc_error", "explain_error", "explain_timeout"]

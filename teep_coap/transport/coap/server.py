@@ -490,6 +490,14 @@ class CoapServer:
         return len(fresh), removed
 
     @property
+    def edhoc_sessions(self) -> int:
+        """EDHOC sessions (OSCORE contexts made by a handshake) the server currently keeps."""
+        if self._context is None:
+            return 0
+        creds = self._context.server_credentials
+        return sum(1 for v in creds.values() if aiocoap_compat.is_edhoc_responder_context(v))
+
+    @property
     def dtls_sessions(self) -> int:
         """Server-side DTLS sessions currently kept (0 for other modes)."""
         return aiocoap_compat.dtls_server_sessions(self._context)

@@ -1,0 +1,108 @@
+"""EDHOC (RFC 9528) keying OSCORE: real handshakes through aiocoap and lakers on loopback."""
+
+from __future__ import annotations
+
+import dataclasses
+import stat
+import tomllib
+from pathlib import Path
+
+import cbor2
+import pytest
+from coap_helpers import Creds, quick
+
+from teep_coap.transport.base import PeerInfo, PeerRejected, TransportError
+from teep_coap.transport.coap import CoapClient, CoapServer
+from teep_coap.transport.coap.credentials import (
+    AGENT_CREDENTIALS_FILE,
+    TAM_CREDENTIALS_FILE,
+    edhoc_credential,
+    load_agent_credentials,
+    load_tam_credentials,
+    provision_device,
+    write_edhoc_key,
+)
+from teep_coap.transport.coap.server import EDHOC_SESSIONS
+
+pytestmark = pytest.mark.timeout(120)
+
+
+class Echo:
+    def __init__(self) -> None:
+        self.peers: list[PeerInfo] = []
+
+    async def __call__(self, payload: bytes, peer: PeerInfo) -> bytes | None:
+        self.peers.append(peer)
+        return payload[::-1]
+
+
+def test_only_public_credentials_cross(creds: Creds) -> None:
+    tam_table = tomllib.loads((creds.tam_dir / TAM_CREDENTIALS_FILE).read_text())["device"][0]
+    agent_table = tomllib.loads((creds.agent_dir / AGENT_CREDENTIALS_FILE).read_text())
+    # Each side's credential is the other's peer credential, and holds a public key only.
+    assert tam_table["edhoc_own_hex"] == agent_table["edhoc_peer_hex"]
+    assert tam_table["edhoc_peer_hex"] == agent_table["edhoc_own_hex"]
+    for hex_cred in (tam_table["edhoc_own_hex"], agent_table["edhoc_own_hex"]):
+        cose_key = cbor2.loads(bytes.fromhex(hex_cred))[14][8][1]
+        assert -4 not in cose_key and len(cose_key[-2]) == 32
+    device_key, tam_key = creds.agent_dir / "edhoc.key", creds.tam_dir / "edhoc" / "tam.key"
+    for key in (device_key, tam_key):
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert device_key.read_bytes() != tam_key.read_bytes()
+    assert creds.agent_side.edhoc_key == device_key.resolve()
+
+
+async def test_more_handshakes_than_aiocoap_has_connection_ids(creds: Creds) -> None:
+    """aiocoap keeps every responder session and has 48 C_R values: the server keeps the newest."""
+    profile = quick("coap-edhoc")
+    handler = Echo()
+    async with CoapServer(profile, handler, devices=creds.tam_side) as server:
+        for i in range(50):  # each client is a new EDHOC handshake, as each `agent run` is
+            client = CoapClient(profile, server.uri, creds.agent_side)
+            try:
+                assert await client.post(b"n%d" % i) == (b"n%d" % i)[::-1]
+            finally:
+                await client.close()
+        assert server.edhoc_sessions == EDHOC_SESSIONS
+    assert {p.identity for p in handler.peers} == {"agent-1"} and all(p.authenticated for p in handler.peers)
+
+
+async def test_device_the_tam_does_not_know(creds: Creds, tmp_path: Path) -> None:
+    """Right TAM credential, unknown device key: refused before any TEEP byte reaches the handler."""
+    stranger = write_edhoc_key(tmp_path / "stranger.key")
+    device = dataclasses.replace(
+        creds.agent_side,
+        edhoc_key=tmp_path / "stranger.key",
+        edhoc_own=edhoc_credential(stranger, b"\x63", "stranger"),
+    )
+    profile = quick("coap-edhoc")
+    handler = Echo()
+    async with CoapServer(profile, handler, devices=creds.tam_side) as server:
+        client = CoapClient(profile, server.uri, device)
+        try:
+            with pytest.raises(PeerRejected, match="does not know this device's EDHOC credential"):
+                await client.post(b"hello")
+        finally:
+            await client.close()
+    assert handler.peers == []
+
+
+async def test_device_provisioned_for_another_tam(creds: Creds, tmp_path: Path) -> None:
+    provision_device(tmp_path / "other-tam", tmp_path / "other-agent", "agent-1")
+    device = load_agent_credentials(tmp_path / "other-agent")
+    profile = quick("coap-edhoc")
+    handler = Echo()
+    async with CoapServer(profile, handler, devices=load_tam_credentials(creds.tam_dir)) as server:
+        client = CoapClient(profile, server.uri, device)
+        try:
+            with pytest.raises(TransportError, match=r"EDHOC handshake .* failed \(MacVerificationFailed\)"):
+                await client.post(b"hello")
+        finally:
+            await client.close()
+    assert handler.peers == []
+
+
+async def test_server_without_edhoc_devices_says_what_to_do(tmp_path: Path) -> None:
+    with pytest.raises(TransportError, match="tam credentials --name NAME --agent-state AGENTDIR"):
+        async with CoapServer(quick("coap-edhoc"), Echo(), devices=[]):
+            pass
