@@ -37,6 +37,7 @@ from teep_coap.bench.wire import (
     Record,
     SessionTrace,
     dtls_records,
+    edhoc_records,
     handshake_records,
     tls_records,
 )
@@ -165,6 +166,8 @@ def _messages(trace: SessionTrace, profile: Profile) -> list[_Message]:
 
 def _security_records(trace: SessionTrace, profile: Profile) -> tuple[list[Record], list[Record]]:
     scheme = profile.transport.scheme
+    if profile.security.mode == "edhoc":
+        return edhoc_records(trace.wire), []
     if scheme == "coaps":
         return handshake_records(dtls_records(trace.wire), tls=False)
     if scheme == "https":
@@ -464,12 +467,12 @@ def report_markdown(report: SizesReport, provenance: Provenance | None = None) -
     return "\n".join(lines)
 
 
-MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*", "<", ">", "h", "p", "d", "8", "H")
+MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*", "<", ">", "h", "p", "d", "8", "H", "+", "x", "1", "2", "3")
 LINESTYLES = ("-", "--", "-.", ":")
 
 
 def profile_styles(names: Sequence[str]) -> dict[str, tuple[Any, str, str]]:
-    """(colour, marker, line style) per profile, all different up to 15 profiles (tab20 colours and 15
+    """(colour, marker, line style) per profile, all different up to 20 profiles (tab20 colours and 20
     markers), so each line can be told apart in colour and in shape, also in print."""
     import matplotlib
 

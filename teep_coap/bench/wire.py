@@ -9,14 +9,24 @@ exchange and direction. Only record headers are read: the relays never decrypt a
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+import cbor2
+from aiocoap import Message
+from aiocoap.error import UnparsableMessage
 
 from teep_coap.transport.base import MessageClient
 
 C2S = "c2s"
 S2C = "s2c"
+
+# RFC 9528 Appendix A.2: EDHOC messages 1 and 3 are POSTed to this path; RFC 9668: message_3 may ride
+# in front of the first OSCORE request, flagged by the EDHOC option.
+EDHOC_PATH = (".well-known", "edhoc")
+CT_EDHOC = 0xED  # content type of the Records `edhoc_records` returns (not a (D)TLS value)
 
 # TLS and DTLS record content types (RFC 5246 §6.2.1, RFC 6347 §4.1, RFC 8446 §5.1).
 CT_CCS, CT_ALERT, CT_HANDSHAKE, CT_APPDATA = 20, 21, 22, 23
@@ -172,3 +182,30 @@ def handshake_records(records: Sequence[Record], *, tls: bool) -> tuple[list[Rec
             else:
                 app.append(r)
     return setup, app
+
+
+def edhoc_records(wire: Sequence[WireUnit]) -> list[Record]:
+    """The EDHOC handshake inside a CoAP+OSCORE session, as records of type CT_EDHOC.
+
+    Every datagram of an exchange on /.well-known/edhoc is handshake (message_1 and message_2, or
+    message_3 and message_4), matched by token; in the first OSCORE request, the CBOR byte string in
+    front of the ciphertext (message_3, RFC 9668) is handshake too. Datagrams are decoded with
+    aiocoap's Message codec; nothing is decrypted.
+    """
+    records: list[Record] = []
+    tokens: set[bytes] = set()
+    for index, unit in enumerate(wire):
+        try:
+            msg = Message.decode(unit.data)
+        except UnparsableMessage:
+            continue
+        if unit.direction == C2S and tuple(msg.opt.uri_path) == EDHOC_PATH:
+            tokens.add(msg.token)
+            records.append(Record(index, unit.direction, unit.conn, CT_EDHOC, len(unit.data)))
+        elif unit.direction == S2C and msg.token in tokens and msg.code.is_response():
+            records.append(Record(index, unit.direction, unit.conn, CT_EDHOC, len(unit.data)))
+        elif unit.direction == C2S and msg.opt.edhoc and msg.payload:
+            stream = io.BytesIO(msg.payload)
+            cbor2.load(stream)  # message_3: one CBOR byte string
+            records.append(Record(index, unit.direction, unit.conn, CT_EDHOC, stream.tell()))
+    return records

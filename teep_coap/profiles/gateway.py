@@ -150,7 +150,7 @@ class Gateway:
         # Images named by URI in SUIT manifests: fetched once, served to every device (cache=False:
         # still served, but fetched upstream for each request, the baseline the benchmark compares with).
         self.cache = ComponentCache(timeout=max(upstream_timeout, IMAGE_TIMEOUT), enabled=cache)
-        require_oscore = device_profile.security.mode == "oscore"
+        require_oscore = device_profile.security.mode in ("oscore", "edhoc")
         self.server.add_resource(CACHE_PATH, CacheResource(self.cache, require_oscore=require_oscore))
 
     @property

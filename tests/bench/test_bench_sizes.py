@@ -171,3 +171,18 @@ def test_cli_bench_sizes(tmp_path: Path) -> None:
     assert {r["message"] for r in records} >= {"session", "Update"}
     bad = CliRunner().invoke(root, ["bench", "sizes", "--payload-sizes", "x"])
     assert bad.exit_code != 0
+
+
+def test_edhoc_handshake_is_counted_next_to_oscore_and_dtls() -> None:
+    """coap-edhoc = coap-oscore's messages plus an EDHOC handshake (message_1/2 exchange, message_3
+    in front of the first OSCORE request): that handshake is the only layer the two differ in."""
+    names = ("coap-oscore", "coap-edhoc", "coaps-psk")
+    rep = bs.run([load_profile(n) for n in names], [20], keep_going=False)
+    assert not rep.failures
+    oscore, edhoc, dtls = (session(rep, n, 20) for n in names)
+    assert oscore["handshake"] == 0
+    # message_1 (>= 37 B with suite 2), message_2 (>= 45 B), message_3 (>= 19 B), each in a CoAP datagram
+    assert edhoc["handshake"] >= 37 + 45 + 19
+    assert (edhoc["message"], edhoc["signature"]) == (oscore["message"], oscore["signature"])
+    assert sum(edhoc.values()) - edhoc["handshake"] == pytest.approx(sum(oscore.values()), abs=64)
+    assert dtls["handshake"] > 0

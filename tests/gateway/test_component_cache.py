@@ -82,12 +82,13 @@ async def test_unreachable_origin_and_bad_query_are_gateway_errors(tmp_path: Pat
         assert code == "4.00"
 
 
-async def test_over_oscore_only_protected_requests_may_fetch(tmp_path: Path) -> None:
+@pytest.mark.parametrize("device_profile", ["coap-oscore", "coap-edhoc"])
+async def test_over_oscore_only_protected_requests_may_fetch(tmp_path: Path, device_profile: str) -> None:
     gw_dir = init_gateway_dir(tmp_path / "gw")
     add_device(gw_dir, "d0", tmp_path / "a0")
     runner, uri, hits = await _origin()
     try:
-        async with Gateway(gw_dir, load_profile("coap-oscore"), "http://127.0.0.1:9/tam") as gw:
+        async with Gateway(gw_dir, load_profile(device_profile), "http://127.0.0.1:9/tam") as gw:
             plain = CoapClient(coap_options(load_profile("coap")), gw.uri)
             try:
                 code, _ = await plain.request("GET", path=f"/c?u={quote(uri, safe='')}")
@@ -95,7 +96,7 @@ async def test_over_oscore_only_protected_requests_may_fetch(tmp_path: Path) -> 
                 await plain.close()
             assert code == "4.01" and hits[0] == 0
             oscore = CoapClient(
-                coap_options(load_profile("coap-oscore")), gw.uri, load_agent_credentials(tmp_path / "a0")
+                coap_options(load_profile(device_profile)), gw.uri, load_agent_credentials(tmp_path / "a0")
             )
             try:
                 code, data = await oscore.request("GET", path=f"/c?u={quote(uri, safe='')}")

@@ -70,7 +70,13 @@ async def install(world: World, device_profile: str, uri: str) -> Any:
 
 @pytest.mark.parametrize(
     ("device_profile", "upstream"),
-    [("coaps-psk", "http"), ("coap-oscore", "http"), ("coaps-psk", "https"), ("coaps-psk", "coap")],
+    [
+        ("coaps-psk", "http"),
+        ("coap-oscore", "http"),
+        ("coap-edhoc", "http"),
+        ("coaps-psk", "https"),
+        ("coaps-psk", "coap"),
+    ],
 )
 async def test_install_through_gateway(tmp_path: Path, device_profile: str, upstream: str) -> None:
     world, gw_dir = make_world(tmp_path, device_profile)
