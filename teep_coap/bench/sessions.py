@@ -52,6 +52,9 @@ class BenchResult:
     handshake_restarts: int = 0
     failures: list[str] = field(default_factory=list)
     load_average: float = 0.0  # 1-minute load average when the run started (other work skews figures)
+    tam_workers: int = 1
+    database: str = "sqlite"  # "sqlite" (the TAM folder's file) or "postgresql"
+    tam_peak_rss_mib: list[float] = field(default_factory=list)  # VmHWM of each worker at the end
 
     @property
     def rate(self) -> float:
@@ -89,6 +92,9 @@ class BenchResult:
             if self.ok
             else None,
             "handshake_restarts": self.handshake_restarts,
+            "tam_workers": self.tam_workers,
+            "database": self.database,
+            "tam_peak_rss_mib_per_worker": [round(m, 1) for m in self.tam_peak_rss_mib],
             "load_average_at_start": round(self.load_average, 2),
             "failures": self.failures[:5],
         }
@@ -106,6 +112,8 @@ def format_result(r: BenchResult) -> str:
         f" {j['tam_sessions_per_cpu_second']} sessions per TAM CPU second);"
         f" client CPU {j['client_cpu_seconds']} s ({j['client_cpu_ms_per_session']} ms/session);"
         f" DTLS handshake restarts {j['handshake_restarts']}",
+        f"  TAM: {j['tam_workers']} worker(s) on {j['database']}, peak RSS per worker"
+        f" {j['tam_peak_rss_mib_per_worker']} MiB",
         f"  machine: {os.cpu_count()} cores, load average {j['load_average_at_start']} at start",
     ]
     lines += [f"  failure: {f}" for f in j["failures"]]
@@ -118,8 +126,11 @@ class BenchWorld:
     agent_dirs: list[Path]
 
 
-def make_world(tam_dir: Path, agents_root: Path, devices: int, image_size: int) -> BenchWorld:
-    """A TAM with `devices` registered devices (keys + DTLS PSK + OSCORE) and one TC for all."""
+def make_world(
+    tam_dir: Path, agents_root: Path, devices: int, image_size: int, *, db: str | None = None
+) -> BenchWorld:
+    """A TAM with `devices` registered devices (keys + DTLS PSK + OSCORE) and one TC for all; with
+    `db` (an SQLAlchemy URL) the devices and the TC go to that database instead of the folder's."""
     from teep_coap.profiles.scenario import offer_component
     from teep_coap.protocol.agentstate import AgentState
     from teep_coap.protocol.tamdir import init_tam_dir, load_tam_dir
@@ -127,6 +138,11 @@ def make_world(tam_dir: Path, agents_root: Path, devices: int, image_size: int) 
 
     init_tam_dir(tam_dir, algs=("esp256",))
     config, store = load_tam_dir(tam_dir)
+    if db is not None:
+        from teep_coap.store.tam_db import TamStore
+
+        store.close()
+        store = TamStore(db)
     tam_key = config.keys[0]
     now = time.time()
     agent_dirs: list[Path] = []
@@ -198,6 +214,37 @@ def _read_uri(proc: subprocess.Popen[str]) -> str:
             return line.split()[2]
     err = proc.stderr.read() if proc.stderr and proc.poll() is not None else ""
     raise BenchError(f"`teep-coap tam serve` did not start: {err.strip()[-500:] or 'no output'}")
+
+
+def tam_pids(pid: int) -> list[int]:
+    """The TAM worker processes: `pid` itself, or its children when it supervises `--workers`."""
+    try:
+        children = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except (OSError, ValueError):
+        children = []
+    return children or [pid]
+
+
+def peak_rss_mib(pid: int) -> float | None:
+    """The process's peak resident set (VmHWM) in MiB, from /proc."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _tam_cpu_seconds(pid: int) -> float | None:
+    """CPU time of the TAM process and all its workers (a supervisor's own share included)."""
+    total = 0.0
+    for p in {pid, *tam_pids(pid)}:
+        cpu = _cpu_seconds(p)
+        if cpu is None:
+            return None
+        total += cpu
+    return total
 
 
 def _cpu_seconds(pid: int) -> float | None:
@@ -281,20 +328,36 @@ def run_bench(
     image_size: int = 1024,
     keep: bool = False,
     progress: Progress | None = None,
+    tam_workers: int = 1,
+    db: str | None = None,
 ) -> BenchResult:
-    """Build a world, start the TAM process, run the sessions, return the figures.
+    """Build a world, start the TAM process(es), run the sessions, return the figures.
 
+    `db`: an SQLAlchemy URL shared by the TAM workers, or "postgres" for a throwaway PostgreSQL
+    server started (and deleted) here; None = the TAM folder's SQLite file.
     `progress(ok, failed, total)` is called after every session (the CLI draws a bar from it)."""
     from teep_coap.profiles import load_profile
 
     load_profile(profile_name)  # fail early on a bad name
+    if db == "postgres":
+        from teep_coap.store.throwaway_pg import throwaway_postgres
+
+        with throwaway_postgres() as url:
+            return run_bench(
+                profile_name, devices=devices, concurrency=concurrency, sessions=sessions,
+                image_size=image_size, keep=keep, progress=progress, tam_workers=tam_workers, db=url,
+            )  # fmt: skip
+    if tam_workers > 1:
+        from teep_coap.profiles.workers import check_workers_allowed
+
+        check_workers_allowed(profile_name, db or "sqlite", tam_workers)
     n = sessions or devices
     shm = Path("/dev/shm")
     agents_base = str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
     tam_tmp = tempfile.mkdtemp(prefix="teep-bench-tam-")
     agents_tmp = tempfile.mkdtemp(prefix="teep-bench-agents-", dir=agents_base)
     try:
-        world = make_world(Path(tam_tmp) / "tam", Path(agents_tmp), devices, image_size)
+        world = make_world(Path(tam_tmp) / "tam", Path(agents_tmp), devices, image_size, db=db)
         load = os.getloadavg()[0]
         certs: Path | None = None
         extra: tuple[str, ...] = ()
@@ -304,15 +367,20 @@ def run_bench(
             certs = Path(tam_tmp) / "certs"
             write_bundle(certs)
             extra = ("--certs", str(certs))
+        if db is not None:
+            extra += ("--db", db)
+        if tam_workers > 1:
+            extra += ("--workers", str(tam_workers))
         agents = load_agents(world.agent_dirs)
         with tam_process(profile_name, world.tam_dir, extra=extra) as (uri, pid):
-            cpu0 = _cpu_seconds(pid)
+            cpu0 = _tam_cpu_seconds(pid)
             c0 = time.process_time()
             latencies, failures, seconds, restarts = asyncio.run(
                 _drive(profile_name, uri, world.agent_dirs, n, concurrency, certs, agents, progress)
             )
             client_cpu = time.process_time() - c0
-            cpu1 = _cpu_seconds(pid)
+            cpu1 = _tam_cpu_seconds(pid)
+            rss = [peak_rss_mib(p) for p in tam_pids(pid)]
         tam_cpu = cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None
         return BenchResult(
             profile=profile_name,
@@ -328,6 +396,9 @@ def run_bench(
             handshake_restarts=restarts,
             failures=failures,
             load_average=load,
+            tam_workers=tam_workers,
+            database="sqlite" if db is None else db.split(":", 1)[0].split("+", 1)[0],
+            tam_peak_rss_mib=[m for m in rss if m is not None],
         )
     finally:
         if not keep:
@@ -335,4 +406,7 @@ def run_bench(
             shutil.rmtree(agents_tmp, ignore_errors=True)
 
 
-__all__ = ["BenchError", "BenchResult", "format_result", "make_world", "run_bench", "tam_process"]
+__all__ = [
+    "BenchError", "BenchResult", "format_result", "make_world", "peak_rss_mib", "run_bench", "tam_pids",
+    "tam_process",
+]  # fmt: skip

@@ -234,6 +234,13 @@ def _watch_credentials(
     default=None,
     help="Write every datagram / TCP segment to this pcap (DTLS: the PSK to FILE.psk). Loopback only.",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Processes sharing the address (SO_REUSEPORT; CoAP profiles; N>1 needs a PostgreSQL --db).",
+)
 @click.option("-v", "--verbose", count=True, help="More logging (-vv: aiocoap debug).")
 @click.option("-q", "--quiet", is_flag=True, help="No per-session log lines.")
 def tam_serve(
@@ -244,6 +251,7 @@ def tam_serve(
     bind: str,
     certs: str | None,
     pcap: str | None,
+    workers: int,
     verbose: int,
     quiet: bool,
 ) -> None:
@@ -252,8 +260,18 @@ def tam_serve(
     TEEP profiles (cbor or json; coap, coaps, coap+oscore, http, https) serve the `tam init` folder
     DIR with the profile's wire (CBOR/COSE or JSON/JWS); OTrP profiles serve an `otrp init` folder.
     The first line on stdout names the URI (useful with port 0).
+    With --workers N, N processes serve the same UDP address (SO_REUSEPORT) and share a PostgreSQL --db.
     """
     _setup_logging(verbose, quiet)
+    if workers > 1:
+        from teep_coap.cli.workers import serve_workers
+        from teep_coap.profiles.workers import WorkersError
+
+        if pcap is not None or certs is not None:
+            raise WorkersError("--workers N>1 takes neither --pcap nor --certs (serve one worker to capture)")
+        flags = ["-v"] * verbose + (["-q"] if quiet else [])
+        serve_workers(profile_name, tam_dir, db, policy, _parse_bind(bind), workers, flags)
+        return
     asyncio.run(_serve(profile_name, tam_dir, db, policy, _parse_bind(bind), certs, pcap=pcap))
 
 

@@ -290,6 +290,10 @@ _EXPIRE = delete(_outstanding_t).where(_O.expires_at <= bindparam("now"))
 _SEL_DEVICE_COMPONENTS = (
     select(*_DC_COLS).where(_DC.device_id == bindparam("dev")).order_by(_DC.component_key)
 )
+# Row lock on the device (PostgreSQL; SQLite renders no FOR UPDATE and BEGIN IMMEDIATE already
+# serializes writers): two TAM workers serving the same device read-modify-write its component rows
+# one after the other, never both inserting the same row or losing the other's update.
+_LOCK_DEVICE = select(_D.id).where(_D.id == bindparam("dev")).with_for_update()
 _INS_DC = insert(_dc_t)
 _UPD_DC = (
     update(_dc_t)
@@ -738,15 +742,16 @@ class TamStore:
     def spend_token(self, key: bytes, expires_at: float) -> bool:
         """Record a token's single use; False if it was spent before (by this or another process).
 
-        INSERT ... ON CONFLICT DO NOTHING (SQLite and PostgreSQL): the row count says who won, and a
-        conflict does not abort the caller's transaction as a failed plain INSERT would on PostgreSQL."""
+        INSERT ... ON CONFLICT DO NOTHING RETURNING (SQLite and PostgreSQL): a returned row says this
+        call won, and a conflict does not abort the caller's transaction as a failed plain INSERT would
+        on PostgreSQL. Not the row count: SQLAlchemy reports -1 for an INSERT over psycopg 3."""
         if self._engine.dialect.name == "postgresql":
             from sqlalchemy.dialects.postgresql import insert as dialect_insert
         else:
             from sqlalchemy.dialects.sqlite import insert as dialect_insert  # type: ignore[assignment]
         stmt = dialect_insert(_spent_t).values(key=key, expires_at=expires_at).on_conflict_do_nothing()
         with self._tx() as tx:
-            return bool(tx.conn.execute(stmt).rowcount == 1)
+            return tx.conn.execute(stmt.returning(_spent_t.c.key)).first() is not None
 
     def forget_spent_tokens(self, now: float) -> int:
         """Drop spent tokens past their expiry (they are refused as expired anyway); returns how many."""
@@ -838,6 +843,9 @@ class TamStore:
             ]
 
     def _dc_rows(self, tx: _Tx, device_id: int) -> dict[bytes, _Dc]:
+        """The device's component rows, its device row locked until the transaction ends."""
+        if not self._sqlite:
+            tx.conn.execute(_LOCK_DEVICE, {"dev": device_id})
         return {
             r[0]: _Dc(r[0], r[1], bool(r[2]), r[3], bool(r[4]))
             for r in tx.conn.execute(_SEL_DEVICE_COMPONENTS, {"dev": device_id})

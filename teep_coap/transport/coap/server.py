@@ -39,6 +39,7 @@ from teep_coap.transport.coap.early_answer import EarlyAnswer
 from teep_coap.transport.coap.echo import EchoGuard
 from teep_coap.transport.coap.options import CoapOptions
 from teep_coap.transport.coap.server_socket import enlarge_receive_buffer, ensure_port_free
+from teep_coap.transport.coap.shared_port import port_shared_by_parent
 from teep_coap.transport.junklog import JUNK, install_junk_log_limit
 
 log = logging.getLogger("teep_coap.transport.coap.server")
@@ -425,7 +426,8 @@ class CoapServer:
             transports = ["udp6"]
             bind = (host, port)
         root: Any = site
-        ensure_port_free(host, port)  # aiocoap's SO_REUSEPORT would share a busy port silently
+        if not port_shared_by_parent(host, port):  # `tam serve --workers`: the parent probed it
+            ensure_port_free(host, port)  # aiocoap's SO_REUSEPORT would share a busy port silently
         try:
             if mode in ("oscore", "edhoc"):
                 # Filled before the context exists: aiocoap replaces an empty (falsy) map by its own.
