@@ -411,16 +411,44 @@ def agent_run(
     "--sessions", "n_sessions", type=click.IntRange(1, 1_000_000), default=None, help="Default: devices."
 )
 @click.option("--image-size", type=click.IntRange(0, 1 << 20), default=1024, show_default=True)
+@click.option(
+    "--tam-workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="`tam serve --workers N` (CoAP profiles; N>1 needs --db).",
+)
+@click.option(
+    "--db",
+    default=None,
+    help="TAM database: an SQLAlchemy URL, or 'postgres' for a throwaway PostgreSQL server. Default: SQLite.",
+)
 @click.option("--json", "as_json", is_flag=True)
 def bench_sessions(
-    profile_name: str, devices: int, concurrency: int, n_sessions: int | None, image_size: int, as_json: bool
+    profile_name: str,
+    devices: int,
+    concurrency: int,
+    n_sessions: int | None,
+    image_size: int,
+    tam_workers: int,
+    db: str | None,
+    as_json: bool,
 ) -> None:
-    """Full TEEP sessions/s and p50/p99 latency, TAM in its own process (`tam serve`), on loopback."""
+    """Full TEEP sessions/s and p50/p99 latency, TAM in its own process (`tam serve`), on loopback.
+
+    Reports TAM CPU per session summed over its workers, each worker's peak RSS, and the simulated
+    devices' CPU per session separately."""
     from teep_coap.bench.sessions import format_result, run_bench
 
     if not sys.stderr.isatty():
         result = run_bench(
-            profile_name, devices=devices, concurrency=concurrency, sessions=n_sessions, image_size=image_size
+            profile_name,
+            devices=devices,
+            concurrency=concurrency,
+            sessions=n_sessions,
+            image_size=image_size,
+            tam_workers=tam_workers,
+            db=db,
         )
     else:  # a progress bar on the terminal (stderr, so --json on stdout stays clean)
         from rich.console import Console
@@ -447,6 +475,8 @@ def bench_sessions(
                 sessions=n_sessions,
                 image_size=image_size,
                 progress=show,
+                tam_workers=tam_workers,
+                db=db,
             )
     click.echo(json.dumps(result.to_json(), indent=2) if as_json else format_result(result))
 
