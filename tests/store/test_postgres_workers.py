@@ -146,3 +146,65 @@ def test_workers_refuse_sqlite(tmp_path: os.PathLike[str]) -> None:
     assert done.returncode == 2
     assert done.stderr.startswith("teep-coap: error: --workers 2 needs a database the workers can share")
     assert "Traceback" not in done.stderr
+
+
+def _tam_folder(tmp: os.PathLike[str]) -> tuple[list[str], str]:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tam = Path(tmp) / "tam"
+    cli = [sys.executable, "-c", "from teep_coap.cli import main; main()"]
+    subprocess.run([*cli, "tam", "init", "--dir", str(tam)], check=True, capture_output=True, timeout=120)
+    return cli, str(tam)
+
+
+def test_workers_refuse_a_port_another_process_holds(pg_url: str, tmp_path: os.PathLike[str]) -> None:
+    """The parent probes the port once: another program there is refused before any worker starts."""
+    import socket
+    import subprocess
+
+    cli, tam = _tam_folder(tmp_path)
+    url = _fresh_database(pg_url, "busy")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other:
+        other.bind(("127.0.0.1", 0))
+        port = other.getsockname()[1]
+        done = subprocess.run(
+            [*cli, "tam", "serve", "--profile", "coap", "--dir", tam, "--db", url, "--workers", "2",
+             "--bind", f"127.0.0.1:{port}"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    assert done.returncode == 2
+    assert f"UDP port {port} on 127.0.0.1 is already in use" in done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""
+
+
+def test_a_dead_worker_stops_the_others(pg_url: str, tmp_path: os.PathLike[str]) -> None:
+    """SIGKILL one worker: the parent stops the other and exits 2 naming the dead one."""
+    import signal
+    import subprocess
+
+    from teep_coap.bench.sessions import tam_pids
+
+    cli, tam = _tam_folder(tmp_path)
+    url = _fresh_database(pg_url, "dead")
+    proc = subprocess.Popen(
+        [*cli, "tam", "serve", "--profile", "coap", "--dir", tam, "--db", url, "--workers", "2", "-q"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        banner = proc.stdout.readline()
+        assert banner.startswith("TAM serving coap://127.0.0.1:") and "2 workers" in banner
+        workers = tam_pids(proc.pid)
+        assert len(workers) == 2 and proc.pid not in workers
+        os.kill(workers[0], signal.SIGKILL)
+        assert proc.wait(30) == 2
+        assert proc.stderr is not None
+        assert f"TAM worker {workers[0]} exited with status -9" in proc.stderr.read()
+        for pid in workers[1:]:  # the survivor was stopped (and reaped) by the parent
+            assert not os.path.exists(f"/proc/{pid}")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
