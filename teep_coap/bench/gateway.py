@@ -336,7 +336,7 @@ def run_cache_bench(
 
                     gw_dir = init_gateway_dir(Path(tmp) / "gw")
                     provision_devices(gw_dir, [(d.name, d) for d in world.agent_dirs])
-                    extra = () if cache else ("--no-cache",)
+                    extra = ("--image-origin", image_uri) + (() if cache else ("--no-cache",))
                     with (
                         tam_process(UPSTREAM_PROFILE, world.tam_dir) as (tam_uri, _),
                         gateway_process(gw_dir, profile_name, tam_uri, extra=extra) as (gw_uri, _),

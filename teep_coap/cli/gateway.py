@@ -74,6 +74,7 @@ async def _serve(
     certs: str | None,
     upstream_timeout: float,
     cache: bool = True,
+    image_origins: tuple[str, ...] = (),
 ) -> None:
     from teep_coap.profiles import load_profile
     from teep_coap.profiles.gateway import Gateway
@@ -86,6 +87,7 @@ async def _serve(
         certs=certs,
         upstream_timeout=upstream_timeout,
         cache=cache,
+        image_origins=image_origins,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -139,6 +141,14 @@ async def _serve(
     is_flag=True,
     help="Fetch SUIT images named by URI upstream for every device request (no component cache).",
 )
+@click.option(
+    "--image-origin",
+    "image_origins",
+    multiple=True,
+    metavar="URL",
+    help="Another http(s) origin SUIT images may be fetched from (repeatable; the TAM's own origin is "
+    "always allowed; a device asking for any other gets 4.03).",
+)
 @click.option("-v", "--verbose", count=True, help="More logging (-vv: aiocoap debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Warnings only.")
 def gateway_serve(
@@ -149,6 +159,7 @@ def gateway_serve(
     certs: str | None,
     upstream_timeout: float,
     no_cache: bool,
+    image_origins: tuple[str, ...],
     verbose: int,
     quiet: bool,
 ) -> None:
@@ -161,9 +172,8 @@ def gateway_serve(
     from teep_coap.cli.transport import _parse_bind, _setup_logging
 
     _setup_logging(verbose, quiet)
-    asyncio.run(
-        _serve(gw_dir, profile_name, _parse_bind(bind), tam_uri, certs, upstream_timeout, not no_cache)
-    )
+    where, cache = _parse_bind(bind), not no_cache
+    asyncio.run(_serve(gw_dir, profile_name, where, tam_uri, certs, upstream_timeout, cache, image_origins))
 
 
 @bench.command("gateway")

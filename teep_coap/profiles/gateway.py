@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from teep_coap.profiles.loader import load_profile
 from teep_coap.profiles.schema import Profile
 from teep_coap.profiles.stack import coap_options, make_client
 from teep_coap.protocol.agent import Fetcher
-from teep_coap.transport.base import MessageClient
+from teep_coap.transport.base import MessageClient, TransportError
 from teep_coap.transport.coap.credentials import DeviceCredentials, load_tam_credentials, provision_device
 from teep_coap.transport.component_cache import CACHE_PATH, URI_QUERY, CacheResource, ComponentCache
 from teep_coap.transport.gateway import IDLE_TIMEOUT, MAX_SESSIONS, GatewayRelay
@@ -107,6 +108,7 @@ class Gateway:
         idle_timeout: float = IDLE_TIMEOUT,
         relay_class: type[GatewayRelay] = GatewayRelay,
         cache: bool = True,
+        image_origins: Sequence[str] = (),
     ) -> None:
         self.folder = _check_dir(folder)
         if not device_profile.transport.is_coap:
@@ -149,7 +151,14 @@ class Gateway:
         )
         # Images named by URI in SUIT manifests: fetched once, served to every device (cache=False:
         # still served, but fetched upstream for each request, the baseline the benchmark compares with).
-        self.cache = ComponentCache(timeout=max(upstream_timeout, IMAGE_TIMEOUT), enabled=cache)
+        # Images come from the TAM's own origin (an http(s) TAM) and from those named explicitly.
+        origins = [*image_origins, *([tam_uri] if tam_uri.startswith(("http://", "https://")) else [])]
+        try:
+            self.cache = ComponentCache(
+                timeout=max(upstream_timeout, IMAGE_TIMEOUT), origins=origins, enabled=cache
+            )
+        except TransportError as exc:
+            raise GatewayError(f"--image-origin: {exc}") from None
         require_oscore = device_profile.security.mode in ("oscore", "edhoc")
         self.server.add_resource(CACHE_PATH, CacheResource(self.cache, require_oscore=require_oscore))
 

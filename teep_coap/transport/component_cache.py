@@ -7,6 +7,10 @@ each device would fetch the same image from upstream. `ComponentCache` fetches e
 recently used dropped first); `CacheResource` serves them to the devices as a CoAP resource
 (`GET /c?u=<URI>`, block-wise by aiocoap's Block2 cache), over the gateway's own DTLS or OSCORE.
 
+It fetches only from the origins it is given (by default the TAM's own, `gateway serve
+--image-origin` adds more): a device must not be able to make the gateway fetch from any host it
+can name, such as services only the gateway's network reaches. Redirects are not followed.
+
 The cache does not check digests: it cannot know them without parsing manifests, and need not — the
 Agent checks the image against the digest in the signed manifest (SUIT image-match), so a wrong or
 altered image is refused by the device, as it would be from the origin.
@@ -17,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import aiocoap
@@ -24,6 +29,7 @@ import aiocoap.resource
 import aiohttp
 from aiocoap import Message
 from aiocoap.numbers.codes import Code
+from yarl import URL
 
 from teep_coap.transport.base import TransportError, TransportTimeout
 
@@ -33,6 +39,21 @@ CACHE_PATH = ("c",)
 URI_QUERY = "u="
 MAX_IMAGE = 16 * 1024 * 1024  # bytes of one image the cache fetches at most
 MAX_TOTAL = 64 * 1024 * 1024  # bytes the cache keeps in all
+
+
+class OriginRefused(TransportError):
+    """The image URI is not on an origin the gateway was told to fetch from."""
+
+
+def image_origin(uri: str) -> str:
+    """`scheme://host:port` of an http(s) URI (default ports made explicit), as origins compare."""
+    try:
+        url = URL(uri)
+    except ValueError:
+        raise TransportError(f"not a URI: {uri!r}") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise TransportError(f"the component cache fetches http(s) URIs only, not {uri!r}")
+    return f"{url.scheme}://{url.host.lower()}:{url.port}"
 
 
 @dataclass
@@ -52,10 +73,12 @@ class ComponentCache:
         self,
         *,
         timeout: float,
+        origins: Iterable[str],
         enabled: bool = True,
         max_image: int = MAX_IMAGE,
         max_total: int = MAX_TOTAL,
     ) -> None:
+        self.origins = frozenset(image_origin(o) for o in origins)
         self.timeout = timeout
         self.enabled = enabled  # False: every request goes upstream (the baseline of `bench gateway`)
         self.max_image = max_image
@@ -66,9 +89,13 @@ class ComponentCache:
         self._session: aiohttp.ClientSession | None = None
 
     async def get(self, uri: str) -> bytes:
-        """The image at `uri` (TransportError / TransportTimeout when upstream fails)."""
-        if not uri.startswith(("http://", "https://")):
-            raise TransportError(f"the component cache fetches http(s) URIs only, not {uri!r}")
+        """The image at `uri` (OriginRefused, TransportError / TransportTimeout when upstream fails)."""
+        origin = image_origin(uri)
+        if origin not in self.origins:
+            raise OriginRefused(
+                f"origin {origin} is not one the gateway fetches from "
+                f"(allowed: {', '.join(sorted(self.origins)) or 'none'}; gateway serve --image-origin)"
+            )
         if self.enabled:
             data = self._images.get(uri)
             if data is not None:
@@ -146,6 +173,9 @@ class CacheResource(aiocoap.resource.Resource):
             return Message(code=Code.BAD_REQUEST, payload=b"one query u=<image URI> expected")
         try:
             data = await self.cache.get(uris[0])
+        except OriginRefused as exc:
+            log.warning("component cache: %s", exc)
+            return Message(code=Code.FORBIDDEN, payload=str(exc).encode()[:200])
         except TransportTimeout as exc:
             return Message(code=Code.GATEWAY_TIMEOUT, payload=str(exc).encode()[:120])
         except TransportError as exc:
@@ -155,4 +185,4 @@ class CacheResource(aiocoap.resource.Resource):
         return Message(code=Code.CONTENT, payload=data)
 
 
-__all__ = ["CACHE_PATH", "CacheResource", "ComponentCache"]
+__all__ = ["CACHE_PATH", "CacheResource", "ComponentCache", "OriginRefused", "image_origin"]

@@ -53,7 +53,9 @@ async def test_devices_share_one_upstream_fetch(tmp_path: Path, cache: bool) -> 
         add_device(gw_dir, f"d{i}", a)
     runner, uri, hits = await _origin()
     try:
-        async with Gateway(gw_dir, load_profile("coaps-psk"), "http://127.0.0.1:9/tam", cache=cache) as gw:
+        async with Gateway(
+            gw_dir, load_profile("coaps-psk"), "http://127.0.0.1:9/tam", cache=cache, image_origins=[uri]
+        ) as gw:
             answers = await asyncio.gather(*(_get(gw, a, uri) for a in agents))
             again = await _get(gw, agents[0], uri)
             stats = gw.cache.stats
@@ -72,6 +74,11 @@ async def test_unreachable_origin_and_bad_query_are_gateway_errors(tmp_path: Pat
         assert code == "5.02", detail
         code, detail = await _get(gw, tmp_path / "a0", "file:///etc/passwd")
         assert code == "5.02" and b"http(s) URIs only" in detail
+        # Only the TAM's origin (and --image-origin ones): no fetching from hosts a device names.
+        for elsewhere in ("http://127.0.0.1:8/tc.bin", "https://127.0.0.1:9/tc.bin", "http://localhost:9/x"):
+            code, detail = await _get(gw, tmp_path / "a0", elsewhere)
+            assert code == "4.03" and b"is not one the gateway fetches from" in detail, (elsewhere, detail)
+        assert gw.cache.stats.upstream_fetches == 0
         client = CoapClient(
             coap_options(load_profile("coaps-psk")), gw.uri, load_agent_credentials(tmp_path / "a0")
         )
@@ -88,7 +95,9 @@ async def test_over_oscore_only_protected_requests_may_fetch(tmp_path: Path, dev
     add_device(gw_dir, "d0", tmp_path / "a0")
     runner, uri, hits = await _origin()
     try:
-        async with Gateway(gw_dir, load_profile(device_profile), "http://127.0.0.1:9/tam") as gw:
+        async with Gateway(
+            gw_dir, load_profile(device_profile), "http://127.0.0.1:9/tam", image_origins=[uri]
+        ) as gw:
             plain = CoapClient(coap_options(load_profile("coap")), gw.uri)
             try:
                 code, _ = await plain.request("GET", path=f"/c?u={quote(uri, safe='')}")

@@ -135,7 +135,7 @@ def test_uri_component_is_fetched_once_through_the_gateway_cache(tmp_path: Path)
         with serving(tmp_path, "tam", "serve", "--profile", "teep-cbor-http", "--dir", "tam") as tam_line:
             tam_uri = tam_line.split()[2]
             with serving(tmp_path, "gateway", "serve", "--dir", "gw", "--profile", "coaps-psk",
-                         "--tam", tam_uri) as gw_line:  # fmt: skip
+                         "--tam", tam_uri, "--image-origin", image_uri) as gw_line:  # fmt: skip
                 gw_uri = gw_line.split()[2]
                 for name in ("dev1", "dev2"):
                     run = teep(
