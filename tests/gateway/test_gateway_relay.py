@@ -200,10 +200,11 @@ async def test_silent_tam_gives_504_after_the_upstream_timeout(tmp_path: Path) -
     assert 0.9 <= seconds < 6.0  # the upstream timeout (1 s) plus the DTLS handshake, not the device's 10 s
 
 
-async def test_gateway_restart_mid_session_loses_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("device_profile", ["coap", "coaps-psk", "coap-oscore", "coap-edhoc"])
+async def test_gateway_restart_mid_session_loses_nothing(tmp_path: Path, device_profile: str) -> None:
     """The gateway restarts between QueryRequest and QueryResponse; the TAM finishes the session."""
-    world, gw_dir = make_world(tmp_path, "coap")
-    profile = quick("coap")
+    world, gw_dir = make_world(tmp_path, device_profile)
+    profile = quick(device_profile)
     async with tam_server(world, "http") as (tam_uri, handler):
         gw = Gateway(gw_dir, profile, tam_uri)
         await gw.start()

@@ -174,3 +174,25 @@ async def test_dtls_server_forgets_closed_sessions(creds: Creds) -> None:
                 break
             await asyncio.sleep(0.02)
         assert server.dtls_sessions == 0
+
+
+async def test_dtls_client_shakes_hands_again_when_the_tam_restarted(creds: Creds) -> None:
+    """A restarted TAM has forgotten the DTLS session and drops its records silently: after half the
+    request timeout the client starts a new handshake and sends the message again, once."""
+    profile = quick("coaps-psk", request_timeout=4.0)
+    handler = Recorder()
+    server = CoapServer(profile, handler, devices=creds.tam_side)
+    await server.start()
+    port = server.port
+    client = CoapClient(profile, server.uri, creds.agent_side)
+    try:
+        assert await client.post(b"") == b"first"
+        await server.close()
+        server = CoapServer(profile, handler, bind=("127.0.0.1", port), devices=creds.tam_side)
+        await server.start()
+        assert await client.post(b"abc") == b"cba"
+        assert client.session_restarts == 1
+    finally:
+        await client.close()
+        await server.close()
+    assert handler.payloads == [b"", b"abc"]

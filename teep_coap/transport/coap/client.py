@@ -45,6 +45,10 @@ class _HandshakeStalled(Exception):
     """Internal: the DTLS handshake did not complete in HANDSHAKE_STALL seconds."""
 
 
+class _SessionSilent(Exception):
+    """Internal: an established DTLS session got no answer in half the request timeout."""
+
+
 def _dtls_handshake(ctx: aiocoap.Context) -> Any:
     """The tinydtls client connection of `ctx` still in its handshake, or None."""
     return aiocoap_compat.dtls_client_in_handshake(ctx)
@@ -87,6 +91,7 @@ class CoapClient:
         self._oscore_ctx: Any = None
         self.exchanges = 0  # POSTs answered (whole block-wise transfers count once)
         self.handshake_restarts = 0  # DTLS handshakes started again after a stall
+        self.session_restarts = 0  # established DTLS sessions given up after silence (peer restarted)
         self.handshake_heard = 0  # datagrams the last unfinished DTLS handshake got from the TAM
 
     def _normalise_uri(self, uri: str) -> str:
@@ -184,12 +189,25 @@ class CoapClient:
         ctx = await self._ensure_context()
         deadline = time.monotonic() + self.profile.limits.request_timeout
         echo: bytes | None = None
+        # A DTLS peer that restarted (a TAM or gateway) has forgotten our session and drops its
+        # records without a word; after half the timeout in silence, shake hands anew and resend once
+        # (TEEP messages may arrive twice: the TAM answers a repeated message as the first time).
+        silence_check = self.profile.security.mode == "dtls-psk" and self.exchanges > 0
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise self._timeout(ctx)
             try:
-                response = await self._send_once(ctx, payload, remaining, echo)
+                response = await self._send_once(
+                    ctx, payload, remaining, echo, silence_after=remaining / 2 if silence_check else None
+                )
+            except _SessionSilent:
+                silence_check = False
+                self.session_restarts += 1
+                log.warning("no answer over the DTLS session with %s: new handshake, sending again", self.uri)
+                await self._drop_context()
+                ctx = await self._ensure_context()
+                continue
             except _HandshakeStalled:
                 self.handshake_restarts += 1
                 log.info("DTLS handshake with %s stalled, starting it again", self.uri)
@@ -211,7 +229,13 @@ class CoapClient:
             return self._interpret(response)
 
     async def _send_once(
-        self, ctx: aiocoap.Context, payload: bytes, timeout: float, echo: bytes | None = None
+        self,
+        ctx: aiocoap.Context,
+        payload: bytes,
+        timeout: float,
+        echo: bytes | None = None,
+        *,
+        silence_after: float | None = None,
     ) -> Message:
         msg = self._request(payload)
         if echo is not None:
@@ -225,10 +249,14 @@ class CoapClient:
         future = asyncio.ensure_future(request.response)
         end = time.monotonic() + timeout
         try:
-            if self.profile.security.mode == "dtls-psk":
+            if silence_after is not None:
+                await asyncio.wait({future}, timeout=silence_after)
+                if not future.done():
+                    raise _SessionSilent
+            elif self.profile.security.mode == "dtls-psk":
                 await self._wait_handshake(ctx, future, timeout)
             response = await asyncio.wait_for(future, max(0.0, end - time.monotonic()))
-        except _HandshakeStalled:
+        except (_HandshakeStalled, _SessionSilent):
             future.cancel()
             raise
         except TimeoutError:
