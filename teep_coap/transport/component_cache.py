@@ -138,7 +138,13 @@ class ComponentCache:
             async with self._session.get(uri, allow_redirects=False) as response:
                 if response.status != 200:
                     raise TransportError(f"{uri} answered {response.status}")
-                data = await response.content.read(self.max_image + 1)
+                # StreamReader.read(n) returns what has arrived so far, not n bytes: read to the end.
+                body = bytearray()
+                async for chunk in response.content.iter_any():
+                    body += chunk
+                    if len(body) > self.max_image:
+                        break
+                data = bytes(body)
         except TimeoutError:
             raise TransportTimeout(f"{uri} did not answer within {self.timeout:g} s") from None
         except aiohttp.ClientError as exc:

@@ -14,6 +14,7 @@ from teep_coap.profiles.gateway import Gateway, add_device, init_gateway_dir
 from teep_coap.profiles.stack import coap_options
 from teep_coap.transport.coap.client import CoapClient
 from teep_coap.transport.coap.credentials import load_agent_credentials
+from teep_coap.transport.component_cache import ComponentCache
 
 pytestmark = pytest.mark.timeout(60)
 IMAGE = bytes(range(256)) * 40  # 10 KiB: block-wise to the device
@@ -112,5 +113,35 @@ async def test_over_oscore_only_protected_requests_may_fetch(tmp_path: Path, dev
             finally:
                 await oscore.close()
             assert (code, data) == ("2.05", IMAGE) and hits[0] == 1
+    finally:
+        await runner.cleanup()
+
+
+async def test_an_image_that_arrives_in_pieces_is_read_to_its_end(tmp_path: Path) -> None:
+    """aiohttp's read(n) returns what has arrived so far; the cache once kept half an image that way
+    (every device then failed image-match)."""
+
+    async def slow(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        response.content_length = len(IMAGE)
+        await response.prepare(request)
+        half = len(IMAGE) // 2
+        await response.write(IMAGE[:half])
+        await asyncio.sleep(0.2)
+        await response.write(IMAGE[half:])
+        return response
+
+    app = web.Application()
+    app.router.add_get("/tc.bin", slow)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    uri = f"http://127.0.0.1:{runner.addresses[0][1]}/tc.bin"
+    try:
+        cache = ComponentCache(timeout=5.0, origins=[uri])
+        try:
+            assert await cache.get(uri) == IMAGE
+        finally:
+            await cache.close()
     finally:
         await runner.cleanup()
