@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 from typing import TYPE_CHECKING
@@ -135,6 +136,8 @@ async def _serve(
     from teep_coap.profiles.stack import make_server
 
     profile = load_profile(profile_name)
+    if pcap is not None and profile.security.mode == "tls":
+        _log_tls_keys(pcap)
     service = open_tam(profile, tam_dir, db=db, policy=policy, certs=certs)
     try:
         server = make_server(
@@ -182,6 +185,15 @@ async def _serve(
         service.close()
         done, failed = service.counts()
         logging.getLogger("teep_coap.session").info("TAM stopped: %d sessions done, %d failed", done, failed)
+
+
+def _log_tls_keys(pcap: str) -> None:
+    """This process's TLS secrets to PCAP.keylog (the whole process is one TAM or one Agent run)."""
+    from teep_coap.profiles.capture import keylog_path
+
+    path = keylog_path(pcap)
+    path.unlink(missing_ok=True)
+    os.environ["SSLKEYLOGFILE"] = os.fspath(path)  # read by every ssl context made from now on
 
 
 def _write_serve_psk(profile: Profile, credentials_dir: Path, pcap: str) -> None:
@@ -232,7 +244,8 @@ def _watch_credentials(
     "--pcap",
     type=click.Path(dir_okay=False, writable=True),
     default=None,
-    help="Write every datagram / TCP segment to this pcap (DTLS: the PSK to FILE.psk). Loopback only.",
+    help="Write every datagram / TCP segment to this pcap (DTLS: the PSK to FILE.psk; HTTPS: TLS "
+    "secrets to FILE.keylog). Loopback only.",
 )
 @click.option(
     "--workers",
@@ -299,6 +312,8 @@ async def _agent_run(
             profile, limits=dataclasses.replace(profile.limits, request_timeout=timeout)
         )
     uri = tam_uri
+    if pcap is not None and profile.security.mode == "tls":
+        _log_tls_keys(pcap)
     async with contextlib.AsyncExitStack() as stack:
         if pcap is not None:
             from teep_coap.profiles.capture import capturing_relay, relayed_uri, uri_address
@@ -362,8 +377,8 @@ def _psk_credentials(psk_hex: str | None, psk_identity: str | None) -> DeviceCre
     "--pcap",
     type=click.Path(dir_okay=False, writable=True),
     default=None,
-    help="Write the session's datagrams / TCP segments to this pcap (DTLS: PSK to FILE.psk). "
-    "The TAM must be on loopback.",
+    help="Write the session's datagrams / TCP segments to this pcap (DTLS: PSK to FILE.psk; HTTPS: TLS "
+    "secrets to FILE.keylog). The TAM must be on loopback.",
 )
 @click.option(
     "--psk-hex", default=None, help="DTLS PSK in hex, instead of the state folder's transport.toml."
@@ -497,7 +512,8 @@ def bench_sessions(
     "--pcap",
     type=click.Path(dir_okay=False, writable=True),
     default=None,
-    help="Write every datagram / TCP segment to this pcap file (DTLS: the PSK to FILE.psk).",
+    help="Write every datagram / TCP segment to this pcap file (DTLS: the PSK to FILE.psk; HTTPS: TLS "
+    "secrets to FILE.keylog).",
 )
 def session_cmd(profile_name: str, payload_size: int, as_json: bool, pcap: str | None) -> None:
     """One complete provisioning session over ANY profile, on loopback, in temporary folders.

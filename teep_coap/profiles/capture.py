@@ -2,14 +2,15 @@
 
 Used by `teep-coap session`, `agent run` and `tam serve`. For DTLS profiles the PSK goes to
 `FILE.psk` as hex, the form of Wireshark's `dtls.psk` preference, so
-`tshark -o dtls.psk:$(cat FILE.psk) -r FILE` decrypts the records (docs/toolkit.md).
+`tshark -o dtls.psk:$(cat FILE.psk) -r FILE` decrypts the records (docs/toolkit.md); for HTTPS
+profiles the TLS secrets go to `FILE.keylog` (`tshark -o tls.keylog_file:FILE.keylog -r FILE`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 from teep_coap.profiles.schema import Profile
@@ -31,6 +32,28 @@ def write_psk_file(pcap: str | os.PathLike[str], psk: bytes) -> Path:
     path.write_text(psk.hex() + "\n")
     path.chmod(0o600)
     return path
+
+
+def keylog_path(pcap: str | os.PathLike[str]) -> Path:
+    return Path(f"{os.fspath(pcap)}.keylog")
+
+
+@contextlib.contextmanager
+def tls_keys_logged(pcap: str | os.PathLike[str]) -> Iterator[Path]:
+    """TLS contexts made inside log their secrets to FILE.keylog (NSS key log format), so
+    `tshark -o tls.keylog_file:FILE.keylog -r FILE` decrypts an HTTPS capture. Python's ssl reads
+    the SSLKEYLOGFILE variable when a context is created; it is set for the block and restored."""
+    path = keylog_path(pcap)
+    path.unlink(missing_ok=True)
+    before = os.environ.get("SSLKEYLOGFILE")
+    os.environ["SSLKEYLOGFILE"] = os.fspath(path)
+    try:
+        yield path
+    finally:
+        if before is None:
+            os.environ.pop("SSLKEYLOGFILE", None)
+        else:
+            os.environ["SSLKEYLOGFILE"] = before
 
 
 def session_front(
@@ -154,6 +177,8 @@ def tshark_command(profile: Profile, pcap: str | os.PathLike[str], server_port: 
     args = ["tshark"]
     if profile.security.mode == "dtls-psk":
         args += ["-o", f"dtls.psk:$(cat {os.fspath(pcap)}.psk)"]
+    elif profile.security.mode == "tls":
+        args += ["-o", f"tls.keylog_file:{keylog_path(pcap)}"]
     if server_port != USUAL_PORTS.get(scheme):
         if scheme == "coaps":
             args += ["-d", f"udp.port=={server_port},dtls", "-d", f"dtls.port=={server_port},coap"]
@@ -161,4 +186,6 @@ def tshark_command(profile: Profile, pcap: str | os.PathLike[str], server_port: 
             args += ["-d", f"udp.port=={server_port},coap"]
         elif scheme == "http":
             args += ["-d", f"tcp.port=={server_port},http"]
+        elif scheme == "https":
+            args += ["-d", f"tcp.port=={server_port},tls"]
     return " ".join([*args, "-r", os.fspath(pcap)])

@@ -443,8 +443,14 @@ async def run_local_session(
             messages,
         )
 
+    keys: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+    if pcap is not None and profile.security.mode == "tls":
+        from teep_coap.profiles.capture import tls_keys_logged
+
+        keys = tls_keys_logged(pcap)  # FILE.keylog, for tshark -o tls.keylog_file:
     try:
-        return await run_scenario(profile, payload_size, collect, workdir=workdir, front=front)
+        with keys:
+            return await run_scenario(profile, payload_size, collect, workdir=workdir, front=front)
     finally:
         if writer is not None:
             writer.close()

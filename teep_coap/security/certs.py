@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import os
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -262,6 +263,11 @@ def server_ssl_context(
     if not session_tickets:
         ctx.options |= ssl.OP_NO_TICKET
         ctx.num_tickets = 0
+    # The NSS key log Wireshark reads (`--pcap` of an HTTPS profile sets SSLKEYLOGFILE); client
+    # contexts get it from ssl.create_default_context, a bare SSLContext does not look.
+    keylog = os.environ.get("SSLKEYLOGFILE")
+    if keylog:
+        ctx.keylog_filename = keylog
     return ctx
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from teep_coap.model.codes import MEDIA_TYPE_TEEP_CBOR
 from teep_coap.profiles import load_profile
-from teep_coap.profiles.capture import psk_path, session_front
+from teep_coap.profiles.capture import keylog_path, psk_path, session_front, tls_keys_logged
 from teep_coap.profiles.scenario import ScenarioRun, run_local_session, run_scenario
 from teep_coap.transport.pcap import PcapWriter
 
@@ -35,6 +35,9 @@ def tshark(pcap: Path, *extra: str) -> list[dict[str, Any]]:
     psk = psk_path(pcap)
     if psk.exists():
         extra = ("-o", f"dtls.psk:{psk.read_text().strip()}", *extra)
+    keylog = keylog_path(pcap)
+    if keylog.exists():
+        extra = ("-o", f"tls.keylog_file:{keylog}", *extra)
     done = subprocess.run(
         [binary, "-n", "-r", str(pcap), "-T", "json", "-x", "--no-duplicate-keys", *extra],
         capture_output=True,
@@ -68,6 +71,9 @@ async def captured_session(profile_name: str, pcap: Path, payload_size: int) -> 
         return [m for pair in run.exchanges for m in pair if m]
 
     try:
+        if profile.security.mode == "tls":
+            with tls_keys_logged(pcap):
+                return await run_scenario(profile, payload_size, collect, front=session_front(writer))
         return await run_scenario(profile, payload_size, collect, front=session_front(writer))
     finally:
         writer.close()
@@ -148,6 +154,7 @@ def http_messages(frames: list[dict[str, Any]], path: str) -> list[bytes]:
         ("coaps-psk", 3000, {"Block2"}),
         ("coap-constrained", 300, {"Block1", "Block2"}),
         ("teep-cbor-http", 3000, set()),
+        ("teep-cbor-https", 3000, set()),
     ],
 )
 async def test_tshark_dissects_what_we_sent(
@@ -159,6 +166,11 @@ async def test_tshark_dissects_what_we_sent(
     frames = tshark(pcap)
     if profile_name.startswith("teep-cbor-http"):
         assert http_messages(frames, "/tam") == ours
+        if profile_name == "teep-cbor-https":  # decrypted only with the key log beside the capture
+            assert any("tls" in f for f in frames)
+            copy = pcap.with_name("no-keys.pcap")
+            copy.write_bytes(pcap.read_bytes())
+            assert http_messages(tshark(copy), "/tam") == []
         return
     seen_blocks = {
         n.split(": ", 1)[1] for f in frames if "coap" in f for n in as_list(f["coap"].get("coap.opt.name"))
@@ -231,3 +243,16 @@ def test_pcap_refuses_a_tam_off_loopback(tmp_path: Path) -> None:
     )  # fmt: skip
     assert run.returncode == 2
     assert "teep-coap: error: --pcap records through a relay on loopback" in run.stderr
+
+
+def test_https_session_writes_its_tls_key_log(tmp_path: Path) -> None:
+    """`session --pcap` over HTTPS: FILE.keylog holds the secrets, and the process's setting is restored."""
+    import asyncio
+    import os
+
+    pcap = tmp_path / "s.pcap"
+    asyncio.run(run_local_session(load_profile("teep-cbor-https"), 100, pcap=pcap))
+    lines = keylog_path(pcap).read_text().splitlines()
+    assert any(line.startswith(("CLIENT_TRAFFIC_SECRET_0 ", "CLIENT_RANDOM ")) for line in lines)
+    assert "SSLKEYLOGFILE" not in os.environ
+    assert http_messages(tshark(pcap), "/tam")
