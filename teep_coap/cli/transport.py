@@ -385,7 +385,7 @@ def _psk_credentials(psk_hex: str | None, psk_identity: str | None) -> DeviceCre
 )
 @click.option("--psk-identity", default=None, help="DTLS PSK identity (with --psk-hex).")
 @click.option(
-    "--proxy", default=None, help="Through this CoAP forward proxy (coap://HOST:PORT; coap, coap-oscore)."
+    "--proxy", default=None, help="Through this CoAP forward proxy (coap://HOST:PORT; plain CoAP profiles)."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON (the default output).")
 @click.option("-v", "--verbose", count=True, help="More logging (-vv: aiocoap debug).")

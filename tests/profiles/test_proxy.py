@@ -24,14 +24,15 @@ def free_udp_port() -> int:
         return int(s.getsockname()[1])
 
 
-def agent_run(uri: str, state: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+def agent_run(uri: str, state: Path, *extra: str, profile: str = "coap") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*CLI, "agent", "run", "--profile", "coap", "--tam", uri, "--state", str(state), *extra],
+        [*CLI, "agent", "run", "--profile", profile, "--tam", uri, "--state", str(state), *extra],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
 
 
-def test_session_through_a_forward_proxy(tmp_path: Path) -> None:
+@pytest.mark.parametrize("profile", ["coap"])
+def test_session_through_a_forward_proxy(tmp_path: Path, profile: str) -> None:
     proxy_tool = venv_tool("aiocoap-proxy")
     if proxy_tool is None:
         pytest.fail("aiocoap-proxy not found in the virtualenv (it comes with aiocoap)")
@@ -44,13 +45,14 @@ def test_session_through_a_forward_proxy(tmp_path: Path) -> None:
     )
     try:
         time.sleep(0.5)
-        with tam_process("coap", world.tam_dir) as (uri, _pid):
+        with tam_process(profile, world.tam_dir) as (uri, _pid):
             # no proxy listens there: the run must fail, so a success below went through the proxy
             dead = agent_run(
-                uri, world.agent_dirs[0], "--proxy", f"coap://127.0.0.1:{free_udp_port()}", "--timeout", "2"
-            )
+                uri, world.agent_dirs[0], "--proxy", f"coap://127.0.0.1:{free_udp_port()}", "--timeout", "2",
+                profile=profile,
+            )  # fmt: skip
             assert dead.returncode == 2
-            done = agent_run(uri, world.agent_dirs[0], "--proxy", f"coap://127.0.0.1:{port}")
+            done = agent_run(uri, world.agent_dirs[0], "--proxy", f"coap://127.0.0.1:{port}", profile=profile)
             assert done.returncode == 0, done.stderr
             assert len(json.loads(done.stdout)["installed"]) == 1
     finally:
@@ -66,7 +68,12 @@ def test_proxy_refuses_dtls_and_other_schemes() -> None:
     from teep_coap.transport.coap.credentials import DeviceCredentials
 
     creds = DeviceCredentials("d", "d", bytes(16))
-    with pytest.raises(TransportError, match="DTLS through a proxy is not implemented"):
+    for name in ("coap-oscore", "coap-edhoc"):
+        with pytest.raises(TransportError, match=r"is not implemented: .* OSCORE through aiocoap's proxy"):
+            CoapClient(
+                coap_options(load_profile(name)), "coap://127.0.0.1:9/teep", creds, proxy="coap://127.0.0.1:9"
+            )
+    with pytest.raises(TransportError, match=r"--proxy with 'coaps-psk' \(dtls-psk\) is not implemented"):
         CoapClient(
             coap_options(load_profile("coaps-psk")),
             "coaps://127.0.0.1:9/teep",
