@@ -16,6 +16,7 @@ from teep_coap.cli.groups import check
 DEFAULT_PROFILES = {
     "coap": "coap",
     "coaps": "coaps-psk",
+    "coap+oscore": "coap-oscore",
     "http": "teep-cbor-http",
     "https": "teep-cbor-https",
 }
@@ -26,6 +27,15 @@ def _finish(report: Any, as_json: bool) -> None:
     sys.stdout.flush()
     if report.must_failed:
         sys.exit(1)
+
+
+def _credentials(state: str | None) -> Any:
+    """The Agent folder's transport credentials (OSCORE context, EDHOC keys), or None."""
+    if state is None:
+        return None
+    from teep_coap.transport.coap.credentials import load_agent_credentials
+
+    return load_agent_credentials(state)
 
 
 def _psk(psk_hex: str | None, psk_identity: str | None, state: str | None) -> tuple[str, bytes] | None:
@@ -87,7 +97,8 @@ def _with_common(func: Any) -> Any:
     "--state",
     default=None,
     type=click.Path(exists=True, file_okay=False),
-    help="coaps: take the PSK from this Agent folder's transport.toml.",
+    help="coaps: take the PSK from this Agent folder's transport.toml; OSCORE/EDHOC profiles: its "
+    "OSCORE context or EDHOC keys.",
 )
 @click.option(
     "--ca",
@@ -136,6 +147,7 @@ def check_tam_cmd(
             uri,
             peer_key=_key(peer_key),
             psk=_psk(psk_hex, psk_identity, state),
+            credentials=_credentials(state),
             ssl_context=ssl_context,
             timeout=timeout,
         )

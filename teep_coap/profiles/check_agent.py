@@ -43,7 +43,8 @@ class _Rejections(logging.Handler):
 class _CheckingTam:
     """The MessageHandler: plays the session above and records what it saw."""
 
-    def __init__(self, report: Report, key: Any, peer_key: Any | None) -> None:
+    def __init__(self, report: Report, key: Any, peer_key: Any | None, *, coap: bool = True) -> None:
+        self.coap = coap  # HTTP has no block-wise transfer, and a Content-Type instead of a Content-Format
         self.report = report
         self.key = key
         self.peer_key = peer_key
@@ -67,8 +68,18 @@ class _CheckingTam:
         if self.step == "query":
             if not payload:
                 return None  # a new session: nothing more from us
-            self.report.add("agent.block2", True, f"QueryRequest reassembled from {SMALL_BLOCK}-byte blocks")
-            self.report.add("agent.content-format", True, "the QueryResponse passed the Content-Format rule")
+            if self.coap:
+                self.report.add(
+                    "agent.block2", True, f"QueryRequest reassembled from {SMALL_BLOCK}-byte blocks"
+                )
+                self.report.add(
+                    "agent.content-format", True, "the QueryResponse passed the Content-Format rule"
+                )
+            else:
+                self.report.add("agent.block2", None, "HTTP: no block-wise transfer")
+                self.report.add(
+                    "agent.content-format", True, "the QueryResponse passed the Content-Type rule"
+                )
             examine_message(
                 self.report, payload, int(MessageType.QUERY_RESPONSE), self.peer_key, token=self.token
             )
@@ -94,10 +105,12 @@ async def check_agent(
     from teep_coap.profiles.stack import make_server
     from teep_coap.security.keys import load_signing_key
 
-    if not profile.transport.is_coap or profile.protocol != "teep" or profile.encoding != "cbor":
-        raise CheckError(f"check agent covers the TEEP CBOR/COSE CoAP profiles; {profile.name!r} is not one")
-    if profile.transport.scheme == "coap+oscore":
-        raise CheckError("check agent over OSCORE is not implemented; use coap or coaps-psk")
+    if profile.protocol != "teep" or profile.encoding != "cbor":
+        raise CheckError(f"check agent covers the TEEP CBOR/COSE profiles; {profile.name!r} is not one")
+    if profile.transport.scheme == "https":
+        raise CheckError(
+            "check agent over HTTPS is not implemented; use teep-cbor-http (the checks are the same)"
+        )
     key_file = Path(tam_dir) / "keys" / "esp256" / "private.pem"
     if not key_file.is_file():
         raise CheckError(f"{key_file} not found: --tam-dir must be a `teep-coap tam init` folder")
@@ -105,7 +118,7 @@ async def check_agent(
     small = dataclasses.replace(
         profile, transport=dataclasses.replace(profile.transport, block_size=SMALL_BLOCK)
     )
-    tam = _CheckingTam(Report("agent", "", profile.name), key, peer_key)
+    tam = _CheckingTam(Report("agent", "", profile.name), key, peer_key, coap=profile.transport.is_coap)
     rejections = _Rejections()
     server_log = logging.getLogger("teep_coap.transport.coap.server")
     server_log.addHandler(rejections)
@@ -172,6 +185,11 @@ def _conclude(tam: _CheckingTam, rejected: list[str]) -> None:
         report.add("agent.block2", None, "no session")
         report.add("agent.content-format", None, "no session")
         report.add("agent.rejects-unsigned", None, "no session")
+        return
+    if tam.step == "query" and not tam.coap:
+        report.add("agent.content-format", None, "no QueryResponse arrived (HTTP: the server logs no reason)")
+        report.add("agent.block2", None, "HTTP: no block-wise transfer")
+        report.add("agent.rejects-unsigned", None, "the session did not get that far")
         return
     if tam.step == "query":
         cf_rejected = any("4.15" in line for line in rejected)

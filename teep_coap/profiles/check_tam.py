@@ -26,6 +26,7 @@ async def check_tam(
     *,
     peer_key: Any | None = None,
     psk: tuple[str, bytes] | None = None,
+    credentials: Any | None = None,
     ssl_context: Any | None = None,
     timeout: float = 10.0,
 ) -> Report:
@@ -37,7 +38,7 @@ async def check_tam(
             f"{profile.protocol}/{profile.encoding}"
         )
     if profile.transport.is_coap:
-        await _check_coap(report, profile, uri, peer_key, psk, timeout)
+        await _check_coap(report, profile, uri, peer_key, psk, timeout, credentials)
     else:
         await _check_http(report, uri, peer_key, ssl_context, timeout)
     return report
@@ -132,6 +133,7 @@ async def _check_coap(
     peer_key: Any | None,
     psk: tuple[str, bytes] | None,
     timeout: float,
+    credentials: Any | None = None,
 ) -> None:
     import aiocoap
     from aiocoap import Message
@@ -141,12 +143,24 @@ async def _check_coap(
     from teep_coap.transport.coap.client import TRANSPORTS
 
     scheme = profile.transport.scheme
-    if scheme == "coap+oscore":
-        raise CheckError("check tam over OSCORE is not implemented; use the coap or coaps-psk profile")
     if scheme == "coaps" and psk is None:
         raise CheckError("a coaps TAM needs --psk-hex and --psk-identity (or --state with transport.toml)")
     cf = profile.transport.content_format
-    ctx = await aiocoap.Context.create_client_context(transports=TRANSPORTS[scheme])
+    oscore_client = None
+    if scheme == "coap+oscore":
+        # OSCORE (pre-shared or keyed by EDHOC): the Broker's own client sets the context up
+        from teep_coap.profiles.stack import coap_options
+        from teep_coap.transport.coap.client import CoapClient
+
+        if credentials is None:
+            raise CheckError(
+                f"an OSCORE TAM ({profile.name}) needs --state: an Agent folder with transport.toml"
+            )
+        oscore_client = CoapClient(coap_options(profile), uri, credentials)
+        uri = oscore_client.uri
+        ctx = await oscore_client.context()
+    else:
+        ctx = await aiocoap.Context.create_client_context(transports=TRANSPORTS[scheme])
     if psk is not None and scheme == "coaps":
         authority = uri.split("://", 1)[1].split("/", 1)[0]
         ctx.client_credentials.load_from_dict(
@@ -263,7 +277,7 @@ async def _check_coap(
         )
         report.add("coap.too-large", _is(big, Code.REQUEST_ENTITY_TOO_LARGE), status(big))
     finally:
-        await ctx.shutdown()
+        await (oscore_client.close() if oscore_client is not None else ctx.shutdown())
 
 
 def _is(answer: Any, code: Any) -> bool:

@@ -166,6 +166,11 @@ class CoapClient:
         self._context = ctx
         return ctx
 
+    async def context(self) -> aiocoap.Context:
+        """The aiocoap context with this client's security set up (DTLS PSK, OSCORE, EDHOC), for
+        tools that send their own requests (`check tam`); `close()` shuts it down."""
+        return await self._ensure_context()
+
     def _request(self, payload: bytes) -> Message:
         msg = Message(
             code=Code.POST,
