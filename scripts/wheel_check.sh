@@ -16,7 +16,8 @@ echo "wheel-check: building the wheel"
 .venv/bin/pip wheel -q --disable-pip-version-check --no-deps -w "$tmp/dist" .
 wheel=$(ls "$tmp"/dist/teep_coap-*.whl)
 
-# Everything read at run time must be inside: profiles, typing markers, the C module, bench vectors.
+# Everything read at run time must be inside: profiles, typing markers, the C module, bench vectors,
+# the CDDL `check` validates against.
 "$PYTHON" - "$wheel" <<'PY'
 import sys, zipfile
 names = zipfile.ZipFile(sys.argv[1]).namelist()
@@ -26,6 +27,7 @@ need = {
     "encoding stubs": lambda n: n.startswith("teep_coap/encoding/") and n.endswith(".pyi"),
     "C module": lambda n: n.startswith("teep_coap/encoding/_plaincbor") and n.endswith(".so"),
     "bench vectors": lambda n: n.startswith("teep_coap/bench/vectors/") and n.endswith(".hex.txt"),
+    "CDDL of check": lambda n: n == "teep_coap/profiles/cddl/teep-all.cddl",
 }
 missing = [what for what, match in need.items() if not any(match(n) for n in names)]
 if missing:

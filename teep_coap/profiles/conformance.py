@@ -7,8 +7,12 @@ could not run says `skip` and why. `teep-coap check` exits 0 only when no MUST f
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
+
+import cddl_verifier
 
 from teep_coap.errors import TeepCoapError
 
@@ -231,11 +235,32 @@ class Report:
         return "\n".join(lines)
 
 
+# The draft's CDDL with the COSE and SUIT rules it imports (the same text as tests/cddl/teep-all.cddl,
+# which a test keeps equal), checked by an independent CDDL validator (PyPI cddl-verifier).
+TEEP_CDDL = Path(__file__).with_name("cddl") / "teep-all.cddl"
+CDDL_ROOT = "teep-message"
+
+
+@functools.cache
+def _cddl_validator() -> Any:
+    return cddl_verifier.Validator(TEEP_CDDL)
+
+
+def cddl_problem(payload: bytes) -> str | None:
+    """None when `payload` matches the draft's CDDL (rule teep-message); else the validator's words,
+    naming the rule and the place that fail."""
+    result = _cddl_validator().validate(payload, CDDL_ROOT)
+    if result:
+        return None
+    return "; ".join(f"at {d.path_text}: {d}" for d in result.diagnostics) or "does not match teep-message"
+
+
 def examine_message(
     report: Report, data: bytes, expected_type: int, peer_key: Any | None, token: bytes | None = None
 ) -> Any | None:
-    """The checks every received TEEP message gets: COSE structure, signature, CDDL (strict decoding),
-    and, when `token` is given, that it is echoed. Returns the decoded message or None."""
+    """The checks every received TEEP message gets: COSE structure, signature, CDDL (the draft's CDDL
+    through a CDDL validator, then our strict decoding), and, when `token` is given, that it is echoed.
+    Returns the decoded message or None."""
     from teep_coap.encoding.cbor_codec import decode
     from teep_coap.encoding.errors import TeepDecodeError
     from teep_coap.model.codes import MessageType
@@ -261,10 +286,14 @@ def examine_message(
     if info.payload is None:
         report.add("teep.cddl", None, "detached payload")
         return None
+    problem = cddl_problem(info.payload)
+    if problem is not None:
+        report.add("teep.cddl", False, f"the CDDL validator refuses it: {problem}"[:600])
+        return None
     try:
         message = decode(info.payload)
     except TeepDecodeError as exc:
-        report.add("teep.cddl", False, str(exc))
+        report.add("teep.cddl", False, f"matches the CDDL, but our decoder refuses it: {exc}")
         return None
     got = int(getattr(message, "type", -1))
     name = MessageType(expected_type).name

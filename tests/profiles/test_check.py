@@ -289,3 +289,26 @@ async def test_check_tam_fails_a_broken_http_tam() -> None:
         assert got[check_id] == FAIL, (check_id, report.format())
     assert got["http.connect"] == PASS and got["http.content-type"] == PASS
     assert got["http.method"] == WARN and got["http.wrong-content-type"] == WARN
+
+
+def test_the_packaged_cddl_is_the_tested_one() -> None:
+    from teep_coap.profiles.conformance import TEEP_CDDL
+    from tests.conftest import CDDL_FILE
+
+    assert TEEP_CDDL.read_text() == CDDL_FILE.read_text()
+
+
+def test_teep_cddl_names_the_rule_the_validator_refuses() -> None:
+    """A signed QueryResponse whose token is an integer: the CDDL validator says which rule fails."""
+    from teep_coap.profiles.conformance import examine_message
+
+    key = generate_key("esp256")
+    report = Report("tam", "x", "coap")
+    signed = cose.sign1(cbor2.dumps([2, {20: 5}]), key)
+    assert examine_message(report, signed, 2, None) is None
+    (row,) = [r for r in report.results if r.id == "teep.cddl"]
+    assert row.result == FAIL
+    assert "CDDL validator" in row.detail and "query-response@options" in row.detail and "bstr" in row.detail
+    good = Report("tam", "x", "coap")
+    examine_message(good, cose.sign1(encode(QueryResponse(token=bytes(16))), key), 2, None)
+    assert [r.result for r in good.results if r.id == "teep.cddl"] == [PASS]
