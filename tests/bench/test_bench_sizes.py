@@ -185,4 +185,6 @@ def test_edhoc_handshake_is_counted_next_to_oscore_and_dtls() -> None:
     assert edhoc["handshake"] >= 37 + 45 + 19
     assert (edhoc["message"], edhoc["signature"]) == (oscore["message"], oscore["signature"])
     assert sum(edhoc.values()) - edhoc["handshake"] == pytest.approx(sum(oscore.values()), abs=64)
-    assert dtls["handshake"] > 0
+    assert dtls["handshake"] > edhoc["handshake"] > 0
+    turns = {s.profile: s.round_trips for s in rep.sessions}
+    assert turns["coap-edhoc"] == turns["coap-oscore"] + 1  # message_1/message_2, once per session

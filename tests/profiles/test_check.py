@@ -44,7 +44,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Any:
     return make_world(root / "tam", root / "agents", 2, 500)
 
 
-@pytest.mark.parametrize("profile", ["coap", "coaps-psk", "coap-oscore", "teep-cbor-http"])
+@pytest.mark.parametrize("profile", ["coap", "coaps-psk", "coap-oscore", "coap-edhoc", "teep-cbor-http"])
 def test_check_tam_passes_against_our_tam(profile: str, world: Any) -> None:
     with tam_process(profile, world.tam_dir) as (uri, _pid):
         done = cli(

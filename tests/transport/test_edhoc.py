@@ -106,3 +106,19 @@ async def test_server_without_edhoc_devices_says_what_to_do(tmp_path: Path) -> N
     with pytest.raises(TransportError, match="tam credentials --name NAME --agent-state AGENTDIR"):
         async with CoapServer(quick("coap-edhoc"), Echo(), devices=[]):
             pass
+
+
+async def test_one_handshake_per_client(creds: Creds) -> None:
+    """aiocoap 0.4.17 ran EDHOC again for every request (aiocoap_compat.apply_edhoc_client_fix); one
+    client now keeps one OSCORE context, so Block1 transfers hold together too."""
+    profile = quick("coap-edhoc")
+    async with CoapServer(profile, Echo(), devices=creds.tam_side) as server:
+        client = CoapClient(profile, server.uri, creds.agent_side)
+        try:
+            for i in range(3):
+                assert await client.post(b"m%d" % i) == (b"m%d" % i)[::-1]
+            big = bytes(range(256)) * 12  # Block1 and Block2
+            assert await client.post(big) == big[::-1]
+        finally:
+            await client.close()
+        assert server.edhoc_sessions == 1

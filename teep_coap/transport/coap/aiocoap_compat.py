@@ -661,3 +661,44 @@ def is_edhoc_responder_context(value: Any) -> bool:
     credentials map uses this test to keep only the newest ones (`IndexedCredentials`).
     """
     return type(value).__name__ == "EdhocResponderContext" and type(value).__module__ == "aiocoap.edhoc"
+
+
+_EDHOC_FIX = "_teep_edhoc_once"
+
+
+def apply_edhoc_client_fix() -> bool:
+    """One EDHOC handshake per client credentials entry, not one per request (aiocoap 0.4.17).
+
+    aiocoap's OSCORE transport asks `EdhocCredentials._established_context` whether a handshake is
+    already done, but stores the handshake on the transport instead (`self._established_context`),
+    so the question is always "no" and every request runs EDHOC again: three handshakes for a TEEP
+    session, a new responder context at the TAM each time. Here the credentials object keeps one
+    handshake task and, once it succeeded, marks itself established; aiocoap then awaits the task
+    it kept (still the same one, as long as the client context talks to one peer, which each
+    `CoapClient` does). A failed handshake is forgotten, so the next request tries again.
+    Upstream-style, the fix is one attribute name in aiocoap/transports/oscore.py.
+    """
+    from aiocoap.edhoc import EdhocCredentials
+
+    if getattr(EdhocCredentials, _EDHOC_FIX, False):
+        return False
+    original = EdhocCredentials.establish_context
+
+    def establish_context(self: Any, *args: Any, **kwargs: Any) -> Any:
+        task = self.__dict__.get(_EDHOC_FIX)
+        if task is None:
+            task = asyncio.ensure_future(original(self, *args, **kwargs))
+            self.__dict__[_EDHOC_FIX] = task
+
+            def settled(done: asyncio.Future[Any]) -> None:
+                if done.cancelled() or done.exception() is not None:
+                    self.__dict__.pop(_EDHOC_FIX, None)
+                else:
+                    self._established_context = done
+
+            task.add_done_callback(settled)
+        return task
+
+    EdhocCredentials.establish_context = establish_context
+    setattr(EdhocCredentials, _EDHOC_FIX, True)
+    return True

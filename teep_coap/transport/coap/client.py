@@ -150,6 +150,7 @@ class CoapClient:
                 raise CredentialsError(f"OSCORE context {creds.oscore_dir}: {exc}") from None
             ctx.client_credentials[pattern] = self._oscore_ctx
         elif mode == "edhoc" and creds is not None:
+            aiocoap_compat.apply_edhoc_client_fix()
             if creds.edhoc_key is None or not creds.edhoc_key.is_file():
                 await ctx.shutdown()
                 raise CredentialsError(
