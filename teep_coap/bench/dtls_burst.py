@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from teep_coap.bench.sessions import STARTUP_TIMEOUT, BenchError, _cli_command, make_world
+from teep_coap.bench.sessions import STARTUP_TIMEOUT, BenchError, _cli_command, make_world, stop_child
 
 DEFAULT_BOUND = 180.0  # seconds for the whole burst; every client still running then is killed
 
@@ -96,12 +96,7 @@ def _tam(profile: str, tam_dir: Path, log_path: Path) -> Iterator[str]:
                 raise BenchError(f"`teep-coap tam serve` did not start: {log_path.read_text()[-500:]}")
             yield line.split()[2]
         finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+            stop_child(proc)
 
 
 def _tam_sessions_done(tam_dir: Path) -> int:

@@ -31,6 +31,7 @@ from teep_coap.bench.sessions import (
     _drive,
     load_agents,
     make_world,
+    stop_child,
     tam_process,
 )
 
@@ -132,12 +133,7 @@ def gateway_process(
             raise BenchError(f"`teep-coap gateway serve` did not start: {err.strip()[-500:] or 'no output'}")
         yield uri, proc.pid
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_child(proc)
 
 
 def run_gateway_bench(

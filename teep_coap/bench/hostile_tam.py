@@ -27,6 +27,7 @@ from teep_coap.bench.sessions import (
     _drive,
     load_agents,
     make_world,
+    stop_child,
     tam_process,
 )
 
@@ -99,12 +100,7 @@ def tam_with_log(profile: str, tam_dir: Path, log_path: Path) -> Iterator[TamUnd
         port = int(uri.rsplit(":", 1)[1].split("/")[0])
         yield TamUnderTest(proc, uri, port, log_path)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_child(proc)
 
 
 async def _post_blockwise(uri: str, payload: bytes, timeout: float) -> str:

@@ -187,12 +187,17 @@ def tam_process(profile: str, tam_dir: Path, *, extra: tuple[str, ...] = ()) -> 
         uri = _read_uri(proc)
         yield uri, proc.pid
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_child(proc)
+
+
+def stop_child(proc: subprocess.Popen[str]) -> None:
+    """End a child server: SIGTERM (it shuts down cleanly), SIGKILL if it is still there after 10 s."""
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
 
 
 def _read_uri(proc: subprocess.Popen[str]) -> str:
