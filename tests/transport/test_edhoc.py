@@ -122,3 +122,25 @@ async def test_one_handshake_per_client(creds: Creds) -> None:
         finally:
             await client.close()
         assert server.edhoc_sessions == 1
+
+
+async def test_client_shakes_hands_again_when_the_tam_restarted(creds: Creds) -> None:
+    """A restarted TAM has no EDHOC session: it answers an unprotected 4.01 without reading the
+    message, and the client runs EDHOC again and sends the message once more."""
+    profile = quick("coap-edhoc")
+    handler = Echo()
+    server = CoapServer(profile, handler, devices=creds.tam_side)
+    await server.start()
+    port = server.port
+    client = CoapClient(profile, server.uri, creds.agent_side)
+    try:
+        assert await client.post(b"one") == b"eno"
+        await server.close()
+        server = CoapServer(profile, handler, bind=("127.0.0.1", port), devices=creds.tam_side)
+        await server.start()
+        assert await client.post(b"two") == b"owt"
+        assert client.session_restarts == 1 and server.edhoc_sessions == 1
+    finally:
+        await client.close()
+        await server.close()
+    assert [p.identity for p in handler.peers] == ["agent-1", "agent-1"]

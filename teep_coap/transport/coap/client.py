@@ -205,6 +205,7 @@ class CoapClient:
         # records without a word; after half the timeout in silence, shake hands anew and resend once
         # (TEEP messages may arrive twice: the TAM answers a repeated message as the first time).
         silence_check = self.profile.security.mode == "dtls-psk" and self.exchanges > 0
+        edhoc_retry = self.profile.security.mode == "edhoc" and self.exchanges > 0
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -217,6 +218,17 @@ class CoapClient:
                 silence_check = False
                 self.session_restarts += 1
                 log.warning("no answer over the DTLS session with %s: new handshake, sending again", self.uri)
+                await self._drop_context()
+                ctx = await self._ensure_context()
+                continue
+            except PeerRejected as exc:
+                # An EDHOC-keyed OSCORE context the peer no longer has (it restarted): it answers an
+                # unprotected 4.01 without reading the message; run EDHOC again and resend, once.
+                if not (edhoc_retry and exc.status.startswith("4.01")):
+                    raise
+                edhoc_retry = False
+                self.session_restarts += 1
+                log.warning("%s does not know our EDHOC session: new handshake, sending again", self.uri)
                 await self._drop_context()
                 ctx = await self._ensure_context()
                 continue
