@@ -217,7 +217,7 @@ class CoapClient:
             except _SessionSilent:
                 silence_check = False
                 self.session_restarts += 1
-                log.warning("no answer over the DTLS session with %s: new handshake, sending again", self.uri)
+                log.info("no answer over the DTLS session with %s: new handshake, sending again", self.uri)
                 await self._drop_context()
                 ctx = await self._ensure_context()
                 continue
@@ -228,7 +228,7 @@ class CoapClient:
                     raise
                 edhoc_retry = False
                 self.session_restarts += 1
-                log.warning("%s does not know our EDHOC session: new handshake, sending again", self.uri)
+                log.info("%s does not know our EDHOC session: new handshake, sending again", self.uri)
                 await self._drop_context()
                 ctx = await self._ensure_context()
                 continue
