@@ -1,8 +1,9 @@
 """The TAM as a sans-IO engine: `connect()` and `receive(bytes)` return the next signed message or None.
 
 Modelled on h11/aioquic: no sockets, no sleeping, no asyncio; time and randomness are injected. Unlike
-h11 the per-session state does not live in this object but in the `TamStore` (outstanding requests
-keyed by token or challenge, bound to a device once it answered), so any TAM process sharing the
+h11 the per-session state does not live in this object but in its `TamRepository` (a port declared in
+`teep_coap.protocol.ports`; `teep_coap.store.tam_db.TamStore` implements it): outstanding requests
+keyed by token or challenge, bound to a device once it answered, so any TAM process sharing the
 database can take the next message of a session, and a TAM restart loses nothing.
 
 Session states (one row per request in `outstanding`, docs/protocol-facts.md §1.11):
@@ -27,7 +28,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 from teep_coap import crashpoints
@@ -56,19 +56,12 @@ from teep_coap.model.teep import (
 from teep_coap.protocol import attestation as att
 from teep_coap.protocol.errors import IdentityMismatch, InvalidMessage, TamFailure
 from teep_coap.protocol.policy import Policy
+from teep_coap.protocol.ports import TamRepository
+from teep_coap.protocol.records import OPEN, Device, DeviceComponent, Outstanding, StoreError, component_key
 from teep_coap.protocol.reports import ReportError, check_report_nonces
 from teep_coap.protocol.stateless import StatelessTokens
 from teep_coap.protocol.wire import COSE, NotSigned, Opened, Wire
 from teep_coap.security.keys import SigningKey, VerifyingKey, load_verifying_key
-from teep_coap.store.tam_db import (
-    OPEN,
-    Device,
-    DeviceComponent,
-    Outstanding,
-    StoreError,
-    TamStore,
-    component_key,
-)
 
 log = logging.getLogger("teep_coap.protocol.tam")
 
@@ -201,7 +194,7 @@ class TamEngine:
     """ProcessConnect and ProcessTeepMessage of RFC 9397 for one TAM, state in `store`."""
 
     config: TamConfig
-    store: TamStore
+    store: TamRepository
     clock: Clock = field(default=time.time, kw_only=True)
     rng: Rng = field(default=os.urandom, kw_only=True)
     wire: Wire = field(default=COSE, kw_only=True)  # CBOR/COSE, or JSON/JWS (protocol.wire)
@@ -967,17 +960,4 @@ def _hex(b: bytes | None) -> str:
     return "-" if b is None else b.hex()
 
 
-# ---------------------------------------------------------------- a TAM folder
-
-TAM_CONFIG_FILE = "tam.toml"
-
-
-def load_tam(folder: str | os.PathLike[str], *, clock: Clock = time.time, rng: Rng = os.urandom) -> TamEngine:
-    """A TamEngine from a folder made by `teep-coap tam init` (see `teep_coap.protocol.tamdir`)."""
-    from teep_coap.protocol.tamdir import load_tam_dir
-
-    config, store = load_tam_dir(Path(folder))
-    return TamEngine(config, store, clock=clock, rng=rng)
-
-
-__all__ = ["TamConfig", "TamEngine", "load_tam"]
+__all__ = ["TamConfig", "TamEngine"]
