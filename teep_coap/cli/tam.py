@@ -264,8 +264,8 @@ def tam_process(
 ) -> None:
     """ProcessConnect (--connect) or ProcessTeepMessage (FILE, '-' = stdin) on the TAM kept in DIR."""
     from teep_coap.protocol.errors import ConfigError
-    from teep_coap.protocol.wire import describe
     from teep_coap.protocol.tam import TamEngine
+    from teep_coap.protocol.wire import describe
     from teep_coap.store.tamdir import load_tam_dir
 
     if connect == (source is not None):

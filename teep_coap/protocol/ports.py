@@ -127,10 +127,14 @@ class TamRepository(Protocol):
 
 
 class ListedComponent(InstalledEntry, Protocol):
-    """An installed component as a listing shows it (the processor's view plus the image size)."""
+    """An installed component as a listing shows it (the processor's view plus the image's size and
+    SHA-256 digest, which a tc-list entry carries)."""
 
     @property
     def image_size(self) -> int: ...
+
+    @property
+    def image_digest(self) -> bytes: ...
 
 
 class AgentComponents(ComponentStoreApi, Protocol):
