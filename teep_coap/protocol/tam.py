@@ -333,20 +333,23 @@ class TamEngine:
         policy = self.config.policy
         if policy is None:
             return
-        if policy.reload_if_changed() or not self._policy_synced:
-            policy.sync(self.store, now)
-            self._policy_synced = True
+        with _policy_lock:  # one reload at a time when calls run on several threads
+            if policy.reload_if_changed() or not self._policy_synced:
+                policy.sync(self.store, now)
+                self._policy_synced = True
 
     def _device_key(self, pem: bytes) -> VerifyingKey:
         """The parsed public key of a device (PEM parse + thumbprint cost ≈ 0.1 ms each time)."""
-        key = self._keys.get(pem)
-        if key is None:
-            key = load_verifying_key(pem)
+        with _cache_lock:  # engine calls may run on several threads (profiles.session.TamHandler)
+            key = self._keys.get(pem)
+            if key is not None:
+                self._keys.move_to_end(pem)
+                return key
+        key = load_verifying_key(pem)
+        with _cache_lock:
             self._keys[pem] = key
             if len(self._keys) > KEY_CACHE_SIZE:
                 self._keys.popitem(last=False)
-        else:
-            self._keys.move_to_end(pem)
         return key
 
     def _initial_request(self, device: Device | None) -> _Request:
@@ -947,6 +950,8 @@ _received = threading.local()
 _call = threading.local()
 
 _digests: OrderedDict[bytes, str | None] = OrderedDict()
+_cache_lock = threading.Lock()
+_policy_lock = threading.Lock()  # guards the two LRU caches (keys per engine, digests per process)
 
 
 def _manifest_digest(envelope: bytes) -> str | None:
@@ -955,16 +960,18 @@ def _manifest_digest(envelope: bytes) -> str | None:
     from teep_coap.security.suit.codec import parse_envelope
     from teep_coap.security.suit.errors import SuitError
 
-    if envelope in _digests:
-        _digests.move_to_end(envelope)
-        return _digests[envelope]
+    with _cache_lock:
+        if envelope in _digests:
+            _digests.move_to_end(envelope)
+            return _digests[envelope]
     try:
         digest: str | None = parse_envelope(envelope).digest.value.hex()
     except SuitError:
         digest = None
-    _digests[envelope] = digest
-    if len(_digests) > DIGEST_CACHE_SIZE:
-        _digests.popitem(last=False)
+    with _cache_lock:
+        _digests[envelope] = digest
+        if len(_digests) > DIGEST_CACHE_SIZE:
+            _digests.popitem(last=False)
     return digest
 
 
