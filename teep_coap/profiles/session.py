@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from teep_coap.errors import TeepCoapError
-from teep_coap.protocol.errors import IdentityMismatch, InvalidMessage, TamFailure
+from teep_coap.profiles.rejections import rejection_for
 from teep_coap.protocol.events import SessionEnded, TamEvent, reply_of
 from teep_coap.transport.base import MessageClient, PeerInfo, Rejection, RequestRejected, TransportError
 from teep_coap.transport.junklog import JUNK
@@ -145,15 +145,10 @@ class TamHandler:
             st.bytes_in += len(payload)
         try:
             answer = await self._engine_call(payload, peer.identity)
-        except InvalidMessage as exc:
-            self._fail(peer, f"refused ({exc})")
-            raise RequestRejected(Rejection.BAD_REQUEST, str(exc)) from None
-        except IdentityMismatch as exc:
-            self._fail(peer, f"refused ({exc})")
-            raise RequestRejected(Rejection.FORBIDDEN, str(exc)) from None
-        except (TamFailure, TeepCoapError) as exc:
-            self._fail(peer, f"failed ({exc})")
-            raise RequestRejected(Rejection.SERVER_ERROR, str(exc)) from None
+        except TeepCoapError as exc:  # every engine error; `rejection_for` says which answer
+            rejection = rejection_for(exc) or Rejection.SERVER_ERROR
+            self._fail(peer, f"{'failed' if rejection is Rejection.SERVER_ERROR else 'refused'} ({exc})")
+            raise RequestRejected(rejection, str(exc)) from None
         if answer is None:
             if self._end(peer, "done"):
                 self.sessions_done += 1
