@@ -49,8 +49,9 @@ class TamHandler:
 
     `tam` is a `TamEngine` (its `handle_*` calls run on `threads` worker threads, and its timer is
     run when due before a call), or any object with the byte-in/byte-out `connect`/`receive` pair
-    (test scripts, adapters), which is called on the event loop as before. A store that cannot be
-    shared between threads (in-memory SQLite: one database per connection) needs `threads=1`.
+    (test scripts, adapters), which is called on the event loop as before. `threads=0` runs the
+    engine on the event loop too: for a store that cannot be shared between threads (in-memory
+    SQLite: one database per connection) and for tests that must not give the loop away mid-call.
     """
 
     def __init__(
@@ -77,15 +78,19 @@ class TamHandler:
             self._pool.shutdown(wait=True)
             self._pool = None
 
+    async def _run(self, call: Callable[[], Any]) -> Any:
+        if self._threads == 0:
+            return call()
+        return await asyncio.get_running_loop().run_in_executor(self._executor(), call)
+
     async def _engine_call(self, payload: bytes, identity: str | None) -> bytes | None:
         if not self._evented:
             return self.tam.connect(identity) if not payload else self.tam.receive(payload, identity)
-        loop = asyncio.get_running_loop()
         now = float(self.tam.clock())
         if now >= self.tam.next_timer() and not self._timer_running:
             self._timer_running = True  # one sweep at a time; the others go on
             try:
-                await loop.run_in_executor(self._executor(), self.tam.handle_timer, now)
+                await self._run(functools.partial(self.tam.handle_timer, now))
             finally:
                 self._timer_running = False
         call = (
@@ -93,7 +98,7 @@ class TamHandler:
             if not payload
             else functools.partial(self.tam.handle_message, payload, now, identity)
         )
-        events: tuple[TamEvent, ...] = await loop.run_in_executor(self._executor(), call)
+        events: tuple[TamEvent, ...] = await self._run(call)
         ended = [e for e in events if isinstance(e, SessionEnded)]
         if ended:
             self.log.debug("session %d ended: %s", ended[-1].session_id, ended[-1].outcome)

@@ -349,9 +349,9 @@ class DyingTam:
         self._silent: list[asyncio.Task[None]] = []
 
     async def __call__(self, payload: bytes, peer: PeerInfo) -> bytes | None:
-        handler = TamHandler(self.world.tam)
+        handler = TamHandler(self.world.tam, threads=0)  # the engine on the loop, as Arming needs
         try:
-            with self.arming.around():  # TamHandler.__call__ never awaits: the engine runs to its end
+            with self.arming.around():  # with threads=0 the handler never awaits: the engine runs to its end
                 answer = await handler(payload, peer)
         except crashpoints.SimulatedCrash:
             self.deaths += 1
