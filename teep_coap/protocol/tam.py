@@ -950,8 +950,8 @@ _received = threading.local()
 _call = threading.local()
 
 _digests: OrderedDict[bytes, str | None] = OrderedDict()
-_cache_lock = threading.Lock()
-_policy_lock = threading.Lock()  # guards the two LRU caches (keys per engine, digests per process)
+_cache_lock = threading.Lock()  # guards the two LRU caches (keys per engine, digests per process)
+_policy_lock = threading.Lock()  # one policy reload at a time
 
 
 def _manifest_digest(envelope: bytes) -> str | None:
