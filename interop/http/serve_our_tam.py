@@ -21,7 +21,7 @@ from pathlib import Path
 async def serve(args: argparse.Namespace) -> None:
     from teep_coap.bench.scenario import engine_handler
     from teep_coap.profiles import load_profile
-    from teep_coap.protocol.tam import load_tam
+    from teep_coap.store.tamdir import load_tam
     from teep_coap.transport.http import HttpServer
 
     profile = load_profile(args.profile)

@@ -19,6 +19,8 @@ import json
 import sys
 from pathlib import Path
 
+from teep_coap.store.agentdir import load_agent_state
+
 
 def describe(data: bytes | None, encoding: str) -> str:
     """TEEP message type of a signed message, read without verifying (for the log only)."""
@@ -44,7 +46,6 @@ def describe(data: bytes | None, encoding: str) -> str:
 async def main(args: argparse.Namespace) -> int:
     from teep_coap.model.codes import MEDIA_TYPE_TEEP_CBOR, MEDIA_TYPE_TEEP_JSON
     from teep_coap.profiles.probe import FAIL, probe_tam
-    from teep_coap.protocol.agentstate import AgentState
     from teep_coap.protocol.broker import BrokerSession, Done, Send
     from teep_coap.security.certs import client_ssl_context
     from teep_coap.transport.base import TransportError
@@ -64,7 +65,7 @@ async def main(args: argparse.Namespace) -> int:
     if args.probe_only:
         return 0 if ok else 1
 
-    state = AgentState.load(args.state)
+    state = load_agent_state(args.state)
     from teep_coap.protocol.agent import AgentEngine
     from teep_coap.protocol.wire import COSE, JOSE
 

@@ -100,7 +100,7 @@ def _tam(profile: str, tam_dir: Path, log_path: Path) -> Iterator[str]:
 
 
 def _tam_sessions_done(tam_dir: Path) -> int:
-    from teep_coap.protocol.tamdir import open_store, read_config
+    from teep_coap.store.tamdir import open_store, read_config
 
     store = open_store(tam_dir, read_config(tam_dir))
     try:

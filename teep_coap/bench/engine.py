@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from teep_coap.store.agentdir import init_agent_state
+
 CID = (b"TEEP-Device", b"SecureFS", b"\x5a" * 16, b"ta")
 
 
@@ -46,7 +48,6 @@ class EngineBench:
 
 def _setup(root: Path, n: int, image_size: int) -> tuple[Any, list[Any]]:
     from teep_coap.protocol.agent import AgentEngine
-    from teep_coap.protocol.agentstate import AgentState
     from teep_coap.protocol.tam import TamConfig, TamEngine
     from teep_coap.security.keys import generate_key
     from teep_coap.security.suit import build_envelope
@@ -58,7 +59,7 @@ def _setup(root: Path, n: int, image_size: int) -> tuple[Any, list[Any]]:
     tam = TamEngine(TamConfig(keys=(tam_es, tam_ed)), store)
     agents = []
     for i in range(n):
-        st = AgentState.init(root / f"agent{i}", tam_es.public, "esp256")
+        st = init_agent_state(root / f"agent{i}", tam_es.public, "esp256")
         store.add_device(kid=st.key.kid, alg=st.key.alg, public_key=st.key.public.to_pem(), now=time.time())
         agents.append(AgentEngine(st))
     cfg = agents[0].state.config

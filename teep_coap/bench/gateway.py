@@ -34,6 +34,7 @@ from teep_coap.bench.sessions import (
     stop_child,
     tam_process,
 )
+from teep_coap.store.agentdir import load_agent_state
 
 UPSTREAM_PROFILE = "teep-cbor-http"
 
@@ -250,14 +251,13 @@ def _origin(image: bytes) -> Iterator[tuple[str, list[int]]]:
 
 def _uri_world(root: Path, agents_root: Path, devices: int, image: bytes, uri: str) -> Any:
     """`make_world` with a component whose manifest names its image by URI (nothing integrated)."""
-    from teep_coap.protocol.tamdir import load_tam_dir
     from teep_coap.security.suit.build import build_envelope
+    from teep_coap.store.tamdir import load_tam_dir
 
     world = make_world(root, agents_root, devices, 0)
     config, store = load_tam_dir(root)
-    from teep_coap.protocol.agentstate import AgentState
 
-    agent_config = AgentState.load(world.agent_dirs[0]).config
+    agent_config = load_agent_state(world.agent_dirs[0]).config
     envelope = build_envelope(
         image,
         key=config.keys[0],
@@ -286,7 +286,6 @@ async def _drive_with_fetcher(profile_name: str, uri: str, agent_dirs: list[Path
     from teep_coap.profiles.session import run_until_done
     from teep_coap.profiles.stack import make_client
     from teep_coap.protocol.agent import AgentEngine
-    from teep_coap.protocol.agentstate import AgentState
 
     profile = load_profile(profile_name)
     queue: asyncio.Queue[Path] = asyncio.Queue()
@@ -298,7 +297,7 @@ async def _drive_with_fetcher(profile_name: str, uri: str, agent_dirs: list[Path
         nonlocal ok
         while not queue.empty():
             d = queue.get_nowait()
-            agent = AgentEngine(AgentState.load(d), fetcher=fetch_through_gateway(profile, uri, d))
+            agent = AgentEngine(load_agent_state(d), fetcher=fetch_through_gateway(profile, uri, d))
             client = make_client(profile, uri, state_dir=d)
             try:
                 report = await run_until_done(agent, client, uri, timeout=profile.limits.request_timeout)

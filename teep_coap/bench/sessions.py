@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from teep_coap.errors import TeepCoapError
+from teep_coap.store.agentdir import init_agent_state, load_agent_state
 
 COMPONENT_ID = (b"bench-sessions-tc",)
 STARTUP_TIMEOUT = 30.0  # seconds for `tam serve` to print its URI
@@ -132,8 +133,7 @@ def make_world(
     """A TAM with `devices` registered devices (keys + DTLS PSK + OSCORE) and one TC for all; with
     `db` (an SQLAlchemy URL) the devices and the TC go to that database instead of the folder's."""
     from teep_coap.profiles.scenario import offer_component
-    from teep_coap.protocol.agentstate import AgentState
-    from teep_coap.protocol.tamdir import init_tam_dir, load_tam_dir
+    from teep_coap.store.tamdir import init_tam_dir, load_tam_dir
     from teep_coap.transport.coap.credentials import provision_devices
 
     init_tam_dir(tam_dir, algs=("esp256",))
@@ -151,7 +151,7 @@ def make_world(
     for i in range(devices):
         name = f"dev-{i:05d}"
         agent_dir = agents_root / name
-        state = AgentState.init(agent_dir, tam_key.public, "esp256")
+        state = init_agent_state(agent_dir, tam_key.public, "esp256")
         store.add_device(
             kid=state.key.kid,
             alg=state.key.alg,
@@ -263,9 +263,8 @@ def _cpu_seconds(pid: int) -> float | None:
 def load_agents(agent_dirs: list[Path]) -> list[Any]:
     """The simulated devices' engines, loaded before the clock starts (not part of a session)."""
     from teep_coap.protocol.agent import AgentEngine
-    from teep_coap.protocol.agentstate import AgentState
 
-    return [AgentEngine(AgentState.load(d)) for d in agent_dirs]
+    return [AgentEngine(load_agent_state(d)) for d in agent_dirs]
 
 
 async def _drive(

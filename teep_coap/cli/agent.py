@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from teep_coap.cli.groups import agent, json_is_default
+from teep_coap.store.agentdir import init_agent_state, load_agent_state
 
 
 def _print(obj: Any) -> None:
@@ -68,11 +69,10 @@ def agent_init(
     class_id: uuid.UUID | None,
 ) -> None:
     """Create an Agent folder: its keys, the TAM key it trusts, an empty component store."""
-    from teep_coap.protocol.agentstate import AgentState
     from teep_coap.security.keys import load_verifying_key
 
     signers = [load_verifying_key(p) for p in tc_signer_key] or None
-    st = AgentState.init(
+    st = init_agent_state(
         state_dir,
         tam_key,
         alg,
@@ -113,11 +113,10 @@ def agent_process(state_dir: str, source: str, output: str | None, accept_unsign
     Exit 0 whenever the Agent produced an answer, an Error message included."""
     from teep_coap.encoding.hextext import read_cbor_source
     from teep_coap.protocol.agent import AgentEngine
-    from teep_coap.protocol.agentstate import AgentState
     from teep_coap.protocol.wire import describe
 
     data = read_cbor_source(source)
-    st = AgentState.load(state_dir)
+    st = load_agent_state(state_dir)
     if accept_unsigned:
         st.config.accept_unsigned = True
     engine = AgentEngine(st)
@@ -132,10 +131,9 @@ def agent_process(state_dir: str, source: str, output: str | None, accept_unsign
 @click.option("--state", "state_dir", required=True, type=click.Path(exists=True, file_okay=False))
 def agent_status(state_dir: str) -> None:
     """Installed components and pending requests of an Agent folder."""
-    from teep_coap.protocol.agentstate import AgentState
     from teep_coap.protocol.policy import format_component_id
 
-    st = AgentState.load(state_dir)
+    st = load_agent_state(state_dir)
     _print(
         {
             "kid": st.key.kid.hex(),
@@ -165,9 +163,8 @@ def agent_request_ta(
 ) -> None:
     """RequestTA: ask for a Trusted Component (parts as text, or hex:...). Prints the TAM URI or null."""
     from teep_coap.protocol.agent import AgentEngine
-    from teep_coap.protocol.agentstate import AgentState
 
-    engine = AgentEngine(AgentState.load(state_dir))
+    engine = AgentEngine(load_agent_state(state_dir))
     _print({"tam_uri": engine.request_ta(_cid(component_id), tam_uri, min_seq=min_seq)})
 
 
@@ -179,7 +176,6 @@ def agent_request_ta(
 def agent_unrequest_ta(state_dir: str, tam_uri: str | None, component_id: tuple[str, ...]) -> None:
     """UnrequestTA: say a Trusted Component is no longer needed. Prints the TAM URI or null."""
     from teep_coap.protocol.agent import AgentEngine
-    from teep_coap.protocol.agentstate import AgentState
 
-    engine = AgentEngine(AgentState.load(state_dir))
+    engine = AgentEngine(load_agent_state(state_dir))
     _print({"tam_uri": engine.unrequest_ta(_cid(component_id), tam_uri)})

@@ -21,6 +21,7 @@ import click
 
 from teep_coap.cli.groups import root
 from teep_coap.errors import TeepCoapError
+from teep_coap.store.agentdir import init_agent_state, load_agent_state
 
 COMPONENT_ID = (b"demo-tc",)
 DEVICE = "demo-device"
@@ -88,8 +89,7 @@ def _show_message(direction: str, sealed: bytes, datagrams: list[bytes], limit: 
 
 def _build_world(root_dir: Path, image_size: int) -> dict[str, Any]:
     from teep_coap.profiles.scenario import offer_component
-    from teep_coap.protocol.agentstate import AgentState
-    from teep_coap.protocol.tamdir import init_tam_dir, load_tam_dir
+    from teep_coap.store.tamdir import init_tam_dir, load_tam_dir
     from teep_coap.transport.coap.credentials import provision_device
 
     tam_dir, agent_dir = root_dir / "tam", root_dir / "agent"
@@ -97,7 +97,7 @@ def _build_world(root_dir: Path, image_size: int) -> dict[str, Any]:
     config, store = load_tam_dir(tam_dir)
     tam_key = config.keys[0]
     click.echo(f"1. TAM folder {tam_dir}: ESP256 signing key, kid {tam_key.kid.hex()[:16]}…")
-    state = AgentState.init(agent_dir, tam_key.public, "esp256")
+    state = init_agent_state(agent_dir, tam_key.public, "esp256")
     click.echo(
         f"2. Agent folder {agent_dir}: ESP256 key, kid {state.key.kid.hex()[:16]}…; trusts the TAM key"
     )
@@ -130,13 +130,12 @@ async def _main_session(world: dict[str, Any], limit: int) -> None:
     from teep_coap.profiles.session import TamHandler, run_session
     from teep_coap.profiles.stack import make_client, make_server
     from teep_coap.protocol.agent import AgentEngine
-    from teep_coap.protocol.agentstate import AgentState
     from teep_coap.protocol.tam import TamEngine
     from teep_coap.transport.relay import UP, UdpRelay
 
     profile = load_profile("coaps-psk")
     handler = TamHandler(TamEngine(world["config"], world["store"]))
-    agent = AgentEngine(AgentState.load(world["agent_dir"]))
+    agent = AgentEngine(load_agent_state(world["agent_dir"]))
     async with make_server(profile, handler, tam_dir=world["tam_dir"]) as server:  # noqa: SIM117
         async with UdpRelay(("127.0.0.1", server.port), record=True) as relay:
             uri = f"coaps://127.0.0.1:{relay.port}{profile.transport.path}"

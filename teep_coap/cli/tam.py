@@ -47,7 +47,7 @@ def tam_init(
     tam_dir: str, algs: tuple[str, ...], database: str | None, attestation: str, policy: str | None
 ) -> None:
     """Create a TAM folder: signing keys, configuration, an empty database."""
-    from teep_coap.protocol.tamdir import ALG_NAMES, init_tam_dir
+    from teep_coap.store.tamdir import ALG_NAMES, init_tam_dir
 
     summary = init_tam_dir(
         Path(tam_dir), algs=algs or ALG_NAMES, database=database, attestation=attestation, policy=policy
@@ -76,8 +76,8 @@ def device_add(
     import time
 
     from teep_coap.protocol.errors import ConfigError
-    from teep_coap.protocol.tamdir import open_store, read_config
     from teep_coap.security.keys import load_verifying_key
+    from teep_coap.store.tamdir import open_store, read_config
 
     folder = Path(tam_dir)
     vk = load_verifying_key(key)
@@ -110,7 +110,7 @@ def device_add(
 def device_list(tam_dir: str) -> None:
     """Registered devices with what the TAM knows they have."""
     from teep_coap.protocol.policy import format_component_id
-    from teep_coap.protocol.tamdir import open_store, read_config
+    from teep_coap.store.tamdir import open_store, read_config
 
     folder = Path(tam_dir)
     store = open_store(folder, read_config(folder))
@@ -169,7 +169,7 @@ def component_add(tam_dir: str, envelope: str, audience: str, name: str | None, 
     import time
 
     from teep_coap.protocol.policy import envelope_identity, format_component_id
-    from teep_coap.protocol.tamdir import open_store, read_config
+    from teep_coap.store.tamdir import open_store, read_config
 
     folder = Path(tam_dir)
     data = Path(envelope).read_bytes()
@@ -208,7 +208,7 @@ def _check_component_size(size: int, force: bool) -> None:
 def component_list(tam_dir: str) -> None:
     """Latest version of every component in the catalog."""
     from teep_coap.protocol.policy import format_component_id
-    from teep_coap.protocol.tamdir import open_store, read_config
+    from teep_coap.store.tamdir import open_store, read_config
 
     folder = Path(tam_dir)
     store = open_store(folder, read_config(folder))
@@ -236,7 +236,7 @@ def policy_sync(tam_dir: str, policy_file: str | None) -> None:
 
     from teep_coap.protocol.errors import ConfigError
     from teep_coap.protocol.policy import Policy
-    from teep_coap.protocol.tamdir import open_store, read_config
+    from teep_coap.store.tamdir import open_store, read_config
 
     folder = Path(tam_dir)
     cfg = read_config(folder)
@@ -264,12 +264,14 @@ def tam_process(
 ) -> None:
     """ProcessConnect (--connect) or ProcessTeepMessage (FILE, '-' = stdin) on the TAM kept in DIR."""
     from teep_coap.protocol.errors import ConfigError
-    from teep_coap.protocol.tam import load_tam
+    from teep_coap.protocol.tam import TamEngine
     from teep_coap.protocol.wire import describe
+    from teep_coap.store.tamdir import load_tam_dir
 
     if connect == (source is not None):
         raise ConfigError("give either --connect or a message FILE")
-    engine = load_tam(tam_dir)
+    config, store = load_tam_dir(Path(tam_dir))
+    engine = TamEngine(config, store)
     try:
         if connect:
             response: bytes | None = engine.connect(transport_identity)
@@ -279,7 +281,7 @@ def tam_process(
             assert source is not None
             response = engine.receive(read_cbor_source(source), transport_identity)
     finally:
-        engine.store.close()
+        store.close()
     if output:
         Path(output).write_bytes(response or b"")
     _print({"response": describe(response)})
@@ -291,7 +293,7 @@ def tam_process(
 @click.option("--audit", is_flag=True, help="Include the audit log of each session.")
 def tam_sessions(tam_dir: str, audit: bool) -> None:
     """Sessions and their outcome (and audit log)."""
-    from teep_coap.protocol.tamdir import open_store, read_config
+    from teep_coap.store.tamdir import open_store, read_config
 
     folder = Path(tam_dir)
     store = open_store(folder, read_config(folder))
@@ -316,7 +318,7 @@ def tam_sessions(tam_dir: str, audit: bool) -> None:
 @click.option("--event", default=None, help="Only entries of this event (e.g. refused, duplicate-ignored).")
 def tam_audit(tam_dir: str, event: str | None) -> None:
     """The whole audit log, with the entries that belong to no session (refused messages, duplicates)."""
-    from teep_coap.protocol.tamdir import open_store, read_config
+    from teep_coap.store.tamdir import open_store, read_config
 
     folder = Path(tam_dir)
     store = open_store(folder, read_config(folder))

@@ -85,8 +85,8 @@ def serve_workers(
     verbosity: list[str],
 ) -> None:
     """Start `workers` `tam serve` processes on one address and supervise them until SIGINT/SIGTERM."""
-    from teep_coap.protocol.tamdir import database_url, read_config
     from teep_coap.store.tam_db import TamStore
+    from teep_coap.store.tamdir import database_url, read_config
     from teep_coap.transport.coap.server_socket import ensure_port_free
     from teep_coap.transport.coap.shared_port import SHARED_PORT_ENV, shared_port_value
 

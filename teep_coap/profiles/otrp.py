@@ -19,13 +19,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from teep_coap.model.otrp import (
-    OtrpDecodeError,
-    OtrpError,
-    OtrpIdentityMismatch,
-    OtrpProtocolError,
-    OtrpSecurityError,
-)
+from teep_coap.errors import TeepCoapError
+from teep_coap.model.otrp import OtrpError
+from teep_coap.profiles.rejections import rejection_for
 from teep_coap.profiles.schema import Profile
 from teep_coap.protocol.otrp_agent import OtrpAgentConfig, OtrpAgentEngine
 from teep_coap.protocol.otrp_tam import OtrpTamConfig, OtrpTamEngine, OtrpTamPolicy, SdSpec, TaSpec
@@ -48,12 +44,9 @@ class OtrpTamHandler:
             if not payload:
                 return self.engine.connect(peer.identity)
             answer = self.engine.receive(payload, peer.identity)
-        except OtrpIdentityMismatch as exc:
+        except TeepCoapError as exc:  # the same mapping as the TEEP handler (profiles.rejections)
             self.sessions_failed += 1
-            raise RequestRejected(Rejection.FORBIDDEN, str(exc)[:200]) from None
-        except (OtrpDecodeError, OtrpSecurityError, OtrpProtocolError) as exc:
-            self.sessions_failed += 1
-            raise RequestRejected(Rejection.BAD_REQUEST, str(exc)[:200]) from None
+            raise RequestRejected(rejection_for(exc) or Rejection.SERVER_ERROR, str(exc)[:200]) from None
         if answer is None:
             self.sessions_done += 1
         return answer

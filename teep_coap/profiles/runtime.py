@@ -17,6 +17,7 @@ from typing import Any
 
 from teep_coap.errors import TeepCoapError
 from teep_coap.profiles.schema import Profile
+from teep_coap.store.agentdir import load_agent_state
 from teep_coap.transport.base import MessageHandler
 from teep_coap.transport.coap.credentials import DeviceCredentials
 
@@ -68,8 +69,8 @@ def open_tam(
         return TamService(profile, tam_handler(engine), base / "tam", https_certs)
     from teep_coap.profiles.session import TamHandler
     from teep_coap.protocol.tam import TamEngine
-    from teep_coap.protocol.tamdir import load_tam_dir
     from teep_coap.protocol.wire import wire_for
+    from teep_coap.store.tamdir import load_tam_dir
 
     wire = wire_for(profile.encoding, profile.compat)
     config, store = load_tam_dir(Path(folder))
@@ -145,7 +146,6 @@ async def run_agent(
             "installed": installed_summary(otrp_agent),
         }
     from teep_coap.protocol.agent import AgentEngine
-    from teep_coap.protocol.agentstate import AgentState
     from teep_coap.protocol.wire import wire_for
 
     fetcher = None
@@ -154,7 +154,7 @@ async def run_agent(
 
         fetcher = fetch_through_gateway(profile, tam_uri, folder, credentials=credentials)
     engine = AgentEngine(
-        AgentState.load(folder), wire=wire_for(profile.encoding, profile.compat), fetcher=fetcher
+        load_agent_state(folder), wire=wire_for(profile.encoding, profile.compat), fetcher=fetcher
     )
     client = make_client(
         profile, tam_uri, state_dir=folder, certs_path=certs, credentials=credentials, proxy=proxy

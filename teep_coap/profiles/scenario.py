@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from teep_coap.errors import TeepCoapError
 from teep_coap.profiles.schema import Profile
+from teep_coap.store.agentdir import init_agent_state, load_agent_state
 from teep_coap.transport.base import MessageClient, MessageHandler
 
 DEVICE_NAME = "bench-device"
@@ -63,10 +64,9 @@ def teep_world(
     for all, both speaking the profile's wire (CBOR/COSE or JSON/JWS). With both algorithms the TAM's
     first QueryRequest carries two signatures."""
     from teep_coap.protocol.agent import AgentEngine
-    from teep_coap.protocol.agentstate import AgentState
     from teep_coap.protocol.tam import TamEngine
-    from teep_coap.protocol.tamdir import init_tam_dir, load_tam_dir
     from teep_coap.protocol.wire import wire_for
+    from teep_coap.store.tamdir import init_tam_dir, load_tam_dir
     from teep_coap.transport.coap.credentials import provision_device
 
     wire = wire_for(profile.encoding, profile.compat)
@@ -74,7 +74,7 @@ def teep_world(
     init_tam_dir(tam_dir, algs=tam_algs)
     config, store = load_tam_dir(tam_dir)
     tam_key = next(k for k in config.keys if k.key_type == "P-256")
-    state = AgentState.init(agent_dir, tam_key.public, "esp256")
+    state = init_agent_state(agent_dir, tam_key.public, "esp256")
     provision_device(tam_dir, agent_dir, DEVICE_NAME)
     now = time.time()
     store.add_device(
@@ -88,7 +88,7 @@ def teep_world(
     # Deterministic payload bytes: sizes must not depend on luck (CBOR lengths do not, but be plain).
     payload = bytes(i % 251 for i in range(payload_size))
     offer_component(store, tam_key, state.config, COMPONENT_ID, payload, now=now, name="bench")
-    agent = AgentEngine(AgentState.load(agent_dir), wire=wire)
+    agent = AgentEngine(load_agent_state(agent_dir), wire=wire)
 
     def installed() -> list[dict[str, Any]]:
         return [

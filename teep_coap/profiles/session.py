@@ -2,6 +2,8 @@
 
 - `TamHandler`: a transport `MessageHandler` around a TamEngine (empty payload = ProcessConnect),
   mapping engine errors to transport rejections (4.00 / 4.03 / 5.00) and logging one line per session.
+  Engine calls run on a small thread pool (the engine and its store are blocking code: SQL, signing),
+  so the event loop keeps serving other peers, DTLS handshakes and timeouts meanwhile.
 - `run_session` / `run_until_done`: the Broker loop (BrokerSession ↔ MessageClient), with a timeout on
   every exchange, and a summary of what was installed or removed.
 """
@@ -9,13 +11,17 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from teep_coap.errors import TeepCoapError
+from teep_coap.profiles.rejections import rejection_for
+from teep_coap.protocol.events import SessionEnded, TamEvent, reply_of
 from teep_coap.transport.base import MessageClient, PeerInfo, Rejection, RequestRejected, TransportError
 from teep_coap.transport.junklog import JUNK
 
@@ -23,6 +29,7 @@ log = logging.getLogger("teep_coap.session")
 
 
 MAX_OPEN_SESSIONS = 4096  # sessions the TAM log tracks at once; the oldest unfinished ones are dropped
+ENGINE_THREADS = 4  # engine calls in flight at once (each thread has its own database connection)
 
 
 class SessionFailed(TeepCoapError):
@@ -38,14 +45,64 @@ class _Open:
 
 
 class TamHandler:
-    """MessageHandler of a TAM: ProcessConnect / ProcessTeepMessage with errors mapped to codes."""
+    """MessageHandler of a TAM: ProcessConnect / ProcessTeepMessage with errors mapped to codes.
 
-    def __init__(self, tam: Any, *, session_log: logging.Logger | None = None) -> None:
+    `tam` is a `TamEngine` (its `handle_*` calls run on `threads` worker threads, and its timer is
+    run when due before a call), or any object with the byte-in/byte-out `connect`/`receive` pair
+    (test scripts, adapters), which is called on the event loop as before. `threads=0` runs the
+    engine on the event loop too: for a store that cannot be shared between threads (in-memory
+    SQLite: one database per connection) and for tests that must not give the loop away mid-call.
+    """
+
+    def __init__(
+        self, tam: Any, *, session_log: logging.Logger | None = None, threads: int = ENGINE_THREADS
+    ) -> None:
         self.tam = tam
         self.log = session_log or log
         self.sessions_done = 0
         self.sessions_failed = 0
         self._open: dict[str, _Open] = {}
+        self._evented = hasattr(tam, "handle_message")
+        self._threads = threads
+        self._pool: ThreadPoolExecutor | None = None
+        self._timer_running = False
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="tam-engine")
+        return self._pool
+
+    def close(self) -> None:
+        """Stop the worker threads (calls in flight finish first)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    async def _run(self, call: Callable[[], Any]) -> Any:
+        if self._threads == 0:
+            return call()
+        return await asyncio.get_running_loop().run_in_executor(self._executor(), call)
+
+    async def _engine_call(self, payload: bytes, identity: str | None) -> bytes | None:
+        if not self._evented:
+            return self.tam.connect(identity) if not payload else self.tam.receive(payload, identity)
+        now = float(self.tam.clock())
+        if now >= self.tam.next_timer() and not self._timer_running:
+            self._timer_running = True  # one sweep at a time; the others go on
+            try:
+                await self._run(functools.partial(self.tam.handle_timer, now))
+            finally:
+                self._timer_running = False
+        call = (
+            functools.partial(self.tam.handle_connect, now, identity)
+            if not payload
+            else functools.partial(self.tam.handle_message, payload, now, identity)
+        )
+        events: tuple[TamEvent, ...] = await self._run(call)
+        ended = [e for e in events if isinstance(e, SessionEnded)]
+        if ended:
+            self.log.debug("session %d ended: %s", ended[-1].session_id, ended[-1].outcome)
+        return reply_of(events)
 
     def _key(self, peer: PeerInfo) -> str:
         return peer.identity or peer.address
@@ -84,8 +141,6 @@ class TamHandler:
         self._open[key] = _Open(time.monotonic())
 
     async def __call__(self, payload: bytes, peer: PeerInfo) -> bytes | None:
-        from teep_coap.protocol.errors import IdentityMismatch, InvalidMessage, TamFailure
-
         key = self._key(peer)
         if not payload:
             self._start(peer)
@@ -94,18 +149,11 @@ class TamHandler:
             st.rounds += 1
             st.bytes_in += len(payload)
         try:
-            answer = (
-                self.tam.connect(peer.identity) if not payload else self.tam.receive(payload, peer.identity)
-            )
-        except InvalidMessage as exc:
-            self._fail(peer, f"refused ({exc})")
-            raise RequestRejected(Rejection.BAD_REQUEST, str(exc)) from None
-        except IdentityMismatch as exc:
-            self._fail(peer, f"refused ({exc})")
-            raise RequestRejected(Rejection.FORBIDDEN, str(exc)) from None
-        except (TamFailure, TeepCoapError) as exc:
-            self._fail(peer, f"failed ({exc})")
-            raise RequestRejected(Rejection.SERVER_ERROR, str(exc)) from None
+            answer = await self._engine_call(payload, peer.identity)
+        except TeepCoapError as exc:  # every engine error; `rejection_for` says which answer
+            rejection = rejection_for(exc) or Rejection.SERVER_ERROR
+            self._fail(peer, f"{'failed' if rejection is Rejection.SERVER_ERROR else 'refused'} ({exc})")
+            raise RequestRejected(rejection, str(exc)) from None
         if answer is None:
             if self._end(peer, "done"):
                 self.sessions_done += 1

@@ -22,6 +22,7 @@ import os
 import shutil
 import tomllib
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from teep_coap.model.codes import (
 )
 from teep_coap.protocol import attestation as att
 from teep_coap.protocol.errors import AgentStateError
+from teep_coap.protocol.ports import AgentComponents
 from teep_coap.security.errors import SecurityError
 from teep_coap.security.keys import (
     SigningKey,
@@ -203,7 +205,7 @@ class AgentState:
     report_key: SigningKey
     trust: TrustStore
     tc_trust: TrustStore
-    components: Any  # teep_coap.store.components.ComponentStore
+    components: AgentComponents
     broker: BrokerState
     verifier_key: SigningKey | None = None
     tam_verifiers: TrustStore = field(default_factory=TrustStore)
@@ -224,8 +226,9 @@ class AgentState:
         class_id: bytes | None = None,
         ueid: bytes | None = None,
         key: SigningKey | None = None,
+        open_components: Callable[[Path], AgentComponents],
     ) -> AgentState:
-        """Create a new Agent folder (refuses a folder that already holds an Agent)."""
+        """Create a new Agent folder (refuses a folder that already holds an Agent); see `load`."""
         from teep_coap.security.keys import write_key_files
 
         path = Path(root)
@@ -259,12 +262,15 @@ class AgentState:
         write_atomic(path / CONFIG_FILE, config.to_toml().encode())
         write_atomic(path / BROKER_FILE, BrokerState().to_json())
         (path / "components").mkdir(exist_ok=True)
-        return cls.load(path)
+        return cls.load(path, open_components)
 
     @classmethod
-    def load(cls, root: str | os.PathLike[str]) -> AgentState:
-        from teep_coap.store.components import ComponentStore
-
+    def load(
+        cls, root: str | os.PathLike[str], open_components: Callable[[Path], AgentComponents]
+    ) -> AgentState:
+        """Read an Agent folder; `open_components(DIR/components)` opens its component store (the
+        caller picks the implementation: `teep_coap.store.agentdir.load_agent_state` uses the
+        on-disk `ComponentStore`)."""
         path = Path(root)
         cfg_path = path / CONFIG_FILE
         try:
@@ -304,7 +310,7 @@ class AgentState:
             report_key=report_key,
             trust=trust,
             tc_trust=tc_trust,
-            components=ComponentStore(path / "components"),
+            components=open_components(path / "components"),
             broker=broker,
             verifier_key=verifier,
             tam_verifiers=tam_verifiers,

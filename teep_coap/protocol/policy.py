@@ -9,7 +9,7 @@
     # component-id = ["TEEP-Device", "SecureFS", "hex:8d82573a926d4754935332dc29997f74", "ta"]
     # sequence-number = 3
 
-The policy is synced into the TAM catalog (`TamStore`), which is what the engine decides from; the
+The policy is synced into the TAM catalog (the `TamRepository`), which is what the engine decides from; the
 file is re-read when its modification time changes (`reload_if_changed`) or on `reload()`.
 """
 
@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from teep_coap.protocol.errors import ConfigError
-from teep_coap.store.tam_db import AUDIENCES, ComponentId, TamStore
+from teep_coap.protocol.ports import TamRepository
+from teep_coap.protocol.records import AUDIENCES, ComponentId
 
 EnvelopeIdentity = Callable[[bytes], tuple[ComponentId, int]]
 
@@ -149,7 +150,7 @@ class Policy:
         self.reload()
         return True
 
-    def sync(self, store: TamStore, now: float, identity: EnvelopeIdentity = envelope_identity) -> int:
+    def sync(self, store: TamRepository, now: float, identity: EnvelopeIdentity = envelope_identity) -> int:
         """Put every entry's envelope into the catalog with its audience; returns the entry count."""
         for entry in self.entries:
             try:

@@ -1,8 +1,9 @@
 """The TAM as a sans-IO engine: `connect()` and `receive(bytes)` return the next signed message or None.
 
 Modelled on h11/aioquic: no sockets, no sleeping, no asyncio; time and randomness are injected. Unlike
-h11 the per-session state does not live in this object but in the `TamStore` (outstanding requests
-keyed by token or challenge, bound to a device once it answered), so any TAM process sharing the
+h11 the per-session state does not live in this object but in its `TamRepository` (a port declared in
+`teep_coap.protocol.ports`; `teep_coap.store.tam_db.TamStore` implements it): outstanding requests
+keyed by token or challenge, bound to a device once it answered, so any TAM process sharing the
 database can take the next message of a session, and a TAM restart loses nothing.
 
 Session states (one row per request in `outstanding`, docs/protocol-facts.md §1.11):
@@ -27,7 +28,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 from teep_coap import crashpoints
@@ -55,20 +55,21 @@ from teep_coap.model.teep import (
 )
 from teep_coap.protocol import attestation as att
 from teep_coap.protocol.errors import IdentityMismatch, InvalidMessage, TamFailure
+from teep_coap.protocol.events import (
+    ComponentInstalled,
+    ComponentRemoved,
+    SendReply,
+    SessionEnded,
+    TamEvent,
+    reply_of,
+)
 from teep_coap.protocol.policy import Policy
+from teep_coap.protocol.ports import TamRepository
+from teep_coap.protocol.records import OPEN, Device, DeviceComponent, Outstanding, StoreError, component_key
 from teep_coap.protocol.reports import ReportError, check_report_nonces
 from teep_coap.protocol.stateless import StatelessTokens
 from teep_coap.protocol.wire import COSE, NotSigned, Opened, Wire
 from teep_coap.security.keys import SigningKey, VerifyingKey, load_verifying_key
-from teep_coap.store.tam_db import (
-    OPEN,
-    Device,
-    DeviceComponent,
-    Outstanding,
-    StoreError,
-    TamStore,
-    component_key,
-)
 
 log = logging.getLogger("teep_coap.protocol.tam")
 
@@ -201,7 +202,7 @@ class TamEngine:
     """ProcessConnect and ProcessTeepMessage of RFC 9397 for one TAM, state in `store`."""
 
     config: TamConfig
-    store: TamStore
+    store: TamRepository
     clock: Clock = field(default=time.time, kw_only=True)
     rng: Rng = field(default=os.urandom, kw_only=True)
     wire: Wire = field(default=COSE, kw_only=True)  # CBOR/COSE, or JSON/JWS (protocol.wire)
@@ -209,7 +210,6 @@ class TamEngine:
     # Per-process caches of pure functions of stored bytes (PEM → key, envelope → digest): keyed by
     # content, so another process changing the database can never make an entry stale.
     _keys: OrderedDict[bytes, VerifyingKey] = field(default_factory=OrderedDict, init=False, repr=False)
-    _verified_sender: Device | None = field(default=None, init=False, repr=False)  # for `_audit_refused`
     _next_expire: float = field(default=float("-inf"), init=False, repr=False)
     _stateless: StatelessTokens | None = field(default=None, init=False, repr=False)
 
@@ -219,10 +219,11 @@ class TamEngine:
 
     # ---------------------------------------------------------------- entry points
 
-    def connect(self, transport_identity: str | None = None) -> bytes:
-        """ProcessConnect: a new session starts with a signed QueryRequest."""
+    def handle_connect(self, now: float, transport_identity: str | None = None) -> tuple[TamEvent, ...]:
+        """ProcessConnect at time `now`: a new session starts with a signed QueryRequest (`SendReply`)."""
         if crashpoints.armed is not None:
             crashpoints.reached("tam.received.connect")
+        _call.now, _call.events, _call.sender = now, [], None
         try:
             with self.store.atomic():
                 answer = self._connect(transport_identity)
@@ -230,27 +231,14 @@ class TamEngine:
             raise TamFailure(f"TAM store failure: {exc}") from exc
         if crashpoints.armed is not None:
             crashpoints.reached("tam.committed.connect")
-        return answer
+        return (SendReply(answer), *_call.events)
 
-    def _connect(self, transport_identity: str | None) -> bytes:
-        now = self.clock()
-        self._sync_policy(now)
-        if now >= self._next_expire:  # housekeeping, not per session: a sweep scans the whole table
-            self.store.expire_outstanding(now - self.config.keep_expired)
-            if self._stateless is not None:
-                self.store.forget_spent_tokens(now)
-            self._next_expire = now + EXPIRE_EVERY
-        device = self.store.device_by_transport_identity(transport_identity) if transport_identity else None
-        if device is None and self._stateless is not None:
-            return self._query(None, None, self._initial_request(None))  # nothing stored
-        session = self.store.start_session(
-            now, device_id=device.id if device else None, transport_identity=transport_identity
-        )
-        return self._query(session, device, self._initial_request(device))
-
-    def receive(self, data: bytes, transport_identity: str | None = None) -> bytes | None:
-        """ProcessTeepMessage: the next signed message of the session, or None when nothing more."""
-        self._verified_sender = None
+    def handle_message(
+        self, data: bytes, now: float, transport_identity: str | None = None
+    ) -> tuple[TamEvent, ...]:
+        """ProcessTeepMessage at time `now`: the next signed message (`SendReply`, absent when nothing
+        more) and what the message committed (`SessionEnded`, `ComponentInstalled`, ...)."""
+        _call.now, _call.events, _call.sender = now, [], None
         try:
             with self.store.atomic():  # a refused message rolls back everything it touched
                 answer = self._receive(data, transport_identity)
@@ -261,7 +249,52 @@ class TamEngine:
             raise
         if crashpoints.armed is not None:
             crashpoints.reached(crashpoints.message_point("tam.committed", getattr(_received, "kind", "?")))
+        return (SendReply(answer), *_call.events) if answer is not None else tuple(_call.events)
+
+    def next_timer(self) -> float:
+        """When `handle_timer` is due next (engine clock): the sweep of expired requests and tokens."""
+        return self._next_expire
+
+    def handle_timer(self, now: float) -> None:
+        """Housekeeping a server calls at `next_timer()`: reload a changed policy file, drop requests
+        expired longer than `keep_expired` and spent stateless tokens past their expiry."""
+        _call.now, _call.events, _call.sender = now, [], None
+        try:
+            with self.store.atomic():
+                self._sync_policy(now)
+                self.store.expire_outstanding(now - self.config.keep_expired)
+                if self._stateless is not None:
+                    self.store.forget_spent_tokens(now)
+        except StoreError as exc:
+            raise TamFailure(f"TAM store failure: {exc}") from exc
+        self._next_expire = now + EXPIRE_EVERY
+
+    # Compatibility: the byte-in/byte-out calls of the first API (engine tests, scripts, the CLI's
+    # `tam process`) read the injected clock and run a due timer first, as the engine used to.
+
+    def connect(self, transport_identity: str | None = None) -> bytes:
+        """ProcessConnect on the engine's clock (compatibility; servers call `handle_connect`)."""
+        now = self.clock()
+        if now >= self._next_expire:
+            self.handle_timer(now)
+        answer = reply_of(self.handle_connect(now, transport_identity))
+        assert answer is not None  # handle_connect always replies
         return answer
+
+    def receive(self, data: bytes, transport_identity: str | None = None) -> bytes | None:
+        """ProcessTeepMessage on the engine's clock (compatibility; servers call `handle_message`)."""
+        return reply_of(self.handle_message(data, self.clock(), transport_identity))
+
+    def _connect(self, transport_identity: str | None) -> bytes:
+        now = self._now()
+        self._sync_policy(now)  # a stat of the policy file; loads it before the first session
+        device = self.store.device_by_transport_identity(transport_identity) if transport_identity else None
+        if device is None and self._stateless is not None:
+            return self._query(None, None, self._initial_request(None))  # nothing stored
+        session = self.store.start_session(
+            now, device_id=device.id if device else None, transport_identity=transport_identity
+        )
+        return self._query(session, device, self._initial_request(device))
 
     def _audit_refused(self, exc: InvalidMessage) -> None:
         """Audit the refusal of a message a registered device signed (a replay, a stale answer).
@@ -269,35 +302,54 @@ class TamEngine:
         The refusal rolled its transaction back; this entry is written after it. Messages that never
         verified are not audited: junk from anyone must not cost the TAM a database write.
         """
-        device = self._verified_sender
+        device = _call.sender
         if device is None:
             return
         try:
             with self.store.atomic():
-                self.store.audit(None, self.clock(), "refused", f"{device.kid.hex()}: {str(exc)[:200]}")
+                self.store.audit(None, self._now(), "refused", f"{device.kid.hex()}: {str(exc)[:200]}")
         except StoreError as err:
             log.warning("refusal not audited: %s", err)
 
     # ---------------------------------------------------------------- helpers
 
+    @staticmethod
+    def _now() -> float:
+        """The `now` of the call being handled (one instant for the whole call)."""
+        return float(_call.now)
+
+    def _end_session(self, session_id: int, now: float, outcome: str) -> None:
+        self.store.end_session(session_id, now, outcome)
+        _call.events.append(SessionEnded(session_id, outcome))
+
+    def _record_changes(
+        self, device: Device, now: float, *, installed: dict[ComponentId, int], removed: list[ComponentId]
+    ) -> None:
+        self.store.record_changes(device.id, now, installed=installed, removed=removed)
+        _call.events.extend(ComponentInstalled(device.kid, cid, seq) for cid, seq in installed.items())
+        _call.events.extend(ComponentRemoved(device.kid, cid) for cid in removed)
+
     def _sync_policy(self, now: float) -> None:
         policy = self.config.policy
         if policy is None:
             return
-        if policy.reload_if_changed() or not self._policy_synced:
-            policy.sync(self.store, now)
-            self._policy_synced = True
+        with _policy_lock:  # one reload at a time when calls run on several threads
+            if policy.reload_if_changed() or not self._policy_synced:
+                policy.sync(self.store, now)
+                self._policy_synced = True
 
     def _device_key(self, pem: bytes) -> VerifyingKey:
         """The parsed public key of a device (PEM parse + thumbprint cost ≈ 0.1 ms each time)."""
-        key = self._keys.get(pem)
-        if key is None:
-            key = load_verifying_key(pem)
+        with _cache_lock:  # engine calls may run on several threads (profiles.session.TamHandler)
+            key = self._keys.get(pem)
+            if key is not None:
+                self._keys.move_to_end(pem)
+                return key
+        key = load_verifying_key(pem)
+        with _cache_lock:
             self._keys[pem] = key
             if len(self._keys) > KEY_CACHE_SIZE:
                 self._keys.popitem(last=False)
-        else:
-            self._keys.move_to_end(pem)
         return key
 
     def _initial_request(self, device: Device | None) -> _Request:
@@ -326,7 +378,7 @@ class TamEngine:
         where no challenge can identify the answer (passport; timestamp-only freshness). Without a
         session (`session_id` None) nothing is recorded: the token authenticates itself and the
         challenge derives from it (protocol.stateless)."""
-        cfg, now = self.config, self.clock()
+        cfg, now = self.config, self._now()
         token = challenge = None
         if session_id is None:
             assert self._stateless is not None
@@ -447,7 +499,7 @@ class TamEngine:
                     f"the request with {what} was superseded by newer requests to this device"
                 )
             return None
-        if row.expires_at <= self.clock():
+        if row.expires_at <= self._now():
             raise InvalidMessage(f"the request with {what} expired")
         return row
 
@@ -457,7 +509,7 @@ class TamEngine:
         if not data:
             raise InvalidMessage("empty message (an empty payload means connect)")
         opened, device = self._verify(data)
-        self._verified_sender = device
+        _call.sender = device
         self._check_identity(device, transport_identity)
         msg = opened.message
         if crashpoints.armed is not None:  # test hook (teep_coap.crashpoints)
@@ -481,7 +533,7 @@ class TamEngine:
         token = msg.token if isinstance(msg, QueryResponse | Error) else None
         if tokens is None or token is None or not tokens.looks_like(token):
             return
-        now = self.clock()
+        now = self._now()
         req = self._initial_request(None)
         expires = tokens.check(token, req.to_json(), now=now)
         if expires is None:  # not ours: maybe a stored token of the same shape; the usual path decides
@@ -508,7 +560,7 @@ class TamEngine:
     def _duplicate(self, device: Device, msg: TeepMessage) -> None:
         log.info("ignoring duplicate %s from %s", type(msg).__name__, device.kid.hex())
         self.store.audit(
-            None, self.clock(), "duplicate-ignored", f"{type(msg).__name__} from {device.kid.hex()}"
+            None, self._now(), "duplicate-ignored", f"{type(msg).__name__} from {device.kid.hex()}"
         )
 
     def _check_reports(self, reports: Sequence[bytes] | None, token: bytes | None) -> None:
@@ -520,7 +572,7 @@ class TamEngine:
             raise InvalidMessage(str(exc)) from None
 
     def _on_query_response(self, msg: QueryResponse, device: Device) -> bytes | None:
-        now = self.clock()
+        now = self._now()
         challenge = None
         if msg.token is None:
             challenge = att.peek_nonce(msg.attestation_payload) if msg.attestation_payload else None
@@ -544,7 +596,7 @@ class TamEngine:
 
         def refuse(code: ErrorCode, text: str) -> bytes:
             self.store.audit(sid, now, "refused", f"{code.name}: {text}")
-            self.store.end_session(sid, now, code.name)
+            self._end_session(sid, now, code.name)
             upd = Update(err_code=int(code), err_msg=text[:128])
             return self._sign_for(device, upd)
 
@@ -564,7 +616,7 @@ class TamEngine:
         )
         plan_install, plan_remove = self._plan(device, have)
         if not plan_install and not plan_remove:
-            self.store.end_session(sid, now, "up-to-date")
+            self._end_session(sid, now, "up-to-date")
             return None
         token = self.rng(self.config.token_size)
         upd = Update(
@@ -600,7 +652,7 @@ class TamEngine:
         payload = msg.attestation_payload
         assert payload is not None
         fmt = msg.attestation_payload_format or att.RESULT_FORMAT
-        now = self.clock()
+        now = self._now()
         if fmt == att.RESULT_FORMAT:
             if not self.config.verifier_keys:
                 raise att.AttestationError("attestation result received but no Verifier is trusted")
@@ -631,7 +683,7 @@ class TamEngine:
         """Store what the device reported; returns the device's components afterwards. Its installed
         set is replaced only when the request asked for trusted components (otherwise an absent
         tc-list says nothing)."""
-        now = self.clock()
+        now = self._now()
         for name, items in (
             ("tc-list", msg.tc_list),
             ("requested-tc-list", msg.requested_tc_list),
@@ -669,7 +721,7 @@ class TamEngine:
         """
         if not tc_list:
             return {}  # nothing installed: no record to read (the hot path of a first session)
-        now = self.clock()
+        now = self._now()
         recorded = {
             component_key(c.component_id): c.installed_seq for c in self.store.device_components(device.id)
         }
@@ -776,7 +828,7 @@ class TamEngine:
         return self.wire.seal(msg, key)
 
     def _on_success(self, msg: Success, device: Device) -> bytes | None:
-        now = self.clock()
+        now = self._now()
         if msg.token is None:
             raise InvalidMessage("Success without a token answers nothing this TAM sent")
         row = self._find(device, token=msg.token, challenge=None, kinds=("update",))
@@ -789,14 +841,14 @@ class TamEngine:
             return None
         installed = {_cid_from_json(item[0]): int(item[1]) for item in row.data.get("install", [])}
         removed = [_cid_from_json(c) for c in row.data.get("remove", [])]
-        self.store.record_changes(device.id, now, installed=installed, removed=removed)
+        self._record_changes(device, now, installed=installed, removed=removed)
         self.store.touch_device(device.id, now)
         self.store.audit(row.session_id, now, "recv-success", msg.msg or "")
-        self.store.end_session(row.session_id, now, "success")
+        self._end_session(row.session_id, now, "success")
         return None
 
     def _on_error(self, msg: Error, device: Device) -> bytes | None:
-        now = self.clock()
+        now = self._now()
         row: Outstanding | None
         if msg.token is not None:
             row = self._find(device, token=msg.token, challenge=None, kinds=("query", "update"))
@@ -825,16 +877,16 @@ class TamEngine:
         if row.kind == "update" and msg.suit_reports:
             partial = _installed_per_reports(row, msg.suit_reports)
             if partial:
-                self.store.record_changes(device.id, now, installed=partial, removed=[])
+                self._record_changes(device, now, installed=partial, removed=[])
                 self.store.audit(sid, now, "partial-install", f"{len(partial)} manifest(s) succeeded")
         req = _Request.from_json(row.data) if row.kind == "query" else None
         again = self._react(msg, device, req)
         if again is None:
-            self.store.end_session(sid, now, f"error:{msg.err_code_name}")
+            self._end_session(sid, now, f"error:{msg.err_code_name}")
             return None
         new_req, payload, fmt = again
         if new_req.round > MAX_RENEGOTIATIONS:
-            self.store.end_session(sid, now, "renegotiation-limit")
+            self._end_session(sid, now, "renegotiation-limit")
             return None
         return self._query(sid, device, new_req, attestation_payload=payload, attestation_format=fmt)
 
@@ -887,14 +939,19 @@ class TamEngine:
             base = replace(base, profiles=common_p)
         else:
             return None
-        self.store.touch_device(device.id, self.clock(), negotiated=neg)
+        self.store.touch_device(device.id, self._now(), negotiated=neg)
         return base, None, None
 
 
 # The type of the message this thread is processing, kept only while a crash point is armed (tests).
 _received = threading.local()
+# The call this thread is handling: its `now`, the events it produced, the verified sender (for
+# `_audit_refused`). Per thread, so one engine can serve calls from a thread pool.
+_call = threading.local()
 
 _digests: OrderedDict[bytes, str | None] = OrderedDict()
+_cache_lock = threading.Lock()  # guards the two LRU caches (keys per engine, digests per process)
+_policy_lock = threading.Lock()  # one policy reload at a time
 
 
 def _manifest_digest(envelope: bytes) -> str | None:
@@ -903,16 +960,18 @@ def _manifest_digest(envelope: bytes) -> str | None:
     from teep_coap.security.suit.codec import parse_envelope
     from teep_coap.security.suit.errors import SuitError
 
-    if envelope in _digests:
-        _digests.move_to_end(envelope)
-        return _digests[envelope]
+    with _cache_lock:
+        if envelope in _digests:
+            _digests.move_to_end(envelope)
+            return _digests[envelope]
     try:
         digest: str | None = parse_envelope(envelope).digest.value.hex()
     except SuitError:
         digest = None
-    _digests[envelope] = digest
-    if len(_digests) > DIGEST_CACHE_SIZE:
-        _digests.popitem(last=False)
+    with _cache_lock:
+        _digests[envelope] = digest
+        if len(_digests) > DIGEST_CACHE_SIZE:
+            _digests.popitem(last=False)
     return digest
 
 
@@ -967,17 +1026,4 @@ def _hex(b: bytes | None) -> str:
     return "-" if b is None else b.hex()
 
 
-# ---------------------------------------------------------------- a TAM folder
-
-TAM_CONFIG_FILE = "tam.toml"
-
-
-def load_tam(folder: str | os.PathLike[str], *, clock: Clock = time.time, rng: Rng = os.urandom) -> TamEngine:
-    """A TamEngine from a folder made by `teep-coap tam init` (see `teep_coap.protocol.tamdir`)."""
-    from teep_coap.protocol.tamdir import load_tam_dir
-
-    config, store = load_tam_dir(Path(folder))
-    return TamEngine(config, store, clock=clock, rng=rng)
-
-
-__all__ = ["TamConfig", "TamEngine", "load_tam"]
+__all__ = ["TamConfig", "TamEngine"]

@@ -18,10 +18,9 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar, cast
 
-import cbor2
 from sqlalchemy import (
     Float,
     ForeignKey,
@@ -45,23 +44,21 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from teep_coap.errors import TeepCoapError
-
-ComponentId = tuple[bytes, ...]
-
-OPEN = "open"
-ANSWERED = "answered"
-SUPERSEDED = "superseded"
-
-AUDIENCES = ("all", "request", "delete")
-
-
-class StoreError(TeepCoapError):
-    """The TAM database failed or refused an operation; the message says which."""
-
-
-class DuplicateDevice(StoreError):
-    """A device with this kid, PSK identity or OSCORE id is already registered."""
+from teep_coap.protocol.records import (
+    ANSWERED,
+    AUDIENCES,
+    OPEN,
+    SUPERSEDED,
+    CatalogEntry,
+    ComponentId,
+    Device,
+    DeviceComponent,
+    DuplicateDevice,
+    Outstanding,
+    StoreError,
+    component_from_key,
+    component_key,
+)
 
 
 def _sqlite_tuning(engine: Engine, *, memory: bool) -> None:
@@ -86,15 +83,6 @@ def _sqlite_tuning(engine: Engine, *, memory: bool) -> None:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
-
-
-def component_key(component_id: Sequence[bytes]) -> bytes:
-    """Stable database key of a SUIT_Component_Identifier: its CBOR encoding."""
-    return bytes(cbor2.dumps([bytes(p) for p in component_id]))
-
-
-def component_from_key(key: bytes) -> ComponentId:
-    return tuple(bytes(p) for p in cbor2.loads(key))
 
 
 class Base(DeclarativeBase):
@@ -179,55 +167,6 @@ class AuditRow(Base):
     at: Mapped[float] = mapped_column(Float)
     event: Mapped[str] = mapped_column(String(100))
     detail: Mapped[str] = mapped_column(Text, default="")
-
-
-# ---- plain values handed to the engine (no ORM objects escape a transaction) ----
-
-
-@dataclass(frozen=True)
-class Device:
-    id: int
-    kid: bytes
-    alg: int
-    public_key: bytes
-    name: str | None
-    psk_identity: str | None
-    oscore_id: str | None
-    attested_claims: dict[str, Any] | None
-    negotiated: dict[str, Any]
-    last_contact: float | None
-
-
-@dataclass(frozen=True)
-class Outstanding:
-    id: int
-    session_id: int
-    device_id: int | None
-    kind: str
-    token: bytes | None
-    challenge: bytes | None
-    state: str
-    created_at: float
-    expires_at: float
-    data: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class CatalogEntry:
-    component_id: ComponentId
-    sequence_number: int
-    envelope: bytes
-    name: str | None
-    audience: str
-
-
-@dataclass(frozen=True)
-class DeviceComponent:
-    component_id: ComponentId
-    installed_seq: int | None
-    wanted: bool
-    wanted_min_seq: int | None
-    unneeded: bool
 
 
 # ---- SQLAlchemy Core statements of the hot path, built once ----

@@ -11,8 +11,8 @@ import pytest
 from teep_coap.bench.scenario import COMPONENT_ID, engine_handler, teep_world
 from teep_coap.profiles import load_profile
 from teep_coap.profiles.probe import FAIL, PASS, probe_tam
-from teep_coap.protocol.agentstate import AgentState
 from teep_coap.security import certs
+from teep_coap.store.agentdir import load_agent_state
 from teep_coap.transport.http import HttpServer
 
 SCRIPT = Path(__file__).resolve().parents[2] / "interop" / "http" / "teep_http_broker.py"
@@ -44,7 +44,7 @@ async def test_script_runs_a_session_against_our_https_tam(
     assert "[fail]" not in out
     assert "<- 200" in out and "QueryRequest" in out and "Update" in out
     assert "-> POST" in out and "Success" in out and "<- 204" in out
-    assert AgentState.load(world.agent_dir).components.get(COMPONENT_ID) is not None
+    assert load_agent_state(world.agent_dir).components.get(COMPONENT_ID) is not None
 
 
 async def test_probe_reports_each_rule(tmp_path: Path) -> None:
@@ -87,7 +87,7 @@ async def test_two_processes_cli_made_folders(tmp_path: Path) -> None:
         "--tam-key",
         str(tmp_path / "tam/keys/esp256/public.pem"),
     )
-    cfg = AgentState.load(tmp_path / "agent").config
+    cfg = load_agent_state(tmp_path / "agent").config
     (tmp_path / "ta.bin").write_bytes(bytes(range(256)) * 8)
     cli(
         "suit",
@@ -147,4 +147,4 @@ async def test_two_processes_cli_made_folders(tmp_path: Path) -> None:
         await asyncio.wait_for(server.wait(), 10)
     assert code == 0, out
     assert "Success" in out and "<- 204" in out
-    assert AgentState.load(tmp_path / "agent").components.get((b"ta-1",)) is not None
+    assert load_agent_state(tmp_path / "agent").components.get((b"ta-1",)) is not None

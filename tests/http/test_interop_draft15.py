@@ -21,11 +21,11 @@ from teep_coap.profiles import load_profile
 from teep_coap.profiles.runtime import run_agent
 from teep_coap.profiles.session import TamHandler
 from teep_coap.profiles.stack import make_server
-from teep_coap.protocol.agentstate import AgentState
 from teep_coap.protocol.tam import TamConfig, TamEngine
 from teep_coap.security import cose
 from teep_coap.security.keys import SigningKey, VerifyingKey, generate_key
 from teep_coap.security.suit import build_envelope
+from teep_coap.store.agentdir import init_agent_state
 from teep_coap.store.tam_db import TamStore
 
 OLD_TYPE = "application/teep+cose"
@@ -91,7 +91,7 @@ class OldTam:
 
 async def test_our_agent_completes_a_session_with_a_draft15_tam(tmp_path: Path) -> None:
     tam_key = generate_key("esp256")
-    state = AgentState.init(tmp_path / "agent", tam_key.public, "esp256", tc_signer_keys=[tam_key.public])
+    state = init_agent_state(tmp_path / "agent", tam_key.public, "esp256", tc_signer_keys=[tam_key.public])
     async with OldTam(tam_key) as tam:
         result = await run_agent(load_profile("teep-cbor-http-draft15"), tam.uri, tmp_path / "agent")
     assert result["ok"] is True
@@ -107,7 +107,7 @@ async def test_our_agent_completes_a_session_with_a_draft15_tam(tmp_path: Path) 
 
 async def test_strict_profile_refuses_the_draft15_media_type(tmp_path: Path) -> None:
     tam_key = generate_key("esp256")
-    AgentState.init(tmp_path / "agent", tam_key.public, "esp256", tc_signer_keys=[tam_key.public])
+    init_agent_state(tmp_path / "agent", tam_key.public, "esp256", tc_signer_keys=[tam_key.public])
     async with OldTam(tam_key) as tam:
         with pytest.raises(TeepCoapError, match="application/teep\\+cose"):
             await run_agent(load_profile("teep-cbor-http"), tam.uri, tmp_path / "agent")

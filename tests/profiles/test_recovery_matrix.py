@@ -33,9 +33,9 @@ from teep_coap.profiles.scenario import COMPONENT_ID, teep_world
 from teep_coap.profiles.session import RunReport, TamHandler, run_until_done
 from teep_coap.profiles.stack import make_client, make_server
 from teep_coap.protocol.agent import AgentEngine
-from teep_coap.protocol.agentstate import AgentState
 from teep_coap.protocol.tam import TamEngine
-from teep_coap.protocol.tamdir import load_tam_dir
+from teep_coap.store.agentdir import load_agent_state
+from teep_coap.store.tamdir import load_tam_dir
 from teep_coap.transport.base import MessageClient, PeerInfo, Rejection, RequestRejected, TransportError
 from teep_coap.transport.relay import DOWN, UP, UdpRelay
 from teep_coap.transport.tcp_relay import C2S, S2C, TcpCountingRelay
@@ -137,7 +137,7 @@ class Link:
 
 
 def restart_agent(world: Any) -> None:
-    world.agent = AgentEngine(AgentState.load(world.agent_dir), wire=world.agent.wire)
+    world.agent = AgentEngine(load_agent_state(world.agent_dir), wire=world.agent.wire)
 
 
 async def agent_run(world: Any, link: Link) -> RunReport | None:
@@ -349,9 +349,9 @@ class DyingTam:
         self._silent: list[asyncio.Task[None]] = []
 
     async def __call__(self, payload: bytes, peer: PeerInfo) -> bytes | None:
-        handler = TamHandler(self.world.tam)
+        handler = TamHandler(self.world.tam, threads=0)  # the engine on the loop, as Arming needs
         try:
-            with self.arming.around():  # TamHandler.__call__ never awaits: the engine runs to its end
+            with self.arming.around():  # with threads=0 the handler never awaits: the engine runs to its end
                 answer = await handler(payload, peer)
         except crashpoints.SimulatedCrash:
             self.deaths += 1

@@ -32,9 +32,9 @@ from recovery_doc import doc_table
 from teep_coap.crashpoints import ENV, MARKER_ENV, PAUSE_ENV
 from teep_coap.profiles import load_profile
 from teep_coap.profiles.scenario import COMPONENT_ID, teep_world
-from teep_coap.protocol.agentstate import AgentState
-from teep_coap.protocol.tamdir import load_tam_dir
 from teep_coap.security.suit.build import build_envelope
+from teep_coap.store.agentdir import load_agent_state
+from teep_coap.store.tamdir import load_tam_dir
 
 pytestmark = [pytest.mark.recovery, pytest.mark.timeout(300)]
 
@@ -124,7 +124,7 @@ def finished(proc: subprocess.Popen[str]) -> tuple[int, Any]:
 def device(agent_dir: Path) -> Device:
     return {
         tuple(e.component_id): (e.sequence_number, e.installed_at)
-        for e in AgentState.load(agent_dir).components.list()
+        for e in load_agent_state(agent_dir).components.list()
     }
 
 

@@ -19,6 +19,7 @@ from teep_coap.protocol.tam import TamConfig, TamEngine
 from teep_coap.security import cose
 from teep_coap.security.keys import SigningKey, generate_key
 from teep_coap.security.suit import build_envelope
+from teep_coap.store.agentdir import init_agent_state
 from teep_coap.store.tam_db import Device, TamStore
 
 T0 = 1_800_000_000.0
@@ -142,7 +143,7 @@ def make_world(tmp_path: Path) -> MakeWorld:
         tam_es, tam_ed = key("tam-es"), key("tam-ed", "ed25519")
         trusted = tam_es if agent_alg == "esp256" else tam_ed
         agent_key = key(f"agent-{agent_alg}", agent_alg)
-        state = AgentState.init(
+        state = init_agent_state(
             base / "agent", trusted.public, agent_alg, attestation=agent_attestation, tam_uri=TAM_URI,
             tc_signer_keys=[tam_es.public], key=agent_key,
         )  # fmt: skip

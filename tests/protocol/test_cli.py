@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from teep_coap.store.agentdir import load_agent_state
+
 
 def run(*args: str, cwd: Path, ok: bool = True) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
@@ -30,7 +32,6 @@ def out(*args: str, cwd: Path) -> Any:
 
 @pytest.fixture
 def folders(tmp_path: Path) -> Path:
-    from teep_coap.protocol.agentstate import AgentState
     from teep_coap.security.keys import load_signing_key
     from teep_coap.security.suit import build_envelope
 
@@ -52,7 +53,7 @@ def folders(tmp_path: Path) -> Path:
         cwd=tmp_path,
     )
     assert dev["kid"] == info["kid"]
-    st = AgentState.load(tmp_path / "agent")
+    st = load_agent_state(tmp_path / "agent")
     signer = load_signing_key(tmp_path / "tam/keys/esp256/private.pem")
     for seq in (1, 2):
         env = build_envelope(

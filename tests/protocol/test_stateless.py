@@ -138,7 +138,7 @@ def test_authenticated_transport_identity_keeps_the_stored_path(make_world: Make
 
 
 def test_tam_folder_secret_is_private_and_kept(tmp_path: Path) -> None:
-    from teep_coap.protocol.tamdir import SECRET_FILE, init_tam_dir, load_tam_dir
+    from teep_coap.store.tamdir import SECRET_FILE, init_tam_dir, load_tam_dir
 
     init_tam_dir(tmp_path / "tam", algs=("esp256",))
     first, store = load_tam_dir(tmp_path / "tam")

@@ -19,6 +19,7 @@ from teep_coap.model.teep import Error, QueryRequest, QueryResponse, Success, Up
 from teep_coap.protocol.errors import IdentityMismatch, InvalidMessage
 from teep_coap.protocol.wire import seal
 from teep_coap.security.keys import generate_key
+from teep_coap.store.agentdir import load_agent_state
 
 from .conftest import MakeWorld, World, cid, key, payload_of
 
@@ -521,9 +522,8 @@ def test_tam_attestation_appraised_with_the_agents_challenge(world: World) -> No
     (world.state.root / "tam-verifiers").mkdir()
     (world.state.root / "tam-verifiers" / "v.pem").write_bytes(verifier.public.to_pem())
     from teep_coap.protocol.agent import AgentEngine
-    from teep_coap.protocol.agentstate import AgentState
 
-    state = AgentState.load(world.state.root)
+    state = load_agent_state(world.state.root)
     state.config.require_tam_attestation = True
     agent = AgentEngine(state, clock=world.clock, rng=world.rng)
     calls: list[bytes | None] = []

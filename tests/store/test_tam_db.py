@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from teep_coap.store.agentdir import init_agent_state
 from teep_coap.store.tam_db import (
     ANSWERED,
     OPEN,
@@ -281,7 +282,6 @@ def test_postgresql_same_code(postgres_url: str) -> None:
 def test_postgresql_full_session(postgres_url: str, tmp_path: Path) -> None:
     """A whole install session through both engines with the TAM state in PostgreSQL."""
     from teep_coap.protocol.agent import AgentEngine
-    from teep_coap.protocol.agentstate import AgentState
     from teep_coap.protocol.broker import in_memory_post, run_in_memory
     from teep_coap.protocol.tam import TamConfig, TamEngine
     from teep_coap.security.keys import generate_key
@@ -289,7 +289,7 @@ def test_postgresql_full_session(postgres_url: str, tmp_path: Path) -> None:
 
     store = TamStore(postgres_url)
     tam_key = generate_key("esp256")
-    state = AgentState.init(tmp_path / "agent", tam_key.public, "esp256")
+    state = init_agent_state(tmp_path / "agent", tam_key.public, "esp256")
     k = state.key
     store.add_device(kid=k.kid, alg=k.alg, public_key=k.public.to_pem(), now=1.0)
     env = build_envelope(

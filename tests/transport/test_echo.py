@@ -17,7 +17,7 @@ from teep_coap.profiles import load_profile
 from teep_coap.profiles.session import TamHandler
 from teep_coap.profiles.stack import coap_options
 from teep_coap.protocol.tam import TamEngine
-from teep_coap.protocol.tamdir import init_tam_dir, load_tam_dir
+from teep_coap.store.tamdir import init_tam_dir, load_tam_dir
 from teep_coap.transport.coap.echo import ECHO_SIZE, EchoGuard
 from teep_coap.transport.coap.server import CoapServer
 

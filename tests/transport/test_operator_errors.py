@@ -20,6 +20,7 @@ import pytest
 from coap_helpers import quick
 
 from teep_coap.bench.sessions import make_world, tam_process
+from teep_coap.store.agentdir import init_agent_state, load_agent_state
 from teep_coap.transport.base import TransportError, TransportTimeout
 from teep_coap.transport.coap import CoapClient, CoapServer
 from teep_coap.transport.coap.credentials import load_agent_credentials, provision_device
@@ -111,14 +112,13 @@ def test_device_names_cannot_leave_the_tam_folder(tmp_path: Path) -> None:
 
 
 def _envelope(tmp_path: Path, size: int) -> Path:
-    from teep_coap.protocol.agentstate import AgentState
-    from teep_coap.protocol.tamdir import init_tam_dir, load_tam_dir
     from teep_coap.security.suit.build import build_envelope
+    from teep_coap.store.tamdir import init_tam_dir, load_tam_dir
 
     init_tam_dir(tmp_path / "tam", algs=("esp256",))
     config, store = load_tam_dir(tmp_path / "tam")
     store.close()
-    state = AgentState.init(tmp_path / "agent", config.keys[0].public, "esp256")
+    state = init_agent_state(tmp_path / "agent", config.keys[0].public, "esp256")
     env = build_envelope(
         bytes(size), key=config.keys[0], component_id=(b"big",), sequence_number=1,
         vendor_id=state.config.vendor_id, class_id=state.config.class_id,
@@ -148,12 +148,11 @@ def test_some_profiles_too_small_is_a_warning(tmp_path: Path) -> None:
 
 def test_agent_refusing_an_update_leaves_no_open_session(tmp_path: Path) -> None:
     from teep_coap.protocol.agent import AgentEngine
-    from teep_coap.protocol.agentstate import AgentState
-    from teep_coap.protocol.tam import load_tam
+    from teep_coap.store.tamdir import load_tam
 
     world = make_world(tmp_path / "tam", tmp_path / "agents", 1, 1_100_000)  # Update > the Agent's 1 MiB
     tam = load_tam(world.tam_dir)
-    agent = AgentEngine(AgentState.load(world.agent_dirs[0]))
+    agent = AgentEngine(load_agent_state(world.agent_dirs[0]))
     try:
         for _ in range(2):  # the next session ends the same way
             message = tam.connect("dev-00000")
@@ -171,14 +170,13 @@ def test_agent_refusing_an_update_leaves_no_open_session(tmp_path: Path) -> None
 
 def test_refused_replay_is_audited(tmp_path: Path) -> None:
     from teep_coap.protocol.agent import AgentEngine
-    from teep_coap.protocol.agentstate import AgentState
     from teep_coap.protocol.errors import InvalidMessage
-    from teep_coap.protocol.tam import load_tam
+    from teep_coap.store.tamdir import load_tam
 
     world = make_world(tmp_path / "tam", tmp_path / "agents", 1, 64)
     now = [time.time()]
     tam = load_tam(world.tam_dir, clock=lambda: now[0])
-    agent = AgentEngine(AgentState.load(world.agent_dirs[0]))
+    agent = AgentEngine(load_agent_state(world.agent_dirs[0]))
     try:
         query_response = agent.receive(tam.connect("dev-00000"))
         assert query_response

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import time
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 from teep_coap.protocol import attestation as att
 from teep_coap.protocol.errors import ConfigError
 from teep_coap.protocol.policy import Policy
-from teep_coap.protocol.tam import TamConfig
+from teep_coap.protocol.tam import Clock, Rng, TamConfig, TamEngine
 from teep_coap.security.errors import SecurityError
 from teep_coap.security.keys import generate_key, load_signing_key, write_key_files
 from teep_coap.security.truststore import TrustStore
@@ -178,3 +179,9 @@ def load_tam_dir(folder: Path) -> tuple[TamConfig, TamStore]:
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: invalid value ({exc})") from exc
     return config, open_store(folder, cfg)
+
+
+def load_tam(folder: str | os.PathLike[str], *, clock: Clock = time.time, rng: Rng = os.urandom) -> TamEngine:
+    """A TamEngine from a folder made by `teep-coap tam init`, on its configured database."""
+    config, store = load_tam_dir(Path(folder))
+    return TamEngine(config, store, clock=clock, rng=rng)

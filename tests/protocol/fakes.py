@@ -1,0 +1,345 @@
+"""In-memory implementations of the engine ports (`teep_coap.protocol.ports`), for engine tests.
+
+They keep the contract the engines rely on (atomic blocks roll back, a claim is won once, the open
+requests per device are capped, tokens are unique among a device's open requests) and nothing else:
+no SQL, no files. Written from the port's docstrings, not copied from the SQL store.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Any
+
+from teep_coap.protocol.records import (
+    ANSWERED,
+    AUDIENCES,
+    OPEN,
+    SUPERSEDED,
+    CatalogEntry,
+    ComponentId,
+    Device,
+    DeviceComponent,
+    Outstanding,
+    StoreError,
+    component_key,
+)
+from teep_coap.store.components import ComponentNotFound
+
+
+class MemoryTamRepository:
+    """A `TamRepository` in dictionaries; `atomic()` restores a deep copy when its block raises."""
+
+    def __init__(self) -> None:
+        self.devices: dict[int, Device] = {}
+        self.sessions: dict[int, list[Any]] = {}  # id -> [device_id, started, ended, outcome, tid]
+        self.audit_rows: list[tuple[int | None, float, str, str]] = []
+        self.outstanding: dict[int, Outstanding] = {}
+        self.spent: dict[bytes, float] = {}
+        self.catalog: dict[tuple[bytes, int], CatalogEntry] = {}
+        self.device_rows: dict[int, dict[bytes, DeviceComponent]] = {}
+        self._next = 0
+        self.calls = 0  # how many port calls the engine made (tests may assert it moved)
+
+    def _id(self) -> int:
+        self._next += 1
+        return self._next
+
+    @contextmanager
+    def atomic(self) -> Iterator[None]:
+        saved = copy.deepcopy({k: v for k, v in vars(self).items() if k != "calls"})
+        try:
+            yield
+        except BaseException:
+            vars(self).update(saved)
+            raise
+
+    # devices
+    def add_device(
+        self, *, kid: bytes, alg: int, public_key: bytes, now: float, **names: str | None
+    ) -> Device:
+        dev = Device(
+            self._id(), kid, alg, public_key, names.get("name"), names.get("psk_identity"),
+            names.get("oscore_id"), None, {}, None,
+        )  # fmt: skip
+        self.devices[dev.id] = dev
+        return dev
+
+    def device_by_kid(self, kid: bytes) -> Device | None:
+        self.calls += 1
+        return next((d for d in self.devices.values() if d.kid == kid), None)
+
+    def device_by_transport_identity(self, identity: str) -> Device | None:
+        self.calls += 1
+        return next((d for d in self.devices.values() if identity in (d.psk_identity, d.oscore_id)), None)
+
+    def devices_with_alg(self, algs: Sequence[int]) -> list[Device]:
+        return [d for d in self.devices.values() if d.alg in algs]
+
+    def touch_device(
+        self,
+        device_id: int,
+        now: float,
+        *,
+        attested_claims: dict[str, Any] | None = None,
+        negotiated: dict[str, Any] | None = None,
+    ) -> None:
+        dev = replace(self.devices[device_id], last_contact=now)
+        if attested_claims is not None:
+            dev = replace(dev, attested_claims=attested_claims)
+        if negotiated is not None:
+            dev = replace(dev, negotiated=negotiated)
+        self.devices[device_id] = dev
+
+    # sessions and audit
+    def start_session(self, now: float, *, device_id: int | None, transport_identity: str | None) -> int:
+        sid = self._id()
+        self.sessions[sid] = [device_id, now, None, None, transport_identity]
+        self.audit(sid, now, "session-start", transport_identity or "")
+        return sid
+
+    def end_session(self, session_id: int, now: float, outcome: str) -> None:
+        self.sessions[session_id][2:4] = [now, outcome]
+        self.audit(session_id, now, "session-end", outcome)
+
+    def bind_session(self, session_id: int, device_id: int) -> None:
+        self.sessions[session_id][0] = device_id
+
+    def audit(self, session_id: int | None, now: float, event: str, detail: str = "") -> None:
+        self.audit_rows.append((session_id, now, event, detail))
+
+    # outstanding requests
+    def add_outstanding(
+        self,
+        *,
+        session_id: int,
+        device_id: int | None,
+        kind: str,
+        token: bytes | None,
+        challenge: bytes | None,
+        now: float,
+        lifetime: float,
+        cap: int,
+        data: dict[str, Any] | None = None,
+    ) -> Outstanding:
+        mine = [o for o in self.outstanding.values() if o.state == OPEN and o.device_id == device_id]
+        if token is not None and any(o.token == token for o in mine):
+            raise StoreError("token already outstanding for this device")
+        for old in mine[: max(0, len(mine) - (cap - 1))]:
+            self.outstanding[old.id] = replace(old, state=SUPERSEDED)
+        row = Outstanding(
+            self._id(), session_id, device_id, kind, token, challenge, OPEN, now, now + lifetime,
+            copy.deepcopy(data or {}),
+        )  # fmt: skip
+        self.outstanding[row.id] = row
+        return row
+
+    def find_outstanding(
+        self,
+        *,
+        token: bytes | None = None,
+        challenge: bytes | None = None,
+        kinds: Sequence[str] = ("query", "update"),
+        device_id: int | None = None,
+    ) -> list[Outstanding]:
+        self.calls += 1
+        if token is None and challenge is None:
+            raise StoreError("find_outstanding needs a token or a challenge")
+        return [
+            o
+            for o in sorted(self.outstanding.values(), key=lambda o: -o.id)
+            if o.kind in kinds
+            and (token is None or o.token == token)
+            and (challenge is None or o.challenge == challenge)
+            and (device_id is None or o.device_id in (device_id, None))
+        ]
+
+    def _open(self, kind: str, device_id: int, now: float, unbound: bool) -> Outstanding | None:
+        rows = [
+            o
+            for o in self.outstanding.values()
+            if o.state == OPEN and o.kind == kind and o.expires_at > now
+            and (o.device_id == device_id or (unbound and o.device_id is None))
+        ]  # fmt: skip
+        rows.sort(key=lambda o: (o.token is not None, -o.id))
+        return rows[0] if rows else None
+
+    def latest_open_query(self, device_id: int, now: float) -> Outstanding | None:
+        return self._open("query", device_id, now, unbound=True)
+
+    def latest_open_update(self, device_id: int, now: float) -> Outstanding | None:
+        return self._open("update", device_id, now, unbound=False)
+
+    def claim(self, outstanding_id: int, device_id: int) -> bool:
+        row = self.outstanding.get(outstanding_id)
+        if row is None or row.state != OPEN:
+            return False
+        self.outstanding[outstanding_id] = replace(row, state=ANSWERED, device_id=device_id)
+        return True
+
+    def expire_outstanding(self, now: float) -> int:
+        gone = [i for i, o in self.outstanding.items() if o.expires_at <= now]
+        for i in gone:
+            del self.outstanding[i]
+        return len(gone)
+
+    def spend_token(self, key: bytes, expires_at: float) -> bool:
+        if key in self.spent:
+            return False
+        self.spent[key] = expires_at
+        return True
+
+    def forget_spent_tokens(self, now: float) -> int:
+        gone = [k for k, t in self.spent.items() if t <= now]
+        for k in gone:
+            del self.spent[k]
+        return len(gone)
+
+    # catalog and per-device components
+    def add_component(
+        self,
+        *,
+        component_id: Sequence[bytes],
+        sequence_number: int,
+        envelope: bytes,
+        now: float,
+        name: str | None = None,
+        audience: str = "request",
+    ) -> CatalogEntry:
+        if audience not in AUDIENCES:
+            raise StoreError(f"audience must be one of {AUDIENCES}, not {audience!r}")
+        cid = tuple(bytes(p) for p in component_id)
+        old = self.catalog.get((component_key(cid), sequence_number))
+        if old is not None and old.envelope != envelope:
+            raise StoreError(f"catalog already has a different envelope for {name}")
+        for k, e in list(self.catalog.items()):
+            if e.component_id == cid:
+                self.catalog[k] = replace(e, audience=audience)
+        entry = CatalogEntry(cid, sequence_number, envelope, name, audience)
+        self.catalog[(component_key(cid), sequence_number)] = entry
+        return entry
+
+    def latest_components(self) -> list[CatalogEntry]:
+        latest: dict[bytes, CatalogEntry] = {}
+        for (key, _), e in sorted(self.catalog.items()):
+            latest[key] = e
+        return list(latest.values())
+
+    def component_versions(
+        self, component_id: Sequence[bytes], sequence_numbers: Sequence[int] | None = None
+    ) -> list[CatalogEntry]:
+        key = component_key(component_id)
+        return [
+            e
+            for (k, seq), e in sorted(self.catalog.items())
+            if k == key and (sequence_numbers is None or seq in sequence_numbers)
+        ]
+
+    def device_components(self, device_id: int) -> list[DeviceComponent]:
+        return [r for _, r in sorted(self.device_rows.get(device_id, {}).items())]
+
+    def set_device_components(
+        self,
+        device_id: int,
+        now: float,
+        *,
+        installed: dict[ComponentId, int | None] | None = None,
+        wanted: dict[ComponentId, int | None] | None = None,
+        unneeded: Sequence[ComponentId] | None = None,
+    ) -> list[DeviceComponent]:
+        rows = self.device_rows.setdefault(device_id, {})
+
+        def row(cid: ComponentId) -> DeviceComponent:
+            return rows.get(component_key(cid)) or DeviceComponent(cid, None, False, None, False)
+
+        if installed is not None:
+            previous = {k: r.installed_seq for k, r in rows.items()}
+            for k, r in list(rows.items()):
+                rows[k] = replace(r, installed_seq=None)
+            for cid, seq in installed.items():
+                known = previous.get(component_key(cid))
+                value = seq if seq is not None else (known if known is not None else -1)
+                rows[component_key(cid)] = replace(row(cid), installed_seq=value)
+        if wanted is not None:
+            for k, r in list(rows.items()):
+                rows[k] = replace(r, wanted=False, wanted_min_seq=None)
+            for cid, min_seq in wanted.items():
+                rows[component_key(cid)] = replace(row(cid), wanted=True, wanted_min_seq=min_seq)
+        if unneeded is not None:
+            for k, r in list(rows.items()):
+                rows[k] = replace(r, unneeded=False)
+            for cid in unneeded:
+                rows[component_key(cid)] = replace(row(cid), unneeded=True)
+        return self.device_components(device_id)
+
+    def record_changes(
+        self, device_id: int, now: float, *, installed: dict[ComponentId, int], removed: Sequence[ComponentId]
+    ) -> None:
+        rows = self.device_rows.setdefault(device_id, {})
+        for cid, seq in installed.items():
+            old = rows.get(component_key(cid)) or DeviceComponent(cid, None, False, None, False)
+            rows[component_key(cid)] = replace(old, installed_seq=seq, wanted=False, wanted_min_seq=None)
+        for cid in removed:
+            if component_key(cid) in rows:
+                rows[component_key(cid)] = replace(
+                    rows[component_key(cid)], installed_seq=None, unneeded=False
+                )
+
+
+@dataclass(frozen=True)
+class MemoryEntry:
+    """An installed component as `MemoryComponents` lists it."""
+
+    component_id: ComponentId
+    sequence_number: int
+    image_size: int
+    image_digest: bytes
+    manifest_digest: bytes
+    manifest_component_id: ComponentId | None
+
+
+class MemoryComponents:
+    """An `AgentComponents` in a dictionary; `commit` applies all or nothing (it cannot fail midway)."""
+
+    def __init__(self) -> None:
+        self.entries: dict[ComponentId, tuple[MemoryEntry, bytes, bytes]] = {}
+
+    def get(self, component_id: Sequence[bytes]) -> MemoryEntry | None:
+        found = self.entries.get(tuple(bytes(p) for p in component_id))
+        return None if found is None else found[0]
+
+    def _of(self, component_id: Sequence[bytes]) -> tuple[MemoryEntry, bytes, bytes]:
+        found = self.entries.get(tuple(bytes(p) for p in component_id))
+        if found is None:
+            raise ComponentNotFound(f"component {list(component_id)} is not installed")
+        return found
+
+    def image(self, component_id: Sequence[bytes]) -> bytes:
+        return self._of(component_id)[1]
+
+    def manifest(self, component_id: Sequence[bytes]) -> bytes:
+        return self._of(component_id)[2]
+
+    def find_by_manifest_id(self, manifest_component_id: Sequence[bytes]) -> list[MemoryEntry]:
+        mcid = tuple(bytes(p) for p in manifest_component_id)
+        return [e for e, _, _ in self.entries.values() if e.manifest_component_id == mcid]
+
+    def list(self) -> list[MemoryEntry]:
+        return [self.entries[k][0] for k in sorted(self.entries)]
+
+    def commit(self, installs: Sequence[Any] = (), removals: Sequence[ComponentId] = ()) -> None:
+        staged = dict(self.entries)
+        for cid in removals:
+            staged.pop(tuple(cid), None)
+        for i in installs:
+            cid = tuple(bytes(p) for p in i.component_id)
+            mcid = None if i.manifest_component_id is None else tuple(i.manifest_component_id)
+            entry = MemoryEntry(
+                cid, int(i.sequence_number), len(i.image), hashlib.sha256(i.image).digest(),
+                hashlib.sha256(i.envelope).digest(), mcid,
+            )  # fmt: skip
+            staged[cid] = (entry, bytes(i.image), bytes(i.envelope))
+        self.entries = staged
