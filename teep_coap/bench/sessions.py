@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from teep_coap.errors import TeepCoapError
+from teep_coap.profiles.workers import read_serving_uri
 from teep_coap.store.agentdir import init_agent_state, load_agent_state
 
 COMPONENT_ID = (b"bench-sessions-tc",)
@@ -201,22 +202,9 @@ def stop_child(proc: subprocess.Popen[str]) -> None:
 
 
 def _read_uri(proc: subprocess.Popen[str]) -> str:
-    import selectors
-
-    assert proc.stdout is not None
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    while time.monotonic() < deadline:
-        if not sel.select(timeout=0.2):
-            if proc.poll() is not None:
-                break
-            continue
-        line = proc.stdout.readline()
-        if not line:
-            break
-        if line.startswith("TAM serving "):
-            return line.split()[2]
+    uri = read_serving_uri(proc, time.monotonic() + STARTUP_TIMEOUT)
+    if uri is not None:
+        return uri
     err = proc.stderr.read() if proc.stderr and proc.poll() is not None else ""
     raise BenchError(f"`teep-coap tam serve` did not start: {err.strip()[-500:] or 'no output'}")
 

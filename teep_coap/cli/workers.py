@@ -14,7 +14,6 @@ SQLite has one writer at a time and no row locks: a multi-worker TAM needs Postg
 from __future__ import annotations
 
 import os
-import selectors
 import signal
 import socket
 import subprocess
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import click
 
-from teep_coap.profiles.workers import WorkersError, check_workers_allowed
+from teep_coap.profiles.workers import WorkersError, check_workers_allowed, read_serving_uri
 
 WORKER_START_TIMEOUT = 60.0  # seconds for each worker to print its URI (a loaded machine is slow)
 WORKER_STOP_TIMEOUT = 10.0  # seconds for a worker to exit after SIGTERM before it is killed
@@ -44,19 +43,9 @@ def _worker_command(args: list[str]) -> list[str]:
 
 def _read_banner(proc: subprocess.Popen[str], deadline: float) -> str:
     """The worker's `TAM serving URI (...)` line; WorkersError if it exits or stays silent."""
-    assert proc.stdout is not None
-    with selectors.DefaultSelector() as sel:
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        while time.monotonic() < deadline:
-            if not sel.select(timeout=0.2):
-                if proc.poll() is not None:
-                    break
-                continue
-            line = proc.stdout.readline()
-            if not line:
-                break
-            if line.startswith("TAM serving "):
-                return line.split()[2]
+    uri = read_serving_uri(proc, deadline)
+    if uri is not None:
+        return uri
     status = proc.poll()
     why = f"exited with status {status}" if status is not None else "printed no URI in time"
     raise WorkersError(f"TAM worker {proc.pid} {why} (its errors are on stderr above)")

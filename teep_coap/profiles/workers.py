@@ -4,7 +4,13 @@ address) with a database the workers can share (PostgreSQL; SQLite has one write
 
 from __future__ import annotations
 
+import selectors
+import subprocess
+import time
+
 from teep_coap.errors import TeepCoapError
+
+SERVING = "TAM serving "  # the first line `tam serve` prints; the URI is its third word
 
 
 class WorkersError(TeepCoapError):
@@ -31,3 +37,22 @@ def check_workers_allowed(profile_name: str, database: str, workers: int) -> Non
 
 
 __all__ = ["WorkersError", "check_workers_allowed"]
+
+
+def read_serving_uri(proc: subprocess.Popen[str], deadline: float) -> str | None:
+    """The URI of a child `tam serve`'s first `TAM serving URI …` line, or None when it exits, closes
+    its output or says nothing by `deadline` (time.monotonic); the caller says what that means."""
+    assert proc.stdout is not None
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        while time.monotonic() < deadline:
+            if not sel.select(timeout=0.2):
+                if proc.poll() is not None:
+                    return None
+                continue
+            line = proc.stdout.readline()
+            if not line:
+                return None
+            if line.startswith(SERVING):
+                return line.split()[2]
+    return None
