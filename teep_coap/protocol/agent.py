@@ -29,7 +29,7 @@ from typing import Any
 
 from teep_coap import crashpoints
 from teep_coap.errors import TeepCoapError
-from teep_coap.model.codes import CoseAlg, CoseType, DataItem, ErrorCode, FreshnessMechanism, Label
+from teep_coap.model.codes import CoseType, DataItem, ErrorCode, FreshnessMechanism, Label
 from teep_coap.model.teep import (
     ComponentId,
     Error,
@@ -46,6 +46,13 @@ from teep_coap.protocol.agentstate import AgentState
 from teep_coap.protocol.errors import ConfigError
 from teep_coap.protocol.wire import COSE, NotSigned, Wire
 from teep_coap.security.keys import SigningKey
+from teep_coap.security.suites import (
+    LEGACY_ALGS,
+    legacy_ids,
+    normalize_alg,
+    normalize_suit_profile,
+    normalize_suite,
+)
 
 log = logging.getLogger("teep_coap.protocol.agent")
 
@@ -55,18 +62,8 @@ Fetcher = Callable[[str], bytes]
 # Passport model: evidence in, Attestation Result (signed by a Verifier) out.
 AttestationProvider = Callable[[bytes, bytes | None], bytes]
 
-_LEGACY = {int(CoseAlg.ES256): int(CoseAlg.ESP256), int(CoseAlg.EDDSA): int(CoseAlg.ED25519)}
 ERR_MSG_MAX = 128
 ALREADY_INSTALLED = "already installed"
-
-
-def _norm_suite(suite: Sequence[Sequence[int]]) -> tuple[tuple[int, int], ...]:
-    return tuple((int(op[0]), _LEGACY.get(int(op[1]), int(op[1]))) for op in suite)
-
-
-def _norm_profile(profile: Sequence[int]) -> tuple[int, ...]:
-    """draft-20 profiles carry -7/-8 where the current ones carry -9/-19."""
-    return tuple(_LEGACY.get(int(v), int(v)) if i == 1 else int(v) for i, v in enumerate(profile))
 
 
 def _clip(text: str, limit: int = ERR_MSG_MAX) -> str:
@@ -118,7 +115,7 @@ class AgentEngine:
 
     @property
     def supported_suites(self) -> tuple[tuple[tuple[int, int], ...], ...]:
-        alg = _LEGACY.get(self.state.key.alg, self.state.key.alg)
+        alg = normalize_alg(self.state.key.alg)
         return (((int(CoseType.COSE_SIGN1), alg),),)
 
     def _answer_key(self) -> SigningKey:
@@ -129,13 +126,13 @@ class AgentEngine:
         label = self._peer_label
         if self.wire.container != "COSE":  # JWS names ES256/EdDSA whatever the COSE label
             return key
-        if label is None or label == key.alg or _LEGACY.get(label) != _LEGACY.get(key.alg, key.alg):
+        if label is None or label == key.alg or LEGACY_ALGS.get(label) != normalize_alg(key.alg):
             return key
         return SigningKey(key.crypto_key, alg=label, kid=key.kid)
 
     def _accepted_algs(self) -> list[int]:
-        alg = _LEGACY.get(self.state.key.alg, self.state.key.alg)
-        return [alg] + [legacy for legacy, new in _LEGACY.items() if new == alg]
+        alg = normalize_alg(self.state.key.alg)
+        return [alg, *legacy_ids(alg)]
 
     # ------------------------------------------------------------ ProcessTeepMessage
 
@@ -233,7 +230,7 @@ class AgentEngine:
                 versions=cfg.versions,
             )
         ours = set(self.supported_suites)
-        chosen = next((s for s in qr.supported_teep_cipher_suites if _norm_suite(s) in ours), None)
+        chosen = next((s for s in qr.supported_teep_cipher_suites if normalize_suite(s) in ours), None)
         if chosen is None:
             return self._error(
                 ErrorCode.ERR_UNSUPPORTED_CIPHER_SUITES,
@@ -254,7 +251,9 @@ class AgentEngine:
                 token=token,
                 supported_freshness_mechanisms=cfg.freshness_mechanisms,
             )
-        if not any(_norm_profile(p) in set(cfg.suit_cose_profiles) for p in qr.supported_suit_cose_profiles):
+        if not any(
+            normalize_suit_profile(p) in set(cfg.suit_cose_profiles) for p in qr.supported_suit_cose_profiles
+        ):
             return self._error(
                 ErrorCode.ERR_UNSUPPORTED_SUIT_REPORT,
                 "no offered SUIT COSE profile is supported",

@@ -34,7 +34,6 @@ from teep_coap import crashpoints
 from teep_coap.errors import TeepCoapError
 from teep_coap.model.codes import (
     CipherSuite,
-    CoseAlg,
     CoseType,
     DataItem,
     ErrorCode,
@@ -70,13 +69,13 @@ from teep_coap.protocol.reports import ReportError, check_report_nonces
 from teep_coap.protocol.stateless import StatelessTokens
 from teep_coap.protocol.wire import COSE, NotSigned, Opened, Wire
 from teep_coap.security.keys import SigningKey, VerifyingKey, load_verifying_key
+from teep_coap.security.suites import legacy_ids, normalize_alg, normalize_suite
 
 log = logging.getLogger("teep_coap.protocol.tam")
 
 Clock = Callable[[], float]
 Rng = Callable[[int], bytes]
 
-_LEGACY = {int(CoseAlg.ES256): int(CoseAlg.ESP256), int(CoseAlg.EDDSA): int(CoseAlg.ED25519)}
 MAX_RENEGOTIATIONS = 3
 MAX_LIST_ITEMS = (
     256  # per tc-list / requested-tc-list / unneeded-manifest-list: bounds what one device stores
@@ -86,13 +85,8 @@ KEY_CACHE_SIZE = 4096  # parsed device public keys kept, keyed by their stored P
 DIGEST_CACHE_SIZE = 256  # manifest digests kept, keyed by the envelope bytes
 
 
-def normalize_suite(suite: Sequence[Sequence[int]]) -> CipherSuite:
-    """Legacy -7/-8 are treated as their fully specified successors -9/-19 (docs/design.md §2.2)."""
-    return tuple((int(op[0]), _LEGACY.get(int(op[1]), int(op[1]))) for op in suite)
-
-
 def suite_of(key: SigningKey) -> CipherSuite:
-    return ((int(CoseType.COSE_SIGN1), _LEGACY.get(key.alg, key.alg)),)
+    return ((int(CoseType.COSE_SIGN1), normalize_alg(key.alg)),)
 
 
 @dataclass
@@ -137,9 +131,9 @@ class TamConfig:
         return tuple(suite_of(k) for k in self.keys)
 
     def key_for_alg(self, alg: int) -> SigningKey | None:
-        alg = _LEGACY.get(alg, alg)
+        alg = normalize_alg(alg)
         for key in self.keys:
-            if _LEGACY.get(key.alg, key.alg) == alg:
+            if normalize_alg(key.alg) == alg:
                 return key
         return None
 
@@ -446,8 +440,8 @@ class TamEngine:
             if not candidates:
                 raise InvalidMessage(f"unknown signer: no device registered with kid {kid.hex()}")
         else:
-            base = _LEGACY.get(alg, alg)
-            candidates = self.store.devices_with_alg([base] + [k for k, v in _LEGACY.items() if v == base])
+            base = normalize_alg(alg)
+            candidates = self.store.devices_with_alg([base, *legacy_ids(base)])
             if not candidates:
                 raise InvalidMessage("no kid header and no registered device uses that algorithm")
         from teep_coap.encoding.errors import TeepDecodeError

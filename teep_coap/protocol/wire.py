@@ -25,6 +25,7 @@ import cbor2
 from teep_coap.encoding.untrusted import check_untrusted_cbor
 from teep_coap.model.teep import TeepMessage
 from teep_coap.security.keys import SigningKey, VerifyingKey
+from teep_coap.security.suites import normalize_alg
 
 COSE_SIGN1_TAG = 18
 COSE_SIGN_TAG = 98
@@ -198,8 +199,6 @@ def describe(data: bytes | None) -> dict[str, Any] | None:
 
 # ---------------------------------------------------------------------------- the Wire abstraction
 
-_LEGACY = {-7: -9, -8: -19}  # ES256 → ESP256, EdDSA → Ed25519 (docs/design.md §2.2)
-
 
 class Wire:
     """How an engine seals and opens TEEP messages (encoding + signature container)."""
@@ -265,7 +264,7 @@ def _jose_names(cose_algs: Iterable[int]) -> list[str]:
     successors)."""
     from teep_coap.security.jose import ACCEPTED_JOSE_ALGS
 
-    wanted = {_LEGACY.get(a, a) for a in cose_algs}
+    wanted = {normalize_alg(a) for a in cose_algs}
     return [name for name, alg in ACCEPTED_JOSE_ALGS.items() if alg in wanted]
 
 

@@ -22,8 +22,10 @@ from teep_coap.model.teep import Error
 from teep_coap.security.errors import NegotiationError
 from teep_coap.security.keys import ALG_ED25519, ALG_EDDSA, ALG_ES256, ALG_ESP256, SigningKey, VerifyingKey
 
-# Legacy id -> the fully specified id it is equivalent to for TEEP's curves.
-_LEGACY = {ALG_ES256: ALG_ESP256, ALG_EDDSA: ALG_ED25519}
+# Legacy id -> the fully specified id it is equivalent to for TEEP's curves. The one table: the
+# engines, the wire and negotiation all read it through the functions below.
+LEGACY_ALGS = {ALG_ES256: ALG_ESP256, ALG_EDDSA: ALG_ED25519}
+_LEGACY = LEGACY_ALGS
 _LEGACY_OF = {new: old for old, new in _LEGACY.items()}
 
 # The suites a TAM MUST support (and the only ones an Error 5 may be signed with).
@@ -35,9 +37,20 @@ def normalize_alg(alg: int) -> int:
     return _LEGACY.get(alg, alg)
 
 
-def normalize_suite(suite: CipherSuite) -> CipherSuite:
-    """The suite with legacy algorithm ids replaced by the fully specified ones."""
-    return tuple((int(t), normalize_alg(int(a))) for t, a in suite)
+def legacy_ids(alg: int) -> list[int]:
+    """The legacy ids that stand for `alg` (-9 -> [-7]); empty for anything else."""
+    return [old for old, new in _LEGACY.items() if new == alg]
+
+
+def normalize_suite(suite: Sequence[Sequence[int]]) -> CipherSuite:
+    """The suite with legacy algorithm ids replaced by the fully specified ones (docs/design.md §2.2)."""
+    return tuple((int(op[0]), normalize_alg(int(op[1]))) for op in suite)
+
+
+def normalize_suit_profile(profile: Sequence[int]) -> tuple[int, ...]:
+    """A SUIT COSE profile with its signature alg (position 1) normalised: draft-20 profiles carry
+    -7/-8 where the current ones carry -9/-19."""
+    return tuple(normalize_alg(int(v)) if i == 1 else int(v) for i, v in enumerate(profile))
 
 
 def suite_name(suite: CipherSuite) -> str:
