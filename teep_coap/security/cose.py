@@ -29,6 +29,7 @@ from cwt import COSE, Signer
 
 from teep_coap.encoding.errors import TeepDecodeError
 from teep_coap.encoding.untrusted import check_untrusted_cbor
+from teep_coap.security.cwt_keys import cwt_key
 from teep_coap.security.errors import (
     CoseDecodeError,
     CoseError,
@@ -250,7 +251,7 @@ def sign1(
     try:
         tag = _COSE.encode_and_sign(
             content,
-            key=key.cwt_key(),
+            key=cwt_key(key),
             protected=protected,
             unprotected=unprotected,
             external_aad=external_aad,
@@ -279,7 +280,7 @@ def sign(
     signers = []
     for k in keys:
         protected, unprotected = _headers(k, include_kid, None, None)
-        signers.append(Signer.new(cose_key=k.cwt_key(), protected=protected, unprotected=unprotected))
+        signers.append(Signer.new(cose_key=cwt_key(k), protected=protected, unprotected=unprotected))
     try:
         encoded: bytes = _COSE.encode_and_sign(
             payload, protected={}, unprotected={}, signers=signers, external_aad=external_aad
@@ -448,7 +449,7 @@ def _check_with_cwt(
     try:
         _COSE.decode_with_headers(
             cbor2.CBORTag(tag, body),
-            key.cwt_key(),
+            cwt_key(key),
             external_aad=external_aad,
             detached_payload=payload if body[2] is None else None,
         )

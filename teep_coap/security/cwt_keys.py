@@ -44,3 +44,12 @@ class CwtKey(COSEKeyInterface):
             self._public.verify(msg, sig)
         except SignatureInvalid as exc:
             raise VerifyError(str(exc)) from None
+
+
+def cwt_key(key: SigningKey | VerifyingKey) -> CwtKey:
+    """`key` as cwt sees it, built once per key object (kept in its `cwt_cache` slot)."""
+    cached = key.cwt_cache
+    if cached is None:
+        cached = key.cwt_cache = CwtKey(key, private=isinstance(key, SigningKey))
+    result: CwtKey = cached
+    return result

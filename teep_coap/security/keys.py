@@ -130,7 +130,7 @@ def _accepted(key: object) -> frozenset[int]:
 class VerifyingKey:
     """A public key that checks COSE signatures (raw r||s for ECDSA, RFC 9053 §2.1)."""
 
-    __slots__ = ("_accepts", "_cwt_key", "alg", "crypto_key", "kid")
+    __slots__ = ("_accepts", "alg", "crypto_key", "cwt_cache", "kid")
 
     def __init__(self, crypto_key: PublicCryptoKey, *, alg: int | None = None, kid: bytes | None = None):
         _check_supported(crypto_key)
@@ -140,7 +140,7 @@ class VerifyingKey:
         if self.alg not in self._accepts:
             raise KeyFileError(f"algorithm {self.alg} does not fit a {self.key_type} key")
         self.kid: bytes = thumbprint(crypto_key) if kid is None else bytes(kid)
-        self._cwt_key: Any = None
+        self.cwt_cache: Any = None  # security.cwt_keys.cwt_key keeps the cwt view here
 
     @property
     def key_type(self) -> str:
@@ -200,14 +200,6 @@ class VerifyingKey:
         jwk["kid"] = _b64u(self.kid)
         return jwk
 
-    def cwt_key(self) -> Any:
-        """The same key as a python-cwt COSEKeyInterface (built once), for cwt's COSE verification."""
-        if self._cwt_key is None:
-            from teep_coap.security.cwt_keys import CwtKey  # local: keys work without cwt loaded
-
-            self._cwt_key = CwtKey(self, private=False)
-        return self._cwt_key
-
     def __eq__(self, other: object) -> bool:
         return isinstance(other, VerifyingKey) and other.kid == self.kid and other.alg == self.alg
 
@@ -221,7 +213,7 @@ class VerifyingKey:
 class SigningKey:
     """A private key that signs COSE objects with `.alg`; `.public` is its `VerifyingKey`."""
 
-    __slots__ = ("_cwt_key", "alg", "crypto_key", "kid", "public")
+    __slots__ = ("alg", "crypto_key", "cwt_cache", "kid", "public")
 
     def __init__(self, crypto_key: PrivateCryptoKey, *, alg: int | None = None, kid: bytes | None = None):
         _check_supported(crypto_key)
@@ -229,7 +221,7 @@ class SigningKey:
         self.public = VerifyingKey(crypto_key.public_key(), alg=alg, kid=kid)
         self.alg: int = self.public.alg
         self.kid: bytes = self.public.kid
-        self._cwt_key: Any = None
+        self.cwt_cache: Any = None  # security.cwt_keys.cwt_key keeps the cwt view here
 
     @property
     def key_type(self) -> str:
@@ -272,14 +264,6 @@ class SigningKey:
         jwk = self.public.to_jwk()
         jwk["d"] = _b64u(params[_D])
         return jwk
-
-    def cwt_key(self) -> Any:
-        """The same key as a python-cwt COSEKeyInterface (built once), for cwt's COSE signing."""
-        if self._cwt_key is None:
-            from teep_coap.security.cwt_keys import CwtKey
-
-            self._cwt_key = CwtKey(self, private=True)
-        return self._cwt_key
 
     def __repr__(self) -> str:
         return f"SigningKey({self.key_type}, alg={self.alg}, kid={self.kid.hex()})"

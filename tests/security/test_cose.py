@@ -7,6 +7,7 @@ import pytest
 from cwt import COSE
 
 from teep_coap.security.cose import CoseInfo, Verified, inspect, sign, sign1, verify
+from teep_coap.security.cwt_keys import cwt_key
 from teep_coap.security.errors import (
     CoseDecodeError,
     CoseError,
@@ -62,9 +63,9 @@ def test_sign1_layout_and_verify(key: SigningKey, query_request: bytes) -> None:
 def test_cwt_verifies_ours_and_we_verify_cwt(key: SigningKey) -> None:
     cose = COSE.new()
     ours = sign1(b"payload", key, external_aad=b"aad")
-    assert cose.decode(ours, key.public.cwt_key(), external_aad=b"aad") == b"payload"
+    assert cose.decode(ours, cwt_key(key.public), external_aad=b"aad") == b"payload"
     theirs = cose.encode_and_sign(
-        b"payload", key.cwt_key(), protected={1: key.alg}, unprotected={4: key.kid}, external_aad=b"aad"
+        b"payload", cwt_key(key), protected={1: key.alg}, unprotected={4: key.kid}, external_aad=b"aad"
     )
     assert verify(theirs, key.public, external_aad=b"aad").payload == b"payload"
 
@@ -144,7 +145,7 @@ def test_cose_sign_multi_signer_agent_knows_one_alg(query_request: bytes) -> Non
     with pytest.raises(UnsupportedAlgorithm):
         verify(msg, TrustStore([ED.public, ESP.public]), allowed_algs={-7})
     # cwt (independent Sig_structure for COSE_Sign) agrees
-    assert COSE.new().decode(msg, ED.public.cwt_key()) == query_request
+    assert COSE.new().decode(msg, cwt_key(ED.public)) == query_request
 
 
 def test_cose_sign_one_bad_signature_one_good() -> None:

@@ -36,6 +36,7 @@ from teep_coap.security.suit.model import (
     SuitDigest,
     assemble_envelope,
     bstr_header,
+    set_manifest_decoder,
 )
 
 MAX_NESTING = 8
@@ -502,3 +503,6 @@ def parse_envelope(data: bytes) -> Envelope:
     env = parse_envelope_header(data)
     env.manifest  # noqa: B018 - decode now, so a bad manifest fails here as it always did
     return env
+
+
+set_manifest_decoder(decode_manifest)  # Envelope.manifest decodes through this module

@@ -151,6 +151,17 @@ class Manifest:
         return self.sequences.get(ManifestKey.PAYLOAD_FETCH)
 
 
+# How `Envelope.manifest` decodes: the codec module sets it when it is imported (every Envelope is
+# made by that codec), so this model module does not import the codec that imports it.
+ManifestDecoder = Callable[[bytes, Mapping[int, bytes]], "Manifest"]
+_manifest_decoder: list[ManifestDecoder] = []
+
+
+def set_manifest_decoder(decoder: ManifestDecoder) -> None:
+    """Called once by security.suit.codec at import."""
+    _manifest_decoder[:] = [decoder]
+
+
 @dataclass(frozen=True)
 class Envelope:
     """A decoded SUIT_Envelope. `manifest_bstr` is the encoded bstr the auth digest covers.
@@ -178,9 +189,9 @@ class Envelope:
     @cached_property
     def manifest(self) -> Manifest:
         """The decoded manifest (cached; cached_property writes the instance dict, frozen or not)."""
-        from teep_coap.security.suit.codec import decode_manifest  # codec imports this module
-
-        return decode_manifest(_bstr_content(self.manifest_bstr), self.severable)
+        if not _manifest_decoder:
+            raise RuntimeError("import teep_coap.security.suit.codec to decode manifests")
+        return _manifest_decoder[0](_bstr_content(self.manifest_bstr), self.severable)
 
     @property
     def manifest_decoded(self) -> bool:
