@@ -21,8 +21,8 @@ from pathlib import Path
 async def serve(args: argparse.Namespace) -> None:
     from teep_coap.bench.scenario import engine_handler
     from teep_coap.profiles import load_profile
+    from teep_coap.profiles.stack import make_server
     from teep_coap.store.tamdir import load_tam
-    from teep_coap.transport.http import HttpServer
 
     profile = load_profile(args.profile)
     tam = load_tam(args.tam_dir)
@@ -32,13 +32,13 @@ async def serve(args: argparse.Namespace) -> None:
         from teep_coap.protocol.wire import JOSE
 
         tam = dataclasses.replace(tam, wire=JOSE)  # TEEP JSON + JWS on the wire
-    server = HttpServer(profile, engine_handler(tam), (args.host, args.port), certs_path=args.certs)
+    server = make_server(profile, engine_handler(tam), host=args.host, port=args.port, certs_path=args.certs)
     await server.start()
     print(f"TAM serving {server.uri} ({profile.name}, {profile.media_type})", flush=True)
     try:
         await asyncio.Event().wait()
     finally:
-        await server.close()
+        await server.stop()
 
 
 def main(argv: list[str]) -> int:

@@ -12,8 +12,8 @@ import pytest
 from teep_coap.bench.scenario import COMPONENT_ID, engine_handler, teep_world
 from teep_coap.model.codes import MEDIA_TYPE_TEEP_CBOR
 from teep_coap.profiles import load_profile
+from teep_coap.profiles.stack import make_server
 from teep_coap.security import certs
-from teep_coap.transport.http import HttpServer
 
 pytestmark = pytest.mark.interop
 
@@ -63,7 +63,7 @@ async def test_curl_runs_a_teep_session_against_our_https_tam(tmp_path: Path) ->
     world = teep_world(profile, tmp_path, 4096)
     bundle = certs.write_bundle(tmp_path / "certs")
     statuses = []
-    async with HttpServer(profile, engine_handler(world.tam), certs_path=bundle.directory) as server:
+    async with make_server(profile, engine_handler(world.tam), certs_path=bundle.directory) as server:
         payload = b""
         for _ in range(6):
             status, headers, body = await curl_post(server.uri, bundle.ca_cert, payload, tmp_path)

@@ -11,9 +11,9 @@ import pytest
 from teep_coap.bench.scenario import COMPONENT_ID, engine_handler, teep_world
 from teep_coap.profiles import load_profile
 from teep_coap.profiles.probe import FAIL, PASS, probe_tam
+from teep_coap.profiles.stack import make_server
 from teep_coap.security import certs
 from teep_coap.store.agentdir import load_agent_state
-from teep_coap.transport.http import HttpServer
 
 SCRIPT = Path(__file__).resolve().parents[2] / "interop" / "http" / "teep_http_broker.py"
 
@@ -36,7 +36,7 @@ async def test_script_runs_a_session_against_our_https_tam(
     world = teep_world(profile, tmp_path, 500)  # the wire follows the profile's encoding
     assert (world.tam.wire.encoding == "json") == json_flag
     bundle = certs.write_bundle(tmp_path / "certs")
-    async with HttpServer(profile, engine_handler(world.tam), certs_path=bundle.directory) as server:
+    async with make_server(profile, engine_handler(world.tam), certs_path=bundle.directory) as server:
         assert server.uri.startswith("https://127.0.0.1:")
         args = ["--tam", server.uri, "--state", str(world.agent_dir), "--ca", str(bundle.ca_cert)]
         code, out = await run_script(*args, *(["--json"] if json_flag else []))
@@ -51,7 +51,7 @@ async def test_probe_reports_each_rule(tmp_path: Path) -> None:
     profile = load_profile("teep-cbor-https")
     world = teep_world(profile, tmp_path, 20)
     bundle = certs.write_bundle(tmp_path / "certs")
-    async with HttpServer(profile, engine_handler(world.tam), certs_path=bundle.directory) as server:
+    async with make_server(profile, engine_handler(world.tam), certs_path=bundle.directory) as server:
         checks = await probe_tam(server.uri, ssl_context=certs.client_ssl_context(bundle.ca_cert))
         untrusted = await probe_tam(server.uri, ssl_context=certs.client_ssl_context(None), timeout=5)
     assert all(c.outcome == PASS for c in checks), checks
