@@ -15,46 +15,21 @@ from typing import Any
 from teep_coap.profiles.schema import Profile
 from teep_coap.transport.base import MessageClient, MessageHandler
 from teep_coap.transport.coap.credentials import DeviceCredentials
-from teep_coap.transport.coap.options import (
-    CoapLimits,
-    CoapLink,
-    CoapOptions,
-    CoapRetransmission,
-    CoapSecurity,
-)
+from teep_coap.transport.coap.options import CoapOptions
 from teep_coap.transport.http.options import HttpOptions
 
 DEFAULT_PORTS = {"coap": 5683, "coaps": 5684, "coap+oscore": 5683, "http": 8080, "https": 8443}
 
 
 def coap_options(profile: Profile) -> CoapOptions:
-    """What the CoAP binding reads of a profile."""
-    t, lim, r = profile.transport, profile.limits, profile.retransmission
-    return CoapOptions(
-        name=profile.name,
-        transport=CoapLink(t.scheme, t.path, t.content_format, t.block_size, t.echo),
-        security=CoapSecurity(profile.security.mode),
-        limits=CoapLimits(
-            lim.max_message_size, lim.request_timeout, lim.max_concurrent_requests, lim.overload_max_age
-        ),
-        retransmission=CoapRetransmission(r.ack_timeout, r.ack_random_factor, r.max_retransmit),
-    )
+    """What the CoAP binding reads of a profile (the mapping is written once, in `CoapOptions.adopt`)."""
+    return CoapOptions.adopt(profile)
 
 
 def http_options(profile: Profile) -> HttpOptions:
-    """What the HTTP(S) binding reads of a profile (the media type follows protocol and encoding)."""
-    lim = profile.limits
-    return HttpOptions(
-        name=profile.name,
-        scheme=profile.transport.scheme,
-        path=profile.transport.path,
-        media_type=profile.media_type,
-        also_accept=profile.also_accepted_media_types,
-        max_message_size=lim.max_message_size,
-        request_timeout=lim.request_timeout,
-        max_concurrent_requests=lim.max_concurrent_requests,
-        overload_max_age=lim.overload_max_age,
-    )
+    """What the HTTP(S) binding reads of a profile (written once, in `HttpOptions.adopt`; the media
+    type follows protocol and encoding)."""
+    return HttpOptions.adopt(profile)
 
 
 def make_server(

@@ -1,9 +1,9 @@
 """What the CoAP binding needs to know of a stack, as its own small dataclasses.
 
-The transport sits below `profiles`: it must not import the profile schema. `profiles.stack` translates
-a `Profile` into `CoapOptions` (`coap_options(profile)`); the attribute paths are the profile's
-(`options.transport.block_size`, `options.limits.request_timeout`, ...) so reading code stays plain.
-`CoapOptions.adopt(x)` copies any object of that shape (tests and scripts hand a profile directly).
+The transport sits below `profiles`: it must not import the profile schema. `CoapOptions.adopt(x)` is
+the one place a profile becomes CoAP options: it copies any object of the profile's shape (the
+attribute paths are the profile's: `options.transport.block_size`, `options.limits.request_timeout`,
+...); `profiles.stack.coap_options(profile)` calls it, and tests and scripts may hand a profile directly.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """What the HTTP(S) binding needs to know of a stack, as its own small dataclass.
 
-The transport sits below `profiles`: it must not import the profile schema. `profiles.stack` translates
-a `Profile` into `HttpOptions` (`http_options(profile)`); `HttpOptions.adopt(x)` copies any object of
-the profile's shape (tests and scripts hand a profile directly).
+The transport sits below `profiles`: it must not import the profile schema. `HttpOptions.adopt(x)` is
+the one place a profile becomes HTTP options (it copies any object of the profile's shape);
+`profiles.stack.http_options(profile)` calls it, and tests and scripts may hand a profile directly.
 """
 
 from __future__ import annotations
