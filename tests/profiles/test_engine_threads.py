@@ -83,3 +83,16 @@ async def test_a_slow_store_call_does_not_hold_other_peers(name: str, tmp_path: 
     # two QueryRequests, each with its own fresh token or challenge
     assert {type(m).__name__ for m in (_message(quick), _message(slow_answer))} == {"QueryRequest"}
     assert quick != slow_answer
+
+
+def test_engine_threads_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from teep_coap.profiles.session import ENGINE_THREADS, EngineThreadsError, engine_threads
+
+    monkeypatch.delenv("TEEP_COAP_ENGINE_THREADS", raising=False)
+    assert engine_threads() == ENGINE_THREADS
+    monkeypatch.setenv("TEEP_COAP_ENGINE_THREADS", "0")
+    assert engine_threads() == 0
+    for bad in ("-1", "four", "65"):
+        monkeypatch.setenv("TEEP_COAP_ENGINE_THREADS", bad)
+        with pytest.raises(EngineThreadsError, match="whole number from 0"):
+            engine_threads()
