@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import signal
 import sys
 from typing import TYPE_CHECKING
@@ -137,7 +136,9 @@ async def _serve(
 
     profile = load_profile(profile_name)
     if pcap is not None and profile.security.mode == "tls":
-        _log_tls_keys(pcap)
+        from teep_coap.profiles.capture import log_tls_keys
+
+        log_tls_keys(pcap)  # this process is one TAM or one Agent run: its TLS keys to PCAP.keylog
     service = open_tam(profile, tam_dir, db=db, policy=policy, certs=certs)
     try:
         server = make_server(
@@ -185,15 +186,6 @@ async def _serve(
         service.close()
         done, failed = service.counts()
         logging.getLogger("teep_coap.session").info("TAM stopped: %d sessions done, %d failed", done, failed)
-
-
-def _log_tls_keys(pcap: str) -> None:
-    """This process's TLS secrets to PCAP.keylog (the whole process is one TAM or one Agent run)."""
-    from teep_coap.profiles.capture import keylog_path
-
-    path = keylog_path(pcap)
-    path.unlink(missing_ok=True)
-    os.environ["SSLKEYLOGFILE"] = os.fspath(path)  # read by every ssl context made from now on
 
 
 def _write_serve_psk(profile: Profile, credentials_dir: Path, pcap: str) -> None:
@@ -313,7 +305,9 @@ async def _agent_run(
         )
     uri = tam_uri
     if pcap is not None and profile.security.mode == "tls":
-        _log_tls_keys(pcap)
+        from teep_coap.profiles.capture import log_tls_keys
+
+        log_tls_keys(pcap)  # this process is one TAM or one Agent run: its TLS keys to PCAP.keylog
     async with contextlib.AsyncExitStack() as stack:
         if pcap is not None:
             from teep_coap.profiles.capture import capturing_relay, relayed_uri, uri_address

@@ -38,15 +38,21 @@ def keylog_path(pcap: str | os.PathLike[str]) -> Path:
     return Path(f"{os.fspath(pcap)}.keylog")
 
 
-@contextlib.contextmanager
-def tls_keys_logged(pcap: str | os.PathLike[str]) -> Iterator[Path]:
-    """TLS contexts made inside log their secrets to FILE.keylog (NSS key log format), so
-    `tshark -o tls.keylog_file:FILE.keylog -r FILE` decrypts an HTTPS capture. Python's ssl reads
-    the SSLKEYLOGFILE variable when a context is created; it is set for the block and restored."""
+def log_tls_keys(pcap: str | os.PathLike[str]) -> Path:
+    """TLS contexts made from now on log their secrets to FILE.keylog (NSS key log format), so
+    `tshark -o tls.keylog_file:FILE.keylog -r FILE` decrypts an HTTPS capture: Python's ssl reads
+    the SSLKEYLOGFILE variable when a context is created."""
     path = keylog_path(pcap)
     path.unlink(missing_ok=True)
-    before = os.environ.get("SSLKEYLOGFILE")
     os.environ["SSLKEYLOGFILE"] = os.fspath(path)
+    return path
+
+
+@contextlib.contextmanager
+def tls_keys_logged(pcap: str | os.PathLike[str]) -> Iterator[Path]:
+    """`log_tls_keys` for the block only; the process's setting is restored after it."""
+    before = os.environ.get("SSLKEYLOGFILE")
+    path = log_tls_keys(pcap)
     try:
         yield path
     finally:

@@ -16,6 +16,7 @@ from typing import Any
 from teep_coap.model.codes import MessageType
 from teep_coap.profiles.conformance import CheckError, Report, examine_message
 from teep_coap.profiles.schema import Profile
+from teep_coap.transport.coap.credentials import DeviceCredentials
 
 TOO_LARGE = 10 * 1024 * 1024  # Size1 no TAM should take for one TEEP message
 
@@ -26,7 +27,7 @@ async def check_tam(
     *,
     peer_key: Any | None = None,
     psk: tuple[str, bytes] | None = None,
-    credentials: Any | None = None,
+    credentials: DeviceCredentials | None = None,
     ssl_context: Any | None = None,
     timeout: float = 10.0,
 ) -> Report:
@@ -133,7 +134,7 @@ async def _check_coap(
     peer_key: Any | None,
     psk: tuple[str, bytes] | None,
     timeout: float,
-    credentials: Any | None = None,
+    credentials: DeviceCredentials | None = None,
 ) -> None:
     import aiocoap
     from aiocoap import Message

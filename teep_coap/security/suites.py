@@ -25,8 +25,7 @@ from teep_coap.security.keys import ALG_ED25519, ALG_EDDSA, ALG_ES256, ALG_ESP25
 # Legacy id -> the fully specified id it is equivalent to for TEEP's curves. The one table: the
 # engines, the wire and negotiation all read it through the functions below.
 LEGACY_ALGS = {ALG_ES256: ALG_ESP256, ALG_EDDSA: ALG_ED25519}
-_LEGACY = LEGACY_ALGS
-_LEGACY_OF = {new: old for old, new in _LEGACY.items()}
+_LEGACY_OF = {new: old for old, new in LEGACY_ALGS.items()}
 
 # The suites a TAM MUST support (and the only ones an Error 5 may be signed with).
 TAM_MANDATORY_SUITES: tuple[CipherSuite, ...] = (SUITE_SIGN1_ESP256, SUITE_SIGN1_ED25519)
@@ -34,12 +33,12 @@ TAM_MANDATORY_SUITES: tuple[CipherSuite, ...] = (SUITE_SIGN1_ESP256, SUITE_SIGN1
 
 def normalize_alg(alg: int) -> int:
     """-7 -> -9, -8 -> -19; everything else unchanged."""
-    return _LEGACY.get(alg, alg)
+    return LEGACY_ALGS.get(alg, alg)
 
 
 def legacy_ids(alg: int) -> list[int]:
     """The legacy ids that stand for `alg` (-9 -> [-7]); empty for anything else."""
-    return [old for old, new in _LEGACY.items() if new == alg]
+    return [old for old, new in LEGACY_ALGS.items() if new == alg]
 
 
 def normalize_suite(suite: Sequence[Sequence[int]]) -> CipherSuite:

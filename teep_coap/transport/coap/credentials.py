@@ -242,11 +242,13 @@ def provision_devices(
     taken = {d.psk_identity for d in existing}
     lines: list[str] = []
     made: list[DeviceCredentials] = []
+    # the TAM's EDHOC credential: read (or made) once, not once per device
+    tam_cred = tam_edhoc_credential(tam) if any(agent is not None for _, agent in devices) else b""
     for i, (name, agent_dir) in enumerate(devices):
         if name in taken:
             raise CredentialsError(f"device with psk_identity {name!r} already provisioned in {tam}")
         taken.add(name)
-        made.append(_make_device(tam, agent_dir, name, name, len(existing) + i + 1, lines))
+        made.append(_make_device(tam, agent_dir, name, name, len(existing) + i + 1, lines, tam_cred=tam_cred))
     with (tam / TAM_CREDENTIALS_FILE).open("a", encoding="utf-8") as f:
         f.write("".join(lines))
     (tam / TAM_CREDENTIALS_FILE).chmod(0o600)
@@ -261,6 +263,8 @@ def _make_device(
     number: int,
     lines: list[str],
     psk: bytes | None = None,
+    *,
+    tam_cred: bytes = b"",
 ) -> DeviceCredentials:
     check_device_name(name)
     device_id = number.to_bytes(max(1, (number.bit_length() + 7) // 8), "big")
@@ -282,7 +286,7 @@ def _make_device(
         if device_key.exists():
             device_key.unlink()  # a re-provisioned folder gets a new key, like its new PSK
         device_cred = edhoc_credential(write_edhoc_key(device_key), device_id, name)
-        tam_cred = tam_edhoc_credential(tam)
+        tam_cred = tam_cred or tam_edhoc_credential(tam)
         table += (
             f'edhoc_key = {_toml_str(TAM_EDHOC_KEY)}\nedhoc_own_hex = "{tam_cred.hex()}"\n'
             f'edhoc_peer_hex = "{device_cred.hex()}"\n'
