@@ -196,3 +196,25 @@ async def test_dtls_client_shakes_hands_again_when_the_tam_restarted(creds: Cred
         await client.close()
         await server.close()
     assert handler.payloads == [b"", b"abc"]
+
+
+async def test_dtls_client_waits_for_a_busy_tam_that_acknowledged(creds: Creds) -> None:
+    """A TAM that takes longer than half the request timeout but has acknowledged the request over
+    the DTLS session is busy, not restarted: the client keeps its session and sends nothing twice."""
+    profile = quick("coaps-psk", request_timeout=4.0)
+    handler = Recorder()
+
+    async def slow(payload: bytes, peer: PeerInfo) -> bytes | None:
+        if payload:
+            await asyncio.sleep(2.6)  # past the 2 s silence check; aiocoap sends the empty ACK at once
+        return await handler(payload, peer)
+
+    async with CoapServer(profile, slow, devices=creds.tam_side) as server:
+        client = CoapClient(profile, server.uri, creds.agent_side)
+        try:
+            assert await client.post(b"") == b"first"
+            assert await client.post(b"abc") == b"cba"
+        finally:
+            await client.close()
+    assert client.session_restarts == 0 and client.handshake_restarts == 0
+    assert handler.payloads == [b"", b"abc"]

@@ -53,6 +53,7 @@ from aiocoap.util.asyncio.timeoutdict import TimeoutDict
 from teep_coap.errors import TeepCoapError
 from teep_coap.transport.coap.dtls_finished import finished_decrypts
 from teep_coap.transport.coap.dtls_watch import (
+    APPLICATION_DATA,
     CLIENT_HELLO,
     DECRYPT_ERROR,
     HANDSHAKE_RECORD,
@@ -186,12 +187,26 @@ def _counting_datagram_received(self: Any, data: bytes, addr: Any) -> None:
     parent = self.parent()
     if parent is not None:
         parent._teep_datagrams = getattr(parent, "_teep_datagrams", 0) + 1
+        if data[:1] == bytes((APPLICATION_DATA,)):
+            parent._teep_app_records = getattr(parent, "_teep_app_records", 0) + 1
     _state["client_datagram_received"](self, data, addr)
 
 
 def datagrams_received(connection: Any) -> int:
     """Datagrams a DTLS client connection has received so far (0 before `apply_dtls_fixes()`)."""
     return int(getattr(connection, "_teep_datagrams", 0))
+
+
+def dtls_client_app_records(context: aiocoap.Context) -> int:
+    """Application-data records (CoAP messages: ACKs, responses) all DTLS client connections of a
+    client `context` have received so far; alerts and handshake records are not counted."""
+    total = 0
+    for mi in _message_interfaces(context):
+        pool = getattr(mi, "_pool", None)
+        if pool is None or not hasattr(pool, "values"):
+            continue
+        total += sum(int(getattr(conn, "_teep_app_records", 0)) for conn in list(pool.values()))
+    return total
 
 
 def restarts_authenticated_session(connection: Any, datagram: bytes) -> bool:
@@ -638,6 +653,7 @@ __all__ = [
     "bound_resource_caches",
     "check_version",
     "datagrams_received",
+    "dtls_client_app_records",
     "dtls_client_in_handshake",
     "dtls_fixes_applied",
     "dtls_server_sessions",

@@ -39,6 +39,8 @@ MAX_OVERLOAD_WAIT = 10.0  # never sleep longer than this for one 5.03, whatever 
 # sending the request again cannot deliver it twice. Every second restart doubles the wait, so a slow but
 # progressing handshake (a loaded TAM) is not restarted for ever.
 HANDSHAKE_STALL = 2.0
+# Steps a handshake that keeps hearing from the TAM may wait beyond the first before it is restarted.
+HANDSHAKE_PATIENCE = 3
 
 
 class _HandshakeStalled(Exception):
@@ -270,12 +272,16 @@ class CoapClient:
             request = ProxyForwarder(self.proxy, ctx).request(msg)
         else:
             request = ctx.request(msg)
+        heard_before = aiocoap_compat.dtls_client_app_records(ctx) if silence_after is not None else 0
         future = asyncio.ensure_future(request.response)
         end = time.monotonic() + timeout
         try:
             if silence_after is not None:
                 await asyncio.wait({future}, timeout=silence_after)
-                if not future.done():
+                # A CoAP message heard over the session since the request (its empty ACK, a block)
+                # means the TAM still has our session and is busy: a new handshake would throw its
+                # work away. A restarted TAM drops our records without a word.
+                if not future.done() and aiocoap_compat.dtls_client_app_records(ctx) == heard_before:
                     raise _SessionSilent
             elif self.profile.security.mode == "dtls-psk":
                 await self._wait_handshake(ctx, future, timeout)
@@ -329,15 +335,30 @@ class CoapClient:
     async def _wait_handshake(
         self, ctx: aiocoap.Context, future: asyncio.Future[Message], timeout: float
     ) -> None:
-        """Wait while the DTLS handshake runs; raise _HandshakeStalled if it does not finish in time."""
+        """Wait while the DTLS handshake runs; raise _HandshakeStalled if it stops making progress.
+
+        A handshake that heard the TAM during the last step is progressing (a TAM starved of CPU by a
+        burst of clients answers each flight late): restarting it would throw the TAM's work away and
+        add a handshake, so it gets up to HANDSHAKE_PATIENCE more steps. A wedged one hears nothing new.
+        """
         step = min(HANDSHAKE_STALL * 2 ** (self.handshake_restarts // 2), timeout)
+        end = time.monotonic() + timeout
         self.handshake_heard = 0
-        await asyncio.wait({future}, timeout=step)
-        conn = _dtls_handshake(ctx)
-        if conn is not None:
-            self.handshake_heard = aiocoap_compat.datagrams_received(conn)
-        if not future.done() and step < timeout and conn is not None:
-            raise _HandshakeStalled
+        extra_steps = 0
+        while True:
+            wait = min(step, end - time.monotonic())
+            await asyncio.wait({future}, timeout=max(0.0, wait))
+            conn = _dtls_handshake(ctx)
+            if future.done() or conn is None or time.monotonic() >= end:
+                if conn is not None:
+                    self.handshake_heard = aiocoap_compat.datagrams_received(conn)
+                return
+            heard = aiocoap_compat.datagrams_received(conn)
+            progressing = heard > self.handshake_heard
+            self.handshake_heard = heard
+            if not progressing or extra_steps >= HANDSHAKE_PATIENCE:
+                raise _HandshakeStalled
+            extra_steps += 1
 
     async def request(self, method: str, payload: bytes = b"", path: str | None = None) -> tuple[str, bytes]:
         """Any method on any path of the same origin: (response code text, payload).

@@ -13,6 +13,7 @@ import itertools
 from collections.abc import Iterator
 
 HANDSHAKE_RECORD = 22
+APPLICATION_DATA = 23  # a record carrying CoAP once the handshake is done (RFC 6347 §4.1)
 CHANGE_CIPHER_SPEC = 20
 CLIENT_HELLO = 1
 SERVER_HELLO = 2
