@@ -69,7 +69,7 @@ async def test_a_right_psk_finished_is_never_refused_even_when_the_check_runs(tm
 
     profile = quick("coaps-psk", request_timeout=5.0)
     async with CoapServer(profile, handler, devices=[device]) as server:
-        pool = aiocoap_compat._dtls_pool(server._context)
+        pool = aiocoap_compat.dtls_pool(server._context)
         pool._Address.teep_connected = property(lambda self: False, lambda self, value: None)
         for _ in range(3):
             client = CoapClient(profile, server.uri, load_agent_credentials(tmp_path / "agent"))

@@ -1,0 +1,312 @@
+"""DTLS (tinydtls): the retransmission clock, datagram counts, bounded and tidy server sessions."""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import functools
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import aiocoap
+import aiocoap.error
+import aiocoap.meta
+import aiocoap.resource
+
+from teep_coap.transport.coap.aiocoap_compat.contexts import dtls_pool, message_interfaces
+from teep_coap.transport.coap.dtls_finished import finished_decrypts
+from teep_coap.transport.coap.dtls_watch import (
+    APPLICATION_DATA,
+    CLIENT_HELLO,
+    DECRYPT_ERROR,
+    HANDSHAKE_RECORD,
+    HandshakeWatch,
+    Record,
+    fatal_alert,
+    records,
+)
+from teep_coap.transport.coap.hardening import (
+    MAX_DTLS_SESSIONS,
+)
+
+log = logging.getLogger("teep_coap.transport.coap")
+
+
+RETRANSMIT_FLOOR = 0.02  # seconds: shortest wait between two retransmission checks
+RETRANSMIT_CEILING = 1.0  # seconds: longest, so a wrong clock estimate is never late by more
+
+_state: dict[str, Any] = {"epoch": None, "applied": False}
+
+
+# --- DTLS: retransmission clock, datagram counts, sessions --------------------------------------
+
+
+def _tinydtls_epoch() -> float:
+    """The whole second tinydtls' clock counts from (kept by `_pinning_the_clock`); before the first
+    context there is no clock to read (then `now` is 0, and RETRANSMIT_CEILING bounds any error)."""
+    epoch = _state["epoch"]
+    return time.time() if epoch is None else float(epoch)
+
+
+def _clock_offset(dtls_module: Any) -> Any:
+    """tinydtls' `dtls_clock_offset` (a `time_t`, exported by DTLSSocket's extension), or None."""
+    try:
+        return ctypes.c_long.in_dll(ctypes.CDLL(dtls_module.__file__), "dtls_clock_offset")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _pinning_the_clock(original: Any, offset: Any) -> Any:
+    """`dtls.DTLS` that keeps tinydtls' clock on its first origin.
+
+    Each constructor re-runs tinydtls' init, which restarts the process-wide clock at the current
+    second. On a TAM a new client's context made every handshake in progress see its queued
+    retransmissions (due times on the old origin) come late by the time since the last restart:
+    during a burst of clients, seconds to tens of seconds. Writing the first origin back after each
+    constructor keeps one clock for every session. Without the symbol (`offset` None) the restart is
+    only noted, so that waits are computed on the new origin.
+    """
+
+    def make_context(*args: Any, **kwargs: Any) -> Any:
+        context = original(*args, **kwargs)
+        if offset is None:
+            _state["epoch"] = math.floor(time.time())
+        elif _state["epoch"] is None:
+            _state["epoch"] = int(offset.value)
+        else:
+            offset.value = int(_state["epoch"])
+        return context
+
+    make_context.__wrapped__ = original  # type: ignore[attr-defined]
+    return make_context
+
+
+def tinydtls_now() -> float:
+    """Seconds on tinydtls' clock (the scale of `checkRetransmit() / DTLS_TICKS_PER_SECOND`)."""
+    return time.time() - _tinydtls_epoch()
+
+
+def retransmission_wait(due_ticks: int) -> float:
+    """Seconds to sleep until tinydtls' next retransmission, bounded to [FLOOR, CEILING]."""
+    from aiocoap.transports.tinydtls import DTLS_TICKS_PER_SECOND
+
+    wait = due_ticks / DTLS_TICKS_PER_SECOND - tinydtls_now()
+    return min(max(wait, RETRANSMIT_FLOOR), RETRANSMIT_CEILING)
+
+
+async def _client_retransmissions(self: Any) -> None:
+    """DTLSClientConnection._run_retransmissions on tinydtls' clock (sleeps, never spins)."""
+    while True:
+        due = self._dtls_socket.checkRetransmit()
+        if due == 0:
+            return
+        await asyncio.sleep(retransmission_wait(due))
+
+
+async def _server_retransmissions(self: Any) -> None:
+    """_AddressDTLS._run_retransmissions on tinydtls' clock (one wait, then the next task)."""
+    due = self._dtls_socket.checkRetransmit()
+    if due == 0:
+        return
+    await asyncio.sleep(retransmission_wait(due))
+    self._retransmission_task = asyncio.create_task(
+        self._run_retransmissions(), name="DTLS server handshake retransmissions"
+    )
+
+
+def _counting_datagram_received(self: Any, data: bytes, addr: Any) -> None:
+    parent = self.parent()
+    if parent is not None:
+        parent._teep_datagrams = getattr(parent, "_teep_datagrams", 0) + 1
+        if data[:1] == bytes((APPLICATION_DATA,)):
+            parent._teep_app_records = getattr(parent, "_teep_app_records", 0) + 1
+    _state["client_datagram_received"](self, data, addr)
+
+
+def datagrams_received(connection: Any) -> int:
+    """Datagrams a DTLS client connection has received so far (0 before `apply_dtls_fixes()`)."""
+    return int(getattr(connection, "_teep_datagrams", 0))
+
+
+def dtls_client_app_records(context: aiocoap.Context) -> int:
+    """Application-data records (CoAP messages: ACKs, responses) all DTLS client connections of a
+    client `context` have received so far; alerts and handshake records are not counted."""
+    total = 0
+    for mi in message_interfaces(context):
+        pool = getattr(mi, "_pool", None)
+        if pool is None or not hasattr(pool, "values"):
+            continue
+        total += sum(int(getattr(conn, "_teep_app_records", 0)) for conn in list(pool.values()))
+    return total
+
+
+def restarts_authenticated_session(connection: Any, datagram: bytes) -> bool:
+    """True if `datagram` is a ClientHello in epoch 0 sent to a server-side session that has
+    already looked up a PSK (so it belongs to a handshake that got past its ClientKeyExchange).
+
+    aiocoap's DTLS server keeps one session per client address and its key store refuses a second
+    identity on a session ("DTLS stack tried accessing different keys", an exception out of the
+    datagram handler). When a client's ephemeral port is reused by another device, the new device's
+    handshake would fail on the old session for ever; RFC 6347 §4.2.8 lets a server treat such a
+    ClientHello as a new connection, which the caller does by dropping the old session first.
+    """
+    if len(datagram) < 14 or datagram[0] != HANDSHAKE_RECORD or datagram[13] != CLIENT_HELLO:
+        return False
+    if datagram[3:5] != b"\x00\x00":  # not epoch 0: a renegotiation inside the session
+        return False
+    store = getattr(connection, "_psk_store", None)
+    return getattr(store, "_claims", None) is not None
+
+
+def apply_dtls_fixes() -> bool:
+    """Patch aiocoap's DTLS client and server transports once; False if DTLSSocket is missing."""
+    if _state["applied"]:
+        return True
+    try:
+        from aiocoap.transports import tinydtls, tinydtls_server
+    except ImportError:  # DTLSSocket not installed: nothing to patch, coaps is unavailable anyway
+        return False
+    from DTLSSocket import dtls
+
+    dtls.DTLS = _pinning_the_clock(dtls.DTLS, _clock_offset(dtls))
+    tinydtls.DTLSClientConnection._run_retransmissions = _client_retransmissions
+    single = tinydtls.DTLSClientConnection.SingleConnection
+    _state["client_datagram_received"] = single.datagram_received
+    single.datagram_received = _counting_datagram_received
+    tinydtls_server._AddressDTLS._run_retransmissions = _server_retransmissions
+    _state["applied"] = True
+    return True
+
+
+def dtls_fixes_applied() -> bool:
+    """True once `apply_dtls_fixes()` has patched aiocoap."""
+    return bool(_state["applied"])
+
+
+def dtls_client_in_handshake(context: aiocoap.Context) -> Any:
+    """The tinydtls client connection of a client `context` still in its handshake, or None."""
+    for mi in message_interfaces(context):
+        pool = getattr(mi, "_pool", None)
+        if pool is None or not hasattr(pool, "values"):
+            continue
+        for conn in list(pool.values()):
+            if getattr(conn, "_queue", None) is not None:  # aiocoap queues sends until connected
+                return conn
+    return None
+
+
+def dtls_server_sessions(context: aiocoap.Context | None) -> int:
+    """Server-side DTLS sessions a server `context` keeps (0 without a DTLS server)."""
+    pool = dtls_pool(context) if context is not None else None
+    return len(pool._connections) if pool is not None else 0
+
+
+def _sending(watch: HandshakeWatch, send: Callable[[bytes], None], data: bytes) -> None:
+    watch.server_sent(data)
+    send(data)
+
+
+def tidy_dtls_server(
+    context: aiocoap.Context, on_bad_finished: Callable[[str, str], None] | None = None
+) -> None:
+    """Make aiocoap's DTLS server forget sessions that are over, bound how many it keeps, and tell a
+    client at once when its Finished does not verify.
+
+    aiocoap 0.4.17 logs a peer's close_notify (alert level *warning*) as "unhandled" and keeps the
+    session, and never calls its own purge: every finished session stayed in memory, and a client
+    that later got the same ephemeral port had its new ClientHello fed to the dead session. Here a
+    warning-level close_notify ends the session as the fatal one does, a new ClientHello on an
+    authenticated session's address starts afresh, and more than MAX_DTLS_SESSIONS sessions drop the
+    least recently used.
+
+    A client whose PSK differs from ours sends a Finished that tinydtls drops without a word (RFC
+    6347 §4.1.2.7): the client waited out its whole timeout. When a session is still not connected
+    after the client's Finished (`dtls_watch`) and that Finished does not decrypt under the PSK of
+    the identity it named (`dtls_finished`), the server sends a fatal `decrypt_error` alert in epoch
+    0 (RFC 5246 §7.4.9), drops the session and calls `on_bad_finished(peer, claims)`. A Finished that
+    decrypts but does not verify (tinydtls' transcript after a duplicated message) stays unanswered:
+    the client starts its handshake again.
+    """
+    from aiocoap.transports import tinydtls_server
+    from aiocoap.transports.tinydtls import (
+        CODE_CLOSE_NOTIFY,
+        DTLS_EVENT_CONNECTED,
+        LEVEL_NOALERT,
+        LEVEL_WARNING,
+        CloseNotifyReceived,
+        FatalDTLSError,
+    )
+
+    pool = dtls_pool(context)
+    if pool is None:
+        return
+
+    class _Address(tinydtls_server._AddressDTLS):
+        teep_connected = False
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self.teep_watch = HandshakeWatch()
+            super().__init__(*args, **kwargs)
+            # our ServerHello flight on its way out (overriding `_write`, the callback DTLSSocket
+            # holds, made the interpreter crash in garbage collection)
+            self._underlying_address.send = functools.partial(
+                _sending, self.teep_watch, self._underlying_address.send
+            )
+
+        def _event(self, level: int, code: int) -> None:
+            if (level, code) == (LEVEL_NOALERT, DTLS_EVENT_CONNECTED):
+                self.teep_connected = True
+            if (level, code) == (LEVEL_WARNING, CODE_CLOSE_NOTIFY):
+                if pool._connections.get(self._underlying_address.address) is self:
+                    self._inject_error(CloseNotifyReceived())
+                return
+            super()._event(level, code)
+
+    def check_finished(session: Any, client_records: list[Record], sockaddr: Any) -> None:
+        """After tinydtls handled the records: was one a Finished under another key than ours?"""
+        if session.teep_connected:
+            return
+        watch: HandshakeWatch = session.teep_watch
+        finished = watch.after(client_records)
+        claims = getattr(session._psk_store, "_claims", None)
+        if finished is None or claims is None:  # no identity known: tinydtls has sent its own alert
+            return
+        try:
+            psk = bytes(session._psk_store[watch.identity])
+        except (KeyError, RuntimeError):
+            return
+        if any(finished_decrypts(finished, psk, *t) for t in watch.transcripts()):
+            return  # the right key, a transcript tinydtls did not like: the client starts again
+        pool._transport.sendto(fatal_alert(DECRYPT_ERROR), sockaddr)
+        if pool._connections.get(sockaddr) is session:
+            session._inject_error(FatalDTLSError(DECRYPT_ERROR))
+        if on_bad_finished is not None:
+            on_bad_finished(str(session.hostinfo), str(claims))
+
+    original = pool.datagram_received
+
+    def datagram_received(data: bytes, sockaddr: Any) -> None:
+        known = pool._connections.get(sockaddr)
+        if known is not None and restarts_authenticated_session(known, data):
+            known._inject_error(CloseNotifyReceived())  # a new client on an old port: start afresh
+        if sockaddr not in pool._connections:
+            while len(pool._connections) >= MAX_DTLS_SESSIONS:
+                _, oldest = next(iter(pool._connections.items()))
+                oldest._inject_error(
+                    aiocoap.error.LibraryShutdown("DTLS session dropped (least recently used)")
+                )
+        # copies of the handshake records: tinydtls decrypts `data` in place, bytes or not
+        client_records = records(data) if data[:1] in (b"\x14", b"\x16") else []
+        known = pool._connections.get(sockaddr)
+        if client_records and isinstance(known, _Address) and not known.teep_connected:
+            known.teep_watch.before(client_records)
+        original(data, sockaddr)
+        session = pool._connections.get(sockaddr)
+        if client_records and isinstance(session, _Address):
+            check_finished(session, client_records, sockaddr)
+
+    pool._Address = _Address
+    pool.datagram_received = datagram_received

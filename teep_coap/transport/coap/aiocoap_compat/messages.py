@@ -1,0 +1,202 @@
+"""Plain CoAP messages: an early look at each datagram, bounded caches, a Block1 gap answered 4.08,
+junk options dropped."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import socket
+import time
+import types
+from collections.abc import Callable
+from typing import Any
+
+import aiocoap
+import aiocoap.error
+import aiocoap.meta
+import aiocoap.resource
+from aiocoap import Message
+from aiocoap.blockwise import Block1Spool, Block2Cache, IncompleteException
+from aiocoap.error import UnparsableMessage
+from aiocoap.numbers import TransportTuning
+from aiocoap.util.asyncio.timeoutdict import TimeoutDict
+
+from teep_coap.transport.coap.aiocoap_compat.contexts import message_interfaces
+from teep_coap.transport.coap.hardening import (
+    MAX_BLOCK1_ASSEMBLIES,
+    MAX_BLOCK1_BYTES,
+    MAX_BLOCK2_RESPONSES,
+    MAX_RECENT_MESSAGES,
+    DuplicateCache,
+)
+
+log = logging.getLogger("teep_coap.transport.coap")
+
+
+# --- plain CoAP: a look at each datagram before aiocoap's dispatch ------------------------------
+
+DatagramGate = Callable[[bytes, Any], "bytes | bool"]
+
+
+def install_datagram_gate(context: aiocoap.Context, gate: DatagramGate) -> bool:
+    """Run `gate(datagram, remote)` on every datagram the plain-CoAP (udp6) server transport of
+    `context` receives, before aiocoap decodes and dispatches it (`remote` is the address object
+    aiocoap would give the message): True passes it on to aiocoap, False drops it, bytes are sent
+    back to the sender instead (from the address it was sent to). False if `context` has no udp6
+    transport (DTLS, OSCORE-only), and nothing is installed.
+    """
+    from aiocoap.transports.udp6 import MessageInterfaceUDP6, UDP6EndpointAddress
+
+    for mi in message_interfaces(context):
+        if not isinstance(mi, MessageInterfaceUDP6):
+            continue
+        original = mi.datagram_msg_received
+
+        def datagram_msg_received(
+            data: bytes, ancdata: Any, flags: int, address: Any, mi: Any = mi, original: Any = original
+        ) -> None:
+            pktinfo = None
+            for level, kind, value in ancdata:
+                if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO:
+                    pktinfo = value
+            verdict = gate(data, UDP6EndpointAddress(address, mi, pktinfo=pktinfo))
+            if verdict is True:
+                original(data, ancdata, flags, address)
+            elif verdict:
+                source = [] if pktinfo is None else [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, pktinfo)]
+                try:
+                    mi.transport.sendmsg(verdict, source, 0, address)
+                except OSError as exc:  # the peer's address may be unreachable: nothing to tell it
+                    log.debug("early answer to %s not sent: %s", address, exc)
+
+        mi.datagram_msg_received = datagram_msg_received
+        return True
+    return False
+
+
+# --- caches: bounded, and a Block1 gap is 4.08 ---------------------------------------------------
+
+
+class BoundedTimeoutDict(TimeoutDict[Any, Message]):
+    """aiocoap's TimeoutDict holding at most `max_items` entries and `max_bytes` of payload; beyond,
+    the oldest entries are dropped (as if they had timed out)."""
+
+    def __init__(self, timeout: float, max_items: int, max_bytes: int | None = None) -> None:
+        super().__init__(timeout)
+        self.max_items = max_items
+        self.max_bytes = max_bytes
+
+    def __setitem__(self, key: Any, value: Message) -> None:
+        items = self._items
+        items.pop(key, None)  # re-inserted below: a replaced entry counts as the newest
+        while items and len(items) >= self.max_items:
+            del items[next(iter(items))]
+        self.make_room(key, len(value.payload))
+        super().__setitem__(key, value)
+
+    def make_room(self, key: Any, extra: int) -> None:
+        """Drop the oldest entries other than `key` until `extra` more payload bytes fit."""
+        if self.max_bytes is None:
+            return
+        items = self._items
+        total = sum(len(m.payload) for m in items.values()) + extra
+        for old in [k for k in items if k != key]:
+            if total <= self.max_bytes:
+                break
+            total -= len(items.pop(old).payload)
+
+    def discard(self, key: Any) -> None:
+        """Forget `key` if present."""
+        self._items.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def _block_key(request: Message) -> Any:
+    from aiocoap.blockwise import _extract_block_key
+
+    return _extract_block_key(request)
+
+
+class BoundedBlock1Spool(Block1Spool):
+    """Block1 assembly with bounded memory, and 4.08 (not 5.00) for a block that leaves a gap."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._assemblies = BoundedTimeoutDict(
+            TransportTuning().MAX_TRANSMIT_WAIT, MAX_BLOCK1_ASSEMBLIES, MAX_BLOCK1_BYTES
+        )
+
+    def feed_and_take(self, req: Message) -> Message:
+        block1 = req.opt.block1
+        if block1 is not None and block1.block_number > 0:
+            self._assemblies.make_room(_block_key(req), len(req.payload))
+        elif block1 is not None:
+            # aiocoap appends each block with `payload += block`: on bytes that copies the whole body
+            # per block (quadratic: 16-byte blocks of a 1 MiB body copy 32 GiB); a bytearray grows in place
+            req.payload = bytearray(req.payload)
+        try:
+            return super().feed_and_take(req)
+        except ValueError:  # aiocoap's "gap or overlap" (a bare ValueError from _append_request_block)
+            self._assemblies.discard(_block_key(req))
+            raise IncompleteException from None
+
+
+class BoundedBlock2Cache(Block2Cache):
+    """Block2 response cache holding at most MAX_BLOCK2_RESPONSES responses."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._completes = BoundedTimeoutDict(TransportTuning().MAX_TRANSMIT_WAIT, MAX_BLOCK2_RESPONSES)
+
+
+def bound_resource_caches(resource: aiocoap.resource.Resource) -> None:
+    """Give a resource (after its `__init__`) the bounded Block1 spool and Block2 cache."""
+    resource._block1 = BoundedBlock1Spool()
+    resource._block2 = BoundedBlock2Cache()
+
+
+def _deduplicate_message(self: Any, message: Message) -> bool:
+    """aiocoap's `MessageManager._deduplicate_message` over a `DuplicateCache`: same answers, no
+    timer per message, bounded size."""
+    key = (message.remote, message.mid)
+    cache: DuplicateCache = self._recent_messages
+    if key in cache:
+        if message.mtype is aiocoap.CON and cache[key] is not None:
+            self._send_initially(cache[key])  # the stored response again (RFC 7252 §4.5)
+        return True
+    cache.remember(key, time.monotonic(), message.transport_tuning.EXCHANGE_LIFETIME)
+    return False
+
+
+def bound_duplicate_caches(context: aiocoap.Context) -> None:
+    """Give every message manager of a server context the bounded duplicate cache."""
+    for ri in context.request_interfaces:
+        mm = getattr(ri, "token_interface", None)
+        if mm is None or not hasattr(mm, "_recent_messages"):
+            continue
+        cache = DuplicateCache(MAX_RECENT_MESSAGES)
+        cache.update(mm._recent_messages)
+        mm._recent_messages = cache
+        mm._deduplicate_message = types.MethodType(_deduplicate_message, mm)
+
+
+_original_decode = Message.decode.__func__
+
+
+@functools.wraps(_original_decode)
+def _decode(cls: type[Message], rawdata: bytes, remote: Any = None) -> Message:
+    try:
+        return _original_decode(cls, rawdata, remote)
+    except UnparsableMessage:
+        raise
+    except Exception as exc:  # an option value that does not decode (UTF-8, block, uint): junk
+        raise UnparsableMessage(f"option does not decode: {type(exc).__name__}") from None
+
+
+def harden_message_decode() -> None:
+    """Make every option decoding failure of `aiocoap.Message.decode` an `UnparsableMessage`, which
+    all of aiocoap's transports drop with one log line (idempotent; process-wide)."""
+    if Message.decode.__func__ is not _decode:
+        Message.decode = classmethod(_decode)

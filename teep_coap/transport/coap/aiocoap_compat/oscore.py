@@ -1,0 +1,69 @@
+"""OSCORE and EDHOC: a context's lock released, responder contexts told apart, one EDHOC handshake
+per client."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+log = logging.getLogger("teep_coap.transport.coap")
+
+
+def release_oscore_context(security_context: Any) -> None:
+    """Persist an OSCORE FilesystemSecurityContext's sequence number and release its lock now (not
+    whenever the garbage collector runs); nothing for any other credential."""
+    if getattr(security_context, "lockfile", None) is not None:
+        security_context._destroy()
+
+
+def is_edhoc_responder_context(value: Any) -> bool:
+    """Whether `value` is the security context aiocoap's OSCORE site stores for an EDHOC handshake.
+
+    aiocoap 0.4.17 keeps each responder-side EDHOC session as an extra credentials entry under a
+    random ":<uuid>" label and never removes it; its connection identifiers C_R come from the 48
+    one-byte CBOR integers, so the 49th handshake answers 5.00 "Too many contexts". The server's
+    credentials map uses this test to keep only the newest ones (`IndexedCredentials`).
+    """
+    return type(value).__name__ == "EdhocResponderContext" and type(value).__module__ == "aiocoap.edhoc"
+
+
+_EDHOC_FIX = "_teep_edhoc_once"
+
+
+def apply_edhoc_client_fix() -> bool:
+    """One EDHOC handshake per client credentials entry, not one per request (aiocoap 0.4.17).
+
+    aiocoap's OSCORE transport asks `EdhocCredentials._established_context` whether a handshake is
+    already done, but stores the handshake on the transport instead (`self._established_context`),
+    so the question is always "no" and every request runs EDHOC again: three handshakes for a TEEP
+    session, a new responder context at the TAM each time. Here the credentials object keeps one
+    handshake task and, once it succeeded, marks itself established; aiocoap then awaits the task
+    it kept (still the same one, as long as the client context talks to one peer, which each
+    `CoapClient` does). A failed handshake is forgotten, so the next request tries again.
+    Upstream-style, the fix is one attribute name in aiocoap/transports/oscore.py.
+    """
+    from aiocoap.edhoc import EdhocCredentials
+
+    if getattr(EdhocCredentials, _EDHOC_FIX, False):
+        return False
+    original = EdhocCredentials.establish_context
+
+    def establish_context(self: Any, *args: Any, **kwargs: Any) -> Any:
+        task = self.__dict__.get(_EDHOC_FIX)
+        if task is None:
+            task = asyncio.ensure_future(original(self, *args, **kwargs))
+            self.__dict__[_EDHOC_FIX] = task
+
+            def settled(done: asyncio.Future[Any]) -> None:
+                if done.cancelled() or done.exception() is not None:
+                    self.__dict__.pop(_EDHOC_FIX, None)
+                else:
+                    self._established_context = done
+
+            task.add_done_callback(settled)
+        return task
+
+    EdhocCredentials.establish_context = establish_context
+    setattr(EdhocCredentials, _EDHOC_FIX, True)
+    return True
