@@ -23,7 +23,7 @@ COMMAND_MODULES = (
     "suit",
     "agent",
     "tam",
-    "transport",
+    "session",
     "http",
     "check",
     "otrp",

@@ -5,15 +5,20 @@ Heavy imports stay inside the commands: interop scripts call `agent process` man
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from teep_coap.cli.groups import agent, json_is_default
+from teep_coap.cli.serving import setup_logging
 from teep_coap.store.agentdir import init_agent_state, load_agent_state
+
+if TYPE_CHECKING:
+    from teep_coap.transport.coap.credentials import DeviceCredentials
 
 
 def _print(obj: Any) -> None:
@@ -179,3 +184,135 @@ def agent_unrequest_ta(state_dir: str, tam_uri: str | None, component_id: tuple[
 
     engine = AgentEngine(load_agent_state(state_dir))
     _print({"tam_uri": engine.unrequest_ta(_cid(component_id), tam_uri)})
+
+
+async def _agent_run(
+    profile_name: str,
+    tam_uri: str,
+    state_dir: str,
+    timeout: float | None,
+    certs: str | None = None,
+    *,
+    pcap: str | None = None,
+    credentials: DeviceCredentials | None = None,
+    proxy: str | None = None,
+) -> dict[str, object]:
+    import contextlib
+    import dataclasses
+
+    from teep_coap.profiles import load_profile
+    from teep_coap.profiles.runtime import run_agent
+    from teep_coap.profiles.session import SessionFailed
+
+    profile = load_profile(profile_name)
+    if timeout is not None:
+        profile = dataclasses.replace(
+            profile, limits=dataclasses.replace(profile.limits, request_timeout=timeout)
+        )
+    uri = tam_uri
+    if pcap is not None and profile.security.mode == "tls":
+        from teep_coap.profiles.capture import log_tls_keys
+
+        log_tls_keys(pcap)  # this process is one TAM or one Agent run: its TLS keys to PCAP.keylog
+    async with contextlib.AsyncExitStack() as stack:
+        if pcap is not None:
+            from teep_coap.profiles.capture import capturing_relay, relayed_uri, uri_address
+            from teep_coap.transport.pcap import PcapWriter
+
+            target = uri_address(tam_uri)
+            writer = PcapWriter(pcap)
+            stack.callback(writer.close)
+            listen = ("::1" if ":" in target[0] else "127.0.0.1", 0)
+            port = await stack.enter_async_context(
+                capturing_relay(profile, target, writer, listen=listen, shown_server=target)
+            )
+            uri = relayed_uri(tam_uri, port)
+        summary = await run_agent(profile, uri, state_dir, certs=certs, credentials=credentials, proxy=proxy)
+    if pcap is not None and profile.security.mode == "dtls-psk":
+        from teep_coap.profiles.capture import write_psk_file
+        from teep_coap.transport.coap.credentials import load_agent_credentials
+
+        psk = credentials.psk if credentials is not None else load_agent_credentials(state_dir).psk
+        write_psk_file(pcap, psk)
+    summary["tam"] = tam_uri
+    if pcap is not None:
+        from teep_coap.profiles.capture import tshark_command, uri_address
+
+        summary["pcap"] = {"file": pcap, "tshark": tshark_command(profile, pcap, uri_address(tam_uri)[1])}
+    if not summary.get("ok", False):
+        raise SessionFailed(f"session with {tam_uri} failed: {summary.get('reason', '?')}")
+    return summary
+
+
+def _psk_credentials(psk_hex: str | None, psk_identity: str | None) -> DeviceCredentials | None:
+    """Credentials from --psk-hex/--psk-identity (both or neither)."""
+    if psk_hex is None and psk_identity is None:
+        return None
+    if psk_hex is None or psk_identity is None:
+        raise click.UsageError("--psk-hex and --psk-identity go together")
+    from teep_coap.transport.coap.credentials import PSK_MIN_BYTES, DeviceCredentials
+
+    try:
+        psk = bytes.fromhex(psk_hex)
+    except ValueError:
+        raise click.BadParameter("not hex", param_hint="--psk-hex") from None
+    if len(psk) < PSK_MIN_BYTES:
+        raise click.BadParameter(f"at least {PSK_MIN_BYTES} bytes needed", param_hint="--psk-hex")
+    if not psk_identity:
+        raise click.BadParameter("empty", param_hint="--psk-identity")
+    return DeviceCredentials(psk_identity, psk_identity, psk)
+
+
+@agent.command("run")
+@click.option("--profile", "profile_name", required=True, help="Profile name or .toml path.")
+@click.option("--tam", "tam_uri", required=True, help="TAM URI, e.g. coaps://127.0.0.1:5684/teep.")
+@click.option("--state", "state_dir", required=True, type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--timeout", type=click.FloatRange(0.1, 3600), default=None, help="Seconds per exchange (profile's)."
+)
+@click.option(
+    "--certs", default=None, type=click.Path(file_okay=False), help="HTTPS: certificate folder (CA)."
+)
+@click.option(
+    "--pcap",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    help="Write the session's datagrams / TCP segments to this pcap (DTLS: PSK to FILE.psk; HTTPS: TLS "
+    "secrets to FILE.keylog). The TAM must be on loopback.",
+)
+@click.option(
+    "--psk-hex", default=None, help="DTLS PSK in hex, instead of the state folder's transport.toml."
+)
+@click.option("--psk-identity", default=None, help="DTLS PSK identity (with --psk-hex).")
+@click.option(
+    "--proxy", default=None, help="Through this CoAP forward proxy (coap://HOST:PORT; plain CoAP profiles)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON (the default output).")
+@click.option("-v", "--verbose", count=True, help="More logging (-vv: aiocoap debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr (the default).")
+def agent_run(
+    profile_name: str,
+    tam_uri: str,
+    state_dir: str,
+    timeout: float | None,
+    certs: str | None,
+    pcap: str | None,
+    psk_hex: str | None,
+    psk_identity: str | None,
+    proxy: str | None,
+    as_json: bool,
+    verbose: int,
+    quiet: bool,
+) -> None:
+    """Broker + Agent over any profile: sessions until the TAM has nothing more; prints what changed.
+
+    TEEP: --state is the Agent state folder (`agent init`); OTrP: an `otrp init` folder (one session).
+    """
+    setup_logging(verbose, quiet=quiet or not verbose)
+    creds = _psk_credentials(psk_hex, psk_identity)
+    summary = asyncio.run(
+        _agent_run(
+            profile_name, tam_uri, state_dir, timeout, certs, pcap=pcap, credentials=creds, proxy=proxy
+        )
+    )
+    click.echo(json.dumps(summary, indent=2))

@@ -1,11 +1,14 @@
-"""CLI commands of this area; see `teep_coap.cli.groups` for the groups they attach to.
-
-`teep-coap bench hostile`: the TAM against junk, costly CBOR and a DTLS handshake burst.
+"""Every `teep-coap bench` command, in one place: codec, crypto, engine, sessions, sizes, gateway,
+hostile, dtls-burst. Each measures with the modules of `teep_coap.bench` and prints a report (or
+JSON); heavy imports stay inside the commands so `teep-coap --help` stays fast.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import sys
+from pathlib import Path
 
 import click
 
@@ -48,3 +51,353 @@ def bench_hostile(count: int, worst_size: int, dtls_handshakes: int, as_json: bo
 
     result = run_hostile(count=count, worst_size=worst_size, dtls_handshakes=dtls_handshakes)
     click.echo(json.dumps(result.to_json(), indent=2) if as_json else format_hostile(result))
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {text!r}") from None
+    if not values or any(v < 0 or v > 16 * 1024 * 1024 for v in values):
+        raise click.BadParameter("payload sizes must be 0..16777216 bytes")
+    return values
+
+
+@bench.command("sessions")
+@click.option("--profile", "profile_name", default="coaps-psk", show_default=True)
+@click.option("--devices", type=click.IntRange(1, 100_000), default=100, show_default=True)
+@click.option("--concurrency", type=click.IntRange(1, 1024), default=16, show_default=True)
+@click.option(
+    "--sessions", "n_sessions", type=click.IntRange(1, 1_000_000), default=None, help="Default: devices."
+)
+@click.option("--image-size", type=click.IntRange(0, 1 << 20), default=1024, show_default=True)
+@click.option(
+    "--tam-workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="`tam serve --workers N` (CoAP profiles; N>1 needs --db).",
+)
+@click.option(
+    "--db",
+    default=None,
+    help="TAM database: an SQLAlchemy URL, or 'postgres' for a throwaway PostgreSQL server. Default: SQLite.",
+)
+@click.option("--json", "as_json", is_flag=True)
+def bench_sessions(
+    profile_name: str,
+    devices: int,
+    concurrency: int,
+    n_sessions: int | None,
+    image_size: int,
+    tam_workers: int,
+    db: str | None,
+    as_json: bool,
+) -> None:
+    """Full TEEP sessions/s and p50/p99 latency, TAM in its own process (`tam serve`), on loopback.
+
+    Reports TAM CPU per session summed over its workers, each worker's peak RSS, and the simulated
+    devices' CPU per session separately."""
+    from teep_coap.bench.sessions import format_result, run_bench
+
+    if not sys.stderr.isatty():
+        result = run_bench(
+            profile_name,
+            devices=devices,
+            concurrency=concurrency,
+            sessions=n_sessions,
+            image_size=image_size,
+            tam_workers=tam_workers,
+            db=db,
+        )
+    else:  # a progress bar on the terminal (stderr, so --json on stdout stays clean)
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(
+            TextColumn(f"{profile_name} sessions"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[failed]} failed"),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        ) as bar:
+            task = bar.add_task("sessions", total=n_sessions or devices, failed=0)
+
+            def show(done: int, failed: int, total: int) -> None:
+                bar.update(task, completed=done + failed, total=total, failed=failed)
+
+            result = run_bench(
+                profile_name,
+                devices=devices,
+                concurrency=concurrency,
+                sessions=n_sessions,
+                image_size=image_size,
+                progress=show,
+                tam_workers=tam_workers,
+                db=db,
+            )
+    click.echo(json.dumps(result.to_json(), indent=2) if as_json else format_result(result))
+
+
+@bench.command("dtls-burst")
+@click.option("--profile", "profile_name", default="coaps-psk", show_default=True)
+@click.option("--clients", type=click.IntRange(1, 1000), default=200, show_default=True)
+@click.option(
+    "--bound",
+    type=click.FloatRange(10, 1800),
+    default=180.0,
+    show_default=True,
+    help="Seconds for the whole run.",
+)
+@click.option("--timeout", type=click.FloatRange(0.1, 3600), default=None, help="`agent run --timeout`.")
+@click.option("--json", "as_json", is_flag=True)
+def bench_dtls_burst(
+    profile_name: str, clients: int, bound: float, timeout: float | None, as_json: bool
+) -> None:
+    """N `teep-coap agent run` processes started at once against one `tam serve`, on loopback.
+
+    Counts the clients that finish their install within --bound seconds (the rest are killed) and
+    the devices the TAM recorded a successful session for.
+    """
+    from teep_coap.bench.dtls_burst import format_burst, run_burst
+
+    result = run_burst(profile_name, clients=clients, bound=bound, timeout=timeout)
+    click.echo(json.dumps(result.to_json(), indent=2) if as_json else format_burst(result))
+
+
+@bench.command("codec")
+@click.option("--seconds", type=float, default=0.5, show_default=True, help="Time per measurement.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+def bench_codec_cmd(seconds: float, as_json: bool) -> None:
+    """Encode/decode rates per message type next to raw cbor2 on the same structures."""
+    from teep_coap.bench.codec import print_table, run_codec_bench
+
+    results = run_codec_bench(seconds=seconds)
+    if as_json:
+        click.echo(json.dumps([r.as_dict() for r in results], indent=2))
+    else:
+        print_table(results)
+
+
+@bench.command("gateway")
+@click.option(
+    "--profile", "profile_name", default="coaps-psk", show_default=True, help="Device-side profile."
+)
+@click.option("--devices", type=click.IntRange(1, 100_000), default=100, show_default=True)
+@click.option("--concurrency", type=click.IntRange(1, 1024), default=32, show_default=True)
+@click.option(
+    "--image-size", type=click.IntRange(0, 1 << 20), default=None, help="Default 1024 (65536 with --cache)."
+)
+@click.option(
+    "--cache",
+    "cache_counts",
+    default=None,
+    help="Instead: upstream bytes for these device counts (e.g. 1,10,100) installing one URI-named "
+    "component, with and without the gateway's cache.",
+)
+@click.option(
+    "--out", "out_dir", default=None, type=click.Path(file_okay=False), help="--cache: write JSON and PNG."
+)
+@click.option("--json", "as_json", is_flag=True)
+def bench_gateway(
+    profile_name: str,
+    devices: int,
+    concurrency: int,
+    image_size: int | None,
+    cache_counts: str | None,
+    out_dir: str | None,
+    as_json: bool,
+) -> None:
+    """N devices through one gateway process to one TAM process (HTTP): sessions/s, gateway CPU and RSS.
+
+    With --cache 1,10,100: the image bytes fetched upstream when that many devices install the same
+    component named by URI, with and without the gateway's component cache.
+    """
+    if cache_counts is not None:
+        from pathlib import Path
+
+        from teep_coap.bench.gateway import cache_chart, format_cache_points, run_cache_bench
+
+        try:
+            counts = tuple(int(c) for c in cache_counts.split(",") if c.strip())
+        except ValueError:
+            raise click.BadParameter(f"expected numbers like 1,10,100, got {cache_counts!r}") from None
+        if not counts or min(counts) < 1:
+            raise click.BadParameter(f"expected positive numbers like 1,10,100, got {cache_counts!r}")
+        points = run_cache_bench(
+            counts, image_size=image_size or 65536, profile_name=profile_name, concurrency=min(concurrency, 8)
+        )
+        data = [p.to_json() for p in points]
+        if out_dir is not None:
+            out = Path(out_dir)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "gateway-cache.json").write_text(json.dumps(data, indent=2) + "\n")
+            cache_chart(points, out / "gateway-cache.png")
+        click.echo(json.dumps(data, indent=2) if as_json else format_cache_points(points))
+        return
+    from teep_coap.bench.gateway import format_gateway_result, run_gateway_bench
+
+    result = run_gateway_bench(
+        profile_name, devices=devices, concurrency=concurrency, image_size=image_size or 1024
+    )
+    click.echo(json.dumps(result.to_json(), indent=2) if as_json else format_gateway_result(result))
+
+
+@bench.command("sizes")
+@click.option(
+    "--profiles",
+    "profile_names",
+    default="",
+    help="Comma-separated profile names or TOML paths (default: every shipped profile).",
+)
+@click.option(
+    "--payload-sizes",
+    default="20,1024,16384,65536",
+    show_default=True,
+    help="Comma-separated Trusted Component payload sizes in bytes.",
+)
+@click.option(
+    "--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Write reports here."
+)
+@click.option(
+    "--repeat",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 20),
+    help="Runs per point (wall time = median).",
+)
+@click.option("--fail-fast", is_flag=True, help="Stop at the first run that fails instead of reporting it.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (the sizes.json content).")
+def bench_sizes(
+    profile_names: str, payload_sizes: str, out: Path | None, repeat: int, fail_fast: bool, as_json: bool
+) -> None:
+    """Run one provisioning session over each profile and count its bytes per message and layer.
+
+    Layers: bare message, signature, transport framing, security records, handshake. Bytes are counted
+    by relays on loopback; docs/sizes.md explains how each layer is measured.
+    """
+
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from teep_coap.bench import sizes as bs
+    from teep_coap.profiles import list_profiles, load_profile
+
+    # aiocoap warns about a DTLS close_notify alert (level 1, code 0) and about late datagrams after a
+    # measured session's server shut down: expected at teardown, noise in a report.
+    for name in ("coap-server", "coap"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    sizes_list = _int_list(payload_sizes)
+    if profile_names.strip():
+        profiles = [load_profile(n.strip()) for n in profile_names.split(",") if n.strip()]
+    else:
+        profiles = list_profiles()
+    console = Console(stderr=True)
+    total = len(profiles) * len(sizes_list)
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("sizes", total=total)
+        started = [False]
+
+        def step(label: str) -> None:
+            if started[0]:
+                progress.advance(task)
+            started[0] = True
+            progress.update(task, description=label)
+
+        report = bs.run(profiles, sizes_list, repeat=repeat, progress=step, keep_going=not fail_fast)
+        progress.advance(task)
+
+    table = Table(title="bytes per session (counted on loopback)")
+    for column in ("profile", "payload", *bs.LAYERS, "total", "units", "RTs", "ms"):
+        table.add_column(column, justify="left" if column == "profile" else "right")
+    for s in report.sessions:
+        values = {
+            r.layer: r.bytes
+            for r in report.records
+            if r.profile == s.profile and r.payload_size == s.payload_size and r.message == bs.SESSION
+        }
+        table.add_row(
+            s.profile,
+            str(s.payload_size),
+            *(str(values.get(layer, 0)) for layer in bs.LAYERS),
+            str(s.wire_bytes),
+            f"{s.units} {s.unit_name}",
+            str(s.round_trips),
+            f"{s.seconds * 1000:.0f}",
+        )
+    if as_json:
+        click.echo(bs.report_json(report, bs.Provenance.now()))
+    else:
+        out_console = Console()
+        out_console.width = max(out_console.width, 150)
+        out_console.print(table)
+    for failure in report.failures:
+        console.print(f"[red]failed:[/red] {failure}")
+    if out is not None:
+        for path in bs.write_outputs(report, out):
+            click.echo(str(path), err=as_json)
+    if report.failures and not report.sessions:
+        raise click.ClickException("every run failed")
+
+
+@bench.command("crypto")
+@click.option("--seconds", type=float, default=1.0, show_default=True, help="Time per measurement.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON rows instead of a table.")
+@click.option("--payload-size", type=int, default=None, help="Payload bytes (default: the WG QueryRequest).")
+def bench_crypto_cmd(seconds: float, as_json: bool, payload_size: int | None) -> None:
+    """COSE_Sign1 sign/verify rates (ESP256, Ed25519) next to raw `cryptography`, and the ratio."""
+    from teep_coap.bench.crypto import format_table, run
+
+    if seconds <= 0 or seconds > 60:
+        raise click.BadParameter("must be in (0, 60]", param_hint="--seconds")
+    rows = run(seconds=seconds, payload_size=payload_size)
+    if as_json:
+        click.echo(json.dumps([r.as_dict() for r in rows], indent=2))
+    else:
+        click.echo(format_table(rows))
+
+
+@bench.command("engine")
+@click.option("--sessions", type=click.IntRange(1, 10000), default=50, show_default=True)
+@click.option("--image-size", type=click.IntRange(0, 1 << 20), default=1024, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def bench_engine(sessions: int, image_size: int, as_json: bool) -> None:
+    """Complete in-memory install sessions per second (TAM + Agent engines, real signatures, SQLite)
+    and where the time goes (crypto, database, fsync, the rest)."""
+    from teep_coap.bench.engine import measure_engine
+
+    result = measure_engine(sessions, image_size=image_size, progress=lambda m: click.echo(m, err=True))
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"TEEP engines: {sessions} install sessions, {image_size}-byte Trusted Component")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    table.add_row("sessions/s (wall clock, no profiler)", f"{result.sessions_per_s:.1f}")
+    table.add_row("messages per session", f"{result.messages_per_session:.0f}")
+    for name, size in result.message_sizes.items():
+        table.add_row(f"  {name} bytes", str(size))
+    table.add_row(
+        "signatures / verifications per session",
+        f"{result.signatures_per_session:.0f} / {result.verifications_per_session:.0f}",
+    )
+    table.add_row("share: crypto (cryptography package)", f"{result.crypto_share:.1%}")
+    table.add_row("share: fsync (component store, SQLite WAL)", f"{result.fsync_share:.1%}")
+    table.add_row("share: sqlite3 calls", f"{result.database_share:.1%}")
+    table.add_row("share: everything else (CBOR, COSE, engines, SQLAlchemy)", f"{result.other_share:.1%}")
+    table.add_row("share: TAM engine / Agent engine", f"{result.tam_share:.1%} / {result.agent_share:.1%}")
+    Console().print(table)
+    click.echo("(shares from a second, cProfile'd run; the profiler inflates pure-Python parts)")

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from teep_coap.cli.groups import bench, root
+from teep_coap.cli.groups import root
 from teep_coap.encoding.cbor_codec import decode as cbor_decode
 from teep_coap.encoding.cbor_codec import encode as cbor_encode
 from teep_coap.encoding.cose_view import is_cose, join_cose, split_cose
@@ -109,17 +109,3 @@ def _write(data: bytes, output: str | None, as_hex: bool) -> None:
     else:
         sys.stdout.buffer.write(out)
         sys.stdout.buffer.flush()
-
-
-@bench.command("codec")
-@click.option("--seconds", type=float, default=0.5, show_default=True, help="Time per measurement.")
-@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
-def bench_codec_cmd(seconds: float, as_json: bool) -> None:
-    """Encode/decode rates per message type next to raw cbor2 on the same structures."""
-    from teep_coap.bench.codec import print_table, run_codec_bench
-
-    results = run_codec_bench(seconds=seconds)
-    if as_json:
-        click.echo(json.dumps([r.as_dict() for r in results], indent=2))
-    else:
-        print_table(results)

@@ -13,7 +13,7 @@ import sys
 
 import click
 
-from teep_coap.cli.groups import bench, json_is_default, root
+from teep_coap.cli.groups import json_is_default, root
 
 
 @root.group()
@@ -66,7 +66,7 @@ def gateway_device_add(gw_dir: str, name: str, agent_state: str | None) -> None:
     )
 
 
-async def _serve(
+async def serve_tam(
     gw_dir: str,
     profile_name: str,
     bind: tuple[str, int],
@@ -151,7 +151,7 @@ async def _serve(
 )
 @click.option("-v", "--verbose", count=True, help="More logging (-vv: aiocoap debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Warnings only.")
-def gateway_serve(
+def gatewayserve_tam(
     gw_dir: str,
     profile_name: str,
     bind: str,
@@ -169,72 +169,10 @@ def gateway_serve(
     TEEP's COSE signatures stay end to end: the gateway cannot alter a message unnoticed.
     A TAM that does not answer in --upstream-timeout gives the device 5.04, one that refuses 5.02.
     """
-    from teep_coap.cli.transport import _parse_bind, _setup_logging
+    from teep_coap.cli.serving import parse_bind, setup_logging
 
-    _setup_logging(verbose, quiet)
-    where, cache = _parse_bind(bind), not no_cache
-    asyncio.run(_serve(gw_dir, profile_name, where, tam_uri, certs, upstream_timeout, cache, image_origins))
-
-
-@bench.command("gateway")
-@click.option(
-    "--profile", "profile_name", default="coaps-psk", show_default=True, help="Device-side profile."
-)
-@click.option("--devices", type=click.IntRange(1, 100_000), default=100, show_default=True)
-@click.option("--concurrency", type=click.IntRange(1, 1024), default=32, show_default=True)
-@click.option(
-    "--image-size", type=click.IntRange(0, 1 << 20), default=None, help="Default 1024 (65536 with --cache)."
-)
-@click.option(
-    "--cache",
-    "cache_counts",
-    default=None,
-    help="Instead: upstream bytes for these device counts (e.g. 1,10,100) installing one URI-named "
-    "component, with and without the gateway's cache.",
-)
-@click.option(
-    "--out", "out_dir", default=None, type=click.Path(file_okay=False), help="--cache: write JSON and PNG."
-)
-@click.option("--json", "as_json", is_flag=True)
-def bench_gateway(
-    profile_name: str,
-    devices: int,
-    concurrency: int,
-    image_size: int | None,
-    cache_counts: str | None,
-    out_dir: str | None,
-    as_json: bool,
-) -> None:
-    """N devices through one gateway process to one TAM process (HTTP): sessions/s, gateway CPU and RSS.
-
-    With --cache 1,10,100: the image bytes fetched upstream when that many devices install the same
-    component named by URI, with and without the gateway's component cache.
-    """
-    if cache_counts is not None:
-        from pathlib import Path
-
-        from teep_coap.bench.gateway import cache_chart, format_cache_points, run_cache_bench
-
-        try:
-            counts = tuple(int(c) for c in cache_counts.split(",") if c.strip())
-        except ValueError:
-            raise click.BadParameter(f"expected numbers like 1,10,100, got {cache_counts!r}") from None
-        if not counts or min(counts) < 1:
-            raise click.BadParameter(f"expected positive numbers like 1,10,100, got {cache_counts!r}")
-        points = run_cache_bench(
-            counts, image_size=image_size or 65536, profile_name=profile_name, concurrency=min(concurrency, 8)
-        )
-        data = [p.to_json() for p in points]
-        if out_dir is not None:
-            out = Path(out_dir)
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "gateway-cache.json").write_text(json.dumps(data, indent=2) + "\n")
-            cache_chart(points, out / "gateway-cache.png")
-        click.echo(json.dumps(data, indent=2) if as_json else format_cache_points(points))
-        return
-    from teep_coap.bench.gateway import format_gateway_result, run_gateway_bench
-
-    result = run_gateway_bench(
-        profile_name, devices=devices, concurrency=concurrency, image_size=image_size or 1024
+    setup_logging(verbose, quiet)
+    where, cache = parse_bind(bind), not no_cache
+    asyncio.run(
+        serve_tam(gw_dir, profile_name, where, tam_uri, certs, upstream_timeout, cache, image_origins)
     )
-    click.echo(json.dumps(result.to_json(), indent=2) if as_json else format_gateway_result(result))

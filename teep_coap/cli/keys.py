@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from teep_coap.cli.groups import bench, json_is_default, keys, root
+from teep_coap.cli.groups import json_is_default, keys, root
 from teep_coap.security.errors import (
     CriticalHeaderNotUnderstood,
     SignatureInvalid,
@@ -214,20 +214,3 @@ def verify_cmd(
         kid = result.kid.hex() if result.kid is not None else "-"
         click.echo(f"verified {result.structure} {ALG_NAMES[result.alg]} kid={kid}", err=True)
         click.echo(json.dumps(out, indent=2, ensure_ascii=False))
-
-
-@bench.command("crypto")
-@click.option("--seconds", type=float, default=1.0, show_default=True, help="Time per measurement.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON rows instead of a table.")
-@click.option("--payload-size", type=int, default=None, help="Payload bytes (default: the WG QueryRequest).")
-def bench_crypto_cmd(seconds: float, as_json: bool, payload_size: int | None) -> None:
-    """COSE_Sign1 sign/verify rates (ESP256, Ed25519) next to raw `cryptography`, and the ratio."""
-    from teep_coap.bench.crypto import format_table, run
-
-    if seconds <= 0 or seconds > 60:
-        raise click.BadParameter("must be in (0, 60]", param_hint="--seconds")
-    rows = run(seconds=seconds, payload_size=payload_size)
-    if as_json:
-        click.echo(json.dumps([r.as_dict() for r in rows], indent=2))
-    else:
-        click.echo(format_table(rows))

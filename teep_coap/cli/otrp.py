@@ -268,12 +268,12 @@ def serve_cmd(profile_name: str, folder: str, bind: str) -> None:
     The same as `teep-coap tam serve --profile P --dir FOLDER` (which serves every profile)."""
     import asyncio
 
-    from teep_coap.cli.transport import _parse_bind, _serve
+    from teep_coap.cli.serving import parse_bind, serve_tam
     from teep_coap.profiles import load_profile
 
     if load_profile(profile_name).protocol != "otrp":
         raise OtrpError(f"profile {profile_name!r} is not an OTrP profile (use `teep-coap tam serve`)")
-    asyncio.run(_serve(profile_name, folder, None, None, _parse_bind(bind), banner="OTrP TAM serving"))
+    asyncio.run(serve_tam(profile_name, folder, None, None, parse_bind(bind), banner="OTrP TAM serving"))
 
 
 async def _run(profile_name: str, uri: str, folder: Path) -> dict[str, Any]:

@@ -5,13 +5,15 @@ Heavy imports stay inside the commands: interop scripts call `tam process` many 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
 
 import click
 
-from teep_coap.cli.groups import bench, json_is_default, tam
+from teep_coap.cli.groups import json_is_default, tam
+from teep_coap.cli.serving import parse_bind, serve_tam, setup_logging
 
 
 def _print(obj: Any) -> None:
@@ -331,37 +333,91 @@ def tam_audit(tam_dir: str, event: str | None) -> None:
     )
 
 
-@bench.command("engine")
-@click.option("--sessions", type=click.IntRange(1, 10000), default=50, show_default=True)
-@click.option("--image-size", type=click.IntRange(0, 1 << 20), default=1024, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
-def bench_engine(sessions: int, image_size: int, as_json: bool) -> None:
-    """Complete in-memory install sessions per second (TAM + Agent engines, real signatures, SQLite)
-    and where the time goes (crypto, database, fsync, the rest)."""
-    from teep_coap.bench.engine import measure_engine
+@tam.command("credentials")
+@json_is_default
+@click.option("--dir", "tam_dir", required=True, type=click.Path(file_okay=False), help="TAM folder.")
+@click.option("--name", required=True, help="Device name (also its DTLS PSK identity unless --psk-identity).")
+@click.option("--psk-identity", default=None, help="DTLS PSK identity (default: the name).")
+@click.option(
+    "--agent-state",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Also write the Agent's side (transport.toml, oscore/) into this Agent folder.",
+)
+def tam_credentials(tam_dir: str, name: str, psk_identity: str | None, agent_state: str | None) -> None:
+    """Create a device's DTLS PSK and OSCORE context (TAMDIR/credentials.toml, oscore/NAME)."""
+    from teep_coap.transport.coap.credentials import provision_device
 
-    result = measure_engine(sessions, image_size=image_size, progress=lambda m: click.echo(m, err=True))
-    if as_json:
-        _print(result.to_dict())
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"TEEP engines: {sessions} install sessions, {image_size}-byte Trusted Component")
-    table.add_column("figure")
-    table.add_column("value", justify="right")
-    table.add_row("sessions/s (wall clock, no profiler)", f"{result.sessions_per_s:.1f}")
-    table.add_row("messages per session", f"{result.messages_per_session:.0f}")
-    for name, size in result.message_sizes.items():
-        table.add_row(f"  {name} bytes", str(size))
-    table.add_row(
-        "signatures / verifications per session",
-        f"{result.signatures_per_session:.0f} / {result.verifications_per_session:.0f}",
+    d = provision_device(tam_dir, agent_state, name, psk_identity=psk_identity)
+    click.echo(
+        json.dumps(
+            {
+                "name": d.name,
+                "psk_identity": d.psk_identity,
+                "oscore_dir": str(d.oscore_dir),
+                "agent_state": agent_state,
+            },
+            indent=2,
+        )
     )
-    table.add_row("share: crypto (cryptography package)", f"{result.crypto_share:.1%}")
-    table.add_row("share: fsync (component store, SQLite WAL)", f"{result.fsync_share:.1%}")
-    table.add_row("share: sqlite3 calls", f"{result.database_share:.1%}")
-    table.add_row("share: everything else (CBOR, COSE, engines, SQLAlchemy)", f"{result.other_share:.1%}")
-    table.add_row("share: TAM engine / Agent engine", f"{result.tam_share:.1%} / {result.agent_share:.1%}")
-    Console().print(table)
-    click.echo("(shares from a second, cProfile'd run; the profiler inflates pure-Python parts)")
+
+
+@tam.command("serve")
+@click.option(
+    "--profile", "profile_name", required=True, help="Profile name or .toml path (teep-coap profiles)."
+)
+@click.option(
+    "--dir", "tam_dir", required=True, type=click.Path(exists=True, file_okay=False), help="TAM folder."
+)
+@click.option("--db", default=None, help="SQLAlchemy URL overriding the folder's database.")
+@click.option(
+    "--policy", default=None, type=click.Path(exists=True, dir_okay=False), help="Policy TOML file."
+)
+@click.option("--bind", default="127.0.0.1:0", show_default=True, help="HOST:PORT (port 0 = any free port).")
+@click.option("--certs", default=None, type=click.Path(file_okay=False), help="HTTPS: certificate folder.")
+@click.option(
+    "--pcap",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    help="Write every datagram / TCP segment to this pcap (DTLS: the PSK to FILE.psk; HTTPS: TLS "
+    "secrets to FILE.keylog). Loopback only.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Processes sharing the address (SO_REUSEPORT; CoAP profiles; N>1 needs a PostgreSQL --db).",
+)
+@click.option("-v", "--verbose", count=True, help="More logging (-vv: aiocoap debug).")
+@click.option("-q", "--quiet", is_flag=True, help="No per-session log lines.")
+def tamserve_tam(
+    profile_name: str,
+    tam_dir: str,
+    db: str | None,
+    policy: str | None,
+    bind: str,
+    certs: str | None,
+    pcap: str | None,
+    workers: int,
+    verbose: int,
+    quiet: bool,
+) -> None:
+    """Serve the TAM over any profile's binding until SIGINT/SIGTERM; one log line per session.
+
+    TEEP profiles (cbor or json; coap, coaps, coap+oscore, http, https) serve the `tam init` folder
+    DIR with the profile's wire (CBOR/COSE or JSON/JWS); OTrP profiles serve an `otrp init` folder.
+    The first line on stdout names the URI (useful with port 0).
+    With --workers N, N processes serve the same UDP address (SO_REUSEPORT) and share a PostgreSQL --db.
+    """
+    setup_logging(verbose, quiet)
+    if workers > 1:
+        from teep_coap.cli.workers import serve_workers
+        from teep_coap.profiles.workers import WorkersError
+
+        if pcap is not None or certs is not None:
+            raise WorkersError("--workers N>1 takes neither --pcap nor --certs (serve one worker to capture)")
+        flags = ["-v"] * verbose + (["-q"] if quiet else [])
+        serve_workers(profile_name, tam_dir, db, policy, parse_bind(bind), workers, flags)
+        return
+    asyncio.run(serve_tam(profile_name, tam_dir, db, policy, parse_bind(bind), certs, pcap=pcap))

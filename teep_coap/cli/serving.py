@@ -1,0 +1,148 @@
+"""What the long-running commands share (`tam serve`, `otrp serve`, `agent run`, `gateway serve`,
+the benchmarks that start them): the HOST:PORT option, their logging, and the TAM's serve loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+if TYPE_CHECKING:
+    from teep_coap.profiles.schema import Profile
+
+
+def setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(
+        level=logging.DEBUG if verbose > 1 else level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # aiocoap reports every retransmission and shutdown detail at WARNING; keep them for -v.
+    logging.getLogger("coap").setLevel(
+        logging.DEBUG if verbose > 1 else logging.WARNING if verbose else logging.ERROR
+    )
+    logging.getLogger("coap-server").setLevel(logging.getLogger("coap").level)
+
+
+def parse_bind(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise click.BadParameter(f"expected HOST:PORT, got {text!r}")
+    host = host.strip("[]")
+    if int(port) > 65535:
+        raise click.BadParameter(f"port out of range: {port}")
+    return host, int(port)
+
+
+async def serve_tam(
+    profile_name: str,
+    tam_dir: str,
+    db: str | None,
+    policy: str | None,
+    bind: tuple[str, int],
+    certs: str | None = None,
+    banner: str | None = None,
+    pcap: str | None = None,
+) -> None:
+    """Serve any profile: TEEP (CBOR/COSE or JSON/JWS, by the profile's encoding) or OTrP.
+
+    With `pcap`, the server listens on a free port of the same host and a capturing relay on `bind`."""
+    import contextlib
+
+    from teep_coap.profiles import load_profile
+    from teep_coap.profiles.runtime import open_tam
+    from teep_coap.profiles.stack import make_server
+
+    profile = load_profile(profile_name)
+    if pcap is not None and profile.security.mode == "tls":
+        from teep_coap.profiles.capture import log_tls_keys
+
+        log_tls_keys(pcap)  # this process is one TAM or one Agent run: its TLS keys to PCAP.keylog
+    service = open_tam(profile, tam_dir, db=db, policy=policy, certs=certs)
+    try:
+        server = make_server(
+            profile,
+            service.handler,
+            host=bind[0],
+            port=0 if pcap else bind[1],
+            tam_dir=service.credentials_dir,
+            certs_path=service.certs_path,
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        bound = await server.start()
+        watch = watch_credentials(server, service.credentials_dir, loop)
+        try:
+            uri = getattr(server, "uri", None)
+            port = bound if isinstance(bound, int) else getattr(server, "port", bind[1])
+            if not uri:
+                uri = f"{profile.transport.scheme}://{bind[0]}:{port}{profile.transport.path}"
+            capture = contextlib.AsyncExitStack()
+            if pcap is not None:
+                from teep_coap.profiles.capture import capturing_relay, relayed_uri
+                from teep_coap.transport.pcap import PcapWriter
+
+                writer = PcapWriter(pcap)
+                capture.callback(writer.close)
+                rport = await capture.enter_async_context(
+                    capturing_relay(profile, (bind[0], int(port)), writer, listen=bind)
+                )
+                uri = relayed_uri(uri, rport)
+                write_serve_psk(profile, service.credentials_dir, pcap)
+            # `otrp serve` keeps its historical first line (the URI is its last word)
+            click.echo(f"{banner} {uri}" if banner else f"TAM serving {uri} (profile {profile.name})")
+            sys.stdout.flush()
+            async with capture:
+                await stop.wait()
+        finally:
+            if watch is not None:
+                watch.cancel()
+            closer = getattr(server, "close", None) or server.stop
+            await closer()
+    finally:
+        service.close()
+        done, failed = service.counts()
+        logging.getLogger("teep_coap.session").info("TAM stopped: %d sessions done, %d failed", done, failed)
+
+
+def write_serve_psk(profile: Profile, credentials_dir: Path, pcap: str) -> None:
+    """FILE.psk for a DTLS TAM: Wireshark takes one PSK, so only when one device has credentials."""
+    if profile.security.mode != "dtls-psk":
+        return
+    from teep_coap.profiles.capture import write_psk_file
+    from teep_coap.transport.coap.credentials import load_tam_credentials
+
+    devices = load_tam_credentials(credentials_dir)
+    if len(devices) == 1:
+        write_psk_file(pcap, devices[0].psk)
+    else:
+        logging.getLogger("teep_coap.capture").warning(
+            "%s.psk not written: %d devices have PSKs and Wireshark takes one (psk_hex in credentials.toml)",
+            pcap,
+            len(devices),
+        )
+
+
+def watch_credentials(
+    server: object, tam_dir: object, loop: asyncio.AbstractEventLoop
+) -> asyncio.Task[None] | None:
+    """CoAP servers re-read credentials.toml when it changes and on SIGHUP (no restart needed)."""
+    if not hasattr(server, "update_devices") or tam_dir is None:
+        return None
+    from teep_coap.transport.coap.credentials_watch import CredentialsWatcher
+
+    watcher = CredentialsWatcher(server, tam_dir)  # type: ignore[arg-type]
+    loop.add_signal_handler(signal.SIGHUP, lambda: watcher.check(force=True))
+    return asyncio.create_task(watcher.run(), name="credentials.toml watcher")
+
+
+__all__ = ["parse_bind", "serve_tam", "setup_logging", "watch_credentials", "write_serve_psk"]
