@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import cbor2
+from rich.console import Console
+from rich.table import Table
 
 from teep_coap.encoding.cbor_codec import PLAIN_CHECK_COMPILED, decode, encode
 from teep_coap.encoding.hextext import parse_hex_text
@@ -125,8 +127,6 @@ def run_codec_bench(*, seconds: float = 0.5, vectors_dir: Path | None = None) ->
 
 
 def print_table(results: list[CodecResult]) -> None:
-    from rich.console import Console
-    from rich.table import Table
 
     table = Table(title="TEEP codec vs raw cbor2 (ops/s; ratio = our cost / cbor2 cost, target <= 2)")
     for col in (

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from teep_coap.bench.sessions import STARTUP_TIMEOUT, BenchError, _cli_command, make_world, stop_child
+from teep_coap.profiles import load_profile
+from teep_coap.store.tamdir import open_store, read_config
 
 DEFAULT_BOUND = 180.0  # seconds for the whole burst; every client still running then is killed
 
@@ -100,7 +102,6 @@ def _tam(profile: str, tam_dir: Path, log_path: Path) -> Iterator[str]:
 
 
 def _tam_sessions_done(tam_dir: Path) -> int:
-    from teep_coap.store.tamdir import open_store, read_config
 
     store = open_store(tam_dir, read_config(tam_dir))
     try:
@@ -117,7 +118,6 @@ def run_burst(
     timeout: float | None = None,
 ) -> BurstResult:
     """Start `clients` Agents at once, wait at most `bound` seconds, count who finished."""
-    from teep_coap.profiles import load_profile
 
     load_profile(profile_name)  # fail early on a bad name
     tmp = Path(tempfile.mkdtemp(prefix="teep-burst-"))

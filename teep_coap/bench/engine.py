@@ -20,7 +20,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from teep_coap.protocol.agent import AgentEngine
+from teep_coap.protocol.broker import in_memory_post, run_in_memory
+from teep_coap.protocol.tam import TamConfig, TamEngine
+from teep_coap.security.keys import generate_key
+from teep_coap.security.suit import build_envelope
 from teep_coap.store.agentdir import init_agent_state
+from teep_coap.store.tam_db import TamStore
 
 CID = (b"TEEP-Device", b"SecureFS", b"\x5a" * 16, b"ta")
 
@@ -47,11 +53,6 @@ class EngineBench:
 
 
 def _setup(root: Path, n: int, image_size: int) -> tuple[Any, list[Any]]:
-    from teep_coap.protocol.agent import AgentEngine
-    from teep_coap.protocol.tam import TamConfig, TamEngine
-    from teep_coap.security.keys import generate_key
-    from teep_coap.security.suit import build_envelope
-    from teep_coap.store.tam_db import TamStore
 
     root.mkdir(parents=True, exist_ok=True)
     tam_es, tam_ed = generate_key("esp256"), generate_key("ed25519")
@@ -76,7 +77,6 @@ def _setup(root: Path, n: int, image_size: int) -> tuple[Any, list[Any]]:
 
 
 def _run(tam: Any, agents: list[Any]) -> list[Any]:
-    from teep_coap.protocol.broker import in_memory_post, run_in_memory
 
     out = []
     for agent in agents:

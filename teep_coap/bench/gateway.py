@@ -13,14 +13,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import selectors
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+import matplotlib
+import matplotlib.pyplot as plt
 
 from teep_coap.bench.sessions import (
     STARTUP_TIMEOUT,
@@ -34,7 +40,15 @@ from teep_coap.bench.sessions import (
     stop_child,
     tam_process,
 )
+from teep_coap.profiles import load_profile
+from teep_coap.profiles.gateway import fetch_through_gateway, init_gateway_dir
+from teep_coap.profiles.session import run_until_done
+from teep_coap.profiles.stack import make_client
+from teep_coap.protocol.agent import AgentEngine
+from teep_coap.security.suit.build import build_envelope
 from teep_coap.store.agentdir import load_agent_state
+from teep_coap.store.tamdir import load_tam_dir
+from teep_coap.transport.coap.credentials import provision_devices
 
 UPSTREAM_PROFILE = "teep-cbor-http"
 
@@ -108,7 +122,6 @@ def gateway_process(
     gw_dir: Path, profile: str, tam_uri: str, *, extra: tuple[str, ...] = ()
 ) -> Iterator[tuple[str, int]]:
     """`teep-coap gateway serve` in a child process; yields (gateway URI, pid)."""
-    import selectors
 
     proc = subprocess.Popen(
         _cli_command(
@@ -141,9 +154,6 @@ def run_gateway_bench(
     profile_name: str = "coaps-psk", *, devices: int, concurrency: int, image_size: int = 1024
 ) -> GatewayBenchResult:
     """Build a TAM, a gateway and `devices` Agents; one install session per device through the gateway."""
-    from teep_coap.profiles import load_profile
-    from teep_coap.profiles.gateway import init_gateway_dir
-    from teep_coap.transport.coap.credentials import provision_devices
 
     load_profile(profile_name)
     shm = Path("/dev/shm")
@@ -222,8 +232,6 @@ class CachePoint:
 def _origin(image: bytes) -> Iterator[tuple[str, list[int]]]:
     """An HTTP origin for one image in a thread (the devices' fetches block this process's loop);
     yields (its URI, [bytes served, requests])."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     counts = [0, 0]
 
@@ -251,8 +259,6 @@ def _origin(image: bytes) -> Iterator[tuple[str, list[int]]]:
 
 def _uri_world(root: Path, agents_root: Path, devices: int, image: bytes, uri: str) -> Any:
     """`make_world` with a component whose manifest names its image by URI (nothing integrated)."""
-    from teep_coap.security.suit.build import build_envelope
-    from teep_coap.store.tamdir import load_tam_dir
 
     world = make_world(root, agents_root, devices, 0)
     config, store = load_tam_dir(root)
@@ -281,11 +287,6 @@ def _uri_world(root: Path, agents_root: Path, devices: int, image: bytes, uri: s
 
 async def _drive_with_fetcher(profile_name: str, uri: str, agent_dirs: list[Path], concurrency: int) -> int:
     """Install sessions (until nothing more) for every device, with the gateway fetcher; ok count."""
-    from teep_coap.profiles import load_profile
-    from teep_coap.profiles.gateway import fetch_through_gateway
-    from teep_coap.profiles.session import run_until_done
-    from teep_coap.profiles.stack import make_client
-    from teep_coap.protocol.agent import AgentEngine
 
     profile = load_profile(profile_name)
     queue: asyncio.Queue[Path] = asyncio.Queue()
@@ -317,7 +318,6 @@ def run_cache_bench(
     concurrency: int = 8,
 ) -> list[CachePoint]:
     """Upstream bytes for N devices installing one URI-named image, with and without the cache."""
-    from teep_coap.transport.coap.credentials import provision_devices
 
     image = bytes(i % 251 for i in range(image_size))
     points: list[CachePoint] = []
@@ -327,8 +327,6 @@ def run_cache_bench(
             try:
                 with _origin(image) as (image_uri, counts):
                     world = _uri_world(Path(tmp) / "tam", Path(tmp) / "agents", n, image, image_uri)
-                    from teep_coap.profiles.gateway import init_gateway_dir
-
                     gw_dir = init_gateway_dir(Path(tmp) / "gw")
                     provision_devices(gw_dir, [(d.name, d) for d in world.agent_dirs])
                     extra = ("--image-origin", image_uri) + (() if cache else ("--no-cache",))
@@ -357,10 +355,8 @@ def format_cache_points(points: list[CachePoint]) -> str:
 
 def cache_chart(points: list[CachePoint], path: Path) -> None:
     """Upstream bytes against devices, with and without the cache (log-log PNG)."""
-    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for cache, label in ((False, "without cache"), (True, "with the gateway's cache")):

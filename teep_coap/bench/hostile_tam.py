@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiocoap
+
 from teep_coap.bench.hostile_junk import CONTENT_FORMAT, MESSAGE_IDS, costly_cbor, outcome, teep_post
 from teep_coap.bench.sessions import (
     BenchError,
@@ -30,6 +32,9 @@ from teep_coap.bench.sessions import (
     stop_child,
     tam_process,
 )
+from teep_coap.protocol.wire import COSE, NotSigned
+from teep_coap.security.errors import SecurityError
+from teep_coap.security.keys import generate_key
 
 # The junk goes to a TAM without RFC 9175 Echo: what an attacker who answers the Echo (from its own
 # address) reaches anyway; the unauthenticated classes and the amplification are measured with it too.
@@ -105,7 +110,6 @@ def tam_with_log(profile: str, tam_dir: Path, log_path: Path) -> Iterator[TamUnd
 
 async def _post_blockwise(uri: str, payload: bytes, timeout: float) -> str:
     """One POST of `payload` with our Content-Format through aiocoap (block-wise as needed)."""
-    import aiocoap
 
     ctx = await aiocoap.Context.create_client_context()
     try:
@@ -218,9 +222,6 @@ def dtls_burst(handshakes: int, root: Path) -> dict[str, Any]:
 def in_process_decode_cpu(size: int) -> list[dict[str, Any]]:
     """CPU per KiB of what the TAM runs on an unauthenticated body before any signature check
     (`Wire.peek` then `Wire.open`), measured in this process with `time.process_time`."""
-    from teep_coap.protocol.wire import COSE, NotSigned
-    from teep_coap.security.errors import SecurityError
-    from teep_coap.security.keys import generate_key
 
     key = generate_key(-9).public
     rows = []

@@ -29,6 +29,8 @@ from teep_coap.profiles.scenario import (
 )
 from teep_coap.profiles.schema import Profile
 from teep_coap.transport.base import MessageClient
+from teep_coap.transport.relay import UP, UdpRelay
+from teep_coap.transport.tcp_relay import TcpCountingRelay
 
 SETTLE = 0.05  # seconds to let teardown datagrams (close_notify) reach the relay log
 
@@ -53,8 +55,6 @@ async def _relay(
     """A counting relay in front of the TAM on `port`; yields (log, length, uri)."""
     scheme = profile.transport.scheme
     if scheme in ("http", "https"):
-        from teep_coap.transport.tcp_relay import TcpCountingRelay
-
         relay = TcpCountingRelay("127.0.0.1", port)
         try:
             rport = await relay.start()
@@ -67,7 +67,6 @@ async def _relay(
         finally:
             await relay.stop()
         return
-    from teep_coap.transport.relay import UP, UdpRelay
 
     udp = UdpRelay(("127.0.0.1", port), record=True)
     try:

@@ -28,8 +28,18 @@ from pathlib import Path
 from typing import Any
 
 from teep_coap.errors import TeepCoapError
-from teep_coap.profiles.workers import read_serving_uri
+from teep_coap.profiles import load_profile
+from teep_coap.profiles.scenario import offer_component
+from teep_coap.profiles.session import run_session
+from teep_coap.profiles.stack import make_client
+from teep_coap.profiles.workers import check_workers_allowed, read_serving_uri
+from teep_coap.protocol.agent import AgentEngine
+from teep_coap.security.certs import write_bundle
 from teep_coap.store.agentdir import init_agent_state, load_agent_state
+from teep_coap.store.tam_db import TamStore
+from teep_coap.store.tamdir import init_tam_dir, load_tam_dir
+from teep_coap.store.throwaway_pg import throwaway_postgres
+from teep_coap.transport.coap.credentials import provision_devices
 
 COMPONENT_ID = (b"bench-sessions-tc",)
 STARTUP_TIMEOUT = 30.0  # seconds for `tam serve` to print its URI
@@ -133,15 +143,10 @@ def make_world(
 ) -> BenchWorld:
     """A TAM with `devices` registered devices (keys + DTLS PSK + OSCORE) and one TC for all; with
     `db` (an SQLAlchemy URL) the devices and the TC go to that database instead of the folder's."""
-    from teep_coap.profiles.scenario import offer_component
-    from teep_coap.store.tamdir import init_tam_dir, load_tam_dir
-    from teep_coap.transport.coap.credentials import provision_devices
 
     init_tam_dir(tam_dir, algs=("esp256",))
     config, store = load_tam_dir(tam_dir)
     if db is not None:
-        from teep_coap.store.tam_db import TamStore
-
         store.close()
         store = TamStore(db)
     tam_key = config.keys[0]
@@ -250,7 +255,6 @@ def _cpu_seconds(pid: int) -> float | None:
 
 def load_agents(agent_dirs: list[Path]) -> list[Any]:
     """The simulated devices' engines, loaded before the clock starts (not part of a session)."""
-    from teep_coap.protocol.agent import AgentEngine
 
     return [AgentEngine(load_agent_state(d)) for d in agent_dirs]
 
@@ -265,9 +269,6 @@ async def _drive(
     agents: list[Any] | None = None,
     progress: Progress | None = None,
 ) -> tuple[list[float], list[str], float, int]:
-    from teep_coap.profiles import load_profile
-    from teep_coap.profiles.session import run_session
-    from teep_coap.profiles.stack import make_client
 
     profile = load_profile(profile_name)
     if agents is None:
@@ -328,20 +329,15 @@ def run_bench(
     `db`: an SQLAlchemy URL shared by the TAM workers, or "postgres" for a throwaway PostgreSQL
     server started (and deleted) here; None = the TAM folder's SQLite file.
     `progress(ok, failed, total)` is called after every session (the CLI draws a bar from it)."""
-    from teep_coap.profiles import load_profile
 
     load_profile(profile_name)  # fail early on a bad name
     if db == "postgres":
-        from teep_coap.store.throwaway_pg import throwaway_postgres
-
         with throwaway_postgres() as url:
             return run_bench(
                 profile_name, devices=devices, concurrency=concurrency, sessions=sessions,
                 image_size=image_size, keep=keep, progress=progress, tam_workers=tam_workers, db=url,
             )  # fmt: skip
     if tam_workers > 1:
-        from teep_coap.profiles.workers import check_workers_allowed
-
         check_workers_allowed(profile_name, db or "sqlite", tam_workers)
     n = sessions or devices
     shm = Path("/dev/shm")
@@ -354,8 +350,6 @@ def run_bench(
         certs: Path | None = None
         extra: tuple[str, ...] = ()
         if load_profile(profile_name).transport.scheme == "https":
-            from teep_coap.security.certs import write_bundle
-
             certs = Path(tam_tmp) / "certs"
             write_bundle(certs)
             extra = ("--certs", str(certs))

@@ -23,14 +23,23 @@ from __future__ import annotations
 import asyncio
 import csv
 import dataclasses
+import datetime
 import io
 import json
+import shlex
 import statistics
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cbor2
+import matplotlib
+import matplotlib.pyplot as plt
+
+from teep_coap import __version__
+from teep_coap.bench.scenario import run_session, world_for
 from teep_coap.bench.wire import (
     C2S,
     S2C,
@@ -43,6 +52,8 @@ from teep_coap.bench.wire import (
 )
 from teep_coap.errors import TeepCoapError
 from teep_coap.profiles.schema import Profile, SecuritySettings
+from teep_coap.security.cose import inspect
+from teep_coap.security.jose import parse_json
 
 LAYERS = ("message", "signature", "framing", "security", "handshake")
 DEFAULT_PAYLOAD_SIZES = (20, 1024, 16384, 65536)
@@ -98,15 +109,10 @@ def _inner(data: bytes, encoding: str, protocol: str, facts: dict[bytes, tuple[s
     if protocol == "otrp":
         raise SizesError("an OTrP message the engines did not note crossed the wire")
     if encoding == "json":
-        from teep_coap.security.jose import parse_json
-
         bare = parse_json(data).payload
         obj = json.loads(bare)
         kind = obj.get("type") if isinstance(obj, dict) else None
         return _TEEP_NAMES.get(kind, str(kind)), len(bare)
-    import cbor2
-
-    from teep_coap.security.cose import inspect
 
     payload = inspect(data).payload or b""
     arr = cbor2.loads(payload)
@@ -301,7 +307,6 @@ Runner = Callable[[Profile, int], Any]  # async (profile, payload size) -> Sessi
 
 async def default_runner(profile: Profile, payload_size: int) -> SessionTrace:
     """The reference scenario for the profile's protocol and encoding."""
-    from teep_coap.bench.scenario import run_session, world_for
 
     return await run_session(profile, payload_size, world_factory=world_for(profile))
 
@@ -364,11 +369,6 @@ class Provenance:
 
     @classmethod
     def now(cls, argv: Sequence[str] | None = None) -> Provenance:
-        import datetime
-        import shlex
-        import sys
-
-        from teep_coap import __version__
 
         args = list(sys.argv if argv is None else argv)
         if args:
@@ -474,7 +474,6 @@ LINESTYLES = ("-", "--", "-.", ":")
 def profile_styles(names: Sequence[str]) -> dict[str, tuple[Any, str, str]]:
     """(colour, marker, line style) per profile, all different up to 20 profiles (tab20 colours and 20
     markers), so each line can be told apart in colour and in shape, also in print."""
-    import matplotlib
 
     palette = matplotlib.colormaps["tab20"]  # 20 listed colours; an int picks the i-th
     return {
@@ -488,10 +487,8 @@ def write_charts(report: SizesReport, out: Path, provenance: Provenance | None =
 
     The bytes-vs-size chart needs at least two payload sizes: a line from one point says nothing, so
     with one size it is not drawn. Every figure carries the provenance line and PNG metadata."""
-    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     written: list[Path] = []
     sizes = sorted({s.payload_size for s in report.sessions})

@@ -216,8 +216,6 @@ def bench_gateway(
     component named by URI, with and without the gateway's component cache.
     """
     if cache_counts is not None:
-        from pathlib import Path
-
         from teep_coap.bench.gateway import cache_chart, format_cache_points, run_cache_bench
 
         try:

@@ -8,14 +8,18 @@ profiles the TLS secrets go to `FILE.keylog` (`tshark -o tls.keylog_file:FILE.ke
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from teep_coap.profiles.schema import Profile
+from teep_coap.transport.base import TransportError
 from teep_coap.transport.pcap import PcapWriter
-from teep_coap.transport.relay import UP
+from teep_coap.transport.relay import LOOPBACK, UP, UdpRelay
+from teep_coap.transport.tcp_relay import C2S, TcpCountingRelay
 
 # The port each scheme usually has, which Wireshark dissects without "Decode As".
 USUAL_PORTS = {"coap": 5683, "coap+oscore": 5683, "coaps": 5684, "http": 80, "https": 443}
@@ -90,10 +94,6 @@ async def capturing_relay(
 
     `shown_server` is the server address written in the capture (default: the relay's own address,
     i.e. the one the client dialled)."""
-    import asyncio
-
-    from teep_coap.transport.base import TransportError
-    from teep_coap.transport.relay import LOOPBACK
 
     if target[0] not in LOOPBACK or listen[0] not in LOOPBACK:
         raise TransportError(
@@ -101,8 +101,6 @@ async def capturing_relay(
             "(capture that link with tcpdump instead)"
         )
     if profile.transport.is_coap:
-        from teep_coap.transport.relay import UdpRelay
-
         server: tuple[str, int] = shown_server or listen
 
         def udp_tap(direction: str, client: tuple[str, int], data: bytes) -> None:
@@ -122,8 +120,6 @@ async def capturing_relay(
             await relay.close()
             writer.flush()
         return
-
-    from teep_coap.transport.tcp_relay import C2S, TcpCountingRelay
 
     ended: dict[int, int] = {}
     tcp_server: tuple[str, int] = shown_server or listen
@@ -151,7 +147,6 @@ async def capturing_relay(
 
 def relayed_uri(uri: str, port: int) -> str:
     """`uri` with its port replaced (the relay's), host kept."""
-    from urllib.parse import urlsplit, urlunsplit
 
     parts = urlsplit(uri)
     host = parts.hostname or "127.0.0.1"
@@ -161,9 +156,6 @@ def relayed_uri(uri: str, port: int) -> str:
 
 def uri_address(uri: str) -> tuple[str, int]:
     """(host, port) of a TAM URI; the scheme's usual port when it names none."""
-    from urllib.parse import urlsplit
-
-    from teep_coap.transport.base import TransportError
 
     parts = urlsplit(uri)
     try:

@@ -18,9 +18,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from teep_coap.encoding.cbor_codec import decode, encode
+from teep_coap.encoding.errors import TeepDecodeError
 from teep_coap.model.codes import MessageType
+from teep_coap.model.teep import QueryRequest, Update
 from teep_coap.profiles.conformance import CheckError, Report, examine_message
 from teep_coap.profiles.schema import Profile
+from teep_coap.profiles.stack import make_server
+from teep_coap.security import cose
+from teep_coap.security.errors import SecurityError
+from teep_coap.security.keys import load_signing_key
 from teep_coap.transport.base import PeerInfo
 
 SMALL_BLOCK = 16
@@ -54,9 +61,6 @@ class _CheckingTam:
         self.progress = asyncio.Event()
 
     async def __call__(self, payload: bytes, peer: PeerInfo) -> bytes | None:
-        from teep_coap.encoding.cbor_codec import encode
-        from teep_coap.model.teep import QueryRequest, Update
-        from teep_coap.security import cose
 
         self.progress.set()
         if self.step == "connect":
@@ -102,8 +106,6 @@ async def check_agent(
     announce: Callable[[str], object] | None = None,
 ) -> Report:
     """Serve as a TAM until the Agent's session is over (or `wait` seconds) and report."""
-    from teep_coap.profiles.stack import make_server
-    from teep_coap.security.keys import load_signing_key
 
     if profile.protocol != "teep" or profile.encoding != "cbor":
         raise CheckError(f"check agent covers the TEEP CBOR/COSE profiles; {profile.name!r} is not one")
@@ -173,10 +175,6 @@ async def _wait_for_session(tam: _CheckingTam, proc: asyncio.subprocess.Process 
 
 
 def _conclude(tam: _CheckingTam, rejected: list[str]) -> None:
-    from teep_coap.encoding.cbor_codec import decode
-    from teep_coap.encoding.errors import TeepDecodeError
-    from teep_coap.security import cose
-    from teep_coap.security.errors import SecurityError
 
     report = tam.report
     note = "; ".join(rejected) or "none"

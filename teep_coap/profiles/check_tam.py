@@ -13,9 +13,23 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from teep_coap.model.codes import MessageType
+import aiocoap
+import aiohttp
+import cbor2
+from aiocoap import Message
+from aiocoap.numbers.codes import Code
+from aiocoap.optiontypes import BlockOption
+
+from teep_coap.encoding.cbor_codec import decode
+from teep_coap.encoding.errors import TeepDecodeError
+from teep_coap.model.codes import MEDIA_TYPE_TEEP_CBOR, MessageType
+from teep_coap.profiles import probe
 from teep_coap.profiles.conformance import CheckError, Report, examine_message
 from teep_coap.profiles.schema import Profile
+from teep_coap.profiles.stack import coap_options
+from teep_coap.security import cose
+from teep_coap.security.errors import SecurityError
+from teep_coap.transport.coap.client import TRANSPORTS, CoapClient
 from teep_coap.transport.coap.credentials import DeviceCredentials
 
 TOO_LARGE = 10 * 1024 * 1024  # Size1 no TAM should take for one TEEP message
@@ -48,10 +62,6 @@ async def check_tam(
 async def _check_http(
     report: Report, uri: str, peer_key: Any | None, ssl_context: Any, timeout: float
 ) -> None:
-    import aiohttp
-
-    from teep_coap.model.codes import MEDIA_TYPE_TEEP_CBOR
-    from teep_coap.profiles import probe
 
     rule_ids = {
         "empty POST with Accept": "http.connect",
@@ -86,7 +96,6 @@ async def _check_http(
             except (aiohttp.ClientError, TimeoutError):
                 bodies.append(b"")
         _examine_query_requests(report, bodies, peer_key)
-        import cbor2
 
         token = getattr(_decoded_token(bodies[0]), "token", None) or bytes(16)
         headers = {"Accept": MEDIA_TYPE_TEEP_CBOR, "Content-Type": MEDIA_TYPE_TEEP_CBOR}
@@ -136,12 +145,6 @@ async def _check_coap(
     timeout: float,
     credentials: DeviceCredentials | None = None,
 ) -> None:
-    import aiocoap
-    from aiocoap import Message
-    from aiocoap.numbers.codes import Code
-    from aiocoap.optiontypes import BlockOption
-
-    from teep_coap.transport.coap.client import TRANSPORTS
 
     scheme = profile.transport.scheme
     if scheme == "coaps" and psk is None:
@@ -150,8 +153,6 @@ async def _check_coap(
     oscore_client = None
     if scheme == "coap+oscore":
         # OSCORE (pre-shared or keyed by EDHOC): the Broker's own client sets the context up
-        from teep_coap.profiles.stack import coap_options
-        from teep_coap.transport.coap.client import CoapClient
 
         if credentials is None:
             raise CheckError(
@@ -240,8 +241,6 @@ async def _check_coap(
         report.add("coap.method", _is(get, Code.METHOD_NOT_ALLOWED), status(get))
         garbage = await ask(payload=b"\xff\xfe not cbor", content_format=cf)
         report.add("coap.not-cbor", _is(garbage, Code.BAD_REQUEST), status(garbage))
-        import cbor2
-
         token = getattr(_decoded_token(first.payload), "token", None) or bytes(16)
         unsigned = cbor2.dumps([2, {20: token}])  # a bare QueryResponse, no COSE around it
         bare = await ask(payload=unsigned, content_format=cf)
@@ -287,10 +286,6 @@ def _is(answer: Any, code: Any) -> bool:
 
 def _decoded_token(data: bytes) -> Any:
     """The QueryRequest inside a COSE object, unverified (for its token), or None."""
-    from teep_coap.encoding.cbor_codec import decode
-    from teep_coap.encoding.errors import TeepDecodeError
-    from teep_coap.security import cose
-    from teep_coap.security.errors import SecurityError
 
     try:
         payload = cose.inspect(data).payload

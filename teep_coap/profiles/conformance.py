@@ -14,7 +14,12 @@ from typing import Any
 
 import cddl_verifier
 
+from teep_coap.encoding.cbor_codec import decode
+from teep_coap.encoding.errors import TeepDecodeError
 from teep_coap.errors import TeepCoapError
+from teep_coap.model.codes import MessageType
+from teep_coap.security import cose
+from teep_coap.security.errors import SecurityError
 
 PASS, WARN, FAIL, SKIP = "pass", "warn", "fail", "skip"
 MUST, SHOULD = "MUST", "SHOULD"
@@ -261,11 +266,6 @@ def examine_message(
     """The checks every received TEEP message gets: COSE structure, signature, CDDL (the draft's CDDL
     through a CDDL validator, then our strict decoding), and, when `token` is given, that it is echoed.
     Returns the decoded message or None."""
-    from teep_coap.encoding.cbor_codec import decode
-    from teep_coap.encoding.errors import TeepDecodeError
-    from teep_coap.model.codes import MessageType
-    from teep_coap.security import cose
-    from teep_coap.security.errors import SecurityError
 
     try:
         info = cose.inspect(data, allow_untagged=False)

@@ -15,11 +15,14 @@ upstream profile that URI's scheme names, in the same encoding (CBOR/COSE or JSO
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import dataclasses
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from teep_coap.errors import TeepCoapError
 from teep_coap.profiles.loader import load_profile
@@ -27,7 +30,14 @@ from teep_coap.profiles.schema import Profile
 from teep_coap.profiles.stack import coap_options, make_client
 from teep_coap.protocol.agent import Fetcher
 from teep_coap.transport.base import MessageClient, TransportError
-from teep_coap.transport.coap.credentials import DeviceCredentials, load_tam_credentials, provision_device
+from teep_coap.transport.coap.client import CoapClient
+from teep_coap.transport.coap.credentials import (
+    DeviceCredentials,
+    load_agent_credentials,
+    load_tam_credentials,
+    provision_device,
+)
+from teep_coap.transport.coap.server import CoapServer
 from teep_coap.transport.component_cache import CACHE_PATH, URI_QUERY, CacheResource, ComponentCache
 from teep_coap.transport.gateway import IDLE_TIMEOUT, MAX_SESSIONS, GatewayRelay
 
@@ -144,7 +154,6 @@ class Gateway:
             max_sessions=max_sessions,
             idle_timeout=idle_timeout,
         )
-        from teep_coap.transport.coap.server import CoapServer
 
         self.server = CoapServer(
             coap_options(device_profile), self.relay, bind=bind, devices=devices(self.folder)
@@ -202,12 +211,6 @@ def fetch_through_gateway(
     the fetch runs on its own event loop in a worker thread, with its own CoAP client and the
     device's credentials; the caller's loop waits (a device runs one session at a time).
     """
-    import asyncio
-    import concurrent.futures
-    from urllib.parse import quote
-
-    from teep_coap.transport.coap.client import CoapClient
-    from teep_coap.transport.coap.credentials import load_agent_credentials
 
     options = coap_options(profile)
     creds = credentials

@@ -25,6 +25,7 @@ from teep_coap.profiles.rejections import rejection_for
 from teep_coap.profiles.schema import Profile
 from teep_coap.protocol.otrp_agent import OtrpAgentConfig, OtrpAgentEngine
 from teep_coap.protocol.otrp_tam import OtrpTamConfig, OtrpTamEngine, OtrpTamPolicy, SdSpec, TaSpec
+from teep_coap.security.otrp_pki import load_certs_pem, load_identity
 from teep_coap.transport.base import MessageHandler, PeerInfo, Rejection, RequestRejected
 
 POLICY_FILE = "policy.json"
@@ -106,7 +107,6 @@ def load_policy(folder: Path, sp: Any) -> OtrpTamPolicy:
 
 def load_tam_engine(profile: Profile, folder: Path) -> OtrpTamEngine:
     """The OTrP TAM of an `otrp init` folder, speaking the profile's encoding."""
-    from teep_coap.security.otrp_pki import load_certs_pem, load_identity
 
     _check(profile)
     pki_dir = folder / "pki"
@@ -121,7 +121,6 @@ def load_tam_engine(profile: Profile, folder: Path) -> OtrpTamEngine:
 
 def load_agent_engine(profile: Profile, folder: Path) -> OtrpAgentEngine:
     """The OTrP Agent (simulated TEE) of an `otrp init` folder; its state lives in agent/otrp/."""
-    from teep_coap.security.otrp_pki import load_certs_pem, load_identity
 
     _check(profile)
     pki_dir = folder / "pki"

@@ -16,8 +16,12 @@ import ssl
 from dataclasses import dataclass
 
 import aiohttp
+import cbor2
 
 from teep_coap.model.codes import MEDIA_TYPE_TEEP_CBOR, MEDIA_TYPE_TEEP_JSON
+from teep_coap.security.cose import inspect
+from teep_coap.security.errors import SecurityError
+from teep_coap.security.jose import parse_json
 from teep_coap.transport.http import rules
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
@@ -42,9 +46,6 @@ class _Answer:
 def _first_message_kind(body: bytes, media_type: str) -> str:
     """What the first answer looks like: 'QueryRequest (COSE_Sign1)' or a reason it is not one."""
     if media_type == MEDIA_TYPE_TEEP_JSON:
-        from teep_coap.security.errors import SecurityError
-        from teep_coap.security.jose import parse_json
-
         try:
             parsed = parse_json(body)
             inner = json.loads(parsed.payload)
@@ -53,10 +54,6 @@ def _first_message_kind(body: bytes, media_type: str) -> str:
         kind = "general JWS" if parsed.general else "flattened JWS"
         msg_type = inner.get("type") if isinstance(inner, dict) else None
         return f"QueryRequest ({kind})" if msg_type in (1, "query-request") else f"type {msg_type!r} ({kind})"
-    import cbor2
-
-    from teep_coap.security.cose import inspect
-    from teep_coap.security.errors import SecurityError
 
     try:
         info = inspect(body, allow_untagged=False)

@@ -16,8 +16,25 @@ from pathlib import Path
 from typing import Any
 
 from teep_coap.errors import TeepCoapError
+from teep_coap.profiles.gateway import fetch_through_gateway
+from teep_coap.profiles.otrp import (
+    OtrpBrokerAgent,
+    installed_summary,
+    load_agent_engine,
+    load_tam_engine,
+    otrp_folder,
+    tam_handler,
+)
 from teep_coap.profiles.schema import Profile
+from teep_coap.profiles.session import SessionFailed, TamHandler, run_session, run_until_done
+from teep_coap.profiles.stack import make_client
+from teep_coap.protocol.agent import AgentEngine
+from teep_coap.protocol.policy import Policy
+from teep_coap.protocol.tam import TamEngine
+from teep_coap.protocol.wire import wire_for
 from teep_coap.store.agentdir import load_agent_state
+from teep_coap.store.tam_db import TamStore
+from teep_coap.store.tamdir import load_tam_dir
 from teep_coap.transport.base import MessageHandler
 from teep_coap.transport.coap.credentials import DeviceCredentials
 
@@ -57,8 +74,6 @@ def open_tam(
 ) -> TamService:
     """TEEP: FOLDER is a `tam init` folder; OTrP: an `otrp init` folder (or its tam/ subfolder)."""
     if profile.protocol == "otrp":
-        from teep_coap.profiles.otrp import load_tam_engine, otrp_folder, tam_handler
-
         if db is not None or policy is not None:
             raise RuntimeOptionError(
                 "--db and --policy apply to TEEP profiles; OTrP reads FOLDER/tam/policy.json"
@@ -67,21 +82,13 @@ def open_tam(
         engine = load_tam_engine(profile, base)
         https_certs = Path(certs) if certs is not None else base / "certs"
         return TamService(profile, tam_handler(engine), base / "tam", https_certs)
-    from teep_coap.profiles.session import TamHandler
-    from teep_coap.protocol.tam import TamEngine
-    from teep_coap.protocol.wire import wire_for
-    from teep_coap.store.tamdir import load_tam_dir
 
     wire = wire_for(profile.encoding, profile.compat)
     config, store = load_tam_dir(Path(folder))
     if db is not None:
-        from teep_coap.store.tam_db import TamStore
-
         store.close()
         store = TamStore(db)
     if policy is not None:
-        from teep_coap.protocol.policy import Policy
-
         config = dataclasses.replace(config, policy=Policy.load(policy))
     handler = TamHandler(TamEngine(config, store, wire=wire))
     return TamService(
@@ -108,13 +115,9 @@ async def run_agent(
 
     TEEP: FOLDER is the Agent state folder; sessions until the TAM has nothing more. OTrP: FOLDER is an
     `otrp init` folder (or its agent/ subfolder); one session (GetDeviceState … InstallTA)."""
-    from teep_coap.profiles.session import SessionFailed, run_session, run_until_done
-    from teep_coap.profiles.stack import make_client
 
     limits = profile.limits
     if profile.protocol == "otrp":
-        from teep_coap.profiles.otrp import OtrpBrokerAgent, installed_summary, load_agent_engine, otrp_folder
-
         base = otrp_folder(folder)
         otrp_agent = load_agent_engine(profile, base)
         client = make_client(
@@ -145,13 +148,9 @@ async def run_agent(
             "seconds": round(result.seconds, 4),
             "installed": installed_summary(otrp_agent),
         }
-    from teep_coap.protocol.agent import AgentEngine
-    from teep_coap.protocol.wire import wire_for
 
     fetcher = None
     if profile.transport.is_coap:  # SUIT images named by URI come through the gateway's cache
-        from teep_coap.profiles.gateway import fetch_through_gateway
-
         fetcher = fetch_through_gateway(profile, tam_uri, folder, credentials=credentials)
     engine = AgentEngine(
         load_agent_state(folder), wire=wire_for(profile.encoding, profile.compat), fetcher=fetcher

@@ -23,10 +23,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from teep_coap.errors import TeepCoapError
+from teep_coap.errors import NotImplementedFeature, TeepCoapError
+from teep_coap.model.codes import MessageType
+from teep_coap.model.teep import MESSAGE_CLASSES
+from teep_coap.profiles.capture import session_front, tls_keys_logged, write_psk_file
 from teep_coap.profiles.schema import Profile
+from teep_coap.profiles.session import TamHandler
+from teep_coap.profiles.stack import make_client, make_server
+from teep_coap.protocol.agent import AgentEngine
+from teep_coap.protocol.broker import BrokerSession, Done, Send
+from teep_coap.protocol.otrp_session import make_engines, reference_policy
+from teep_coap.protocol.tam import TamEngine
+from teep_coap.protocol.wire import wire_for
+from teep_coap.security.certs import write_bundle
+from teep_coap.security.otrp_pki import make_pki
+from teep_coap.security.suit.build import build_envelope
 from teep_coap.store.agentdir import init_agent_state, load_agent_state
-from teep_coap.transport.base import MessageClient, MessageHandler
+from teep_coap.store.tamdir import init_tam_dir, load_tam_dir
+from teep_coap.transport.base import MessageClient, MessageHandler, TransportError
+from teep_coap.transport.coap.credentials import load_tam_credentials, provision_device
+from teep_coap.transport.pcap import PcapWriter
 
 DEVICE_NAME = "bench-device"
 COMPONENT_ID = (b"bench-tc",)
@@ -63,11 +79,6 @@ def teep_world(
     """TAM (ESP256 only by default, background-check attestation) and Agent (ESP256), one component
     for all, both speaking the profile's wire (CBOR/COSE or JSON/JWS). With both algorithms the TAM's
     first QueryRequest carries two signatures."""
-    from teep_coap.protocol.agent import AgentEngine
-    from teep_coap.protocol.tam import TamEngine
-    from teep_coap.protocol.wire import wire_for
-    from teep_coap.store.tamdir import init_tam_dir, load_tam_dir
-    from teep_coap.transport.coap.credentials import provision_device
 
     wire = wire_for(profile.encoding, profile.compat)
     tam_dir, agent_dir = root / "tam", root / "agent"
@@ -111,7 +122,6 @@ def offer_component(
 ) -> bytes:
     """Sign `payload` as a SUIT envelope (sequence 1) for the vendor and class of `device` (an
     AgentConfig) and put it in the TAM's catalog for every device; returns the envelope."""
-    from teep_coap.security.suit.build import build_envelope
 
     envelope = build_envelope(
         payload,
@@ -130,7 +140,6 @@ def offer_component(
 def engine_handler(tam: Any) -> MessageHandler:
     """The TAM engine as a transport `MessageHandler` (empty payload = ProcessConnect): the session
     glue's `TamHandler`, which maps engine errors to 400 / 403 / 500 like every other server here."""
-    from teep_coap.profiles.session import TamHandler
 
     return TamHandler(tam)
 
@@ -173,9 +182,6 @@ class _OtrpAgent(_OtrpTam):
 def otrp_world(profile: Profile, root: Path, payload_size: int) -> World:
     """OTrP's half of the scenario: GetDeviceState → CreateSD → InstallTA with one TA of
     `payload_size` bytes, RSA-2048 keys as draft-pei-opentrustprotocol-06 mandates."""
-    from teep_coap.protocol.otrp_session import make_engines, reference_policy
-    from teep_coap.security.otrp_pki import make_pki
-    from teep_coap.transport.coap.credentials import provision_device
 
     tam_dir, agent_dir = root / "tam", root / "agent"
     provision_device(tam_dir, agent_dir, DEVICE_NAME)  # DTLS PSK / OSCORE credentials
@@ -211,7 +217,6 @@ def world_for(profile: Profile) -> WorldFactory:
         return teep_world
     if profile.protocol == "otrp":
         return otrp_world
-    from teep_coap.errors import NotImplementedFeature
 
     raise NotImplementedFeature(f"no session scenario for protocol {profile.protocol!r}")
 
@@ -220,12 +225,9 @@ def world_for(profile: Profile) -> WorldFactory:
 async def serving(profile: Profile, world: World, handler: MessageHandler) -> AsyncIterator[int]:
     """Start the profile's TAM server on 127.0.0.1 (any free port) and yield its port; HTTPS gets a
     fresh certificate bundle in ROOT/certs."""
-    from teep_coap.profiles.stack import make_server
 
     certs = world.root / "certs"
     if profile.transport.scheme == "https":
-        from teep_coap.security.certs import write_bundle
-
         write_bundle(certs)
     server = make_server(profile, handler, tam_dir=world.tam_dir, certs_path=certs)
     bound = await server.start()
@@ -238,7 +240,6 @@ async def serving(profile: Profile, world: World, handler: MessageHandler) -> As
 
 def client_for(profile: Profile, world: World, uri: str) -> MessageClient:
     """The Broker's client of the profile, with the Agent folder's credentials and the HTTPS CA."""
-    from teep_coap.profiles.stack import make_client
 
     scheme = profile.transport.scheme
     return make_client(
@@ -284,8 +285,6 @@ async def run_scenario(
     `front(profile, server_port)` may put something between Broker and TAM (it yields the URI to use);
     `wrap_client` may wrap the Broker's client. Raises ScenarioError when the session fails.
     """
-    from teep_coap.protocol.broker import BrokerSession, Done, Send
-    from teep_coap.transport.base import TransportError
 
     factory = world_factory or world_for(profile)
     with tempfile.TemporaryDirectory(prefix="teep-session-", dir=workdir) as tmp:
@@ -345,9 +344,6 @@ def message_name(profile: Profile, world: World, data: bytes | None) -> str:
     if world.facts is not None:
         fact = world.facts.get(bytes(data))
         return fact[0] if fact else "?"
-    from teep_coap.model.codes import MessageType
-    from teep_coap.model.teep import MESSAGE_CLASSES
-    from teep_coap.protocol.wire import wire_for
 
     view = wire_for(profile.encoding).describe(data) or {}
     mtype = view.get("message", {}).get("type")
@@ -402,17 +398,11 @@ async def run_local_session(
     front: Front | None = None
     writer = None
     if pcap is not None:
-        from teep_coap.profiles.capture import session_front
-        from teep_coap.transport.pcap import PcapWriter
-
         writer = PcapWriter(pcap)
         front = session_front(writer)
 
     async def collect(run: ScenarioRun) -> SessionSummary:
         if pcap is not None and profile.security.mode == "dtls-psk":
-            from teep_coap.profiles.capture import write_psk_file
-            from teep_coap.transport.coap.credentials import load_tam_credentials
-
             write_psk_file(pcap, load_tam_credentials(run.world.tam_dir)[0].psk)
         messages: list[dict[str, Any]] = []
         for sent, answer in run.exchanges:
@@ -445,8 +435,6 @@ async def run_local_session(
 
     keys: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
     if pcap is not None and profile.security.mode == "tls":
-        from teep_coap.profiles.capture import tls_keys_logged
-
         keys = tls_keys_logged(pcap)  # FILE.keylog, for tshark -o tls.keylog_file:
     try:
         with keys:

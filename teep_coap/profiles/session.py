@@ -22,6 +22,7 @@ from typing import Any
 
 from teep_coap.errors import TeepCoapError
 from teep_coap.profiles.rejections import rejection_for
+from teep_coap.protocol.broker import BrokerSession, Done, Send
 from teep_coap.protocol.events import SessionEnded, TamEvent, reply_of
 from teep_coap.transport.base import MessageClient, PeerInfo, Rejection, RequestRejected, TransportError
 from teep_coap.transport.junklog import JUNK
@@ -218,7 +219,6 @@ async def run_session(
 
     `timeout` bounds each exchange (the client bounds it too; this is the belt to its braces).
     """
-    from teep_coap.protocol.broker import BrokerSession, Done, Send
 
     session = BrokerSession(agent, tam_uri, max_rounds=max_rounds)
     t0 = time.perf_counter()

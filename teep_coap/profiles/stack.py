@@ -13,10 +13,18 @@ from pathlib import Path
 from typing import Any
 
 from teep_coap.profiles.schema import Profile
-from teep_coap.transport.base import MessageClient, MessageHandler
-from teep_coap.transport.coap.credentials import DeviceCredentials
+from teep_coap.transport.base import MessageClient, MessageHandler, TransportError
+from teep_coap.transport.coap.client import CoapClient
+from teep_coap.transport.coap.credentials import (
+    CredentialsError,
+    DeviceCredentials,
+    load_agent_credentials,
+    load_tam_credentials,
+)
 from teep_coap.transport.coap.options import CoapOptions
+from teep_coap.transport.coap.server import CoapServer
 from teep_coap.transport.http.options import HttpOptions
+from teep_coap.transport.http.stack import make_http_client, make_http_server
 
 DEFAULT_PORTS = {"coap": 5683, "coaps": 5684, "coap+oscore": 5683, "http": 8080, "https": 8443}
 
@@ -43,12 +51,8 @@ def make_server(
 ) -> Any:
     """A server for the profile (not started): CoapServer, or the HTTP binding's HttpTamServer."""
     if profile.transport.is_coap:
-        from teep_coap.transport.coap.credentials import load_tam_credentials
-        from teep_coap.transport.coap.server import CoapServer
-
         devices = load_tam_credentials(Path(tam_dir)) if tam_dir is not None else []
         return CoapServer(coap_options(profile), handler, bind=(host, port), devices=devices)
-    from teep_coap.transport.http.stack import make_http_server
 
     return make_http_server(http_options(profile), handler, host=host, port=port, certs_path=certs_path)
 
@@ -65,24 +69,16 @@ def make_client(
     """The Broker's client for the profile; secure CoAP profiles read STATEDIR/transport.toml
     unless `credentials` are given."""
     if profile.transport.is_coap:
-        from teep_coap.transport.coap.client import CoapClient
-        from teep_coap.transport.coap.credentials import load_agent_credentials
-
         creds = credentials
         if profile.security.mode != "none" and creds is None:
             if state_dir is None:
-                from teep_coap.transport.coap.credentials import CredentialsError
-
                 raise CredentialsError(
                     f"profile {profile.name!r} needs the Agent state folder's transport.toml"
                 )
             creds = load_agent_credentials(state_dir)
         return CoapClient(coap_options(profile), tam_uri, creds, proxy=proxy)
-    from teep_coap.transport.http.stack import make_http_client
 
     if proxy is not None:
-        from teep_coap.transport.base import TransportError
-
         raise TransportError("--proxy is a CoAP forward proxy; HTTP profiles do not take one")
 
     return make_http_client(http_options(profile), tam_uri, certs_path=certs_path)

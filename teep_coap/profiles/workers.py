@@ -9,6 +9,7 @@ import subprocess
 import time
 
 from teep_coap.errors import TeepCoapError
+from teep_coap.profiles import load_profile
 
 SERVING = "TAM serving "  # the first line `tam serve` prints; the URI is its third word
 
@@ -19,7 +20,6 @@ class WorkersError(TeepCoapError):
 
 def check_workers_allowed(profile_name: str, database: str, workers: int) -> None:
     """Refuse what N > 1 workers cannot serve correctly, saying what to do instead."""
-    from teep_coap.profiles import load_profile
 
     if workers <= 1:
         return

@@ -20,6 +20,7 @@ ProcessTeepMessage, ProcessError). The engine holds no sockets and never sleeps.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from teep_coap import crashpoints
+from teep_coap.encoding.errors import TeepDecodeError
 from teep_coap.errors import TeepCoapError
 from teep_coap.model.codes import CoseType, DataItem, ErrorCode, FreshnessMechanism, Label
 from teep_coap.model.teep import (
@@ -45,7 +47,12 @@ from teep_coap.protocol import attestation as att
 from teep_coap.protocol.agentstate import AgentState
 from teep_coap.protocol.errors import ConfigError
 from teep_coap.protocol.wire import COSE, NotSigned, Wire
+from teep_coap.security.errors import CoseDecodeError, SecurityError, UnknownKid, UnsupportedAlgorithm
+from teep_coap.security.jose import JoseDecodeError
 from teep_coap.security.keys import SigningKey
+from teep_coap.security.suit.errors import SuitError
+from teep_coap.security.suit.processor import DeviceIdentity, process_envelope, unlink
+from teep_coap.security.suit.report import parse_report, sign_report, system_property_claims
 from teep_coap.security.suites import (
     LEGACY_ALGS,
     legacy_ids,
@@ -155,9 +162,6 @@ class AgentEngine:
         return _Outcome(Error(err_code=int(code), token=token, err_msg=_clip(text), **extra), text)
 
     def _process(self, data: bytes) -> _Outcome:
-        from teep_coap.encoding.errors import TeepDecodeError
-        from teep_coap.security.errors import CoseDecodeError, SecurityError, UnknownKid, UnsupportedAlgorithm
-        from teep_coap.security.jose import JoseDecodeError
 
         if not data:
             return self._error(ErrorCode.ERR_PERMANENT_ERROR, "empty message")
@@ -317,10 +321,6 @@ class AgentEngine:
     def _reports_for(self, token: bytes | None) -> tuple[bytes, ...]:
         """The SUIT reports of the last Update, for a QueryResponse. With a token in the QueryRequest
         each report must carry it as suit-report-nonce, so they are re-issued with that nonce."""
-        import dataclasses
-
-        from teep_coap.security.suit.errors import SuitError
-        from teep_coap.security.suit.report import parse_report
 
         out = []
         for raw in self.state.last_reports():
@@ -374,7 +374,6 @@ class AgentEngine:
         return None
 
     def _tc_list(self) -> tuple[SystemPropertyClaims, ...]:
-        from teep_coap.security.suit.report import system_property_claims
 
         out = []
         for entry in self.state.components.list():
@@ -498,8 +497,6 @@ class AgentEngine:
         ]
 
     def _sign_report(self, report: Any) -> bytes | None:
-        from teep_coap.security.suit.errors import SuitError
-        from teep_coap.security.suit.report import sign_report
 
         try:
             return bytes(sign_report(report, self.state.report_key, teep_key=self.state.key))
@@ -510,7 +507,6 @@ class AgentEngine:
     def _unlink(self, cid: ComponentId, token: bytes | None) -> tuple[bool, bytes | None, str]:
         """Remove a component by its id or its manifest's id, running the stored manifest's uninstall
         section (SUIT layer). Not installed at all counts as done: the goal of an unlink is reached."""
-        from teep_coap.security.suit.processor import DeviceIdentity, unlink
 
         store = self.state.components
         if store.get(cid) is None and not store.find_by_manifest_id(cid):
@@ -527,7 +523,6 @@ class AgentEngine:
 
     def _run_manifest(self, envelope: bytes, token: bytes | None) -> tuple[bool, bytes | None, str]:
         """SUIT Update Procedure for one envelope; returns (ok, signed report, reason)."""
-        from teep_coap.security.suit.processor import DeviceIdentity, process_envelope
 
         cfg = self.state.config
         try:

@@ -47,6 +47,7 @@ from teep_coap.security.keys import (
     generate_key,
     load_signing_key,
     load_verifying_key,
+    write_key_files,
 )
 from teep_coap.security.truststore import TrustStore
 
@@ -229,7 +230,6 @@ class AgentState:
         open_components: Callable[[Path], AgentComponents],
     ) -> AgentState:
         """Create a new Agent folder (refuses a folder that already holds an Agent); see `load`."""
-        from teep_coap.security.keys import write_key_files
 
         path = Path(root)
         if (path / CONFIG_FILE).exists():

@@ -17,6 +17,7 @@ import cbor2
 
 from teep_coap.errors import TeepCoapError
 from teep_coap.model.codes import DEFAULT_ATTESTATION_PAYLOAD_FORMAT
+from teep_coap.security import eat
 from teep_coap.security.keys import SigningKey, VerifyingKey
 
 BACKGROUND_CHECK = "background-check"
@@ -82,7 +83,6 @@ def build_evidence(
     now: float,
 ) -> bytes:
     """Evidence of the simulated TEE, signed with the Agent's key (cnf = its TEEP kid)."""
-    from teep_coap.security import eat
 
     try:
         return bytes(
@@ -107,7 +107,6 @@ def check_evidence(
 ) -> dict[str, Any]:
     """Appraise Evidence from a device (the TAM acting as Verifier); returns the claims as JSON-able
     values for the device record."""
-    from teep_coap.security import eat
 
     try:
         claims = eat.verify_evidence(
@@ -129,7 +128,6 @@ def check_result(
     max_age: float | None = None,
 ) -> dict[str, Any]:
     """Check an Attestation Result (passport model; without a nonce, freshness by iat/exp)."""
-    from teep_coap.security import eat
 
     try:
         claims = eat.verify_attestation_result(
@@ -151,7 +149,6 @@ def local_verifier_result(
 ) -> bytes:
     """Passport model with a Verifier simulated next to the Agent (its key in the Agent folder):
     the Verifier appraises the Evidence and signs an Attestation Result naming the Agent's key."""
-    from teep_coap.security import eat
 
     try:
         return bytes(eat.Verifier(verifier_key, [agent_key.public]).issue(evidence, nonce=nonce, now=now))

@@ -25,6 +25,8 @@ from typing import Any
 from teep_coap.protocol.errors import ConfigError
 from teep_coap.protocol.ports import TamRepository
 from teep_coap.protocol.records import AUDIENCES, ComponentId
+from teep_coap.security.suit.codec import parse_envelope
+from teep_coap.security.suit.errors import SuitError
 
 EnvelopeIdentity = Callable[[bytes], tuple[ComponentId, int]]
 
@@ -61,8 +63,6 @@ def format_component_id(cid: ComponentId) -> list[str]:
 
 def envelope_identity(envelope: bytes) -> tuple[ComponentId, int]:
     """Component id (first component of the manifest) and sequence number of a SUIT envelope."""
-    from teep_coap.security.suit.codec import parse_envelope
-    from teep_coap.security.suit.errors import SuitError
 
     try:
         env = parse_envelope(envelope)

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from teep_coap import crashpoints
+from teep_coap.encoding.errors import TeepDecodeError
 from teep_coap.model.codes import (
     DataItem,
     ErrorCode,
@@ -69,6 +70,7 @@ from teep_coap.protocol.tam_config import (
     wants_challenge,
 )
 from teep_coap.protocol.wire import COSE, NotSigned, Opened, Wire
+from teep_coap.security.errors import SecurityError
 from teep_coap.security.keys import VerifyingKey, load_verifying_key
 from teep_coap.security.suites import legacy_ids, normalize_alg
 
@@ -302,8 +304,6 @@ class TamEngine:
             candidates = self.store.devices_with_alg([base, *legacy_ids(base)])
             if not candidates:
                 raise InvalidMessage("no kid header and no registered device uses that algorithm")
-        from teep_coap.encoding.errors import TeepDecodeError
-        from teep_coap.security.errors import SecurityError
 
         keys = {}
         for dev in candidates:

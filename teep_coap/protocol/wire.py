@@ -15,6 +15,7 @@ when `peek` finds no signature container. Each engine decides what they mean for
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -22,8 +23,16 @@ from typing import Any
 
 import cbor2
 
+from teep_coap.encoding.cbor_codec import encode
+from teep_coap.encoding.errors import TeepDecodeError
+from teep_coap.encoding.json_codec import from_json, to_jsonable
+from teep_coap.encoding.liberal import DRAFT_15, check_compat, decode_liberal
 from teep_coap.encoding.untrusted import check_untrusted_cbor
 from teep_coap.model.teep import TeepMessage
+from teep_coap.protocol.errors import ConfigError
+from teep_coap.security import cose
+from teep_coap.security.errors import SecurityError
+from teep_coap.security.jose import ACCEPTED_JOSE_ALGS, parse_json, sign_json, verify_json
 from teep_coap.security.keys import SigningKey, VerifyingKey
 from teep_coap.security.suites import normalize_alg
 
@@ -114,8 +123,6 @@ def looks_like_cose(data: bytes) -> bool:
 
 def seal(msg: TeepMessage, keys: SigningKey | Sequence[SigningKey]) -> bytes:
     """Encode and sign: COSE_Sign1 for one key, COSE_Sign with one signature per key otherwise."""
-    from teep_coap.encoding.cbor_codec import encode
-    from teep_coap.security import cose
 
     payload = encode(msg)
     if isinstance(keys, SigningKey):
@@ -139,7 +146,6 @@ class Opened:
 
 
 def _decode_liberal(payload: bytes, compat: str) -> tuple[TeepMessage, tuple[str, ...]]:
-    from teep_coap.encoding.liberal import decode_liberal
 
     message, deviations = decode_liberal(payload, compat=compat)
     if deviations:
@@ -154,7 +160,6 @@ def open_signed(
     tolerated deviations of `encoding.liberal` for `compat`).
 
     Raises the COSE layer's `CoseError` subclasses or the codec's `TeepDecodeError`."""
-    from teep_coap.security import cose
 
     verified = cose.verify(data, trust, allowed_algs=list(allowed_algs) if allowed_algs is not None else None)
     payload = bytes(verified.payload)
@@ -174,8 +179,6 @@ def describe(data: bytes | None) -> dict[str, Any] | None:
     """JSON-able view of a message we just produced or received (signed or bare), for CLIs and logs.
     Does not verify: only call it on bytes that were verified or produced by us. Reads every
     tolerated deviation (`encoding.liberal`), since the bytes were accepted already."""
-    from teep_coap.encoding.json_codec import to_jsonable
-    from teep_coap.encoding.liberal import DRAFT_15, decode_liberal
 
     def decode(payload: bytes) -> TeepMessage:
         return decode_liberal(payload, compat=DRAFT_15)[0]
@@ -183,8 +186,6 @@ def describe(data: bytes | None) -> dict[str, Any] | None:
     if not data:
         return None
     if looks_like_cose(data):
-        from teep_coap.security import cose
-
         info = cose.inspect(data)
         return {
             "cose": info.structure,
@@ -262,7 +263,6 @@ class CoseWire(Wire):
 def _jose_names(cose_algs: Iterable[int]) -> list[str]:
     """JOSE alg names whose key algorithm is one of `cose_algs` (legacy numbers count as their
     successors)."""
-    from teep_coap.security.jose import ACCEPTED_JOSE_ALGS
 
     wanted = {normalize_alg(a) for a in cose_algs}
     return [name for name, alg in ACCEPTED_JOSE_ALGS.items() if alg in wanted]
@@ -278,16 +278,12 @@ class JoseWire(Wire):
     @staticmethod
     def encode(msg: TeepMessage) -> bytes:
         """The JSON twin without insignificant whitespace (what goes inside the JWS)."""
-        import json
-
-        from teep_coap.encoding.json_codec import to_jsonable
 
         return json.dumps(
             to_jsonable(msg), separators=(",", ":"), ensure_ascii=False, allow_nan=False
         ).encode()
 
     def seal(self, msg: TeepMessage, keys: SigningKey | Sequence[SigningKey]) -> bytes:
-        from teep_coap.security.jose import sign_json
 
         if not isinstance(keys, SigningKey) and len(keys) == 1:
             keys = keys[0]
@@ -302,8 +298,6 @@ class JoseWire(Wire):
         return True
 
     def peek(self, data: bytes) -> SignerHint:
-        from teep_coap.security.errors import SecurityError
-        from teep_coap.security.jose import ACCEPTED_JOSE_ALGS, parse_json
 
         try:
             parsed = parse_json(data)
@@ -316,8 +310,6 @@ class JoseWire(Wire):
         return SignerHint("JWS-general" if parsed.general else "JWS", signers)
 
     def open(self, data: bytes, trust: Any, *, allowed_algs: Iterable[int] | None = None) -> Opened:
-        from teep_coap.encoding.json_codec import from_json
-        from teep_coap.security.jose import ACCEPTED_JOSE_ALGS, verify_json
 
         names = _jose_names(allowed_algs) if allowed_algs is not None else None
         verified = verify_json(data, trust, allowed_algs=names)
@@ -332,13 +324,10 @@ class JoseWire(Wire):
         )
 
     def decode_bare(self, data: bytes) -> TeepMessage:
-        from teep_coap.encoding.json_codec import from_json
 
         return from_json(data)
 
     def describe(self, data: bytes | None) -> dict[str, Any] | None:
-        from teep_coap.encoding.json_codec import from_json, to_jsonable
-        from teep_coap.security.jose import parse_json
 
         if not data:
             return None
@@ -363,7 +352,6 @@ WIRES: dict[str, Wire] = {"cbor": COSE, "json": JOSE}
 def wire_for(encoding: str, compat: str = "") -> Wire:
     """The wire of a profile's `encoding` ("cbor" → COSE, "json" → JOSE); `compat` (a profile's
     compatibility setting, e.g. "draft-15") makes the COSE wire tolerate that era's deviations."""
-    from teep_coap.protocol.errors import ConfigError
 
     try:
         wire = WIRES[encoding]
@@ -371,8 +359,6 @@ def wire_for(encoding: str, compat: str = "") -> Wire:
         raise ConfigError(f"no TEEP wire for encoding {encoding!r} (known: {', '.join(WIRES)})") from None
     if not compat:
         return wire
-    from teep_coap.encoding.errors import TeepDecodeError
-    from teep_coap.encoding.liberal import check_compat
 
     try:
         check_compat(compat)

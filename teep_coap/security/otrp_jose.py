@@ -16,6 +16,7 @@ key that a JWE wraps for the SP AIK. AES-CBC has no integrity of its own here; t
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -92,7 +93,6 @@ class Opened:
 
 
 def _b64url(data: bytes) -> str:
-    import base64
 
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
@@ -196,7 +196,6 @@ def jwe_decrypt(obj: object, key: PrivateKey | None, what: str) -> bytes:
 
 def jws_sign(payload: bytes, signer: OtrpIdentity, x5c: Sequence[bytes] | None) -> dict[str, Any]:
     """Flattened JWS; `protected` = only `alg` [draft]; `header.x5c` = standard base64 DER certs."""
-    import base64
 
     alg = signer.sig_alg
     token = jws.JWS(payload)

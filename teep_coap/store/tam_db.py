@@ -40,6 +40,8 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -684,10 +686,7 @@ class TamStore:
         INSERT ... ON CONFLICT DO NOTHING RETURNING (SQLite and PostgreSQL): a returned row says this
         call won, and a conflict does not abort the caller's transaction as a failed plain INSERT would
         on PostgreSQL. Not the row count: SQLAlchemy reports -1 for an INSERT over psycopg 3."""
-        if self._engine.dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as dialect_insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert as dialect_insert  # type: ignore[assignment]
+        dialect_insert = postgresql_insert if self._engine.dialect.name == "postgresql" else sqlite_insert
         stmt = dialect_insert(_spent_t).values(key=key, expires_at=expires_at).on_conflict_do_nothing()
         with self._tx() as tx:
             return tx.conn.execute(stmt.returning(_spent_t.c.key)).first() is not None

@@ -8,6 +8,7 @@ as root the server runs as `nobody` (the folder is handed to it). Nothing here i
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -49,7 +50,6 @@ def _as_nobody() -> tuple[Callable[[], None] | None, int | None, int | None]:
     """A preexec function dropping root to `nobody` (and its uid/gid), or no-op when not root."""
     if os.geteuid() != 0:
         return None, None, None
-    import pwd
 
     entry = pwd.getpwnam("nobody")
 

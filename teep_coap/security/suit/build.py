@@ -12,6 +12,7 @@ from typing import Any
 
 import cbor2
 
+from teep_coap.security import cose
 from teep_coap.security.suit.constants import (
     ENVELOPE_TAG,
     INTEGRATED_TC_KEY,
@@ -118,7 +119,6 @@ def build_manifest(
 
 def sign_manifest(manifest: bytes, key: Any, *, digest_alg: int = DigestAlg.SHA256) -> bytes:
     """The authentication wrapper: [bstr SUIT_Digest(manifest bstr), bstr COSE_Sign1(detached)]."""
-    from teep_coap.security import cose  # the COSE helper's module (python-cwt underneath)
 
     digest_raw = SuitDigest.of(cbor2.dumps(manifest), digest_alg).encode()
     block = cose.sign1(None, key, detached_payload=digest_raw, include_kid=True, tagged=True)

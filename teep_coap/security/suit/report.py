@@ -15,6 +15,7 @@ from typing import Any
 
 import cbor2
 
+from teep_coap.security import cose
 from teep_coap.security import errors as sec_errors
 from teep_coap.security.suit.codec import decode_digest, loads_exact
 from teep_coap.security.suit.constants import Parameter, ReportKey, ReportReason
@@ -156,7 +157,6 @@ def sign_report(report: SuitReport | bytes, key: Any, *, teep_key: Any = None, t
     `teep_key` is the key (or kid) that signs the TEEP messages; the report key MUST differ from it
     (NOTES §6.4), so the same kid is refused.
     """
-    from teep_coap.security import cose
 
     teep_kid = _kid_of(teep_key)
     if teep_kid is not None and teep_kid == key.kid:
@@ -237,8 +237,6 @@ def parse_report(data: bytes, trust: Any = None) -> SuitReport:
     kid: bytes | None = None
     verified = False
     if trust is not None:
-        from teep_coap.security import cose
-
         try:
             v = cose.verify(data, trust, allow_untagged=True)
         except sec_errors.SecurityError as exc:

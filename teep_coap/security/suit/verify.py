@@ -12,6 +12,7 @@ from typing import Any
 
 import cbor2
 
+from teep_coap.security import cose
 from teep_coap.security import errors as sec_errors
 from teep_coap.security.suit.codec import loads_exact, parse_envelope_header
 from teep_coap.security.suit.errors import (
@@ -88,7 +89,6 @@ def _verify_block(block: bytes, digest_raw: bytes, trust: Any) -> tuple[bytes | 
     another tag, an attached payload, trailing bytes), so the block is decoded a second time only
     on failure, to name the SUIT reason; the success path pays for one decode.
     """
-    from teep_coap.security import cose  # the COSE helper's module (python-cwt underneath)
 
     try:
         verified = cose.verify(block, trust, detached_payload=digest_raw)

@@ -21,6 +21,8 @@ import cbor2
 from aiocoap import Message
 from aiocoap.numbers.codes import Code
 from aiocoap.optiontypes import BlockOption
+from aiocoap.oscore import FilesystemSecurityContext
+from aiocoap.proxy.client import ProxyForwarder
 
 from teep_coap.transport.base import PeerRejected, TransportError, TransportTimeout
 from teep_coap.transport.coap import aiocoap_compat
@@ -39,8 +41,6 @@ MAX_OVERLOAD_WAIT = 10.0  # never sleep longer than this for one 5.03, whatever 
 # sending the request again cannot deliver it twice. Every second restart doubles the wait, so a slow but
 # progressing handshake (a loaded TAM) is not restarted for ever.
 HANDSHAKE_STALL = 2.0
-# Steps a handshake that keeps hearing from the TAM may wait beyond the first before it is restarted.
-HANDSHAKE_PATIENCE = 3
 
 
 class _HandshakeStalled(Exception):
@@ -140,8 +140,6 @@ class CoapClient:
                 }
             )
         elif mode == "oscore" and creds is not None:
-            from aiocoap.oscore import FilesystemSecurityContext
-
             if creds.oscore_dir is None or not Path(creds.oscore_dir, "settings.json").is_file():
                 await ctx.shutdown()
                 raise CredentialsError(f"no OSCORE context for {creds.name!r} (folder {creds.oscore_dir})")
@@ -266,12 +264,7 @@ class CoapClient:
         msg = self._request(payload)
         if echo is not None:
             msg.opt.echo = echo
-        if self.proxy is not None:
-            from aiocoap.proxy.client import ProxyForwarder
-
-            request = ProxyForwarder(self.proxy, ctx).request(msg)
-        else:
-            request = ctx.request(msg)
+        request = ProxyForwarder(self.proxy, ctx).request(msg) if self.proxy is not None else ctx.request(msg)
         heard_before = aiocoap_compat.dtls_client_app_records(ctx) if silence_after is not None else 0
         future = asyncio.ensure_future(request.response)
         end = time.monotonic() + timeout
@@ -335,30 +328,21 @@ class CoapClient:
     async def _wait_handshake(
         self, ctx: aiocoap.Context, future: asyncio.Future[Message], timeout: float
     ) -> None:
-        """Wait while the DTLS handshake runs; raise _HandshakeStalled if it stops making progress.
+        """Wait while the DTLS handshake runs; raise _HandshakeStalled if it does not finish in time.
 
-        A handshake that heard the TAM during the last step is progressing (a TAM starved of CPU by a
-        burst of clients answers each flight late): restarting it would throw the TAM's work away and
-        add a handshake, so it gets up to HANDSHAKE_PATIENCE more steps. A wedged one hears nothing new.
+        A slow handshake is not given longer when it hears the TAM: tinydtls then retransmits its
+        flights on the same session, and under load a recovery-matrix cell had its handshake refused
+        as a wrong PSK while it waited longer (a duplicated flight's transcript, most likely); with
+        restarts on a fresh socket that was not seen. Every second restart doubles the wait.
         """
         step = min(HANDSHAKE_STALL * 2 ** (self.handshake_restarts // 2), timeout)
-        end = time.monotonic() + timeout
         self.handshake_heard = 0
-        extra_steps = 0
-        while True:
-            wait = min(step, end - time.monotonic())
-            await asyncio.wait({future}, timeout=max(0.0, wait))
-            conn = _dtls_handshake(ctx)
-            if future.done() or conn is None or time.monotonic() >= end:
-                if conn is not None:
-                    self.handshake_heard = aiocoap_compat.datagrams_received(conn)
-                return
-            heard = aiocoap_compat.datagrams_received(conn)
-            progressing = heard > self.handshake_heard
-            self.handshake_heard = heard
-            if not progressing or extra_steps >= HANDSHAKE_PATIENCE:
-                raise _HandshakeStalled
-            extra_steps += 1
+        await asyncio.wait({future}, timeout=step)
+        conn = _dtls_handshake(ctx)
+        if conn is not None:
+            self.handshake_heard = aiocoap_compat.datagrams_received(conn)
+        if not future.done() and step < timeout and conn is not None:
+            raise _HandshakeStalled
 
     async def request(self, method: str, payload: bytes = b"", path: str | None = None) -> tuple[str, bytes]:
         """Any method on any path of the same origin: (response code text, payload).

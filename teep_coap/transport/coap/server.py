@@ -24,6 +24,8 @@ import aiocoap.resource
 import cbor2
 from aiocoap import Message
 from aiocoap.numbers.codes import Code
+from aiocoap.oscore import COSE_KID, COSE_KID_CONTEXT, FilesystemSecurityContext
+from aiocoap.oscore_sitewrapper import OscoreSiteWrapper
 
 from teep_coap.transport.base import MessageHandler, PeerInfo, Rejection, RequestRejected, TransportError
 from teep_coap.transport.coap import aiocoap_compat
@@ -267,7 +269,6 @@ class IndexedCredentials(aiocoap.credentials.CredentialsMap):
             raise KeyError(identity) from None
 
     def find_oscore(self, unprotected: Any) -> Any:
-        from aiocoap.oscore import COSE_KID, COSE_KID_CONTEXT
 
         key = (unprotected.get(COSE_KID), unprotected.get(COSE_KID_CONTEXT))
         ctx = self._build()[1].get(key)
@@ -372,7 +373,6 @@ class CoapServer:
         return creds
 
     def _load_oscore(self, creds: IndexedCredentials) -> None:
-        from aiocoap.oscore import FilesystemSecurityContext
 
         for d in self._devices:
             if d.oscore_dir is None:
@@ -405,7 +405,6 @@ class CoapServer:
 
     async def start(self) -> None:
         """Bind and serve; raises TransportError when the address cannot be bound."""
-        from aiocoap.oscore_sitewrapper import OscoreSiteWrapper
 
         harden_message_decode()  # junk options: dropped datagram, not an asyncio traceback
         install_junk_log_limit()

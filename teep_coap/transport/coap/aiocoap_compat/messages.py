@@ -16,9 +16,10 @@ import aiocoap.error
 import aiocoap.meta
 import aiocoap.resource
 from aiocoap import Message
-from aiocoap.blockwise import Block1Spool, Block2Cache, IncompleteException
+from aiocoap.blockwise import Block1Spool, Block2Cache, IncompleteException, _extract_block_key
 from aiocoap.error import UnparsableMessage
 from aiocoap.numbers import TransportTuning
+from aiocoap.transports.udp6 import MessageInterfaceUDP6, UDP6EndpointAddress
 from aiocoap.util.asyncio.timeoutdict import TimeoutDict
 
 from teep_coap.transport.coap.aiocoap_compat.contexts import message_interfaces
@@ -45,7 +46,6 @@ def install_datagram_gate(context: aiocoap.Context, gate: DatagramGate) -> bool:
     back to the sender instead (from the address it was sent to). False if `context` has no udp6
     transport (DTLS, OSCORE-only), and nothing is installed.
     """
-    from aiocoap.transports.udp6 import MessageInterfaceUDP6, UDP6EndpointAddress
 
     for mi in message_interfaces(context):
         if not isinstance(mi, MessageInterfaceUDP6):
@@ -114,7 +114,6 @@ class BoundedTimeoutDict(TimeoutDict[Any, Message]):
 
 
 def _block_key(request: Message) -> Any:
-    from aiocoap.blockwise import _extract_block_key
 
     return _extract_block_key(request)
 

@@ -7,6 +7,8 @@ import asyncio
 import logging
 from typing import Any
 
+from aiocoap.edhoc import EdhocCredentials
+
 log = logging.getLogger("teep_coap.transport.coap")
 
 
@@ -43,7 +45,6 @@ def apply_edhoc_client_fix() -> bool:
     `CoapClient` does). A failed handshake is forgotten, so the next request tries again.
     Upstream-style, the fix is one attribute name in aiocoap/transports/oscore.py.
     """
-    from aiocoap.edhoc import EdhocCredentials
 
     if getattr(EdhocCredentials, _EDHOC_FIX, False):
         return False
