@@ -77,17 +77,20 @@ async def test_wrong_method_and_format_are_answered_early_without_reaching_the_r
         assert went_on is not None and str(went_on.code.dotted) == "2.31"
         junk = await asyncio.to_thread(_ask, port, b"\x40\x01\x00\x01\xbf\xff", expect_answer=False)
         assert junk is None  # Uri-Path 0xff (not UTF-8): dropped, as aiocoap drops unparsable datagrams
+        other = bytes([0x40, int(aiocoap.GET), 0, 9, 0xB1]) + b"x"  # GET /x: a path nobody serves
+        not_found = await asyncio.to_thread(_ask, port, other)
+        assert not_found is not None and str(not_found.code.dotted) == "4.04" and not_found.mid == 9
         assert server.early is not None
-        assert (server.early.answered, server.early.dropped) == (5, 1)
+        assert (server.early.answered, server.early.dropped) == (6, 1)
         assert server.stats.requests == 0  # none of them reached the TEEP resource
-        assert server.stats.rejected == {"4.05": 2, "4.15": 1, "4.06": 1, "4.00": 1}
+        assert server.stats.rejected == {"4.05": 2, "4.15": 1, "4.06": 1, "4.00": 1, "4.04": 1}
         # a real request still goes through aiocoap to the handler
         client = CoapClient(without_echo(quick("coap")), server.uri)
         try:
             assert await client.post(b"") == b"first"
         finally:
             await client.close()
-        assert server.stats.requests == 1 and server.early.answered == 5
+        assert server.stats.requests == 1 and server.early.answered == 6
     finally:
         await server.close()
 

@@ -8,6 +8,8 @@ plain-CoAP server socket receives (installed by `aiocoap_compat.install_datagram
 once with aiocoap's own `Message` codec, and answers on the spot, statelessly:
 
 - not a CoAP 1 datagram, or options that do not decode: dropped (aiocoap drops them too);
+- a request for a path the server does not serve: 4.04, no payload (aiocoap's Site would answer the
+  same after its whole pipeline: 4–7-byte junk with an odd Uri-Path cost 10 ms of CPU per KiB);
 - a request for the TEEP path with a method other than POST: 4.05, no payload;
 - a POST from an address that has not proven itself (RFC 9175 Echo, `echo.EchoGuard`): 4.01 + Echo;
 - a Block1 block smaller than MIN_BLOCK_SIZE (32 bytes): 4.00. Each block costs the same fixed
@@ -16,8 +18,8 @@ once with aiocoap's own `Message` codec, and answers on the spot, statelessly:
 - a single-block POST with a Content-Format or Accept the binding does not serve: 4.15 / 4.06 with
   the same diagnostic the resource gives.
 
-Everything else (a valid POST, block-wise transfers, other paths, empty messages, responses, Resets)
-goes on to aiocoap unchanged, and the resource still makes every one of these checks (the gate is a
+Everything else (a valid POST, block-wise transfers, the other paths served, empty messages,
+responses, Resets) goes on to aiocoap unchanged, and the resource still makes every one of these checks (the gate is a
 shortcut, not the only guard). A repeated CON gets the same answer again: nothing was stored.
 Plain CoAP only: DTLS records and OSCORE-protected requests are not readable here.
 """
@@ -50,9 +52,16 @@ Counter = Callable[[Code], None]
 class EarlyAnswer:
     """`gate(datagram, remote) -> True (pass on) | False (drop) | bytes (the answer to send)`."""
 
-    def __init__(self, profile: CoapOptions, echo: EchoGuard | None, count: Counter) -> None:
+    def __init__(
+        self,
+        profile: CoapOptions,
+        echo: EchoGuard | None,
+        count: Counter,
+        other_paths: frozenset[tuple[str, ...]] = frozenset(),
+    ) -> None:
         link = profile.transport
         self.path = tuple(p for p in link.path.split("/") if p)
+        self.other_paths = other_paths  # served beside the TEEP path (their requests go on to aiocoap)
         self.content_format = link.content_format
         self.echo = echo
         self.count = count
@@ -71,9 +80,15 @@ class EarlyAnswer:
         except UnparsableMessage:
             self.dropped += 1
             return False
-        if request.mtype not in (CON, NON) or request.opt.uri_path != self.path:
+        if request.mtype not in (CON, NON):
             return True
-        answer = self._answer(request)
+        path = request.opt.uri_path
+        if path != self.path:
+            if path in self.other_paths:
+                return True
+            answer: Message | None = self._refuse(request, Code.NOT_FOUND, "")
+        else:
+            answer = self._answer(request)
         if answer is None:
             return True
         self.answered += 1

@@ -449,7 +449,12 @@ class CoapServer:
             aiocoap_compat.tidy_dtls_server(self._context, _log_bad_finished)
         bound_duplicate_caches(self._context)
         if self.profile.transport.scheme == "coap":  # plain CoAP: refuse the cheap refusals early
-            self.early = EarlyAnswer(self.profile, self.resource.echo, self.stats.count)
+            self.early = EarlyAnswer(
+                self.profile,
+                self.resource.echo,
+                self.stats.count,
+                other_paths=frozenset(extra_path for extra_path, _ in self._extra_resources),
+            )
             aiocoap_compat.install_datagram_gate(self._context, self.early)
         self.port = _local_port(self._context)
         enlarge_receive_buffer(_server_socket(self._context))
