@@ -18,18 +18,20 @@ from typing import Any
 import click
 
 from teep_coap.cli.groups import json_is_default, otrp
-from teep_coap.encoding import otrp_cbor, otrp_json
-from teep_coap.model.otrp import BY_TBS_NAME, OtrpDecodeError, OtrpError
-from teep_coap.profiles.otrp import POLICY_FILE
-from teep_coap.protocol.otrp_session import (
+from teep_coap.otrp.encoding import cbor as otrp_cbor
+from teep_coap.otrp.encoding import json as otrp_json
+from teep_coap.otrp.model import BY_TBS_NAME, OtrpDecodeError, OtrpError
+from teep_coap.otrp.profiles import POLICY_FILE
+from teep_coap.otrp.protocol.session import (
     MessageRecord,
     make_engines,
     reference_policy,
     run_reference_session,
     run_session,
 )
-from teep_coap.security import otrp_cose, otrp_jose
-from teep_coap.security.otrp_pki import make_pki
+from teep_coap.otrp.security import cose as otrp_cose
+from teep_coap.otrp.security import jose as otrp_jose
+from teep_coap.otrp.security.pki import make_pki
 
 
 def _read(source: str) -> bytes:
@@ -71,9 +73,9 @@ def describe(data: bytes, encoding: str = "auto") -> dict[str, Any]:
 def open_with_keys(data: bytes, folder: Path, encoding: str = "auto") -> dict[str, Any]:
     """Verify and decrypt with the keys of an `otrp init` folder: requests as the TEE, responses as the
     TAM (both trust `pki/root.pem`)."""
-    from teep_coap.model.otrp import GetDeviceStateResponse, OtrpMessage
-    from teep_coap.protocol.otrp_wire import codec_for
-    from teep_coap.security.otrp_pki import load_certs_pem, load_identity
+    from teep_coap.otrp.model import GetDeviceStateResponse, OtrpMessage
+    from teep_coap.otrp.protocol.wire import codec_for
+    from teep_coap.otrp.security.pki import load_certs_pem, load_identity
 
     if encoding == "auto":
         encoding = "json" if data.lstrip()[:1] == b"{" else "cbor"
@@ -169,7 +171,7 @@ def session_cmd(
 ) -> None:
     """Run the OTrP reference session in memory and show every message with its sizes."""
     if keys:
-        from teep_coap.security.otrp_pki import OtrpPki, load_identity
+        from teep_coap.otrp.security.pki import OtrpPki, load_identity
 
         folder = Path(keys) / "pki"
         pki = OtrpPki(**{n: load_identity(folder, n) for n in ("root", "tam", "tee", "sp")})
@@ -230,8 +232,8 @@ def session_cmd(
 @click.option("--json", "as_json", is_flag=True, help="Print what was made as JSON.")
 def init_cmd(folder: str, key_type: str, ta_size: int, as_json: bool) -> None:
     """Make a folder for `otrp serve` and `otrp run`: PKI, a policy with one SD and one TA, credentials."""
+    from teep_coap.otrp.security.pki import save_identity
     from teep_coap.security.certs import write_bundle
-    from teep_coap.security.otrp_pki import save_identity
     from teep_coap.transport.coap.credentials import provision_device
 
     base = Path(folder)

@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from teep_coap.encoding import otrp_cbor, otrp_json
-from teep_coap.model.otrp import (
+from teep_coap.otrp.encoding import cbor as otrp_cbor
+from teep_coap.otrp.encoding import json as otrp_json
+from teep_coap.otrp.model import (
     MESSAGE_TYPES,
     BrokerError,
     CreateSDRequest,
@@ -106,7 +107,7 @@ def test_reason_string_or_object() -> None:
 
 
 def test_sigalg_base64_variant() -> None:
-    from teep_coap.model.otrp import TfwData
+    from teep_coap.otrp.model import TfwData
 
     t = TfwData.from_tree({"tbs": "AA==", "cert": "AA==", "sigalg": "UlMyNTY=", "sig": "AA=="}, True)
     assert t.sigalg == "RS256"

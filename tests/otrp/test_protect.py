@@ -8,8 +8,9 @@ import json
 import cbor2
 import pytest
 
-from teep_coap.encoding import otrp_cbor, otrp_json
-from teep_coap.model.otrp import (
+from teep_coap.otrp.encoding import cbor as otrp_cbor
+from teep_coap.otrp.encoding import json as otrp_json
+from teep_coap.otrp.model import (
     CreateSDRequest,
     DsiDocument,
     GetDeviceStateResponse,
@@ -19,10 +20,10 @@ from teep_coap.model.otrp import (
     OtrpMessage,
     OtrpSecurityError,
 )
-from teep_coap.protocol.otrp_wire import codec_for
-from teep_coap.security.otrp_cose import cose_decrypt, cose_encrypt
-from teep_coap.security.otrp_jose import jwe_decrypt, jwe_encrypt
-from teep_coap.security.otrp_pki import OtrpPki
+from teep_coap.otrp.protocol.wire import codec_for
+from teep_coap.otrp.security.cose import cose_decrypt, cose_encrypt
+from teep_coap.otrp.security.jose import jwe_decrypt, jwe_encrypt
+from teep_coap.otrp.security.pki import OtrpPki
 
 from .conftest import all_messages, sample_dsi
 
@@ -290,9 +291,9 @@ def test_mixed_key_types_pick_algorithms_per_key(tmp_path: object) -> None:
     """An RSA TAM and a P-256 TEE: each side signs with its own key's alg and encrypts for the other's."""
     from pathlib import Path
 
-    from teep_coap.protocol.otrp_session import make_engines, reference_policy, run_session
-    from teep_coap.security.otrp_pki import OtrpPki as Pki
-    from teep_coap.security.otrp_pki import issue, make_ca
+    from teep_coap.otrp.protocol.session import make_engines, reference_policy, run_session
+    from teep_coap.otrp.security.pki import OtrpPki as Pki
+    from teep_coap.otrp.security.pki import issue, make_ca
 
     root = make_ca("mixed root", "RSA")
     pki = Pki(root=root, tam=issue(root, "tam.example", "RSA"), tee=issue(root, "Primary TEE", "EC"),

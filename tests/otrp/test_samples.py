@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from teep_coap.model.otrp import (
+from teep_coap.otrp.model import (
     BY_OUTER_NAME,
     BY_TBS_NAME,
     DsiDocument,
@@ -17,7 +17,7 @@ from teep_coap.model.otrp import (
     OtrpMessage,
     parse_tbs,
 )
-from teep_coap.security.otrp_jose import check_jwe_shape, parse_flattened_jws
+from teep_coap.otrp.security.jose import check_jwe_shape, parse_flattened_jws
 
 from .conftest import REPO_SAMPLES
 

@@ -31,8 +31,8 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from jwcrypto import jwe, jwk, jws
 from jwcrypto.common import JWException
 
-from teep_coap.encoding import otrp_json
-from teep_coap.model.otrp import (
+from teep_coap.otrp.encoding import json as otrp_json
+from teep_coap.otrp.model import (
     BY_OUTER_NAME,
     BrokerError,
     DsiDocument,
@@ -47,7 +47,7 @@ from teep_coap.model.otrp import (
     b64decode_any,
     parse_broker_error,
 )
-from teep_coap.security.otrp_pki import (
+from teep_coap.otrp.security.pki import (
     OtrpIdentity,
     PrivateKey,
     PublicKey,

@@ -7,8 +7,9 @@ from typing import Literal, Protocol
 
 from cryptography import x509
 
-from teep_coap.encoding import otrp_cbor, otrp_json
-from teep_coap.model.otrp import (
+from teep_coap.otrp.encoding import cbor as otrp_cbor
+from teep_coap.otrp.encoding import json as otrp_json
+from teep_coap.otrp.model import (
     BrokerError,
     DsiDocument,
     EncryptedTA,
@@ -16,9 +17,9 @@ from teep_coap.model.otrp import (
     OtrpError,
     OtrpMessage,
 )
-from teep_coap.security.otrp_cose import CoseCodec
-from teep_coap.security.otrp_jose import JoseCodec, Opened, Sealed
-from teep_coap.security.otrp_pki import OtrpIdentity, PrivateKey, PublicKey
+from teep_coap.otrp.security.cose import CoseCodec
+from teep_coap.otrp.security.jose import JoseCodec, Opened, Sealed
+from teep_coap.otrp.security.pki import OtrpIdentity, PrivateKey, PublicKey
 
 Encoding = Literal["json", "cbor"]
 

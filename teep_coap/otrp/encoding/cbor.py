@@ -16,7 +16,7 @@ import cbor2
 
 from teep_coap.encoding.errors import TeepDecodeError
 from teep_coap.encoding.untrusted import check_untrusted_cbor
-from teep_coap.model.otrp import (
+from teep_coap.otrp.model import (
     CreateSDRequest,
     CreateSDResponse,
     DeleteSDRequest,

@@ -27,8 +27,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 from cwt import COSE, COSEKey
 
-from teep_coap.encoding import otrp_cbor
-from teep_coap.model.otrp import (
+from teep_coap.otrp.encoding import cbor as otrp_cbor
+from teep_coap.otrp.model import (
     BrokerError,
     DsiDocument,
     EncryptedTA,
@@ -40,8 +40,8 @@ from teep_coap.model.otrp import (
     OtrpSecurityError,
     OtrpUntrustedError,
 )
-from teep_coap.security.otrp_jose import Opened, Sealed, open_ta_parts, seal_ta_parts, ta_envelope
-from teep_coap.security.otrp_pki import (
+from teep_coap.otrp.security.jose import Opened, Sealed, open_ta_parts, seal_ta_parts, ta_envelope
+from teep_coap.otrp.security.pki import (
     OtrpIdentity,
     PrivateKey,
     PublicKey,
