@@ -20,6 +20,7 @@ import click
 from teep_coap.cli.groups import json_is_default, otrp
 from teep_coap.otrp.encoding import cbor as otrp_cbor
 from teep_coap.otrp.encoding import json as otrp_json
+from teep_coap.otrp.encoding.tree import tbs_tree, to_tree
 from teep_coap.otrp.model import BY_TBS_NAME, OtrpDecodeError, OtrpError
 from teep_coap.otrp.profiles import POLICY_FILE
 from teep_coap.otrp.protocol.session import (
@@ -61,12 +62,12 @@ def describe(data: bytes, encoding: str = "auto") -> dict[str, Any]:
         tree = otrp_json.loads(data, "message")
         if isinstance(tree, dict) and len(tree) == 1 and next(iter(tree)) in BY_TBS_NAME:
             msg = otrp_json.decode_tbs(data)
-            return {"encoding": "json", "bare_tbs": True, "message": msg.tbs_tree(text=True)}
+            return {"encoding": "json", "bare_tbs": True, "message": tbs_tree(msg, text=True)}
         return {"encoding": "json", **otrp_jose.describe_unverified(data)}
     item = otrp_cbor.loads(data, "message")
     if isinstance(item, list) and len(item) == 2 and isinstance(item[1], dict):
         msg = otrp_cbor.decode_tbs(data)
-        return {"encoding": "cbor", "bare_tbs": True, "message": _jsonable(msg.tbs_tree(text=False))}
+        return {"encoding": "cbor", "bare_tbs": True, "message": _jsonable(tbs_tree(msg, text=False))}
     return {"encoding": "cbor", **_jsonable(otrp_cose.describe_unverified(data))}
 
 
@@ -91,11 +92,11 @@ def open_with_keys(data: bytes, folder: Path, encoding: str = "auto") -> dict[st
     msg = opened.msg
     text = encoding == "json"
     if isinstance(msg, GetDeviceStateResponse):
-        tree: Any = {msg.OUTER_NAME: [t.tbs_tree(text) for t in msg.tees]}
+        tree: Any = {msg.OUTER_NAME: [tbs_tree(t, text) for t in msg.tees]}
     elif isinstance(msg, OtrpMessage):
-        tree = msg.tbs_tree(text)
+        tree = tbs_tree(msg, text)
     else:
-        tree = {msg.OUTER_NAME: msg.to_tree(text)}
+        tree = {msg.OUTER_NAME: to_tree(msg, text)}
     return {
         "encoding": encoding,
         "verified": opened.signed,

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from teep_coap.otrp.encoding import cbor as otrp_cbor
 from teep_coap.otrp.encoding import json as otrp_json
-from teep_coap.otrp.model import OtrpError, parse_tbs
+from teep_coap.otrp.encoding.tree import parse_tbs
+from teep_coap.otrp.model import OtrpError
 from teep_coap.otrp.protocol.agent import OtrpAgentConfig, OtrpAgentEngine
 from teep_coap.otrp.protocol.wire import codec_for
 from teep_coap.otrp.security.pki import OtrpPki, make_pki

@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from teep_coap.otrp.model import OtrpDecodeError, OtrpMessage, parse_tbs
+from teep_coap.otrp.encoding.tree import parse_tbs, tbs_tree
+from teep_coap.otrp.model import OtrpDecodeError, OtrpMessage
 
 MAX_JSON_DEPTH = 32
 
@@ -63,7 +64,7 @@ def loads(data: bytes | str, what: str = "JSON") -> Any:
 
 def encode_tbs(msg: OtrpMessage) -> bytes:
     """The bare to-be-signed object with its encrypted members in clear."""
-    return dumps(msg.tbs_tree(text=True))
+    return dumps(tbs_tree(msg, text=True))
 
 
 def decode_tbs(data: bytes | str) -> OtrpMessage:
