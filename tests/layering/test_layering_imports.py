@@ -5,7 +5,7 @@ Read from the source with `ast`, so lazy imports inside functions count too. `st
 `store` implements them. Allowed on purpose: `transport` → `security.certs` (TLS certificate files are
 transport material; nothing there parses messages).
 
-OTrP lives in its own package `teep_coap.otrp` with the same layers inside (otrp/model.py,
+OTrP lives in its own package `teep_coap.otrp` with the same layers inside (otrp/model/,
 otrp/encoding, otrp/security, otrp/protocol, otrp/profiles.py): an OTrP module of layer L may import
 teep_coap's and OTrP's layers at or below L. The TEEP path (model … store) never imports OTrP; profiles,
 bench and cli choose between the two protocols, so they may.

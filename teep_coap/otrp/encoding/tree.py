@@ -1,4 +1,4 @@
-"""OTrP objects ↔ "trees" (dicts, lists, str, bool, int, bytes): the member tables of otrp/model.py read
+"""OTrP objects ↔ "trees" (dicts, lists, str, bool, int, bytes): the member tables of otrp/model/ read
 and written, shared by the JSON form (otrp/encoding/json.py) and the CBOR mapping (otrp/encoding/cbor.py).
 
 With ``text=True`` binary members are written in their JSON text form (standard base64 with padding; hex
