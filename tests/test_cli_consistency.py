@@ -19,9 +19,13 @@ CLI = [sys.executable, "-c", "from teep_coap.cli import main; main()"]
 def commands() -> dict[str, click.Command]:
     found: dict[str, click.Command] = {}
 
+    ctx = click.Context(root)
+
     def walk(cmd: click.Command, path: list[str]) -> None:
         if isinstance(cmd, click.Group):
-            for name, sub in cmd.commands.items():
+            for name in cmd.list_commands(ctx):  # the groups import their CLI modules on demand
+                sub = cmd.get_command(ctx, name)
+                assert sub is not None, name
                 walk(sub, [*path, name])
         else:
             found[" ".join(path)] = cmd

@@ -1,12 +1,12 @@
 """The `teep-coap` command.
 
-Each area registers its commands in its own module under `teep_coap.cli`; this module only builds the
-top-level group and turns deliberate errors into one line on stderr and exit status 2.
+Each area registers its commands in its own module under `teep_coap.cli` (imported when a command of it
+is looked up, `teep_coap.cli.groups`); this module only runs the top-level group and turns deliberate
+errors into one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
 
-import importlib
 import sys
 import warnings
 
@@ -16,24 +16,7 @@ from teep_coap import __version__
 from teep_coap.cli.groups import root
 from teep_coap.errors import TeepCoapError
 
-# Modules that attach commands to the groups in `teep_coap.cli.groups`.
-COMMAND_MODULES = (
-    "codec",
-    "keys",
-    "suit",
-    "agent",
-    "tam",
-    "session",
-    "http",
-    "check",
-    "otrp",
-    "bench",
-    "demo",
-    "gateway",
-)
-
-for _name in COMMAND_MODULES:
-    importlib.import_module(f"teep_coap.cli.{_name}")
+# The command modules are imported on demand: see `ROOT_COMMANDS` in teep_coap.cli.groups.
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,11 +1,14 @@
 """`teep-coap agent ...`: create a TEEP Agent folder and feed it messages one at a time.
 
-Heavy imports stay inside the commands: interop scripts call `agent process` many times.
+Imports at module level; `teep-coap --help` stays fast because the module itself is imported only
+when one of its commands is looked up (cli/groups.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import json
 import uuid
 from pathlib import Path
@@ -15,7 +18,25 @@ import click
 
 from teep_coap.cli.groups import agent, json_is_default
 from teep_coap.cli.serving import setup_logging
+from teep_coap.encoding.hextext import read_cbor_source
+from teep_coap.profiles import load_profile
+from teep_coap.profiles.capture import (
+    capturing_relay,
+    log_tls_keys,
+    relayed_uri,
+    tshark_command,
+    uri_address,
+    write_psk_file,
+)
+from teep_coap.profiles.runtime import run_agent
+from teep_coap.profiles.session import SessionFailed
+from teep_coap.protocol.agent import AgentEngine
+from teep_coap.protocol.policy import format_component_id, parse_component_id
+from teep_coap.protocol.wire import describe
+from teep_coap.security.keys import load_verifying_key
 from teep_coap.store.agentdir import init_agent_state, load_agent_state
+from teep_coap.transport.coap.credentials import PSK_MIN_BYTES, DeviceCredentials, load_agent_credentials
+from teep_coap.transport.pcap import PcapWriter
 
 if TYPE_CHECKING:
     from teep_coap.transport.coap.credentials import DeviceCredentials
@@ -26,7 +47,6 @@ def _print(obj: Any) -> None:
 
 
 def _cid(parts: tuple[str, ...]) -> tuple[bytes, ...]:
-    from teep_coap.protocol.policy import parse_component_id
 
     return parse_component_id(list(parts), "component id")
 
@@ -74,7 +94,6 @@ def agent_init(
     class_id: uuid.UUID | None,
 ) -> None:
     """Create an Agent folder: its keys, the TAM key it trusts, an empty component store."""
-    from teep_coap.security.keys import load_verifying_key
 
     signers = [load_verifying_key(p) for p in tc_signer_key] or None
     st = init_agent_state(
@@ -116,9 +135,6 @@ def agent_process(state_dir: str, source: str, output: str | None, accept_unsign
     """Feed one TAM message (COSE-signed, or raw CBOR / hex text) to the Agent; print its answer as JSON.
 
     Exit 0 whenever the Agent produced an answer, an Error message included."""
-    from teep_coap.encoding.hextext import read_cbor_source
-    from teep_coap.protocol.agent import AgentEngine
-    from teep_coap.protocol.wire import describe
 
     data = read_cbor_source(source)
     st = load_agent_state(state_dir)
@@ -136,7 +152,6 @@ def agent_process(state_dir: str, source: str, output: str | None, accept_unsign
 @click.option("--state", "state_dir", required=True, type=click.Path(exists=True, file_okay=False))
 def agent_status(state_dir: str) -> None:
     """Installed components and pending requests of an Agent folder."""
-    from teep_coap.protocol.policy import format_component_id
 
     st = load_agent_state(state_dir)
     _print(
@@ -167,7 +182,6 @@ def agent_request_ta(
     state_dir: str, tam_uri: str | None, min_seq: int | None, component_id: tuple[str, ...]
 ) -> None:
     """RequestTA: ask for a Trusted Component (parts as text, or hex:...). Prints the TAM URI or null."""
-    from teep_coap.protocol.agent import AgentEngine
 
     engine = AgentEngine(load_agent_state(state_dir))
     _print({"tam_uri": engine.request_ta(_cid(component_id), tam_uri, min_seq=min_seq)})
@@ -180,7 +194,6 @@ def agent_request_ta(
 @click.argument("component_id", nargs=-1, required=True)
 def agent_unrequest_ta(state_dir: str, tam_uri: str | None, component_id: tuple[str, ...]) -> None:
     """UnrequestTA: say a Trusted Component is no longer needed. Prints the TAM URI or null."""
-    from teep_coap.protocol.agent import AgentEngine
 
     engine = AgentEngine(load_agent_state(state_dir))
     _print({"tam_uri": engine.unrequest_ta(_cid(component_id), tam_uri)})
@@ -197,12 +210,6 @@ async def _agent_run(
     credentials: DeviceCredentials | None = None,
     proxy: str | None = None,
 ) -> dict[str, object]:
-    import contextlib
-    import dataclasses
-
-    from teep_coap.profiles import load_profile
-    from teep_coap.profiles.runtime import run_agent
-    from teep_coap.profiles.session import SessionFailed
 
     profile = load_profile(profile_name)
     if timeout is not None:
@@ -211,14 +218,9 @@ async def _agent_run(
         )
     uri = tam_uri
     if pcap is not None and profile.security.mode == "tls":
-        from teep_coap.profiles.capture import log_tls_keys
-
         log_tls_keys(pcap)  # this process is one TAM or one Agent run: its TLS keys to PCAP.keylog
     async with contextlib.AsyncExitStack() as stack:
         if pcap is not None:
-            from teep_coap.profiles.capture import capturing_relay, relayed_uri, uri_address
-            from teep_coap.transport.pcap import PcapWriter
-
             target = uri_address(tam_uri)
             writer = PcapWriter(pcap)
             stack.callback(writer.close)
@@ -229,15 +231,10 @@ async def _agent_run(
             uri = relayed_uri(tam_uri, port)
         summary = await run_agent(profile, uri, state_dir, certs=certs, credentials=credentials, proxy=proxy)
     if pcap is not None and profile.security.mode == "dtls-psk":
-        from teep_coap.profiles.capture import write_psk_file
-        from teep_coap.transport.coap.credentials import load_agent_credentials
-
         psk = credentials.psk if credentials is not None else load_agent_credentials(state_dir).psk
         write_psk_file(pcap, psk)
     summary["tam"] = tam_uri
     if pcap is not None:
-        from teep_coap.profiles.capture import tshark_command, uri_address
-
         summary["pcap"] = {"file": pcap, "tshark": tshark_command(profile, pcap, uri_address(tam_uri)[1])}
     if not summary.get("ok", False):
         raise SessionFailed(f"session with {tam_uri} failed: {summary.get('reason', '?')}")
@@ -250,7 +247,6 @@ def _psk_credentials(psk_hex: str | None, psk_identity: str | None) -> DeviceCre
         return None
     if psk_hex is None or psk_identity is None:
         raise click.UsageError("--psk-hex and --psk-identity go together")
-    from teep_coap.transport.coap.credentials import PSK_MIN_BYTES, DeviceCredentials
 
     try:
         psk = bytes.fromhex(psk_hex)

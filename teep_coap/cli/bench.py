@@ -1,6 +1,6 @@
 """Every `teep-coap bench` command, in one place: codec, crypto, engine, sessions, sizes, gateway,
 hostile, dtls-burst. Each measures with the modules of `teep_coap.bench` and prints a report (or
-JSON); heavy imports stay inside the commands so `teep-coap --help` stays fast.
+JSON). Imports at module level: this module is imported only for a `bench` command (cli/groups.py).
 """
 
 from __future__ import annotations
@@ -11,8 +11,26 @@ import sys
 from pathlib import Path
 
 import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
+from teep_coap.bench import sizes as bs
+from teep_coap.bench.codec import print_table, run_codec_bench
+from teep_coap.bench.crypto import format_table, run
+from teep_coap.bench.dtls_burst import format_burst, run_burst
+from teep_coap.bench.engine import measure_engine
+from teep_coap.bench.gateway import (
+    cache_chart,
+    format_cache_points,
+    format_gateway_result,
+    run_cache_bench,
+    run_gateway_bench,
+)
+from teep_coap.bench.hostile import format_hostile, run_hostile
+from teep_coap.bench.sessions import format_result, run_bench
 from teep_coap.cli.groups import bench
+from teep_coap.profiles import list_profiles, load_profile
 
 
 @bench.command("hostile")
@@ -47,7 +65,6 @@ def bench_hostile(count: int, worst_size: int, dtls_handshakes: int, as_json: bo
     the amplification factor of an unauthenticated request, the log bytes the run added (and any
     traceback), and how many of a burst of simultaneous DTLS handshakes complete. Loopback only.
     """
-    from teep_coap.bench.hostile import format_hostile, run_hostile
 
     result = run_hostile(count=count, worst_size=worst_size, dtls_handshakes=dtls_handshakes)
     click.echo(json.dumps(result.to_json(), indent=2) if as_json else format_hostile(result))
@@ -98,7 +115,6 @@ def bench_sessions(
 
     Reports TAM CPU per session summed over its workers, each worker's peak RSS, and the simulated
     devices' CPU per session separately."""
-    from teep_coap.bench.sessions import format_result, run_bench
 
     if not sys.stderr.isatty():
         result = run_bench(
@@ -111,9 +127,6 @@ def bench_sessions(
             db=db,
         )
     else:  # a progress bar on the terminal (stderr, so --json on stdout stays clean)
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
         with Progress(
             TextColumn(f"{profile_name} sessions"),
             BarColumn(),
@@ -161,7 +174,6 @@ def bench_dtls_burst(
     Counts the clients that finish their install within --bound seconds (the rest are killed) and
     the devices the TAM recorded a successful session for.
     """
-    from teep_coap.bench.dtls_burst import format_burst, run_burst
 
     result = run_burst(profile_name, clients=clients, bound=bound, timeout=timeout)
     click.echo(json.dumps(result.to_json(), indent=2) if as_json else format_burst(result))
@@ -172,7 +184,6 @@ def bench_dtls_burst(
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def bench_codec_cmd(seconds: float, as_json: bool) -> None:
     """Encode/decode rates per message type next to raw cbor2 on the same structures."""
-    from teep_coap.bench.codec import print_table, run_codec_bench
 
     results = run_codec_bench(seconds=seconds)
     if as_json:
@@ -216,8 +227,6 @@ def bench_gateway(
     component named by URI, with and without the gateway's component cache.
     """
     if cache_counts is not None:
-        from teep_coap.bench.gateway import cache_chart, format_cache_points, run_cache_bench
-
         try:
             counts = tuple(int(c) for c in cache_counts.split(",") if c.strip())
         except ValueError:
@@ -235,7 +244,6 @@ def bench_gateway(
             cache_chart(points, out / "gateway-cache.png")
         click.echo(json.dumps(data, indent=2) if as_json else format_cache_points(points))
         return
-    from teep_coap.bench.gateway import format_gateway_result, run_gateway_bench
 
     result = run_gateway_bench(
         profile_name, devices=devices, concurrency=concurrency, image_size=image_size or 1024
@@ -276,13 +284,6 @@ def bench_sizes(
     Layers: bare message, signature, transport framing, security records, handshake. Bytes are counted
     by relays on loopback; docs/sizes.md explains how each layer is measured.
     """
-
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-    from rich.table import Table
-
-    from teep_coap.bench import sizes as bs
-    from teep_coap.profiles import list_profiles, load_profile
 
     # aiocoap warns about a DTLS close_notify alert (level 1, code 0) and about late datagrams after a
     # measured session's server shut down: expected at teardown, noise in a report.
@@ -354,7 +355,6 @@ def bench_sizes(
 @click.option("--payload-size", type=int, default=None, help="Payload bytes (default: the WG QueryRequest).")
 def bench_crypto_cmd(seconds: float, as_json: bool, payload_size: int | None) -> None:
     """COSE_Sign1 sign/verify rates (ESP256, Ed25519) next to raw `cryptography`, and the ratio."""
-    from teep_coap.bench.crypto import format_table, run
 
     if seconds <= 0 or seconds > 60:
         raise click.BadParameter("must be in (0, 60]", param_hint="--seconds")
@@ -372,14 +372,11 @@ def bench_crypto_cmd(seconds: float, as_json: bool, payload_size: int | None) ->
 def bench_engine(sessions: int, image_size: int, as_json: bool) -> None:
     """Complete in-memory install sessions per second (TAM + Agent engines, real signatures, SQLite)
     and where the time goes (crypto, database, fsync, the rest)."""
-    from teep_coap.bench.engine import measure_engine
 
     result = measure_engine(sessions, image_size=image_size, progress=lambda m: click.echo(m, err=True))
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
         return
-    from rich.console import Console
-    from rich.table import Table
 
     table = Table(title=f"TEEP engines: {sessions} install sessions, {image_size}-byte Trusted Component")
     table.add_column("figure")

@@ -11,6 +11,12 @@ from typing import Any
 import click
 
 from teep_coap.cli.groups import check
+from teep_coap.profiles import load_profile
+from teep_coap.profiles.check_agent import check_agent
+from teep_coap.profiles.check_tam import check_tam
+from teep_coap.security.certs import client_ssl_context
+from teep_coap.security.keys import load_verifying_key
+from teep_coap.transport.coap.credentials import load_agent_credentials
 
 # Profile when --profile is not given, by the URI's scheme.
 DEFAULT_PROFILES = {
@@ -33,7 +39,6 @@ def _credentials(state: str | None) -> Any:
     """The Agent folder's transport credentials (OSCORE context, EDHOC keys), or None."""
     if state is None:
         return None
-    from teep_coap.transport.coap.credentials import load_agent_credentials
 
     return load_agent_credentials(state)
 
@@ -47,8 +52,6 @@ def _psk(psk_hex: str | None, psk_identity: str | None, state: str | None) -> tu
         except ValueError:
             raise click.BadParameter("not hex", param_hint="--psk-hex") from None
     if state is not None:
-        from teep_coap.transport.coap.credentials import load_agent_credentials
-
         creds = load_agent_credentials(state)
         return creds.psk_identity, creds.psk
     return None
@@ -57,7 +60,6 @@ def _psk(psk_hex: str | None, psk_identity: str | None, state: str | None) -> tu
 def _key(path: str | None) -> Any:
     if path is None:
         return None
-    from teep_coap.security.keys import load_verifying_key
 
     return load_verifying_key(path)
 
@@ -128,8 +130,6 @@ def check_tam_cmd(
     Each check names its section and level; a failed MUST is `fail`, a failed SHOULD `warn`.
     Exit status 0 when no MUST failed, 1 when one did, 2 when the checks could not run.
     """
-    from teep_coap.profiles import load_profile
-    from teep_coap.profiles.check_tam import check_tam
 
     _quiet_logs(verbose, quiet)
     scheme = uri.split("://", 1)[0] if "://" in uri else ""
@@ -138,8 +138,6 @@ def check_tam_cmd(
         raise click.BadParameter(f"cannot tell the profile from {uri!r}; give --profile", param_hint="URI")
     ssl_context = None
     if scheme == "https":
-        from teep_coap.security.certs import client_ssl_context
-
         ssl_context = client_ssl_context(ca)
     report = asyncio.run(
         check_tam(
@@ -211,8 +209,6 @@ def check_agent_cmd(
     an unsigned Update. The first line on stdout is our URI (unless --run is given).
     Exit status 0 when no MUST failed, 1 when one did, 2 when the checks could not run.
     """
-    from teep_coap.profiles import load_profile
-    from teep_coap.profiles.check_agent import check_agent
 
     _quiet_logs(verbose, quiet)
     host, sep, port_text = bind.rpartition(":")

@@ -18,6 +18,7 @@ from teep_coap.cli.groups import root
 from teep_coap.encoding.cbor_codec import decode as cbor_decode
 from teep_coap.encoding.cbor_codec import encode as cbor_encode
 from teep_coap.encoding.cose_view import is_cose, join_cose, split_cose
+from teep_coap.encoding.diag import cbor_to_diag, diag_to_cbor
 from teep_coap.encoding.errors import TeepDecodeError
 from teep_coap.encoding.hextext import InputError, read_cbor_source, read_source
 from teep_coap.encoding.json_codec import TeepJsonError, from_jsonable, parse_json, to_jsonable
@@ -42,8 +43,6 @@ def decode_cmd(source: str, compact: bool, as_diag: bool, as_json: bool) -> None
         raise click.UsageError("--diag and --json are two different outputs: give one")
     data = read_cbor_source(source)
     if as_diag:
-        from teep_coap.encoding.diag import cbor_to_diag
-
         sys.stdout.buffer.write(cbor_to_diag(data).encode("utf-8") + b"\n")
         sys.stdout.buffer.flush()
         return
@@ -78,8 +77,6 @@ def encode_cmd(source: str, output: str | None, as_hex: bool, from_diag: bool) -
     """
     raw = read_source(source)
     if from_diag:
-        from teep_coap.encoding.diag import diag_to_cbor
-
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:

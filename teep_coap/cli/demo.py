@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import tempfile
 import time
 from dataclasses import dataclass
@@ -19,9 +20,21 @@ from typing import Any
 
 import click
 
+from teep_coap.bench.scenario import run_session as scenario_session
 from teep_coap.cli.groups import root
+from teep_coap.encoding.cbor_codec import decode
+from teep_coap.encoding.cose_view import split_cose
 from teep_coap.errors import TeepCoapError
+from teep_coap.profiles import load_profile
+from teep_coap.profiles.scenario import offer_component
+from teep_coap.profiles.session import TamHandler, run_session
+from teep_coap.profiles.stack import make_client, make_server
+from teep_coap.protocol.agent import AgentEngine
+from teep_coap.protocol.tam import TamEngine
 from teep_coap.store.agentdir import init_agent_state, load_agent_state
+from teep_coap.store.tamdir import init_tam_dir, load_tam_dir
+from teep_coap.transport.coap.credentials import provision_device
+from teep_coap.transport.relay import UP, UdpRelay
 
 COMPONENT_ID = (b"demo-tc",)
 DEVICE = "demo-device"
@@ -52,8 +65,6 @@ class _Exchange:
 
 def _message_name(sealed: bytes) -> tuple[str, bytes]:
     """(TEEP message name, bare TEEP CBOR) of a COSE_Sign1-wrapped message."""
-    from teep_coap.encoding.cbor_codec import decode
-    from teep_coap.encoding.cose_view import split_cose
 
     _, bare = split_cose(sealed)
     return type(decode(bare)).__name__, bare
@@ -88,9 +99,6 @@ def _show_message(direction: str, sealed: bytes, datagrams: list[bytes], limit: 
 
 
 def _build_world(root_dir: Path, image_size: int) -> dict[str, Any]:
-    from teep_coap.profiles.scenario import offer_component
-    from teep_coap.store.tamdir import init_tam_dir, load_tam_dir
-    from teep_coap.transport.coap.credentials import provision_device
 
     tam_dir, agent_dir = root_dir / "tam", root_dir / "agent"
     init_tam_dir(tam_dir, algs=("esp256",))
@@ -126,12 +134,6 @@ def _build_world(root_dir: Path, image_size: int) -> dict[str, Any]:
 
 
 async def _main_session(world: dict[str, Any], limit: int) -> None:
-    from teep_coap.profiles import load_profile
-    from teep_coap.profiles.session import TamHandler, run_session
-    from teep_coap.profiles.stack import make_client, make_server
-    from teep_coap.protocol.agent import AgentEngine
-    from teep_coap.protocol.tam import TamEngine
-    from teep_coap.transport.relay import UP, UdpRelay
 
     profile = load_profile("coaps-psk")
     handler = TamHandler(TamEngine(world["config"], world["store"]))
@@ -198,8 +200,6 @@ async def _main_session(world: dict[str, Any], limit: int) -> None:
 
 
 async def _comparison(image_size: int) -> list[tuple[str, int, int, int, int, float]]:
-    from teep_coap.bench.scenario import run_session as scenario_session
-    from teep_coap.profiles import load_profile
 
     rows = []
     for name in ("coap", "coaps-psk", "coap-oscore", "coap-constrained"):
@@ -216,7 +216,6 @@ async def _comparison(image_size: int) -> list[tuple[str, int, int, int, int, fl
 @click.option("--no-compare", is_flag=True, help="Skip the size comparison over coap/oscore.")
 def demo(image_size: int, full: bool, no_compare: bool) -> None:
     """Install one Trusted Component over TEEP/CoAP/DTLS-PSK on loopback, showing every layer's bytes."""
-    import logging
 
     logging.getLogger("coap").setLevel(logging.CRITICAL)
     logging.getLogger("coap-server").setLevel(logging.CRITICAL)

@@ -1,6 +1,7 @@
 """`teep-coap gateway init / device add / serve`: a TEEP gateway in front of constrained devices.
 
-Heavy imports stay inside the commands so `--help` stays fast.
+Imports at module level; `teep-coap --help` stays fast because the module itself is imported only
+when one of its commands is looked up (cli/groups.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ import sys
 import click
 
 from teep_coap.cli.groups import json_is_default, root
+from teep_coap.cli.serving import parse_bind, setup_logging
+from teep_coap.profiles import load_profile
+from teep_coap.profiles.gateway import Gateway, add_device, init_gateway_dir
 
 
 @root.group()
@@ -26,7 +30,6 @@ def gateway() -> None:
 @click.option("--dir", "gw_dir", required=True, type=click.Path(file_okay=False), help="Gateway folder.")
 def gateway_init(gw_dir: str) -> None:
     """Create an empty gateway folder (GW/gateway.toml); devices are added with `gateway device add`."""
-    from teep_coap.profiles.gateway import init_gateway_dir
 
     click.echo(json.dumps({"gateway": str(init_gateway_dir(gw_dir))}, indent=2))
 
@@ -50,7 +53,6 @@ def gateway_device() -> None:
 )
 def gateway_device_add(gw_dir: str, name: str, agent_state: str | None) -> None:
     """Create a device's DTLS PSK and OSCORE context (GW/credentials.toml, GW/oscore/NAME), both sides."""
-    from teep_coap.profiles.gateway import add_device
 
     d = add_device(gw_dir, name, agent_state)
     click.echo(
@@ -76,8 +78,6 @@ async def serve_tam(
     cache: bool = True,
     image_origins: tuple[str, ...] = (),
 ) -> None:
-    from teep_coap.profiles import load_profile
-    from teep_coap.profiles.gateway import Gateway
 
     gw = Gateway(
         gw_dir,
@@ -169,7 +169,6 @@ def gatewayserve_tam(
     TEEP's COSE signatures stay end to end: the gateway cannot alter a message unnoticed.
     A TAM that does not answer in --upstream-timeout gives the device 5.04, one that refuses 5.02.
     """
-    from teep_coap.cli.serving import parse_bind, setup_logging
 
     setup_logging(verbose, quiet)
     where, cache = parse_bind(bind), not no_cache

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from teep_coap.cli.groups import root
+from teep_coap.security import certs
 
 
 @root.group("certs")
@@ -30,7 +31,6 @@ def certs_generate(
     out: Path, hosts: tuple[str, ...], client_name: str | None, days: int, as_json: bool
 ) -> None:
     """Write ca.pem/ca.key, server.pem/server.key (and client.pem/client.key) to OUT."""
-    from teep_coap.security import certs
 
     bundle = certs.write_bundle(out, hosts=hosts or certs.DEFAULT_HOSTS, client_name=client_name, days=days)
     paths = [
@@ -58,7 +58,6 @@ def certs_generate(
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 def certs_show(path: Path, as_json: bool) -> None:
     """Print subject, issuer, validity, SANs and fingerprint of a certificate file."""
-    from teep_coap.security import certs
 
     info = certs.describe_certificate(certs.read_certificate(path))
     if as_json:

@@ -14,13 +14,26 @@ from typing import Any
 import click
 
 from teep_coap.cli.groups import json_is_default, keys, root
+from teep_coap.encoding.cbor_codec import decode
+from teep_coap.encoding.hextext import read_cbor_source
+from teep_coap.encoding.json_codec import to_jsonable
+from teep_coap.security import cose
 from teep_coap.security.errors import (
     CriticalHeaderNotUnderstood,
+    KeyFileError,
     SignatureInvalid,
     UnknownKid,
     UnsupportedAlgorithm,
 )
-from teep_coap.security.keys import ALG_NAMES
+from teep_coap.security.keys import (
+    ALG_NAMES,
+    alg_id,
+    generate_key,
+    load_signing_key,
+    load_verifying_key,
+    write_key_files,
+)
+from teep_coap.security.truststore import TrustStore
 
 EXIT_INVALID = 1
 REJECTED = (SignatureInvalid, UnknownKid, UnsupportedAlgorithm, CriticalHeaderNotUnderstood)
@@ -28,7 +41,6 @@ REJECTED = (SignatureInvalid, UnknownKid, UnsupportedAlgorithm, CriticalHeaderNo
 
 def _read_input(source: str) -> bytes:
     """Raw CBOR or hex text (with `#` comments), from a file or `-` for stdin."""
-    from teep_coap.encoding.hextext import read_cbor_source
 
     return read_cbor_source(source)
 
@@ -60,7 +72,6 @@ def _write_output(data: bytes, output: str | None, as_hex: bool, binary: bool) -
 @click.option("--json", "as_json", is_flag=True, help="Print the kid and the files as JSON.")
 def generate_cmd(alg: str, out_dir: str, force: bool, as_json: bool) -> None:
     """Generate a key pair: private/public PEM, COSE_Key and JWK; prints the kid (RFC 9679) in hex."""
-    from teep_coap.security.keys import generate_key, write_key_files
 
     key = generate_key(alg)
     paths = write_key_files(key, out_dir, overwrite=force)
@@ -79,8 +90,6 @@ def generate_cmd(alg: str, out_dir: str, force: bool, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 def show_cmd(key_file: str, as_json: bool) -> None:
     """Show a key file (PEM, COSE_Key or JWK; private or public): kid, algorithm, every format."""
-    from teep_coap.security.errors import KeyFileError
-    from teep_coap.security.keys import load_signing_key, load_verifying_key
 
     try:
         signing = load_signing_key(key_file)
@@ -130,14 +139,10 @@ def sign_cmd(
     key_files: tuple[str, ...], source: str, output: str | None, as_hex: bool, binary: bool, any_payload: bool
 ) -> None:
     """Wrap a TEEP message (raw CBOR or hex text) in COSE_Sign1 (one --key) or COSE_Sign (several)."""
-    from teep_coap.security import cose
-    from teep_coap.security.keys import load_signing_key
 
     signing_keys = [load_signing_key(k) for k in key_files]
     payload = _read_input(source)
     if not any_payload:
-        from teep_coap.encoding.cbor_codec import decode
-
         decode(payload)  # a malformed message is refused here (TeepDecodeError, exit 2)
     if len(signing_keys) == 1:
         data = cose.sign1(payload, signing_keys[0])
@@ -173,9 +178,6 @@ def verify_cmd(
     """Verify a COSE_Sign1/COSE_Sign TEEP message; print the message as JSON.
 
     Exit 0 valid, 1 signature not acceptable (invalid, unknown key, ...), 2 malformed input."""
-    from teep_coap.security import cose
-    from teep_coap.security.keys import alg_id, load_verifying_key
-    from teep_coap.security.truststore import TrustStore
 
     if not key_files and not trust_dir:
         raise click.UsageError("give --key PUBLIC or --trust DIR")
@@ -206,9 +208,6 @@ def verify_cmd(
     if any_payload:
         out: Any = {"payload": result.payload.hex()}
     else:
-        from teep_coap.encoding.cbor_codec import decode
-        from teep_coap.encoding.json_codec import to_jsonable
-
         out = to_jsonable(decode(result.payload))
     if not quiet:
         kid = result.kid.hex() if result.kid is not None else "-"

@@ -8,6 +8,7 @@ message, or with --lifecycle the whole life of one TA (install, update, delete).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import sys
@@ -16,20 +17,31 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.console import Console
+from rich.table import Table
 
 from teep_coap.cli.groups import json_is_default, otrp
-from teep_coap.encoding import otrp_cbor, otrp_json
-from teep_coap.model.otrp import BY_TBS_NAME, OtrpDecodeError, OtrpError
-from teep_coap.profiles.otrp import POLICY_FILE
-from teep_coap.protocol.otrp_session import (
+from teep_coap.cli.serving import parse_bind, serve_tam
+from teep_coap.otrp.encoding import cbor as otrp_cbor
+from teep_coap.otrp.encoding import json as otrp_json
+from teep_coap.otrp.encoding.tree import tbs_tree, to_tree
+from teep_coap.otrp.model import BY_TBS_NAME, GetDeviceStateResponse, OtrpDecodeError, OtrpError, OtrpMessage
+from teep_coap.otrp.profiles import POLICY_FILE
+from teep_coap.otrp.protocol.session import (
     MessageRecord,
     make_engines,
     reference_policy,
     run_reference_session,
     run_session,
 )
-from teep_coap.security import otrp_cose, otrp_jose
-from teep_coap.security.otrp_pki import make_pki
+from teep_coap.otrp.protocol.wire import codec_for
+from teep_coap.otrp.security import cose as otrp_cose
+from teep_coap.otrp.security import jose as otrp_jose
+from teep_coap.otrp.security.pki import OtrpPki, load_certs_pem, load_identity, make_pki, save_identity
+from teep_coap.profiles import load_profile
+from teep_coap.profiles.runtime import run_agent
+from teep_coap.security.certs import write_bundle
+from teep_coap.transport.coap.credentials import provision_device
 
 
 def _read(source: str) -> bytes:
@@ -59,21 +71,18 @@ def describe(data: bytes, encoding: str = "auto") -> dict[str, Any]:
         tree = otrp_json.loads(data, "message")
         if isinstance(tree, dict) and len(tree) == 1 and next(iter(tree)) in BY_TBS_NAME:
             msg = otrp_json.decode_tbs(data)
-            return {"encoding": "json", "bare_tbs": True, "message": msg.tbs_tree(text=True)}
+            return {"encoding": "json", "bare_tbs": True, "message": tbs_tree(msg, text=True)}
         return {"encoding": "json", **otrp_jose.describe_unverified(data)}
     item = otrp_cbor.loads(data, "message")
     if isinstance(item, list) and len(item) == 2 and isinstance(item[1], dict):
         msg = otrp_cbor.decode_tbs(data)
-        return {"encoding": "cbor", "bare_tbs": True, "message": _jsonable(msg.tbs_tree(text=False))}
+        return {"encoding": "cbor", "bare_tbs": True, "message": _jsonable(tbs_tree(msg, text=False))}
     return {"encoding": "cbor", **_jsonable(otrp_cose.describe_unverified(data))}
 
 
 def open_with_keys(data: bytes, folder: Path, encoding: str = "auto") -> dict[str, Any]:
     """Verify and decrypt with the keys of an `otrp init` folder: requests as the TEE, responses as the
     TAM (both trust `pki/root.pem`)."""
-    from teep_coap.model.otrp import GetDeviceStateResponse, OtrpMessage
-    from teep_coap.protocol.otrp_wire import codec_for
-    from teep_coap.security.otrp_pki import load_certs_pem, load_identity
 
     if encoding == "auto":
         encoding = "json" if data.lstrip()[:1] == b"{" else "cbor"
@@ -89,11 +98,11 @@ def open_with_keys(data: bytes, folder: Path, encoding: str = "auto") -> dict[st
     msg = opened.msg
     text = encoding == "json"
     if isinstance(msg, GetDeviceStateResponse):
-        tree: Any = {msg.OUTER_NAME: [t.tbs_tree(text) for t in msg.tees]}
+        tree: Any = {msg.OUTER_NAME: [tbs_tree(t, text) for t in msg.tees]}
     elif isinstance(msg, OtrpMessage):
-        tree = msg.tbs_tree(text)
+        tree = tbs_tree(msg, text)
     else:
-        tree = {msg.OUTER_NAME: msg.to_tree(text)}
+        tree = {msg.OUTER_NAME: to_tree(msg, text)}
     return {
         "encoding": encoding,
         "verified": opened.signed,
@@ -126,8 +135,6 @@ def decode_cmd(source: str, encoding: str, is_hex: bool, keys: str | None) -> No
 
 
 def _table(title: str, records: list[MessageRecord]) -> None:
-    from rich.console import Console
-    from rich.table import Table
 
     table = Table(title=title)
     for col in ("message", "direction", "bare TBS bytes", "signed+encrypted bytes"):
@@ -169,8 +176,6 @@ def session_cmd(
 ) -> None:
     """Run the OTrP reference session in memory and show every message with its sizes."""
     if keys:
-        from teep_coap.security.otrp_pki import OtrpPki, load_identity
-
         folder = Path(keys) / "pki"
         pki = OtrpPki(**{n: load_identity(folder, n) for n in ("root", "tam", "tee", "sp")})
     else:
@@ -230,9 +235,6 @@ def session_cmd(
 @click.option("--json", "as_json", is_flag=True, help="Print what was made as JSON.")
 def init_cmd(folder: str, key_type: str, ta_size: int, as_json: bool) -> None:
     """Make a folder for `otrp serve` and `otrp run`: PKI, a policy with one SD and one TA, credentials."""
-    from teep_coap.security.certs import write_bundle
-    from teep_coap.security.otrp_pki import save_identity
-    from teep_coap.transport.coap.credentials import provision_device
 
     base = Path(folder)
     if (base / "pki").exists():
@@ -266,10 +268,6 @@ def serve_cmd(profile_name: str, folder: str, bind: str) -> None:
     """Serve the OTrP TAM until SIGINT/SIGTERM; the first line on stdout is the TAM URI.
 
     The same as `teep-coap tam serve --profile P --dir FOLDER` (which serves every profile)."""
-    import asyncio
-
-    from teep_coap.cli.serving import parse_bind, serve_tam
-    from teep_coap.profiles import load_profile
 
     if load_profile(profile_name).protocol != "otrp":
         raise OtrpError(f"profile {profile_name!r} is not an OTrP profile (use `teep-coap tam serve`)")
@@ -277,8 +275,6 @@ def serve_cmd(profile_name: str, folder: str, bind: str) -> None:
 
 
 async def _run(profile_name: str, uri: str, folder: Path) -> dict[str, Any]:
-    from teep_coap.profiles import load_profile
-    from teep_coap.profiles.runtime import run_agent
 
     profile = load_profile(profile_name)
     if profile.protocol != "otrp":
@@ -295,7 +291,6 @@ def run_cmd(profile_name: str, uri: str, folder: str) -> None:
     """One Broker session of the device against an OTrP TAM; prints a JSON report, exit 1 on failure.
 
     Like `teep-coap agent run --profile P --tam URI --state FOLDER` (which exits 2 on failure)."""
-    import asyncio
 
     report = asyncio.run(_run(profile_name, uri, Path(folder)))
     click.echo(json.dumps(report, indent=2))

@@ -5,6 +5,7 @@ the benchmarks that start them): the HOST:PORT option, their logging, and the TA
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
@@ -12,6 +13,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
+
+from teep_coap.profiles import load_profile
+from teep_coap.profiles.capture import capturing_relay, log_tls_keys, relayed_uri, write_psk_file
+from teep_coap.profiles.runtime import open_tam
+from teep_coap.profiles.stack import make_server
+from teep_coap.transport.coap.credentials import load_tam_credentials
+from teep_coap.transport.coap.credentials_watch import CredentialsWatcher
+from teep_coap.transport.pcap import PcapWriter
 
 if TYPE_CHECKING:
     from teep_coap.profiles.schema import Profile
@@ -54,16 +63,9 @@ async def serve_tam(
     """Serve any profile: TEEP (CBOR/COSE or JSON/JWS, by the profile's encoding) or OTrP.
 
     With `pcap`, the server listens on a free port of the same host and a capturing relay on `bind`."""
-    import contextlib
-
-    from teep_coap.profiles import load_profile
-    from teep_coap.profiles.runtime import open_tam
-    from teep_coap.profiles.stack import make_server
 
     profile = load_profile(profile_name)
     if pcap is not None and profile.security.mode == "tls":
-        from teep_coap.profiles.capture import log_tls_keys
-
         log_tls_keys(pcap)  # this process is one TAM or one Agent run: its TLS keys to PCAP.keylog
     service = open_tam(profile, tam_dir, db=db, policy=policy, certs=certs)
     try:
@@ -88,9 +90,6 @@ async def serve_tam(
                 uri = f"{profile.transport.scheme}://{bind[0]}:{port}{profile.transport.path}"
             capture = contextlib.AsyncExitStack()
             if pcap is not None:
-                from teep_coap.profiles.capture import capturing_relay, relayed_uri
-                from teep_coap.transport.pcap import PcapWriter
-
                 writer = PcapWriter(pcap)
                 capture.callback(writer.close)
                 rport = await capture.enter_async_context(
@@ -118,8 +117,6 @@ def write_serve_psk(profile: Profile, credentials_dir: Path, pcap: str) -> None:
     """FILE.psk for a DTLS TAM: Wireshark takes one PSK, so only when one device has credentials."""
     if profile.security.mode != "dtls-psk":
         return
-    from teep_coap.profiles.capture import write_psk_file
-    from teep_coap.transport.coap.credentials import load_tam_credentials
 
     devices = load_tam_credentials(credentials_dir)
     if len(devices) == 1:
@@ -138,7 +135,6 @@ def watch_credentials(
     """CoAP servers re-read credentials.toml when it changes and on SIGHUP (no restart needed)."""
     if not hasattr(server, "update_devices") or tam_dir is None:
         return None
-    from teep_coap.transport.coap.credentials_watch import CredentialsWatcher
 
     watcher = CredentialsWatcher(server, tam_dir)  # type: ignore[arg-type]
     loop.add_signal_handler(signal.SIGHUP, lambda: watcher.check(force=True))

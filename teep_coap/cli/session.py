@@ -1,7 +1,8 @@
 """`teep-coap profiles`, `teep-coap tam serve`, `teep-coap tam credentials`, `teep-coap agent run`,
 `teep-coap bench sessions`: the programs of the CoAP binding (and of any profile's binding).
 
-Heavy imports stay inside the commands so `--help` stays fast.
+Imports at module level; `teep-coap --help` stays fast because the module itself is imported only
+when one of its commands is looked up (cli/groups.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import TYPE_CHECKING
 import click
 
 from teep_coap.cli.groups import root
+from teep_coap.profiles import list_profiles, load_profile
+from teep_coap.profiles.scenario import run_local_session
 
 if TYPE_CHECKING:
     pass
@@ -23,7 +26,6 @@ if TYPE_CHECKING:
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 def profiles_cmd(as_json: bool) -> None:
     """List the profiles (protocol × encoding × transport × security) that --profile NAME finds."""
-    from teep_coap.profiles import list_profiles
 
     profiles = list_profiles()
     if as_json:
@@ -83,8 +85,6 @@ def session_cmd(profile_name: str, payload_size: int, as_json: bool, pcap: str |
     talk over the profile's real transport (CoAP, DTLS PSK, OSCORE, HTTP, HTTPS); prints what was
     installed and the size of every message. Exit 2 if the session does not succeed.
     """
-    from teep_coap.profiles import load_profile
-    from teep_coap.profiles.scenario import run_local_session
 
     logging.getLogger("coap").setLevel(logging.CRITICAL)  # aiocoap's shutdown chatter is not news here
     profile = load_profile(profile_name)

@@ -15,6 +15,9 @@ from typing import Any
 import click
 
 from teep_coap.cli.groups import json_is_default, suit
+from teep_coap.security import cose
+from teep_coap.security.errors import SecurityError
+from teep_coap.security.keys import load_signing_key, load_verifying_key
 from teep_coap.security.suit import (
     Envelope,
     SuitCommand,
@@ -29,6 +32,7 @@ from teep_coap.security.suit import (
 )
 from teep_coap.security.suit.constants import Command, ManifestKey, Parameter
 from teep_coap.security.suit.model import CommandSequence, ComponentId
+from teep_coap.security.truststore import TrustStore
 
 
 def _uuid_bytes(text: str, what: str) -> bytes:
@@ -108,7 +112,6 @@ def build_cmd(
     as_json: bool,
 ) -> None:
     """Build a signed SUIT envelope for the Trusted Component in PAYLOAD."""
-    from teep_coap.security.keys import load_signing_key
 
     key = load_signing_key(key_path)
     if component_parts:
@@ -207,8 +210,6 @@ def _sequence(seq: CommandSequence) -> list[dict[str, Any]]:
 
 
 def _auth_blocks(env: Envelope) -> list[dict[str, Any]]:
-    from teep_coap.security import cose
-    from teep_coap.security.errors import SecurityError
 
     out: list[dict[str, Any]] = []
     for block in env.auth_blocks:
@@ -282,9 +283,6 @@ def inspect_cmd(file: Any, key_path: str | None, trust_dir: str | None) -> None:
     doc = envelope_json(env)
     status = 0
     if key_path or trust_dir:
-        from teep_coap.security.keys import load_verifying_key
-        from teep_coap.security.truststore import TrustStore
-
         trust: Any = TrustStore.from_dir(trust_dir) if trust_dir else load_verifying_key(str(key_path))
         if key_path and trust_dir:
             trust.add(load_verifying_key(key_path))

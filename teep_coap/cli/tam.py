@@ -1,12 +1,14 @@
 """`teep-coap tam ...`: create a TAM folder, register devices and components, script a session by hand.
 
-Heavy imports stay inside the commands: interop scripts call `tam process` many times.
+Imports at module level; `teep-coap --help` stays fast because the module itself is imported only
+when one of its commands is looked up (cli/groups.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,17 @@ import click
 
 from teep_coap.cli.groups import json_is_default, tam
 from teep_coap.cli.serving import parse_bind, serve_tam, setup_logging
+from teep_coap.cli.workers import serve_workers
+from teep_coap.encoding.hextext import read_cbor_source
+from teep_coap.profiles.component_limits import ComponentTooLarge, check_envelope_size
+from teep_coap.profiles.workers import WorkersError
+from teep_coap.protocol.errors import ConfigError
+from teep_coap.protocol.policy import Policy, envelope_identity, format_component_id
+from teep_coap.protocol.tam import TamEngine
+from teep_coap.protocol.wire import describe
+from teep_coap.security.keys import load_verifying_key
+from teep_coap.store.tamdir import ALG_NAMES, init_tam_dir, load_tam_dir, open_store, read_config
+from teep_coap.transport.coap.credentials import provision_device
 
 
 def _print(obj: Any) -> None:
@@ -49,7 +62,6 @@ def tam_init(
     tam_dir: str, algs: tuple[str, ...], database: str | None, attestation: str, policy: str | None
 ) -> None:
     """Create a TAM folder: signing keys, configuration, an empty database."""
-    from teep_coap.store.tamdir import ALG_NAMES, init_tam_dir
 
     summary = init_tam_dir(
         Path(tam_dir), algs=algs or ALG_NAMES, database=database, attestation=attestation, policy=policy
@@ -75,11 +87,6 @@ def device_add(
     tam_dir: str, key: str, kid: str | None, name: str | None, psk_identity: str | None, oscore_id: str | None
 ) -> None:
     """Register a device: the TAM will accept messages signed by this key."""
-    import time
-
-    from teep_coap.protocol.errors import ConfigError
-    from teep_coap.security.keys import load_verifying_key
-    from teep_coap.store.tamdir import open_store, read_config
 
     folder = Path(tam_dir)
     vk = load_verifying_key(key)
@@ -111,8 +118,6 @@ def device_add(
 @_dir_option
 def device_list(tam_dir: str) -> None:
     """Registered devices with what the TAM knows they have."""
-    from teep_coap.protocol.policy import format_component_id
-    from teep_coap.store.tamdir import open_store, read_config
 
     folder = Path(tam_dir)
     store = open_store(folder, read_config(folder))
@@ -168,10 +173,6 @@ def component_add(tam_dir: str, envelope: str, audience: str, name: str | None, 
     1 MiB decoding limit: over all of them it is refused (unless --force), over some a warning
     names the profiles that cannot deliver it.
     """
-    import time
-
-    from teep_coap.protocol.policy import envelope_identity, format_component_id
-    from teep_coap.store.tamdir import open_store, read_config
 
     folder = Path(tam_dir)
     data = Path(envelope).read_bytes()
@@ -190,7 +191,6 @@ def component_add(tam_dir: str, envelope: str, audience: str, name: str | None, 
 
 
 def _check_component_size(size: int, force: bool) -> None:
-    from teep_coap.profiles.component_limits import ComponentTooLarge, check_envelope_size
 
     verdict = check_envelope_size(size)
     if not verdict.refusing:
@@ -209,8 +209,6 @@ def _check_component_size(size: int, force: bool) -> None:
 @_dir_option
 def component_list(tam_dir: str) -> None:
     """Latest version of every component in the catalog."""
-    from teep_coap.protocol.policy import format_component_id
-    from teep_coap.store.tamdir import open_store, read_config
 
     folder = Path(tam_dir)
     store = open_store(folder, read_config(folder))
@@ -234,11 +232,6 @@ def component_list(tam_dir: str) -> None:
 @click.argument("policy_file", type=click.Path(exists=True, dir_okay=False), required=False)
 def policy_sync(tam_dir: str, policy_file: str | None) -> None:
     """Load a policy TOML file (default: the one in tam.toml) into the catalog."""
-    import time
-
-    from teep_coap.protocol.errors import ConfigError
-    from teep_coap.protocol.policy import Policy
-    from teep_coap.store.tamdir import open_store, read_config
 
     folder = Path(tam_dir)
     cfg = read_config(folder)
@@ -265,10 +258,6 @@ def tam_process(
     tam_dir: str, connect: bool, source: str | None, output: str | None, transport_identity: str | None
 ) -> None:
     """ProcessConnect (--connect) or ProcessTeepMessage (FILE, '-' = stdin) on the TAM kept in DIR."""
-    from teep_coap.protocol.errors import ConfigError
-    from teep_coap.protocol.tam import TamEngine
-    from teep_coap.protocol.wire import describe
-    from teep_coap.store.tamdir import load_tam_dir
 
     if connect == (source is not None):
         raise ConfigError("give either --connect or a message FILE")
@@ -278,8 +267,6 @@ def tam_process(
         if connect:
             response: bytes | None = engine.connect(transport_identity)
         else:
-            from teep_coap.encoding.hextext import read_cbor_source
-
             assert source is not None
             response = engine.receive(read_cbor_source(source), transport_identity)
     finally:
@@ -295,7 +282,6 @@ def tam_process(
 @click.option("--audit", is_flag=True, help="Include the audit log of each session.")
 def tam_sessions(tam_dir: str, audit: bool) -> None:
     """Sessions and their outcome (and audit log)."""
-    from teep_coap.store.tamdir import open_store, read_config
 
     folder = Path(tam_dir)
     store = open_store(folder, read_config(folder))
@@ -320,7 +306,6 @@ def tam_sessions(tam_dir: str, audit: bool) -> None:
 @click.option("--event", default=None, help="Only entries of this event (e.g. refused, duplicate-ignored).")
 def tam_audit(tam_dir: str, event: str | None) -> None:
     """The whole audit log, with the entries that belong to no session (refused messages, duplicates)."""
-    from teep_coap.store.tamdir import open_store, read_config
 
     folder = Path(tam_dir)
     store = open_store(folder, read_config(folder))
@@ -346,7 +331,6 @@ def tam_audit(tam_dir: str, event: str | None) -> None:
 )
 def tam_credentials(tam_dir: str, name: str, psk_identity: str | None, agent_state: str | None) -> None:
     """Create a device's DTLS PSK and OSCORE context (TAMDIR/credentials.toml, oscore/NAME)."""
-    from teep_coap.transport.coap.credentials import provision_device
 
     d = provision_device(tam_dir, agent_state, name, psk_identity=psk_identity)
     click.echo(
@@ -412,9 +396,6 @@ def tamserve_tam(
     """
     setup_logging(verbose, quiet)
     if workers > 1:
-        from teep_coap.cli.workers import serve_workers
-        from teep_coap.profiles.workers import WorkersError
-
         if pcap is not None or certs is not None:
             raise WorkersError("--workers N>1 takes neither --pcap nor --certs (serve one worker to capture)")
         flags = ["-v"] * verbose + (["-q"] if quiet else [])

@@ -24,6 +24,10 @@ from pathlib import Path
 import click
 
 from teep_coap.profiles.workers import WorkersError, check_workers_allowed, read_serving_uri
+from teep_coap.store.tam_db import TamStore
+from teep_coap.store.tamdir import database_url, read_config
+from teep_coap.transport.coap.server_socket import ensure_port_free
+from teep_coap.transport.coap.shared_port import SHARED_PORT_ENV, shared_port_value
 
 WORKER_START_TIMEOUT = 60.0  # seconds for each worker to print its URI (a loaded machine is slow)
 WORKER_STOP_TIMEOUT = 10.0  # seconds for a worker to exit after SIGTERM before it is killed
@@ -74,10 +78,6 @@ def serve_workers(
     verbosity: list[str],
 ) -> None:
     """Start `workers` `tam serve` processes on one address and supervise them until SIGINT/SIGTERM."""
-    from teep_coap.store.tam_db import TamStore
-    from teep_coap.store.tamdir import database_url, read_config
-    from teep_coap.transport.coap.server_socket import ensure_port_free
-    from teep_coap.transport.coap.shared_port import SHARED_PORT_ENV, shared_port_value
 
     database = db or database_url(Path(tam_dir), read_config(Path(tam_dir)))
     check_workers_allowed(profile_name, database, workers)

@@ -8,7 +8,7 @@ own failure (database, internal): 5.00 / 500. The first matching row wins, so su
 from __future__ import annotations
 
 from teep_coap.errors import TeepCoapError
-from teep_coap.model.otrp import OtrpDecodeError, OtrpIdentityMismatch, OtrpProtocolError, OtrpSecurityError
+from teep_coap.otrp.model import OtrpDecodeError, OtrpIdentityMismatch, OtrpProtocolError, OtrpSecurityError
 from teep_coap.protocol.errors import IdentityMismatch, InvalidMessage, TamFailure
 from teep_coap.transport.base import Rejection
 

@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from teep_coap.errors import TeepCoapError
-from teep_coap.profiles.gateway import fetch_through_gateway
-from teep_coap.profiles.otrp import (
+from teep_coap.otrp.profiles import (
     OtrpBrokerAgent,
     installed_summary,
     load_agent_engine,
@@ -25,6 +24,7 @@ from teep_coap.profiles.otrp import (
     otrp_folder,
     tam_handler,
 )
+from teep_coap.profiles.gateway import fetch_through_gateway
 from teep_coap.profiles.schema import Profile
 from teep_coap.profiles.session import SessionFailed, TamHandler, run_session, run_until_done
 from teep_coap.profiles.stack import make_client

@@ -26,17 +26,17 @@ from typing import Any, TypeVar
 from teep_coap.errors import NotImplementedFeature, TeepCoapError
 from teep_coap.model.codes import MessageType
 from teep_coap.model.teep import MESSAGE_CLASSES
+from teep_coap.otrp.protocol.session import make_engines, reference_policy
+from teep_coap.otrp.security.pki import make_pki
 from teep_coap.profiles.capture import session_front, tls_keys_logged, write_psk_file
 from teep_coap.profiles.schema import Profile
 from teep_coap.profiles.session import TamHandler
 from teep_coap.profiles.stack import make_client, make_server
 from teep_coap.protocol.agent import AgentEngine
 from teep_coap.protocol.broker import BrokerSession, Done, Send
-from teep_coap.protocol.otrp_session import make_engines, reference_policy
 from teep_coap.protocol.tam import TamEngine
 from teep_coap.protocol.wire import wire_for
 from teep_coap.security.certs import write_bundle
-from teep_coap.security.otrp_pki import make_pki
 from teep_coap.security.suit.build import build_envelope
 from teep_coap.store.agentdir import init_agent_state, load_agent_state
 from teep_coap.store.tamdir import init_tam_dir, load_tam_dir

@@ -13,13 +13,11 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[2] / "teep_coap"
 
 # The reasons, measured on 2026-12-05 (2-core machine):
-# - cli/: each command imports what it runs when it runs. `python -c "import teep_coap.cli"` takes
-#   0.40 s and 46 MB; importing every module the commands use as well takes 1.6 s and 130 MB, paid by
-#   every `teep-coap --help`, every `agent run` of a device and every `tam process` an interop script
-#   calls.
+# - cli/ has none: its modules import at module level and are themselves imported on demand in one
+#   place (cli/groups.py, figures there and in docs/design.md).
 # - transport/coap/aiocoap_compat/dtls.py: DTLSSocket (aiocoap's tinydtls transports) is optional
 #   at run time; without it `apply_dtls_fixes()` returns False instead of failing the import.
-LAZY_DIRS = ("cli",)
+LAZY_DIRS: tuple[str, ...] = ()
 LAZY_FILES = {"transport/coap/aiocoap_compat/dtls.py": 5}
 
 

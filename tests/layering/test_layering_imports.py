@@ -4,6 +4,11 @@ Read from the source with `ast`, so lazy imports inside functions count too. `st
 `protocol`: the engines declare what they need of persistence as ports (`teep_coap.protocol.ports`) and
 `store` implements them. Allowed on purpose: `transport` → `security.certs` (TLS certificate files are
 transport material; nothing there parses messages).
+
+OTrP lives in its own package `teep_coap.otrp` with the same layers inside (otrp/model/,
+otrp/encoding, otrp/security, otrp/protocol, otrp/profiles.py): an OTrP module of layer L may import
+teep_coap's and OTrP's layers at or below L. The TEEP path (model … store) never imports OTrP; profiles,
+bench and cli choose between the two protocols, so they may.
 """
 
 from __future__ import annotations
@@ -40,26 +45,74 @@ def _imports(path: Path) -> list[tuple[int, str, list[str]]]:
     return found
 
 
-def _violations(layer: str) -> list[str]:
+TEEP_PATH = {"model", "encoding", "security", "protocol", "transport", "store"}
+OTRP_LAYERS = {"model", "encoding", "security", "protocol", "profiles"}
+
+
+def _target_layer(module: str) -> str:
+    """The layer a `teep_coap...` import reaches: `teep_coap.otrp.security.cose` is `security`."""
+    parts = module.split(".")
+    if len(parts) > 2 and parts[1] == "otrp":
+        return parts[2]
+    return parts[1] if len(parts) > 1 else ""
+
+
+def _files(layer: str, root: Path) -> list[Path]:
+    if (root / f"{layer}.py").exists():
+        return [root / f"{layer}.py"]
+    return sorted((root / layer).rglob("*.py")) if (root / layer).is_dir() else []
+
+
+def _violations(layer: str, root: Path = PACKAGE, *, teep: bool = True) -> list[str]:
+    """Upward imports of `layer` under `root`; `teep`: root is the TEEP side (which never imports OTrP)."""
     bad = []
-    for path in sorted((PACKAGE / layer).rglob("*.py")):
+    for path in _files(layer, root):
         for line, module, names in _imports(path):
-            parts = module.split(".")
-            target = parts[1] if len(parts) > 1 else ""
+            target = _target_layer(module)
+            if teep and layer in TEEP_PATH and module.startswith("teep_coap.otrp"):
+                bad.append(
+                    f"{path.relative_to(root)}:{line} imports {module} (the TEEP path never imports OTrP)"
+                )
+                continue
             if layer == "transport" and target == "security":
                 if module == "teep_coap.security.certs" or (
                     module == "teep_coap.security" and names == ["certs"]
                 ):
                     continue
-                bad.append(f"{path.relative_to(PACKAGE)}:{line} imports {module}")
+                bad.append(f"{path.relative_to(root)}:{line} imports {module}")
             elif target in FORBIDDEN[layer]:
-                bad.append(f"{path.relative_to(PACKAGE)}:{line} imports {module}")
+                bad.append(f"{path.relative_to(root)}:{line} imports {module}")
     return bad
 
 
 @pytest.mark.parametrize("layer", sorted(FORBIDDEN))
 def test_no_upward_import(layer: str) -> None:
     assert _violations(layer) == []
+
+
+@pytest.mark.parametrize("layer", sorted(OTRP_LAYERS))
+def test_no_upward_import_inside_otrp(layer: str) -> None:
+    assert _files(layer, PACKAGE / "otrp"), f"otrp has no {layer} layer: update OTRP_LAYERS"
+    assert _violations(layer, PACKAGE / "otrp", teep=False) == []
+
+
+def test_every_otrp_module_is_in_a_layer() -> None:
+    """A new otrp/ module outside the listed layers would escape the check above."""
+    root = PACKAGE / "otrp"
+    layered = {path for layer in OTRP_LAYERS for path in _files(layer, root)}
+    assert set(root.rglob("*.py")) - layered == {root / "__init__.py"}
+
+
+def test_the_check_sees_otrp_violations(tmp_path: Path) -> None:
+    """The TEEP path importing OTrP, and OTrP's model importing its own security, are both caught."""
+    (tmp_path / "protocol").mkdir()
+    (tmp_path / "protocol" / "m.py").write_text("from teep_coap.otrp.model import OtrpError\n")
+    assert _violations("protocol", tmp_path) == [
+        "protocol/m.py:1 imports teep_coap.otrp.model (the TEEP path never imports OTrP)"
+    ]
+    assert _violations("protocol", tmp_path, teep=False) == []  # OTrP's protocol may use OTrP's model
+    (tmp_path / "model.py").write_text("from teep_coap.otrp.security import cose\n")
+    assert _violations("model", tmp_path, teep=False) == ["model.py:1 imports teep_coap.otrp.security"]
 
 
 def test_the_check_sees_a_violation(tmp_path: Path) -> None:

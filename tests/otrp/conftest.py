@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from teep_coap.model.otrp import (
+from teep_coap.otrp.model import (
     CreateSDContent,
     CreateSDRequest,
     CreateSDResponse,
@@ -44,7 +44,7 @@ from teep_coap.model.otrp import (
     UpdateTARequest,
     UpdateTAResponse,
 )
-from teep_coap.security.otrp_pki import OtrpPki, make_pki
+from teep_coap.otrp.security.pki import OtrpPki, make_pki
 
 REPO_SAMPLES = Path(__file__).resolve().parent / "samples"
 

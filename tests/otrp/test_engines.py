@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from teep_coap.encoding import otrp_json
-from teep_coap.model.otrp import (
+from teep_coap.otrp.encoding import json as otrp_json
+from teep_coap.otrp.model import (
     CreateSDContent,
     CreateSDRequest,
     DeleteSDContent,
@@ -22,11 +22,11 @@ from teep_coap.model.otrp import (
     OtrpProtocolError,
     TAContent,
 )
-from teep_coap.protocol.otrp_agent import OtrpAgentConfig, OtrpAgentEngine
-from teep_coap.protocol.otrp_session import make_engines, run_reference_session, run_session
-from teep_coap.protocol.otrp_tam import OtrpTamConfig, OtrpTamEngine, OtrpTamPolicy, SdSpec, TaSpec
-from teep_coap.protocol.otrp_wire import codec_for
-from teep_coap.security.otrp_pki import OtrpPki
+from teep_coap.otrp.protocol.agent import OtrpAgentConfig, OtrpAgentEngine
+from teep_coap.otrp.protocol.session import make_engines, run_reference_session, run_session
+from teep_coap.otrp.protocol.tam import OtrpTamConfig, OtrpTamEngine, OtrpTamPolicy, SdSpec, TaSpec
+from teep_coap.otrp.protocol.wire import codec_for
+from teep_coap.otrp.security.pki import OtrpPki
 
 ENCODINGS = ["json", "cbor"]
 SD = "sd.sp.example"
@@ -209,7 +209,7 @@ def test_ta_errors(tam: _Tam) -> None:
         is OtrpErrorCode.ERR_TA_INVALID
     )  # type: ignore[arg-type]
     dsi = tam.gds().edsi.dsi  # type: ignore[attr-defined]
-    from teep_coap.security.otrp_pki import load_public_der
+    from teep_coap.otrp.security.pki import load_public_der
 
     spaik = load_public_der(dsi.tee.teeaiklist[0].spaik)
     good = codec.seal_ta(b"ta", None, spaik)
@@ -243,7 +243,7 @@ def test_dsihash_mismatch_version_and_cached_signer(tam: _Tam) -> None:
 
 
 def test_wrong_tee_gets_an_unsigned_broker_error(tam: _Tam) -> None:
-    from teep_coap.model.otrp import BrokerError
+    from teep_coap.otrp.model import BrokerError
 
     msg = tam.create(tee="Another TEE")
     assert isinstance(msg, BrokerError) and msg.errcode is OtrpErrorCode.ERR_AGENT_TEE_UNKNOWN
@@ -315,7 +315,7 @@ def test_stale_dsihash_before_any_dsi(rsa_pki: OtrpPki, tmp_path: Path) -> None:
 
 
 def test_update_sd(tam: _Tam) -> None:
-    from teep_coap.model.otrp import SDChanges, UpdateSDContent, UpdateSDRequest
+    from teep_coap.otrp.model import SDChanges, UpdateSDContent, UpdateSDRequest
 
     tam.create()
     tam.create(sdname="other.sd")
@@ -336,7 +336,7 @@ def test_update_sd(tam: _Tam) -> None:
 
 
 def test_update_sd_rename_keeps_tas(rsa_pki: OtrpPki, tmp_path: Path) -> None:
-    from teep_coap.model.otrp import SDChanges, UpdateSDContent, UpdateSDRequest
+    from teep_coap.otrp.model import SDChanges, UpdateSDContent, UpdateSDRequest
 
     tam_engine, agent = make_engines("cbor", rsa_pki, tmp_path, _policy(rsa_pki, b"bin"))
     run_session(tam_engine, agent)
@@ -364,7 +364,7 @@ def test_tam_ends_session_on_broker_error(rsa_pki: OtrpPki, tmp_path: Path) -> N
 
 
 def test_transport_identity_must_stay_and_fit_the_device(rsa_pki: OtrpPki, tmp_path: Path) -> None:
-    from teep_coap.model.otrp import OtrpIdentityMismatch
+    from teep_coap.otrp.model import OtrpIdentityMismatch
 
     tam_engine, agent = make_engines("cbor", rsa_pki, tmp_path, _policy(rsa_pki, b"x"))
     answer = agent.receive(tam_engine.connect("psk-device-1"))
@@ -417,7 +417,7 @@ def test_two_devices_interleaved_on_one_tam(encoding: str, rsa_pki: OtrpPki, tmp
 
 @pytest.mark.parametrize("encoding", ENCODINGS)
 def test_peek_reads_rid_and_tid_of_every_message(encoding: str, rsa_pki: OtrpPki) -> None:
-    from teep_coap.model.otrp import BrokerError
+    from teep_coap.otrp.model import BrokerError
 
     from .conftest import all_messages
 
@@ -433,7 +433,7 @@ def test_peek_reads_rid_and_tid_of_every_message(encoding: str, rsa_pki: OtrpPki
 
 
 def test_failed_command_leaves_no_partial_state(tam: _Tam) -> None:
-    from teep_coap.model.otrp import SDChanges, UpdateSDContent, UpdateSDRequest
+    from teep_coap.otrp.model import SDChanges, UpdateSDContent, UpdateSDRequest
 
     tam.create()
     tam.create(sdname="other.sd")
@@ -451,7 +451,7 @@ def test_failed_command_leaves_no_partial_state(tam: _Tam) -> None:
 
 
 def test_answer_with_wrong_rid_ends_the_session(rsa_pki: OtrpPki, tmp_path: Path) -> None:
-    from teep_coap.model.otrp import CreateSDResponse, CreateSDResultContent
+    from teep_coap.otrp.model import CreateSDResponse, CreateSDResultContent
 
     tam_engine, agent = make_engines("json", rsa_pki, tmp_path, _policy(rsa_pki, b"x"))
     answer = agent.receive(tam_engine.connect())

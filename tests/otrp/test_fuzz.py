@@ -11,11 +11,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from teep_coap.encoding import otrp_cbor, otrp_json
-from teep_coap.model.otrp import OtrpError, parse_tbs
-from teep_coap.protocol.otrp_agent import OtrpAgentConfig, OtrpAgentEngine
-from teep_coap.protocol.otrp_wire import codec_for
-from teep_coap.security.otrp_pki import OtrpPki, make_pki
+from teep_coap.otrp.encoding import cbor as otrp_cbor
+from teep_coap.otrp.encoding import json as otrp_json
+from teep_coap.otrp.encoding.tree import parse_tbs
+from teep_coap.otrp.model import OtrpError
+from teep_coap.otrp.protocol.agent import OtrpAgentConfig, OtrpAgentEngine
+from teep_coap.otrp.protocol.wire import codec_for
+from teep_coap.otrp.security.pki import OtrpPki, make_pki
 
 from .conftest import all_messages
 

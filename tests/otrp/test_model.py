@@ -6,8 +6,10 @@ import json
 
 import pytest
 
-from teep_coap.encoding import otrp_cbor, otrp_json
-from teep_coap.model.otrp import (
+from teep_coap.otrp.encoding import cbor as otrp_cbor
+from teep_coap.otrp.encoding import json as otrp_json
+from teep_coap.otrp.encoding.tree import from_tree, parse_broker_error, parse_reason, parse_tbs
+from teep_coap.otrp.model import (
     MESSAGE_TYPES,
     BrokerError,
     CreateSDRequest,
@@ -18,8 +20,6 @@ from teep_coap.model.otrp import (
     OtrpDecodeError,
     OtrpErrorCode,
     Reason,
-    parse_broker_error,
-    parse_tbs,
 )
 
 from .conftest import all_messages
@@ -99,16 +99,16 @@ def test_documented_variants_are_accepted() -> None:
 
 
 def test_reason_string_or_object() -> None:
-    assert Reason.parse("ERR_SD_ALREADY_EXIST", True, "r").error_code is OtrpErrorCode.ERR_SD_ALREADY_EXISTS
-    assert Reason.parse("TEE exploded", True, "r") == Reason(error_message="TEE exploded")
-    obj = Reason.parse({"error-code": "ERR_TA_NOT_FOUND", "error-message": "x"}, True, "r")
+    assert parse_reason("ERR_SD_ALREADY_EXIST", True, "r").error_code is OtrpErrorCode.ERR_SD_ALREADY_EXISTS
+    assert parse_reason("TEE exploded", True, "r") == Reason(error_message="TEE exploded")
+    obj = parse_reason({"error-code": "ERR_TA_NOT_FOUND", "error-message": "x"}, True, "r")
     assert obj.error_code is OtrpErrorCode.ERR_TA_NOT_FOUND
 
 
 def test_sigalg_base64_variant() -> None:
-    from teep_coap.model.otrp import TfwData
+    from teep_coap.otrp.model import TfwData
 
-    t = TfwData.from_tree({"tbs": "AA==", "cert": "AA==", "sigalg": "UlMyNTY=", "sig": "AA=="}, True)
+    t = from_tree(TfwData, {"tbs": "AA==", "cert": "AA==", "sigalg": "UlMyNTY=", "sig": "AA=="}, True)
     assert t.sigalg == "RS256"
 
 
@@ -148,9 +148,10 @@ def test_cbor_mode_is_strict_about_types() -> None:
 
 def test_encrypted_ta_rules() -> None:
     with pytest.raises(OtrpDecodeError, match="iv"):
-        EncryptedTA.from_tree({"key": "AA==", "iv": "00", "alg": "AESCBC", "ciphertadata": "AA=="}, True)
+        from_tree(EncryptedTA, {"key": "AA==", "iv": "00", "alg": "AESCBC", "ciphertadata": "AA=="}, True)
     with pytest.raises(OtrpDecodeError, match="not both"):
-        EncryptedTA.from_tree(
+        from_tree(
+            EncryptedTA,
             {
                 "key": "AA==",
                 "iv": "00" * 16,
@@ -160,16 +161,19 @@ def test_encrypted_ta_rules() -> None:
             },
             True,
         )
-    ok = EncryptedTA.from_tree(
-        {"key": "AA==", "iv": "AxY8DCtDaGlsbGljb3RoZQ", "alg": "AESCBC", "ciphertadata": "AA=="}, True
+    ok = from_tree(
+        EncryptedTA,
+        {"key": "AA==", "iv": "AxY8DCtDaGlsbGljb3RoZQ", "alg": "AESCBC", "ciphertadata": "AA=="},
+        True,
     )
     assert len(ok.iv) == 16  # A20's base64url iv is read too
 
 
 def test_gds_response_pass_needs_edsi() -> None:
     with pytest.raises(OtrpDecodeError, match="needs signerreq and edsi"):
-        GetDeviceTEEStateResponse.from_tree({"ver": "1.0", "status": "pass", "rid": "r", "tid": "t"}, True)
-    fail = GetDeviceTEEStateResponse.from_tree(
+        from_tree(GetDeviceTEEStateResponse, {"ver": "1.0", "status": "pass", "rid": "r", "tid": "t"}, True)
+    fail = from_tree(
+        GetDeviceTEEStateResponse,
         {
             "ver": "1.0",
             "status": "fail",

@@ -8,8 +8,10 @@ import json
 import cbor2
 import pytest
 
-from teep_coap.encoding import otrp_cbor, otrp_json
-from teep_coap.model.otrp import (
+from teep_coap.otrp.encoding import cbor as otrp_cbor
+from teep_coap.otrp.encoding import json as otrp_json
+from teep_coap.otrp.encoding.tree import to_tree
+from teep_coap.otrp.model import (
     CreateSDRequest,
     DsiDocument,
     GetDeviceStateResponse,
@@ -19,10 +21,10 @@ from teep_coap.model.otrp import (
     OtrpMessage,
     OtrpSecurityError,
 )
-from teep_coap.protocol.otrp_wire import codec_for
-from teep_coap.security.otrp_cose import cose_decrypt, cose_encrypt
-from teep_coap.security.otrp_jose import jwe_decrypt, jwe_encrypt
-from teep_coap.security.otrp_pki import OtrpPki
+from teep_coap.otrp.protocol.wire import codec_for
+from teep_coap.otrp.security.cose import cose_decrypt, cose_encrypt
+from teep_coap.otrp.security.jose import jwe_decrypt, jwe_encrypt
+from teep_coap.otrp.security.pki import OtrpPki
 
 from .conftest import all_messages, sample_dsi
 
@@ -256,7 +258,7 @@ def test_jose_output_checked_by_hand_written_rfc7518_code(rsa_pki: OtrpPki) -> N
     dec = Cipher(algorithms.AES(enc_key), modes.CBC(iv)).decryptor()
     unpad = padding.PKCS7(128).unpadder()
     plaintext = unpad.update(dec.update(ciphertext) + dec.finalize()) + unpad.finalize()
-    assert json.loads(plaintext) == msg.to_tree(text=True)["content"]
+    assert json.loads(plaintext) == to_tree(msg, text=True)["content"]
 
 
 def test_cose_sign1_verifies_in_pycose(rsa_pki: OtrpPki, ec_pki: OtrpPki) -> None:
@@ -290,9 +292,9 @@ def test_mixed_key_types_pick_algorithms_per_key(tmp_path: object) -> None:
     """An RSA TAM and a P-256 TEE: each side signs with its own key's alg and encrypts for the other's."""
     from pathlib import Path
 
-    from teep_coap.protocol.otrp_session import make_engines, reference_policy, run_session
-    from teep_coap.security.otrp_pki import OtrpPki as Pki
-    from teep_coap.security.otrp_pki import issue, make_ca
+    from teep_coap.otrp.protocol.session import make_engines, reference_policy, run_session
+    from teep_coap.otrp.security.pki import OtrpPki as Pki
+    from teep_coap.otrp.security.pki import issue, make_ca
 
     root = make_ca("mixed root", "RSA")
     pki = Pki(root=root, tam=issue(root, "tam.example", "RSA"), tee=issue(root, "Primary TEE", "EC"),

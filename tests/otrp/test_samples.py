@@ -8,16 +8,16 @@ from typing import Any
 
 import pytest
 
-from teep_coap.model.otrp import (
+from teep_coap.otrp.encoding.tree import from_tree, parse_tbs
+from teep_coap.otrp.model import (
     BY_OUTER_NAME,
     BY_TBS_NAME,
     DsiDocument,
     GetDeviceStateRequest,
     GetDeviceTEEStateResponse,
     OtrpMessage,
-    parse_tbs,
 )
-from teep_coap.security.otrp_jose import check_jwe_shape, parse_flattened_jws
+from teep_coap.otrp.security.jose import check_jwe_shape, parse_flattened_jws
 
 from .conftest import REPO_SAMPLES
 
@@ -63,7 +63,7 @@ def test_sample_parses(path: Path) -> None:
     prefix = path.name.split("-")[0]
     tree = json.loads(path.read_text())
     if path.name.endswith(".dsi.json"):
-        doc = DsiDocument.from_tree(tree, True)
+        doc = from_tree(DsiDocument, tree, True)
         assert doc.dsi.tee.sdlist is not None and doc.dsi.tee.sdlist.cnt == 1
         return
     ((name, value),) = tree.items()

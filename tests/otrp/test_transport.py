@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from teep_coap.bench.scenario import otrp_world, run_session
+from teep_coap.otrp.profiles import OtrpBrokerAgent, tam_handler
+from teep_coap.otrp.protocol.session import make_engines, reference_policy
+from teep_coap.otrp.security.pki import OtrpPki
 from teep_coap.profiles import load_profile
-from teep_coap.profiles.otrp import OtrpBrokerAgent, tam_handler
-from teep_coap.protocol.otrp_session import make_engines, reference_policy
-from teep_coap.security.otrp_pki import OtrpPki
 from teep_coap.transport.base import PeerRejected
 
 PROFILES = ["otrp-json-http", "otrp-json-https", "otrp-cbor-coap", "otrp-cbor-coaps"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from teep_coap.errors import TeepCoapError
-from teep_coap.model.otrp import OtrpDecodeError, OtrpIdentityMismatch, OtrpProtocolError, OtrpSecurityError
+from teep_coap.otrp.model import OtrpDecodeError, OtrpIdentityMismatch, OtrpProtocolError, OtrpSecurityError
 from teep_coap.profiles.rejections import rejection_for
 from teep_coap.protocol.errors import IdentityMismatch, InvalidMessage, TamFailure
 from teep_coap.transport.base import Rejection

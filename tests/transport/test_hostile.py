@@ -24,10 +24,10 @@ import pytest
 from teep_coap.bench.hostile_junk import CLASSES, costly_cbor, send_junk
 from teep_coap.bench.hostile_tam import TamUnderTest, _post_blockwise, rss_bytes, tam_with_log
 from teep_coap.bench.sessions import _cpu_seconds, make_world
-from teep_coap.encoding import otrp_cbor
 from teep_coap.encoding.errors import TeepDecodeError, TooDeep, UnsupportedValue
 from teep_coap.encoding.untrusted import check_untrusted_cbor, loads_untrusted_json
-from teep_coap.model.otrp import OtrpDecodeError
+from teep_coap.otrp.encoding import cbor as otrp_cbor
+from teep_coap.otrp.model import OtrpDecodeError
 from teep_coap.protocol.wire import COSE, JOSE, NotSigned
 from teep_coap.security.errors import SecurityError
 from teep_coap.security.keys import generate_key

@@ -22,7 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from teep_coap.model.otrp import (
+from teep_coap.otrp.model import (
     OTRP_VERSION,
     RESPONSE_FOR,
     BrokerError,
@@ -56,9 +56,9 @@ from teep_coap.model.otrp import (
     UpdateSDResultContent,
     UpdateTARequest,
 )
-from teep_coap.protocol.otrp_wire import Encoding, OtrpCodec, codec_for, dsi_digest
-from teep_coap.security.otrp_jose import Sealed
-from teep_coap.security.otrp_pki import (
+from teep_coap.otrp.protocol.wire import Encoding, OtrpCodec, codec_for, dsi_digest
+from teep_coap.otrp.security.jose import Sealed
+from teep_coap.otrp.security.pki import (
     OtrpIdentity,
     PrivateKey,
     PublicKey,

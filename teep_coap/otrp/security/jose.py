@@ -31,8 +31,9 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from jwcrypto import jwe, jwk, jws
 from jwcrypto.common import JWException
 
-from teep_coap.encoding import otrp_json
-from teep_coap.model.otrp import (
+from teep_coap.otrp.encoding import json as otrp_json
+from teep_coap.otrp.encoding.tree import b64decode_any, from_tree, parse_broker_error, to_tree
+from teep_coap.otrp.model import (
     BY_OUTER_NAME,
     BrokerError,
     DsiDocument,
@@ -44,10 +45,8 @@ from teep_coap.model.otrp import (
     OtrpMessage,
     OtrpSecurityError,
     OtrpUntrustedError,
-    b64decode_any,
-    parse_broker_error,
 )
-from teep_coap.security.otrp_pki import (
+from teep_coap.otrp.security.pki import (
     OtrpIdentity,
     PrivateKey,
     PublicKey,
@@ -380,7 +379,7 @@ class JoseCodec:
     def _sign_one(
         self, msg: OtrpMessage, signer: OtrpIdentity, recipient: PublicKey | None, x5c: Sequence[bytes] | None
     ) -> tuple[dict[str, Any], bytes, dict[str, bytes]]:
-        body = msg.to_tree(text=True)
+        body = to_tree(msg, text=True)
         tbs = otrp_json.dumps({msg.TBS_NAME: body})
         plaintexts: dict[str, bytes] = {}
         for member in msg.ENCRYPTED:
@@ -472,7 +471,9 @@ class JoseCodec:
         elif not keys and cls is GetDeviceTEEStateResponse and "edsi" in body:
             # the TEE's certificate travels inside its encrypted DSI: decrypt first, then verify
             plaintexts["edsi"] = jwe_decrypt(body["edsi"], decrypt_key, f"{tbs_name}.edsi")
-            doc = DsiDocument.from_tree(otrp_json.loads(plaintexts["edsi"], "edsi"), True, f"{tbs_name}.edsi")
+            doc = from_tree(
+                DsiDocument, otrp_json.loads(plaintexts["edsi"], "edsi"), True, f"{tbs_name}.edsi"
+            )
             chain = (doc.dsi.tee.cert, *doc.dsi.tee.cacert)
             if not anchors:
                 raise OtrpUntrustedError(f"{where}: no trust anchors to validate the TEE certificate")
@@ -484,7 +485,7 @@ class JoseCodec:
                 if member not in plaintexts:
                     plaintexts[member] = jwe_decrypt(body[member], decrypt_key, f"{tbs_name}.{member}")
                 body[member] = otrp_json.loads(plaintexts[member], f"{tbs_name}.{member}")
-        msg = cls.from_tree(body, True, tbs_name)
+        msg = from_tree(cls, body, True, tbs_name)
         return Opened(
             msg, otrp_json.dumps({tbs_name: body}), parts.x5c, signer_cert, plaintexts, signer_key=used
         )
@@ -512,7 +513,7 @@ class JoseCodec:
             return cls, "", ""
 
     def encode_unsigned(self, err: BrokerError) -> bytes:
-        return otrp_json.dumps({err.OUTER_NAME: err.to_tree(text=True)})
+        return otrp_json.dumps({err.OUTER_NAME: to_tree(err, text=True)})
 
     def seal_ta(
         self, tadata: bytes | None, pdata: bytes | None, spaik: PublicKey, update: bool = False

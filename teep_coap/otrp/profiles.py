@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from teep_coap.errors import TeepCoapError
-from teep_coap.model.otrp import OtrpError
+from teep_coap.otrp.model import OtrpError
+from teep_coap.otrp.protocol.agent import OtrpAgentConfig, OtrpAgentEngine
+from teep_coap.otrp.protocol.tam import OtrpTamConfig, OtrpTamEngine, OtrpTamPolicy, SdSpec, TaSpec
+from teep_coap.otrp.security.pki import load_certs_pem, load_identity
 from teep_coap.profiles.rejections import rejection_for
 from teep_coap.profiles.schema import Profile
-from teep_coap.protocol.otrp_agent import OtrpAgentConfig, OtrpAgentEngine
-from teep_coap.protocol.otrp_tam import OtrpTamConfig, OtrpTamEngine, OtrpTamPolicy, SdSpec, TaSpec
-from teep_coap.security.otrp_pki import load_certs_pem, load_identity
 from teep_coap.transport.base import MessageHandler, PeerInfo, Rejection, RequestRejected
 
 POLICY_FILE = "policy.json"

@@ -27,8 +27,9 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 from cwt import COSE, COSEKey
 
-from teep_coap.encoding import otrp_cbor
-from teep_coap.model.otrp import (
+from teep_coap.otrp.encoding import cbor as otrp_cbor
+from teep_coap.otrp.encoding.tree import from_tree, to_tree
+from teep_coap.otrp.model import (
     BrokerError,
     DsiDocument,
     EncryptedTA,
@@ -40,8 +41,8 @@ from teep_coap.model.otrp import (
     OtrpSecurityError,
     OtrpUntrustedError,
 )
-from teep_coap.security.otrp_jose import Opened, Sealed, open_ta_parts, seal_ta_parts, ta_envelope
-from teep_coap.security.otrp_pki import (
+from teep_coap.otrp.security.jose import Opened, Sealed, open_ta_parts, seal_ta_parts, ta_envelope
+from teep_coap.otrp.security.pki import (
     OtrpIdentity,
     PrivateKey,
     PublicKey,
@@ -323,8 +324,8 @@ class CoseCodec:
         kind, value = outer
         if kind == otrp_cbor.TYPE_BROKER_ERROR:
             return Opened(
-                BrokerError.from_tree(
-                    otrp_cbor.labels_in(value, "OTrPBrokerError"), False, "OTrPBrokerError"
+                from_tree(
+                    BrokerError, otrp_cbor.labels_in(value, "OTrPBrokerError"), False, "OTrPBrokerError"
                 ),
                 signed=False,
             )
@@ -385,7 +386,7 @@ class CoseCodec:
         elif not keys and cls is GetDeviceTEEStateResponse and edsi_label in body:
             plaintexts["edsi"] = cose_decrypt(body[edsi_label], decrypt_key, f"{cls.TBS_NAME}.edsi")
             doc_tree = otrp_cbor.labels_in(otrp_cbor.loads(plaintexts["edsi"], "edsi"), "edsi")
-            doc = DsiDocument.from_tree(doc_tree, False, f"{cls.TBS_NAME}.edsi")
+            doc = from_tree(DsiDocument, doc_tree, False, f"{cls.TBS_NAME}.edsi")
             if not anchors:
                 raise OtrpUntrustedError(f"{where}: no trust anchors to validate the TEE certificate")
             keys = [cert_public_key(verify_chain((doc.dsi.tee.cert, *doc.dsi.tee.cacert), anchors))]
@@ -399,7 +400,7 @@ class CoseCodec:
                     plaintexts[member] = cose_decrypt(body[label], decrypt_key, f"{cls.TBS_NAME}.{member}")
                 body[label] = otrp_cbor.loads(plaintexts[member], f"{cls.TBS_NAME}.{member}")
         named = otrp_cbor.labels_in(body, cls.TBS_NAME)
-        msg = cls.from_tree(named, False, cls.TBS_NAME)
+        msg = from_tree(cls, named, False, cls.TBS_NAME)
         return Opened(msg, otrp_cbor.dumps([item[0], body]), x5c, signer_cert, plaintexts, signer_key=used)
 
     def peek(self, data: bytes) -> tuple[type[OtrpMessage] | None, str, str]:
@@ -420,7 +421,7 @@ class CoseCodec:
             return cls, "", ""
 
     def encode_unsigned(self, err: BrokerError) -> bytes:
-        return otrp_cbor.dumps([otrp_cbor.TYPE_BROKER_ERROR, otrp_cbor.labels_out(err.to_tree(text=False))])
+        return otrp_cbor.dumps([otrp_cbor.TYPE_BROKER_ERROR, otrp_cbor.labels_out(to_tree(err, text=False))])
 
     def seal_ta(
         self, tadata: bytes | None, pdata: bytes | None, spaik: PublicKey, update: bool = False

@@ -7,8 +7,10 @@ from typing import Literal, Protocol
 
 from cryptography import x509
 
-from teep_coap.encoding import otrp_cbor, otrp_json
-from teep_coap.model.otrp import (
+from teep_coap.otrp.encoding import cbor as otrp_cbor
+from teep_coap.otrp.encoding import json as otrp_json
+from teep_coap.otrp.encoding.tree import to_tree
+from teep_coap.otrp.model import (
     BrokerError,
     DsiDocument,
     EncryptedTA,
@@ -16,9 +18,9 @@ from teep_coap.model.otrp import (
     OtrpError,
     OtrpMessage,
 )
-from teep_coap.security.otrp_cose import CoseCodec
-from teep_coap.security.otrp_jose import JoseCodec, Opened, Sealed
-from teep_coap.security.otrp_pki import OtrpIdentity, PrivateKey, PublicKey
+from teep_coap.otrp.security.cose import CoseCodec
+from teep_coap.otrp.security.jose import JoseCodec, Opened, Sealed
+from teep_coap.otrp.security.pki import OtrpIdentity, PrivateKey, PublicKey
 
 Encoding = Literal["json", "cbor"]
 
@@ -69,7 +71,7 @@ def dsi_digest(encoding: str, doc: DsiDocument) -> bytes:
     encoder. The draft never says which bytes are hashed; both of our roles re-encode the DSI the same
     way, which also covers a DSI that came back inside a response's `content`."""
     if encoding == "json":
-        data = otrp_json.dumps(doc.to_tree(text=True))
+        data = otrp_json.dumps(to_tree(doc, text=True))
     else:
-        data = otrp_cbor.dumps(otrp_cbor.labels_out(doc.to_tree(text=False)))
+        data = otrp_cbor.dumps(otrp_cbor.labels_out(to_tree(doc, text=False)))
     return hashlib.sha256(data).digest()

@@ -21,7 +21,7 @@ from typing import Any
 
 from cryptography import x509
 
-from teep_coap.model.otrp import (
+from teep_coap.otrp.model import (
     OTRP_VERSION,
     RESPONSE_FOR,
     BrokerError,
@@ -46,9 +46,9 @@ from teep_coap.model.otrp import (
     UpdateSDResponse,
     UpdateTARequest,
 )
-from teep_coap.protocol.otrp_wire import Encoding, OtrpCodec, codec_for, dsi_digest
-from teep_coap.security.otrp_jose import Opened, Sealed
-from teep_coap.security.otrp_pki import (
+from teep_coap.otrp.protocol.wire import Encoding, OtrpCodec, codec_for, dsi_digest
+from teep_coap.otrp.security.jose import Opened, Sealed
+from teep_coap.otrp.security.pki import (
     OtrpIdentity,
     PublicKey,
     cert_public_key,

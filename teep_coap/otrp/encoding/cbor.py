@@ -16,7 +16,8 @@ import cbor2
 
 from teep_coap.encoding.errors import TeepDecodeError
 from teep_coap.encoding.untrusted import check_untrusted_cbor
-from teep_coap.model.otrp import (
+from teep_coap.otrp.encoding.tree import parse_tbs, to_tree
+from teep_coap.otrp.model import (
     CreateSDRequest,
     CreateSDResponse,
     DeleteSDRequest,
@@ -34,7 +35,6 @@ from teep_coap.model.otrp import (
     UpdateSDResponse,
     UpdateTARequest,
     UpdateTAResponse,
-    parse_tbs,
 )
 
 # message type numbers: the wire array's first element and the TBS array's first element
@@ -194,7 +194,7 @@ def labels_in(obj: Any, path: str = "CBOR", depth: int = 0) -> Any:
 
 def tbs_item(msg: OtrpMessage, tree: Mapping[str, Any] | None = None) -> list[Any]:
     """`[type, {labels}]`: the CBOR to-be-signed object (cf. JSON `{"<Cmd>TBS…": {...}}`)."""
-    body = msg.to_tree(text=False) if tree is None else tree
+    body = to_tree(msg, text=False) if tree is None else tree
     return [MESSAGE_TYPE[type(msg)], labels_out(body)]
 
 

@@ -1,6 +1,6 @@
 """OTrP ↔ JSON text: compact serialization and a strict reader that only raises `OtrpDecodeError`.
 
-The JSON layer knows nothing of JOSE: `teep_coap.security.otrp_jose` signs and encrypts the trees
+The JSON layer knows nothing of JOSE: `teep_coap.otrp.security.jose` signs and encrypts the trees
 this module writes. Binary members are already text in the tree (`to_tree(text=True)`).
 """
 
@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from teep_coap.model.otrp import OtrpDecodeError, OtrpMessage, parse_tbs
+from teep_coap.otrp.encoding.tree import parse_tbs, tbs_tree
+from teep_coap.otrp.model import OtrpDecodeError, OtrpMessage
 
 MAX_JSON_DEPTH = 32
 
@@ -63,7 +64,7 @@ def loads(data: bytes | str, what: str = "JSON") -> Any:
 
 def encode_tbs(msg: OtrpMessage) -> bytes:
     """The bare to-be-signed object with its encrypted members in clear."""
-    return dumps(msg.tbs_tree(text=True))
+    return dumps(tbs_tree(msg, text=True))
 
 
 def decode_tbs(data: bytes | str) -> OtrpMessage:

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from teep_coap.model.otrp import OtrpError
-from teep_coap.protocol.otrp_agent import OtrpAgentConfig, OtrpAgentEngine
-from teep_coap.protocol.otrp_tam import OtrpTamConfig, OtrpTamEngine, OtrpTamPolicy, SdSpec, TaSpec
-from teep_coap.security.otrp_pki import OtrpPki, make_pki
+from teep_coap.otrp.model import OtrpError
+from teep_coap.otrp.protocol.agent import OtrpAgentConfig, OtrpAgentEngine
+from teep_coap.otrp.protocol.tam import OtrpTamConfig, OtrpTamEngine, OtrpTamPolicy, SdSpec, TaSpec
+from teep_coap.otrp.security.pki import OtrpPki, make_pki
 
 MAX_ROUNDS = 64
 

@@ -1,0 +1,1 @@
+"""OTrP wire encodings: the JSON form and the CBOR label/type tables."""

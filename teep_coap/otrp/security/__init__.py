@@ -1,0 +1,1 @@
+"""OTrP message protection: JOSE (JWS/JWE), COSE and the signer PKI."""
