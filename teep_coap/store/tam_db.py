@@ -14,37 +14,12 @@ on SQLite and PostgreSQL alike.
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass
-from typing import Any, ClassVar, cast
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
-from sqlalchemy import (
-    Float,
-    ForeignKey,
-    Integer,
-    LargeBinary,
-    String,
-    Table,
-    Text,
-    UniqueConstraint,
-    bindparam,
-    create_engine,
-    delete,
-    event,
-    func,
-    insert,
-    or_,
-    select,
-    update,
-)
+from sqlalchemy import bindparam, delete, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from teep_coap.protocol.records import (
     ANSWERED,
@@ -61,356 +36,59 @@ from teep_coap.protocol.records import (
     component_from_key,
     component_key,
 )
-
-
-def _sqlite_tuning(engine: Engine, *, memory: bool) -> None:
-    """SQLite: WAL journal (readers do not block the writer) with synchronous=NORMAL, and no implicit
-    transactions of the driver (TamStore._tx emits BEGIN IMMEDIATE itself, so a transaction takes
-    the write lock up front and waits for it (busy timeout) instead of failing when it later
-    upgrades from read to write: the pysqlite recipe of the SQLAlchemy documentation, "Serializable
-    isolation / Savepoints", done without an engine event because any engine-level event makes
-    SQLAlchemy dispatch its execution events around every statement).
-
-    WAL + synchronous=NORMAL: a commit appends to the WAL without fsync; the WAL is synced at
-    checkpoints. A committed transaction survives a crash of the TAM process (the data is in the
-    OS); after a power loss or kernel crash the last transactions before it may be lost (never
-    corrupted: the database rolls back to a consistent earlier state). For a TAM that means a
-    device may have to repeat its last session."""
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        dbapi_conn.isolation_level = None  # no implicit BEGIN: TamStore._tx emits BEGIN IMMEDIATE
-        if not memory:
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.close()
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class DeviceRow(Base):
-    __tablename__ = "devices"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    kid: Mapped[bytes] = mapped_column(LargeBinary(64), unique=True)
-    alg: Mapped[int] = mapped_column(Integer)
-    public_key: Mapped[bytes] = mapped_column(LargeBinary)  # PEM
-    name: Mapped[str | None] = mapped_column(String(200), nullable=True)
-    psk_identity: Mapped[str | None] = mapped_column(String(200), unique=True, nullable=True)
-    oscore_id: Mapped[str | None] = mapped_column(String(200), unique=True, nullable=True)
-    attested_claims: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON
-    negotiated: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON: versions, suites, ...
-    created_at: Mapped[float] = mapped_column(Float)
-    last_contact: Mapped[float | None] = mapped_column(Float, nullable=True)
-
-
-class SessionRow(Base):
-    __tablename__ = "sessions"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    device_id: Mapped[int | None] = mapped_column(ForeignKey("devices.id"), nullable=True)
-    transport_identity: Mapped[str | None] = mapped_column(String(200), nullable=True)
-    started_at: Mapped[float] = mapped_column(Float)
-    ended_at: Mapped[float | None] = mapped_column(Float, nullable=True)
-    outcome: Mapped[str | None] = mapped_column(String(200), nullable=True)
-
-
-class OutstandingRow(Base):
-    __tablename__ = "outstanding"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    session_id: Mapped[int] = mapped_column(ForeignKey("sessions.id"))
-    device_id: Mapped[int | None] = mapped_column(ForeignKey("devices.id"), nullable=True, index=True)
-    kind: Mapped[str] = mapped_column(String(20))  # "query" | "update"
-    token: Mapped[bytes | None] = mapped_column(LargeBinary(64), nullable=True, index=True)
-    challenge: Mapped[bytes | None] = mapped_column(LargeBinary(512), nullable=True, index=True)
-    state: Mapped[str] = mapped_column(String(20), default=OPEN)
-    created_at: Mapped[float] = mapped_column(Float)
-    expires_at: Mapped[float] = mapped_column(Float)
-    data: Mapped[str] = mapped_column(Text, default="{}")  # JSON: request parameters / planned changes
-
-
-class SpentTokenRow(Base):
-    """Self-authenticating QueryRequest tokens (protocol.stateless) already accepted: the primary key
-    makes "no token accepted twice" hold across TAM processes sharing the database."""
-
-    __tablename__ = "spent_tokens"
-    key: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)  # SHA-256 of the token
-    expires_at: Mapped[float] = mapped_column(Float)
-
-
-class CatalogRow(Base):
-    __tablename__ = "catalog"
-    __table_args__ = (UniqueConstraint("component_key", "sequence_number"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    component_key: Mapped[bytes] = mapped_column(LargeBinary, index=True)
-    sequence_number: Mapped[int] = mapped_column(Integer)
-    envelope: Mapped[bytes] = mapped_column(LargeBinary)
-    name: Mapped[str | None] = mapped_column(String(200), nullable=True)
-    audience: Mapped[str] = mapped_column(String(20), default="request")
-    added_at: Mapped[float] = mapped_column(Float)
-
-
-class DeviceComponentRow(Base):
-    __tablename__ = "device_components"
-    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id"), primary_key=True)
-    component_key: Mapped[bytes] = mapped_column(LargeBinary(1024), primary_key=True)
-    installed_seq: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    wanted: Mapped[bool] = mapped_column(default=False)
-    wanted_min_seq: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    unneeded: Mapped[bool] = mapped_column(default=False)
-    updated_at: Mapped[float] = mapped_column(Float)
-
-
-class AuditRow(Base):
-    __tablename__ = "audit"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    session_id: Mapped[int | None] = mapped_column(ForeignKey("sessions.id"), nullable=True, index=True)
-    at: Mapped[float] = mapped_column(Float)
-    event: Mapped[str] = mapped_column(String(100))
-    detail: Mapped[str] = mapped_column(Text, default="")
-
-
-# ---- SQLAlchemy Core statements of the hot path, built once ----
-#
-# The ORM (unit of work, identity map, one flush per add) cost ~6 ms of CPU per TEEP session; the same
-# work as pre-built Core statements with bound parameters costs a fraction: SQLAlchemy compiles each
-# statement once (compiled cache) and a call only binds values and runs it.
-
-_devices_t = cast(Table, DeviceRow.__table__)
-_sessions_t = cast(Table, SessionRow.__table__)
-_outstanding_t = cast(Table, OutstandingRow.__table__)
-_catalog_t = cast(Table, CatalogRow.__table__)
-_dc_t = cast(Table, DeviceComponentRow.__table__)
-_audit_t = cast(Table, AuditRow.__table__)
-_spent_t = cast(Table, SpentTokenRow.__table__)
-_D, _S, _O, _C, _DC = _devices_t.c, _sessions_t.c, _outstanding_t.c, _catalog_t.c, _dc_t.c
-
-_DEVICE_COLS = (
-    _D.id, _D.kid, _D.alg, _D.public_key, _D.name, _D.psk_identity, _D.oscore_id,
-    _D.attested_claims, _D.negotiated, _D.last_contact,
-)  # fmt: skip
-_OUT_COLS = (
-    _O.id, _O.session_id, _O.device_id, _O.kind, _O.token, _O.challenge, _O.state,
-    _O.created_at, _O.expires_at, _O.data,
-)  # fmt: skip
-_DC_COLS = (_DC.component_key, _DC.installed_seq, _DC.wanted, _DC.wanted_min_seq, _DC.unneeded)
-
-_SEL_DEVICE_BY_KID = select(*_DEVICE_COLS).where(_D.kid == bindparam("kid"))
-_SEL_DEVICE_BY_ID = select(*_DEVICE_COLS).where(_D.id == bindparam("id"))
-_SEL_DEVICE_BY_TID = select(*_DEVICE_COLS).where(
-    (_D.psk_identity == bindparam("tid")) | (_D.oscore_id == bindparam("tid"))
+from teep_coap.store.tam_schema import Base
+from teep_coap.store.tam_sql import (
+    BIND_SESSION,
+    CAT,
+    CLAIM,
+    DEV,
+    DEVICE_COLS,
+    END_SESSION,
+    EXPIRE,
+    INS_DC,
+    INS_OUTSTANDING,
+    INS_SESSION,
+    LOCK_DEVICE,
+    OUT,
+    OUT_COLS,
+    SEL_DEVICE_BY_ID,
+    SEL_DEVICE_BY_KID,
+    SEL_DEVICE_BY_TID,
+    SEL_DEVICE_COMPONENTS,
+    SEL_LATEST,
+    SEL_OPEN_OF_DEVICE,
+    SEL_OPEN_UNBOUND,
+    SES,
+    SUPERSEDE,
+    TOUCH,
+    UPD_DC,
+    ComponentEdit,
+    audit_t,
+    catalog_t,
+    device_from_row,
+    devices_t,
+    outstanding_from_row,
+    spent_t,
 )
-_TOUCH: dict[tuple[bool, bool], Any] = {}  # touch_device's statements by which columns it sets
-_INS_SESSION = insert(_sessions_t)
-_INS_AUDIT = insert(_audit_t)
-_END_SESSION = (
-    update(_sessions_t)
-    .where(_S.id == bindparam("sid"), _S.ended_at.is_(None))
-    .values(ended_at=bindparam("ended_at"), outcome=bindparam("outcome"))
-)
-_BIND_SESSION = update(_sessions_t).where(_S.id == bindparam("sid")).values(device_id=bindparam("dev"))
-_SEL_OPEN_OF_DEVICE = (
-    select(_O.id, _O.token)
-    .where(_O.state == OPEN, _O.device_id == bindparam("dev"))
-    .order_by(_O.created_at, _O.id)
-)
-_SEL_OPEN_UNBOUND = (
-    select(_O.id, _O.token).where(_O.state == OPEN, _O.device_id.is_(None)).order_by(_O.created_at, _O.id)
-)
-_SUPERSEDE = (
-    update(_outstanding_t).where(_O.id.in_(bindparam("ids", expanding=True))).values(state=SUPERSEDED)
-)
-_INS_OUTSTANDING = insert(_outstanding_t)
-_CLAIM = (
-    update(_outstanding_t)
-    .where(_O.id == bindparam("oid"), _O.state == OPEN)
-    .values(state=ANSWERED, device_id=bindparam("dev"))
-)
-_EXPIRE = delete(_outstanding_t).where(_O.expires_at <= bindparam("now"))
-_SEL_DEVICE_COMPONENTS = (
-    select(*_DC_COLS).where(_DC.device_id == bindparam("dev")).order_by(_DC.component_key)
-)
-# Row lock on the device (PostgreSQL; SQLite renders no FOR UPDATE and BEGIN IMMEDIATE already
-# serializes writers): two TAM workers serving the same device read-modify-write its component rows
-# one after the other, never both inserting the same row or losing the other's update.
-_LOCK_DEVICE = select(_D.id).where(_D.id == bindparam("dev")).with_for_update()
-_INS_DC = insert(_dc_t)
-_UPD_DC = (
-    update(_dc_t)
-    .where(_DC.device_id == bindparam("b_dev"), _DC.component_key == bindparam("b_key"))
-    .values(
-        installed_seq=bindparam("installed_seq"),
-        wanted=bindparam("wanted"),
-        wanted_min_seq=bindparam("wanted_min_seq"),
-        unneeded=bindparam("unneeded"),
-        updated_at=bindparam("updated_at"),
-    )
-)
-_LATEST_SUB = (
-    select(_C.component_key, func.max(_C.sequence_number).label("seq")).group_by(_C.component_key).subquery()
-)
-_SEL_LATEST = (
-    select(_C.component_key, _C.sequence_number, _C.envelope, _C.name, _C.audience)
-    .join(
-        _LATEST_SUB,
-        (_C.component_key == _LATEST_SUB.c.component_key) & (_C.sequence_number == _LATEST_SUB.c.seq),
-    )
-    .order_by(_C.id)
-)
+from teep_coap.store.tam_tx import TamDatabase, Tx
+
+# The record types and states the store's callers and tests import from here along with TamStore.
+__all__ = [
+    "ANSWERED",
+    "OPEN",
+    "SUPERSEDED",
+    "Device",
+    "DuplicateDevice",
+    "Outstanding",
+    "StoreError",
+    "TamStore",
+    "component_from_key",
+    "component_key",
+]
 
 
-def _device(row: Any) -> Device:
-    return Device(
-        id=row[0],
-        kid=row[1],
-        alg=row[2],
-        public_key=row[3],
-        name=row[4],
-        psk_identity=row[5],
-        oscore_id=row[6],
-        attested_claims=json.loads(row[7]) if row[7] else None,
-        negotiated=json.loads(row[8]) if row[8] else {},
-        last_contact=row[9],
-    )
-
-
-def _outstanding(row: Any) -> Outstanding:
-    return Outstanding(
-        id=row[0],
-        session_id=row[1],
-        device_id=row[2],
-        kind=row[3],
-        token=row[4],
-        challenge=row[5],
-        state=row[6],
-        created_at=row[7],
-        expires_at=row[8],
-        data=json.loads(row[9] or "{}"),
-    )
-
-
-@dataclass
-class _Dc:
-    """A device_components row being edited in memory (set_device_components / record_changes)."""
-
-    key: bytes
-    installed_seq: int | None
-    wanted: bool
-    wanted_min_seq: int | None
-    unneeded: bool
-    new: bool = False
-
-    def params(self, device_id: int, now: float) -> dict[str, Any]:
-        return {
-            "installed_seq": self.installed_seq,
-            "wanted": self.wanted,
-            "wanted_min_seq": self.wanted_min_seq,
-            "unneeded": self.unneeded,
-            "updated_at": now,
-        }
-
-
-class _Tx:
-    """The connection of one transaction, and the audit rows it will write just before commit."""
-
-    __slots__ = ("audit", "conn")
-
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
-        self.audit: list[dict[str, Any]] = []
-
-    def flush_audit(self) -> None:
-        if self.audit:
-            self.conn.execute(_INS_AUDIT, self.audit)  # one executemany for the whole message
-            self.audit = []
-
-
-class TamStore:
+class TamStore(TamDatabase):
     """All TAM state; every method is one short transaction (or part of the caller's `atomic()`)."""
-
-    def __init__(self, url: str = "sqlite:///tam.sqlite", *, echo: bool = False) -> None:
-        self.url = url
-        connect_args: dict[str, Any] = {}
-        is_sqlite = url.startswith("sqlite")
-        if is_sqlite:
-            # Several processes may share one SQLite file: wait for the write lock instead of failing.
-            connect_args["timeout"] = 30
-        try:
-            self._engine = create_engine(url, echo=echo, connect_args=connect_args)
-            if is_sqlite:
-                _sqlite_tuning(self._engine, memory=url in ("sqlite://", "sqlite:///:memory:"))
-            Base.metadata.create_all(self._engine)
-        except (SQLAlchemyError, ImportError) as exc:
-            raise StoreError(f"cannot open TAM database {url!r}: {exc}") from exc
-        self._sqlite = is_sqlite
-        self._local = threading.local()
-        self._conns: list[Connection] = []  # one per thread that used the store, closed by close()
-        self._conns_lock = threading.Lock()
-
-    def close(self) -> None:
-        with self._conns_lock:
-            conns, self._conns = self._conns, []
-        for conn in conns:
-            with suppress(SQLAlchemyError):  # closing a broken connection must not stop the others
-                conn.close()
-        self._local = threading.local()
-        self._engine.dispose()
-
-    def _connection(self) -> Connection:
-        """This thread's connection, kept open between transactions: a pool check-out and check-in
-        (with its reset) per message cost more than the message's SQL statements."""
-        conn: Connection | None = getattr(self._local, "conn", None)
-        if conn is None or conn.closed:
-            conn = self._engine.connect()
-            self._local.conn = conn
-            with self._conns_lock:
-                self._conns.append(conn)
-        return conn
-
-    @contextmanager
-    def atomic(self) -> Iterator[None]:
-        """One transaction around several calls (the engine wraps each message in one): all their
-        changes commit together, or none if an exception leaves the block."""
-        if getattr(self._local, "tx", None) is not None:
-            yield
-            return
-        with self._tx() as tx:
-            self._local.tx = tx
-            try:
-                yield
-            finally:
-                self._local.tx = None
-
-    @contextmanager
-    def _tx(self) -> Iterator[_Tx]:
-        current: _Tx | None = getattr(self._local, "tx", None)
-        if current is not None:
-            yield current
-            return
-        try:
-            conn = self._connection()
-            with conn.begin():
-                if self._sqlite:  # the driver runs in autocommit mode: open the transaction here
-                    conn.connection.dbapi_connection.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
-                tx = _Tx(conn)
-                yield tx
-                tx.flush_audit()
-        except IntegrityError as exc:
-            raise StoreError(f"TAM database constraint violated: {exc.orig}") from exc
-        except (SQLAlchemyError, sqlite3.Error) as exc:  # sqlite3: BEGIN IMMEDIATE goes to the driver
-            self._forget_connection()  # e.g. a lost PostgreSQL connection: the next message gets a new one
-            raise StoreError(f"TAM database failure: {exc}") from exc
-
-    def _forget_connection(self) -> None:
-        conn: Connection | None = getattr(self._local, "conn", None)
-        self._local.conn = None
-        if conn is not None:
-            with self._conns_lock:
-                if conn in self._conns:
-                    self._conns.remove(conn)
-            with suppress(SQLAlchemyError, sqlite3.Error):
-                conn.close()
 
     # ---- devices ----
 
@@ -428,10 +106,10 @@ class TamStore:
         """Register a device by its TEEP signing key (explicit registration by an administrator)."""
         with self._tx() as tx:
             clash = tx.conn.execute(
-                select(_D.id).where(
-                    (_D.kid == kid)
-                    | ((_D.psk_identity == psk_identity) & (_D.psk_identity.is_not(None)))
-                    | ((_D.oscore_id == oscore_id) & (_D.oscore_id.is_not(None)))
+                select(DEV.id).where(
+                    (DEV.kid == kid)
+                    | ((DEV.psk_identity == psk_identity) & (DEV.psk_identity.is_not(None)))
+                    | ((DEV.oscore_id == oscore_id) & (DEV.oscore_id.is_not(None)))
                 )
             ).first()
             if clash is not None:
@@ -439,7 +117,7 @@ class TamStore:
                     f"a device with kid {kid.hex()} or its PSK identity / OSCORE id is already registered"
                 )
             result = tx.conn.execute(
-                insert(_devices_t).values(
+                insert(devices_t).values(
                     kid=kid,
                     alg=alg,
                     public_key=public_key,
@@ -456,27 +134,27 @@ class TamStore:
 
     def device_by_kid(self, kid: bytes) -> Device | None:
         with self._tx() as tx:
-            row = tx.conn.execute(_SEL_DEVICE_BY_KID, {"kid": kid}).first()
-            return _device(row) if row else None
+            row = tx.conn.execute(SEL_DEVICE_BY_KID, {"kid": kid}).first()
+            return device_from_row(row) if row else None
 
     def device_by_id(self, device_id: int) -> Device | None:
         with self._tx() as tx:
-            row = tx.conn.execute(_SEL_DEVICE_BY_ID, {"id": device_id}).first()
-            return _device(row) if row else None
+            row = tx.conn.execute(SEL_DEVICE_BY_ID, {"id": device_id}).first()
+            return device_from_row(row) if row else None
 
     def device_by_transport_identity(self, identity: str) -> Device | None:
         with self._tx() as tx:
-            row = tx.conn.execute(_SEL_DEVICE_BY_TID, {"tid": identity}).first()
-            return _device(row) if row else None
+            row = tx.conn.execute(SEL_DEVICE_BY_TID, {"tid": identity}).first()
+            return device_from_row(row) if row else None
 
     def devices(self) -> list[Device]:
         with self._tx() as tx:
-            return [_device(r) for r in tx.conn.execute(select(*_DEVICE_COLS).order_by(_D.id))]
+            return [device_from_row(r) for r in tx.conn.execute(select(*DEVICE_COLS).order_by(DEV.id))]
 
     def devices_with_alg(self, algs: Sequence[int]) -> list[Device]:
         with self._tx() as tx:
-            q = select(*_DEVICE_COLS).where(_D.alg.in_(list(algs)))
-            return [_device(r) for r in tx.conn.execute(q)]
+            q = select(*DEVICE_COLS).where(DEV.alg.in_(list(algs)))
+            return [device_from_row(r) for r in tx.conn.execute(q)]
 
     def touch_device(
         self,
@@ -487,14 +165,14 @@ class TamStore:
         negotiated: dict[str, Any] | None = None,
     ) -> None:
         shape = (attested_claims is not None, negotiated is not None)
-        stmt = _TOUCH.get(shape)
+        stmt = TOUCH.get(shape)
         if stmt is None:
             values: dict[str, Any] = {"last_contact": bindparam("now")}
             if attested_claims is not None:
                 values["attested_claims"] = bindparam("claims")
             if negotiated is not None:
                 values["negotiated"] = bindparam("negotiated")
-            stmt = _TOUCH[shape] = update(_devices_t).where(_D.id == bindparam("dev")).values(**values)
+            stmt = TOUCH[shape] = update(devices_t).where(DEV.id == bindparam("dev")).values(**values)
         params: dict[str, Any] = {"dev": device_id, "now": now}
         if attested_claims is not None:
             params["claims"] = json.dumps(attested_claims, sort_keys=True)
@@ -508,7 +186,7 @@ class TamStore:
     def start_session(self, now: float, *, device_id: int | None, transport_identity: str | None) -> int:
         with self._tx() as tx:
             result = tx.conn.execute(
-                _INS_SESSION,
+                INS_SESSION,
                 {"device_id": device_id, "transport_identity": transport_identity, "started_at": now},
             )
             sid = int(result.inserted_primary_key[0])  # type: ignore[index]
@@ -519,12 +197,12 @@ class TamStore:
 
     def end_session(self, session_id: int, now: float, outcome: str) -> None:
         with self._tx() as tx:
-            tx.conn.execute(_END_SESSION, {"sid": session_id, "ended_at": now, "outcome": outcome})
+            tx.conn.execute(END_SESSION, {"sid": session_id, "ended_at": now, "outcome": outcome})
             tx.audit.append({"session_id": session_id, "at": now, "event": "session-end", "detail": outcome})
 
     def bind_session(self, session_id: int, device_id: int) -> None:
         with self._tx() as tx:
-            tx.conn.execute(_BIND_SESSION, {"sid": session_id, "dev": device_id})
+            tx.conn.execute(BIND_SESSION, {"sid": session_id, "dev": device_id})
 
     def audit(self, session_id: int | None, now: float, event: str, detail: str = "") -> None:
         """Append to the audit log; the row is written with the transaction's other audit rows."""
@@ -532,7 +210,7 @@ class TamStore:
             tx.audit.append({"session_id": session_id, "at": now, "event": event, "detail": detail})
 
     def audit_log(self, session_id: int | None = None) -> list[tuple[int | None, float, str, str]]:
-        a = _audit_t.c
+        a = audit_t.c
         with self._tx() as tx:
             tx.flush_audit()
             q = select(a.session_id, a.at, a.event, a.detail).order_by(a.id)
@@ -542,7 +220,7 @@ class TamStore:
 
     def sessions(self) -> list[tuple[int, int | None, float, float | None, str | None]]:
         with self._tx() as tx:
-            q = select(_S.id, _S.device_id, _S.started_at, _S.ended_at, _S.outcome).order_by(_S.id)
+            q = select(SES.id, SES.device_id, SES.started_at, SES.ended_at, SES.outcome).order_by(SES.id)
             return [(r[0], r[1], r[2], r[3], r[4]) for r in tx.conn.execute(q)]
 
     # ---- outstanding requests ----
@@ -565,17 +243,17 @@ class TamStore:
         with self._tx() as tx:
             # One query gives both the duplicate-token check and the open requests to cap.
             if device_id is None:
-                open_rows = tx.conn.execute(_SEL_OPEN_UNBOUND).all()
+                open_rows = tx.conn.execute(SEL_OPEN_UNBOUND).all()
             else:
-                open_rows = tx.conn.execute(_SEL_OPEN_OF_DEVICE, {"dev": device_id}).all()
+                open_rows = tx.conn.execute(SEL_OPEN_OF_DEVICE, {"dev": device_id}).all()
             if token is not None and any(r[1] == token for r in open_rows):
                 raise StoreError("token already outstanding for this device")
             excess = len(open_rows) - (cap - 1)
             if excess > 0:
-                tx.conn.execute(_SUPERSEDE, {"ids": [r[0] for r in open_rows[:excess]]})
+                tx.conn.execute(SUPERSEDE, {"ids": [r[0] for r in open_rows[:excess]]})
             data_json = json.dumps(data or {}, sort_keys=True)
             result = tx.conn.execute(
-                _INS_OUTSTANDING,
+                INS_OUTSTANDING,
                 {
                     "session_id": session_id,
                     "device_id": device_id,
@@ -613,12 +291,12 @@ class TamStore:
         shape = (token is not None, challenge is not None, device_id is not None, len(kinds))
         q = self._find_queries.get(shape)
         if q is None:
-            q = select(*_OUT_COLS).where(or_(*(_O.kind == bindparam(f"kind{i}") for i in range(len(kinds)))))
-            q = q.where(_O.token == bindparam("token")) if token is not None else q
-            q = q.where(_O.challenge == bindparam("challenge")) if challenge is not None else q
+            q = select(*OUT_COLS).where(or_(*(OUT.kind == bindparam(f"kind{i}") for i in range(len(kinds)))))
+            q = q.where(OUT.token == bindparam("token")) if token is not None else q
+            q = q.where(OUT.challenge == bindparam("challenge")) if challenge is not None else q
             if device_id is not None:
-                q = q.where((_O.device_id == bindparam("dev")) | _O.device_id.is_(None))
-            q = self._find_queries[shape] = q.order_by(_O.id.desc())
+                q = q.where((OUT.device_id == bindparam("dev")) | OUT.device_id.is_(None))
+            q = self._find_queries[shape] = q.order_by(OUT.id.desc())
         params: dict[str, Any] = {f"kind{i}": k for i, k in enumerate(kinds)}
         if token is not None:
             params["token"] = token
@@ -627,7 +305,7 @@ class TamStore:
         if device_id is not None:
             params["dev"] = device_id
         with self._tx() as tx:
-            return [_outstanding(r) for r in tx.conn.execute(q, params)]
+            return [outstanding_from_row(r) for r in tx.conn.execute(q, params)]
 
     _find_queries: ClassVar[dict[tuple[bool, bool, bool, int], Any]] = {}  # shared: statements only, no state
 
@@ -636,47 +314,49 @@ class TamStore:
         first): what a token-less Error answers, e.g. when the Agent could not verify the request."""
         with self._tx() as tx:
             q = (
-                select(*_OUT_COLS)
+                select(*OUT_COLS)
                 .where(
-                    _O.state == OPEN,
-                    _O.kind == "query",
-                    _O.expires_at > now,
-                    (_O.device_id == device_id) | _O.device_id.is_(None),
+                    OUT.state == OPEN,
+                    OUT.kind == "query",
+                    OUT.expires_at > now,
+                    (OUT.device_id == device_id) | OUT.device_id.is_(None),
                 )
-                .order_by(_O.token.is_not(None), _O.id.desc())
+                .order_by(OUT.token.is_not(None), OUT.id.desc())
             )
             row = tx.conn.execute(q).first()
-            return _outstanding(row) if row else None
+            return outstanding_from_row(row) if row else None
 
     def latest_open_update(self, device_id: int, now: float) -> Outstanding | None:
         """The newest unexpired open Update sent to this device: what a token-less Error answers when
         the Agent could not even decode the Update (e.g. over its size limit), so no token came back."""
         with self._tx() as tx:
             q = (
-                select(*_OUT_COLS)
-                .where(_O.state == OPEN, _O.kind == "update", _O.expires_at > now, _O.device_id == device_id)
-                .order_by(_O.id.desc())
+                select(*OUT_COLS)
+                .where(
+                    OUT.state == OPEN, OUT.kind == "update", OUT.expires_at > now, OUT.device_id == device_id
+                )
+                .order_by(OUT.id.desc())
             )
             row = tx.conn.execute(q).first()
-            return _outstanding(row) if row else None
+            return outstanding_from_row(row) if row else None
 
     def claim(self, outstanding_id: int, device_id: int) -> bool:
         """Mark an open request answered by `device_id`; False if someone answered it first."""
         with self._tx() as tx:
-            result = tx.conn.execute(_CLAIM, {"oid": outstanding_id, "dev": device_id})
+            result = tx.conn.execute(CLAIM, {"oid": outstanding_id, "dev": device_id})
             return bool(result.rowcount == 1)
 
     def expire_outstanding(self, now: float) -> int:
         """Drop requests past their expiry (answered or not); returns how many."""
         with self._tx() as tx:
-            return int(tx.conn.execute(_EXPIRE, {"now": now}).rowcount)
+            return int(tx.conn.execute(EXPIRE, {"now": now}).rowcount)
 
     def outstanding(self, device_id: int | None = None) -> list[Outstanding]:
         with self._tx() as tx:
-            q = select(*_OUT_COLS).order_by(_O.id)
+            q = select(*OUT_COLS).order_by(OUT.id)
             if device_id is not None:
-                q = q.where(_O.device_id == device_id)
-            return [_outstanding(r) for r in tx.conn.execute(q)]
+                q = q.where(OUT.device_id == device_id)
+            return [outstanding_from_row(r) for r in tx.conn.execute(q)]
 
     # ---- spent self-authenticating tokens ----
 
@@ -687,14 +367,14 @@ class TamStore:
         call won, and a conflict does not abort the caller's transaction as a failed plain INSERT would
         on PostgreSQL. Not the row count: SQLAlchemy reports -1 for an INSERT over psycopg 3."""
         dialect_insert = postgresql_insert if self._engine.dialect.name == "postgresql" else sqlite_insert
-        stmt = dialect_insert(_spent_t).values(key=key, expires_at=expires_at).on_conflict_do_nothing()
+        stmt = dialect_insert(spent_t).values(key=key, expires_at=expires_at).on_conflict_do_nothing()
         with self._tx() as tx:
-            return tx.conn.execute(stmt.returning(_spent_t.c.key)).first() is not None
+            return tx.conn.execute(stmt.returning(spent_t.c.key)).first() is not None
 
     def forget_spent_tokens(self, now: float) -> int:
         """Drop spent tokens past their expiry (they are refused as expired anyway); returns how many."""
         with self._tx() as tx:
-            return int(tx.conn.execute(delete(_spent_t).where(_spent_t.c.expires_at <= now)).rowcount)
+            return int(tx.conn.execute(delete(spent_t).where(spent_t.c.expires_at <= now)).rowcount)
 
     # ---- catalog ----
 
@@ -713,13 +393,13 @@ class TamStore:
         key = component_key(component_id)
         with self._tx() as tx:
             row = tx.conn.execute(
-                select(_C.id, _C.envelope).where(
-                    _C.component_key == key, _C.sequence_number == sequence_number
+                select(CAT.id, CAT.envelope).where(
+                    CAT.component_key == key, CAT.sequence_number == sequence_number
                 )
             ).first()
             if row is None:
                 tx.conn.execute(
-                    insert(_catalog_t).values(
+                    insert(catalog_t).values(
                         component_key=key,
                         sequence_number=sequence_number,
                         envelope=envelope,
@@ -734,9 +414,9 @@ class TamStore:
                         f"catalog already has a different envelope for {name or key.hex()} "
                         f"with sequence number {sequence_number}"
                     )
-                tx.conn.execute(update(_catalog_t).where(_C.id == row[0]).values(name=name))
+                tx.conn.execute(update(catalog_t).where(CAT.id == row[0]).values(name=name))
             # The audience is a property of the component, not of one version.
-            tx.conn.execute(update(_catalog_t).where(_C.component_key == key).values(audience=audience))
+            tx.conn.execute(update(catalog_t).where(CAT.component_key == key).values(audience=audience))
             return CatalogEntry(
                 tuple(bytes(p) for p in component_id), sequence_number, envelope, name, audience
             )
@@ -746,7 +426,7 @@ class TamStore:
         with self._tx() as tx:
             return [
                 CatalogEntry(component_from_key(r[0]), r[1], r[2], r[3], r[4])
-                for r in tx.conn.execute(_SEL_LATEST)
+                for r in tx.conn.execute(SEL_LATEST)
             ]
 
     def latest_component(self, component_id: Sequence[bytes]) -> CatalogEntry | None:
@@ -763,11 +443,13 @@ class TamStore:
         number first: the TAM matches an attested manifest digest against them when a device's report
         disagrees with its record."""
         key = component_key(component_id)
-        query = select(_C.sequence_number, _C.envelope, _C.name, _C.audience).where(_C.component_key == key)
+        query = select(CAT.sequence_number, CAT.envelope, CAT.name, CAT.audience).where(
+            CAT.component_key == key
+        )
         if sequence_numbers is not None:
-            query = query.where(_C.sequence_number.in_(list(sequence_numbers)))
+            query = query.where(CAT.sequence_number.in_(list(sequence_numbers)))
         with self._tx() as tx:
-            rows = tx.conn.execute(query.order_by(_C.sequence_number))
+            rows = tx.conn.execute(query.order_by(CAT.sequence_number))
             cid = tuple(bytes(p) for p in component_id)
             return [CatalogEntry(cid, int(r[0]), bytes(r[1]), r[2], str(r[3])) for r in rows]
 
@@ -777,28 +459,28 @@ class TamStore:
         with self._tx() as tx:
             return [
                 DeviceComponent(component_from_key(r[0]), r[1], bool(r[2]), r[3], bool(r[4]))
-                for r in tx.conn.execute(_SEL_DEVICE_COMPONENTS, {"dev": device_id})
+                for r in tx.conn.execute(SEL_DEVICE_COMPONENTS, {"dev": device_id})
             ]
 
-    def _dc_rows(self, tx: _Tx, device_id: int) -> dict[bytes, _Dc]:
+    def _dc_rows(self, tx: Tx, device_id: int) -> dict[bytes, ComponentEdit]:
         """The device's component rows, its device row locked until the transaction ends."""
         if not self._sqlite:
-            tx.conn.execute(_LOCK_DEVICE, {"dev": device_id})
+            tx.conn.execute(LOCK_DEVICE, {"dev": device_id})
         return {
-            r[0]: _Dc(r[0], r[1], bool(r[2]), r[3], bool(r[4]))
-            for r in tx.conn.execute(_SEL_DEVICE_COMPONENTS, {"dev": device_id})
+            r[0]: ComponentEdit(r[0], r[1], bool(r[2]), r[3], bool(r[4]))
+            for r in tx.conn.execute(SEL_DEVICE_COMPONENTS, {"dev": device_id})
         }
 
-    def _write_dc(self, tx: _Tx, device_id: int, now: float, rows: Sequence[_Dc]) -> None:
+    def _write_dc(self, tx: Tx, device_id: int, now: float, rows: Sequence[ComponentEdit]) -> None:
         """Insert the new rows and update the others: at most two executemany statements."""
         new = [
             dict(r.params(device_id, now), device_id=device_id, component_key=r.key) for r in rows if r.new
         ]
         old = [dict(r.params(device_id, now), b_dev=device_id, b_key=r.key) for r in rows if not r.new]
         if new:
-            tx.conn.execute(_INS_DC, new)
+            tx.conn.execute(INS_DC, new)
         if old:
-            tx.conn.execute(_UPD_DC, old)
+            tx.conn.execute(UPD_DC, old)
 
     def set_device_components(
         self,
@@ -815,10 +497,10 @@ class TamStore:
         with self._tx() as tx:
             rows = self._dc_rows(tx, device_id)
 
-            def row_for(cid: Sequence[bytes]) -> _Dc:
+            def row_for(cid: Sequence[bytes]) -> ComponentEdit:
                 key = component_key(cid)
                 if key not in rows:
-                    rows[key] = _Dc(key, None, False, None, False, new=True)
+                    rows[key] = ComponentEdit(key, None, False, None, False, new=True)
                 return rows[key]
 
             if installed is not None:
@@ -861,10 +543,10 @@ class TamStore:
         """Apply what a successful Update changed on the device."""
         with self._tx() as tx:
             rows = self._dc_rows(tx, device_id)
-            touched: dict[bytes, _Dc] = {}
+            touched: dict[bytes, ComponentEdit] = {}
             for cid, seq in installed.items():
                 key = component_key(cid)
-                row = rows.get(key) or _Dc(key, None, False, None, False, new=True)
+                row = rows.get(key) or ComponentEdit(key, None, False, None, False, new=True)
                 row.installed_seq, row.wanted, row.wanted_min_seq = seq, False, None
                 rows[key] = touched[key] = row
             for cid in removed:

@@ -1,0 +1,156 @@
+"""The TAM store's SQL: pre-built SQLAlchemy Core statements of the hot path, the row converters, and the
+in-memory edit of a device's component rows."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, cast
+
+from sqlalchemy import Table, bindparam, delete, func, insert, select, update
+
+from teep_coap.protocol.records import ANSWERED, OPEN, SUPERSEDED, Device, Outstanding
+from teep_coap.store.tam_schema import (
+    AuditRow,
+    CatalogRow,
+    DeviceComponentRow,
+    DeviceRow,
+    OutstandingRow,
+    SessionRow,
+    SpentTokenRow,
+)
+
+devices_t = cast(Table, DeviceRow.__table__)
+sessions_t = cast(Table, SessionRow.__table__)
+outstanding_t = cast(Table, OutstandingRow.__table__)
+catalog_t = cast(Table, CatalogRow.__table__)
+dc_t = cast(Table, DeviceComponentRow.__table__)
+audit_t = cast(Table, AuditRow.__table__)
+spent_t = cast(Table, SpentTokenRow.__table__)
+DEV, SES, OUT, CAT, DCOMP = devices_t.c, sessions_t.c, outstanding_t.c, catalog_t.c, dc_t.c
+
+DEVICE_COLS = (
+    DEV.id, DEV.kid, DEV.alg, DEV.public_key, DEV.name, DEV.psk_identity, DEV.oscore_id,
+    DEV.attested_claims, DEV.negotiated, DEV.last_contact,
+)  # fmt: skip
+OUT_COLS = (
+    OUT.id, OUT.session_id, OUT.device_id, OUT.kind, OUT.token, OUT.challenge, OUT.state,
+    OUT.created_at, OUT.expires_at, OUT.data,
+)  # fmt: skip
+DC_COLS = (DCOMP.component_key, DCOMP.installed_seq, DCOMP.wanted, DCOMP.wanted_min_seq, DCOMP.unneeded)
+
+SEL_DEVICE_BY_KID = select(*DEVICE_COLS).where(DEV.kid == bindparam("kid"))
+SEL_DEVICE_BY_ID = select(*DEVICE_COLS).where(DEV.id == bindparam("id"))
+SEL_DEVICE_BY_TID = select(*DEVICE_COLS).where(
+    (DEV.psk_identity == bindparam("tid")) | (DEV.oscore_id == bindparam("tid"))
+)
+TOUCH: dict[tuple[bool, bool], Any] = {}  # touch_device's statements by which columns it sets
+INS_SESSION = insert(sessions_t)
+INS_AUDIT = insert(audit_t)
+END_SESSION = (
+    update(sessions_t)
+    .where(SES.id == bindparam("sid"), SES.ended_at.is_(None))
+    .values(ended_at=bindparam("ended_at"), outcome=bindparam("outcome"))
+)
+BIND_SESSION = update(sessions_t).where(SES.id == bindparam("sid")).values(device_id=bindparam("dev"))
+SEL_OPEN_OF_DEVICE = (
+    select(OUT.id, OUT.token)
+    .where(OUT.state == OPEN, OUT.device_id == bindparam("dev"))
+    .order_by(OUT.created_at, OUT.id)
+)
+SEL_OPEN_UNBOUND = (
+    select(OUT.id, OUT.token)
+    .where(OUT.state == OPEN, OUT.device_id.is_(None))
+    .order_by(OUT.created_at, OUT.id)
+)
+SUPERSEDE = update(outstanding_t).where(OUT.id.in_(bindparam("ids", expanding=True))).values(state=SUPERSEDED)
+INS_OUTSTANDING = insert(outstanding_t)
+CLAIM = (
+    update(outstanding_t)
+    .where(OUT.id == bindparam("oid"), OUT.state == OPEN)
+    .values(state=ANSWERED, device_id=bindparam("dev"))
+)
+EXPIRE = delete(outstanding_t).where(OUT.expires_at <= bindparam("now"))
+SEL_DEVICE_COMPONENTS = (
+    select(*DC_COLS).where(DCOMP.device_id == bindparam("dev")).order_by(DCOMP.component_key)
+)
+# Row lock on the device (PostgreSQL; SQLite renders no FOR UPDATE and BEGIN IMMEDIATE already
+# serializes writers): two TAM workers serving the same device read-modify-write its component rows
+# one after the other, never both inserting the same row or losing the other's update.
+LOCK_DEVICE = select(DEV.id).where(DEV.id == bindparam("dev")).with_for_update()
+INS_DC = insert(dc_t)
+UPD_DC = (
+    update(dc_t)
+    .where(DCOMP.device_id == bindparam("b_dev"), DCOMP.component_key == bindparam("b_key"))
+    .values(
+        installed_seq=bindparam("installed_seq"),
+        wanted=bindparam("wanted"),
+        wanted_min_seq=bindparam("wanted_min_seq"),
+        unneeded=bindparam("unneeded"),
+        updated_at=bindparam("updated_at"),
+    )
+)
+LATEST_SUB = (
+    select(CAT.component_key, func.max(CAT.sequence_number).label("seq"))
+    .group_by(CAT.component_key)
+    .subquery()
+)
+SEL_LATEST = (
+    select(CAT.component_key, CAT.sequence_number, CAT.envelope, CAT.name, CAT.audience)
+    .join(
+        LATEST_SUB,
+        (CAT.component_key == LATEST_SUB.c.component_key) & (CAT.sequence_number == LATEST_SUB.c.seq),
+    )
+    .order_by(CAT.id)
+)
+
+
+def device_from_row(row: Any) -> Device:
+    return Device(
+        id=row[0],
+        kid=row[1],
+        alg=row[2],
+        public_key=row[3],
+        name=row[4],
+        psk_identity=row[5],
+        oscore_id=row[6],
+        attested_claims=json.loads(row[7]) if row[7] else None,
+        negotiated=json.loads(row[8]) if row[8] else {},
+        last_contact=row[9],
+    )
+
+
+def outstanding_from_row(row: Any) -> Outstanding:
+    return Outstanding(
+        id=row[0],
+        session_id=row[1],
+        device_id=row[2],
+        kind=row[3],
+        token=row[4],
+        challenge=row[5],
+        state=row[6],
+        created_at=row[7],
+        expires_at=row[8],
+        data=json.loads(row[9] or "{}"),
+    )
+
+
+@dataclass
+class ComponentEdit:
+    """A device_components row being edited in memory (set_device_components / record_changes)."""
+
+    key: bytes
+    installed_seq: int | None
+    wanted: bool
+    wanted_min_seq: int | None
+    unneeded: bool
+    new: bool = False
+
+    def params(self, device_id: int, now: float) -> dict[str, Any]:
+        return {
+            "installed_seq": self.installed_seq,
+            "wanted": self.wanted,
+            "wanted_min_seq": self.wanted_min_seq,
+            "unneeded": self.unneeded,
+            "updated_at": now,
+        }

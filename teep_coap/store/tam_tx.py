@@ -1,0 +1,144 @@
+"""The TAM database connection: the engine (SQLite tuned, or PostgreSQL), one connection per thread kept
+open between messages, and the transaction every store method runs in."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from typing import Any
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from teep_coap.protocol.records import StoreError
+from teep_coap.store.tam_schema import Base
+from teep_coap.store.tam_sql import INS_AUDIT
+
+
+def _sqlite_tuning(engine: Engine, *, memory: bool) -> None:
+    """SQLite: WAL journal (readers do not block the writer) with synchronous=NORMAL, and no implicit
+    transactions of the driver (TamStore._tx emits BEGIN IMMEDIATE itself, so a transaction takes
+    the write lock up front and waits for it (busy timeout) instead of failing when it later
+    upgrades from read to write: the pysqlite recipe of the SQLAlchemy documentation, "Serializable
+    isolation / Savepoints", done without an engine event because any engine-level event makes
+    SQLAlchemy dispatch its execution events around every statement).
+
+    WAL + synchronous=NORMAL: a commit appends to the WAL without fsync; the WAL is synced at
+    checkpoints. A committed transaction survives a crash of the TAM process (the data is in the
+    OS); after a power loss or kernel crash the last transactions before it may be lost (never
+    corrupted: the database rolls back to a consistent earlier state). For a TAM that means a
+    device may have to repeat its last session."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # no implicit BEGIN: TamStore._tx emits BEGIN IMMEDIATE
+        if not memory:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+
+class Tx:
+    """The connection of one transaction, and the audit rows it will write just before commit."""
+
+    __slots__ = ("audit", "conn")
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.audit: list[dict[str, Any]] = []
+
+    def flush_audit(self) -> None:
+        if self.audit:
+            self.conn.execute(INS_AUDIT, self.audit)  # one executemany for the whole message
+            self.audit = []
+
+
+class TamDatabase:
+    """The engine, per-thread connections and transactions under `TamStore` (which adds the TAM's state)."""
+
+    def __init__(self, url: str = "sqlite:///tam.sqlite", *, echo: bool = False) -> None:
+        self.url = url
+        connect_args: dict[str, Any] = {}
+        is_sqlite = url.startswith("sqlite")
+        if is_sqlite:
+            # Several processes may share one SQLite file: wait for the write lock instead of failing.
+            connect_args["timeout"] = 30
+        try:
+            self._engine = create_engine(url, echo=echo, connect_args=connect_args)
+            if is_sqlite:
+                _sqlite_tuning(self._engine, memory=url in ("sqlite://", "sqlite:///:memory:"))
+            Base.metadata.create_all(self._engine)
+        except (SQLAlchemyError, ImportError) as exc:
+            raise StoreError(f"cannot open TAM database {url!r}: {exc}") from exc
+        self._sqlite = is_sqlite
+        self._local = threading.local()
+        self._conns: list[Connection] = []  # one per thread that used the store, closed by close()
+        self._conns_lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._conns_lock:
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            with suppress(SQLAlchemyError):  # closing a broken connection must not stop the others
+                conn.close()
+        self._local = threading.local()
+        self._engine.dispose()
+
+    def _connection(self) -> Connection:
+        """This thread's connection, kept open between transactions: a pool check-out and check-in
+        (with its reset) per message cost more than the message's SQL statements."""
+        conn: Connection | None = getattr(self._local, "conn", None)
+        if conn is None or conn.closed:
+            conn = self._engine.connect()
+            self._local.conn = conn
+            with self._conns_lock:
+                self._conns.append(conn)
+        return conn
+
+    @contextmanager
+    def atomic(self) -> Iterator[None]:
+        """One transaction around several calls (the engine wraps each message in one): all their
+        changes commit together, or none if an exception leaves the block."""
+        if getattr(self._local, "tx", None) is not None:
+            yield
+            return
+        with self._tx() as tx:
+            self._local.tx = tx
+            try:
+                yield
+            finally:
+                self._local.tx = None
+
+    @contextmanager
+    def _tx(self) -> Iterator[Tx]:
+        current: Tx | None = getattr(self._local, "tx", None)
+        if current is not None:
+            yield current
+            return
+        try:
+            conn = self._connection()
+            with conn.begin():
+                if self._sqlite:  # the driver runs in autocommit mode: open the transaction here
+                    conn.connection.dbapi_connection.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
+                tx = Tx(conn)
+                yield tx
+                tx.flush_audit()
+        except IntegrityError as exc:
+            raise StoreError(f"TAM database constraint violated: {exc.orig}") from exc
+        except (SQLAlchemyError, sqlite3.Error) as exc:  # sqlite3: BEGIN IMMEDIATE goes to the driver
+            self._forget_connection()  # e.g. a lost PostgreSQL connection: the next message gets a new one
+            raise StoreError(f"TAM database failure: {exc}") from exc
+
+    def _forget_connection(self) -> None:
+        conn: Connection | None = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            with self._conns_lock:
+                if conn in self._conns:
+                    self._conns.remove(conn)
+            with suppress(SQLAlchemyError, sqlite3.Error):
+                conn.close()
