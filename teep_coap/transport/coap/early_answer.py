@@ -19,8 +19,8 @@ once with aiocoap's own `Message` codec, and answers on the spot, statelessly:
   the same diagnostic the resource gives.
 
 Everything else (a valid POST, block-wise transfers, the other paths served, empty messages,
-responses, Resets) goes on to aiocoap unchanged, and the resource still makes every one of these checks (the gate is a
-shortcut, not the only guard). A repeated CON gets the same answer again: nothing was stored.
+responses, Resets) goes on to aiocoap unchanged, and the resource still makes every one of these
+checks (the gate is a shortcut, not the only guard). A repeated CON gets the same answer again: nothing was stored.
 Plain CoAP only: DTLS records and OSCORE-protected requests are not readable here.
 """
 
