@@ -20,8 +20,8 @@ once with aiocoap's own `Message` codec, and answers on the spot, statelessly:
 
 Everything else (a valid POST, block-wise transfers, the other paths served, empty messages,
 responses, Resets) goes on to aiocoap unchanged, and the resource still makes every one of these
-checks (the gate is a shortcut, not the only guard). A repeated CON gets the same answer again: nothing was stored.
-Plain CoAP only: DTLS records and OSCORE-protected requests are not readable here.
+checks (the gate is a shortcut, not the only guard). A repeated CON gets the same answer again:
+nothing was stored. Plain CoAP only: DTLS records and OSCORE-protected requests are not readable here.
 """
 
 from __future__ import annotations
