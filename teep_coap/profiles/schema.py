@@ -82,6 +82,7 @@ class Limits:
     max_concurrent_requests: int = 64  # server: more in flight than this => 5.03 / 503
     overload_max_age: int = 2  # seconds the server asks an overloaded client to wait (Max-Age)
     max_session_rounds: int = 16  # Broker: POSTs in one session before it gives up
+    idle_timeout: float = 60.0  # seconds: a server frees a silent peer's DTLS session / Echo proof
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,7 @@ TABLE_KEYS: dict[str, dict[str, Any]] = {
         "max_concurrent_requests": int,
         "overload_max_age": int,
         "max_session_rounds": int,
+        "idle_timeout": (int, float),
     },
     "retransmission": {"ack_timeout": (int, float), "ack_random_factor": (int, float), "max_retransmit": int},
 }

@@ -10,8 +10,9 @@ The Echo value carries its own proof, so the server keeps nothing for an unprove
     echo = issued (uint32, seconds) | HMAC-SHA-256(secret, issued | peer address)[:8]    12 bytes
 
 It is accepted from the same address (host and port) for `ECHO_LIFETIME` seconds. Addresses that
-proved themselves are remembered in a bounded LRU (`PROVEN_MAX`), so the rest of a session needs no
-Echo; an evicted address simply proves itself again. DTLS (its cookie exchange) and OSCORE (which
+proved themselves are remembered (so the rest of a session needs no Echo) until they are silent for
+the idle timeout (`idle_expiry`, profile `[limits] idle_timeout`) and at most `PROVEN_MAX` of them;
+an expired or evicted address simply proves itself again. DTLS (its cookie exchange) and OSCORE (which
 authenticates every request) do not use the guard. The secret is random per server process: a
 restart makes outstanding Echo values fail, and the client gets a new one.
 
@@ -28,11 +29,12 @@ import hmac
 import os
 import struct
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 
 from aiocoap import Message
 from aiocoap.numbers.codes import Code
+
+from teep_coap.transport.coap.idle_expiry import IDLE_TIMEOUT, IdleTracker
 
 ECHO_LIFETIME = 60.0  # seconds an Echo value is accepted
 PROVEN_MAX = 4096  # addresses remembered as proven
@@ -51,11 +53,12 @@ class EchoGuard:
         clock: Callable[[], float] = time.time,
         lifetime: float = ECHO_LIFETIME,
         proven_max: int = PROVEN_MAX,
+        idle_timeout: float = IDLE_TIMEOUT,
     ) -> None:
         self._secret = secret if secret is not None else os.urandom(32)
         self._clock = clock
         self._lifetime = lifetime
-        self._proven: OrderedDict[str, None] = OrderedDict()
+        self._proven = IdleTracker(idle_timeout)
         self._proven_max = proven_max
         self.challenges = 0  # 4.01 + Echo answers sent (for tests and logs)
 
@@ -77,19 +80,25 @@ class EchoGuard:
         age = self._clock() - struct.unpack(">I", issued)[0]
         return 0 <= age <= self._lifetime
 
-    def _remember(self, address: str) -> None:
-        self._proven[address] = None
-        self._proven.move_to_end(address)
+    def _remember(self, address: str, now: float) -> None:
+        self._proven.heard(address, now)
         while len(self._proven) > self._proven_max:
-            self._proven.popitem(last=False)
+            self._proven.pop_oldest()
+
+    def proven(self) -> int:
+        """How many addresses are remembered as proven now."""
+        return len(self._proven)
 
     def check(self, address: str, echo: bytes | None) -> Message | None:
         """None when the request may be served; else the 4.01 + Echo answer to send instead."""
+        now = self._clock()
+        for _ in self._proven.expired(now):  # silent too long: it proves itself again when it returns
+            pass
         if address in self._proven:
-            self._proven.move_to_end(address)
+            self._proven.heard(address, now)
             return None
         if self.valid(echo, address):
-            self._remember(address)
+            self._remember(address, now)
             return None
         self.challenges += 1
         answer = Message(code=Code.UNAUTHORIZED)

@@ -53,6 +53,7 @@ class CoapLimits:
     request_timeout: float = 20.0
     max_concurrent_requests: int = 64
     overload_max_age: int = 2
+    idle_timeout: float = 60.0  # seconds: the server frees a silent peer's DTLS session / Echo proof
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,11 @@ class CoapOptions:
             transport=CoapLink(t.scheme, t.path, t.content_format, t.block_size, getattr(t, "echo", True)),
             security=CoapSecurity(obj.security.mode),
             limits=CoapLimits(
-                lim.max_message_size, lim.request_timeout, lim.max_concurrent_requests, lim.overload_max_age
+                lim.max_message_size,
+                lim.request_timeout,
+                lim.max_concurrent_requests,
+                lim.overload_max_age,
+                float(getattr(lim, "idle_timeout", 60.0)),
             ),
             retransmission=CoapRetransmission(r.ack_timeout, r.ack_random_factor, r.max_retransmit),
         )

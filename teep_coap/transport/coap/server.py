@@ -39,6 +39,7 @@ from teep_coap.transport.coap.aiocoap_compat import (
 from teep_coap.transport.coap.credentials import CredentialsError, DeviceCredentials, edhoc_entry
 from teep_coap.transport.coap.early_answer import EarlyAnswer
 from teep_coap.transport.coap.echo import EchoGuard
+from teep_coap.transport.coap.idle_expiry import IdleSweeper
 from teep_coap.transport.coap.options import CoapOptions
 from teep_coap.transport.coap.server_socket import enlarge_receive_buffer, ensure_port_free
 from teep_coap.transport.coap.shared_port import port_shared_by_parent
@@ -91,7 +92,8 @@ class TeepResource(aiocoap.resource.Resource):
         self._in_flight = 0
         # RFC 9175 Echo against amplification, plain CoAP only (DTLS has its cookie, OSCORE authenticates)
         link = profile.transport
-        self.echo: EchoGuard | None = EchoGuard() if link.scheme == "coap" and link.echo else None
+        echo = link.scheme == "coap" and link.echo
+        self.echo: EchoGuard | None = EchoGuard(idle_timeout=profile.limits.idle_timeout) if echo else None
 
     def _scheme_of(self, request: Message) -> str:
         scheme = getattr(request.remote, "scheme", "coap")
@@ -348,6 +350,7 @@ class CoapServer:
         self.port = 0
         self.resource = TeepResource(handler, profile, self.stats)
         self.early: EarlyAnswer | None = None  # plain CoAP: answers junk before aiocoap's pipeline
+        self.dtls_idle: IdleSweeper | None = None  # coaps: frees silent DTLS sessions (idle_expiry)
         self._extra_resources: list[tuple[tuple[str, ...], aiocoap.resource.Resource]] = []
 
     def add_resource(self, path: tuple[str, ...], resource: aiocoap.resource.Resource) -> None:
@@ -446,7 +449,9 @@ class CoapServer:
         except OSError as exc:
             raise TransportError(f"cannot bind {host}:{port}: {exc}") from None
         if mode == "dtls-psk":
-            aiocoap_compat.tidy_dtls_server(self._context, _log_bad_finished)
+            self.dtls_idle = aiocoap_compat.tidy_dtls_server(
+                self._context, _log_bad_finished, self.profile.limits.idle_timeout
+            )
         bound_duplicate_caches(self._context)
         if self.profile.transport.scheme == "coap":  # plain CoAP: refuse the cheap refusals early
             self.early = EarlyAnswer(

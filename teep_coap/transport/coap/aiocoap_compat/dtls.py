@@ -31,6 +31,7 @@ from teep_coap.transport.coap.dtls_watch import (
 from teep_coap.transport.coap.hardening import (
     MAX_DTLS_SESSIONS,
 )
+from teep_coap.transport.coap.idle_expiry import IDLE_TIMEOUT, IdleSweeper, IdleTracker
 
 log = logging.getLogger("teep_coap.transport.coap")
 
@@ -210,8 +211,10 @@ def _sending(watch: HandshakeWatch, send: Callable[[bytes], None], data: bytes) 
 
 
 def tidy_dtls_server(
-    context: aiocoap.Context, on_bad_finished: Callable[[str, str], None] | None = None
-) -> None:
+    context: aiocoap.Context,
+    on_bad_finished: Callable[[str, str], None] | None = None,
+    idle_timeout: float = IDLE_TIMEOUT,
+) -> IdleSweeper | None:
     """Make aiocoap's DTLS server forget sessions that are over, bound how many it keeps, and tell a
     client at once when its Finished does not verify.
 
@@ -220,7 +223,8 @@ def tidy_dtls_server(
     that later got the same ephemeral port had its new ClientHello fed to the dead session. Here a
     warning-level close_notify ends the session as the fatal one does, a new ClientHello on an
     authenticated session's address starts afresh, and more than MAX_DTLS_SESSIONS sessions drop the
-    least recently used.
+    least recently used, and a session silent for longer than `idle_timeout` is freed
+    (`idle_expiry`; the returned sweeper counts them).
 
     A client whose PSK differs from ours sends a Finished that tinydtls drops without a word (RFC
     6347 §4.1.2.7): the client waited out its whole timeout. When a session is still not connected
@@ -242,7 +246,7 @@ def tidy_dtls_server(
 
     pool = dtls_pool(context)
     if pool is None:
-        return
+        return None
 
     class _Address(tinydtls_server._AddressDTLS):
         teep_connected = False
@@ -286,9 +290,20 @@ def tidy_dtls_server(
         if on_bad_finished is not None:
             on_bad_finished(str(session.hostinfo), str(claims))
 
+    def drop_idle(sockaddr: Any) -> None:
+        session = pool._connections.get(sockaddr)
+        if session is not None:
+            session._inject_error(aiocoap.error.LibraryShutdown("DTLS session dropped (idle)"))
+
+    def serving() -> bool:
+        return pool._transport is not None and not pool._transport.is_closing()
+
+    idle = IdleSweeper(IdleTracker(idle_timeout), drop_idle, serving)
+    idle.start(asyncio.get_running_loop())
     original = pool.datagram_received
 
     def datagram_received(data: bytes, sockaddr: Any) -> None:
+        idle.heard(sockaddr)
         known = pool._connections.get(sockaddr)
         if known is not None and restarts_authenticated_session(known, data):
             known._inject_error(CloseNotifyReceived())  # a new client on an old port: start afresh
@@ -310,3 +325,4 @@ def tidy_dtls_server(
 
     pool._Address = _Address
     pool.datagram_received = datagram_received
+    return idle
