@@ -24,7 +24,7 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,8 +44,9 @@ from teep_coap.model.teep import (
     Update,
 )
 from teep_coap.protocol import attestation as att
+from teep_coap.protocol.agent_broker_api import BrokerApi, cid_key
 from teep_coap.protocol.agentstate import AgentState
-from teep_coap.protocol.errors import ConfigError
+from teep_coap.protocol.events import SendReply, reply_of
 from teep_coap.protocol.wire import COSE, NotSigned, Wire
 from teep_coap.security.errors import CoseDecodeError, SecurityError, UnknownKid, UnsupportedAlgorithm
 from teep_coap.security.jose import JoseDecodeError
@@ -83,10 +84,6 @@ def _hex(data: bytes | None) -> str:
     return "" if data is None else data.hex()
 
 
-def _cid_key(cid: Sequence[bytes]) -> str:
-    return ".".join(p.hex() for p in cid)
-
-
 @dataclass
 class _Outcome:
     """What processing one message led to (for logs and the CLI)."""
@@ -95,7 +92,7 @@ class _Outcome:
     note: str = ""
 
 
-class AgentEngine:
+class AgentEngine(BrokerApi):
     """ProcessTeepMessage and the Broker-facing API for one Agent state folder."""
 
     def __init__(
@@ -116,6 +113,7 @@ class AgentEngine:
         self.attestation_provider = attestation_provider
         self.last_response: TeepMessage | None = None  # the model of the last answer (for CLIs/tests)
         self.last_note = ""
+        self._now: float | None = None  # the `now` of the call in progress (handle_message)
         self._peer_label: int | None = None  # the TAM's label for our key's algorithm (see _answer_key)
 
     # ------------------------------------------------------------ capabilities
@@ -144,8 +142,21 @@ class AgentEngine:
     # ------------------------------------------------------------ ProcessTeepMessage
 
     def receive(self, data: bytes) -> bytes | None:
-        """One TEEP message in; the signed answer out (None when the message needs no answer)."""
+        """One TEEP message in; the signed answer out (None when the message needs no answer).
+        Compatibility call: the time is the engine's clock (`handle_message` takes it explicitly)."""
+        return reply_of(self.handle_message(data, self.clock()))
+
+    def handle_message(self, data: bytes, now: float) -> tuple[SendReply, ...]:
+        """One TEEP message in at time `now` (evidence, passports, freshness use it, not the clock);
+        `(SendReply(signed answer),)` out, or `()` when the message needs no answer."""
         self._peer_label = None
+        self._now = now
+        try:
+            return self._handle(data)
+        finally:
+            self._now = None
+
+    def _handle(self, data: bytes) -> tuple[SendReply, ...]:
         outcome = self._process(data)
         if crashpoints.armed is not None and outcome.response is not None:  # test hook
             crashpoints.reached(crashpoints.message_point("agent.answered", outcome.response))
@@ -153,8 +164,12 @@ class AgentEngine:
         if outcome.note:
             log.info("agent: %s", outcome.note)
         if outcome.response is None:
-            return None
-        return self.wire.seal(outcome.response, self._answer_key())
+            return ()
+        return (SendReply(self.wire.seal(outcome.response, self._answer_key())),)
+
+    def _time(self) -> float:
+        """The `now` of the current `handle_message` call; the clock only for Broker-facing calls."""
+        return self._now if self._now is not None else self.clock()
 
     process_teep_message = receive
 
@@ -365,7 +380,7 @@ class AgentEngine:
                 verifiers,
                 expected_kid=signer_kid,
                 expected_nonce=nonce,
-                now=self.clock(),
+                now=self._time(),
             )
         except att.AttestationError as exc:
             return f"TAM {exc}"
@@ -388,7 +403,7 @@ class AgentEngine:
     def _evidence(self, nonce: bytes | None) -> bytes:
         cfg = self.state.config
         manifests = [
-            [f"#{_cid_key(e.component_id)}", [-16, e.manifest_digest]] for e in self.state.components.list()
+            [f"#{cid_key(e.component_id)}", [-16, e.manifest_digest]] for e in self.state.components.list()
         ]
         return att.build_evidence(
             self.state.key,
@@ -398,7 +413,7 @@ class AgentEngine:
             hwmodel=cfg.hwmodel,
             hwversion=cfg.hwversion,
             manifests=manifests,
-            now=self.clock(),
+            now=self._time(),
         )
 
     def _passport(self, evidence: bytes, nonce: bytes | None) -> bytes:
@@ -407,7 +422,7 @@ class AgentEngine:
         if self.state.verifier_key is None:
             raise att.AttestationError("passport model but no Verifier is configured")
         return att.local_verifier_result(
-            self.state.verifier_key, evidence, self.state.key, nonce=nonce, now=self.clock()
+            self.state.verifier_key, evidence, self.state.key, nonce=nonce, now=self._time()
         )
 
     # ------------------------------------------------------------ Update
@@ -460,7 +475,7 @@ class AgentEngine:
     # ------------------------------------------------------------ recovery bookkeeping
 
     def _snapshot(self) -> dict[str, int]:
-        return {_cid_key(e.component_id): int(e.sequence_number) for e in self.state.components.list()}
+        return {cid_key(e.component_id): int(e.sequence_number) for e in self.state.components.list()}
 
     def _begin_unconfirmed(self, token: bytes | None) -> None:
         """Note (durably, before installing) that an Update is under way; an earlier unconfirmed one
@@ -540,79 +555,3 @@ class AgentEngine:
         if result.already_installed:
             return True, report, ALREADY_INSTALLED
         return bool(result.success), report, "" if result.success else str(result.error or "failed")
-
-    # ------------------------------------------------------------ Broker-facing API (RFC 9397)
-
-    def _installed(self, cid: Sequence[bytes]) -> bool:
-        return self.state.components.get(tuple(cid)) is not None
-
-    def _tidy_broker(self) -> None:
-        """Forget requests that are satisfied: requested and now installed, unrequested and now gone."""
-        b = self.state.broker
-        before = (dict(b.requested), dict(b.unrequested))
-        for k, r in list(b.requested.items()):
-            entry = self.state.components.get(tuple(bytes.fromhex(p) for p in r["cid"]))
-            if entry is not None and (r.get("min_seq") is None or entry.sequence_number >= r["min_seq"]):
-                del b.requested[k]
-        for k, r in list(b.unrequested.items()):
-            if not self._installed(tuple(bytes.fromhex(p) for p in r["cid"])):
-                del b.unrequested[k]
-        if (b.requested, b.unrequested) != before:
-            self.state.save_broker()
-
-    def request_ta(
-        self, component_id: ComponentId, tam_uri: str | None = None, *, min_seq: int | None = None
-    ) -> str | None:
-        """RequestTA: None when already installed, else the TAM URI to contact."""
-        uri = tam_uri or self.state.config.tam_uri
-        if self._installed(component_id):
-            return None
-        if uri is None:
-            raise ConfigError("no TAM URI given and none configured (agent.toml tam-uri)")
-        key = _cid_key(component_id)
-        self.state.broker.requested[key] = {
-            "cid": [p.hex() for p in component_id],
-            "tam": uri,
-            "min_seq": min_seq,
-        }
-        self.state.broker.unrequested.pop(key, None)
-        self.state.save_broker()
-        return uri
-
-    def unrequest_ta(self, component_id: ComponentId, tam_uri: str | None = None) -> str | None:
-        """UnrequestTA: None when not installed (a pending request is dropped), else the TAM URI."""
-        uri = tam_uri or self.state.config.tam_uri
-        key = _cid_key(component_id)
-        self.state.broker.requested.pop(key, None)
-        if not self._installed(component_id):
-            self.state.save_broker()
-            return None
-        if uri is None:
-            raise ConfigError("no TAM URI given and none configured (agent.toml tam-uri)")
-        self.state.broker.unrequested[key] = {"cid": [p.hex() for p in component_id], "tam": uri}
-        self.state.save_broker()
-        return uri
-
-    def request_policy_check(self) -> str | None:
-        """RequestPolicyCheck: one TAM URI per call; None ends the round (the next call starts anew)."""
-        b = self.state.broker
-        if b.policy_queue is None:
-            uris: list[str] = []
-            for r in [*b.requested.values(), *b.unrequested.values()]:
-                if r["tam"] not in uris:
-                    uris.append(r["tam"])
-            if self.state.config.tam_uri and self.state.config.tam_uri not in uris:
-                uris.insert(0, self.state.config.tam_uri)
-            b.policy_queue = uris
-        if not b.policy_queue:
-            b.policy_queue = None
-            self.state.save_broker()
-            return None
-        uri = b.policy_queue.pop(0)
-        self.state.save_broker()
-        return uri
-
-    def process_error(self, tam_uri: str) -> None:
-        """ProcessError: the Broker could not reach the TAM; remember it (requests stay pending)."""
-        self.state.broker.last_error[tam_uri] = self.clock()
-        self.state.save_broker()
