@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from teep_coap.cli.groups import agent, json_is_default
-from teep_coap.cli.serving import setup_logging
+from teep_coap.cli.groups import agent, json_is_default, setup_logging
 from teep_coap.encoding.hextext import read_cbor_source
 from teep_coap.profiles import load_profile
 from teep_coap.profiles.capture import (

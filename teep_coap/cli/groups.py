@@ -26,6 +26,30 @@ def configure_logging(verbose: int, quiet: bool) -> None:
     )
 
 
+def setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(
+        level=logging.DEBUG if verbose > 1 else level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # aiocoap reports every retransmission and shutdown detail at WARNING; keep them for -v.
+    logging.getLogger("coap").setLevel(
+        logging.DEBUG if verbose > 1 else logging.WARNING if verbose else logging.ERROR
+    )
+    logging.getLogger("coap-server").setLevel(logging.getLogger("coap").level)
+
+
+def parse_bind(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise click.BadParameter(f"expected HOST:PORT, got {text!r}")
+    host = host.strip("[]")
+    if int(port) > 65535:
+        raise click.BadParameter(f"port out of range: {port}")
+    return host, int(port)
+
+
 class Command(click.Command):
     """Every command takes -v/--verbose and -q/--quiet; those that do not define them get them here."""
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from teep_coap.cli.groups import parse_bind, setup_logging
 from teep_coap.profiles import load_profile
 from teep_coap.profiles.capture import capturing_relay, log_tls_keys, relayed_uri, write_psk_file
 from teep_coap.profiles.runtime import open_tam
@@ -24,30 +25,6 @@ from teep_coap.transport.pcap import PcapWriter
 
 if TYPE_CHECKING:
     from teep_coap.profiles.schema import Profile
-
-
-def setup_logging(verbose: int, quiet: bool) -> None:
-    level = logging.WARNING if quiet else logging.INFO
-    logging.basicConfig(
-        level=logging.DEBUG if verbose > 1 else level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # aiocoap reports every retransmission and shutdown detail at WARNING; keep them for -v.
-    logging.getLogger("coap").setLevel(
-        logging.DEBUG if verbose > 1 else logging.WARNING if verbose else logging.ERROR
-    )
-    logging.getLogger("coap-server").setLevel(logging.getLogger("coap").level)
-
-
-def parse_bind(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not host:
-        raise click.BadParameter(f"expected HOST:PORT, got {text!r}")
-    host = host.strip("[]")
-    if int(port) > 65535:
-        raise click.BadParameter(f"port out of range: {port}")
-    return host, int(port)
 
 
 async def serve_tam(

@@ -17,8 +17,10 @@ PACKAGE = Path(__file__).resolve().parents[2] / "teep_coap"
 #   place (cli/groups.py, figures there and in docs/design.md).
 # - transport/coap/aiocoap_compat/dtls.py: DTLSSocket (aiocoap's tinydtls transports) is optional
 #   at run time; without it `apply_dtls_fixes()` returns False instead of failing the import.
+# - profiles/runtime.py: the TAM's store (SQLAlchemy) and the OTrP package load only where used; at
+#   module level they made a device's `agent run` start-up 0.9 s of CPU instead of 0.35 s.
 LAZY_DIRS: tuple[str, ...] = ()
-LAZY_FILES = {"transport/coap/aiocoap_compat/dtls.py": 5}
+LAZY_FILES = {"transport/coap/aiocoap_compat/dtls.py": 5, "profiles/runtime.py": 4}
 
 
 def _function_imports(tree: ast.Module) -> list[ast.Import | ast.ImportFrom]:
