@@ -27,6 +27,8 @@ def configure_logging(verbose: int, quiet: bool) -> None:
 
 
 def setup_logging(verbose: int, quiet: bool) -> None:
+    """For long-running commands (servers, `agent run`): INFO with timestamps unless -q, unlike
+    `configure_logging`, which leaves one-shot commands silent without -v."""
     level = logging.WARNING if quiet else logging.INFO
     logging.basicConfig(
         level=logging.DEBUG if verbose > 1 else level,
