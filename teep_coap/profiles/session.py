@@ -2,8 +2,9 @@
 
 - `TamHandler`: a transport `MessageHandler` around a TamEngine (empty payload = ProcessConnect),
   mapping engine errors to transport rejections (4.00 / 4.03 / 5.00) and logging one line per session.
-  Engine calls run on a small thread pool (the engine and its store are blocking code: SQL, signing),
-  so the event loop keeps serving other peers, DTLS handshakes and timeouts meanwhile.
+  Over a networked database (PostgreSQL) engine calls run on a small thread pool, so the event loop
+  keeps serving other peers, DTLS handshakes and timeouts while one call waits on the database;
+  over SQLite they run on the loop, where they cost less (see ENGINE_THREADS).
 - `run_session` / `run_until_done`: the Broker loop (BrokerSession ↔ MessageClient), with a timeout on
   every exchange, and a summary of what was installed or removed.
 """
@@ -31,12 +32,16 @@ log = logging.getLogger("teep_coap.session")
 
 
 MAX_OPEN_SESSIONS = 4096  # sessions the TAM log tracks at once; the oldest unfinished ones are dropped
-ENGINE_THREADS = 4  # engine calls in flight at once (each thread has its own database connection)
-# TEEP_COAP_ENGINE_THREADS overrides it for every TamHandler of the process (and `tam serve
-# --workers` children). 0 runs the engine on the event loop: measured 2026-12-05 on 2 cores with
-# SQLite, bench sessions coaps-psk 1,000 devices gave 214-226 sessions/s and 3.8-3.9 ms TAM CPU per
-# session on the loop against 161-202/s and 4.4-5.6 ms with 4 threads (the handoffs cost CPU); the
-# threads keep the loop answering other peers while one store call is slow (PostgreSQL, fsync).
+ENGINE_THREADS = 4  # engine calls in flight at once over a networked store (one connection per thread)
+# An embedded store (SQLite) gets 0, the engine on the event loop. Measured 2026-12-05 16:37 UTC on
+# 2 cores, load ~1, bench sessions --devices 1000 --concurrency 32: coaps-psk 3.4-3.6 ms TAM CPU per
+# session on the loop against 3.9-4.2 ms on 4 threads; plain coap 3.9 against 4.8-5.0 ms. Both the
+# engine calls (+14 %) and the loop (+40 %) get slower when they run side by side: the GIL passes
+# between them at every socket call. A batching pool with one hot worker (fewer wake-ups) measured
+# the same, so the cost is the contention itself. A SQLite call waits on no network, so the loop
+# loses little by running it; a PostgreSQL call waits a round trip per statement, which threads hide.
+# TEEP_COAP_ENGINE_THREADS overrides the choice for every TamHandler of the process (and `tam serve
+# --workers` children).
 ENGINE_THREADS_ENV = "TEEP_COAP_ENGINE_THREADS"
 
 
@@ -44,11 +49,12 @@ class EngineThreadsError(TeepCoapError):
     """TEEP_COAP_ENGINE_THREADS is not a whole number from 0 to 64."""
 
 
-def engine_threads() -> int:
-    """Threads for engine calls: TEEP_COAP_ENGINE_THREADS if set (0..64), else ENGINE_THREADS."""
+def engine_threads(*, embedded_store: bool = False) -> int:
+    """Threads for engine calls: TEEP_COAP_ENGINE_THREADS if set (0..64), else 0 for an embedded
+    store and ENGINE_THREADS for a networked one."""
     value = os.environ.get(ENGINE_THREADS_ENV, "").strip()
     if not value:
-        return ENGINE_THREADS
+        return 0 if embedded_store else ENGINE_THREADS
     if not value.isdigit() or int(value) > 64:
         raise EngineThreadsError(
             f"{ENGINE_THREADS_ENV}={value!r}: give a whole number from 0 (engine on the event loop) to 64"
@@ -74,8 +80,8 @@ class TamHandler:
     `tam` is a `TamEngine` (its `handle_*` calls run on `threads` worker threads, and its timer is
     run when due before a call), or any object with the byte-in/byte-out `connect`/`receive` pair
     (test scripts, adapters), which is called on the event loop as before. `threads=0` runs the
-    engine on the event loop too: for a store that cannot be shared between threads (in-memory
-    SQLite: one database per connection) and for tests that must not give the loop away mid-call.
+    engine on the event loop: the default for an embedded store (`engine_threads`), and what a store
+    that cannot be shared between threads needs (in-memory SQLite: one database per connection).
     """
 
     def __init__(
@@ -87,9 +93,15 @@ class TamHandler:
         self.sessions_failed = 0
         self._open: dict[str, _Open] = {}
         self._evented = hasattr(tam, "handle_message")
-        self._threads = engine_threads() if threads is None else threads
+        embedded = bool(getattr(getattr(tam, "store", None), "embedded", False))
+        self._threads = engine_threads(embedded_store=embedded) if threads is None else threads
         self._pool: ThreadPoolExecutor | None = None
         self._timer_running = False
+
+    @property
+    def threads(self) -> int:
+        """Worker threads for engine calls (0: on the event loop)."""
+        return self._threads
 
     def _executor(self) -> ThreadPoolExecutor:
         if self._pool is None:

@@ -25,6 +25,12 @@ class TamRepository(Protocol):
 
     def atomic(self) -> AbstractContextManager[None]: ...
 
+    @property
+    def embedded(self) -> bool:
+        """True when the database runs in this process (SQLite): a call waits on no network, so an
+        adapter may run the engine on its event loop."""
+        ...
+
     # devices
     def device_by_kid(self, kid: bytes) -> Device | None: ...
 

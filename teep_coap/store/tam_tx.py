@@ -79,6 +79,10 @@ class TamDatabase:
         self._conns: list[Connection] = []  # one per thread that used the store, closed by close()
         self._conns_lock = threading.Lock()
 
+    @property
+    def embedded(self) -> bool:
+        return self._sqlite
+
     def close(self) -> None:
         with self._conns_lock:
             conns, self._conns = self._conns, []

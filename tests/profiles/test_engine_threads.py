@@ -54,7 +54,7 @@ async def test_a_slow_store_call_does_not_hold_other_peers(name: str, tmp_path: 
     world = teep_world(profile, tmp_path, 200)
     slow = SlowFirstSessionStore(world.tam.store)
     world.tam.store = slow
-    handler = TamHandler(world.tam)
+    handler = TamHandler(world.tam, threads=4)
     done: dict[str, float] = {}
     async with make_server(profile, handler, tam_dir=world.tam_dir) as server:
         first = make_client(profile, server.uri, state_dir=world.agent_dir)
@@ -90,9 +90,28 @@ def test_engine_threads_come_from_the_environment(monkeypatch: pytest.MonkeyPatc
 
     monkeypatch.delenv("TEEP_COAP_ENGINE_THREADS", raising=False)
     assert engine_threads() == ENGINE_THREADS
+    assert engine_threads(embedded_store=True) == 0
     monkeypatch.setenv("TEEP_COAP_ENGINE_THREADS", "0")
     assert engine_threads() == 0
     for bad in ("-1", "four", "65"):
         monkeypatch.setenv("TEEP_COAP_ENGINE_THREADS", bad)
         with pytest.raises(EngineThreadsError, match="whole number from 0"):
             engine_threads()
+
+
+def test_the_store_chooses_where_engine_calls_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite (embedded): on the event loop; a networked store: on ENGINE_THREADS threads."""
+    from teep_coap.profiles.session import ENGINE_THREADS
+
+    monkeypatch.delenv("TEEP_COAP_ENGINE_THREADS", raising=False)
+    world = teep_world(load_profile("coap"), tmp_path, 200)
+    assert world.tam.store.embedded is True
+    assert TamHandler(world.tam).threads == 0
+
+    class Networked:
+        embedded = False
+
+    world.tam.store = Networked()
+    assert TamHandler(world.tam).threads == ENGINE_THREADS
+    monkeypatch.setenv("TEEP_COAP_ENGINE_THREADS", "2")
+    assert TamHandler(world.tam).threads == 2

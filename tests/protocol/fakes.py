@@ -43,6 +43,7 @@ class MemoryTamRepository:
         self.device_rows: dict[int, dict[bytes, DeviceComponent]] = {}
         self._next = 0
         self.calls = 0  # how many port calls the engine made (tests may assert it moved)
+        self.embedded = True  # in memory: waits on nothing
 
     def _id(self) -> int:
         self._next += 1
