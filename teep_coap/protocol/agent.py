@@ -46,7 +46,14 @@ from teep_coap.model.teep import (
 from teep_coap.protocol import attestation as att
 from teep_coap.protocol.agent_broker_api import BrokerApi, cid_key
 from teep_coap.protocol.agentstate import AgentState
-from teep_coap.protocol.events import SendReply, reply_of
+from teep_coap.protocol.events import (
+    AgentEvent,
+    ComponentInstalled,
+    ComponentRemoved,
+    SendReply,
+    TamRefused,
+    reply_of,
+)
 from teep_coap.protocol.wire import COSE, NotSigned, Wire
 from teep_coap.security.errors import CoseDecodeError, SecurityError, UnknownKid, UnsupportedAlgorithm
 from teep_coap.security.jose import JoseDecodeError
@@ -90,6 +97,7 @@ class _Outcome:
 
     response: TeepMessage | None
     note: str = ""
+    events: tuple[AgentEvent, ...] = ()  # what the message changed on the device (Update only)
 
 
 class AgentEngine(BrokerApi):
@@ -146,9 +154,12 @@ class AgentEngine(BrokerApi):
         Compatibility call: the time is the engine's clock (`handle_message` takes it explicitly)."""
         return reply_of(self.handle_message(data, self.clock()))
 
-    def handle_message(self, data: bytes, now: float) -> tuple[SendReply, ...]:
-        """One TEEP message in at time `now` (evidence, passports, freshness use it, not the clock);
-        `(SendReply(signed answer),)` out, or `()` when the message needs no answer."""
+    def handle_message(self, data: bytes, now: float) -> tuple[AgentEvent, ...]:
+        """One TEEP message in at time `now` (evidence, passports, freshness use it, not the clock).
+
+        Out: `SendReply(signed answer)` unless the message needs no answer, then what an Update
+        changed on the device (`ComponentInstalled` / `ComponentRemoved`, also when a later manifest
+        of the same Update failed: those changes are stored) or `TamRefused`."""
         self._peer_label = None
         self._now = now
         try:
@@ -156,7 +167,7 @@ class AgentEngine(BrokerApi):
         finally:
             self._now = None
 
-    def _handle(self, data: bytes) -> tuple[SendReply, ...]:
+    def _handle(self, data: bytes) -> tuple[AgentEvent, ...]:
         outcome = self._process(data)
         if crashpoints.armed is not None and outcome.response is not None:  # test hook
             crashpoints.reached(crashpoints.message_point("agent.answered", outcome.response))
@@ -164,8 +175,8 @@ class AgentEngine(BrokerApi):
         if outcome.note:
             log.info("agent: %s", outcome.note)
         if outcome.response is None:
-            return ()
-        return (SendReply(self.wire.seal(outcome.response, self._answer_key())),)
+            return outcome.events
+        return (SendReply(self.wire.seal(outcome.response, self._answer_key())), *outcome.events)
 
     def _time(self) -> float:
         """The `now` of the current `handle_message` call; the clock only for Broker-facing calls."""
@@ -428,12 +439,30 @@ class AgentEngine(BrokerApi):
     # ------------------------------------------------------------ Update
 
     def _on_update(self, upd: Update) -> _Outcome:
-        token = upd.token
         if upd.err_code is not None and not upd.manifest_list and not upd.unneeded_manifest_list:
             name = (
                 ErrorCode(upd.err_code).name if upd.err_code in ErrorCode._value2member_map_ else upd.err_code
             )
-            return _Outcome(None, f"TAM refused: {name} {upd.err_msg or ''}".strip())
+            reason = f"TAM refused: {name} {upd.err_msg or ''}".strip()
+            return _Outcome(None, reason, (TamRefused(reason),))
+        before = self._components()
+        outcome = self._apply_update(upd)
+        after = self._components()
+        kid = self.state.key.kid or b""
+        changes: list[AgentEvent] = [
+            ComponentInstalled(kid, cid, seq) for cid, seq in after.items() if before.get(cid) != seq
+        ]
+        changes += [ComponentRemoved(kid, cid) for cid in before if cid not in after]
+        return dataclasses.replace(outcome, events=tuple(changes))
+
+    def _components(self) -> dict[ComponentId, int]:
+        return {
+            tuple(bytes(p) for p in e.component_id): int(e.sequence_number)
+            for e in self.state.components.list()
+        }
+
+    def _apply_update(self, upd: Update) -> _Outcome:
+        token = upd.token
         self._begin_unconfirmed(token)
         # First unlink everything unneeded (an error stops here: Error 17 with the unlink report) ...
         for cid in upd.unneeded_manifest_list or ():
