@@ -31,7 +31,6 @@ from teep_coap.transport.junklog import JUNK
 log = logging.getLogger("teep_coap.session")
 
 
-MAX_OPEN_SESSIONS = 4096  # sessions the TAM log tracks at once; the oldest unfinished ones are dropped
 ENGINE_THREADS = 4  # engine calls in flight at once over a networked store (one connection per thread)
 # An embedded store (SQLite) gets 0, the engine on the event loop. Measured 2026-12-05 16:37 UTC on
 # 2 cores, load ~1, bench sessions --devices 1000 --concurrency 32: coaps-psk 3.4-3.6 ms TAM CPU per
@@ -66,22 +65,20 @@ class SessionFailed(TeepCoapError):
     """A Broker session ended without success; the message says where and why."""
 
 
-@dataclass
-class _Open:
-    started: float
-    rounds: int = 0
-    bytes_in: int = 0
-    bytes_out: int = 0
+SUCCESSFUL_OUTCOMES = frozenset({"success", "up-to-date"})
 
 
 class TamHandler:
     """MessageHandler of a TAM: ProcessConnect / ProcessTeepMessage with errors mapped to codes.
 
-    `tam` is a `TamEngine` (its `handle_*` calls run on `threads` worker threads, and its timer is
-    run when due before a call), or any object with the byte-in/byte-out `connect`/`receive` pair
-    (test scripts, adapters), which is called on the event loop as before. `threads=0` runs the
-    engine on the event loop: the default for an embedded store (`engine_threads`), and what a store
-    that cannot be shared between threads needs (in-memory SQLite: one database per connection).
+    `tam` is a `TamEngine`: its `handle_*` calls run on `threads` worker threads, its timer when due
+    before a call. `threads=0` runs the engine on the event loop: the default for an embedded store
+    (`engine_threads`), and what a store that cannot be shared between threads needs (in-memory
+    SQLite: one database per connection).
+
+    The handler keeps no session state: the engine's store does. It logs one line per session from
+    the engine's `SessionEnded` events (sessions of silent devices end at the timer, as
+    "abandoned") and one per refused message, and counts them.
     """
 
     def __init__(
@@ -91,8 +88,6 @@ class TamHandler:
         self.log = session_log or log
         self.sessions_done = 0
         self.sessions_failed = 0
-        self._open: dict[str, _Open] = {}
-        self._evented = hasattr(tam, "handle_message")
         embedded = bool(getattr(getattr(tam, "store", None), "embedded", False))
         self._threads = engine_threads(embedded_store=embedded) if threads is None else threads
         self._pool: ThreadPoolExecutor | None = None
@@ -119,89 +114,61 @@ class TamHandler:
             return call()
         return await asyncio.get_running_loop().run_in_executor(self._executor(), call)
 
-    async def _engine_call(self, payload: bytes, identity: str | None) -> bytes | None:
-        if not self._evented:
-            return self.tam.connect(identity) if not payload else self.tam.receive(payload, identity)
-        now = float(self.tam.clock())
-        if now >= self.tam.next_timer() and not self._timer_running:
-            self._timer_running = True  # one sweep at a time; the others go on
-            try:
-                await self._run(functools.partial(self.tam.handle_timer, now))
-            finally:
-                self._timer_running = False
-        call = (
-            functools.partial(self.tam.handle_connect, now, identity)
-            if not payload
-            else functools.partial(self.tam.handle_message, payload, now, identity)
-        )
-        events: tuple[TamEvent, ...] = await self._run(call)
-        ended = [e for e in events if isinstance(e, SessionEnded)]
-        if ended:
-            self.log.debug("session %d ended: %s", ended[-1].session_id, ended[-1].outcome)
-        return reply_of(events)
-
-    def _key(self, peer: PeerInfo) -> str:
-        return peer.identity or peer.address
-
-    def _end(self, peer: PeerInfo, outcome: str, *, junk: bool = False) -> bool:
-        """Log the one line of a session; False if no session of this peer was open."""
-        key = self._key(peer)
-        st = self._open.pop(key, None)
-        if st is None:
-            return False
-        self._log_line(key, peer.transport, outcome, st, junk=junk)
-        return True
-
-    def _log_line(self, key: str, transport: str, outcome: str, st: _Open, *, junk: bool = False) -> None:
-        """One line per session; a line caused by a peer's junk is rate-limited (`transport.junklog`)."""
-        ms = (time.monotonic() - st.started) * 1000
-        self.log.info(
-            "session %s via %s %s: %d rounds, %d B in, %d B out, %.1f ms",
-            key,
-            transport,
-            outcome,
-            st.rounds,
-            st.bytes_in,
-            st.bytes_out,
-            ms,
-            extra=JUNK if junk else None,
-        )
-
-    def _start(self, peer: PeerInfo) -> None:
-        key = self._key(peer)
-        if key in self._open:  # a peer may restart at will: its line is rate-limited as junk
-            self._end(peer, "abandoned (a new session started)", junk=True)
-        while len(self._open) >= MAX_OPEN_SESSIONS:  # bounded: peers that vanish must not pile up
-            old_key = next(iter(self._open))
-            self._log_line(old_key, "?", "abandoned (never finished)", self._open.pop(old_key), junk=True)
-        self._open[key] = _Open(time.monotonic())
+    async def _timer(self, now: float) -> None:
+        """The engine's housekeeping when due; one sweep at a time, the other calls go on."""
+        if now < self.tam.next_timer() or self._timer_running:
+            return
+        self._timer_running = True
+        try:
+            events: tuple[TamEvent, ...] = await self._run(functools.partial(self.tam.handle_timer, now))
+        except TeepCoapError as exc:  # the sweep is retried at the next call; the request goes on
+            self.log.warning("TAM housekeeping failed: %s", exc)
+            return
+        finally:
+            self._timer_running = False
+        self._note(events, None, now)
 
     async def __call__(self, payload: bytes, peer: PeerInfo) -> bytes | None:
-        key = self._key(peer)
-        if not payload:
-            self._start(peer)
-        st = self._open.get(key)
-        if st is not None:
-            st.rounds += 1
-            st.bytes_in += len(payload)
+        now = float(self.tam.clock())
+        await self._timer(now)
+        call = (
+            functools.partial(self.tam.handle_connect, now, peer.identity)
+            if not payload
+            else functools.partial(self.tam.handle_message, payload, now, peer.identity)
+        )
         try:
-            answer = await self._engine_call(payload, peer.identity)
+            events: tuple[TamEvent, ...] = await self._run(call)
         except TeepCoapError as exc:  # every engine error; `rejection_for` says which answer
             rejection = rejection_for(exc) or Rejection.SERVER_ERROR
-            self._fail(peer, f"{'failed' if rejection is Rejection.SERVER_ERROR else 'refused'} ({exc})")
+            self.sessions_failed += 1
+            outcome = "failed" if rejection is Rejection.SERVER_ERROR else "refused"
+            # a peer's junk must not flood the log: the line is rate-limited (`transport.junklog`)
+            self.log.info(
+                "message from %s via %s %s (%s)", _who(peer), peer.transport, outcome, exc, extra=JUNK
+            )
             raise RequestRejected(rejection, str(exc)) from None
-        if answer is None:
-            if self._end(peer, "done"):
-                self.sessions_done += 1
-            return None
-        if st is not None:
-            st.bytes_out += len(answer)
-        return bytes(answer)
+        self._note(events, peer, now)
+        return reply_of(events)
 
-    def _fail(self, peer: PeerInfo, outcome: str) -> None:
-        self.sessions_failed += 1
-        if not self._end(peer, outcome, junk=True):  # a message outside any session still gets its line
-            self.log.info("message from %s via %s %s", self._key(peer), peer.transport, outcome, extra=JUNK)
+    def _note(self, events: tuple[TamEvent, ...], peer: PeerInfo | None, now: float) -> None:
+        """Count and log the sessions these events ended; a failed one's line is rate-limited."""
+        for event in events:
+            if not isinstance(event, SessionEnded):
+                continue
+            ok = event.outcome in SUCCESSFUL_OUTCOMES
+            if ok:
+                self.sessions_done += 1
+            else:
+                self.sessions_failed += 1
+            where = f" of {_who(peer)} via {peer.transport}" if peer is not None else ""
+            took = f" after {(now - event.started_at) * 1000:.1f} ms" if event.started_at is not None else ""
+            self.log.info(
+                "session %d%s: %s%s", event.session_id, where, event.outcome, took, extra=None if ok else JUNK
+            )
+
+
+def _who(peer: PeerInfo) -> str:
+    return peer.identity or peer.address
 
 
 @dataclass

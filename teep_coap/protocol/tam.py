@@ -139,19 +139,23 @@ class TamEngine:
         """When `handle_timer` is due next (engine clock): the sweep of expired requests and tokens."""
         return self._next_expire
 
-    def handle_timer(self, now: float) -> None:
-        """Housekeeping a server calls at `next_timer()`: reload a changed policy file, drop requests
+    def handle_timer(self, now: float) -> tuple[TamEvent, ...]:
+        """Housekeeping a server calls at `next_timer()`: reload a changed policy file, end the
+        sessions of devices that went silent (`SessionEnded(..., "abandoned")`), drop requests
         expired longer than `keep_expired` and spent stateless tokens past their expiry."""
         _call.now, _call.events, _call.sender = now, [], None
+        cutoff = now - self.config.keep_expired
         try:
             with self.store.atomic():
                 self._sync_policy(now)
-                self.store.expire_outstanding(now - self.config.keep_expired)
+                abandoned = self.store.abandon_sessions(cutoff, now)
+                self.store.expire_outstanding(cutoff)
                 if self._stateless is not None:
                     self.store.forget_spent_tokens(now)
         except StoreError as exc:
             raise TamFailure(f"TAM store failure: {exc}") from exc
         self._next_expire = now + EXPIRE_EVERY
+        return tuple(SessionEnded(sid, "abandoned", started) for sid, started in abandoned)
 
     # Compatibility: the byte-in/byte-out calls of the first API (engine tests, scripts, the CLI's
     # `tam process`) read the injected clock and run a due timer first, as the engine used to.
@@ -203,8 +207,8 @@ class TamEngine:
         return float(_call.now)
 
     def _end_session(self, session_id: int, now: float, outcome: str) -> None:
-        self.store.end_session(session_id, now, outcome)
-        _call.events.append(SessionEnded(session_id, outcome))
+        started = self.store.end_session(session_id, now, outcome)
+        _call.events.append(SessionEnded(session_id, outcome, started))
 
     def _record_changes(
         self, device: Device, now: float, *, installed: dict[ComponentId, int], removed: list[ComponentId]

@@ -38,6 +38,7 @@ from teep_coap.protocol.records import (
 )
 from teep_coap.store.tam_schema import Base
 from teep_coap.store.tam_sql import (
+    ABANDON_SESSIONS,
     BIND_SESSION,
     CAT,
     CLAIM,
@@ -195,10 +196,13 @@ class TamStore(TamDatabase):
             )
             return sid
 
-    def end_session(self, session_id: int, now: float, outcome: str) -> None:
+    def end_session(self, session_id: int, now: float, outcome: str) -> float | None:
         with self._tx() as tx:
-            tx.conn.execute(END_SESSION, {"sid": session_id, "ended_at": now, "outcome": outcome})
+            row = tx.conn.execute(
+                END_SESSION, {"sid": session_id, "ended_at": now, "outcome": outcome}
+            ).first()
             tx.audit.append({"session_id": session_id, "at": now, "event": "session-end", "detail": outcome})
+            return None if row is None else float(row[0])
 
     def bind_session(self, session_id: int, device_id: int) -> None:
         with self._tx() as tx:
@@ -345,6 +349,19 @@ class TamStore(TamDatabase):
         with self._tx() as tx:
             result = tx.conn.execute(CLAIM, {"oid": outstanding_id, "dev": device_id})
             return bool(result.rowcount == 1)
+
+    def abandon_sessions(self, cutoff: float, now: float) -> list[tuple[int, float]]:
+        """End as "abandoned" the open sessions whose requests all expired before `cutoff`."""
+        with self._tx() as tx:
+            ended = sorted(
+                (int(r[0]), float(r[1]))
+                for r in tx.conn.execute(ABANDON_SESSIONS, {"cutoff": cutoff, "ended_at": now})
+            )
+            tx.audit.extend(
+                {"session_id": sid, "at": now, "event": "session-end", "detail": "abandoned"}
+                for sid, _ in ended
+            )
+            return ended
 
     def expire_outstanding(self, now: float) -> int:
         """Drop requests past their expiry (answered or not); returns how many."""

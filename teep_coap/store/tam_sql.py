@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, func, insert, select, update
+from sqlalchemy import Table, bindparam, delete, exists, func, insert, select, update
 
 from teep_coap.protocol.records import ANSWERED, OPEN, SUPERSEDED, Device, Outstanding
 from teep_coap.store.tam_schema import (
@@ -51,6 +51,20 @@ END_SESSION = (
     update(sessions_t)
     .where(SES.id == bindparam("sid"), SES.ended_at.is_(None))
     .values(ended_at=bindparam("ended_at"), outcome=bindparam("outcome"))
+    .returning(SES.started_at)
+)
+# Sessions whose every outstanding request expired before `cutoff` and that never ended: the device
+# went silent. Candidates come from the outstanding table (live requests only, so it stays small),
+# not from a scan of every session ever held.
+ABANDON_SESSIONS = (
+    update(sessions_t)
+    .where(
+        SES.ended_at.is_(None),
+        SES.id.in_(select(OUT.session_id).where(OUT.expires_at <= bindparam("cutoff"))),
+        ~exists().where(OUT.session_id == SES.id, OUT.expires_at > bindparam("cutoff")),
+    )
+    .values(ended_at=bindparam("ended_at"), outcome="abandoned")
+    .returning(SES.id, SES.started_at)
 )
 BIND_SESSION = update(sessions_t).where(SES.id == bindparam("sid")).values(device_id=bindparam("dev"))
 SEL_OPEN_OF_DEVICE = (

@@ -37,7 +37,7 @@ async def test_install_one_component(name: str, tmp_path: Path, caplog: pytest.L
     assert world.agent.state.components.get(COMPONENT_ID) is not None
     assert handler.sessions_done == 2 and handler.sessions_failed == 0
     lines = [r.getMessage() for r in caplog.records if r.name == "teep_coap.session"]
-    assert len(lines) == 2 and all(" done: " in line for line in lines)
+    assert len(lines) == 2 and ": success after " in lines[0] and ": up-to-date after " in lines[1]
     if profile.security.mode != "none":
         assert "bench-device" in lines[0]  # the transport identity reached the TAM
     # the TAM's store recorded one install of that component for this device
@@ -47,36 +47,72 @@ async def test_install_one_component(name: str, tmp_path: Path, caplog: pytest.L
     assert dc.installed_seq == 1
 
 
-async def test_handler_maps_engine_errors_and_bounds_its_log(caplog: pytest.LogCaptureFixture) -> None:
-    from teep_coap.profiles import session as session_mod
+async def test_handler_maps_engine_errors_and_keeps_no_session_state(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Engine errors become 4.00 / 4.03 / 5.00; sessions are logged and counted from the engine's
+    events (a silent device's session ends at the timer), and the handler holds nothing per peer."""
     from teep_coap.protocol.errors import IdentityMismatch, InvalidMessage, TamFailure
+    from teep_coap.protocol.events import SendReply, SessionEnded, TamEvent
     from teep_coap.transport.base import PeerInfo, Rejection, RequestRejected
 
     class Scripted:
-        def connect(self, identity: str | None = None) -> bytes:
-            return b"qr"
+        """An engine by its event API: each connect opens a session the timer later abandons."""
 
-        def receive(self, data: bytes, identity: str | None = None) -> bytes | None:
+        store = None
+        due = 100.0
+        now = 50.0
+
+        def __init__(self) -> None:
+            self.opened: list[int] = []
+
+        def clock(self) -> float:
+            return self.now
+
+        def next_timer(self) -> float:
+            return self.due
+
+        def handle_timer(self, now: float) -> tuple[TamEvent, ...]:
+            self.due = now + 60
+            return tuple(SessionEnded(sid, "abandoned") for sid in self.opened)
+
+        def handle_connect(self, now: float, identity: str | None = None) -> tuple[TamEvent, ...]:
+            self.opened.append(len(self.opened) + 1)
+            return (SendReply(b"qr"),)
+
+        def handle_message(
+            self, data: bytes, now: float, identity: str | None = None
+        ) -> tuple[TamEvent, ...]:
+            if data == b"ok":
+                return (SessionEnded(7, "success", 149.5),)
             raise {b"bad": InvalidMessage("x"), b"who": IdentityMismatch("y"), b"db": TamFailure("z")}[data]
 
-    handler = TamHandler(Scripted())
+    engine = Scripted()
+    handler = TamHandler(engine)
+    assert handler.threads == 4  # not an embedded store
     caplog.set_level(logging.INFO, logger="teep_coap.session")
     expected = {b"bad": Rejection.BAD_REQUEST, b"who": Rejection.FORBIDDEN, b"db": Rejection.SERVER_ERROR}
-    for i, (data, rejection) in enumerate(expected.items()):
-        peer = PeerInfo("coap", f"127.0.0.1:{1000 + i}")
-        assert await handler(b"", peer) == b"qr"
-        with pytest.raises(RequestRejected) as exc:
-            await handler(data, peer)
-        assert exc.value.rejection is rejection
-    assert handler.sessions_failed == 3 and handler.sessions_done == 0
-    lines = [r.getMessage() for r in caplog.records]
-    assert len(lines) == 3 and "refused" in lines[0] and "failed" in lines[2]
-    # peers that start sessions and vanish cannot grow the table without bound
-    old = session_mod.MAX_OPEN_SESSIONS
-    session_mod.MAX_OPEN_SESSIONS = 5
     try:
-        for port in range(20):
-            await handler(b"", PeerInfo("coap", f"127.0.0.1:{2000 + port}"))
-        assert len(handler._open) == 5
+        for i, (data, rejection) in enumerate(expected.items()):
+            peer = PeerInfo("coap", f"127.0.0.1:{1000 + i}")
+            assert await handler(b"", peer) == b"qr"
+            with pytest.raises(RequestRejected) as exc:
+                await handler(data, peer)
+            assert exc.value.rejection is rejection
+        assert handler.sessions_failed == 3 and handler.sessions_done == 0
+        lines = [r.getMessage() for r in caplog.records]
+        assert len(lines) == 3 and "refused (x)" in lines[0] and "failed (z)" in lines[2]
+        # the next call runs the due timer first: the three silent sessions end as abandoned
+        engine.now = 150.0
+        assert await handler(b"ok", PeerInfo("coaps", "127.0.0.1:9", identity="dev-9")) is None
+        lines = [r.getMessage() for r in caplog.records][3:]
+        assert lines == [
+            "session 1: abandoned",
+            "session 2: abandoned",
+            "session 3: abandoned",
+            "session 7 of dev-9 via coaps: success after 500.0 ms",
+        ]
+        assert handler.sessions_failed == 6 and handler.sessions_done == 1
+        assert not [name for name in vars(handler) if "open" in name or "peer" in name]
     finally:
-        session_mod.MAX_OPEN_SESSIONS = old
+        handler.close()

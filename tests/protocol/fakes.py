@@ -102,9 +102,13 @@ class MemoryTamRepository:
         self.audit(sid, now, "session-start", transport_identity or "")
         return sid
 
-    def end_session(self, session_id: int, now: float, outcome: str) -> None:
-        self.sessions[session_id][2:4] = [now, outcome]
+    def end_session(self, session_id: int, now: float, outcome: str) -> float | None:
+        row = self.sessions[session_id]
+        if row[2] is not None:
+            return None
+        row[2:4] = [now, outcome]
         self.audit(session_id, now, "session-end", outcome)
+        return float(row[1])
 
     def bind_session(self, session_id: int, device_id: int) -> None:
         self.sessions[session_id][0] = device_id
@@ -180,6 +184,12 @@ class MemoryTamRepository:
             return False
         self.outstanding[outstanding_id] = replace(row, state=ANSWERED, device_id=device_id)
         return True
+
+    def abandon_sessions(self, cutoff: float, now: float) -> list[int]:
+        expired = {o.session_id for o in self.outstanding.values() if o.expires_at <= cutoff}
+        alive = {o.session_id for o in self.outstanding.values() if o.expires_at > cutoff}
+        ids = sorted(s for s in expired - alive if self.sessions[s][2] is None)
+        return [(sid, float(self.end_session(sid, now, "abandoned") or 0.0)) for sid in ids]
 
     def expire_outstanding(self, now: float) -> int:
         gone = [i for i, o in self.outstanding.items() if o.expires_at <= now]

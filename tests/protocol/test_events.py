@@ -85,8 +85,12 @@ def test_timer_sweeps_expired_requests(make_world: MakeWorld) -> None:
     w.tam.handle_connect(start)
     opened = len(w.store.outstanding())
     assert opened >= 1
-    w.tam.handle_timer(start + 30)  # not expired yet: nothing dropped
+    assert w.tam.handle_timer(start + 30) == ()  # not expired yet: nothing dropped, nothing ended
     assert len(w.store.outstanding()) == opened
-    w.tam.handle_timer(start + 60 + 10 + 1)  # expired longer than keep_expired: swept
+    sessions = sorted({o.session_id for o in w.store.outstanding()})
+    # expired longer than keep_expired: swept, and both silent sessions end as abandoned, once
+    swept = w.tam.handle_timer(start + 60 + 10 + 1)
+    assert swept == tuple(SessionEnded(sid, "abandoned") for sid in sessions) and len(sessions) == 2
     assert w.store.outstanding() == []
     assert w.tam.next_timer() == start + 71 + EXPIRE_EVERY
+    assert w.tam.handle_timer(start + 71 + EXPIRE_EVERY) == ()  # ended sessions are not ended again
