@@ -9,7 +9,7 @@ the result names the key that signed the QueryResponse (docs/protocol-facts.md Â
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, is_dataclass
 from typing import Any
 
@@ -154,3 +154,37 @@ def local_verifier_result(
         return bytes(eat.Verifier(verifier_key, [agent_key.public]).issue(evidence, nonce=nonce, now=now))
     except TeepCoapError as exc:
         raise AttestationError(f"the Verifier refused the evidence: {exc}") from exc
+
+
+def appraise_payload(
+    payload: bytes,
+    payload_format: str | None,
+    *,
+    model: str,
+    verifier_keys: Sequence[VerifyingKey],
+    device_kid: bytes,
+    device_key: Callable[[], VerifyingKey],
+    token: bytes | None,
+    challenge: bytes | None,
+    now: float,
+    max_age: float,
+) -> dict[str, Any]:
+    """The TAM's appraisal of a QueryResponse's attestation payload: an Attestation Result (from a
+    trusted Verifier, naming the device's key) or, unless the TAM expects the passport model,
+    Evidence signed by the device (`device_key` is only called then). `token` is the freshness
+    nonce when the TAM asked for nonce freshness; Evidence answers the challenge when there is one."""
+    if (payload_format or RESULT_FORMAT) == RESULT_FORMAT:
+        if not verifier_keys:
+            raise AttestationError("attestation result received but no Verifier is trusted")
+        return check_result(
+            payload,
+            list(verifier_keys),
+            expected_kid=device_kid,
+            expected_nonce=token,
+            now=now,
+            max_age=max_age,
+        )
+    if model == PASSPORT:
+        raise AttestationError("evidence received but this TAM expects an attestation result")
+    nonce = challenge if challenge is not None else token
+    return check_evidence(payload, device_key(), expected_nonce=nonce, now=now, max_age=max_age)

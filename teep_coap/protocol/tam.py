@@ -1,4 +1,4 @@
-"""The TAM as a sans-IO engine: `connect()` and `receive(bytes)` return the next signed message or None.
+"""The TAM as a sans-IO engine: `handle_connect(now)` / `handle_message(data, now)` return typed events.
 
 Modelled on h11/aioquic: no sockets, no sleeping, no asyncio; time and randomness are injected. Unlike
 h11 the per-session state does not live in this object but in its `TamRepository` (a port declared in
@@ -8,14 +8,15 @@ database can take the next message of a session, and a TAM restart loses nothing
 
 Session states (one row per request in `outstanding`, docs/protocol-facts.md §1.11):
 
-    connect() ──> QUERY open ──QueryResponse──> answered ─┬─ plan empty ─────────────> done (None)
+    connect ──> QUERY open   ──QueryResponse──> answered ─┬─ plan empty ─────────────> done (None)
                     │    (token or challenge)              ├─ attestation refused ─────> Update(err 7), done
                     │                                      └─ plan ──> UPDATE open ──Success──> done
                     │                                                      └──Error──> done (recorded)
                     └──Error 3/4/5/8 (renegotiate) / 7 (attestation required)──> new QUERY open
 
 A message that is not the first validly signed answer to an open, unexpired request is refused
-(`InvalidMessage`) or, when it repeats an answer already taken, ignored (None).
+(`InvalidMessage`) or, when it repeats an answer already taken, ignored (None). A session whose
+request expired unanswered ends as "abandoned" at `handle_timer`.
 """
 
 from __future__ import annotations
@@ -464,7 +465,18 @@ class TamEngine:
             if not msg.attestation_payload:
                 return refuse(ErrorCode.ERR_ATTESTATION_REQUIRED, "attestation-payload missing")
             try:
-                claims = self._appraise(msg, device, row, req)
+                claims = att.appraise_payload(
+                    msg.attestation_payload,
+                    msg.attestation_payload_format,
+                    model=req.attestation,
+                    verifier_keys=self.config.verifier_keys,
+                    device_kid=device.kid,
+                    device_key=lambda: self._device_key(device.public_key),
+                    token=row.token if FreshnessMechanism.NONCE in req.freshness else None,
+                    challenge=row.challenge,
+                    now=self._now(),
+                    max_age=self.config.evidence_max_age,
+                )
             except att.AttestationError as exc:
                 return refuse(ErrorCode.ERR_ATTESTATION_REQUIRED, str(exc))
         have = record_report(
@@ -507,37 +519,6 @@ class TamEngine:
             f"install={len(plan_install)} remove={len(plan_remove)} token={token.hex()}",
         )
         return self._sign_for(device, upd)
-
-    def _appraise(
-        self, msg: QueryResponse, device: Device, row: Outstanding, req: RequestParams
-    ) -> dict[str, Any]:
-        payload = msg.attestation_payload
-        assert payload is not None
-        fmt = msg.attestation_payload_format or att.RESULT_FORMAT
-        now = self._now()
-        if fmt == att.RESULT_FORMAT:
-            if not self.config.verifier_keys:
-                raise att.AttestationError("attestation result received but no Verifier is trusted")
-            return att.check_result(
-                payload,
-                list(self.config.verifier_keys),
-                expected_kid=device.kid,
-                expected_nonce=row.token if FreshnessMechanism.NONCE in req.freshness else None,
-                now=now,
-                max_age=self.config.evidence_max_age,
-            )
-        if req.attestation == att.PASSPORT:
-            raise att.AttestationError("evidence received but this TAM expects an attestation result")
-        key = self._device_key(device.public_key)
-        return att.check_evidence(
-            payload,
-            key,
-            expected_nonce=row.challenge
-            if row.challenge is not None
-            else (row.token if FreshnessMechanism.NONCE in req.freshness else None),
-            now=now,
-            max_age=self.config.evidence_max_age,
-        )
 
     def _sign_for(self, device: Device, msg: TeepMessage) -> bytes:
         key = self.config.key_for_alg(device.alg)
