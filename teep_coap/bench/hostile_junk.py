@@ -27,6 +27,9 @@ SOCKETS = 50  # source ports the junk comes from (one datagram in flight each: n
 # The junk goes to a TAM without RFC 9175 Echo: what an attacker who answers the Echo (from its own
 # address) reaches anyway; the amplification is measured with and without it.
 QUIET = 0.5  # seconds without an answer after which the rest of a batch counts as silent
+# ... unless silence is a wrong answer for the class: then a TAM slowed by the machine's load gets this
+# long to answer (a 0.5 s stall under load is not a missing answer).
+ANSWER_WAIT = 5.0
 MESSAGE_IDS = itertools.count()  # never repeated in a run: a repeated (port, MID) is a duplicate
 RIGHT_JUNK = frozenset({"silence", "RST", "ACK"})  # never wrong for junk
 
@@ -262,10 +265,14 @@ class ClassResult:
 def _drain(
     socks: list[socket.socket], sel: selectors.BaseSelector, waiting: set[int], deadline: float, quiet: float
 ) -> dict[int, bytes]:
-    """Read answers until every socket in `waiting` answered, `quiet` s passed without any, or deadline."""
+    """Read answers until every socket in `waiting` answered, `quiet` s passed without any, or deadline.
+
+    An empty ACK is not an answer yet: the separate response it announces follows (RFC 7252 §5.2.2).
+    """
     answers: dict[int, bytes] = {}
+    final: set[int] = set()
     last = time.monotonic()
-    while waiting - answers.keys() and time.monotonic() < deadline:
+    while waiting - final and time.monotonic() < deadline:
         events = sel.select(timeout=0.02)
         if not events:
             if time.monotonic() - last > quiet:
@@ -280,6 +287,8 @@ def _drain(
                 continue
             if index in waiting:
                 answers[index] = data  # the latest answer counts (a separate response after an ACK)
+                if outcome(data) != "ACK":
+                    final.add(index)
     return answers
 
 
@@ -312,6 +321,7 @@ def send_junk(
     t0 = time.monotonic()
     deadline = t0 + time_limit
     sent = 0
+    patience = quiet if "silence" in junk.right else max(quiet, ANSWER_WAIT)
     while sent < count and time.monotonic() < deadline:
         batch = min(sockets, count - sent)
         socks, sel = _fresh_sockets(port, batch)  # new source ports for every batch
@@ -328,7 +338,7 @@ def send_junk(
                         result.datagrams += 1
                         result.bytes_in += len(seq[step])
                         waiting.add(k)
-                answers = _drain(socks, sel, waiting, deadline, quiet)
+                answers = _drain(socks, sel, waiting, deadline, patience)
                 for k, data in answers.items():  # an earlier step must not fail either
                     if step < len(seqs[k]) - 1 and outcome(data).startswith("5."):
                         result.wrong += 1
