@@ -21,12 +21,14 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from teep_coap.errors import NotImplementedFeature, TeepCoapError
 from teep_coap.model.codes import MessageType
 from teep_coap.model.teep import MESSAGE_CLASSES
+from teep_coap.otrp.profiles import tam_handler as otrp_tam_handler
 from teep_coap.otrp.protocol.session import make_engines, reference_policy
+from teep_coap.otrp.protocol.tam import OtrpTamEngine
 from teep_coap.otrp.security.pki import make_pki
 from teep_coap.profiles.capture import session_front, tls_keys_logged, write_psk_file
 from teep_coap.profiles.schema import Profile
@@ -138,9 +140,12 @@ def offer_component(
 
 
 def engine_handler(tam: Any) -> MessageHandler:
-    """The TAM engine as a transport `MessageHandler` (empty payload = ProcessConnect): the session
-    glue's `TamHandler`, which maps engine errors to 400 / 403 / 500 like every other server here."""
+    """The TAM engine as a transport `MessageHandler` (empty payload = ProcessConnect): TEEP's
+    `TamHandler`, or OTrP's handler for the OTrP engine; both map engine errors to 400 / 403 / 500
+    like every other server here."""
 
+    if isinstance(tam, _OtrpTam):  # the OTrP engine's byte-in/byte-out calls, noted for the facts
+        return otrp_tam_handler(cast(OtrpTamEngine, tam))
     return TamHandler(tam)
 
 
