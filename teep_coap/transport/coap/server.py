@@ -39,6 +39,7 @@ from teep_coap.transport.coap.aiocoap_compat import (
 from teep_coap.transport.coap.credentials import CredentialsError, DeviceCredentials, edhoc_entry
 from teep_coap.transport.coap.early_answer import EarlyAnswer
 from teep_coap.transport.coap.echo import EchoGuard
+from teep_coap.transport.coap.hardening import DuplicateCache
 from teep_coap.transport.coap.idle_expiry import IdleSweeper
 from teep_coap.transport.coap.options import CoapOptions
 from teep_coap.transport.coap.server_socket import enlarge_receive_buffer, ensure_port_free
@@ -507,6 +508,16 @@ class CoapServer:
             return 0
         creds = self._context.server_credentials
         return sum(1 for v in creds.values() if aiocoap_compat.is_edhoc_responder_context(v))
+
+    def duplicate_caches(self) -> list[DuplicateCache]:
+        """The CoAP duplicate caches of the running server (empty before `start`)."""
+        return aiocoap_compat.duplicate_caches(self._context) if self._context is not None else []
+
+    @property
+    def duplicate_entries(self) -> tuple[int, int]:
+        """(entries, distinct peers) in the CoAP duplicate caches: bounded by the request rate."""
+        caches = self.duplicate_caches()
+        return sum(len(c) for c in caches), sum(c.peers() for c in caches)
 
     @property
     def dtls_sessions(self) -> int:
