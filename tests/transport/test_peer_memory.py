@@ -14,6 +14,7 @@ from coap_helpers import Creds, quick, without_echo
 
 from teep_coap.transport.base import PeerInfo
 from teep_coap.transport.coap import CoapClient, CoapServer
+from teep_coap.transport.coap.credentials import load_tam_credentials
 from teep_coap.transport.coap.hardening import DuplicateCache
 
 pytestmark = pytest.mark.timeout(120)
@@ -92,3 +93,18 @@ async def test_plain_coap_peers_fill_the_duplicate_cache_only_up_to_its_bound(cr
         entries, peers = server.duplicate_entries
         assert 0 < entries <= 16 * len(caches)
         assert peers <= entries
+
+
+async def test_a_reload_of_unchanged_dtls_credentials_changes_nothing(creds: Creds) -> None:
+    """The server keeps only name, identity and PSK of a DTLS device (not its OSCORE folder and EDHOC
+    fields): a reload of the same credentials.toml must still count as no change, and the device is
+    still served."""
+    profile = quick("coaps-psk")
+    assert creds.tam_side[0].oscore_dir is not None  # the file's entry carries more than the PSK
+    async with CoapServer(profile, _answer, devices=creds.tam_side) as server:
+        assert server.update_devices(load_tam_credentials(creds.tam_dir)) == (0, 0)
+        client = CoapClient(profile, server.uri, creds.agent_side)
+        try:
+            assert await client.post(b"x") == b"ok"
+        finally:
+            await client.close()
