@@ -76,5 +76,8 @@ def test_fast_run_counts_rows_and_writes_in_the_transaction(store: TamStore) -> 
         store.end_session(sid, 3.0, "success")
         raise RuntimeError
     assert [s[4] for s in store.sessions()] == [None]
+    assert store.end_session(sid, 4.0, "success") == 2.0  # UPDATE ... RETURNING started_at
+    assert store.end_session(sid, 5.0, "again") is None  # ended already: no row
+    assert [s[4] for s in store.sessions()] == ["success"]
     with store._tx() as tx:
         assert tx.run(CLAIM, {"oid": out.id + 100, "dev": dev}) == 0
