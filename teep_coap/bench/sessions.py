@@ -43,6 +43,7 @@ from teep_coap.transport.coap.credentials import provision_devices
 
 COMPONENT_ID = (b"bench-sessions-tc",)
 STARTUP_TIMEOUT = 30.0  # seconds for `tam serve` to print its URI
+STARTUP_PER_DEVICE = 0.001  # more seconds per registered device (it reads every device's credentials)
 
 
 class BenchError(TeepCoapError):
@@ -181,8 +182,11 @@ def _cli_command(*args: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def tam_process(profile: str, tam_dir: Path, *, extra: tuple[str, ...] = ()) -> Iterator[tuple[str, int]]:
-    """`teep-coap tam serve` in a child process; yields (TAM URI, pid); SIGTERM and wait on exit."""
+def tam_process(
+    profile: str, tam_dir: Path, *, extra: tuple[str, ...] = (), devices: int = 0
+) -> Iterator[tuple[str, int]]:
+    """`teep-coap tam serve` in a child process; yields (TAM URI, pid); SIGTERM and wait on exit.
+    `devices`: how many the TAM folder registers (a large fleet takes the TAM longer to start)."""
     proc = subprocess.Popen(
         _cli_command("tam", "serve", "--profile", profile, "--dir", str(tam_dir), "-q", *extra),
         stdout=subprocess.PIPE,
@@ -190,7 +194,7 @@ def tam_process(profile: str, tam_dir: Path, *, extra: tuple[str, ...] = ()) -> 
         text=True,
     )
     try:
-        uri = _read_uri(proc)
+        uri = _read_uri(proc, STARTUP_TIMEOUT + STARTUP_PER_DEVICE * devices)
         yield uri, proc.pid
     finally:
         stop_child(proc)
@@ -206,8 +210,8 @@ def stop_child(proc: subprocess.Popen[str]) -> None:
         proc.wait(5)
 
 
-def _read_uri(proc: subprocess.Popen[str]) -> str:
-    uri = read_serving_uri(proc, time.monotonic() + STARTUP_TIMEOUT)
+def _read_uri(proc: subprocess.Popen[str], timeout: float = STARTUP_TIMEOUT) -> str:
+    uri = read_serving_uri(proc, time.monotonic() + timeout)
     if uri is not None:
         return uri
     err = proc.stderr.read() if proc.stderr and proc.poll() is not None else ""
@@ -358,7 +362,7 @@ def run_bench(
         if tam_workers > 1:
             extra += ("--workers", str(tam_workers))
         agents = load_agents(world.agent_dirs)
-        with tam_process(profile_name, world.tam_dir, extra=extra) as (uri, pid):
+        with tam_process(profile_name, world.tam_dir, extra=extra, devices=devices) as (uri, pid):
             cpu0 = _tam_cpu_seconds(pid)
             c0 = time.process_time()
             latencies, failures, seconds, restarts = asyncio.run(

@@ -135,18 +135,18 @@ class TamStore(TamDatabase):
 
     def device_by_kid(self, kid: bytes) -> Device | None:
         with self._tx() as tx:
-            row = tx.conn.execute(SEL_DEVICE_BY_KID, {"kid": kid}).first()
-            return device_from_row(row) if row else None
+            rows = tx.rows(SEL_DEVICE_BY_KID, {"kid": kid})
+            return device_from_row(rows[0]) if rows else None
 
     def device_by_id(self, device_id: int) -> Device | None:
         with self._tx() as tx:
-            row = tx.conn.execute(SEL_DEVICE_BY_ID, {"id": device_id}).first()
-            return device_from_row(row) if row else None
+            rows = tx.rows(SEL_DEVICE_BY_ID, {"id": device_id})
+            return device_from_row(rows[0]) if rows else None
 
     def device_by_transport_identity(self, identity: str) -> Device | None:
         with self._tx() as tx:
-            row = tx.conn.execute(SEL_DEVICE_BY_TID, {"tid": identity}).first()
-            return device_from_row(row) if row else None
+            rows = tx.rows(SEL_DEVICE_BY_TID, {"tid": identity})
+            return device_from_row(rows[0]) if rows else None
 
     def devices(self) -> list[Device]:
         with self._tx() as tx:
@@ -180,7 +180,7 @@ class TamStore(TamDatabase):
         if negotiated is not None:
             params["negotiated"] = json.dumps(negotiated, sort_keys=True)
         with self._tx() as tx:
-            tx.conn.execute(stmt, params)
+            tx.run(stmt, params)
 
     # ---- sessions and audit ----
 
@@ -198,15 +198,13 @@ class TamStore(TamDatabase):
 
     def end_session(self, session_id: int, now: float, outcome: str) -> float | None:
         with self._tx() as tx:
-            row = tx.conn.execute(
-                END_SESSION, {"sid": session_id, "ended_at": now, "outcome": outcome}
-            ).first()
+            rows = tx.rows(END_SESSION, {"sid": session_id, "ended_at": now, "outcome": outcome})
             tx.audit.append({"session_id": session_id, "at": now, "event": "session-end", "detail": outcome})
-            return None if row is None else float(row[0])
+            return float(rows[0][0]) if rows else None
 
     def bind_session(self, session_id: int, device_id: int) -> None:
         with self._tx() as tx:
-            tx.conn.execute(BIND_SESSION, {"sid": session_id, "dev": device_id})
+            tx.run(BIND_SESSION, {"sid": session_id, "dev": device_id})
 
     def audit(self, session_id: int | None, now: float, event: str, detail: str = "") -> None:
         """Append to the audit log; the row is written with the transaction's other audit rows."""
@@ -247,9 +245,9 @@ class TamStore(TamDatabase):
         with self._tx() as tx:
             # One query gives both the duplicate-token check and the open requests to cap.
             if device_id is None:
-                open_rows = tx.conn.execute(SEL_OPEN_UNBOUND).all()
+                open_rows = tx.rows(SEL_OPEN_UNBOUND)
             else:
-                open_rows = tx.conn.execute(SEL_OPEN_OF_DEVICE, {"dev": device_id}).all()
+                open_rows = tx.rows(SEL_OPEN_OF_DEVICE, {"dev": device_id})
             if token is not None and any(r[1] == token for r in open_rows):
                 raise StoreError("token already outstanding for this device")
             excess = len(open_rows) - (cap - 1)
@@ -309,7 +307,7 @@ class TamStore(TamDatabase):
         if device_id is not None:
             params["dev"] = device_id
         with self._tx() as tx:
-            return [outstanding_from_row(r) for r in tx.conn.execute(q, params)]
+            return [outstanding_from_row(r) for r in tx.rows(q, params)]
 
     _find_queries: ClassVar[dict[tuple[bool, bool, bool, int], Any]] = {}  # shared: statements only, no state
 
@@ -347,8 +345,7 @@ class TamStore(TamDatabase):
     def claim(self, outstanding_id: int, device_id: int) -> bool:
         """Mark an open request answered by `device_id`; False if someone answered it first."""
         with self._tx() as tx:
-            result = tx.conn.execute(CLAIM, {"oid": outstanding_id, "dev": device_id})
-            return bool(result.rowcount == 1)
+            return tx.run(CLAIM, {"oid": outstanding_id, "dev": device_id}) == 1
 
     def abandon_sessions(self, cutoff: float, now: float) -> list[tuple[int, float]]:
         """End as "abandoned" the open sessions whose requests all expired before `cutoff`."""
@@ -442,8 +439,7 @@ class TamStore(TamDatabase):
         """The highest sequence number of every component in the catalog."""
         with self._tx() as tx:
             return [
-                CatalogEntry(component_from_key(r[0]), r[1], r[2], r[3], r[4])
-                for r in tx.conn.execute(SEL_LATEST)
+                CatalogEntry(component_from_key(r[0]), r[1], r[2], r[3], r[4]) for r in tx.rows(SEL_LATEST)
             ]
 
     def latest_component(self, component_id: Sequence[bytes]) -> CatalogEntry | None:
@@ -485,7 +481,7 @@ class TamStore(TamDatabase):
             tx.conn.execute(LOCK_DEVICE, {"dev": device_id})
         return {
             r[0]: ComponentEdit(r[0], r[1], bool(r[2]), r[3], bool(r[4]))
-            for r in tx.conn.execute(SEL_DEVICE_COMPONENTS, {"dev": device_id})
+            for r in tx.rows(SEL_DEVICE_COMPONENTS, {"dev": device_id})
         }
 
     def _write_dc(self, tx: Tx, device_id: int, now: float, rows: Sequence[ComponentEdit]) -> None:

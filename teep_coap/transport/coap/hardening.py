@@ -39,34 +39,56 @@ class DuplicateCache(dict[Any, Any]):
     """(peer, Message ID) → stored response, expiring in insertion order, at most `max_items` kept.
 
     Replaces aiocoap's dict plus one event-loop timer per received request: the expired entries are
-    swept when the next request arrives (all entries share one lifetime, so the oldest expire first)."""
+    swept when the next request arrives (all entries share one lifetime, so the oldest expire first).
+    `forget_peer` drops a peer's entries at once: a DTLS session that ended is a peer object that no
+    datagram will ever name again, and its entries kept it (its DTLS context, its last responses)
+    alive for the whole exchange lifetime."""
 
     def __init__(self, max_items: int) -> None:
         super().__init__()
         self.max_items = max_items
-        self._order: collections.deque[tuple[float, Any]] = collections.deque()
-        self._born: dict[Any, float] = {}
+        self._born: collections.OrderedDict[Any, float] = collections.OrderedDict()  # oldest first
+        self._by_peer: dict[Any, set[Any]] = {}
 
-    def _drop_oldest(self) -> None:
-        born, key = self._order.popleft()
-        if self._born.get(key) == born:  # not re-added since
-            del self._born[key]
-            dict.pop(self, key, None)
+    def _drop(self, key: Any) -> None:
+        self._born.pop(key, None)
+        dict.pop(self, key, None)
+        keys = self._by_peer.get(key[0])
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._by_peer[key[0]]
 
     def remember(self, key: Any, now: float, lifetime: float) -> None:
         """Add `key` (no response yet), after dropping what expired and what exceeds the bound."""
-        while self._order and self._order[0][0] + lifetime <= now:
-            self._drop_oldest()
-        while self._order and len(self) >= self.max_items:
-            self._drop_oldest()
-        self._born[key] = now
-        self._order.append((now, key))
+        born = self._born
+        while born:
+            oldest, at = next(iter(born.items()))
+            if at + lifetime > now and len(born) < self.max_items:
+                break
+            self._drop(oldest)
+        self._drop(key)  # re-added: it counts as the newest
+        born[key] = now
+        self._by_peer.setdefault(key[0], set()).add(key)
         self[key] = None
 
     def pop(self, key: Any, default: Any = None) -> Any:
         """Tolerant pop (a key may already be gone)."""
-        self._born.pop(key, None)
-        return dict.pop(self, key, default)
+        value = dict.get(self, key, default)
+        self._drop(key)
+        return value
+
+    def forget_peer(self, peer: Any) -> int:
+        """Drop every entry of `peer` (its session ended); returns how many."""
+        keys = self._by_peer.pop(peer, ())
+        for key in keys:
+            self._born.pop(key, None)
+            dict.pop(self, key, None)
+        return len(keys)
+
+    def peers(self) -> int:
+        """How many distinct peers have entries (for tests)."""
+        return len(self._by_peer)
 
 
 __all__ = [

@@ -39,6 +39,7 @@ from teep_coap.transport.coap.aiocoap_compat import (
 from teep_coap.transport.coap.credentials import CredentialsError, DeviceCredentials, edhoc_entry
 from teep_coap.transport.coap.early_answer import EarlyAnswer
 from teep_coap.transport.coap.echo import EchoGuard
+from teep_coap.transport.coap.hardening import DuplicateCache
 from teep_coap.transport.coap.idle_expiry import IdleSweeper
 from teep_coap.transport.coap.options import CoapOptions
 from teep_coap.transport.coap.server_socket import enlarge_receive_buffer, ensure_port_free
@@ -227,6 +228,19 @@ class IndexedCredentials(aiocoap.credentials.CredentialsMap):
         super().__init__(*args, **kwargs)
         self._teep_index: tuple[dict[bytes, tuple[bytes, str]], dict[tuple[Any, Any], Any]] | None = None
         self._edhoc_sessions: list[str] = []  # labels of EDHOC responder contexts, oldest first
+        # Device PSKs (coaps): identity -> (key, claim), without an aiocoap credential object and its
+        # source dictionary per device (about 0.5 KB each: 5 MB of a 10,000-device TAM).
+        self._psks: dict[bytes, tuple[bytes, str]] = {}
+
+    def __bool__(self) -> bool:
+        return True  # also when only PSKs are set: aiocoap replaces a falsy map by an empty one of its own
+
+    def set_psk(self, identity: str, psk: bytes) -> None:
+        """Serve `identity` with `psk` (DTLS); its claim is `:psk:IDENTITY`."""
+        self._psks[identity.encode()] = (psk, f"{CLAIM_PREFIX}{identity}")
+
+    def drop_psk(self, identity: str) -> None:
+        self._psks.pop(identity.encode(), None)
 
     def __setitem__(self, key: str, value: Any) -> None:
         self._teep_index = None
@@ -265,6 +279,9 @@ class IndexedCredentials(aiocoap.credentials.CredentialsMap):
         return self._teep_index
 
     def find_dtls_psk(self, identity: bytes) -> tuple[bytes, str]:
+        found = self._psks.get(identity)
+        if found is not None:
+            return found
         try:
             return self._build()[0][identity]
         except KeyError:
@@ -365,15 +382,18 @@ class CoapServer:
         scheme = "coaps" if self.profile.transport.scheme == "coaps" else "coap"
         return f"{scheme}://{hostpart}:{self.port}{self.profile.transport.path}"
 
-    def _credentials_dict(self) -> dict[str, Any]:
-        creds: dict[str, Any] = {}
-        mode = self.profile.security.mode
-        for d in self._devices:
-            if mode == "dtls-psk":
-                creds[f"{CLAIM_PREFIX}{d.psk_identity}"] = {
-                    "dtls": {"psk": {"hex": d.psk.hex()}, "client-identity": {"ascii": d.psk_identity}}
-                }
-        return creds
+    def _keep_devices(self, devices: Sequence[DeviceCredentials]) -> None:
+        """Remember the served devices; over DTLS only what a PSK needs (not the OSCORE folder and
+        EDHOC fields each device's entry also carries: with 10,000 devices that was ~7 MB)."""
+        if self.profile.security.mode == "dtls-psk":
+            self._devices = [DeviceCredentials(d.name, d.psk_identity, d.psk) for d in devices]
+        else:
+            self._devices = list(devices)
+
+    def _same(self, a: DeviceCredentials, b: DeviceCredentials) -> bool:
+        if self.profile.security.mode == "dtls-psk":
+            return a.psk == b.psk
+        return a == b
 
     def _load_oscore(self, creds: IndexedCredentials) -> None:
 
@@ -442,7 +462,9 @@ class CoapServer:
                 self._context.server_credentials = credentials  # also when empty, for update_devices
             else:
                 credentials = IndexedCredentials()
-                credentials.load_from_dict(self._credentials_dict())
+                for d in self._devices if mode == "dtls-psk" else ():
+                    credentials.set_psk(d.psk_identity, d.psk)
+                self._keep_devices(self._devices)
                 self._context = await aiocoap.Context.create_server_context(
                     root, bind=bind, transports=transports, server_credentials=credentials
                 )
@@ -472,25 +494,27 @@ class CoapServer:
         established keep the key they were made with (DTLS has no way to re-check it).
         """
         if self._context is None:
-            self._devices = list(devices)
+            self._keep_devices(devices)
             return len(self._devices), 0
         creds = self._context.server_credentials
         mode = self.profile.security.mode
         prefix = {"dtls-psk": CLAIM_PREFIX, "edhoc": EDHOC_PREFIX}.get(mode, ":oscore:")
         old = {d.psk_identity: d for d in self._devices}
         new = {d.psk_identity: d for d in devices}
-        gone = [i for i in old if i not in new or new[i] != old[i]]
+        gone = [i for i in old if i not in new or not self._same(new[i], old[i])]
         for identity in gone:
             key = f"{prefix}{identity}"
             value = creds.get(key)
             if key in creds:
                 del creds[key]  # `del`, not `pop`: IndexedCredentials drops its index on __delitem__
             aiocoap_compat.release_oscore_context(value)  # its lock, for the new one
-        fresh = [d for i, d in new.items() if i not in old or new[i] != old[i]]
-        self._devices = list(devices)
+            if mode == "dtls-psk":
+                creds.drop_psk(identity)
+        fresh = [d for i, d in new.items() if i not in old or not self._same(new[i], old[i])]
+        self._keep_devices(devices)
         if mode == "dtls-psk":
-            wanted = {f"{CLAIM_PREFIX}{d.psk_identity}" for d in fresh}
-            creds.load_from_dict({k: v for k, v in self._credentials_dict().items() if k in wanted})
+            for d in fresh:
+                creds.set_psk(d.psk_identity, d.psk)
         elif mode in ("oscore", "edhoc"):
             everyone, self._devices = self._devices, fresh
             try:
@@ -507,6 +531,16 @@ class CoapServer:
             return 0
         creds = self._context.server_credentials
         return sum(1 for v in creds.values() if aiocoap_compat.is_edhoc_responder_context(v))
+
+    def duplicate_caches(self) -> list[DuplicateCache]:
+        """The CoAP duplicate caches of the running server (empty before `start`)."""
+        return aiocoap_compat.duplicate_caches(self._context) if self._context is not None else []
+
+    @property
+    def duplicate_entries(self) -> tuple[int, int]:
+        """(entries, distinct peers) in the CoAP duplicate caches: bounded by the request rate."""
+        caches = self.duplicate_caches()
+        return sum(len(c) for c in caches), sum(c.peers() for c in caches)
 
     @property
     def dtls_sessions(self) -> int:

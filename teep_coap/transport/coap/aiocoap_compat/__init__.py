@@ -59,6 +59,7 @@ from teep_coap.transport.coap.aiocoap_compat.messages import (  # noqa: E402
     DatagramGate,
     bound_duplicate_caches,
     bound_resource_caches,
+    duplicate_caches,
     harden_message_decode,
     install_datagram_gate,
 )
@@ -91,6 +92,7 @@ __all__ = [
     "dtls_fixes_applied",
     "dtls_pool",
     "dtls_server_sessions",
+    "duplicate_caches",
     "harden_message_decode",
     "install_datagram_gate",
     "is_edhoc_responder_context",

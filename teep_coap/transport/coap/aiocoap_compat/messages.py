@@ -179,6 +179,24 @@ def bound_duplicate_caches(context: aiocoap.Context) -> None:
         cache.update(mm._recent_messages)
         mm._recent_messages = cache
         mm._deduplicate_message = types.MethodType(_deduplicate_message, mm)
+        mm.dispatch_error = functools.partial(_dispatch_error, mm.dispatch_error, cache)
+
+
+def duplicate_caches(context: aiocoap.Context) -> list[DuplicateCache]:
+    """The bounded duplicate caches of a server context (for the server's counters and tests)."""
+    caches = []
+    for ri in context.request_interfaces:
+        cache = getattr(getattr(ri, "token_interface", None), "_recent_messages", None)
+        if isinstance(cache, DuplicateCache):
+            caches.append(cache)
+    return caches
+
+
+def _dispatch_error(original: Any, cache: DuplicateCache, error: Exception, remote: Any) -> None:
+    """An error ends `remote` (a DTLS session closed, expired or dropped): its duplicate entries go
+    with it, so they no longer keep the dead session's objects and responses alive."""
+    cache.forget_peer(remote)
+    original(error, remote)
 
 
 _original_decode = Message.decode.__func__
