@@ -5,6 +5,10 @@ own process (its own Python start-up, its own DTLS handshake, its own Agent fold
 `teep-coap tam serve` process, all on loopback. A client counts as done when `agent run` exits 0
 within the run's bound; the TAM's own record (its sessions table) is counted too, so a client that
 gave up after the TAM finished is told apart from one whose handshake never got through.
+
+Every failing client's last error line is sorted into a few kinds (`classify_failure`), so a run says
+where the handshakes died; `TEEP_BURST_KEEP=DIR` keeps the TAM's log and each failing client's whole
+stderr there (the clients then run with -v, which logs each handshake restart and 5.03 wait).
 """
 
 from __future__ import annotations
@@ -26,6 +30,24 @@ from teep_coap.profiles import load_profile
 from teep_coap.store.tamdir import open_store, read_config
 
 DEFAULT_BOUND = 180.0  # seconds for the whole burst; every client still running then is killed
+KEEP_ENV = "TEEP_BURST_KEEP"  # a folder: keep the TAM's log and every failing client's stderr
+
+# (kind, text that marks it in the client's last error line), first match wins; the texts are the
+# transport's own diagnoses (transport/coap/diagnosis.py, client.py).
+FAILURE_KINDS: tuple[tuple[str, str], ...] = (
+    ("tam-gone", "nothing is listening"),
+    ("wrong-psk-verdict", "refused the DTLS handshake"),
+    ("overloaded-5.03", "server answered 5.03"),
+    ("handshake-unfinished", "answered the DTLS handshake but never completed it"),
+    ("handshake-unanswered", "nothing answered the DTLS handshake"),
+    ("request-timeout", "no answer from"),
+    ("retransmissions-exhausted", "retransmissions exhausted"),
+)
+
+
+def classify_failure(last_line: str) -> str:
+    """The kind of a failed client from its last stderr line ("other" when no kind matches)."""
+    return next((kind for kind, mark in FAILURE_KINDS if mark in last_line), "other")
 
 
 @dataclass
@@ -40,6 +62,8 @@ class BurstResult:
     load_average: float
     failures: list[str] = field(default_factory=list)
     tam_warnings: int = 0  # WARNING/ERROR lines in the TAM's log during the run
+    tam_exit: int | None = None  # the TAM's exit status if it was gone before the run ended
+    kinds: dict[str, int] = field(default_factory=dict)  # failures by kind (killed: "killed-at-bound")
 
     @property
     def success_rate(self) -> float:
@@ -58,6 +82,8 @@ class BurstResult:
             "load_average_at_start": round(self.load_average, 2),
             "cores": os.cpu_count(),
             "tam_log_warnings": self.tam_warnings,
+            "tam_exit_during_run": self.tam_exit,
+            "failure_kinds": dict(sorted(self.kinds.items())),
             "failures": self.failures[:5],
         }
 
@@ -72,16 +98,23 @@ def format_burst(r: BurstResult) -> str:
         f" {j['tam_log_warnings']} warnings in its log",
         f"  machine: {j['cores']} cores, load average {j['load_average_at_start']} at start",
     ]
+    if j["tam_exit_during_run"] is not None:
+        lines.append(
+            f"  THE TAM WAS GONE before the end (exit status {j['tam_exit_during_run']}): not a valid run"
+        )
+    if j["failure_kinds"]:
+        lines.append("  failures by kind: " + ", ".join(f"{k} {n}" for k, n in j["failure_kinds"].items()))
     lines += [f"  failure: {f}" for f in j["failures"]]
     return "\n".join(lines)
 
 
 @contextlib.contextmanager
-def _tam(profile: str, tam_dir: Path, log_path: Path) -> Iterator[str]:
-    """`tam serve` with its log in a file: a pipe nobody reads would fill and stop the TAM."""
+def _tam(profile: str, tam_dir: Path, log_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """`tam serve` with its log in a file (a pipe nobody reads would fill and stop the TAM); yields
+    its URI and the process, whose exit during the run makes the run worthless."""
     with log_path.open("w") as log:
         proc = subprocess.Popen(
-            _cli_command("tam", "serve", "--profile", profile, "--dir", str(tam_dir), "-q"),
+            _cli_command("tam", "serve", "--dir", str(tam_dir), "--profile", profile, "-q"),
             stdout=subprocess.PIPE,
             stderr=log,
             text=True,
@@ -96,7 +129,7 @@ def _tam(profile: str, tam_dir: Path, log_path: Path) -> Iterator[str]:
                     break
             if not line.startswith("TAM serving "):
                 raise BenchError(f"`teep-coap tam serve` did not start: {log_path.read_text()[-500:]}")
-            yield line.split()[2]
+            yield line.split()[2], proc
         finally:
             stop_child(proc)
 
@@ -110,6 +143,13 @@ def _tam_sessions_done(tam_dir: Path) -> int:
         store.close()
 
 
+def _keep(folder: Path | None, name: str, text: str) -> None:
+    """Write one kept log into the TEEP_BURST_KEEP folder (nothing without one)."""
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text)
+
+
 def run_burst(
     profile_name: str = "coaps-psk",
     *,
@@ -120,54 +160,94 @@ def run_burst(
     """Start `clients` Agents at once, wait at most `bound` seconds, count who finished."""
 
     load_profile(profile_name)  # fail early on a bad name
+    keep = Path(os.environ[KEEP_ENV]) if os.environ.get(KEEP_ENV) else None
     tmp = Path(tempfile.mkdtemp(prefix="teep-burst-"))
     try:
         world = make_world(tmp / "tam", tmp / "agents", clients, 256)
         load = os.getloadavg()[0]
         env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
-        with _tam(profile_name, world.tam_dir, tmp / "tam.log") as uri:
+        with _tam(profile_name, world.tam_dir, tmp / "tam.log") as (uri, tam):
             extra = ("--timeout", str(timeout)) if timeout else ()
+            verbose = ("-v",) if keep is not None else ()
+            # stderr into files, not pipes: with -v a client waiting on a full pipe nobody reads yet
+            # (the loop below reads them in order) would stall its own handshake.
+            (tmp / "err").mkdir()
+            errs = [(tmp / "err" / f"{i}.log").open("w") for i in range(len(world.agent_dirs))]
             t0 = time.monotonic()
             procs = [
                 subprocess.Popen(
                     _cli_command(
-                        "agent", "run", "--profile", profile_name, "--tam", uri, "--state", str(d), *extra
+                        "agent",
+                        "run",
+                        "--profile",
+                        profile_name,
+                        "--tam",
+                        uri,
+                        "--state",
+                        str(d),
+                        *extra,
+                        *verbose,
                     ),
                     stdout=subprocess.DEVNULL,
-                    stderr=subprocess.PIPE,
-                    text=True,
+                    stderr=errs[i],
                     env=env,
                     start_new_session=True,
                 )
-                for d in world.agent_dirs
+                for i, d in enumerate(world.agent_dirs)
             ]
+            for f in errs:
+                f.close()
             ok = failed = killed = 0
             failures: list[str] = []
-            for p in procs:
+            kinds: dict[str, int] = {}
+            for i, p in enumerate(procs):
                 left = max(0.1, bound - (time.monotonic() - t0))
                 try:
-                    _, err = p.communicate(timeout=left)
+                    p.wait(timeout=left)
                 except subprocess.TimeoutExpired:
                     os.killpg(p.pid, signal.SIGKILL)
-                    p.communicate()
+                    p.wait()
+                    err = (tmp / "err" / f"{i}.log").read_text(errors="replace")
                     killed += 1
+                    kinds["killed-at-bound"] = kinds.get("killed-at-bound", 0) + 1
+                    _keep(keep, f"client-{i:04d}.killed.log", err)
                     continue
                 if p.returncode == 0:
                     ok += 1
-                else:
-                    failed += 1
-                    failures.append(err.strip().splitlines()[-1] if err.strip() else f"exit {p.returncode}")
+                    continue
+                err = (tmp / "err" / f"{i}.log").read_text(errors="replace")
+                failed += 1
+                last = err.strip().splitlines()[-1] if err.strip() else f"exit {p.returncode}"
+                failures.append(last)
+                kind = classify_failure(last)
+                kinds[kind] = kinds.get(kind, 0) + 1
+                _keep(keep, f"client-{i:04d}.{kind}.log", err)
             seconds = time.monotonic() - t0
+            tam_exit = tam.poll()
         done = _tam_sessions_done(world.tam_dir)
         log_text = (tmp / "tam.log").read_text(errors="replace")
         if os.environ.get("TEEP_BURST_TAM_LOG"):  # keep the TAM's log for a closer look
             shutil.copy(tmp / "tam.log", os.environ["TEEP_BURST_TAM_LOG"])
+        _keep(keep, "tam.log", log_text)
         warnings = sum(1 for line in log_text.splitlines() if " WARNING " in line or " ERROR " in line)
-        return BurstResult(profile_name, clients, ok, failed, killed, done, seconds, load, failures, warnings)
+        return BurstResult(
+            profile_name,
+            clients,
+            ok,
+            failed,
+            killed,
+            done,
+            seconds,
+            load,
+            failures,
+            warnings,
+            tam_exit,
+            kinds,
+        )
     except OSError as exc:
         raise BenchError(f"dtls-burst could not run: {exc}") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-__all__ = ["BurstResult", "format_burst", "run_burst"]
+__all__ = ["BurstResult", "classify_failure", "format_burst", "run_burst"]
