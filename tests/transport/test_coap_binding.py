@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import os
 
 import pytest
@@ -221,5 +222,23 @@ async def test_dtls_client_waits_for_a_busy_tam_that_acknowledged(creds: Creds) 
             assert await client.post(b"abc") == b"cba"
         finally:
             await client.close()
-    assert client.session_restarts == 0 and client.handshake_restarts == 0
+    assert client.session_restarts == 0 and client.handshake_restarts == 0 and client.sessions_lost == 0
     assert handler.payloads == [b"", b"abc"]
+
+
+async def test_dtls_session_outlives_garbage_collection_between_exchanges(creds: Creds) -> None:
+    """aiocoap holds its DTLS client connections weakly (alive through cycles only): a collection
+    between two exchanges ended the session and the next exchange shook hands again. The client
+    holds them: one handshake, one server-side session, for any number of exchanges."""
+    profile = quick("coaps-psk")
+    async with CoapServer(profile, Recorder(), devices=creds.tam_side) as server:
+        client = CoapClient(profile, server.uri, creds.agent_side)
+        try:
+            assert await client.post(b"") == b"first"
+            for payload in (b"ab", b"cd"):
+                gc.collect()
+                assert await client.post(payload) == payload[::-1]
+            assert client.sessions_lost == 0 and client.handshake_restarts == 0
+            assert server.dtls_sessions == 1
+        finally:
+            await client.close()
