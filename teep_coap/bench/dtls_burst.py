@@ -109,12 +109,16 @@ def format_burst(r: BurstResult) -> str:
 
 
 @contextlib.contextmanager
-def _tam(profile: str, tam_dir: Path, log_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+def _tam(
+    profile: str, tam_dir: Path, log_path: Path, *, verbose: bool = False
+) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     """`tam serve` with its log in a file (a pipe nobody reads would fill and stop the TAM); yields
     its URI and the process, whose exit during the run makes the run worthless."""
     with log_path.open("w") as log:
         proc = subprocess.Popen(
-            _cli_command("tam", "serve", "--dir", str(tam_dir), "--profile", profile, "-q"),
+            _cli_command(
+                "tam", "serve", "--dir", str(tam_dir), "--profile", profile, "-v" if verbose else "-q"
+            ),
             stdout=subprocess.PIPE,
             stderr=log,
             text=True,
@@ -166,7 +170,7 @@ def run_burst(
         world = make_world(tmp / "tam", tmp / "agents", clients, 256)
         load = os.getloadavg()[0]
         env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
-        with _tam(profile_name, world.tam_dir, tmp / "tam.log") as (uri, tam):
+        with _tam(profile_name, world.tam_dir, tmp / "tam.log", verbose=keep is not None) as (uri, tam):
             extra = ("--timeout", str(timeout)) if timeout else ()
             verbose = ("-v",) if keep is not None else ()
             # stderr into files, not pipes: with -v a client waiting on a full pipe nobody reads yet
