@@ -3,7 +3,11 @@ the CoAP transport really writes, or every failure would land in "other"."""
 
 from __future__ import annotations
 
-from teep_coap.bench.dtls_burst import classify_failure
+import importlib.util
+from pathlib import Path
+
+import teep_coap
+from teep_coap.bench.dtls_burst import byte_compile_package, classify_failure
 from teep_coap.profiles.session import SessionFailed
 from teep_coap.transport.base import PeerRejected
 from teep_coap.transport.coap.diagnosis import explain_error, explain_timeout
@@ -34,3 +38,11 @@ def test_each_transport_diagnosis_gets_its_kind() -> None:
 def test_a_port_number_is_not_a_code_and_unknown_lines_are_other() -> None:
     assert classify_failure("teep-coap: error: something else at coaps://127.0.0.1:5035/teep") == "other"
     assert classify_failure("exit -11") == "other"
+
+
+def test_package_is_byte_compiled_before_a_burst() -> None:
+    """The clients must not each compile teep_coap from source (PYTHONDONTWRITEBYTECODE=1 here)."""
+    assert byte_compile_package()
+    agent_cli = Path(teep_coap.__file__).parent / "cli" / "agent.py"
+    cached = Path(importlib.util.cache_from_source(str(agent_cli)))
+    assert cached.is_file() and cached.stat().st_mtime >= agent_cli.stat().st_mtime
