@@ -66,6 +66,7 @@ class BurstResult:
     tam_warnings: int = 0  # WARNING/ERROR lines in the TAM's log during the run
     tam_exit: int | None = None  # the TAM's exit status if it was gone before the run ended
     kinds: dict[str, int] = field(default_factory=dict)  # failures by kind (killed: "killed-at-bound")
+    other_cpu: float | None = None  # CPU seconds the machine spent on work other than this run's
 
     @property
     def success_rate(self) -> float:
@@ -85,6 +86,7 @@ class BurstResult:
             "cores": os.cpu_count(),
             "tam_log_warnings": self.tam_warnings,
             "tam_exit_during_run": self.tam_exit,
+            "other_cpu_seconds_during_run": None if self.other_cpu is None else round(self.other_cpu, 1),
             "failure_kinds": dict(sorted(self.kinds.items())),
             "failures": self.failures[:5],
         }
@@ -100,6 +102,10 @@ def format_burst(r: BurstResult) -> str:
         f" {j['tam_log_warnings']} warnings in its log",
         f"  machine: {j['cores']} cores, load average {j['load_average_at_start']} at start",
     ]
+    if j["other_cpu_seconds_during_run"] is not None:
+        lines.append(
+            f"  other work on the machine during the run: {j['other_cpu_seconds_during_run']} CPU-seconds"
+        )
     if j["tam_exit_during_run"] is not None:
         lines.append(
             f"  THE TAM WAS GONE before the end (exit status {j['tam_exit_during_run']}): not a valid run"
@@ -160,6 +166,21 @@ def byte_compile_package() -> bool:
     return bool(compileall.compile_dir(Path(teep_coap.__file__).parent, quiet=1))
 
 
+def _busy_cpu_seconds() -> float | None:
+    """CPU seconds every core of the machine has spent busy since boot (/proc/stat), or None."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _children_cpu_seconds() -> float:
+    t = os.times()
+    return t.children_user + t.children_system
+
+
 def _keep(folder: Path | None, name: str, text: str) -> None:
     """Write one kept log into the TEEP_BURST_KEEP folder (nothing without one)."""
     if folder is not None:
@@ -183,6 +204,9 @@ def run_burst(
         world = make_world(tmp / "tam", tmp / "agents", clients, 256)
         byte_compile_package()
         load = os.getloadavg()[0]
+        # The load average at start does not see a job that starts during the run: what the machine
+        # spent beyond this run's own processes (the TAM, the clients) is measured as well.
+        busy0, ours0 = _busy_cpu_seconds(), _children_cpu_seconds()
         env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
         with _tam(profile_name, world.tam_dir, tmp / "tam.log", verbose=keep is not None) as (uri, tam):
             extra = ("--timeout", str(timeout)) if timeout else ()
@@ -242,6 +266,8 @@ def run_burst(
                 _keep(keep, f"client-{i:04d}.{kind}.log", err)
             seconds = time.monotonic() - t0
             tam_exit = tam.poll()
+        busy1, ours1 = _busy_cpu_seconds(), _children_cpu_seconds()  # the TAM has been waited for
+        other = None if busy0 is None or busy1 is None else max(0.0, busy1 - busy0 - (ours1 - ours0))
         done = _tam_sessions_done(world.tam_dir)
         log_text = (tmp / "tam.log").read_text(errors="replace")
         if os.environ.get("TEEP_BURST_TAM_LOG"):  # keep the TAM's log for a closer look
@@ -261,6 +287,7 @@ def run_burst(
             warnings,
             tam_exit,
             kinds,
+            other,
         )
     except OSError as exc:
         raise BenchError(f"dtls-burst could not run: {exc}") from None
