@@ -67,6 +67,7 @@ class BurstResult:
     tam_exit: int | None = None  # the TAM's exit status if it was gone before the run ended
     kinds: dict[str, int] = field(default_factory=dict)  # failures by kind (killed: "killed-at-bound")
     other_cpu: float | None = None  # CPU seconds the machine spent on work other than this run's
+    udp: dict[str, int] = field(default_factory=dict)  # /proc/net/snmp Udp counters, change during the run
 
     @property
     def success_rate(self) -> float:
@@ -87,6 +88,7 @@ class BurstResult:
             "tam_log_warnings": self.tam_warnings,
             "tam_exit_during_run": self.tam_exit,
             "other_cpu_seconds_during_run": None if self.other_cpu is None else round(self.other_cpu, 1),
+            "udp_counters_during_run": self.udp,
             "failure_kinds": dict(sorted(self.kinds.items())),
             "failures": self.failures[:5],
         }
@@ -105,6 +107,11 @@ def format_burst(r: BurstResult) -> str:
     if j["other_cpu_seconds_during_run"] is not None:
         lines.append(
             f"  other work on the machine during the run: {j['other_cpu_seconds_during_run']} CPU-seconds"
+        )
+    if j["udp_counters_during_run"]:
+        lines.append(
+            "  UDP during the run (whole machine): "
+            + ", ".join(f"{k} +{v}" for k, v in j["udp_counters_during_run"].items())
         )
     if j["tam_exit_during_run"] is not None:
         lines.append(
@@ -176,6 +183,23 @@ def _busy_cpu_seconds() -> float | None:
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
+UDP_COUNTERS = ("RcvbufErrors", "NoPorts")  # a full receive buffer; datagrams to a closed port
+
+
+def _udp_counters() -> dict[str, int]:
+    """The machine's UDP counters of interest (/proc/net/snmp), empty where they cannot be read."""
+    try:
+        head, values = [
+            line.split()[1:]
+            for line in Path("/proc/net/snmp").read_text().splitlines()
+            if line.startswith("Udp:")
+        ][:2]
+    except (OSError, ValueError):
+        return {}
+    counters = dict(zip(head, values, strict=False))
+    return {name: int(counters[name]) for name in UDP_COUNTERS if name in counters}
+
+
 def _children_cpu_seconds() -> float:
     t = os.times()
     return t.children_user + t.children_system
@@ -206,7 +230,7 @@ def run_burst(
         load = os.getloadavg()[0]
         # The load average at start does not see a job that starts during the run: what the machine
         # spent beyond this run's own processes (the TAM, the clients) is measured as well.
-        busy0, ours0 = _busy_cpu_seconds(), _children_cpu_seconds()
+        busy0, ours0, udp0 = _busy_cpu_seconds(), _children_cpu_seconds(), _udp_counters()
         env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
         with _tam(profile_name, world.tam_dir, tmp / "tam.log", verbose=keep is not None) as (uri, tam):
             extra = ("--timeout", str(timeout)) if timeout else ()
@@ -268,6 +292,8 @@ def run_burst(
             tam_exit = tam.poll()
         busy1, ours1 = _busy_cpu_seconds(), _children_cpu_seconds()  # the TAM has been waited for
         other = None if busy0 is None or busy1 is None else max(0.0, busy1 - busy0 - (ours1 - ours0))
+        udp1 = _udp_counters()
+        udp = {name: udp1[name] - udp0[name] for name in udp0 if name in udp1}
         done = _tam_sessions_done(world.tam_dir)
         log_text = (tmp / "tam.log").read_text(errors="replace")
         if os.environ.get("TEEP_BURST_TAM_LOG"):  # keep the TAM's log for a closer look
@@ -288,6 +314,7 @@ def run_burst(
             tam_exit,
             kinds,
             other,
+            udp,
         )
     except OSError as exc:
         raise BenchError(f"dtls-burst could not run: {exc}") from None
