@@ -167,8 +167,8 @@ def byte_compile_package() -> bool:
 
     An `agent run` from a source checkout in an environment with PYTHONDONTWRITEBYTECODE=1 (this
     project's development VM) compiled every teep_coap module it imports from source, in each of the
-    200 processes: 0.10-0.15 s of CPU each, a fifth of the start-up (2026-12-05, importing
-    `teep_coap.cli.agent`: 0.55 s of CPU from source, 0.43 s from bytecode). Compiling once here
+    200 processes: about 0.1 s of CPU each, a sixth of the start-up (2026-12-05, importing
+    `teep_coap.cli.agent`: 0.54-0.64 s of CPU from source, 0.46-0.49 s from bytecode). Compiling once here
     measures the start-up an installed package has. False when the folder is not writable."""
     return bool(compileall.compile_dir(Path(teep_coap.__file__).parent, quiet=1))
 
