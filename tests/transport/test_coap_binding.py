@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import os
 
 import pytest
@@ -127,6 +128,38 @@ async def test_overload_gives_503_with_max_age() -> None:
             await c2.close()
 
 
+async def test_client_waits_max_age_after_503_and_then_gets_through(creds: Creds) -> None:
+    """A 5.03 means the TAM refused the request unread: the client waits the Max-Age it was given (not
+    less) and sends again while its request timeout allows, and the TAM sees the message once."""
+    profile = quick("coaps-psk", max_concurrent_requests=1, overload_max_age=1, request_timeout=5.0)
+    gate = asyncio.Event()
+    seen: list[bytes] = []
+
+    async def slow(payload: bytes, peer: PeerInfo) -> bytes | None:
+        seen.append(payload)
+        if payload == b"x":
+            await gate.wait()
+        return payload[::-1]
+
+    async with CoapServer(profile, slow, devices=creds.tam_side) as server:
+        c1 = CoapClient(profile, server.uri, creds.agent_side)
+        c2 = CoapClient(profile, server.uri, creds.agent_side)
+        try:
+            first = asyncio.create_task(c1.post(b"x"))
+            while seen != [b"x"]:
+                await asyncio.sleep(0.01)
+            loop = asyncio.get_running_loop()
+            loop.call_later(0.3, gate.set)  # the TAM has room again well before the Max-Age is over
+            t0 = loop.time()
+            assert await c2.post(b"yz") == b"zy"
+            assert loop.time() - t0 >= 1.0  # Max-Age 1 s honoured
+            assert await first == b"x"
+        finally:
+            await c1.close()
+            await c2.close()
+    assert seen == [b"x", b"yz"]
+
+
 async def test_wrong_psk_is_told_at_once_and_server_keeps_serving(creds: Creds) -> None:
     profile = quick("coaps-psk", request_timeout=30.0)
     async with CoapServer(profile, Recorder(), devices=creds.tam_side) as server:
@@ -221,5 +254,23 @@ async def test_dtls_client_waits_for_a_busy_tam_that_acknowledged(creds: Creds) 
             assert await client.post(b"abc") == b"cba"
         finally:
             await client.close()
-    assert client.session_restarts == 0 and client.handshake_restarts == 0
+    assert client.session_restarts == 0 and client.handshake_restarts == 0 and client.sessions_lost == 0
     assert handler.payloads == [b"", b"abc"]
+
+
+async def test_dtls_session_outlives_garbage_collection_between_exchanges(creds: Creds) -> None:
+    """aiocoap holds its DTLS client connections weakly (alive through cycles only): a collection
+    between two exchanges ended the session and the next exchange shook hands again. The client
+    holds them: one handshake, one server-side session, for any number of exchanges."""
+    profile = quick("coaps-psk")
+    async with CoapServer(profile, Recorder(), devices=creds.tam_side) as server:
+        client = CoapClient(profile, server.uri, creds.agent_side)
+        try:
+            assert await client.post(b"") == b"first"
+            for payload in (b"ab", b"cd"):
+                gc.collect()
+                assert await client.post(payload) == payload[::-1]
+            assert client.sessions_lost == 0 and client.handshake_restarts == 0
+            assert server.dtls_sessions == 1
+        finally:
+            await client.close()

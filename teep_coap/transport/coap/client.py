@@ -101,6 +101,13 @@ class CoapClient:
         self.handshake_restarts = 0  # DTLS handshakes started again after a stall
         self.session_restarts = 0  # established DTLS sessions given up after silence (peer restarted)
         self.handshake_heard = 0  # datagrams the last unfinished DTLS handshake got from the TAM
+        self.sessions_lost = 0  # DTLS sessions gone between two exchanges (the TAM closed them)
+        # The DTLS connections of the last exchange, held here: aiocoap 0.4.17 keeps its client
+        # connections in a WeakValueDictionary, alive only through reference cycles, so the first
+        # cyclic garbage collection between two exchanges (an Agent verifying and signing allocates
+        # plenty) ended the DTLS session and the next exchange had to shake hands again; in a burst
+        # of 200 clients that extra handshake was where most failures died.
+        self._dtls_held: list[Any] = []
 
     def _normalise_uri(self, uri: str) -> str:
         scheme = self.profile.transport.scheme
@@ -261,6 +268,9 @@ class CoapClient:
         *,
         silence_after: float | None = None,
     ) -> Message:
+        if self.exchanges and self.profile.security.mode == "dtls-psk" and self._lost_dtls_session(ctx):
+            self.sessions_lost += 1
+            log.info("the DTLS session with %s is gone since the last exchange: new handshake", self.uri)
         msg = self._request(payload)
         if echo is not None:
             msg.opt.echo = echo
@@ -311,7 +321,14 @@ class CoapClient:
                 explain_error(exc, self.uri, identity) or f"CoAP request to {self.uri} failed: {exc}"
             ) from None
         self.exchanges += 1
+        self._dtls_held = aiocoap_compat.dtls_client_sessions(ctx)
         return response
+
+    def _lost_dtls_session(self, ctx: aiocoap.Context) -> bool:
+        """True if no DTLS connection of the last exchange is still in use (the next request needs a
+        new handshake): the TAM ended the session (close_notify, an alert)."""
+        now = aiocoap_compat.dtls_client_sessions(ctx)
+        return bool(self._dtls_held) and not any(conn in now for conn in self._dtls_held)
 
     def _timeout(self, ctx: aiocoap.Context) -> TransportTimeout:
         """The timeout error, saying what is most likely wrong when the DTLS handshake never ended."""
@@ -392,6 +409,7 @@ class CoapClient:
         return payload
 
     async def _drop_context(self) -> None:
+        self._dtls_held = []
         if self._context is not None:
             ctx, self._context = self._context, None
             try:
@@ -401,6 +419,7 @@ class CoapClient:
 
     async def close(self) -> None:
         """Shut the client context down (DTLS close_notify, sockets) and release the OSCORE lock."""
+        self._dtls_held = []
         if self._context is not None:
             ctx, self._context = self._context, None
             try:

@@ -187,6 +187,16 @@ def dtls_fixes_applied() -> bool:
     return bool(_state["applied"])
 
 
+def dtls_client_sessions(context: aiocoap.Context) -> list[Any]:
+    """The DTLS client connections a client `context` holds now (aiocoap keeps them weakly)."""
+    return [
+        conn
+        for mi in message_interfaces(context)
+        if hasattr(getattr(mi, "_pool", None), "values")
+        for conn in list(mi._pool.values())
+    ]
+
+
 def dtls_client_in_handshake(context: aiocoap.Context) -> Any:
     """The tinydtls client connection of a client `context` still in its handshake, or None."""
     for mi in message_interfaces(context):
