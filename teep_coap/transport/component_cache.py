@@ -23,15 +23,18 @@ import logging
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import aiocoap
 import aiocoap.resource
-import aiohttp
 from aiocoap import Message
 from aiocoap.numbers.codes import Code
 from yarl import URL
 
 from teep_coap.transport.base import TransportError, TransportTimeout
+
+if TYPE_CHECKING:
+    import aiohttp
 
 log = logging.getLogger("teep_coap.gateway.cache")
 
@@ -130,6 +133,10 @@ class ComponentCache:
             self._images.popitem(last=False)
 
     async def _fetch(self, uri: str) -> bytes:
+        # Imported here, not at the top: aiohttp adds to every Agent's start-up CPU, and the Agent
+        # side imports this module for its CoAP fetcher (see profiles/stack.py).
+        import aiohttp
+
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.timeout), cookie_jar=aiohttp.DummyCookieJar()

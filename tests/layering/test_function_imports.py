@@ -20,7 +20,12 @@ PACKAGE = Path(__file__).resolve().parents[2] / "teep_coap"
 # - profiles/runtime.py: the TAM's store (SQLAlchemy) and the OTrP package load only where used; at
 #   module level they made a device's `agent run` start-up 0.9 s of CPU instead of 0.35 s.
 LAZY_DIRS: tuple[str, ...] = ()
-LAZY_FILES = {"transport/coap/aiocoap_compat/dtls.py": 5, "profiles/runtime.py": 4}
+LAZY_FILES = {
+    "transport/coap/aiocoap_compat/dtls.py": 5,
+    "profiles/runtime.py": 4,
+    "profiles/stack.py": 3,  # the HTTP binding (aiohttp: start-up CPU of every Agent) only when used
+    "transport/component_cache.py": 1,  # aiohttp likewise
+}
 
 
 def _function_imports(tree: ast.Module) -> list[ast.Import | ast.ImportFrom]:
