@@ -446,7 +446,7 @@ class AgentEngine(BrokerApi):
             reason = f"TAM refused: {name} {upd.err_msg or ''}".strip()
             return _Outcome(None, reason, (TamRefused(reason),))
         before = self._components()
-        outcome = self._apply_update(upd)
+        outcome = self._apply_update(upd, before)
         after = self._components()
         kid = self.state.key.kid or b""
         changes: list[AgentEvent] = [
@@ -461,9 +461,9 @@ class AgentEngine(BrokerApi):
             for e in self.state.components.list()
         }
 
-    def _apply_update(self, upd: Update) -> _Outcome:
+    def _apply_update(self, upd: Update, before: dict[ComponentId, int]) -> _Outcome:
         token = upd.token
-        self._begin_unconfirmed(token)
+        self._begin_unconfirmed(token, {cid_key(cid): seq for cid, seq in before.items()})
         # First unlink everything unneeded (an error stops here: Error 17 with the unlink report) ...
         for cid in upd.unneeded_manifest_list or ():
             ok, report, why = self._unlink(tuple(cid), token)
@@ -504,13 +504,14 @@ class AgentEngine(BrokerApi):
     # ------------------------------------------------------------ recovery bookkeeping
 
     def _snapshot(self) -> dict[str, int]:
-        return {cid_key(e.component_id): int(e.sequence_number) for e in self.state.components.list()}
+        return {cid_key(cid): seq for cid, seq in self._components().items()}
 
-    def _begin_unconfirmed(self, token: bytes | None) -> None:
+    def _begin_unconfirmed(self, token: bytes | None, snapshot: dict[str, int]) -> None:
         """Note (durably, before installing) that an Update is under way; an earlier unconfirmed one
-        keeps its `before`, so the next run reports the change since the first interruption."""
+        keeps its `before`, so the next run reports the change since the first interruption. `snapshot`:
+        the device's components now (the caller has just listed them)."""
         b = self.state.broker
-        before = b.unconfirmed["before"] if b.unconfirmed else self._snapshot()
+        before = b.unconfirmed["before"] if b.unconfirmed else snapshot
         b.unconfirmed = {"token": _hex(token), "before": before}
         # Not fsynced: the note only feeds `agent run`'s report (recovery itself rests on the TAM
         # reconciling with the device); os.replace alone survives a killed process, not a power loss.
