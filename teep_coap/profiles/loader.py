@@ -159,11 +159,13 @@ def profile_from_dict(data: dict[str, Any], source: str = "<dict>", default_name
     _range(f"{where} [limits]", "overload_max_age", limits.overload_max_age, 0, 3600)
     _range(f"{where} [limits]", "max_session_rounds", limits.max_session_rounds, 1, 1000)
     _range(f"{where} [limits]", "idle_timeout", limits.idle_timeout, 0.05, 86400)
+    _range(f"{where} [limits]", "handshake_timeout", limits.handshake_timeout, 0.05, 3600)
     limits = Limits(
         **{
             **lim,
             "request_timeout": float(limits.request_timeout),
             "idle_timeout": float(limits.idle_timeout),
+            "handshake_timeout": float(limits.handshake_timeout),
         }
     )
 

@@ -83,6 +83,8 @@ class Limits:
     overload_max_age: int = 2  # seconds the server asks an overloaded client to wait (Max-Age)
     max_session_rounds: int = 16  # Broker: POSTs in one session before it gives up
     idle_timeout: float = 60.0  # seconds: a server frees a silent peer's DTLS session / Echo proof
+    # seconds a client keeps (re)starting its first DTLS handshake; request_timeout counts from then
+    handshake_timeout: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -162,6 +164,7 @@ TABLE_KEYS: dict[str, dict[str, Any]] = {
         "overload_max_age": int,
         "max_session_rounds": int,
         "idle_timeout": (int, float),
+        "handshake_timeout": (int, float),
     },
     "retransmission": {"ack_timeout": (int, float), "ack_random_factor": (int, float), "max_retransmit": int},
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import time
@@ -10,9 +11,9 @@ import pytest
 from coap_helpers import Creds, quick, without_echo
 
 from teep_coap.profiles import Profile
-from teep_coap.transport.base import PeerInfo
+from teep_coap.transport.base import PeerInfo, TransportTimeout
 from teep_coap.transport.coap import CoapClient, CoapServer
-from teep_coap.transport.relay import FaultPlan, UdpRelay
+from teep_coap.transport.relay import DOWN, FaultPlan, UdpRelay
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -117,3 +118,30 @@ async def test_dtls_handshake_loss_recovers_by_restart(creds: Creds) -> None:
                 await client.close()
     assert client.handshake_restarts >= 1
     assert relay.stats.up.dropped >= 1
+
+
+@pytest.mark.parametrize("handshake_timeout", [6.0, 1.0])
+async def test_first_handshake_has_its_own_budget(creds: Creds, handshake_timeout: float) -> None:
+    """A TAM that cannot finish handshakes for a while (starved by a burst of devices, starting up) is
+    waited for up to `handshake_timeout`; the exchange's own `request_timeout` counts from the session."""
+    profile = quick("coaps-psk", request_timeout=1.0, handshake_timeout=handshake_timeout)
+
+    async def handler(payload: bytes, peer: PeerInfo) -> bytes | None:
+        return b"ok:" + payload
+
+    async with CoapServer(profile, handler, devices=creds.tam_side) as server:  # noqa: SIM117
+        async with UdpRelay(("127.0.0.1", server.port)) as relay:
+            relay.blackhole = {DOWN}  # the TAM's handshake answers do not get through for 2.5 s
+            asyncio.get_running_loop().call_later(2.5, relay.blackhole.clear)
+            client = CoapClient(profile, f"coaps://127.0.0.1:{relay.port}/teep", creds.agent_side)
+            t0 = time.monotonic()
+            try:
+                if handshake_timeout > 2.5:
+                    assert await client.post(b"x") == b"ok:x"
+                else:  # the old behaviour: one request_timeout for handshake and exchange together
+                    with pytest.raises(TransportTimeout, match="within 1 s: nothing answered the DTLS"):
+                        await client.post(b"x")
+            finally:
+                await client.close()
+    assert time.monotonic() - t0 < handshake_timeout + 1.5
+    assert relay.stats.down.dropped >= 1

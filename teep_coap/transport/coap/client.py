@@ -1,9 +1,10 @@
 """The Broker side of the CoAP binding: confirmable POSTs of message bytes to the TAM resource.
 
 One `CoapClient` per device and TAM URI. Every wait is bounded by the profile's `request_timeout`
-(a wrong DTLS PSK makes tinydtls wait for ever); 5.03 answers are retried after their Max-Age while
-time is left, since a rejected request never reached the TAM. Other error codes become
-`PeerRejected`, network trouble `TransportError`, and no answer in time `TransportTimeout`.
+(a wrong DTLS PSK makes tinydtls wait for ever), the first DTLS handshake by `handshake_timeout`;
+5.03 answers are retried after their Max-Age while time is left, since a rejected request never
+reached the TAM. Other error codes become `PeerRejected`, network trouble `TransportError`, and
+no answer in time `TransportTimeout`.
 """
 
 from __future__ import annotations
@@ -108,6 +109,7 @@ class CoapClient:
         # plenty) ended the DTLS session and the next exchange had to shake hands again; in a burst
         # of 200 clients that extra handshake was where most failures died.
         self._dtls_held: list[Any] = []
+        self._deadline = 0.0  # monotonic time the current post() gives up at
 
     def _normalise_uri(self, uri: str) -> str:
         scheme = self.profile.transport.scheme
@@ -206,7 +208,13 @@ class CoapClient:
                 f"{self.profile.limits.max_message_size}"
             )
         ctx = await self._ensure_context()
-        deadline = time.monotonic() + self.profile.limits.request_timeout
+        limits = self.profile.limits
+        self._deadline = time.monotonic() + limits.request_timeout
+        if self.profile.security.mode == "dtls-psk" and self.exchanges == 0:
+            # The first exchange shakes hands first. A TAM that is slow to finish handshakes (a burst
+            # of devices, a starved machine) is alive: give the handshake its own budget, and the
+            # exchange its request_timeout once the session is up (_send_once moves the deadline).
+            self._deadline = time.monotonic() + max(limits.handshake_timeout, limits.request_timeout)
         echo: bytes | None = None
         # A DTLS peer that restarted (a TAM or gateway) has forgotten our session and drops its
         # records without a word; after half the timeout in silence, shake hands anew and resend once
@@ -214,7 +222,7 @@ class CoapClient:
         silence_check = self.profile.security.mode == "dtls-psk" and self.exchanges > 0
         edhoc_retry = self.profile.security.mode == "edhoc" and self.exchanges > 0
         while True:
-            remaining = deadline - time.monotonic()
+            remaining = self._deadline - time.monotonic()
             if remaining <= 0:
                 raise self._timeout(ctx)
             try:
@@ -253,7 +261,7 @@ class CoapClient:
                 wait = min(
                     float(response.opt.max_age if response.opt.max_age is not None else 60), MAX_OVERLOAD_WAIT
                 )
-                if time.monotonic() + wait < deadline:
+                if time.monotonic() + wait < self._deadline:
                     log.info("TAM overloaded, retrying in %.1f s", wait)
                     await asyncio.sleep(wait)
                     continue
@@ -288,6 +296,10 @@ class CoapClient:
                     raise _SessionSilent
             elif self.profile.security.mode == "dtls-psk":
                 await self._wait_handshake(ctx, future, timeout)
+                if _dtls_handshake(ctx) is None and not future.done():
+                    # the session is up: from here the exchange gets its own request_timeout
+                    end = time.monotonic() + self.profile.limits.request_timeout
+                    self._deadline = max(self._deadline, end)
             response = await asyncio.wait_for(future, max(0.0, end - time.monotonic()))
         except (_HandshakeStalled, _SessionSilent):
             future.cancel()
@@ -333,10 +345,14 @@ class CoapClient:
     def _timeout(self, ctx: aiocoap.Context) -> TransportTimeout:
         """The timeout error, saying what is most likely wrong when the DTLS handshake never ended."""
         handshaking = self.profile.security.mode == "dtls-psk" and _dtls_handshake(ctx) is not None
+        limits = self.profile.limits
+        seconds = limits.request_timeout
+        if handshaking and self.exchanges == 0:
+            seconds = max(limits.handshake_timeout, limits.request_timeout)
         return TransportTimeout(
             explain_timeout(
                 self.uri,
-                self.profile.limits.request_timeout,
+                seconds,
                 handshaking=handshaking,
                 heard=self.handshake_heard,
             )

@@ -54,6 +54,7 @@ class CoapLimits:
     max_concurrent_requests: int = 64
     overload_max_age: int = 2
     idle_timeout: float = 60.0  # seconds: the server frees a silent peer's DTLS session / Echo proof
+    handshake_timeout: float = 60.0  # seconds: a client's budget for its first DTLS handshake
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,7 @@ class CoapOptions:
                 lim.max_concurrent_requests,
                 lim.overload_max_age,
                 float(getattr(lim, "idle_timeout", 60.0)),
+                float(getattr(lim, "handshake_timeout", 60.0)),
             ),
             retransmission=CoapRetransmission(r.ack_timeout, r.ack_random_factor, r.max_retransmit),
         )
