@@ -196,7 +196,9 @@ async def run_session(
 ) -> SessionResult:
     """One session: empty POST, then Agent ↔ TAM until one side has nothing more.
 
-    `timeout` bounds each exchange (the client bounds it too; this is the belt to its braces).
+    `timeout` bounds each exchange (the client bounds it too; this is the belt to its braces). A
+    client whose next exchange may rightly take longer (a CoAP client's first DTLS handshake has its
+    own budget) says so with `longest_wait()`.
     """
 
     session = BrokerSession(agent, tam_uri, max_rounds=max_rounds)
@@ -204,9 +206,11 @@ async def run_session(
     action: Send | Done = session.start()
     while isinstance(action, Send):
         try:
-            answer = await asyncio.wait_for(client.post(action.payload), timeout + 1.0)
+            longest = getattr(client, "longest_wait", None)
+            bound = max(timeout, longest()) if longest is not None else timeout
+            answer = await asyncio.wait_for(client.post(action.payload), bound + 1.0)
         except TimeoutError:
-            action = session.on_transport_error(f"no answer within {timeout:g} s")
+            action = session.on_transport_error(f"no answer within {bound:g} s")
             continue
         except TransportError as exc:
             action = session.on_transport_error(exc)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from pathlib import Path
@@ -12,7 +13,7 @@ from teep_coap.bench.scenario import COMPONENT_ID, teep_world
 from teep_coap.profiles import Profile, load_profile
 from teep_coap.profiles.session import TamHandler, run_session, run_until_done
 from teep_coap.profiles.stack import make_client, make_server
-from teep_coap.transport.relay import FaultPlan, UdpRelay
+from teep_coap.transport.relay import DOWN, FaultPlan, UdpRelay
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -108,3 +109,27 @@ async def test_tam_restart_between_messages(
         _installed_once(world)  # nothing lost, nothing twice
     finally:
         await new_server.close()  # type: ignore[attr-defined]
+
+
+async def test_session_waits_for_a_tam_slow_to_finish_its_first_handshake(tmp_path: Path) -> None:
+    """The Broker's own per-exchange bound leaves the first DTLS handshake its `handshake_timeout`: a
+    TAM whose handshake answers are held up for 2.5 s (a burst of devices starving it) still installs,
+    though `request_timeout` is 1 s."""
+    profile = load_profile("coaps-psk")
+    limits = dataclasses.replace(profile.limits, request_timeout=1.0, handshake_timeout=6.0)
+    profile = dataclasses.replace(profile, limits=limits)
+    world = teep_world(profile, tmp_path, 500)
+    handler = TamHandler(world.tam)
+    async with make_server(profile, handler, tam_dir=world.tam_dir) as server:  # noqa: SIM117
+        async with UdpRelay(("127.0.0.1", server.port)) as relay:
+            relay.blackhole = {DOWN}
+            asyncio.get_running_loop().call_later(2.5, relay.blackhole.clear)
+            uri = f"coaps://127.0.0.1:{relay.port}/teep"
+            client = make_client(profile, uri, state_dir=world.agent_dir)
+            try:
+                result = await run_session(world.agent, client, uri, timeout=1.0)
+            finally:
+                await client.close()
+    assert result.ok, result.reason
+    assert relay.stats.down.dropped >= 1
+    _installed_once(world)

@@ -200,6 +200,14 @@ class CoapClient:
             msg.opt.block2 = BlockOption.BlockwiseTuple(0, False, szx)
         return msg
 
+    def longest_wait(self) -> float:
+        """Seconds the next `post()` may take at most: a first DTLS exchange gets `handshake_timeout`
+        for its handshake and then `request_timeout` for the exchange; any other `request_timeout`."""
+        limits = self.profile.limits
+        if self.profile.security.mode == "dtls-psk" and self.exchanges == 0:
+            return max(limits.handshake_timeout, limits.request_timeout) + limits.request_timeout
+        return limits.request_timeout
+
     async def post(self, payload: bytes) -> bytes | None:
         """POST one message (b"" starts a session); the TAM's next message, or None when it is done."""
         if len(payload) > self.profile.limits.max_message_size:
