@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import os
 import time
 
@@ -145,3 +146,26 @@ async def test_first_handshake_has_its_own_budget(creds: Creds, handshake_timeou
                 await client.close()
     assert time.monotonic() - t0 < handshake_timeout + 1.5
     assert relay.stats.down.dropped >= 1
+
+
+async def test_post_cancelled_during_the_handshake_leaves_nothing_for_asyncio_to_report(
+    creds: Creds, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A caller that gives up on post() (the Broker's own bound) while the handshake runs: closing
+    the client then must not leave a request future with an unread LibraryShutdown behind, which
+    asyncio logs with a traceback on `agent run`'s stderr."""
+    profile = quick("coaps-psk")
+
+    async def handler(payload: bytes, peer: PeerInfo) -> bytes | None:
+        return b"ok"
+
+    async with CoapServer(profile, handler, devices=creds.tam_side) as server:  # noqa: SIM117
+        async with UdpRelay(("127.0.0.1", server.port)) as relay:
+            relay.blackhole = {DOWN}
+            client = CoapClient(profile, f"coaps://127.0.0.1:{relay.port}/teep", creds.agent_side)
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(client.post(b"x"), 0.5)
+            await client.close()
+    gc.collect()
+    await asyncio.sleep(0.1)
+    assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]

@@ -309,7 +309,9 @@ class CoapClient:
                     end = time.monotonic() + self.profile.limits.request_timeout
                     self._deadline = max(self._deadline, end)
             response = await asyncio.wait_for(future, max(0.0, end - time.monotonic()))
-        except (_HandshakeStalled, _SessionSilent):
+        except (_HandshakeStalled, _SessionSilent, asyncio.CancelledError):
+            # nobody waits for this request any more (a restart, or the caller gave up): cancel it, or
+            # the context's shutdown ends it with LibraryShutdown that asyncio logs as never retrieved
             future.cancel()
             raise
         except TimeoutError:
