@@ -32,6 +32,7 @@ from teep_coap.profiles import load_profile
 from teep_coap.store.tamdir import open_store, read_config
 
 DEFAULT_BOUND = 180.0  # seconds for the whole burst; every client still running then is killed
+RESTART_MARK = "stalled, starting it again"  # the client's -v line for a restarted DTLS handshake
 KEEP_ENV = "TEEP_BURST_KEEP"  # a folder: keep the TAM's log and every failing client's stderr
 
 # (kind, text that marks it in the client's last error line), first match wins; the texts are the
@@ -68,6 +69,9 @@ class BurstResult:
     kinds: dict[str, int] = field(default_factory=dict)  # failures by kind (killed: "killed-at-bound")
     other_cpu: float | None = None  # CPU seconds the machine spent on work other than this run's
     udp: dict[str, int] = field(default_factory=dict)  # /proc/net/snmp Udp counters, change during the run
+    # With TEEP_BURST_KEEP (clients log at -v): handshake restarts per client that exited 0, how close
+    # the successful ones came to their handshake budget. Empty without it.
+    restarts_of_ok: list[int] = field(default_factory=list)
 
     @property
     def success_rate(self) -> float:
@@ -90,6 +94,15 @@ class BurstResult:
             "other_cpu_seconds_during_run": None if self.other_cpu is None else round(self.other_cpu, 1),
             "udp_counters_during_run": self.udp,
             "failure_kinds": dict(sorted(self.kinds.items())),
+            "handshake_restarts_of_ok_clients": (
+                {
+                    "clients_with_restarts": sum(1 for n in self.restarts_of_ok if n),
+                    "max": max(self.restarts_of_ok, default=0),
+                    "total": sum(self.restarts_of_ok),
+                }
+                if self.restarts_of_ok
+                else None
+            ),
             "failures": self.failures[:5],
         }
 
@@ -116,6 +129,12 @@ def format_burst(r: BurstResult) -> str:
     if j["tam_exit_during_run"] is not None:
         lines.append(
             f"  THE TAM WAS GONE before the end (exit status {j['tam_exit_during_run']}): not a valid run"
+        )
+    restarts = j["handshake_restarts_of_ok_clients"]
+    if restarts is not None:
+        lines.append(
+            f"  DTLS handshake restarts of the clients that succeeded: {restarts['total']} in all, "
+            f"{restarts['clients_with_restarts']} clients with any, at most {restarts['max']} for one"
         )
     if j["failure_kinds"]:
         lines.append("  failures by kind: " + ", ".join(f"{k} {n}" for k, n in j["failure_kinds"].items()))
@@ -266,6 +285,7 @@ def run_burst(
             ok = failed = killed = 0
             failures: list[str] = []
             kinds: dict[str, int] = {}
+            restarts_of_ok: list[int] = []
             for i, p in enumerate(procs):
                 left = max(0.1, bound - (time.monotonic() - t0))
                 try:
@@ -280,6 +300,9 @@ def run_burst(
                     continue
                 if p.returncode == 0:
                     ok += 1
+                    if keep is not None:
+                        err = (tmp / "err" / f"{i}.log").read_text(errors="replace")
+                        restarts_of_ok.append(err.count(RESTART_MARK))
                     continue
                 err = (tmp / "err" / f"{i}.log").read_text(errors="replace")
                 failed += 1
@@ -315,6 +338,7 @@ def run_burst(
             kinds,
             other,
             udp,
+            restarts_of_ok,
         )
     except OSError as exc:
         raise BenchError(f"dtls-burst could not run: {exc}") from None

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import gc
+import logging
 import os
 import time
 
 import pytest
 from coap_helpers import Creds, quick, without_echo
 
+from teep_coap.bench.dtls_burst import RESTART_MARK
 from teep_coap.profiles import Profile
 from teep_coap.transport.base import PeerInfo, TransportTimeout
 from teep_coap.transport.coap import CoapClient, CoapServer
@@ -102,8 +104,12 @@ def test_fault_plan_checks_range() -> None:
         FaultPlan(drop=1.5)
 
 
-async def test_dtls_handshake_loss_recovers_by_restart(creds: Creds) -> None:
-    """A lost handshake flight wedges tinydtls; the client starts the handshake again and gets through."""
+async def test_dtls_handshake_loss_recovers_by_restart(
+    creds: Creds, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A lost handshake flight wedges tinydtls; the client starts the handshake again and gets through
+    (and logs it with the line `bench dtls-burst` counts)."""
+    caplog.set_level(logging.INFO, logger="teep_coap.transport.coap.client")
     profile = fast_retransmit(quick("coaps-psk"))
     plan = FaultPlan(drop=0.2, seed=1)  # seed 1 drops the first ClientHello and a later flight
 
@@ -119,6 +125,8 @@ async def test_dtls_handshake_loss_recovers_by_restart(creds: Creds) -> None:
                 await client.close()
     assert client.handshake_restarts >= 1
     assert relay.stats.up.dropped >= 1
+    logged = sum(RESTART_MARK in r.getMessage() for r in caplog.records)
+    assert logged == client.handshake_restarts
 
 
 @pytest.mark.parametrize("handshake_timeout", [6.0, 1.0])
