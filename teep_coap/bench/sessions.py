@@ -6,9 +6,13 @@ empty POST → QueryRequest, QueryResponse → Update (one SUIT envelope), Succe
 over coaps that includes the device's DTLS handshake, over OSCORE its context setup. Latency is the
 wall time of one whole session as the device sees it.
 
-The TAM folder is on the ordinary disk (its SQLite commits cost what they cost); the simulated
-devices' folders live in /dev/shm when it exists, so the clients' fsyncs do not eat the machine that
-the TAM is measured on.
+The TAM folder is on the ordinary disk (its SQLite commits cost what they cost). The simulated
+devices are `bench.fleet`'s: derived from a seed, registered in one transaction, each Agent built in
+memory when its session starts and dropped after it, so neither the build nor the simulator's memory
+grows with the number of devices beyond the TAM's rows. Profiles that need per-device credentials
+(DTLS PSK, OSCORE, EDHOC) get them in folders under /dev/shm when it exists, so the clients' writes do
+not eat the machine that the TAM is measured on. `make_world` / `load_agents` / `_drive` (one Agent
+folder per device) stay for the other benchmarks and the tests that want real Agent folders.
 """
 
 from __future__ import annotations
@@ -21,12 +25,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from teep_coap.bench.fleet import COMPONENT_ID, Progress, drive_fleet, make_fleet_world
 from teep_coap.errors import TeepCoapError
 from teep_coap.profiles import load_profile
 from teep_coap.profiles.scenario import offer_component
@@ -41,9 +47,9 @@ from teep_coap.store.tamdir import init_tam_dir, load_tam_dir
 from teep_coap.store.throwaway_pg import throwaway_postgres
 from teep_coap.transport.coap.credentials import provision_devices
 
-COMPONENT_ID = (b"bench-sessions-tc",)
 STARTUP_TIMEOUT = 30.0  # seconds for `tam serve` to print its URI
 STARTUP_PER_DEVICE = 0.001  # more seconds per registered device (it reads every device's credentials)
+RSS_EVERY = 2.0  # seconds between two samples of the TAM's VmRSS during a run
 
 
 class BenchError(TeepCoapError):
@@ -68,6 +74,11 @@ class BenchResult:
     tam_workers: int = 1
     database: str = "sqlite"  # "sqlite" (the TAM folder's file) or "postgresql"
     tam_peak_rss_mib: list[float] = field(default_factory=list)  # VmHWM of each worker at the end
+    fleet_build_seconds: float = 0.0  # TAM folder, device registration, credentials, catalog
+    agent_build_seconds: float = 0.0  # making each device's in-memory Agent before its session
+    peak_agents: int = 0  # most simulated Agents alive at once (bounded by the concurrency)
+    client_peak_rss_mib: float | None = None  # VmHWM of this (the simulator's) process at the end
+    tam_rss_samples: list[tuple[float, float]] = field(default_factory=list, repr=False)  # (s, MiB)
 
     @property
     def rate(self) -> float:
@@ -110,6 +121,16 @@ class BenchResult:
             "tam_peak_rss_mib_per_worker": [round(m, 1) for m in self.tam_peak_rss_mib],
             "load_average_at_start": round(self.load_average, 2),
             "failures": self.failures[:5],
+            "fleet_build_seconds": round(self.fleet_build_seconds, 2),
+            "agent_build_ms_per_session": (
+                round(self.agent_build_seconds / self.sessions * 1000, 3) if self.sessions else None
+            ),
+            "peak_agents_alive": self.peak_agents,
+            "client_peak_rss_mib": None
+            if self.client_peak_rss_mib is None
+            else round(self.client_peak_rss_mib, 1),
+            # VmRSS of the TAM (summed over its workers) every RSS_EVERY s from the start of the sessions
+            "tam_rss_mib_samples": [[round(t, 1), round(m, 1)] for t, m in self.tam_rss_samples],
         }
 
 
@@ -127,8 +148,15 @@ def format_result(r: BenchResult) -> str:
         f" DTLS handshake restarts {j['handshake_restarts']}",
         f"  TAM: {j['tam_workers']} worker(s) on {j['database']}, peak RSS per worker"
         f" {j['tam_peak_rss_mib_per_worker']} MiB",
+        f"  simulator: fleet built in {j['fleet_build_seconds']} s, {j['agent_build_ms_per_session']} ms"
+        f" per session to make a device's Agent, at most {j['peak_agents_alive']} alive, peak RSS"
+        f" {j['client_peak_rss_mib']} MiB",
         f"  machine: {os.cpu_count()} cores, load average {j['load_average_at_start']} at start",
     ]
+    samples = j["tam_rss_mib_samples"]
+    if samples:
+        picks = [samples[i] for i in sorted({round(k * (len(samples) - 1) / 4) for k in range(5)})]
+        lines.insert(-1, "  TAM VmRSS over the run (s: MiB): " + ", ".join(f"{t:g}: {m:g}" for t, m in picks))
     lines += [f"  failure: {f}" for f in j["failures"]]
     return "\n".join(lines)
 
@@ -257,6 +285,48 @@ def _cpu_seconds(pid: int) -> float | None:
         return None
 
 
+def rss_mib(pid: int) -> float | None:
+    """The process's resident set now (VmRSS) in MiB, from /proc."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+class RssSampler:
+    """VmRSS of the TAM (`pid` and its workers, summed) every `every` seconds, on a thread, while the
+    sessions run: shows whether memory levels off or keeps growing with the devices seen."""
+
+    def __init__(self, pid: int, every: float = RSS_EVERY) -> None:
+        self.pid, self.every = pid, every
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tam-rss", daemon=True)
+
+    def _sample(self, t0: float) -> None:
+        values = [rss_mib(p) for p in tam_pids(self.pid)]
+        if values and all(v is not None for v in values):
+            self.samples.append((time.perf_counter() - t0, sum(v for v in values if v is not None)))
+
+    def _run(self) -> None:
+        t0 = time.perf_counter()
+        self._sample(t0)
+        while not self._stop.wait(self.every):
+            self._sample(t0)
+        self._sample(t0)  # the end of the run
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
 def load_agents(agent_dirs: list[Path]) -> list[Any]:
     """The simulated devices' engines, loaded before the clock starts (not part of a session)."""
 
@@ -312,10 +382,6 @@ async def _drive(
     return latencies, failures, time.perf_counter() - t0, restarts
 
 
-# Called with (sessions done, sessions failed, sessions in total).
-Progress = Callable[[int, int, int], None]
-
-
 def run_bench(
     profile_name: str,
     *,
@@ -349,7 +415,9 @@ def run_bench(
     tam_tmp = tempfile.mkdtemp(prefix="teep-bench-tam-")
     agents_tmp = tempfile.mkdtemp(prefix="teep-bench-agents-", dir=agents_base)
     try:
-        world = make_world(Path(tam_tmp) / "tam", Path(agents_tmp), devices, image_size, db=db)
+        world = make_fleet_world(
+            Path(tam_tmp) / "tam", Path(agents_tmp), devices, image_size, profile_name, db=db
+        )
         load = os.getloadavg()[0]
         certs: Path | None = None
         extra: tuple[str, ...] = ()
@@ -361,13 +429,11 @@ def run_bench(
             extra += ("--db", db)
         if tam_workers > 1:
             extra += ("--workers", str(tam_workers))
-        agents = load_agents(world.agent_dirs)
         with tam_process(profile_name, world.tam_dir, extra=extra, devices=devices) as (uri, pid):
             cpu0 = _tam_cpu_seconds(pid)
             c0 = time.process_time()
-            latencies, failures, seconds, restarts = asyncio.run(
-                _drive(profile_name, uri, world.agent_dirs, n, concurrency, certs, agents, progress)
-            )
+            with RssSampler(pid) as sampler:
+                drive = asyncio.run(drive_fleet(profile_name, uri, world, n, concurrency, certs, progress))
             client_cpu = time.process_time() - c0
             cpu1 = _tam_cpu_seconds(pid)
             rss = [peak_rss_mib(p) for p in tam_pids(pid)]
@@ -377,18 +443,23 @@ def run_bench(
             devices=devices,
             concurrency=concurrency,
             sessions=n,
-            ok=len(latencies),
-            failed=len(failures),
-            seconds=seconds,
-            latencies=latencies,
+            ok=len(drive.latencies),
+            failed=len(drive.failures),
+            seconds=drive.seconds,
+            latencies=drive.latencies,
             tam_cpu_seconds=tam_cpu,
             client_cpu_seconds=client_cpu,
-            handshake_restarts=restarts,
-            failures=failures,
+            handshake_restarts=drive.handshake_restarts,
+            failures=drive.failures,
             load_average=load,
             tam_workers=tam_workers,
             database="sqlite" if db is None else db.split(":", 1)[0].split("+", 1)[0],
             tam_peak_rss_mib=[m for m in rss if m is not None],
+            fleet_build_seconds=world.build_seconds,
+            agent_build_seconds=drive.agent_build_seconds,
+            peak_agents=drive.peak_agents,
+            client_peak_rss_mib=peak_rss_mib(os.getpid()),
+            tam_rss_samples=sampler.samples,
         )
     finally:
         if not keep:
@@ -397,6 +468,6 @@ def run_bench(
 
 
 __all__ = [
-    "BenchError", "BenchResult", "format_result", "make_world", "peak_rss_mib", "run_bench", "tam_pids",
-    "tam_process",
+    "COMPONENT_ID", "BenchError", "BenchResult", "RssSampler", "format_result", "make_world", "peak_rss_mib",
+    "rss_mib", "run_bench", "tam_pids", "tam_process",
 ]  # fmt: skip

@@ -1,0 +1,361 @@
+"""A simulated fleet whose cost does not grow with its size: devices made from a seed, in memory.
+
+`bench sessions` used to build one Agent folder per device (keys, trust, configuration, an on-disk
+component store: 78 KB and 5-20 ms each) and keep an AgentEngine per device for the whole run: 7.8 GB
+of /dev/shm and over ten minutes before the first session at 100,000 devices. Here device i is a
+pure function of (seed, i): its TEEP key and SUIT report key are derived from the seed, so the TAM
+can register it (kid, public key) without anything kept for it, and its Agent is built in memory
+(`MemoryAgentState`, `MemoryComponents`) when its session starts and dropped when it ends. What the
+simulator holds at any moment is bounded by the sessions in flight, not by the number of devices.
+
+Per-device files are made only where a profile needs them: DTLS PSK, OSCORE and EDHOC credentials
+(`transport.toml`, the OSCORE context folder: its sequence numbers must survive between sessions).
+Plain CoAP and the HTTP bindings need none, and the TAM folder then gets no `credentials.toml` either.
+
+A device's Agent starts every session empty (a device whose session ends is forgotten); with
+`--sessions` larger than `--devices` a device that comes back is, to the TAM, one that lost its
+component and gets it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+from teep_coap.model.codes import (
+    PROFILE_ED25519_A128CTR,
+    PROFILE_ED25519_CHACHA_POLY,
+    PROFILE_ESP256_A128CTR,
+    PROFILE_ESP256_A128GCM,
+    SuitCoseProfile,
+)
+from teep_coap.profiles import load_profile
+from teep_coap.profiles.scenario import offer_component
+from teep_coap.profiles.session import run_session
+from teep_coap.profiles.stack import make_client
+from teep_coap.protocol.agent import AgentEngine
+from teep_coap.protocol.agentstate import AgentConfig, AgentState, BrokerState
+from teep_coap.security.keys import ALG_ED25519, P256_ALGS, SigningKey, VerifyingKey, alg_id
+from teep_coap.security.truststore import TrustStore
+from teep_coap.store.components import ComponentNotFound
+from teep_coap.store.tam_bulk import NewDevice, add_devices
+from teep_coap.store.tam_db import TamStore
+from teep_coap.store.tamdir import init_tam_dir, load_tam_dir
+from teep_coap.transport.coap.credentials import provision_devices
+
+ComponentId = tuple[bytes, ...]
+COMPONENT_ID = (b"bench-sessions-tc",)  # the one Trusted Component every device of the bench gets
+# Called with (sessions done, sessions failed, sessions in total).
+Progress = Callable[[int, int, int], None]
+
+# The order of the P-256 group: a derived scalar is reduced into [1, n-1].
+_P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+DEFAULT_SEED = b"teep-coap bench fleet"
+
+
+# ---------------------------------------------------------------------------- the Agent in memory
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryEntry:
+    """An installed component as `MemoryComponents` lists it (the fields the Agent reads)."""
+
+    component_id: ComponentId
+    sequence_number: int
+    image_size: int
+    image_digest: bytes
+    manifest_digest: bytes
+    manifest_component_id: ComponentId | None
+
+
+def _cid(component_id: Sequence[bytes]) -> ComponentId:
+    return tuple(bytes(p) for p in component_id)
+
+
+class MemoryComponents:
+    """The Agent's component store (`protocol.ports.AgentComponents`) in a dictionary. `commit`
+    builds the new state aside and swaps it in: all installs and removals, or (on an error) none."""
+
+    def __init__(self) -> None:
+        self.entries: dict[ComponentId, tuple[MemoryEntry, bytes, bytes]] = {}
+
+    def get(self, component_id: Sequence[bytes]) -> MemoryEntry | None:
+        found = self.entries.get(_cid(component_id))
+        return None if found is None else found[0]
+
+    def _of(self, component_id: Sequence[bytes]) -> tuple[MemoryEntry, bytes, bytes]:
+        found = self.entries.get(_cid(component_id))
+        if found is None:
+            raise ComponentNotFound(f"component {[p.hex() for p in _cid(component_id)]} is not installed")
+        return found
+
+    def image(self, component_id: Sequence[bytes]) -> bytes:
+        return self._of(component_id)[1]
+
+    def manifest(self, component_id: Sequence[bytes]) -> bytes:
+        return self._of(component_id)[2]
+
+    def find_by_manifest_id(self, manifest_component_id: Sequence[bytes]) -> list[MemoryEntry]:
+        mcid = _cid(manifest_component_id)
+        return [e for e, _, _ in self.entries.values() if e.manifest_component_id == mcid]
+
+    def list(self) -> list[MemoryEntry]:
+        return [self.entries[k][0] for k in sorted(self.entries)]
+
+    def commit(self, installs: Sequence[Any] = (), removals: Sequence[ComponentId] = ()) -> None:
+        staged = dict(self.entries)
+        for cid in removals:
+            if _cid(cid) not in staged:
+                raise ComponentNotFound(f"component {[p.hex() for p in _cid(cid)]} is not installed")
+            del staged[_cid(cid)]
+        for inst in installs:
+            cid = _cid(inst.component_id)
+            mcid = None if inst.manifest_component_id is None else _cid(inst.manifest_component_id)
+            image, envelope = bytes(inst.image), bytes(inst.envelope)
+            entry = MemoryEntry(
+                cid, int(inst.sequence_number), len(image), hashlib.sha256(image).digest(),
+                hashlib.sha256(envelope).digest(), mcid,
+            )  # fmt: skip
+            staged[cid] = (entry, image, envelope)
+        self.entries = staged
+
+
+@dataclass
+class MemoryAgentState(AgentState):
+    """An `AgentState` that writes nothing: broker bookkeeping and the last SUIT reports stay in
+    memory (`root` names the device; no file is read or written under it)."""
+
+    reports: list[bytes] = field(default_factory=list)
+
+    def save_broker(self, *, durable: bool = True) -> None:
+        pass  # self.broker is the only copy
+
+    def save_reports(self, reports: list[bytes]) -> None:
+        self.reports = list(reports)
+
+    def last_reports(self) -> list[bytes]:
+        return list(self.reports)
+
+    def reset(self) -> None:
+        self.components = MemoryComponents()
+
+
+# ---------------------------------------------------------------------------- devices from a seed
+
+
+def derive_key(seed: bytes, label: str, alg: int) -> SigningKey:
+    """A signing key that is a pure function of (seed, label): the same device on every call."""
+    digest = hashlib.sha256(seed + b"\x00" + label.encode()).digest()
+    if alg in P256_ALGS:
+        scalar = int.from_bytes(digest, "big") % (_P256_ORDER - 1) + 1
+        return SigningKey(ec.derive_private_key(scalar, ec.SECP256R1()), alg=alg)
+    return SigningKey(ed25519.Ed25519PrivateKey.from_private_bytes(digest), alg=alg)
+
+
+def _suit_profiles(alg: int) -> tuple[SuitCoseProfile, ...]:
+    if alg == ALG_ED25519 or alg not in P256_ALGS:
+        return (PROFILE_ED25519_A128CTR, PROFILE_ED25519_CHACHA_POLY)
+    return (PROFILE_ESP256_A128CTR, PROFILE_ESP256_A128GCM)
+
+
+@dataclass(frozen=True)
+class Fleet:
+    """`size` simulated devices; device i is derived from (seed, i) and costs nothing until used."""
+
+    size: int
+    tam_key: VerifyingKey
+    seed: bytes = DEFAULT_SEED
+    alg: int = alg_id("esp256")
+    trust: TrustStore = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.size < 1:
+            raise ValueError("a fleet has at least one device")
+        # One read-only trust store (the TAM's key) shared by every Agent: the engine only reads it.
+        object.__setattr__(self, "trust", TrustStore((self.tam_key,)))
+
+    def name(self, i: int) -> str:
+        return f"dev-{i:05d}"
+
+    def device_key(self, i: int) -> SigningKey:
+        return derive_key(self.seed, f"{i}/teep", self.alg)
+
+    def report_key(self, i: int) -> SigningKey:
+        return derive_key(self.seed, f"{i}/suit-report", self.alg)
+
+    def config(self, key: SigningKey) -> AgentConfig:
+        """What `AgentState.init` would write for this key (same vendor and class for all)."""
+        return AgentConfig(
+            vendor_id=uuid.uuid5(uuid.NAMESPACE_DNS, "teep-coap.example").bytes,
+            class_id=uuid.uuid5(uuid.NAMESPACE_DNS, "sim-tee.teep-coap.example").bytes,
+            ueid=b"\x01" + key.kid[:16],
+            suit_cose_profiles=_suit_profiles(key.alg),
+        )
+
+    def registration(self, i: int, *, psk_identity: bool = True) -> NewDevice:
+        """The TAM's row for device i (PSK identity = its name, as `provision_devices` names it)."""
+        key = self.device_key(i).public
+        name = self.name(i)
+        return NewDevice(key.kid, key.alg, key.to_pem(), name, name if psk_identity else None)
+
+    def registrations(self) -> Iterator[NewDevice]:
+        return (self.registration(i) for i in range(self.size))
+
+    def state(self, i: int) -> MemoryAgentState:
+        key = self.device_key(i)
+        return MemoryAgentState(
+            root=Path(self.name(i)),
+            config=self.config(key),
+            key=key,
+            report_key=self.report_key(i),
+            trust=self.trust,
+            tc_trust=self.trust,
+            components=MemoryComponents(),
+            broker=BrokerState(),
+        )
+
+    def engine(self, i: int) -> AgentEngine:
+        return AgentEngine(self.state(i))
+
+
+# ---------------------------------------------------------------------------- the world and the drive
+
+
+@dataclass
+class FleetWorld:
+    """A TAM folder with the fleet registered, and where each device's transport files are (if any)."""
+
+    tam_dir: Path
+    fleet: Fleet
+    cred_root: Path | None  # per-device credential folders (secure CoAP profiles), else None
+    build_seconds: float = 0.0
+    register_seconds: float = 0.0
+    credentials_seconds: float = 0.0
+
+    def state_dir(self, i: int) -> Path | None:
+        return None if self.cred_root is None else self.cred_root / self.fleet.name(i)
+
+
+def needs_device_files(profile_name: str) -> bool:
+    """DTLS PSK, OSCORE and EDHOC need credentials on both sides; plain CoAP and HTTP(S) none."""
+    profile = load_profile(profile_name)
+    return profile.transport.is_coap and profile.security.mode != "none"
+
+
+def make_fleet_world(
+    tam_dir: Path,
+    cred_root: Path,
+    devices: int,
+    image_size: int,
+    profile_name: str,
+    *,
+    db: str | None = None,
+    seed: bytes = DEFAULT_SEED,
+) -> FleetWorld:
+    """A TAM folder (or `db`) with `devices` devices registered in one transaction and one TC for all;
+    credentials (TAM's `credentials.toml`, the devices' folders under `cred_root`) only if the
+    profile needs them."""
+    t0 = time.perf_counter()
+    init_tam_dir(tam_dir, algs=("esp256",))
+    config, store = load_tam_dir(tam_dir)
+    if db is not None:
+        store.close()
+        store = TamStore(db)
+    try:
+        tam_key = config.keys[0]
+        fleet = Fleet(devices, tam_key.public, seed)
+        now = time.time()
+        files = needs_device_files(profile_name)
+        t1 = time.perf_counter()
+        add_devices(store, fleet.registrations(), now)
+        t2 = time.perf_counter()
+        if files:
+            provision_devices(tam_dir, [(fleet.name(i), cred_root / fleet.name(i)) for i in range(devices)])
+        t3 = time.perf_counter()
+        payload = bytes(i % 251 for i in range(image_size))
+        offer_component(
+            store, tam_key, fleet.config(fleet.device_key(0)), COMPONENT_ID, payload, now=now, name="bench"
+        )
+    finally:
+        store.close()
+    return FleetWorld(
+        tam_dir, fleet, cred_root if files else None,
+        build_seconds=time.perf_counter() - t0, register_seconds=t2 - t1, credentials_seconds=t3 - t2,
+    )  # fmt: skip
+
+
+@dataclass
+class DriveResult:
+    latencies: list[float]
+    failures: list[str]
+    seconds: float
+    handshake_restarts: int
+    agent_build_seconds: float  # wall time spent making devices' Agents (outside the latencies)
+    peak_agents: int  # most device Agents alive at once
+
+
+async def drive_fleet(
+    profile_name: str,
+    uri: str,
+    world: FleetWorld,
+    sessions: int,
+    concurrency: int,
+    certs: Path | None = None,
+    progress: Progress | None = None,
+) -> DriveResult:
+    """`sessions` sessions, `concurrency` at a time, device i % size for session i; each device's
+    Agent is made just before its session (not timed) and dropped after it."""
+    profile = load_profile(profile_name)
+    fleet = world.fleet
+    latencies: list[float] = []
+    failures: list[str] = []
+    restarts = 0
+    build = 0.0
+    alive = peak = 0
+    next_session = 0
+
+    async def worker() -> None:
+        nonlocal restarts, build, alive, peak, next_session
+        while next_session < sessions:
+            index = next_session % fleet.size
+            next_session += 1
+            b0 = time.perf_counter()
+            agent = fleet.engine(index)
+            build += time.perf_counter() - b0
+            alive += 1
+            peak = max(peak, alive)
+            client = make_client(profile, uri, state_dir=world.state_dir(index), certs_path=certs)
+            t0 = time.perf_counter()
+            try:
+                result = await run_session(
+                    agent, client, uri, timeout=profile.limits.request_timeout, max_rounds=8
+                )
+            finally:
+                await client.close()
+                alive -= 1
+            del agent
+            restarts += getattr(client, "handshake_restarts", 0)
+            if result.ok:
+                latencies.append(time.perf_counter() - t0)
+            else:
+                failures.append(f"{fleet.name(index)}: {result.reason}")
+            if progress is not None:
+                progress(len(latencies), len(failures), sessions)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return DriveResult(latencies, failures, time.perf_counter() - t0, restarts, build, peak)
+
+
+__all__ = [
+    "COMPONENT_ID", "DEFAULT_SEED", "DriveResult", "Fleet", "FleetWorld", "MemoryAgentState",
+    "MemoryComponents", "Progress", "derive_key", "drive_fleet", "make_fleet_world", "needs_device_files",
+]  # fmt: skip
