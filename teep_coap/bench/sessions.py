@@ -90,6 +90,18 @@ class BenchResult:
         data = sorted(self.latencies)
         return data[min(len(data) - 1, max(0, round(q / 100 * len(data) + 0.5) - 1))]
 
+    def p99_by_tenth(self) -> list[float]:
+        """p99 (s) of each tenth of the sessions in the order they ended: a tail spread over the run
+        is noise (load, scheduling), one in a few tenths is something that happened then."""
+        n = len(self.latencies)
+        if n < 1000:
+            return []
+        out = []
+        for k in range(10):
+            part = sorted(self.latencies[k * n // 10 : (k + 1) * n // 10])
+            out.append(part[min(len(part) - 1, max(0, round(0.99 * len(part) + 0.5) - 1))])
+        return out
+
     def to_json(self) -> dict[str, Any]:
         return {
             "profile": self.profile,
@@ -102,6 +114,7 @@ class BenchResult:
             "sessions_per_second": round(self.rate, 1),
             "p50_ms": round(self.percentile(50) * 1000, 1),
             "p99_ms": round(self.percentile(99) * 1000, 1),
+            "p99_ms_by_tenth_of_run": [round(x * 1000, 1) for x in self.p99_by_tenth()],
             "mean_ms": round(statistics.fmean(self.latencies) * 1000, 1) if self.latencies else None,
             "tam_cpu_seconds": None if self.tam_cpu_seconds is None else round(self.tam_cpu_seconds, 2),
             "tam_cpu_ms_per_session": (

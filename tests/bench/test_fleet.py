@@ -95,3 +95,14 @@ def test_small_bench_run(profile: str) -> None:
     assert j["fleet_build_seconds"] > 0 and 1 <= j["peak_agents_alive"] <= 4
     assert j["tam_rss_mib_samples"] and all(m > 10 for _, m in j["tam_rss_mib_samples"])
     assert j["client_peak_rss_mib"] and j["tam_cpu_ms_per_session"]
+
+
+def test_p99_by_tenth_finds_where_the_tail_is() -> None:
+    from teep_coap.bench.sessions import BenchResult
+
+    latencies = [0.1] * 2000
+    latencies[1400:1420] = [2.0] * 20  # a pause in the eighth tenth: 20 slow sessions of its 200
+    r = BenchResult("coap", 2000, 32, 2000, 2000, 0, 10.0, latencies=latencies)
+    assert r.p99_by_tenth() == [0.1] * 7 + [2.0] + [0.1] * 2
+    assert r.to_json()["p99_ms_by_tenth_of_run"][7] == 2000.0
+    assert BenchResult("coap", 10, 1, 10, 10, 0, 1.0, latencies=[0.1] * 10).p99_by_tenth() == []
