@@ -4,15 +4,19 @@ transaction: all devices or, on any clash, none."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, delete, select
 
 from teep_coap.bench.fleet import Fleet
 from teep_coap.protocol.records import DuplicateDevice
 from teep_coap.security.keys import generate_key
 from teep_coap.store.tam_bulk import NewDevice, add_devices
 from teep_coap.store.tam_db import TamStore
+from teep_coap.store.tam_sql import devices_t
+from teep_coap.store.throwaway_pg import postgres_binaries, throwaway_postgres
 
 NOW = 1_700_000_000.25
 
@@ -85,3 +89,50 @@ def test_empty_and_bad_chunk(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         add_devices(store, _devices(3), NOW, chunk=0)
     store.close()
+
+
+@pytest.fixture(scope="module")
+def pg_url() -> Iterator[str]:
+    if postgres_binaries() is None:
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
+    with throwaway_postgres(durable=False) as url:
+        yield url
+
+
+def _pg_rows(url: str) -> list[tuple[object, ...]]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(select(devices_t).order_by(devices_t.c.id)).all()
+            return [tuple(r)[1:] for r in rows]  # ids differ between the two fills (a sequence)
+    finally:
+        engine.dispose()
+
+
+def _pg_clear(url: str) -> None:
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(delete(devices_t))
+    finally:
+        engine.dispose()
+
+
+def test_bulk_rows_equal_add_device_rows_on_postgresql(pg_url: str) -> None:
+    devices = _devices(5)
+    store = TamStore(pg_url)
+    try:
+        for d in devices:
+            store.add_device(
+                kid=d.kid, alg=d.alg, public_key=d.public_key, now=NOW, name=d.name,
+                psk_identity=d.psk_identity, oscore_id=d.oscore_id,
+            )  # fmt: skip
+        one = _pg_rows(pg_url)
+        _pg_clear(pg_url)
+        with pytest.raises(DuplicateDevice):  # a repeated kid: nothing registered
+            add_devices(store, [*devices, devices[0]], NOW, chunk=2)
+        assert _pg_rows(pg_url) == []
+        assert add_devices(store, devices, NOW, chunk=2) == 5
+    finally:
+        store.close()
+    assert len(one) == 5 and _pg_rows(pg_url) == one
