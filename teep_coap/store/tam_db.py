@@ -186,11 +186,10 @@ class TamStore(TamDatabase):
 
     def start_session(self, now: float, *, device_id: int | None, transport_identity: str | None) -> int:
         with self._tx() as tx:
-            result = tx.conn.execute(
+            sid = tx.insert_id(
                 INS_SESSION,
                 {"device_id": device_id, "transport_identity": transport_identity, "started_at": now},
             )
-            sid = int(result.inserted_primary_key[0])  # type: ignore[index]
             tx.audit.append(
                 {"session_id": sid, "at": now, "event": "session-start", "detail": transport_identity or ""}
             )
@@ -254,7 +253,7 @@ class TamStore(TamDatabase):
             if excess > 0:
                 tx.conn.execute(SUPERSEDE, {"ids": [r[0] for r in open_rows[:excess]]})
             data_json = json.dumps(data or {}, sort_keys=True)
-            result = tx.conn.execute(
+            oid = tx.insert_id(
                 INS_OUTSTANDING,
                 {
                     "session_id": session_id,
@@ -269,8 +268,7 @@ class TamStore(TamDatabase):
                 },
             )
             return Outstanding(
-                int(result.inserted_primary_key[0]),  # type: ignore[index]
-                session_id, device_id, kind, token, challenge, OPEN, now, now + lifetime,
+                oid, session_id, device_id, kind, token, challenge, OPEN, now, now + lifetime,
                 json.loads(data_json),
             )  # fmt: skip
 
@@ -478,7 +476,7 @@ class TamStore(TamDatabase):
     def _dc_rows(self, tx: Tx, device_id: int) -> dict[bytes, ComponentEdit]:
         """The device's component rows, its device row locked until the transaction ends."""
         if not self._sqlite:
-            tx.conn.execute(LOCK_DEVICE, {"dev": device_id})
+            tx.rows(LOCK_DEVICE, {"dev": device_id})
         return {
             r[0]: ComponentEdit(r[0], r[1], bool(r[2]), r[3], bool(r[4]))
             for r in tx.rows(SEL_DEVICE_COMPONENTS, {"dev": device_id})
@@ -491,9 +489,9 @@ class TamStore(TamDatabase):
         ]
         old = [dict(r.params(device_id, now), b_dev=device_id, b_key=r.key) for r in rows if not r.new]
         if new:
-            tx.conn.execute(INS_DC, new)
+            tx.run_many(INS_DC, new)
         if old:
-            tx.conn.execute(UPD_DC, old)
+            tx.run_many(UPD_DC, old)
 
     def set_device_components(
         self,

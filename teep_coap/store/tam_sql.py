@@ -45,8 +45,20 @@ SEL_DEVICE_BY_TID = select(*DEVICE_COLS).where(
     (DEV.psk_identity == bindparam("tid")) | (DEV.oscore_id == bindparam("tid"))
 )
 TOUCH: dict[tuple[bool, bool], Any] = {}  # touch_device's statements by which columns it sets
-INS_SESSION = insert(sessions_t)
-INS_AUDIT = insert(audit_t)
+
+
+def _values(table: Table, *names: str) -> dict[str, Any]:
+    return {n: bindparam(n, type_=table.c[n].type) for n in names}
+
+
+# Inserts with every column bound by name, so one compiled text serves every execution (the fast
+# paths of Tx run them on the driver's connection); the new row's id comes back by RETURNING.
+INS_SESSION = (
+    insert(sessions_t)
+    .values(_values(sessions_t, "device_id", "transport_identity", "started_at"))
+    .returning(SES.id)
+)
+INS_AUDIT = insert(audit_t).values(_values(audit_t, "session_id", "at", "event", "detail"))
 END_SESSION = (
     update(sessions_t)
     .where(SES.id == bindparam("sid"), SES.ended_at.is_(None))
@@ -78,7 +90,18 @@ SEL_OPEN_UNBOUND = (
     .order_by(OUT.created_at, OUT.id)
 )
 SUPERSEDE = update(outstanding_t).where(OUT.id.in_(bindparam("ids", expanding=True))).values(state=SUPERSEDED)
-INS_OUTSTANDING = insert(outstanding_t)
+_OUT_INSERTED = (
+    "session_id",
+    "device_id",
+    "kind",
+    "token",
+    "challenge",
+    "state",
+    "created_at",
+    "expires_at",
+    "data",
+)
+INS_OUTSTANDING = insert(outstanding_t).values(_values(outstanding_t, *_OUT_INSERTED)).returning(OUT.id)
 CLAIM = (
     update(outstanding_t)
     .where(OUT.id == bindparam("oid"), OUT.state == OPEN)
@@ -92,7 +115,18 @@ SEL_DEVICE_COMPONENTS = (
 # serializes writers): two TAM workers serving the same device read-modify-write its component rows
 # one after the other, never both inserting the same row or losing the other's update.
 LOCK_DEVICE = select(DEV.id).where(DEV.id == bindparam("dev")).with_for_update()
-INS_DC = insert(dc_t)
+INS_DC = insert(dc_t).values(
+    _values(
+        dc_t,
+        "device_id",
+        "component_key",
+        "installed_seq",
+        "wanted",
+        "wanted_min_seq",
+        "unneeded",
+        "updated_at",
+    )
+)
 UPD_DC = (
     update(dc_t)
     .where(DCOMP.device_id == bindparam("b_dev"), DCOMP.component_key == bindparam("b_key"))

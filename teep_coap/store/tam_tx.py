@@ -44,6 +44,8 @@ def _sqlite_tuning(engine: Engine, *, memory: bool) -> None:
 
 # SQLite: statement object -> (statement, SQL text, bind names in order, default bind values).
 _SQLITE_COMPILED: dict[int, tuple[Any, str, tuple[str, ...], dict[str, Any]]] = {}
+# PostgreSQL (psycopg 3): statement object -> (statement, SQL text with %(name)s binds, default values).
+_PG_COMPILED: dict[int, tuple[Any, str, dict[str, Any]]] = {}
 
 
 def _sqlite_compiled(stmt: Any, dialect: Any) -> tuple[str, tuple[str, ...], dict[str, Any]]:
@@ -56,26 +58,46 @@ def _sqlite_compiled(stmt: Any, dialect: Any) -> tuple[str, tuple[str, ...], dic
     return entry[1], entry[2], entry[3]
 
 
+def _pg_compiled(stmt: Any, dialect: Any) -> tuple[str, dict[str, Any]]:
+    """`stmt` compiled once for psycopg 3 (named %(name)s parameters with the dialect's casts)."""
+    entry = _PG_COMPILED.get(id(stmt))
+    if entry is None or entry[0] is not stmt:
+        compiled = stmt.compile(dialect=dialect)
+        entry = _PG_COMPILED[id(stmt)] = (stmt, compiled.string, dict(compiled.params))
+    return entry[1], entry[2]
+
+
 class Tx:
     """The connection of one transaction, and the audit rows it will write just before commit.
 
-    `rows` and `run` execute the store's fixed SELECT and UPDATE statements: over SQLite straight on
-    the driver's connection with the statement compiled once (SQLAlchemy's per-execution work, about
-    25 µs per statement, was a third of the store's CPU per TEEP session); over other databases
-    through SQLAlchemy. Only for statements whose values need no type conversion beyond what the
-    driver does (integers, floats, text, bytes; booleans come back as 0/1) and no expanding lists."""
+    `rows` and `run` execute the store's fixed SELECT and UPDATE statements straight on the driver's
+    connection with the statement compiled once: over SQLite (sqlite3, qmark parameters) and over
+    PostgreSQL (psycopg 3, named parameters; the driver prepares a statement on the server from its
+    fifth execution on). SQLAlchemy's per-execution work, about 25 µs per statement over SQLite and
+    more over psycopg, was a third of the store's CPU per TEEP session. Only for statements whose
+    values need no type conversion beyond what the driver does (integers, floats, text, bytes;
+    booleans come back as 0/1 over SQLite) and no expanding lists."""
 
-    __slots__ = ("_raw", "audit", "conn")
+    __slots__ = ("_cur", "_pg", "_raw", "audit", "conn")
 
-    def __init__(self, conn: Connection, raw: sqlite3.Connection | None = None) -> None:
+    def __init__(self, conn: Connection, raw: sqlite3.Connection | None = None, *, pg: Any = None) -> None:
         self.conn = conn
         self.audit: list[dict[str, Any]] = []
         self._raw = raw
+        self._pg = pg  # the psycopg 3 connection under `conn`, or None
+        self._cur: Any = None  # one psycopg cursor per transaction, opened at first use
+
+    def _pg_cursor(self, stmt: Any, given: dict[str, Any]) -> Any:
+        sql, defaults = _pg_compiled(stmt, self.conn.dialect)
+        if self._cur is None:
+            self._cur = self._pg.cursor()
+        return self._cur.execute(sql, {**defaults, **given})
 
     def rows(self, stmt: Any, params: dict[str, Any] | None = None) -> list[Any]:
-        """All result rows of a SELECT or an UPDATE ... RETURNING (tuples over SQLite, Rows
-        otherwise; index them)."""
+        """All result rows of a SELECT or an UPDATE ... RETURNING (tuples; index them)."""
         if self._raw is None:
+            if self._pg is not None:
+                return list(self._pg_cursor(stmt, params or {}).fetchall())
             return list(self.conn.execute(stmt, params or {}).all())
         sql, names, defaults = _sqlite_compiled(stmt, self.conn.dialect)
         given = params or {}
@@ -84,14 +106,37 @@ class Tx:
     def run(self, stmt: Any, params: dict[str, Any]) -> int:
         """Execute an UPDATE or DELETE; its row count."""
         if self._raw is None:
+            if self._pg is not None:
+                return int(self._pg_cursor(stmt, params).rowcount)
             return int(self.conn.execute(stmt, params).rowcount)
         sql, names, defaults = _sqlite_compiled(stmt, self.conn.dialect)
         return int(self._raw.execute(sql, [params.get(n, defaults[n]) for n in names]).rowcount)
 
+    def insert_id(self, stmt: Any, params: dict[str, Any]) -> int:
+        """Execute an INSERT ... RETURNING id (every column bound by name); the new row's id."""
+        if self._pg is not None:
+            return int(self._pg_cursor(stmt, params).fetchone()[0])
+        return int(self.conn.execute(stmt, params).scalar_one())
+
+    def run_many(self, stmt: Any, params: list[dict[str, Any]]) -> None:
+        """Execute an INSERT or UPDATE once per parameter set (psycopg 3 sends them in one pipeline)."""
+        if self._pg is not None:
+            sql, defaults = _pg_compiled(stmt, self.conn.dialect)
+            if self._cur is None:
+                self._cur = self._pg.cursor()
+            self._cur.executemany(sql, [{**defaults, **p} for p in params])
+            return
+        self.conn.execute(stmt, params)
+
     def flush_audit(self) -> None:
         if self.audit:
-            self.conn.execute(INS_AUDIT, self.audit)  # one executemany for the whole message
+            self.run_many(INS_AUDIT, self.audit)  # one executemany for the whole message
             self.audit = []
+
+    def close(self) -> None:
+        if self._cur is not None:
+            self._cur.close()
+            self._cur = None
 
 
 class TamDatabase:
@@ -112,6 +157,17 @@ class TamDatabase:
         except (SQLAlchemyError, ImportError) as exc:
             raise StoreError(f"cannot open TAM database {url!r}: {exc}") from exc
         self._sqlite = is_sqlite
+        # psycopg 3 under SQLAlchemy: Tx runs the fixed statements on its connection (fast path).
+        self._psycopg = self._engine.dialect.driver == "psycopg"
+        dbapi = getattr(self._engine.dialect, "loaded_dbapi", None)
+        # The driver's own exceptions: the fast paths run statements outside SQLAlchemy.
+        self._failures: tuple[type[BaseException], ...] = (
+            SQLAlchemyError,
+            *((sqlite3.Error,) if is_sqlite else ((dbapi.Error,) if dbapi is not None else ())),
+        )
+        self._driver_integrity: tuple[type[BaseException], ...] = (
+            (sqlite3.IntegrityError,) if is_sqlite else ((dbapi.IntegrityError,) if dbapi is not None else ())
+        )
         self._local = threading.local()
         self._conns: list[Connection] = []  # one per thread that used the store, closed by close()
         self._conns_lock = threading.Lock()
@@ -164,15 +220,23 @@ class TamDatabase:
             conn = self._connection()
             with conn.begin():
                 raw: Any = None
+                pg: Any = None
                 if self._sqlite:  # the driver runs in autocommit mode: open the transaction here
                     raw = conn.connection.dbapi_connection
                     raw.execute("BEGIN IMMEDIATE")
-                tx = Tx(conn, raw)
-                yield tx
-                tx.flush_audit()
+                elif self._psycopg:  # psycopg opens the transaction at the first statement
+                    pg = conn.connection.dbapi_connection
+                tx = Tx(conn, raw, pg=pg)
+                try:
+                    yield tx
+                    tx.flush_audit()
+                finally:
+                    tx.close()
         except IntegrityError as exc:
             raise StoreError(f"TAM database constraint violated: {exc.orig}") from exc
-        except (SQLAlchemyError, sqlite3.Error) as exc:  # sqlite3: BEGIN IMMEDIATE goes to the driver
+        except self._driver_integrity as exc:  # from a fast-path statement, outside SQLAlchemy
+            raise StoreError(f"TAM database constraint violated: {exc}") from exc
+        except self._failures as exc:  # the fast paths raise the driver's errors
             self._forget_connection()  # e.g. a lost PostgreSQL connection: the next message gets a new one
             raise StoreError(f"TAM database failure: {exc}") from exc
 
