@@ -44,6 +44,7 @@ def _sqlite_tuning(engine: Engine, *, memory: bool) -> None:
 
 # SQLite: statement object -> (statement, SQL text, bind names in order, default bind values).
 _SQLITE_COMPILED: dict[int, tuple[Any, str, tuple[str, ...], dict[str, Any]]] = {}
+PG_PLAIN_MANY = 3  # up to this many parameter sets, run_many executes them one by one over psycopg
 # PostgreSQL (psycopg 3): statement object -> (statement, SQL text with %(name)s binds, default values).
 _PG_COMPILED: dict[int, tuple[Any, str, dict[str, Any]]] = {}
 
@@ -87,11 +88,14 @@ class Tx:
         self._pg = pg  # the psycopg 3 connection under `conn`, or None
         self._cur: Any = None  # one psycopg cursor per transaction, opened at first use
 
-    def _pg_cursor(self, stmt: Any, given: dict[str, Any]) -> Any:
-        sql, defaults = _pg_compiled(stmt, self.conn.dialect)
+    def _cursor(self) -> Any:
         if self._cur is None:
             self._cur = self._pg.cursor()
-        return self._cur.execute(sql, {**defaults, **given})
+        return self._cur
+
+    def _pg_cursor(self, stmt: Any, given: dict[str, Any]) -> Any:
+        sql, defaults = _pg_compiled(stmt, self.conn.dialect)
+        return self._cursor().execute(sql, {**defaults, **given})
 
     def rows(self, stmt: Any, params: dict[str, Any] | None = None) -> list[Any]:
         """All result rows of a SELECT or an UPDATE ... RETURNING (tuples; index them)."""
@@ -119,12 +123,18 @@ class Tx:
         return int(self.conn.execute(stmt, params).scalar_one())
 
     def run_many(self, stmt: Any, params: list[dict[str, Any]]) -> None:
-        """Execute an INSERT or UPDATE once per parameter set (psycopg 3 sends them in one pipeline)."""
+        """Execute an INSERT or UPDATE once per parameter set.
+
+        Over psycopg a few sets go one by one: its executemany enters pipeline mode, whose Python
+        machinery costs more client CPU than two plain round trips (about 90 µs against 45 µs each,
+        measured 2026-12-05 against a loopback server); more sets share one pipeline."""
         if self._pg is not None:
+            if len(params) <= PG_PLAIN_MANY:
+                for p in params:
+                    self._pg_cursor(stmt, p)
+                return
             sql, defaults = _pg_compiled(stmt, self.conn.dialect)
-            if self._cur is None:
-                self._cur = self._pg.cursor()
-            self._cur.executemany(sql, [{**defaults, **p} for p in params])
+            self._cursor().executemany(sql, [{**defaults, **p} for p in params])
             return
         self.conn.execute(stmt, params)
 
