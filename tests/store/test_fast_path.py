@@ -1,0 +1,194 @@
+"""The store's fast paths (`Tx.rows` / `run` / `insert_id` / `run_many`) on both databases: straight on
+the driver's connection (sqlite3, or psycopg 3 under PostgreSQL) they must give what SQLAlchemy gives
+for the same statements, write inside the transaction, and turn the driver's own errors into
+StoreError like SQLAlchemy's."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from teep_coap.store.tam_db import StoreError, TamStore
+from teep_coap.store.tam_sql import (
+    CLAIM,
+    INS_AUDIT,
+    INS_DC,
+    INS_SESSION,
+    LOCK_DEVICE,
+    SEL_DEVICE_BY_ID,
+    SEL_DEVICE_BY_KID,
+    SEL_DEVICE_BY_TID,
+    SEL_DEVICE_COMPONENTS,
+    SEL_LATEST,
+    SEL_OPEN_OF_DEVICE,
+    SEL_OPEN_UNBOUND,
+)
+from teep_coap.store.tam_tx import _PG_COMPILED, _SQLITE_COMPILED, PG_PLAIN_MANY
+from teep_coap.store.throwaway_pg import postgres_binaries, throwaway_postgres
+
+CID = (b"TEEP-Device", b"ta")
+_DB_NUMBERS = itertools.count()  # one fresh PostgreSQL database per test case
+
+
+@pytest.fixture(scope="module")
+def pg_server() -> Iterator[str]:
+    if postgres_binaries() is None:
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
+    with throwaway_postgres(durable=False) as url:
+        yield url
+
+
+def _fresh_pg(server_url: str, name: str) -> str:
+    import psycopg
+
+    with psycopg.connect(server_url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as c:
+        c.execute(f'CREATE DATABASE "{name}"')
+    return server_url.rsplit("/", 1)[0] + "/" + name
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TamStore]:
+    if request.param == "sqlite":
+        s = TamStore(f"sqlite:///{tmp_path / 'tam.sqlite'}")
+    else:
+        server = request.getfixturevalue("pg_server")
+        s = TamStore(_fresh_pg(server, f"fp_{next(_DB_NUMBERS)}"))
+    yield s
+    s.close()
+
+
+def _plain(rows: Any) -> list[tuple[Any, ...]]:
+    """Rows as tuples with booleans as 0/1 (SQLite's driver gives integers, psycopg booleans)."""
+    return [tuple(int(v) if isinstance(v, bool) else v for v in r) for r in rows]
+
+
+def _went_fast(store: TamStore, stmt: Any) -> bool:
+    cache: dict[int, Any] = _SQLITE_COMPILED if store.embedded else _PG_COMPILED  # type: ignore[assignment]
+    return id(stmt) in cache and cache[id(stmt)][0] is stmt
+
+
+def test_fast_rows_equal_sqlalchemy_rows(store: TamStore) -> None:
+    dev = store.add_device(kid=b"k" * 32, alg=-7, public_key=b"PEM", now=1.0, psk_identity="d1").id
+    sid = store.start_session(2.0, device_id=dev, transport_identity="d1")
+    store.add_outstanding(
+        session_id=sid,
+        device_id=dev,
+        kind="query",
+        token=b"t1",
+        challenge=None,
+        now=2.0,
+        lifetime=60.0,
+        cap=4,
+    )
+    store.add_outstanding(
+        session_id=store.start_session(3.0, device_id=None, transport_identity=None),
+        device_id=None, kind="query", token=None, challenge=b"c", now=3.0, lifetime=60.0, cap=4,
+    )  # fmt: skip
+    store.set_device_components(dev, 4.0, installed={CID: 3}, wanted={CID: 5})
+    store.add_component(component_id=CID, sequence_number=5, envelope=b"E", now=5.0)
+    cases = [
+        (SEL_DEVICE_BY_KID, {"kid": b"k" * 32}),
+        (SEL_DEVICE_BY_ID, {"id": dev}),
+        (SEL_DEVICE_BY_TID, {"tid": "d1"}),
+        (SEL_OPEN_OF_DEVICE, {"dev": dev}),  # `state = 'open'` is a literal bound by SQLAlchemy
+        (SEL_OPEN_UNBOUND, None),
+        (SEL_DEVICE_COMPONENTS, {"dev": dev}),  # booleans and bytes
+        (SEL_LATEST, None),
+        (LOCK_DEVICE, {"dev": dev}),  # FOR UPDATE on PostgreSQL, a plain SELECT on SQLite
+    ]
+    with store._tx() as tx:
+        for stmt, params in cases:
+            fast = tx.rows(stmt, params)
+            assert fast, stmt
+            assert _plain(fast) == _plain(tx.conn.execute(stmt, params or {}).all()), stmt
+            assert _went_fast(store, stmt), stmt
+        by_kid = tx.rows(SEL_DEVICE_BY_KID, {"kid": b"k" * 32})[0]
+        assert isinstance(by_kid[1], bytes) and isinstance(by_kid[3], bytes)  # bytea comes back as bytes
+        assert tx.rows(SEL_DEVICE_BY_KID, {"kid": b"nobody"}) == []
+
+
+def test_fast_writes_count_rows_return_ids_and_roll_back(store: TamStore) -> None:
+    dev = store.add_device(kid=b"k" * 32, alg=-7, public_key=b"PEM", now=1.0).id
+    first = store.start_session(2.0, device_id=dev, transport_identity="x")
+    second = store.start_session(2.5, device_id=None, transport_identity=None)
+    assert second > first
+    assert [s[:3] for s in store.sessions()] == [(first, dev, 2.0), (second, None, 2.5)]
+    out = store.add_outstanding(
+        session_id=first, device_id=dev, kind="query", token=b"t", challenge=None, now=2.0, lifetime=60.0,
+        cap=4, data={"a": 1},
+    )  # fmt: skip
+    assert store.outstanding() == [out]  # the id RETURNING gave is the row's
+    assert store.claim(out.id, dev) is True
+    assert store.claim(out.id, dev) is False  # no longer open: the conditional UPDATE matched nothing
+    with pytest.raises(RuntimeError), store.atomic():  # rolled back with the transaction
+        store.end_session(first, 3.0, "success")
+        store.start_session(3.0, device_id=dev, transport_identity="gone")
+        raise RuntimeError
+    assert [s[4] for s in store.sessions()] == [None, None]
+    assert store.end_session(first, 4.0, "success") == 2.0  # UPDATE ... RETURNING started_at
+    assert store.end_session(first, 5.0, "again") is None  # ended already: no row
+    with store._tx() as tx:
+        assert tx.run(CLAIM, {"oid": out.id + 100, "dev": dev}) == 0
+        assert (
+            tx.insert_id(INS_SESSION, {"device_id": None, "transport_identity": "y", "started_at": 6.0})
+            > second
+        )
+        assert _went_fast(store, CLAIM) and (store.embedded or _went_fast(store, INS_SESSION))
+
+
+@pytest.mark.parametrize("count", [1, PG_PLAIN_MANY, PG_PLAIN_MANY + 2])
+def test_run_many_writes_every_row_in_order(store: TamStore, count: int) -> None:
+    """Both ways of run_many over psycopg (one by one, and executemany's pipeline beyond
+    PG_PLAIN_MANY): every row written, in order, and rolled back with the transaction."""
+    rows = [{"session_id": None, "at": float(i), "event": f"e{i}", "detail": "d"} for i in range(count)]
+    with pytest.raises(RuntimeError), store.atomic(), store._tx() as tx:
+        tx.run_many(INS_AUDIT, rows)
+        raise RuntimeError
+    assert store.audit_log() == []
+    with store._tx() as tx:
+        tx.run_many(INS_AUDIT, rows)
+    assert store.audit_log() == [(None, float(i), f"e{i}", "d") for i in range(count)]
+    store.audit(None, 99.0, "via-flush", "x")  # the store's own path: flush_audit at commit
+    assert store.audit_log()[-1] == (None, 99.0, "via-flush", "x")
+
+
+def test_driver_errors_become_store_errors(store: TamStore) -> None:
+    """A constraint violated by a fast-path statement (the driver's own exception, not SQLAlchemy's)
+    is a StoreError, nothing of the transaction stays, and the store goes on working."""
+    dev = store.add_device(kid=b"k" * 32, alg=-7, public_key=b"PEM", now=1.0).id
+    row = {
+        "device_id": dev, "component_key": b"key", "installed_seq": 1, "wanted": False,
+        "wanted_min_seq": None, "unneeded": False, "updated_at": 1.0,
+    }  # fmt: skip
+    with pytest.raises(StoreError, match="constraint violated"), store._tx() as tx:
+        tx.run_many(INS_AUDIT, [{"session_id": None, "at": 1.0, "event": "lost", "detail": ""}])
+        tx.run_many(INS_DC, [row, row])  # the same primary key twice
+    assert store.audit_log() == [] and store.device_components(dev) == []
+    store.set_device_components(dev, 2.0, installed={CID: 4})
+    assert [c.installed_seq for c in store.device_components(dev)] == [4]
+
+
+def test_lost_postgresql_connection_is_replaced(pg_server: str) -> None:
+    """The server ends the store's connection: the next call fails with StoreError (from psycopg, on
+    the fast path), the one after runs on a new connection."""
+    import psycopg
+
+    url = _fresh_pg(pg_server, "fp_lost_connection")
+    store = TamStore(url)
+    try:
+        dev = store.add_device(kid=b"k" * 32, alg=-7, public_key=b"PEM", now=1.0).id
+        with store._tx() as tx:
+            pid = int(tx.conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
+        plain = pg_server.replace("postgresql+psycopg://", "postgresql://")
+        with psycopg.connect(plain, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        with pytest.raises(StoreError, match="failure"):
+            store.device_by_id(dev)
+        device = store.device_by_id(dev)
+        assert device is not None and device.kid == b"k" * 32
+    finally:
+        store.close()
