@@ -67,7 +67,7 @@ def _plain(rows: Any) -> list[tuple[Any, ...]]:
 
 
 def _went_fast(store: TamStore, stmt: Any) -> bool:
-    cache: dict[int, Any] = _SQLITE_COMPILED if store.embedded else _PG_COMPILED  # type: ignore[assignment]
+    cache: dict[int, Any] = _SQLITE_COMPILED if store.embedded else _PG_COMPILED
     return id(stmt) in cache and cache[id(stmt)][0] is stmt
 
 
@@ -90,7 +90,7 @@ def test_fast_rows_equal_sqlalchemy_rows(store: TamStore) -> None:
     )  # fmt: skip
     store.set_device_components(dev, 4.0, installed={CID: 3}, wanted={CID: 5})
     store.add_component(component_id=CID, sequence_number=5, envelope=b"E", now=5.0)
-    cases = [
+    cases: list[tuple[Any, dict[str, Any] | None]] = [
         (SEL_DEVICE_BY_KID, {"kid": b"k" * 32}),
         (SEL_DEVICE_BY_ID, {"id": dev}),
         (SEL_DEVICE_BY_TID, {"tid": "d1"}),
