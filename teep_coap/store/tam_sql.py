@@ -58,7 +58,21 @@ INS_SESSION = (
     .values(_values(sessions_t, "device_id", "transport_identity", "started_at"))
     .returning(SES.id)
 )
-INS_AUDIT = insert(audit_t).values(_values(audit_t, "session_id", "at", "event", "detail"))
+AUDIT_COLS = ("session_id", "at", "event", "detail")
+INS_AUDIT = insert(audit_t).values(_values(audit_t, *AUDIT_COLS))
+_AUDIT_ROWS: dict[int, Any] = {}
+
+
+def insert_audit_rows(count: int) -> Any:
+    """One INSERT of `count` audit rows (binds `session_id_0`, `at_0`, ...): a message's audit rows
+    in one round trip over a networked database."""
+    stmt = _AUDIT_ROWS.get(count)
+    if stmt is None:
+        rows = [{c: bindparam(f"{c}_{i}", type_=audit_t.c[c].type) for c in AUDIT_COLS} for i in range(count)]
+        stmt = _AUDIT_ROWS[count] = insert(audit_t).values(rows)
+    return stmt
+
+
 END_SESSION = (
     update(sessions_t)
     .where(SES.id == bindparam("sid"), SES.ended_at.is_(None))

@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from teep_coap.protocol.records import StoreError
 from teep_coap.store.tam_schema import Base
-from teep_coap.store.tam_sql import INS_AUDIT
+from teep_coap.store.tam_sql import AUDIT_COLS, INS_AUDIT, insert_audit_rows
 
 
 def _sqlite_tuning(engine: Engine, *, memory: bool) -> None:
@@ -44,6 +44,7 @@ def _sqlite_tuning(engine: Engine, *, memory: bool) -> None:
 
 # SQLite: statement object -> (statement, SQL text, bind names in order, default bind values).
 _SQLITE_COMPILED: dict[int, tuple[Any, str, tuple[str, ...], dict[str, Any]]] = {}
+AUDIT_ROWS_AT_ONCE = 16  # over psycopg, a message's audit rows up to this many go in one INSERT
 PG_PLAIN_MANY = 3  # up to this many parameter sets, run_many executes them one by one over psycopg
 # PostgreSQL (psycopg 3): statement object -> (statement, SQL text with %(name)s binds, default values).
 _PG_COMPILED: dict[int, tuple[Any, str, dict[str, Any]]] = {}
@@ -139,9 +140,18 @@ class Tx:
         self.conn.execute(stmt, params)
 
     def flush_audit(self) -> None:
-        if self.audit:
-            self.run_many(INS_AUDIT, self.audit)  # one executemany for the whole message
-            self.audit = []
+        """Write the transaction's audit rows: one executemany over SQLite; over psycopg one
+        multi-row INSERT (one round trip) for up to AUDIT_ROWS_AT_ONCE rows."""
+        if not self.audit:
+            return
+        rows, self.audit = self.audit, []
+        if self._pg is not None and len(rows) <= AUDIT_ROWS_AT_ONCE:
+            self._pg_cursor(
+                insert_audit_rows(len(rows)),
+                {f"{c}_{i}": row[c] for i, row in enumerate(rows) for c in AUDIT_COLS},
+            )
+            return
+        self.run_many(INS_AUDIT, rows)
 
     def close(self) -> None:
         if self._cur is not None:

@@ -26,8 +26,9 @@ from teep_coap.store.tam_sql import (
     SEL_LATEST,
     SEL_OPEN_OF_DEVICE,
     SEL_OPEN_UNBOUND,
+    insert_audit_rows,
 )
-from teep_coap.store.tam_tx import _PG_COMPILED, _SQLITE_COMPILED, PG_PLAIN_MANY
+from teep_coap.store.tam_tx import _PG_COMPILED, _SQLITE_COMPILED, AUDIT_ROWS_AT_ONCE, PG_PLAIN_MANY
 from teep_coap.store.throwaway_pg import postgres_binaries, throwaway_postgres
 
 CID = (b"TEEP-Device", b"ta")
@@ -192,3 +193,23 @@ def test_lost_postgresql_connection_is_replaced(pg_server: str) -> None:
         assert device is not None and device.kid == b"k" * 32
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("count", [1, 2, AUDIT_ROWS_AT_ONCE + 1])
+def test_audit_rows_of_a_message_written_at_commit_in_order(store: TamStore, count: int) -> None:
+    """A message's audit rows go in one multi-row INSERT over PostgreSQL (up to AUDIT_ROWS_AT_ONCE,
+    else executemany): all of them, in order, only if the transaction commits."""
+    sid = store.start_session(1.0, device_id=None, transport_identity="a")
+    with pytest.raises(RuntimeError), store.atomic():
+        for i in range(count):
+            store.audit(sid, float(i), f"e{i}", "lost")
+        raise RuntimeError
+    with store.atomic():
+        for i in range(count):
+            store.audit(sid, 2.0 + i, f"e{i}", f"d{i}" * i)
+    expected = [(sid, 1.0, "session-start", "a")] + [
+        (sid, 2.0 + i, f"e{i}", f"d{i}" * i) for i in range(count)
+    ]
+    assert store.audit_log(sid) == expected
+    if not store.embedded and count <= AUDIT_ROWS_AT_ONCE:
+        assert _went_fast(store, insert_audit_rows(count))
