@@ -127,8 +127,8 @@ class Tx:
         """Execute an INSERT or UPDATE once per parameter set.
 
         Over psycopg a few sets go one by one: its executemany enters pipeline mode, whose Python
-        machinery costs more client CPU than two plain round trips (about 90 µs against 45 µs each,
-        measured 2026-12-05 against a loopback server); more sets share one pipeline."""
+        machinery costs more client CPU than the one or two plain round trips it saves (docs/scale.md,
+        "PostgreSQL: 2 workers vs SQLite"); more sets share one pipeline."""
         if self._pg is not None:
             if len(params) <= PG_PLAIN_MANY:
                 for p in params:
