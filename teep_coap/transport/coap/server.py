@@ -31,6 +31,7 @@ from teep_coap.transport.base import MessageHandler, PeerInfo, Rejection, Reques
 from teep_coap.transport.coap import aiocoap_compat
 from teep_coap.transport.coap.aiocoap_compat import (
     ExactPathSite,
+    FastPath,
     bound_duplicate_caches,
     bound_resource_caches,
     harden_message_decode,
@@ -102,14 +103,13 @@ class TeepResource(aiocoap.resource.Resource):
             return "coap+oscore"
         return "coaps" if scheme == "coaps" else "coap"
 
-    async def render_to_pipe(self, pipe: Any) -> None:
-        """Refuse what must never be assembled (oversize, unprotected), then block-wise as usual."""
-        request = pipe.request
+    def _refusal(self, request: Message) -> Message | None:
+        """The answer to a request that must never be assembled or served (unproven address,
+        oversize, unprotected), or None."""
         if self.echo is not None:  # first, so that no answer (not even an error) amplifies
             challenge = self.echo.check(_address(request), request.opt.echo)
             if challenge is not None:  # address not proven yet: 4.01 + Echo, below 3x the request
-                pipe.add_response(challenge, is_last=True)
-                return
+                return challenge
         limit = self._profile.limits.max_message_size
         early: Message | None = None
         block1 = request.opt.block1
@@ -126,16 +126,34 @@ class TeepResource(aiocoap.resource.Resource):
             log.warning(
                 "rejected %s from %s: %s", early.code, _address(request), early.payload.decode(), extra=JUNK
             )
-            pipe.add_response(early, is_last=True)
-            return
-        # The response to this peer uses the profile's block size (RFC 7959 §2.2; a smaller
-        # Block2 SZX asked by the client still wins, aiocoap's Block2 cache honours it).
+        return early
+
+    def _limit_block_size(self, request: Message) -> None:
+        """The response to this peer uses the profile's block size (RFC 7959 §2.2; a smaller
+        Block2 SZX asked by the client still wins, as in aiocoap's Block2 cache)."""
         try:
             if request.remote.maximum_block_size_exp > self._profile.transport.block_szx:
                 request.remote.maximum_block_size_exp = self._profile.transport.block_szx
         except AttributeError:  # a remote class without the setting (OSCORE's inner one)
             pass
+
+    async def render_to_pipe(self, pipe: Any) -> None:
+        """Refuse what must never be assembled (oversize, unprotected), then block-wise as usual."""
+        refusal = self._refusal(pipe.request)
+        if refusal is not None:
+            pipe.add_response(refusal, is_last=True)
+            return
+        self._limit_block_size(pipe.request)
         await super().render_to_pipe(pipe)
+
+    async def respond(self, request: Message) -> Message:
+        """The whole answer to a single-datagram POST (`aiocoap_compat.install_fast_path`): the
+        checks of `render_to_pipe`, then `render_post`; the caller cuts it into blocks."""
+        refusal = self._refusal(request)
+        if refusal is not None:
+            return refusal
+        self._limit_block_size(request)
+        return await self.render_post(request)
 
     async def render_post(self, request: Message) -> Message:
         self._stats.requests += 1
@@ -368,6 +386,7 @@ class CoapServer:
         self.resource = TeepResource(handler, profile, self.stats)
         self.early: EarlyAnswer | None = None  # plain CoAP: answers junk before aiocoap's pipeline
         self.dtls_idle: IdleSweeper | None = None  # coaps: frees silent DTLS sessions (idle_expiry)
+        self.fast: FastPath | None = None  # coap, coaps: the TEEP path's POSTs without aiocoap's pipe
         self._extra_resources: list[tuple[tuple[str, ...], aiocoap.resource.Resource]] = []
 
     def add_resource(self, path: tuple[str, ...], resource: aiocoap.resource.Resource) -> None:
@@ -483,6 +502,8 @@ class CoapServer:
                 other_paths=frozenset(extra_path for extra_path, _ in self._extra_resources),
             )
             aiocoap_compat.install_datagram_gate(self._context, self.early)
+        if mode not in ("oscore", "edhoc"):  # OSCORE's outer requests carry no path: aiocoap's pipe
+            self.fast = aiocoap_compat.install_fast_path(self._context, path, self.resource.respond)
         self.port = _local_port(self._context)
         enlarge_receive_buffer(_server_socket(self._context))
         log.info("TAM serving %s (%s)", self.uri, self.profile.name)

@@ -7,7 +7,8 @@ and an early look at each plain-CoAP datagram before aiocoap's dispatch. Each of
 aiocoap does not promise to keep (attributes and methods starting with `_`). They all live here, and
 no other module may touch them (`tests/transport/test_aiocoap_compat.py` greps for it), so moving to
 another aiocoap release means reading this one package (one module per adaptation: `dtls`,
-`messages`, `site`, `oscore`, with `contexts` to find things inside a Context).
+`messages`, `site`, `oscore`, `fastpath` (the TEEP resource's requests without aiocoap's per-request
+pipe), with `contexts` to find things inside a Context).
 
 Importing this package checks the installed aiocoap version: another one raises
 `AiocoapVersionError` naming both versions, unless the environment variable
@@ -53,6 +54,7 @@ from teep_coap.transport.coap.aiocoap_compat.dtls import (  # noqa: E402
     tidy_dtls_server,
     tinydtls_now,
 )
+from teep_coap.transport.coap.aiocoap_compat.fastpath import FastPath, Responder, install_fast_path  # noqa: E402
 from teep_coap.transport.coap.aiocoap_compat.messages import (  # noqa: E402
     BoundedBlock1Spool,
     BoundedBlock2Cache,
@@ -82,6 +84,8 @@ __all__ = [
     "BoundedTimeoutDict",
     "DatagramGate",
     "ExactPathSite",
+    "FastPath",
+    "Responder",
     "apply_dtls_fixes",
     "apply_edhoc_client_fix",
     "bound_duplicate_caches",
@@ -97,6 +101,7 @@ __all__ = [
     "duplicate_caches",
     "harden_message_decode",
     "install_datagram_gate",
+    "install_fast_path",
     "is_edhoc_responder_context",
     "message_interfaces",
     "release_oscore_context",

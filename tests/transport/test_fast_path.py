@@ -1,0 +1,102 @@
+"""The TEEP resource's short answer path (`aiocoap_compat.fastpath`): real sockets on loopback.
+
+What it must keep from aiocoap's pipe: the same answers (codes, block cutting, piggy-backed or
+separate responses), and every request it does not take still answered by aiocoap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import aiocoap
+import pytest
+from coap_helpers import Creds, quick, without_echo
+
+from teep_coap.transport.base import PeerInfo
+from teep_coap.transport.coap import CoapClient, CoapServer
+
+pytestmark = pytest.mark.timeout(60)
+
+CF = 65000
+BIG = bytes(i % 251 for i in range(3000))
+
+
+class Answers:
+    """b"" -> BIG (three 1024-byte blocks); b"slow" -> b"late" after 0.3 s; else the payload reversed."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def __call__(self, payload: bytes, peer: PeerInfo) -> bytes | None:
+        self.calls += 1
+        if payload == b"":
+            return BIG
+        if payload == b"slow":
+            await asyncio.sleep(0.3)  # beyond aiocoap's EMPTY_ACK_DELAY (0.1 s): a separate response
+            return b"late"
+        return payload[::-1]
+
+
+@pytest.mark.parametrize("profile_name", ["coap", "coaps-psk", "coap-constrained"])
+async def test_teep_posts_take_the_fast_path_and_later_blocks_come_from_its_cache(
+    profile_name: str, creds: Creds
+) -> None:
+    profile = quick(profile_name)
+    handler = Answers()
+    async with CoapServer(profile, handler, devices=creds.tam_side) as server:
+        assert server.fast is not None
+        client = CoapClient(profile, server.uri, creds.agent_side)
+        try:
+            assert await client.post(b"") == BIG
+            block = profile.transport.block_size
+            assert server.fast.answered == 1
+            assert server.fast.blocks_served == -(-len(BIG) // block) - 1
+            body = os.urandom(5000)  # Block1 request: aiocoap's pipe, its response cut by aiocoap's cache
+            assert await client.post(body) == body[::-1]
+            assert server.fast.answered == 1 and server.fast.blocks_served == -(-len(BIG) // block) - 1
+            assert await client.post(b"slow") == b"late"  # separate response after an empty ACK
+            assert server.fast.answered == 2
+        finally:
+            await client.close()
+    assert handler.calls == 3
+    assert server.fast.pending() == 0
+
+
+async def _raw(ctx: aiocoap.Context, server: CoapServer, **options: object) -> aiocoap.Message:
+    """One request, one response: no block-wise follow-up by the client."""
+    options.setdefault("code", aiocoap.POST)
+    msg = aiocoap.Message(uri=server.uri, **options)  # type: ignore[arg-type]
+    return await asyncio.wait_for(ctx.request(msg, handle_blockwise=False).response, 10)
+
+
+async def test_answers_are_those_of_aiocoaps_pipe() -> None:
+    profile = without_echo(quick("coap"))
+    handler = Answers()
+    ctx = await aiocoap.Context.create_client_context()  # one port: the blocks' cache key has it
+    async with CoapServer(profile, handler) as server:
+        assert server.fast is not None
+        first = await _raw(ctx, server, content_format=CF)  # no Block2 asked: the remote's block size
+        assert first.code == aiocoap.CHANGED and first.payload == BIG[:1024]
+        assert first.opt.block2 == (0, True, 6) and first.opt.content_format == CF
+        small = await _raw(ctx, server, content_format=CF, block2=(0, False, 2))  # 64-byte blocks asked
+        assert small.payload == BIG[:64] and small.opt.block2 == (0, True, 2)
+        later = await _raw(ctx, server, content_format=CF, block2=(5, False, 2))  # from the fast path's cache
+        assert later.payload == BIG[320:384] and later.opt.block2 == (5, True, 2)
+        last = await _raw(ctx, server, content_format=CF, block2=(46, False, 2))
+        assert last.payload == BIG[2944:] and last.opt.block2 == (46, False, 2)
+        beyond = await _raw(ctx, server, content_format=CF, block2=(47, False, 2))
+        assert beyond.code == aiocoap.BAD_REQUEST
+        served = server.fast.blocks_served
+        unknown = await _raw(ctx, server, content_format=CF, accept=CF, block2=(1, False, 6))  # another key
+        assert unknown.code == aiocoap.REQUEST_ENTITY_INCOMPLETE  # not cut here: aiocoap's 4.08
+        assert server.fast.blocks_served == served
+        wrong_cf = await _raw(ctx, server, payload=b"x", content_format=0)
+        assert wrong_cf.code == aiocoap.UNSUPPORTED_CONTENT_FORMAT  # the resource's own check
+        get = await _raw(ctx, server, code=aiocoap.GET)
+        assert get.code == aiocoap.METHOD_NOT_ALLOWED  # not a POST: aiocoap's pipe
+        elsewhere = await _raw(ctx, server, code=aiocoap.POST, uri_path=("other",))
+        assert elsewhere.code == aiocoap.NOT_FOUND
+    await ctx.shutdown()
+    assert handler.calls == 2  # the two block-0 requests; the refusals never reach the handler
+    assert server.stats.rejected.get("4.15") == 1
