@@ -42,6 +42,48 @@ RETRANSMIT_CEILING = 1.0  # seconds: longest, so a wrong clock estimate is never
 _state: dict[str, Any] = {"epoch": None, "applied": False}
 
 
+DATAGRAM_LIMIT = 1232  # bytes: IPv6's minimum MTU (1280) less its header and UDP's; records joined up to it
+
+
+class _Flight:
+    """A server session's output while one datagram of its peer is handled: tinydtls writes every
+    record of a flight (ServerHello, ServerHelloDone; ChangeCipherSpec, Finished) with its own call,
+    and each was its own datagram (one `sendto` each at the TAM, one receive at the client). RFC 6347
+    §4.1.1 lets several records share a datagram; they are joined up to DATAGRAM_LIMIT."""
+
+    __slots__ = ("records", "watching")
+
+    def __init__(self) -> None:
+        self.records: list[bytes] | None = None  # None: not collecting, send at once
+        self.watching = True  # the handshake watch looks at our records until the session is up
+
+
+class _NothingDue:
+    """The retransmission "task" of a session that has nothing to retransmit (its handshake is over):
+    aiocoap only ever cancels it."""
+
+    @staticmethod
+    def cancel() -> bool:
+        return False
+
+
+_NOTHING_DUE = _NothingDue()
+
+
+def _join(records: list[bytes], limit: int = DATAGRAM_LIMIT) -> list[bytes]:
+    """Records joined into as few datagrams of at most `limit` bytes as their order allows."""
+    datagrams: list[bytes] = []
+    current = b""
+    for record in records:
+        if current and len(current) + len(record) > limit:
+            datagrams.append(current)
+            current = b""
+        current += record
+    if current:
+        datagrams.append(current)
+    return datagrams
+
+
 # --- DTLS: retransmission clock, datagram counts, sessions --------------------------------------
 
 
@@ -119,12 +161,34 @@ async def _server_retransmissions(self: Any) -> None:
 
 
 def _counting_datagram_received(self: Any, data: bytes, addr: Any) -> None:
+    """Counts the client connection's datagrams, and sends the records tinydtls writes while it
+    handles one (its ClientKeyExchange, ChangeCipherSpec, Finished) joined (see `_Flight`)."""
     parent = self.parent()
-    if parent is not None:
-        parent._teep_datagrams = getattr(parent, "_teep_datagrams", 0) + 1
-        if data[:1] == bytes((APPLICATION_DATA,)):
-            parent._teep_app_records = getattr(parent, "_teep_app_records", 0) + 1
-    _state["client_datagram_received"](self, data, addr)
+    if parent is None:
+        _state["client_datagram_received"](self, data, addr)
+        return
+    parent._teep_datagrams = getattr(parent, "_teep_datagrams", 0) + 1
+    if data[:1] == bytes((APPLICATION_DATA,)):
+        parent._teep_app_records = getattr(parent, "_teep_app_records", 0) + 1
+    parent._teep_held = []
+    try:
+        _state["client_datagram_received"](self, data, addr)
+    finally:
+        held, parent._teep_held = parent._teep_held, None
+        for datagram in _join(held):
+            _state["client_write"](parent, None, datagram)
+
+
+def _client_write(self: Any, recipient: Any, data: bytes) -> int:
+    """DTLSClientConnection._write, holding records back while a datagram is handled."""
+    try:
+        held = self._teep_held
+    except Exception:  # tinydtls' callbacks during interpreter shutdown: as aiocoap's own
+        held = None
+    if held is None:
+        return int(_state["client_write"](self, recipient, data))
+    held.append(bytes(data))
+    return len(data)
 
 
 def datagrams_received(connection: Any) -> int:
@@ -174,6 +238,9 @@ def apply_dtls_fixes() -> bool:
 
     dtls.DTLS = _pinning_the_clock(dtls.DTLS, _clock_offset(dtls))
     tinydtls.DTLSClientConnection._run_retransmissions = _client_retransmissions
+    tinydtls.DTLSClientConnection._teep_held = None
+    _state["client_write"] = tinydtls.DTLSClientConnection._write
+    tinydtls.DTLSClientConnection._write = _client_write
     single = tinydtls.DTLSClientConnection.SingleConnection
     _state["client_datagram_received"] = single.datagram_received
     single.datagram_received = _counting_datagram_received
@@ -215,11 +282,6 @@ def dtls_server_sessions(context: aiocoap.Context | None) -> int:
     return len(pool._connections) if pool is not None else 0
 
 
-def _sending(watch: HandshakeWatch, send: Callable[[bytes], None], data: bytes) -> None:
-    watch.server_sent(data)
-    send(data)
-
-
 def tidy_dtls_server(
     context: aiocoap.Context,
     on_bad_finished: Callable[[str, str], None] | None = None,
@@ -258,21 +320,45 @@ def tidy_dtls_server(
     if pool is None:
         return None
 
+    collecting: list[tuple[_Flight, Callable[[bytes], None]]] = []  # flights with records held back
+    handling = [False]  # inside one datagram's handling: hold tinydtls' records back
+
+    def sending(flight: _Flight, watch: HandshakeWatch, send: Callable[[bytes], None], data: bytes) -> None:
+        if flight.watching:
+            watch.server_sent(data)
+        if flight.records is not None:
+            flight.records.append(bytes(data))
+        elif handling[0]:
+            flight.records = [bytes(data)]
+            collecting.append((flight, send))
+        else:  # a retransmission, a response rendered later: at once
+            send(data)
+
+    def flush() -> None:
+        while collecting:
+            flight, send = collecting.pop()
+            held, flight.records = flight.records or [], None
+            for datagram in _join(held):
+                send(datagram)
+
     class _Address(tinydtls_server._AddressDTLS):
         teep_connected = False
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             self.teep_watch = HandshakeWatch()
+            self.teep_flight = _Flight()
             super().__init__(*args, **kwargs)
-            # our ServerHello flight on its way out (overriding `_write`, the callback DTLSSocket
-            # holds, made the interpreter crash in garbage collection)
+            # our records on their way out: watched (ServerHello flight) and joined per flight
+            # (overriding `_write`, the callback DTLSSocket holds, made the interpreter crash in
+            # garbage collection)
             self._underlying_address.send = functools.partial(
-                _sending, self.teep_watch, self._underlying_address.send
+                sending, self.teep_flight, self.teep_watch, self._underlying_address.send
             )
 
         def _event(self, level: int, code: int) -> None:
             if (level, code) == (LEVEL_NOALERT, DTLS_EVENT_CONNECTED):
                 self.teep_connected = True
+                self.teep_flight.watching = False
             if (level, code) == (LEVEL_WARNING, CODE_CLOSE_NOTIFY):
                 if pool._connections.get(self._underlying_address.address) is self:
                     self._inject_error(CloseNotifyReceived())
@@ -328,11 +414,33 @@ def tidy_dtls_server(
         known = pool._connections.get(sockaddr)
         if client_records and isinstance(known, _Address) and not known.teep_connected:
             known.teep_watch.before(client_records)
-        original(data, sockaddr)
+        handling[0] = True
+        try:
+            original(data, sockaddr)
+        finally:
+            handling[0] = False
+            flush()
         session = pool._connections.get(sockaddr)
         if client_records and isinstance(session, _Address):
             check_finished(session, client_records, sockaddr)
 
+    def received_datagram(address: Any, data: bytes) -> None:
+        """aiocoap's GoingThroughMessageDecryption._received_datagram without a new retransmission
+        task per datagram once the handshake is over and nothing waits to be retransmitted."""
+        address._retransmission_task.cancel()
+        address._dtls_socket.handleMessage(address._dtls_session, data)
+        if (
+            getattr(address, "teep_connected", False)
+            and pool._connections.get(address._underlying_address.address) is address
+            and address._dtls_socket.checkRetransmit() == 0
+        ):
+            address._retransmission_task = _NOTHING_DUE
+            return
+        address._retransmission_task = asyncio.create_task(
+            address._run_retransmissions(), name="DTLS server handshake retransmissions"
+        )
+
     pool._Address = _Address
     pool.datagram_received = datagram_received
+    pool._message_interface._received_datagram = received_datagram
     return idle
