@@ -70,7 +70,7 @@ class _NothingDue:
 _NOTHING_DUE = _NothingDue()
 
 
-def _join(records: list[bytes], limit: int = DATAGRAM_LIMIT) -> list[bytes]:
+def join_records(records: list[bytes], limit: int = DATAGRAM_LIMIT) -> list[bytes]:
     """Records joined into as few datagrams of at most `limit` bytes as their order allows."""
     datagrams: list[bytes] = []
     current = b""
@@ -175,7 +175,7 @@ def _counting_datagram_received(self: Any, data: bytes, addr: Any) -> None:
         _state["client_datagram_received"](self, data, addr)
     finally:
         held, parent._teep_held = parent._teep_held, None
-        for datagram in _join(held):
+        for datagram in join_records(held):
             _state["client_write"](parent, None, datagram)
 
 
@@ -338,7 +338,7 @@ def tidy_dtls_server(
         while collecting:
             flight, send = collecting.pop()
             held, flight.records = flight.records or [], None
-            for datagram in _join(held):
+            for datagram in join_records(held):
                 send(datagram)
 
     class _Address(tinydtls_server._AddressDTLS):
