@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import ast
 import logging
+import socket
+import struct
 from pathlib import Path
 
 import aiocoap
 import aiocoap.meta
 import pytest
+from aiocoap.transports.udp6 import UDP6EndpointAddress
 
 from teep_coap.transport.coap import aiocoap_compat
 from teep_coap.transport.coap.aiocoap_compat import UNCHECKED_ENV, WRITTEN_FOR, AiocoapVersionError
@@ -128,3 +131,23 @@ def test_the_override_goes_on_with_one_warning(caplog: pytest.LogCaptureFixture)
         assert aiocoap_compat.check_version("0.5.0", {UNCHECKED_ENV: "1"}) is False
     assert [r.levelno for r in caplog.records] == [logging.WARNING]
     assert "0.5.0" in caplog.text
+
+
+def test_memoised_address_text_is_what_aiocoap_computes() -> None:
+    interface = type("FakeMessageInterface", (), {})()
+    v4 = UDP6EndpointAddress(("::ffff:127.0.0.1", 40000, 0, 0), interface)
+    v6 = UDP6EndpointAddress(("2001:db8::0:1", 5683, 0, 0), interface)
+    before = (v4.hostinfo, v6.hostinfo, v4.is_multicast)
+    assert aiocoap_compat.cache_address_text() is True
+    assert (
+        (v4.hostinfo, v6.hostinfo, v4.is_multicast) == before == ("127.0.0.1:40000", "[2001:db8::1]", False)
+    )
+    hits = UDP6EndpointAddress._strip_v4mapped.cache_info().hits
+    assert v4.hostinfo == "127.0.0.1:40000"
+    assert UDP6EndpointAddress._strip_v4mapped.cache_info().hits > hits  # parsed once, then looked up
+    local = struct.pack("16sI", socket.inet_pton(socket.AF_INET6, "::ffff:127.0.0.1"), 0)
+    group = struct.pack("16sI", socket.inet_pton(socket.AF_INET6, "ff02::fd"), 1)
+    unicast = UDP6EndpointAddress(("::ffff:127.0.0.1", 40000, 0, 0), interface, pktinfo=local)
+    multicast = UDP6EndpointAddress(("::ffff:127.0.0.1", 40000, 0, 0), interface, pktinfo=group)
+    assert unicast.is_multicast_locally is False and unicast.as_response_address() is unicast
+    assert multicast.is_multicast_locally is True and multicast.as_response_address() is not multicast

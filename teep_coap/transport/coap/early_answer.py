@@ -50,7 +50,8 @@ Counter = Callable[[Code], None]
 
 
 class EarlyAnswer:
-    """`gate(datagram, remote) -> True (pass on) | False (drop) | bytes (the answer to send)`."""
+    """`gate(datagram, remote) -> True (pass on) | Message (pass on, already decoded: aiocoap does not
+    decode it again) | False (drop) | bytes (the answer to send)`."""
 
     def __init__(
         self,
@@ -68,7 +69,7 @@ class EarlyAnswer:
         self.answered = 0  # datagrams answered here (tests and the benchmark read it)
         self.dropped = 0  # datagrams dropped here
 
-    def __call__(self, datagram: bytes, remote: Any) -> bytes | bool:
+    def __call__(self, datagram: bytes, remote: Any) -> bytes | bool | Message:
         if len(datagram) < 4 or datagram[0] >> 6 != 1:
             self.dropped += 1
             return False
@@ -81,16 +82,16 @@ class EarlyAnswer:
             self.dropped += 1
             return False
         if request.mtype not in (CON, NON):
-            return True
+            return request
         path = request.opt.uri_path
         if path != self.path:
             if path in self.other_paths:
-                return True
+                return request
             answer: Message | None = self._refuse(request, Code.NOT_FOUND, "")
         else:
             answer = self._answer(request)
         if answer is None:
-            return True
+            return request
         self.answered += 1
         if request.mtype is CON:
             answer.mtype, answer.mid = ACK, request.mid

@@ -449,6 +449,7 @@ class CoapServer:
         """Bind and serve; raises TransportError when the address cannot be bound."""
 
         harden_message_decode()  # junk options: dropped datagram, not an asyncio traceback
+        aiocoap_compat.cache_address_text()  # a peer's address text: parsed once per IP address
         install_junk_log_limit()
         site = ExactPathSite()
         path = tuple(p for p in self.profile.transport.path.split("/") if p)

@@ -7,8 +7,8 @@ and an early look at each plain-CoAP datagram before aiocoap's dispatch. Each of
 aiocoap does not promise to keep (attributes and methods starting with `_`). They all live here, and
 no other module may touch them (`tests/transport/test_aiocoap_compat.py` greps for it), so moving to
 another aiocoap release means reading this one package (one module per adaptation: `dtls`,
-`messages`, `site`, `oscore`, `fastpath` (the TEEP resource's requests without aiocoap's per-request
-pipe), with `contexts` to find things inside a Context).
+`messages`, `site`, `oscore`, `addresses` (memoised address text), `fastpath` (the TEEP resource's
+requests without aiocoap's per-request pipe), with `contexts` to find things inside a Context).
 
 Importing this package checks the installed aiocoap version: another one raises
 `AiocoapVersionError` naming both versions, unless the environment variable
@@ -38,6 +38,7 @@ from teep_coap.transport.coap.aiocoap_compat.version import (
 
 check_version(aiocoap.meta.version)  # before any module below touches aiocoap's internals
 
+from teep_coap.transport.coap.aiocoap_compat.addresses import ADDRESS_CACHE, cache_address_text  # noqa: E402
 from teep_coap.transport.coap.aiocoap_compat.contexts import dtls_pool, message_interfaces, server_socket  # noqa: E402
 from teep_coap.transport.coap.aiocoap_compat.dtls import (  # noqa: E402
     RETRANSMIT_CEILING,
@@ -74,6 +75,7 @@ from teep_coap.transport.coap.aiocoap_compat.oscore import (  # noqa: E402
 from teep_coap.transport.coap.aiocoap_compat.site import ExactPathSite, with_shared_options  # noqa: E402
 
 __all__ = [
+    "ADDRESS_CACHE",
     "RETRANSMIT_CEILING",
     "RETRANSMIT_FLOOR",
     "UNCHECKED_ENV",
@@ -90,6 +92,7 @@ __all__ = [
     "apply_edhoc_client_fix",
     "bound_duplicate_caches",
     "bound_resource_caches",
+    "cache_address_text",
     "check_version",
     "datagrams_received",
     "dtls_client_app_records",

@@ -18,6 +18,7 @@ import aiocoap.resource
 from aiocoap import Message
 from aiocoap.blockwise import Block1Spool, Block2Cache, IncompleteException, _extract_block_key
 from aiocoap.error import UnparsableMessage
+from aiocoap.message import Direction
 from aiocoap.numbers import TransportTuning
 from aiocoap.transports.udp6 import MessageInterfaceUDP6, UDP6EndpointAddress
 from aiocoap.util.asyncio.timeoutdict import TimeoutDict
@@ -36,15 +37,17 @@ log = logging.getLogger("teep_coap.transport.coap")
 
 # --- plain CoAP: a look at each datagram before aiocoap's dispatch ------------------------------
 
-DatagramGate = Callable[[bytes, Any], "bytes | bool"]
+DatagramGate = Callable[[bytes, Any], "bytes | bool | Message"]
 
 
 def install_datagram_gate(context: aiocoap.Context, gate: DatagramGate) -> bool:
     """Run `gate(datagram, remote)` on every datagram the plain-CoAP (udp6) server transport of
     `context` receives, before aiocoap decodes and dispatches it (`remote` is the address object
-    aiocoap would give the message): True passes it on to aiocoap, False drops it, bytes are sent
-    back to the sender instead (from the address it was sent to). False if `context` has no udp6
-    transport (DTLS, OSCORE-only), and nothing is installed.
+    aiocoap would give the message): True passes it on to aiocoap, a Message is the datagram
+    decoded by the gate (with that `remote`) and goes straight to aiocoap's dispatch, as aiocoap's
+    udp6 transport would send it after its own decoding; False drops it, bytes are sent back to
+    the sender instead (from the address it was sent to). False if `context` has no udp6 transport
+    (DTLS, OSCORE-only), and nothing is installed.
     """
 
     for mi in message_interfaces(context):
@@ -62,6 +65,13 @@ def install_datagram_gate(context: aiocoap.Context, gate: DatagramGate) -> bool:
             verdict = gate(data, UDP6EndpointAddress(address, mi, pktinfo=pktinfo))
             if verdict is True:
                 original(data, ancdata, flags, address)
+            elif isinstance(verdict, Message):  # what udp6's datagram_msg_received does after decoding
+                verdict.direction = Direction.INCOMING
+                try:
+                    mi._ctx.dispatch_message(verdict)
+                except BaseException as exc:
+                    log.error("Exception raised through dispatch_message: %s", exc, exc_info=exc)
+                    raise
             elif verdict:
                 source = [] if pktinfo is None else [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, pktinfo)]
                 try:
