@@ -100,3 +100,24 @@ async def test_answers_are_those_of_aiocoaps_pipe() -> None:
     await ctx.shutdown()
     assert handler.calls == 2  # the two block-0 requests; the refusals never reach the handler
     assert server.stats.rejected.get("4.15") == 1
+
+
+async def test_an_answer_for_a_dtls_session_that_ended_is_not_sent(creds: Creds) -> None:
+    profile = quick("coaps-psk")
+    handler = Answers()
+    async with CoapServer(profile, handler, devices=creds.tam_side) as server:
+        assert server.fast is not None
+        client = CoapClient(profile, server.uri, creds.agent_side)
+        try:
+            assert await client.post(b"") == BIG  # the session is up
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(client.post(b"slow"), 0.15)  # the TAM is still at it
+        finally:
+            await client.close()  # close_notify: the session ends before the answer is ready
+        for _ in range(50):
+            if server.fast.unsent:
+                break
+            await asyncio.sleep(0.05)
+        assert server.fast.unsent == 1 and server.fast.pending() == 0
+        assert server.dtls_sessions == 0
+    assert handler.calls == 2

@@ -17,7 +17,8 @@ Block2 cache cuts it and kept here, bounded like that cache (MAX_BLOCK2_RESPONSE
 lifetime); a request for a later block is answered from it at once, without a task. Anything else —
 another path or method, Block1, Observe, a later block this cache does not hold (aiocoap's may: a
 response to a block-wise request), a token still in aiocoap's hands, OSCORE (whose outer request
-carries no path) — goes to aiocoap's `process_request` unchanged.
+carries no path) — goes to aiocoap's `process_request` unchanged. When a remote ends while its
+answer is computed (aiocoap's pipe would stop the request), the answer is not sent.
 """
 
 from __future__ import annotations
@@ -54,12 +55,23 @@ class FastPath:
     def __init__(self, token_manager: Any, path: tuple[str, ...], respond: Responder) -> None:
         self._tm = token_manager
         self._original = token_manager.process_request
+        self._original_error = token_manager.dispatch_error
         self._path = path
         self._respond = respond
         self._blocks = BoundedTimeoutDict(TransportTuning().MAX_TRANSMIT_WAIT, MAX_BLOCK2_RESPONSES)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._rendering: dict[Any, int] = {}  # remote -> answers being computed for it
+        self._gone: set[Any] = set()  # remotes among those that ended meanwhile (DTLS session closed)
         self.answered = 0  # requests rendered here
         self.blocks_served = 0  # later Block2 blocks answered from this path's cache
+        self.unsent = 0  # answers not sent: their peer's session had ended
+
+    def dispatch_error(self, error: Exception, remote: Any) -> None:
+        """A remote ended (as aiocoap's pipe stops its requests): answers still being computed for
+        it are not sent, so no separate CON response is retransmitted into a closed session."""
+        if remote in self._rendering:
+            self._gone.add(remote)
+        self._original_error(error, remote)
 
     def process_request(self, request: Message) -> None:
         opt = request.opt
@@ -88,11 +100,22 @@ class FastPath:
         task.add_done_callback(self._tasks.discard)
 
     async def _render(self, request: Message) -> None:
+        remote = request.remote
+        self._rendering[remote] = self._rendering.get(remote, 0) + 1
         try:
             response = await self._respond(request)
         except Exception:  # the responder catches its handler's errors; this is a last resort
             log.exception("answering %r failed", request)
             response = Message(code=Code.INTERNAL_SERVER_ERROR)
+        finally:
+            left = self._rendering.pop(remote) - 1
+            if left:
+                self._rendering[remote] = left
+        if remote in self._gone:
+            if not left:
+                self._gone.discard(remote)
+            self.unsent += 1
+            return
         block2 = request.opt.block2
         size = len(response.payload)
         if size > request.remote.maximum_payload_size or (block2 is not None and size > block2.size):
@@ -150,6 +173,7 @@ def install_fast_path(context: aiocoap.Context, path: tuple[str, ...], respond: 
         if hasattr(ri, "incoming_requests") and hasattr(ri, "token_interface"):
             fast = FastPath(ri, path, respond)
             ri.process_request = fast.process_request
+            ri.dispatch_error = fast.dispatch_error
             return fast
     return None
 
