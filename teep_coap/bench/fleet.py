@@ -23,10 +23,9 @@ import asyncio
 import hashlib
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
@@ -45,7 +44,7 @@ from teep_coap.protocol.agent import AgentEngine
 from teep_coap.protocol.agentstate import AgentConfig, AgentState, BrokerState
 from teep_coap.security.keys import ALG_ED25519, P256_ALGS, SigningKey, VerifyingKey, alg_id
 from teep_coap.security.truststore import TrustStore
-from teep_coap.store.components import ComponentNotFound
+from teep_coap.store.memory_components import MemoryComponents
 from teep_coap.store.tam_bulk import NewDevice, add_devices
 from teep_coap.store.tam_db import TamStore
 from teep_coap.store.tamdir import init_tam_dir, load_tam_dir
@@ -62,70 +61,6 @@ DEFAULT_SEED = b"teep-coap bench fleet"
 
 
 # ---------------------------------------------------------------------------- the Agent in memory
-
-
-@dataclass(frozen=True, slots=True)
-class MemoryEntry:
-    """An installed component as `MemoryComponents` lists it (the fields the Agent reads)."""
-
-    component_id: ComponentId
-    sequence_number: int
-    image_size: int
-    image_digest: bytes
-    manifest_digest: bytes
-    manifest_component_id: ComponentId | None
-
-
-def _cid(component_id: Sequence[bytes]) -> ComponentId:
-    return tuple(bytes(p) for p in component_id)
-
-
-class MemoryComponents:
-    """The Agent's component store (`protocol.ports.AgentComponents`) in a dictionary. `commit`
-    builds the new state aside and swaps it in: all installs and removals, or (on an error) none."""
-
-    def __init__(self) -> None:
-        self.entries: dict[ComponentId, tuple[MemoryEntry, bytes, bytes]] = {}
-
-    def get(self, component_id: Sequence[bytes]) -> MemoryEntry | None:
-        found = self.entries.get(_cid(component_id))
-        return None if found is None else found[0]
-
-    def _of(self, component_id: Sequence[bytes]) -> tuple[MemoryEntry, bytes, bytes]:
-        found = self.entries.get(_cid(component_id))
-        if found is None:
-            raise ComponentNotFound(f"component {[p.hex() for p in _cid(component_id)]} is not installed")
-        return found
-
-    def image(self, component_id: Sequence[bytes]) -> bytes:
-        return self._of(component_id)[1]
-
-    def manifest(self, component_id: Sequence[bytes]) -> bytes:
-        return self._of(component_id)[2]
-
-    def find_by_manifest_id(self, manifest_component_id: Sequence[bytes]) -> list[MemoryEntry]:
-        mcid = _cid(manifest_component_id)
-        return [e for e, _, _ in self.entries.values() if e.manifest_component_id == mcid]
-
-    def list(self) -> list[MemoryEntry]:
-        return [self.entries[k][0] for k in sorted(self.entries)]
-
-    def commit(self, installs: Sequence[Any] = (), removals: Sequence[ComponentId] = ()) -> None:
-        staged = dict(self.entries)
-        for cid in removals:
-            if _cid(cid) not in staged:
-                raise ComponentNotFound(f"component {[p.hex() for p in _cid(cid)]} is not installed")
-            del staged[_cid(cid)]
-        for inst in installs:
-            cid = _cid(inst.component_id)
-            mcid = None if inst.manifest_component_id is None else _cid(inst.manifest_component_id)
-            image, envelope = bytes(inst.image), bytes(inst.envelope)
-            entry = MemoryEntry(
-                cid, int(inst.sequence_number), len(image), hashlib.sha256(image).digest(),
-                hashlib.sha256(envelope).digest(), mcid,
-            )  # fmt: skip
-            staged[cid] = (entry, image, envelope)
-        self.entries = staged
 
 
 @dataclass

@@ -2,16 +2,16 @@
 
 They keep the contract the engines rely on (atomic blocks roll back, a claim is won once, the open
 requests per device are capped, tokens are unique among a device's open requests) and nothing else:
-no SQL, no files. Written from the port's docstrings, not copied from the SQL store.
+no SQL, no files. Written from the port's docstrings, not copied from the SQL store. The Agent's
+component store in memory is the product's own: `teep_coap.store.memory_components`.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from teep_coap.protocol.records import (
@@ -27,7 +27,6 @@ from teep_coap.protocol.records import (
     StoreError,
     component_key,
 )
-from teep_coap.store.components import ComponentNotFound
 
 
 class MemoryTamRepository:
@@ -298,59 +297,3 @@ class MemoryTamRepository:
                 rows[component_key(cid)] = replace(
                     rows[component_key(cid)], installed_seq=None, unneeded=False
                 )
-
-
-@dataclass(frozen=True)
-class MemoryEntry:
-    """An installed component as `MemoryComponents` lists it."""
-
-    component_id: ComponentId
-    sequence_number: int
-    image_size: int
-    image_digest: bytes
-    manifest_digest: bytes
-    manifest_component_id: ComponentId | None
-
-
-class MemoryComponents:
-    """An `AgentComponents` in a dictionary; `commit` applies all or nothing (it cannot fail midway)."""
-
-    def __init__(self) -> None:
-        self.entries: dict[ComponentId, tuple[MemoryEntry, bytes, bytes]] = {}
-
-    def get(self, component_id: Sequence[bytes]) -> MemoryEntry | None:
-        found = self.entries.get(tuple(bytes(p) for p in component_id))
-        return None if found is None else found[0]
-
-    def _of(self, component_id: Sequence[bytes]) -> tuple[MemoryEntry, bytes, bytes]:
-        found = self.entries.get(tuple(bytes(p) for p in component_id))
-        if found is None:
-            raise ComponentNotFound(f"component {list(component_id)} is not installed")
-        return found
-
-    def image(self, component_id: Sequence[bytes]) -> bytes:
-        return self._of(component_id)[1]
-
-    def manifest(self, component_id: Sequence[bytes]) -> bytes:
-        return self._of(component_id)[2]
-
-    def find_by_manifest_id(self, manifest_component_id: Sequence[bytes]) -> list[MemoryEntry]:
-        mcid = tuple(bytes(p) for p in manifest_component_id)
-        return [e for e, _, _ in self.entries.values() if e.manifest_component_id == mcid]
-
-    def list(self) -> list[MemoryEntry]:
-        return [self.entries[k][0] for k in sorted(self.entries)]
-
-    def commit(self, installs: Sequence[Any] = (), removals: Sequence[ComponentId] = ()) -> None:
-        staged = dict(self.entries)
-        for cid in removals:
-            staged.pop(tuple(cid), None)
-        for i in installs:
-            cid = tuple(bytes(p) for p in i.component_id)
-            mcid = None if i.manifest_component_id is None else tuple(i.manifest_component_id)
-            entry = MemoryEntry(
-                cid, int(i.sequence_number), len(i.image), hashlib.sha256(i.image).digest(),
-                hashlib.sha256(i.envelope).digest(), mcid,
-            )  # fmt: skip
-            staged[cid] = (entry, bytes(i.image), bytes(i.envelope))
-        self.entries = staged

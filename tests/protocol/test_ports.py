@@ -17,10 +17,11 @@ from teep_coap.protocol.records import StoreError
 from teep_coap.protocol.tam import TamConfig, TamEngine
 from teep_coap.security.suit import build_envelope
 from teep_coap.store.agentdir import open_component_store
+from teep_coap.store.memory_components import MemoryComponents
 from teep_coap.store.tam_db import TamStore
 
 from .conftest import TAM_URI, FakeClock, MakeWorld, cid, key
-from .fakes import MemoryComponents, MemoryTamRepository
+from .fakes import MemoryTamRepository
 
 
 def test_real_stores_satisfy_the_ports(tmp_path: Path) -> None:
