@@ -1,13 +1,18 @@
-"""Shared fixtures: where the working group's spec files are (tests/vectors/, tests/cddl/)."""
+"""Shared fixtures: where the working group's spec files are (tests/vectors/, tests/cddl/), and one
+throwaway PostgreSQL server for the tests that need a real one."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from teep_coap.store.throwaway_pg import postgres_binaries, throwaway_postgres
 
 REPO = Path(__file__).resolve().parent.parent
 # The working group's CDDL and example messages, copied into the repository with their sources named
@@ -59,3 +64,33 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         for rep in skipped:
             reporter.write_line(f"NOT ALLOWED IN CI: skipped {rep.nodeid}: {rep.longrepr}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[str]:
+    """A throwaway PostgreSQL server (initdb + pg_ctl, loopback) for the whole test session; its URL.
+    Tests make their own database on it (`new_pg_database`)."""
+    if postgres_binaries() is None:
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
+    with throwaway_postgres(durable=False) as url:
+        yield url
+
+
+_PG_DATABASES = itertools.count()
+
+
+@pytest.fixture
+def new_pg_database(pg_server: str) -> Callable[[str], str]:
+    """`new_pg_database(name)`: a new empty database on the session's server (the name gets a
+    number, so it is unique in the session); its SQLAlchemy URL."""
+
+    def make(name: str) -> str:
+        import psycopg  # the PostgreSQL driver, only where a test uses PostgreSQL
+
+        unique = f"{name}_{next(_PG_DATABASES)}"
+        plain = pg_server.replace("postgresql+psycopg://", "postgresql://")
+        with psycopg.connect(plain, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{unique}"')
+        return pg_server.rsplit("/", 1)[0] + "/" + unique
+
+    return make

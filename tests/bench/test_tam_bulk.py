@@ -4,7 +4,7 @@ transaction: all devices or, on any clash, none."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,7 +16,6 @@ from teep_coap.security.keys import generate_key
 from teep_coap.store.tam_bulk import NewDevice, add_devices
 from teep_coap.store.tam_db import TamStore
 from teep_coap.store.tam_sql import devices_t
-from teep_coap.store.throwaway_pg import postgres_binaries, throwaway_postgres
 
 NOW = 1_700_000_000.25
 
@@ -91,14 +90,6 @@ def test_empty_and_bad_chunk(tmp_path: Path) -> None:
     store.close()
 
 
-@pytest.fixture(scope="module")
-def pg_url() -> Iterator[str]:
-    if postgres_binaries() is None:
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
-    with throwaway_postgres(durable=False) as url:
-        yield url
-
-
 def _pg_rows(url: str) -> list[tuple[object, ...]]:
     engine = create_engine(url)
     try:
@@ -118,7 +109,8 @@ def _pg_clear(url: str) -> None:
         engine.dispose()
 
 
-def test_bulk_rows_equal_add_device_rows_on_postgresql(pg_url: str) -> None:
+def test_bulk_rows_equal_add_device_rows_on_postgresql(new_pg_database: Callable[[str], str]) -> None:
+    pg_url = new_pg_database("bulk")
     devices = _devices(5)
     store = TamStore(pg_url)
     try:

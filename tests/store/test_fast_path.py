@@ -5,8 +5,7 @@ StoreError like SQLAlchemy's."""
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,26 +28,8 @@ from teep_coap.store.tam_sql import (
     insert_audit_rows,
 )
 from teep_coap.store.tam_tx import _PG_COMPILED, _SQLITE_COMPILED, AUDIT_ROWS_AT_ONCE, PG_PLAIN_MANY
-from teep_coap.store.throwaway_pg import postgres_binaries, throwaway_postgres
 
 CID = (b"TEEP-Device", b"ta")
-_DB_NUMBERS = itertools.count()  # one fresh PostgreSQL database per test case
-
-
-@pytest.fixture(scope="module")
-def pg_server() -> Iterator[str]:
-    if postgres_binaries() is None:
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
-    with throwaway_postgres(durable=False) as url:
-        yield url
-
-
-def _fresh_pg(server_url: str, name: str) -> str:
-    import psycopg
-
-    with psycopg.connect(server_url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as c:
-        c.execute(f'CREATE DATABASE "{name}"')
-    return server_url.rsplit("/", 1)[0] + "/" + name
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -56,8 +37,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TamStore]:
     if request.param == "sqlite":
         s = TamStore(f"sqlite:///{tmp_path / 'tam.sqlite'}")
     else:
-        server = request.getfixturevalue("pg_server")
-        s = TamStore(_fresh_pg(server, f"fp_{next(_DB_NUMBERS)}"))
+        s = TamStore(request.getfixturevalue("new_pg_database")("fast_path"))
     yield s
     s.close()
 
@@ -173,12 +153,14 @@ def test_driver_errors_become_store_errors(store: TamStore) -> None:
     assert [c.installed_seq for c in store.device_components(dev)] == [4]
 
 
-def test_lost_postgresql_connection_is_replaced(pg_server: str) -> None:
+def test_lost_postgresql_connection_is_replaced(
+    pg_server: str, new_pg_database: Callable[[str], str]
+) -> None:
     """The server ends the store's connection: the next call fails with StoreError (from psycopg, on
     the fast path), the one after runs on a new connection."""
     import psycopg
 
-    url = _fresh_pg(pg_server, "fp_lost_connection")
+    url = new_pg_database("fp_lost_connection")
     store = TamStore(url)
     try:
         dev = store.add_device(kid=b"k" * 32, alg=-7, public_key=b"PEM", now=1.0).id

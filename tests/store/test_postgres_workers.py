@@ -12,35 +12,14 @@ import hashlib
 import multiprocessing
 import os
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
-import pytest
-
 from teep_coap.store.tam_db import TamStore
-from teep_coap.store.throwaway_pg import postgres_binaries, throwaway_postgres
 
 RACERS = 3  # processes racing on the same rows
 ROWS = 60  # tokens / requests / devices each racer goes for
 CID = (b"race-tc",)
-
-
-@pytest.fixture(scope="module")
-def pg_url() -> Iterator[str]:
-    if postgres_binaries() is None:
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
-    with throwaway_postgres(durable=False) as url:
-        yield url
-
-
-def _fresh_database(server_url: str, name: str) -> str:
-    """A new empty database on the throwaway server; its URL."""
-    import psycopg
-
-    plain = server_url.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(plain, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return server_url.rsplit("/", 1)[0] + "/" + name
 
 
 def _race(url: str, barrier: Any, out: Any) -> None:
@@ -69,8 +48,8 @@ def _race(url: str, barrier: Any, out: Any) -> None:
     out.put((won_tokens, won_claims, errors))
 
 
-def test_racing_processes_win_each_row_once(pg_url: str) -> None:
-    url = _fresh_database(pg_url, "race")
+def test_racing_processes_win_each_row_once(new_pg_database: Callable[[str], str]) -> None:
+    url = new_pg_database("race")
     store = TamStore(url)
     sid = store.start_session(1.0, device_id=None, transport_identity=None)
     for i in range(ROWS):
@@ -98,14 +77,14 @@ def test_racing_processes_win_each_row_once(pg_url: str) -> None:
     store.close()
 
 
-def test_two_workers_on_one_port_serve_many_devices(pg_url: str) -> None:
+def test_two_workers_on_one_port_serve_many_devices(new_pg_database: Callable[[str], str]) -> None:
     """`tam serve --workers 2 --db postgresql…` with 40 devices, two sessions each: every session
     completes and is recorded once, every Update is claimed once, each device's component row is
     installed once. The benchmark's simulated Agents live only during their session (bench/fleet.py),
     so each device's second session installs again: two `success` sessions and two Updates a device."""
     from teep_coap.bench.sessions import run_bench
 
-    url = _fresh_database(pg_url, "workers")
+    url = new_pg_database("workers")
     devices = 40
     result = run_bench("coap", devices=devices, concurrency=8, sessions=2 * devices, tam_workers=2, db=url)
     assert result.failures == [] and result.ok == 2 * devices
@@ -161,13 +140,15 @@ def _tam_folder(tmp: os.PathLike[str]) -> tuple[list[str], str]:
     return cli, str(tam)
 
 
-def test_workers_refuse_a_port_another_process_holds(pg_url: str, tmp_path: os.PathLike[str]) -> None:
+def test_workers_refuse_a_port_another_process_holds(
+    new_pg_database: Callable[[str], str], tmp_path: os.PathLike[str]
+) -> None:
     """The parent probes the port once: another program there is refused before any worker starts."""
     import socket
     import subprocess
 
     cli, tam = _tam_folder(tmp_path)
-    url = _fresh_database(pg_url, "busy")
+    url = new_pg_database("busy")
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other:
         other.bind(("127.0.0.1", 0))
         port = other.getsockname()[1]
@@ -181,7 +162,9 @@ def test_workers_refuse_a_port_another_process_holds(pg_url: str, tmp_path: os.P
     assert "Traceback" not in done.stderr and done.stdout == ""
 
 
-def test_a_dead_worker_stops_the_others(pg_url: str, tmp_path: os.PathLike[str]) -> None:
+def test_a_dead_worker_stops_the_others(
+    new_pg_database: Callable[[str], str], tmp_path: os.PathLike[str]
+) -> None:
     """SIGKILL one worker: the parent stops the other and exits 2 naming the dead one."""
     import signal
     import subprocess
@@ -189,7 +172,7 @@ def test_a_dead_worker_stops_the_others(pg_url: str, tmp_path: os.PathLike[str])
     from teep_coap.bench.sessions import tam_pids
 
     cli, tam = _tam_folder(tmp_path)
-    url = _fresh_database(pg_url, "dead")
+    url = new_pg_database("dead")
     proc = subprocess.Popen(
         [*cli, "tam", "serve", "--profile", "coap", "--dir", tam, "--db", url, "--workers", "2", "-q"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
