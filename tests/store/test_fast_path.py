@@ -112,6 +112,7 @@ def test_fast_writes_count_rows_return_ids_and_roll_back(store: TamStore) -> Non
     assert [s[4] for s in store.sessions()] == [None, None]
     assert store.end_session(first, 4.0, "success") == 2.0  # UPDATE ... RETURNING started_at
     assert store.end_session(first, 5.0, "again") is None  # ended already: no row
+    assert [s[4] for s in store.sessions()] == ["success", None]
     with store._tx() as tx:
         assert tx.run(CLAIM, {"oid": out.id + 100, "dev": dev}) == 0
         assert (
