@@ -34,6 +34,7 @@ from teep_coap.profiles.schema import (
 )
 
 PROFILES_ENV = "TEEP_COAP_PROFILES"
+MAX_CONNECT_PADDING = 1024  # bytes: a padded connect must still fit one datagram (RFC 7252 §4.6)
 
 
 def profiles_dir() -> Path:
@@ -128,6 +129,8 @@ def profile_from_dict(data: dict[str, Any], source: str = "<dict>", default_name
         raise ProfileError(
             f"{where} [transport]: block_size = {block_size} is not one of {', '.join(map(str, BLOCK_SIZES))}"
         )
+    pad_connect_to = t.get("pad_connect_to", TransportSettings.pad_connect_to)
+    _range(f"{where} [transport]", "pad_connect_to", pad_connect_to, 0, MAX_CONNECT_PADDING)
     transport = TransportSettings(
         scheme=scheme,
         path=path,
@@ -135,6 +138,7 @@ def profile_from_dict(data: dict[str, Any], source: str = "<dict>", default_name
         media_type=t.get("media_type", ""),
         block_size=block_size,
         echo=t.get("echo", True),
+        pad_connect_to=pad_connect_to,
     )
 
     s = data.get("security", {})

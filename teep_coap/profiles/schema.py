@@ -55,6 +55,9 @@ class TransportSettings:
     media_type: str = ""  # HTTP Content-Type; "" = derived from protocol and encoding
     block_size: int = 1024  # CoAP block-wise (RFC 7959) size in bytes
     echo: bool = True  # plain CoAP TAM: RFC 9175 Echo before serving an address not yet proven
+    # plain CoAP client: pad the empty connect POST to this many bytes (0: not), so a TAM with Echo
+    # can answer it within 3x before the address is proven, without a 4.01 round trip
+    pad_connect_to: int = 0
 
     @property
     def is_coap(self) -> bool:
@@ -155,6 +158,7 @@ TABLE_KEYS: dict[str, dict[str, Any]] = {
         "media_type": str,
         "block_size": int,
         "echo": bool,
+        "pad_connect_to": int,
     },
     "security": {"mode": str, "dtls_cipher_suite": str},
     "limits": {

@@ -70,6 +70,7 @@ def test_unknown_profile_names_known_ones() -> None:
         ({"transport": {"scheme": "gopher"}}, "scheme = 'gopher'"),
         ({"transport": {"scheme": "coap", "block_size": 100}}, "block_size = 100"),
         ({"transport": {"scheme": "coap", "content_format": 70000}}, "content_format"),
+        ({"transport": {"scheme": "coap", "pad_connect_to": 2000}}, r"pad_connect_to = 2000 is out of range"),
         ({"transport": {"scheme": "coap", "path": "teep"}}, "path must start"),
         ({"transport": {"scheme": "coaps"}, "security": {"mode": "none"}}, "does not fit scheme"),
         ({"protocol": "tls"}, "protocol = 'tls'"),

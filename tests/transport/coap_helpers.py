@@ -24,6 +24,12 @@ def without_echo(profile: Profile) -> Profile:
     return dataclasses.replace(profile, transport=dataclasses.replace(profile.transport, echo=False))
 
 
+def without_padding(profile: Profile) -> Profile:
+    """The profile whose client does not pad its connect: the TAM answers it with 4.01 + Echo first."""
+    transport = dataclasses.replace(profile.transport, pad_connect_to=0)
+    return dataclasses.replace(profile, transport=transport)
+
+
 @dataclasses.dataclass
 class Creds:
     tam_dir: Path

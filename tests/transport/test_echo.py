@@ -18,7 +18,9 @@ from teep_coap.profiles.session import TamHandler
 from teep_coap.profiles.stack import coap_options
 from teep_coap.protocol.tam import TamEngine
 from teep_coap.store.tamdir import init_tam_dir, load_tam_dir
-from teep_coap.transport.coap.echo import ECHO_SIZE, EchoGuard
+from teep_coap.transport.base import PeerRejected
+from teep_coap.transport.coap.client import CoapClient
+from teep_coap.transport.coap.echo import ECHO_SIZE, MIN_PADDED_CONNECT, PADDING_OPTION, EchoGuard
 from teep_coap.transport.coap.server import CoapServer
 
 ECHO_OPTION = 252
@@ -177,4 +179,78 @@ async def test_oversized_request_from_an_unproven_address_gets_only_the_echo(
         assert code == 0x8D and options[60] == (1_048_576).to_bytes(3, "big")  # 4.13, Size1 = limit
     finally:
         peer.close()
+        await server.close()
+
+
+def _padded_connect(mid: int, size: int) -> bytes:
+    """`_empty_post` padded with the elective option 65020 to exactly `size` bytes (13..268 of padding)."""
+    bare = _empty_post(mid)
+    room = size - len(bare) - 4  # option header: 1 byte, 2 of extended delta, 1 of extended length
+    assert 13 <= room <= 268
+    delta = PADDING_OPTION - URI_PATH - 269
+    return bare + bytes((14 << 4 | 13,)) + delta.to_bytes(2, "big") + bytes((room - 13,)) + bytes(room)
+
+
+async def test_a_padded_connect_is_answered_within_three_times_with_an_echo(
+    tam: tuple[TamEngine, Path],
+) -> None:
+    """No 4.01 round trip for a connect padded enough; its answer carries the Echo that proves the
+    address with the next request. Smaller connects get the 4.01 + Echo as before."""
+    engine, db = tam
+    engine.connect()
+    before = _rows(db)
+    server = CoapServer(coap_options(load_profile("coap")), TamHandler(engine), bind=("127.0.0.1", 0))
+    await server.start()
+    peer = Peer()
+    guard = server.resource.echo
+    assert guard is not None
+    try:
+        request = _padded_connect(1, 96)
+        assert len(request) == 96
+        answer = await peer.ask(server.port, request)
+        code, options, payload = _parse(answer)
+        assert code == 0x44 and payload[:2] in (b"\xd2\x84", b"\xd8\x62")  # 2.04 + the QueryRequest
+        assert len(answer) <= 3 * len(request) and len(options[ECHO_OPTION]) == ECHO_SIZE
+        assert guard.padded_served == 1 and guard.challenges == 0 and guard.proven() == 0
+        code, _, _ = _parse(await peer.ask(server.port, _empty_post(2)))  # not proven by being served
+        assert code == 0x81
+        code, _, _ = _parse(await peer.ask(server.port, _empty_post(3, options[ECHO_OPTION])))
+        assert code == 0x44 and guard.proven() == 1  # the Echo of the served answer proves it
+
+        other = Peer()  # 64 bytes may draw 192: the QueryRequest does not fit, so 4.01 + Echo
+        try:
+            request = _padded_connect(4, MIN_PADDED_CONNECT)
+            answer = await other.ask(server.port, request)
+            code, options, payload = _parse(answer)
+            assert code == 0x81 and payload == b"" and len(answer) <= 3 * len(request)
+            served = server.stats.requests
+            request = _padded_connect(5, MIN_PADDED_CONNECT - 1)  # below: refused before the resource
+            code, _, _ = _parse(await other.ask(server.port, request))
+            assert code == 0x81 and server.stats.requests == served
+        finally:
+            other.close()
+    finally:
+        peer.close()
+        await server.close()
+    assert _rows(db) == before  # stateless connect tokens: served or not, nothing stored
+
+
+async def test_our_client_pads_its_connect_and_proves_its_address_with_the_answers_echo(
+    tam: tuple[TamEngine, Path],
+) -> None:
+    engine, _ = tam
+    profile = coap_options(load_profile("coap"))
+    assert profile.transport.pad_connect_to == 96
+    server = CoapServer(profile, TamHandler(engine), bind=("127.0.0.1", 0))
+    await server.start()
+    guard = server.resource.echo
+    assert guard is not None
+    try:
+        async with CoapClient(profile, f"coap://127.0.0.1:{server.port}/teep") as client:
+            query_request = await client.post(b"")
+            assert query_request is not None and guard.padded_served == 1 and guard.challenges == 0
+            with pytest.raises(PeerRejected):  # junk, but from an address the Echo proved: 4.00
+                await client.post(b"\xa0")
+            assert guard.proven() == 1 and guard.challenges == 0
+    finally:
         await server.close()

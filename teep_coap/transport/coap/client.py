@@ -21,7 +21,8 @@ import aiocoap.error
 import cbor2
 from aiocoap import Message
 from aiocoap.numbers.codes import Code
-from aiocoap.optiontypes import BlockOption
+from aiocoap.numbers.optionnumbers import OptionNumber
+from aiocoap.optiontypes import BlockOption, OpaqueOption
 from aiocoap.oscore import FilesystemSecurityContext
 from aiocoap.proxy.client import ProxyForwarder
 
@@ -29,6 +30,7 @@ from teep_coap.transport.base import PeerRejected, TransportError, TransportTime
 from teep_coap.transport.coap import aiocoap_compat
 from teep_coap.transport.coap.credentials import CredentialsError, DeviceCredentials, edhoc_entry
 from teep_coap.transport.coap.diagnosis import explain_edhoc_error, explain_error, explain_timeout
+from teep_coap.transport.coap.echo import PADDING_OPTION
 from teep_coap.transport.coap.options import CoapOptions
 from teep_coap.transport.coap.tuning import tuning_for
 
@@ -42,6 +44,9 @@ MAX_OVERLOAD_WAIT = 10.0  # never sleep longer than this for one 5.03, whatever 
 # sending the request again cannot deliver it twice. Every second restart doubles the wait, so a slow but
 # progressing handshake (a loaded TAM) is not restarted for ever.
 HANDSHAKE_STALL = 2.0
+# The padding option's header: 1 byte, 2 bytes of extended delta (from Accept, 17, or anything below
+# 269, up to 65020) and 1 byte of extended length (13..268 bytes of padding).
+PADDING_OPTION_HEADER = 4
 
 
 class _HandshakeStalled(Exception):
@@ -55,6 +60,16 @@ class _SessionSilent(Exception):
 def _dtls_handshake(ctx: aiocoap.Context) -> Any:
     """The tinydtls client connection of `ctx` still in its handshake, or None."""
     return aiocoap_compat.dtls_client_in_handshake(ctx)
+
+
+def _pad(msg: Message, size: int) -> None:
+    """Pad `msg` (an empty POST) with the elective padding option to at least `size` bytes on the
+    wire, whatever its token length (transport.coap.echo: a TAM answers it without an Echo round
+    trip when its answer fits in 3x)."""
+    bare = 4 + len(msg.opt.encode())  # header and options, no token yet
+    room = size - bare - PADDING_OPTION_HEADER
+    if room > 0:
+        msg.opt.add_option(OpaqueOption(OptionNumber(PADDING_OPTION), bytes(room)))
 
 
 def code_text(code: Code) -> str:
@@ -110,6 +125,9 @@ class CoapClient:
         # of 200 clients that extra handshake was where most failures died.
         self._dtls_held: list[Any] = []
         self._deadline = 0.0  # monotonic time the current post() gives up at
+        # An Echo value the TAM put in a response (RFC 9175 §2.3): sent with the next request, it
+        # proves our address without a 4.01 round trip (the answer to a padded connect carries one).
+        self._echo_next: bytes | None = None
 
     def _normalise_uri(self, uri: str) -> str:
         scheme = self.profile.transport.scheme
@@ -191,6 +209,9 @@ class CoapClient:
         if payload:
             msg.opt.content_format = self.profile.transport.content_format
         msg.opt.accept = self.profile.transport.content_format
+        pad_to = self.profile.transport.pad_connect_to
+        if not payload and pad_to and self.profile.transport.scheme == "coap":
+            _pad(msg, pad_to)
         szx = self.profile.transport.block_szx
         if len(payload) > self.profile.transport.block_size:
             # aiocoap's documented way to ask a block size for one request (RFC 7959 Block1 SZX)
@@ -223,7 +244,8 @@ class CoapClient:
             # of devices, a starved machine) is alive: give the handshake its own budget, and the
             # exchange its request_timeout once the session is up (_send_once moves the deadline).
             self._deadline = time.monotonic() + max(limits.handshake_timeout, limits.request_timeout)
-        echo: bytes | None = None
+        echo, self._echo_next = self._echo_next, None
+        echo_retried = False
         # A DTLS peer that restarted (a TAM or gateway) has forgotten our session and drops its
         # records without a word; after half the timeout in silence, shake hands anew and resend once
         # (TEEP messages may arrive twice: the TAM answers a repeated message as the first time).
@@ -261,10 +283,12 @@ class CoapClient:
                 await self._drop_context()
                 ctx = await self._ensure_context()
                 continue
-            if response.code == Code.UNAUTHORIZED and response.opt.echo is not None and echo is None:
+            if response.code == Code.UNAUTHORIZED and response.opt.echo is not None and not echo_retried:
                 # RFC 9175 §2.4: the TAM wants our address proven; repeat once with its Echo value
-                echo = bytes(response.opt.echo)
+                echo, echo_retried = bytes(response.opt.echo), True
                 continue
+            if response.opt.echo is not None:
+                self._echo_next = bytes(response.opt.echo)
             if response.code == Code.SERVICE_UNAVAILABLE:
                 wait = min(
                     float(response.opt.max_age if response.opt.max_age is not None else 60), MAX_OVERLOAD_WAIT

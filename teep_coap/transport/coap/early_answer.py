@@ -11,7 +11,8 @@ once with aiocoap's own `Message` codec, and answers on the spot, statelessly:
 - a request for a path the server does not serve: 4.04, no payload (aiocoap's Site would answer the
   same after its whole pipeline: 4–7-byte junk with an odd Uri-Path cost 10 ms of CPU per KiB);
 - a request for the TEEP path with a method other than POST: 4.05, no payload;
-- a POST from an address that has not proven itself (RFC 9175 Echo, `echo.EchoGuard`): 4.01 + Echo;
+- a POST from an address that has not proven itself (RFC 9175 Echo, `echo.EchoGuard`): 4.01 + Echo,
+  unless it is a padded connect (the resource answers it within 3x its size);
 - a Block1 block smaller than MIN_BLOCK_SIZE (32 bytes): 4.00. Each block costs the same fixed
   pipeline work, so 16-byte blocks made a body cost 11 ms of CPU per KiB; no profile uses blocks
   below 64 bytes (`check tam` probes with 32), and the peer is not authenticated yet on plain CoAP;
@@ -89,7 +90,7 @@ class EarlyAnswer:
                 return request
             answer: Message | None = self._refuse(request, Code.NOT_FOUND, "")
         else:
-            answer = self._answer(request)
+            answer = self._answer(request, len(datagram))
         if answer is None:
             return request
         self.answered += 1
@@ -100,14 +101,16 @@ class EarlyAnswer:
         answer.token = request.token
         return bytes(answer.encode())
 
-    def _answer(self, request: Message) -> Message | None:
-        """The refusal for `request`, or None if aiocoap and the resource should handle it."""
+    def _answer(self, request: Message, size: int) -> Message | None:
+        """The refusal for `request` (`size` bytes on the wire), or None if aiocoap and the resource
+        should handle it."""
         if request.code != Code.POST:
             return self._refuse(request, Code.METHOD_NOT_ALLOWED, "")
         if self.echo is not None:
-            challenge = self.echo.check(str(request.remote.hostinfo), request.opt.echo)
-            if challenge is not None:
-                return challenge
+            address = str(request.remote.hostinfo)
+            connect = size if not request.payload else 0  # a padded connect is served within 3x
+            if self.echo.admit(address, request.opt.echo, connect_size=connect) is None:
+                return self.echo.challenge(address)
         block1 = request.opt.block1
         if block1 is not None and block1.size_exponent < MIN_BLOCK_SZX:
             return self._refuse(

@@ -16,6 +16,16 @@ an expired or evicted address simply proves itself again. DTLS (its cookie excha
 authenticates every request) do not use the guard. The secret is random per server process: a
 restart makes outstanding Echo values fail, and the client gets a new one.
 
+A padded connect needs no round trip. An empty POST (a Broker's connect) of at least
+`MIN_PADDED_CONNECT` bytes from an unproven address is served when the answer, with an Echo option
+added, fits in 3× the request (`admit` gives that budget, the resource enforces it; an answer over
+it becomes the 4.01 + Echo after all). The Echo in that answer lets the client's next request prove
+the address. QUIC pads its Initial for the same reason (RFC 9000 §8.1). Our client pads its connect
+with an elective option `PADDING_OPTION` from the experimental range (RFC 7252 §12.2: elective, safe
+to forward, no cache key), which any server ignores; profile `[transport] pad_connect_to`. On the
+server the connect stays cheap to refuse: the TAM signs a QueryRequest for it and, with stateless
+connect tokens (the default), stores nothing.
+
 Clients: ours answers a 4.01 + Echo by repeating the request with the option (`client.py`). A peer
 that cannot do Echo needs the profile setting `[transport] echo = false` (docs/coap-binding.md says
 what that costs). Hand-written: aiocoap 0.4.17 has no server-side Echo for plain CoAP (only OSCORE's
@@ -41,6 +51,14 @@ PROVEN_MAX = 4096  # addresses remembered as proven
 MAC_SIZE = 8
 ECHO_SIZE = 4 + MAC_SIZE
 AMPLIFICATION_FACTOR = 3  # RFC 9175 §2.4: at most 3× the request before the address is verified
+# The client's connect padding: an elective, safe-to-forward, NoCacheKey option number from the
+# experimental range 65000-65535 (RFC 7252 §5.4.6, §12.2); its bytes are zeros and mean nothing.
+PADDING_OPTION = 65020
+# The smallest empty POST served before the address is proven (below, 4.01 + Echo at once): a
+# QueryRequest is over 150 bytes, so a smaller connect could not be answered within 3x anyway, and the
+# TAM signs nothing for it.
+MIN_PADDED_CONNECT = 64
+PROVEN = -1  # `admit`: the address is proven, the answer has no budget
 
 
 class EchoGuard:
@@ -61,6 +79,7 @@ class EchoGuard:
         self._proven = IdleTracker(idle_timeout)
         self._proven_max = proven_max
         self.challenges = 0  # 4.01 + Echo answers sent (for tests and logs)
+        self.padded_served = 0  # padded connects answered before their address was proven
 
     def _mac(self, issued: bytes, address: str) -> bytes:
         return hmac.new(self._secret, issued + address.encode(), hashlib.sha256).digest()[:MAC_SIZE]
@@ -89,18 +108,37 @@ class EchoGuard:
         """How many addresses are remembered as proven now."""
         return len(self._proven)
 
-    def check(self, address: str, echo: bytes | None) -> Message | None:
-        """None when the request may be served; else the 4.01 + Echo answer to send instead."""
+    def admit(self, address: str, echo: bytes | None, *, connect_size: int = 0) -> int | None:
+        """`PROVEN` when the request may be served (the address proved itself, now or before); the
+        most bytes its answer may have when it is a padded connect (`connect_size`: the empty POST's
+        size on the wire, 0 for any other request) from an unproven address; None when it must be
+        answered with `challenge(address)`."""
         now = self._clock()
         for _ in self._proven.expired(now):  # silent too long: it proves itself again when it returns
             pass
         if address in self._proven:
             self._proven.heard(address, now)
-            return None
+            return PROVEN
         if self.valid(echo, address):
             self._remember(address, now)
-            return None
+            return PROVEN
+        if connect_size >= MIN_PADDED_CONNECT:
+            return AMPLIFICATION_FACTOR * connect_size
+        return None
+
+    def challenge(self, address: str) -> Message:
+        """4.01 + Echo for `address`: no payload, below 3× any request to the TEEP path."""
         self.challenges += 1
         answer = Message(code=Code.UNAUTHORIZED)
         answer.opt.echo = self.echo_for(address)
         return answer
+
+    def check(self, address: str, echo: bytes | None) -> Message | None:
+        """None when the request may be served; else the 4.01 + Echo answer to send instead."""
+        return None if self.admit(address, echo) is not None else self.challenge(address)
+
+
+def wire_size(message: Message, token: bytes) -> int:
+    """Bytes of `message` on the wire with `token` (header, token, options, payload marker, payload)."""
+    payload = len(message.payload)
+    return 4 + len(token) + len(message.opt.encode()) + (1 + payload if payload else 0)

@@ -28,6 +28,7 @@ class CoapLink:
     content_format: int = 65000  # experimental range (RFC 7252 §12.3), see docs/coap-binding.md
     block_size: int = 1024  # RFC 7959 block size in bytes (16..1024)
     echo: bool = True  # plain CoAP server: RFC 9175 Echo before serving an unproven address (echo.py)
+    pad_connect_to: int = 0  # plain CoAP client: bytes its empty connect POST is padded to (echo.py)
 
     @property
     def is_coap(self) -> bool:
@@ -84,7 +85,14 @@ class CoapOptions:
         t, lim, r = obj.transport, obj.limits, obj.retransmission
         return cls(
             name=str(obj.name),
-            transport=CoapLink(t.scheme, t.path, t.content_format, t.block_size, getattr(t, "echo", True)),
+            transport=CoapLink(
+                t.scheme,
+                t.path,
+                t.content_format,
+                t.block_size,
+                getattr(t, "echo", True),
+                int(getattr(t, "pad_connect_to", 0)),
+            ),
             security=CoapSecurity(obj.security.mode),
             limits=CoapLimits(
                 lim.max_message_size,

@@ -39,7 +39,7 @@ from teep_coap.transport.coap.aiocoap_compat import (
 )
 from teep_coap.transport.coap.credentials import CredentialsError, DeviceCredentials, edhoc_entry
 from teep_coap.transport.coap.early_answer import EarlyAnswer
-from teep_coap.transport.coap.echo import EchoGuard
+from teep_coap.transport.coap.echo import PROVEN, EchoGuard, wire_size
 from teep_coap.transport.coap.hardening import DuplicateCache
 from teep_coap.transport.coap.idle_expiry import IdleSweeper
 from teep_coap.transport.coap.options import CoapOptions
@@ -103,13 +103,40 @@ class TeepResource(aiocoap.resource.Resource):
             return "coap+oscore"
         return "coaps" if scheme == "coaps" else "coap"
 
-    def _refusal(self, request: Message) -> Message | None:
+    def _screen(self, request: Message) -> tuple[Message | None, int]:
         """The answer to a request that must never be assembled or served (unproven address,
-        oversize, unprotected), or None."""
+        oversize, unprotected), or None; and the most bytes its answer may have (`PROVEN`: no limit;
+        a padded connect from an unproven address: 3x its size, `echo.py`)."""
+        budget = PROVEN
         if self.echo is not None:  # first, so that no answer (not even an error) amplifies
-            challenge = self.echo.check(_address(request), request.opt.echo)
-            if challenge is not None:  # address not proven yet: 4.01 + Echo, below 3x the request
-                return challenge
+            address = _address(request)
+            connect = 0 if request.payload else wire_size(request, request.token)
+            admitted = self.echo.admit(address, request.opt.echo, connect_size=connect)
+            if admitted is None:  # address not proven yet: 4.01 + Echo, below 3x the request
+                return self.echo.challenge(address), PROVEN
+            budget = admitted
+        return self._early_refusal(request), budget
+
+    def _refusal(self, request: Message) -> Message | None:
+        """`_screen` for aiocoap's block-wise path, which serves no padded connect unproven."""
+        refusal, budget = self._screen(request)
+        if refusal is None and budget != PROVEN and self.echo is not None:
+            return self.echo.challenge(_address(request))
+        return refusal
+
+    def _within(self, request: Message, answer: Message, budget: int) -> Message:
+        """The answer to a padded connect from an unproven address: with an Echo value for the next
+        request to prove the address, if it fits in `budget` bytes; else the 4.01 + Echo after all."""
+        assert self.echo is not None
+        address = _address(request)
+        answer.opt.echo = self.echo.echo_for(address)
+        if wire_size(answer, request.token) <= budget:
+            self.echo.padded_served += 1
+            return answer
+        log.debug("answer to the padded connect of %s exceeds %d bytes: Echo first", address, budget)
+        return self.echo.challenge(address)
+
+    def _early_refusal(self, request: Message) -> Message | None:
         limit = self._profile.limits.max_message_size
         early: Message | None = None
         block1 = request.opt.block1
@@ -149,11 +176,12 @@ class TeepResource(aiocoap.resource.Resource):
     async def respond(self, request: Message) -> Message:
         """The whole answer to a single-datagram POST (`aiocoap_compat.install_fast_path`): the
         checks of `render_to_pipe`, then `render_post`; the caller cuts it into blocks."""
-        refusal = self._refusal(request)
+        refusal, budget = self._screen(request)
         if refusal is not None:
             return refusal
         self._limit_block_size(request)
-        return await self.render_post(request)
+        answer = await self.render_post(request)
+        return answer if budget == PROVEN else self._within(request, answer, budget)
 
     async def render_post(self, request: Message) -> Message:
         self._stats.requests += 1
