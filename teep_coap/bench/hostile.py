@@ -137,6 +137,7 @@ def run_hostile(
         agents = load_agents(world.agent_dirs)
         with tam_with_log("coap", world.tam_dir, root / "tam-echo.log") as echo_tam:
             amp_echo = amplification(echo_tam.port)  # the default profile: RFC 9175 Echo first
+            amp_padded = amplification(echo_tam.port, padded=True)  # answered at once, within 3x
             echo_results = [
                 measure_class(echo_tam, junk, count, world.agent_dirs, agents) for junk in echo_classes
             ]
@@ -148,7 +149,7 @@ def run_hostile(
             results = []
             for junk in classes:
                 results.append(measure_class(tam, junk, count, world.agent_dirs, agents))
-            amp = {"coap": amp_echo, JUNK_PROFILE: amplification(tam.port)}
+            amp = {"coap": amp_echo, "coap, padded": amp_padded, JUNK_PROFILE: amplification(tam.port)}
             worst = worst_inputs_cpu(tam, worst_size) if worst_size else []
             rss1 = rss_bytes(tam.proc.pid)
             alive = tam.alive

@@ -20,6 +20,8 @@ from typing import Any
 
 import cbor2
 
+from teep_coap.transport.coap.echo import PADDING_OPTION
+
 CONTENT_FORMAT = 65000  # application/teep+cbor in our binding (experimental range)
 URI_PATH, CONTENT_FORMAT_OPT, BLOCK1, SIZE1 = 11, 12, 27, 60
 POST, GET, PUT, DELETE = 2, 1, 3, 4
@@ -190,6 +192,20 @@ def _connect(i: int, rng: random.Random) -> list[bytes]:
     return [coap_datagram(POST, i & 0xFFFF, _rand_token(rng), [(URI_PATH, b"teep")])]
 
 
+PADDED_CONNECT = 96  # bytes: what our client pads its connect to (profile `coap`, pad_connect_to)
+
+
+def padded_connect(mid: int, token: bytes, size: int = PADDED_CONNECT) -> bytes:
+    """An empty POST /teep padded with the elective padding option to `size` bytes (13..268 of padding)."""
+    bare = coap_datagram(POST, mid, token, [(URI_PATH, b"teep")])
+    padding = bytes(size - len(bare) - 4)  # option header: 1 byte, 2 of extended delta, 1 of length
+    return coap_datagram(POST, mid, token, [(URI_PATH, b"teep"), (PADDING_OPTION, padding)])
+
+
+def _padded_connect(i: int, rng: random.Random) -> list[bytes]:
+    return [padded_connect(i & 0xFFFF, _rand_token(rng))]
+
+
 _NO_SUCCESS = frozenset({"4.00", "4.01", "4.02", "4.04", "4.05", "4.06", "4.13", "4.15"}) | RIGHT_JUNK
 CLASSES: tuple[JunkClass, ...] = (
     JunkClass("random-bytes", "1-64 random bytes", _random_bytes, _NO_SUCCESS),
@@ -216,6 +232,13 @@ CLASSES: tuple[JunkClass, ...] = (
 ECHO_CLASSES: tuple[JunkClass, ...] = (
     JunkClass("connect-flood/Echo", "empty POST /teep, profile coap", _connect, frozenset({"4.01"})),
     JunkClass("wrong-method/Echo", "GET/PUT/DELETE /teep, profile coap", _wrong_method, frozenset({"4.05"})),
+    # answered at once within 3x (a QueryRequest with an Echo), or 4.01 + Echo when it does not fit
+    JunkClass(
+        "padded-connect/Echo",
+        f"empty POST /teep padded to {PADDED_CONNECT} B, profile coap",
+        _padded_connect,
+        frozenset({"2.04", "4.01", "5.03"}),
+    ),
 )
 
 
@@ -360,9 +383,12 @@ def send_junk(
     return result
 
 
-def amplification(port: int) -> dict[str, Any]:
-    """Bytes of the first answer datagram / bytes of an unauthenticated empty POST (a reflector's gain)."""
-    req = coap_datagram(POST, 0x4242, b"\x01\x02\x03\x04", [(URI_PATH, b"teep")])
+def amplification(port: int, *, padded: bool = False) -> dict[str, Any]:
+    """Bytes of the first answer datagram / bytes of an unauthenticated empty POST (a reflector's gain);
+    `padded`: the POST padded as our client pads it."""
+    token = b"\x01\x02\x03\x04"
+    bare = coap_datagram(POST, 0x4242, token, [(URI_PATH, b"teep")])
+    req = padded_connect(0x4243, token) if padded else bare
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.settimeout(5)
         s.sendto(req, ("127.0.0.1", port))
@@ -382,6 +408,7 @@ __all__ = [
     "coap_datagram",
     "costly_cbor",
     "outcome",
+    "padded_connect",
     "send_junk",
     "teep_post",
 ]
