@@ -18,8 +18,6 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from sqlalchemy import bindparam, delete, insert, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from teep_coap.protocol.records import (
     ANSWERED,
@@ -60,6 +58,7 @@ from teep_coap.store.tam_sql import (
     SEL_OPEN_OF_DEVICE,
     SEL_OPEN_UNBOUND,
     SES,
+    SPEND_TOKEN,
     SUPERSEDE,
     TOUCH,
     UPD_DC,
@@ -378,10 +377,9 @@ class TamStore(TamDatabase):
         INSERT ... ON CONFLICT DO NOTHING RETURNING (SQLite and PostgreSQL): a returned row says this
         call won, and a conflict does not abort the caller's transaction as a failed plain INSERT would
         on PostgreSQL. Not the row count: SQLAlchemy reports -1 for an INSERT over psycopg 3."""
-        dialect_insert = postgresql_insert if self._engine.dialect.name == "postgresql" else sqlite_insert
-        stmt = dialect_insert(spent_t).values(key=key, expires_at=expires_at).on_conflict_do_nothing()
+        stmt = SPEND_TOKEN[self._engine.dialect.name]
         with self._tx() as tx:
-            return tx.conn.execute(stmt.returning(spent_t.c.key)).first() is not None
+            return bool(tx.rows(stmt, {"key": key, "expires_at": expires_at}))
 
     def forget_spent_tokens(self, now: float) -> int:
         """Drop spent tokens past their expiry (they are refused as expired anyway); returns how many."""

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, delete, exists, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from teep_coap.protocol.records import ANSWERED, OPEN, SUPERSEDED, Device, Outstanding
 from teep_coap.store.tam_schema import (
@@ -121,6 +123,18 @@ CLAIM = (
     .where(OUT.id == bindparam("oid"), OUT.state == OPEN)
     .values(state=ANSWERED, device_id=bindparam("dev"))
 )
+# A spent stateless token: INSERT ... ON CONFLICT DO NOTHING RETURNING, per dialect (the clause is
+# not portable Core); a returned row says this call won.
+SPEND_TOKEN = {
+    name: dialect_insert(spent_t)
+    .values(
+        key=bindparam("key", type_=spent_t.c.key.type),
+        expires_at=bindparam("expires_at", type_=spent_t.c.expires_at.type),
+    )
+    .on_conflict_do_nothing()
+    .returning(spent_t.c.key)
+    for name, dialect_insert in (("sqlite", sqlite_insert), ("postgresql", postgresql_insert))
+}
 EXPIRE = delete(outstanding_t).where(OUT.expires_at <= bindparam("now"))
 SEL_DEVICE_COMPONENTS = (
     select(*DC_COLS).where(DCOMP.device_id == bindparam("dev")).order_by(DCOMP.component_key)

@@ -72,22 +72,46 @@ def _pg_compiled(stmt: Any, dialect: Any) -> tuple[str, dict[str, Any]]:
 class Tx:
     """The connection of one transaction, and the audit rows it will write just before commit.
 
-    `rows` and `run` execute the store's fixed SELECT and UPDATE statements straight on the driver's
-    connection with the statement compiled once: over SQLite (sqlite3, qmark parameters) and over
-    PostgreSQL (psycopg 3, named parameters; the driver prepares a statement on the server from its
-    fifth execution on). SQLAlchemy's per-execution work, about 25 µs per statement over SQLite and
-    more over psycopg, was a third of the store's CPU per TEEP session. Only for statements whose
-    values need no type conversion beyond what the driver does (integers, floats, text, bytes;
-    booleans come back as 0/1 over SQLite) and no expanding lists."""
+    `rows`, `run`, `insert_id` and `run_many` execute the store's fixed statements straight on the
+    driver's connection with the statement compiled once: over SQLite (sqlite3, qmark parameters)
+    and over PostgreSQL (psycopg 3, named parameters; the driver prepares a statement on the server
+    from its fifth execution on). SQLAlchemy's per-execution work, about 25 µs per statement over
+    SQLite and more over psycopg, was a third of the store's CPU per TEEP session. Only for
+    statements whose values need no type conversion beyond what the driver does (integers, floats,
+    text, bytes; booleans come back as 0/1 over SQLite) and no expanding lists.
 
-    __slots__ = ("_cur", "_pg", "_raw", "audit", "conn")
+    Over SQLite the transaction begins (BEGIN IMMEDIATE: the write lock) at its first statement, so
+    a message that needs no state (a stateless connect) takes no lock and commits nothing, as
+    psycopg does on its own over PostgreSQL. `locked` holds the devices whose row this transaction
+    has written (so locked, on PostgreSQL) already."""
+
+    __slots__ = ("_begun", "_conn", "_cur", "_pg", "_raw", "audit", "locked")
 
     def __init__(self, conn: Connection, raw: sqlite3.Connection | None = None, *, pg: Any = None) -> None:
-        self.conn = conn
+        self._conn = conn
         self.audit: list[dict[str, Any]] = []
+        self.locked: set[int] = set()
         self._raw = raw
+        self._begun = raw is None  # SQLite: BEGIN IMMEDIATE before the first statement
         self._pg = pg  # the psycopg 3 connection under `conn`, or None
         self._cur: Any = None  # one psycopg cursor per transaction, opened at first use
+
+    @property
+    def conn(self) -> Connection:
+        """SQLAlchemy's connection, for the statements without a fast path (same transaction)."""
+        if not self._begun:
+            self._begin()
+        return self._conn
+
+    @property
+    def begun(self) -> bool:
+        """False while no statement ran: there is nothing to commit."""
+        return self._begun
+
+    def _begin(self) -> None:
+        assert self._raw is not None
+        self._raw.execute("BEGIN IMMEDIATE")
+        self._begun = True
 
     def _cursor(self) -> Any:
         if self._cur is None:
@@ -95,33 +119,39 @@ class Tx:
         return self._cur
 
     def _pg_cursor(self, stmt: Any, given: dict[str, Any]) -> Any:
-        sql, defaults = _pg_compiled(stmt, self.conn.dialect)
+        sql, defaults = _pg_compiled(stmt, self._conn.dialect)
         return self._cursor().execute(sql, {**defaults, **given})
 
+    def _sqlite_cursor(self, stmt: Any, given: dict[str, Any]) -> sqlite3.Cursor:
+        sql, names, defaults = _sqlite_compiled(stmt, self._conn.dialect)
+        if not self._begun:
+            self._begin()
+        assert self._raw is not None
+        return self._raw.execute(sql, [given.get(n, defaults[n]) for n in names])
+
     def rows(self, stmt: Any, params: dict[str, Any] | None = None) -> list[Any]:
-        """All result rows of a SELECT or an UPDATE ... RETURNING (tuples; index them)."""
-        if self._raw is None:
-            if self._pg is not None:
-                return list(self._pg_cursor(stmt, params or {}).fetchall())
-            return list(self.conn.execute(stmt, params or {}).all())
-        sql, names, defaults = _sqlite_compiled(stmt, self.conn.dialect)
-        given = params or {}
-        return self._raw.execute(sql, [given.get(n, defaults[n]) for n in names]).fetchall()
+        """All result rows of a SELECT or an ... RETURNING statement (tuples; index them)."""
+        if self._raw is not None:
+            return self._sqlite_cursor(stmt, params or {}).fetchall()
+        if self._pg is not None:
+            return list(self._pg_cursor(stmt, params or {}).fetchall())
+        return list(self._conn.execute(stmt, params or {}).all())
 
     def run(self, stmt: Any, params: dict[str, Any]) -> int:
         """Execute an UPDATE or DELETE; its row count."""
-        if self._raw is None:
-            if self._pg is not None:
-                return int(self._pg_cursor(stmt, params).rowcount)
-            return int(self.conn.execute(stmt, params).rowcount)
-        sql, names, defaults = _sqlite_compiled(stmt, self.conn.dialect)
-        return int(self._raw.execute(sql, [params.get(n, defaults[n]) for n in names]).rowcount)
+        if self._raw is not None:
+            return int(self._sqlite_cursor(stmt, params).rowcount)
+        if self._pg is not None:
+            return int(self._pg_cursor(stmt, params).rowcount)
+        return int(self._conn.execute(stmt, params).rowcount)
 
     def insert_id(self, stmt: Any, params: dict[str, Any]) -> int:
         """Execute an INSERT ... RETURNING id (every column bound by name); the new row's id."""
+        if self._raw is not None:
+            return int(self._sqlite_cursor(stmt, params).fetchone()[0])
         if self._pg is not None:
             return int(self._pg_cursor(stmt, params).fetchone()[0])
-        return int(self.conn.execute(stmt, params).scalar_one())
+        return int(self._conn.execute(stmt, params).scalar_one())
 
     def run_many(self, stmt: Any, params: list[dict[str, Any]]) -> None:
         """Execute an INSERT or UPDATE once per parameter set.
@@ -129,15 +159,21 @@ class Tx:
         Over psycopg a few sets go one by one: its executemany enters pipeline mode, whose Python
         machinery costs more client CPU than the one or two plain round trips it saves (docs/scale.md,
         "PostgreSQL: 2 workers vs SQLite"); more sets share one pipeline."""
+        if self._raw is not None:
+            sql, names, defaults = _sqlite_compiled(stmt, self._conn.dialect)
+            if not self._begun:
+                self._begin()
+            self._raw.executemany(sql, [[p.get(n, defaults[n]) for n in names] for p in params])
+            return
         if self._pg is not None:
             if len(params) <= PG_PLAIN_MANY:
                 for p in params:
                     self._pg_cursor(stmt, p)
                 return
-            sql, defaults = _pg_compiled(stmt, self.conn.dialect)
+            sql, defaults = _pg_compiled(stmt, self._conn.dialect)
             self._cursor().executemany(sql, [{**defaults, **p} for p in params])
             return
-        self.conn.execute(stmt, params)
+        self._conn.execute(stmt, params)
 
     def flush_audit(self) -> None:
         """Write the transaction's audit rows: one executemany over SQLite; over psycopg one
@@ -241,9 +277,8 @@ class TamDatabase:
             with conn.begin():
                 raw: Any = None
                 pg: Any = None
-                if self._sqlite:  # the driver runs in autocommit mode: open the transaction here
+                if self._sqlite:  # the driver runs in autocommit mode: Tx opens the transaction
                     raw = conn.connection.dbapi_connection
-                    raw.execute("BEGIN IMMEDIATE")
                 elif self._psycopg:  # psycopg opens the transaction at the first statement
                     pg = conn.connection.dbapi_connection
                 tx = Tx(conn, raw, pg=pg)
