@@ -71,7 +71,10 @@ class TamRepository(Protocol):
         lifetime: float,
         cap: int,
         data: dict[str, Any] | None = None,
-    ) -> Outstanding: ...
+        answered: bool = False,
+    ) -> Outstanding:
+        """`answered`: recorded as answered already by `device_id` (no cap, no token check)."""
+        ...
 
     def find_outstanding(
         self,
@@ -85,6 +88,20 @@ class TamRepository(Protocol):
     def latest_open_query(self, device_id: int, now: float) -> Outstanding | None: ...
 
     def latest_open_update(self, device_id: int, now: float) -> Outstanding | None: ...
+
+    def claim_open(
+        self,
+        *,
+        token: bytes | None = None,
+        challenge: bytes | None = None,
+        kinds: Sequence[str] = ("query", "update"),
+        device_id: int,
+        now: float,
+    ) -> Outstanding | None:
+        """Atomically claim (mark answered) the request `find_outstanding` would list first for this
+        token or challenge, if it is open, expires after `now` and is bound to `device_id`; returns
+        it. None otherwise, and nothing changed."""
+        ...
 
     def claim(self, outstanding_id: int, device_id: int) -> bool: ...
 

@@ -54,14 +54,14 @@ def record_report(
     ):
         if items is not None and len(items) > MAX_LIST_ITEMS:
             raise InvalidMessage(f"{name} has {len(items)} entries, more than {MAX_LIST_ITEMS}")
+    # First: on PostgreSQL the touch locks the device's row, which set_device_components needs anyway.
+    store.touch_device(device.id, now, attested_claims=claims)
     installed: dict[ComponentId, int | None] | None = None
     if asked_tcs:
         installed = reconcile(store, now, sid, device, msg.tc_list or (), claims)
     wanted = {tuple(r.component_id): r.tc_manifest_sequence_number for r in msg.requested_tc_list or ()}
     unneeded = [tuple(c) for c in msg.unneeded_manifest_list or ()]
-    have = store.set_device_components(device.id, now, installed=installed, wanted=wanted, unneeded=unneeded)
-    store.touch_device(device.id, now, attested_claims=claims)
-    return have
+    return store.set_device_components(device.id, now, installed=installed, wanted=wanted, unneeded=unneeded)
 
 
 def reconcile(

@@ -360,6 +360,33 @@ class TamEngine:
             raise InvalidMessage(f"the request with {what} expired")
         return row
 
+    def _take(
+        self,
+        device: Device,
+        *,
+        token: bytes | None,
+        challenge: bytes | None,
+        kinds: tuple[str, ...],
+        adopted: Outstanding | None = None,
+    ) -> Outstanding | None:
+        """Claim the request this message answers (`adopted`: claimed already); None = a duplicate.
+
+        One statement when the request is open, unexpired and bound to the device (`claim_open`).
+        Otherwise `_find` says why not (unknown, superseded, expired: raised; answered: None), or it
+        is a request sent before the device was known, claimed here. The checks a caller makes after
+        the claim raise `InvalidMessage`, which rolls the claim back with the whole message."""
+        if adopted is not None:
+            return adopted
+        row = self.store.claim_open(
+            token=token, challenge=challenge, kinds=kinds, device_id=device.id, now=self._now()
+        )
+        if row is not None:
+            return row
+        row = self._find(device, token=token, challenge=challenge, kinds=kinds)
+        if row is None or not self.store.claim(row.id, device.id):
+            return None
+        return row
+
     # ---------------------------------------------------------------- dispatch
 
     def _receive(self, data: bytes, transport_identity: str | None) -> bytes | None:
@@ -372,34 +399,36 @@ class TamEngine:
         if crashpoints.armed is not None:  # test hook (teep_coap.crashpoints)
             _received.kind = type(msg).__name__
             crashpoints.reached(crashpoints.message_point("tam.received", msg))
-        self._adopt_stateless(msg, device, transport_identity)
+        adopted = self._adopt_stateless(msg, device, transport_identity)
         if isinstance(msg, QueryResponse):
-            return self._on_query_response(msg, device)
+            return self._on_query_response(msg, device, adopted)
         if isinstance(msg, Success):
             return self._on_success(msg, device)
         if isinstance(msg, Error):
-            return self._on_error(msg, device)
+            return self._on_error(msg, device, adopted)
         raise InvalidMessage(f"a TAM does not accept {type(msg).__name__} messages")
 
-    def _adopt_stateless(self, msg: TeepMessage, device: Device, transport_identity: str | None) -> None:
+    def _adopt_stateless(
+        self, msg: TeepMessage, device: Device, transport_identity: str | None
+    ) -> Outstanding | None:
         """A verified answer echoing a self-authenticating token: now that the device is known, record
-        the token's single use and the request it answers, so the usual path takes over (`_find`,
-        `claim`). Spent before (here or by another TAM process) → the usual path finds that request
-        and treats the message as a duplicate."""
+        the token's single use and the request it answers, already claimed by this answer (returned;
+        the usual path goes on from there). Spent before (here or by another TAM process) → None: the
+        usual path finds that request and treats the message as a duplicate."""
         tokens = self._stateless
         token = msg.token if isinstance(msg, QueryResponse | Error) else None
         if tokens is None or token is None or not tokens.looks_like(token):
-            return
+            return None
         now = self._now()
         req = self._initial_request(None)
         expires = tokens.check(token, req.to_json(), now=now)
         if expires is None:  # not ours: maybe a stored token of the same shape; the usual path decides
-            return
+            return None
         if not self.store.spend_token(tokens.spend_key(token), expires):
-            return
+            return None
         sid = self.store.start_session(now, device_id=device.id, transport_identity=transport_identity)
         challenge = tokens.challenge_for(token) if wants_challenge(req) else None
-        self.store.add_outstanding(
+        row = self.store.add_outstanding(
             session_id=sid,
             device_id=device.id,
             kind="query",
@@ -409,10 +438,12 @@ class TamEngine:
             lifetime=expires - now,
             cap=self.config.max_outstanding_per_device,
             data=req.to_json(),
+            answered=True,
         )
         self.store.audit(
             sid, now, "stateless-query-answered", f"token={token.hex()} challenge={_hex(challenge)}"
         )
+        return row
 
     def _duplicate(self, device: Device, msg: TeepMessage) -> None:
         log.info("ignoring duplicate %s from %s", type(msg).__name__, device.kid.hex())
@@ -428,23 +459,22 @@ class TamEngine:
         except ReportError as exc:
             raise InvalidMessage(str(exc)) from None
 
-    def _on_query_response(self, msg: QueryResponse, device: Device) -> bytes | None:
+    def _on_query_response(
+        self, msg: QueryResponse, device: Device, adopted: Outstanding | None
+    ) -> bytes | None:
         now = self._now()
         challenge = None
         if msg.token is None:
             challenge = att.peek_nonce(msg.attestation_payload) if msg.attestation_payload else None
             if challenge is None:
                 raise InvalidMessage("QueryResponse has neither a token nor evidence with a nonce")
-        row = self._find(device, token=msg.token, challenge=challenge, kinds=("query",))
+        row = self._take(device, token=msg.token, challenge=challenge, kinds=("query",), adopted=adopted)
         if row is None:
             self._duplicate(device, msg)
             return None
         if row.token is not None and msg.token is None:
             raise InvalidMessage("QueryResponse must echo the token of the QueryRequest")
         self._check_reports(msg.suit_reports, msg.token)
-        if not self.store.claim(row.id, device.id):
-            self._duplicate(device, msg)
-            return None
         sid = row.session_id
         if row.device_id != device.id:  # a request made for this device: its session is bound already
             self.store.bind_session(sid, device.id)
@@ -530,27 +560,26 @@ class TamEngine:
         now = self._now()
         if msg.token is None:
             raise InvalidMessage("Success without a token answers nothing this TAM sent")
-        row = self._find(device, token=msg.token, challenge=None, kinds=("update",))
+        row = self._take(device, token=msg.token, challenge=None, kinds=("update",))
         if row is None:
             self._duplicate(device, msg)
             return None
         self._check_reports(msg.suit_reports, msg.token)
-        if not self.store.claim(row.id, device.id):
-            self._duplicate(device, msg)
-            return None
         installed = {cid_from_json(item[0]): int(item[1]) for item in row.data.get("install", [])}
         removed = [cid_from_json(c) for c in row.data.get("remove", [])]
+        self.store.touch_device(device.id, now)  # first: on PostgreSQL it locks the device's row
         self._record_changes(device, now, installed=installed, removed=removed)
-        self.store.touch_device(device.id, now)
         self.store.audit(row.session_id, now, "recv-success", msg.msg or "")
         self._end_session(row.session_id, now, "success")
         return None
 
-    def _on_error(self, msg: Error, device: Device) -> bytes | None:
+    def _on_error(self, msg: Error, device: Device, adopted: Outstanding | None) -> bytes | None:
         now = self._now()
         row: Outstanding | None
         if msg.token is not None:
-            row = self._find(device, token=msg.token, challenge=None, kinds=("query", "update"))
+            row = self._take(
+                device, token=msg.token, challenge=None, kinds=("query", "update"), adopted=adopted
+            )
             if row is None:
                 self._duplicate(device, msg)
                 return None
@@ -559,15 +588,15 @@ class TamEngine:
             row = self.store.latest_open_query(device.id, now) or self.store.latest_open_update(
                 device.id, now
             )
-        if row is None:
-            # Answers nothing outstanding (e.g. repeated after the request was taken): record only.
-            log.info("error %s from %s answers no open request", msg.err_code_name, device.kid.hex())
-            self.store.touch_device(device.id, now)
-            self.store.audit(None, now, "unmatched-error", f"{device.kid.hex()} {msg.err_code_name}")
-            return None
-        if not self.store.claim(row.id, device.id):
-            self._duplicate(device, msg)
-            return None
+            if row is None:
+                # Answers nothing outstanding (e.g. repeated after the request was taken): record only.
+                log.info("error %s from %s answers no open request", msg.err_code_name, device.kid.hex())
+                self.store.touch_device(device.id, now)
+                self.store.audit(None, now, "unmatched-error", f"{device.kid.hex()} {msg.err_code_name}")
+                return None
+            if not self.store.claim(row.id, device.id):
+                self._duplicate(device, msg)
+                return None
         sid = row.session_id
         if row.device_id != device.id:  # a request made for this device: its session is bound already
             self.store.bind_session(sid, device.id)

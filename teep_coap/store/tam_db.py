@@ -46,8 +46,10 @@ from teep_coap.store.tam_sql import (
     EXPIRE,
     INS_DC,
     INS_OUTSTANDING,
+    INS_OUTSTANDING_GUARDED,
     INS_SESSION,
     LOCK_DEVICE,
+    MARK_REMOVED,
     OUT,
     OUT_COLS,
     SEL_DEVICE_BY_ID,
@@ -62,9 +64,11 @@ from teep_coap.store.tam_sql import (
     SUPERSEDE,
     TOUCH,
     UPD_DC,
+    UPSERT_INSTALLED,
     ComponentEdit,
     audit_t,
     catalog_t,
+    claim_open_statement,
     device_from_row,
     devices_t,
     outstanding_from_row,
@@ -179,7 +183,8 @@ class TamStore(TamDatabase):
         if negotiated is not None:
             params["negotiated"] = json.dumps(negotiated, sort_keys=True)
         with self._tx() as tx:
-            tx.run(stmt, params)
+            if tx.run(stmt, params):
+                tx.locked.add(device_id)  # its row is now locked until commit (PostgreSQL)
 
     # ---- sessions and audit ----
 
@@ -237,39 +242,50 @@ class TamStore(TamDatabase):
         lifetime: float,
         cap: int,
         data: dict[str, Any] | None = None,
+        answered: bool = False,
     ) -> Outstanding:
         """Record a request awaiting its answer; beyond `cap` open requests per device (or for unknown
-        devices) the oldest are superseded. A token must be unique among a device's open requests."""
+        devices) the oldest are superseded. A token must be unique among a device's open requests.
+        `answered`: the request is recorded as answered already (a stateless request adopted on its
+        answer, whose spent token makes it unique): no cap, no token check."""
+        data_json = json.dumps(data or {}, sort_keys=True)
+        params = {
+            "session_id": session_id,
+            "device_id": device_id,
+            "kind": kind,
+            "token": token,
+            "challenge": challenge,
+            "state": ANSWERED if answered else OPEN,
+            "created_at": now,
+            "expires_at": now + lifetime,
+            "data": data_json,
+        }
         with self._tx() as tx:
-            # One query gives both the duplicate-token check and the open requests to cap.
-            if device_id is None:
-                open_rows = tx.rows(SEL_OPEN_UNBOUND)
+            if answered:
+                oid = tx.insert_id(INS_OUTSTANDING, params)
             else:
-                open_rows = tx.rows(SEL_OPEN_OF_DEVICE, {"dev": device_id})
-            if token is not None and any(r[1] == token for r in open_rows):
-                raise StoreError("token already outstanding for this device")
-            excess = len(open_rows) - (cap - 1)
-            if excess > 0:
-                tx.conn.execute(SUPERSEDE, {"ids": [r[0] for r in open_rows[:excess]]})
-            data_json = json.dumps(data or {}, sort_keys=True)
-            oid = tx.insert_id(
-                INS_OUTSTANDING,
-                {
-                    "session_id": session_id,
-                    "device_id": device_id,
-                    "kind": kind,
-                    "token": token,
-                    "challenge": challenge,
-                    "state": OPEN,
-                    "created_at": now,
-                    "expires_at": now + lifetime,
-                    "data": data_json,
-                },
-            )
+                # Usually one statement: the INSERT itself checks the cap and the token.
+                found = tx.rows(INS_OUTSTANDING_GUARDED[device_id is not None], {**params, "cap": cap})
+                oid = found[0][0] if found else self._add_outstanding_capped(tx, params, cap)
             return Outstanding(
-                oid, session_id, device_id, kind, token, challenge, OPEN, now, now + lifetime,
+                oid, session_id, device_id, kind, token, challenge, params["state"], now, now + lifetime,
                 json.loads(data_json),
             )  # fmt: skip
+
+    def _add_outstanding_capped(self, tx: Tx, params: dict[str, Any], cap: int) -> int:
+        """add_outstanding when the device has `cap` open requests already (or one with the token)."""
+        device_id, token = params["device_id"], params["token"]
+        # One query gives both the duplicate-token check and the open requests to cap.
+        if device_id is None:
+            open_rows = tx.rows(SEL_OPEN_UNBOUND)
+        else:
+            open_rows = tx.rows(SEL_OPEN_OF_DEVICE, {"dev": device_id})
+        if token is not None and any(r[1] == token for r in open_rows):
+            raise StoreError("token already outstanding for this device")
+        excess = len(open_rows) - (cap - 1)
+        if excess > 0:
+            tx.conn.execute(SUPERSEDE, {"ids": [r[0] for r in open_rows[:excess]]})
+        return tx.insert_id(INS_OUTSTANDING, params)
 
     def find_outstanding(
         self,
@@ -338,6 +354,30 @@ class TamStore(TamDatabase):
             )
             row = tx.conn.execute(q).first()
             return outstanding_from_row(row) if row else None
+
+    def claim_open(
+        self,
+        *,
+        token: bytes | None = None,
+        challenge: bytes | None = None,
+        kinds: Sequence[str] = ("query", "update"),
+        device_id: int,
+        now: float,
+    ) -> Outstanding | None:
+        """Claim in one statement the request `find_outstanding` would list first, if it is open,
+        unexpired at `now` and bound to `device_id`; returns it (answered). None otherwise: the
+        caller asks `find_outstanding` why."""
+        if (token is None) == (challenge is None):
+            raise StoreError("claim_open needs a token or a challenge")
+        params: dict[str, Any] = {f"kind{i}": k for i, k in enumerate(kinds)}
+        params.update(dev=device_id, now=now)
+        if token is not None:
+            params["token"] = token
+        else:
+            params["challenge"] = challenge
+        with self._tx() as tx:
+            rows = tx.rows(claim_open_statement(token is not None, len(kinds)), params)
+            return outstanding_from_row(rows[0]) if rows else None
 
     def claim(self, outstanding_id: int, device_id: int) -> bool:
         """Mark an open request answered by `device_id`; False if someone answered it first."""
@@ -473,12 +513,18 @@ class TamStore(TamDatabase):
 
     def _dc_rows(self, tx: Tx, device_id: int) -> dict[bytes, ComponentEdit]:
         """The device's component rows, its device row locked until the transaction ends."""
-        if not self._sqlite:
-            tx.rows(LOCK_DEVICE, {"dev": device_id})
+        self._lock_device(tx, device_id)
         return {
             r[0]: ComponentEdit(r[0], r[1], bool(r[2]), r[3], bool(r[4]))
             for r in tx.rows(SEL_DEVICE_COMPONENTS, {"dev": device_id})
         }
+
+    def _lock_device(self, tx: Tx, device_id: int) -> None:
+        """Lock the device's row until commit (PostgreSQL), unless this transaction wrote it already
+        (touch_device); SQLite's BEGIN IMMEDIATE serializes writers anyway."""
+        if not self._sqlite and device_id not in tx.locked:
+            tx.rows(LOCK_DEVICE, {"dev": device_id})
+            tx.locked.add(device_id)
 
     def _write_dc(self, tx: Tx, device_id: int, now: float, rows: Sequence[ComponentEdit]) -> None:
         """Insert the new rows and update the others: at most two executemany statements."""
@@ -549,22 +595,26 @@ class TamStore(TamDatabase):
         installed: dict[ComponentId, int],
         removed: Sequence[ComponentId],
     ) -> None:
-        """Apply what a successful Update changed on the device."""
+        """Apply what a successful Update changed on the device: an installed component's row is
+        inserted or updated (wanted flags cleared), a removed one's cleared if it exists. Written
+        without reading the rows first (an upsert); the device row is locked as for
+        set_device_components, so the two never interleave."""
         with self._tx() as tx:
-            rows = self._dc_rows(tx, device_id)
-            touched: dict[bytes, ComponentEdit] = {}
-            for cid, seq in installed.items():
-                key = component_key(cid)
-                row = rows.get(key) or ComponentEdit(key, None, False, None, False, new=True)
-                row.installed_seq, row.wanted, row.wanted_min_seq = seq, False, None
-                rows[key] = touched[key] = row
-            for cid in removed:
-                key = component_key(cid)
-                if key in rows:
-                    row = rows[key]
-                    row.installed_seq, row.unneeded = None, False
-                    touched[key] = row
-            self._write_dc(tx, device_id, now, list(touched.values()))
+            self._lock_device(tx, device_id)
+            if installed:
+                tx.run_many(
+                    UPSERT_INSTALLED[self._engine.dialect.name],
+                    [
+                        {"device_id": device_id, "component_key": component_key(cid), "installed_seq": seq,
+                         "updated_at": now}
+                        for cid, seq in installed.items()
+                    ],
+                )  # fmt: skip
+            if removed:
+                tx.run_many(
+                    MARK_REMOVED,
+                    [{"b_dev": device_id, "b_key": component_key(cid), "updated_at": now} for cid in removed],
+                )
 
     def snapshot(self) -> dict[str, list[tuple[Any, ...]]]:
         """Every table's rows as plain tuples: lets tests assert that a refused message changed nothing."""

@@ -7,7 +7,8 @@ import json
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, exists, func, insert, select, update
+from sqlalchemy import Table, bindparam, delete, exists, func, insert, or_, select, update
+from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -118,6 +119,26 @@ _OUT_INSERTED = (
     "data",
 )
 INS_OUTSTANDING = insert(outstanding_t).values(_values(outstanding_t, *_OUT_INSERTED)).returning(OUT.id)
+# add_outstanding in one statement when the device has fewer than `cap` open requests and none with
+# this token: the INSERT's SELECT yields no row otherwise (then the store supersedes and inserts).
+# Its values are cast to the column types: PostgreSQL types a NULL in a SELECT list as text.
+INS_OUTSTANDING_GUARDED: dict[bool, Any] = {}
+for _bound in (True, False):
+    _mine = (OUT.device_id == bindparam("device_id")) if _bound else OUT.device_id.is_(None)
+    _open_mine = (
+        select(func.count()).select_from(outstanding_t).where(OUT.state == OPEN, _mine).scalar_subquery()
+    )
+    _dup = exists().where(OUT.state == OPEN, _mine, OUT.token == bindparam("token"))
+    INS_OUTSTANDING_GUARDED[_bound] = (
+        insert(outstanding_t)
+        .from_select(
+            _OUT_INSERTED,
+            select(*(sql_cast(b, b.type) for b in _values(outstanding_t, *_OUT_INSERTED).values())).where(
+                _open_mine < bindparam("cap"), ~_dup
+            ),
+        )
+        .returning(OUT.id)
+    )
 CLAIM = (
     update(outstanding_t)
     .where(OUT.id == bindparam("oid"), OUT.state == OPEN)
@@ -135,6 +156,41 @@ SPEND_TOKEN = {
     .returning(spent_t.c.key)
     for name, dialect_insert in (("sqlite", sqlite_insert), ("postgresql", postgresql_insert))
 }
+_CLAIM_OPEN: dict[tuple[bool, int], Any] = {}
+
+
+def claim_open_statement(by_token: bool, kinds: int) -> Any:
+    """Claim the request an answer names, in one statement: the newest request with this token (or
+    challenge) among `kinds` (binds kind0, kind1, ...) that is the device's or not yet bound (the
+    row `find_outstanding` lists first), provided it is open, unexpired and the device's; returns it.
+
+    Concurrency as CLAIM: of two claims of one row the second finds it answered (PostgreSQL re-checks
+    the WHERE on the row the first committed), so one wins."""
+    stmt = _CLAIM_OPEN.get((by_token, kinds))
+    if stmt is None:
+        match = OUT.token == bindparam("token") if by_token else OUT.challenge == bindparam("challenge")
+        newest = (
+            select(OUT.id)
+            .where(or_(*(OUT.kind == bindparam(f"kind{i}") for i in range(kinds))), match)
+            .where((OUT.device_id == bindparam("dev")) | OUT.device_id.is_(None))
+            .order_by(OUT.id.desc())
+            .limit(1)
+            .scalar_subquery()
+        )
+        stmt = _CLAIM_OPEN[(by_token, kinds)] = (
+            update(outstanding_t)
+            .where(
+                OUT.id == newest,
+                OUT.state == OPEN,
+                OUT.expires_at > bindparam("now"),
+                OUT.device_id == bindparam("dev"),
+            )
+            .values(state=ANSWERED)
+            .returning(*OUT_COLS)
+        )
+    return stmt
+
+
 EXPIRE = delete(outstanding_t).where(OUT.expires_at <= bindparam("now"))
 SEL_DEVICE_COMPONENTS = (
     select(*DC_COLS).where(DCOMP.device_id == bindparam("dev")).order_by(DCOMP.component_key)
@@ -165,6 +221,32 @@ UPD_DC = (
         unneeded=bindparam("unneeded"),
         updated_at=bindparam("updated_at"),
     )
+)
+# record_changes: an installed component's row inserted or updated in one statement (per dialect:
+# ON CONFLICT is not portable Core); its `unneeded` flag is kept when the row exists.
+UPSERT_INSTALLED: dict[str, Any] = {}
+for _name, _dialect_insert in (("sqlite", sqlite_insert), ("postgresql", postgresql_insert)):
+    _ins = _dialect_insert(dc_t).values(
+        {
+            **_values(dc_t, "device_id", "component_key", "installed_seq", "updated_at"),
+            "wanted": False,
+            "wanted_min_seq": None,
+            "unneeded": False,
+        }
+    )
+    UPSERT_INSTALLED[_name] = _ins.on_conflict_do_update(
+        index_elements=[DCOMP.device_id, DCOMP.component_key],
+        set_={
+            "installed_seq": _ins.excluded.installed_seq,
+            "wanted": False,
+            "wanted_min_seq": None,
+            "updated_at": _ins.excluded.updated_at,
+        },
+    )
+MARK_REMOVED = (
+    update(dc_t)
+    .where(DCOMP.device_id == bindparam("b_dev"), DCOMP.component_key == bindparam("b_key"))
+    .values(installed_seq=None, unneeded=False, updated_at=bindparam("updated_at"))
 )
 LATEST_SUB = (
     select(CAT.component_key, func.max(CAT.sequence_number).label("seq"))

@@ -128,15 +128,17 @@ class MemoryTamRepository:
         lifetime: float,
         cap: int,
         data: dict[str, Any] | None = None,
+        answered: bool = False,
     ) -> Outstanding:
         mine = [o for o in self.outstanding.values() if o.state == OPEN and o.device_id == device_id]
-        if token is not None and any(o.token == token for o in mine):
-            raise StoreError("token already outstanding for this device")
-        for old in mine[: max(0, len(mine) - (cap - 1))]:
-            self.outstanding[old.id] = replace(old, state=SUPERSEDED)
+        if not answered:
+            if token is not None and any(o.token == token for o in mine):
+                raise StoreError("token already outstanding for this device")
+            for old in mine[: max(0, len(mine) - (cap - 1))]:
+                self.outstanding[old.id] = replace(old, state=SUPERSEDED)
         row = Outstanding(
-            self._id(), session_id, device_id, kind, token, challenge, OPEN, now, now + lifetime,
-            copy.deepcopy(data or {}),
+            self._id(), session_id, device_id, kind, token, challenge, ANSWERED if answered else OPEN, now,
+            now + lifetime, copy.deepcopy(data or {}),
         )  # fmt: skip
         self.outstanding[row.id] = row
         return row
@@ -176,6 +178,24 @@ class MemoryTamRepository:
 
     def latest_open_update(self, device_id: int, now: float) -> Outstanding | None:
         return self._open("update", device_id, now, unbound=False)
+
+    def claim_open(
+        self,
+        *,
+        token: bytes | None = None,
+        challenge: bytes | None = None,
+        kinds: Sequence[str] = ("query", "update"),
+        device_id: int,
+        now: float,
+    ) -> Outstanding | None:
+        rows = self.find_outstanding(token=token, challenge=challenge, kinds=kinds, device_id=device_id)
+        if not rows:
+            return None
+        row = rows[0]
+        if row.state != OPEN or row.expires_at <= now or row.device_id != device_id:
+            return None
+        self.outstanding[row.id] = replace(row, state=ANSWERED)
+        return self.outstanding[row.id]
 
     def claim(self, outstanding_id: int, device_id: int) -> bool:
         row = self.outstanding.get(outstanding_id)
