@@ -272,6 +272,10 @@ class TamEngine:
         keys = cfg.query_keys(device.alg if device is not None else None, req.suites)
         if session_id is None:
             return self.wire.seal(msg, keys[0] if len(keys) == 1 else keys)
+        # Audited before the write: a networked store sends the audit rows with it (tam_tx.Tx).
+        self.store.audit(
+            session_id, now, "send-query-request", f"token={_hex(token)} challenge={_hex(challenge)}"
+        )
         self.store.add_outstanding(
             session_id=session_id,
             device_id=device.id if device else None,
@@ -282,9 +286,6 @@ class TamEngine:
             lifetime=cfg.token_lifetime,
             cap=cfg.max_outstanding_per_device if device else cfg.max_outstanding_unbound,
             data=req.to_json(),
-        )
-        self.store.audit(
-            session_id, now, "send-query-request", f"token={_hex(token)} challenge={_hex(challenge)}"
         )
         return self.wire.seal(msg, keys[0] if len(keys) == 1 else keys)
 
@@ -523,6 +524,12 @@ class TamEngine:
             self._end_session(sid, now, "up-to-date")
             return None
         token = self.rng(self.config.token_size)
+        self.store.audit(
+            sid,
+            now,
+            "send-update",
+            f"install={len(plan_install)} remove={len(plan_remove)} token={token.hex()}",
+        )
         upd = Update(
             token=token,
             unneeded_manifest_list=tuple(plan_remove) if plan_remove else None,
@@ -541,12 +548,6 @@ class TamEngine:
                 "install": [[cid_json(c), s, manifest_digest(e)] for c, s, e in plan_install],
                 "remove": [cid_json(c) for c in plan_remove],
             },
-        )
-        self.store.audit(
-            sid,
-            now,
-            "send-update",
-            f"install={len(plan_install)} remove={len(plan_remove)} token={token.hex()}",
         )
         return self._sign_for(device, upd)
 

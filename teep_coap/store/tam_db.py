@@ -193,8 +193,8 @@ class TamStore(DeviceComponentStore):
 
     def end_session(self, session_id: int, now: float, outcome: str) -> float | None:
         with self._tx() as tx:
-            rows = tx.rows(END_SESSION, {"sid": session_id, "ended_at": now, "outcome": outcome})
             tx.audit.append({"session_id": session_id, "at": now, "event": "session-end", "detail": outcome})
+            rows = tx.rows(END_SESSION, {"sid": session_id, "ended_at": now, "outcome": outcome})
             return float(rows[0][0]) if rows else None
 
     def bind_session(self, session_id: int, device_id: int) -> None:

@@ -66,12 +66,20 @@ INS_AUDIT = insert(audit_t).values(_values(audit_t, *AUDIT_COLS))
 _AUDIT_ROWS: dict[int, Any] = {}
 
 
+def audit_params(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The bind values of `insert_audit_rows(len(rows))`."""
+    return {f"audit_{c}_{i}": row[c] for i, row in enumerate(rows) for c in AUDIT_COLS}
+
+
 def insert_audit_rows(count: int) -> Any:
-    """One INSERT of `count` audit rows (binds `session_id_0`, `at_0`, ...): a message's audit rows
-    in one round trip over a networked database."""
+    """One INSERT of `count` audit rows (binds `audit_session_id_0`, `audit_at_0`, ...: names no other
+    statement uses, so it can ride along with one): a message's audit rows in one round trip."""
     stmt = _AUDIT_ROWS.get(count)
     if stmt is None:
-        rows = [{c: bindparam(f"{c}_{i}", type_=audit_t.c[c].type) for c in AUDIT_COLS} for i in range(count)]
+        rows = [
+            {c: bindparam(f"audit_{c}_{i}", type_=audit_t.c[c].type) for c in AUDIT_COLS}
+            for i in range(count)
+        ]
         stmt = _AUDIT_ROWS[count] = insert(audit_t).values(rows)
     return stmt
 

@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from teep_coap.protocol.records import StoreError
 from teep_coap.store.tam_schema import Base
-from teep_coap.store.tam_sql import AUDIT_COLS, INS_AUDIT, insert_audit_rows
+from teep_coap.store.tam_sql import INS_AUDIT, audit_params, insert_audit_rows
 
 
 def _sqlite_tuning(engine: Engine, *, memory: bool) -> None:
@@ -48,6 +48,8 @@ AUDIT_ROWS_AT_ONCE = 16  # over psycopg, a message's audit rows up to this many 
 PG_PLAIN_MANY = 3  # up to this many parameter sets, run_many executes them one by one over psycopg
 # PostgreSQL (psycopg 3): statement object -> (statement, SQL text with %(name)s binds, default values).
 _PG_COMPILED: dict[int, tuple[Any, str, dict[str, Any]]] = {}
+# PostgreSQL: (SQL text, audit row count) -> that statement with the audit rows' INSERT in its WITH.
+_PG_WITH_AUDIT: dict[tuple[str, int], str] = {}
 
 
 def _sqlite_compiled(stmt: Any, dialect: Any) -> tuple[str, tuple[str, ...], dict[str, Any]]:
@@ -119,8 +121,25 @@ class Tx:
         return self._cur
 
     def _pg_cursor(self, stmt: Any, given: dict[str, Any]) -> Any:
+        """Execute on psycopg; the audit rows waiting to be written ride along (below)."""
         sql, defaults = _pg_compiled(stmt, self._conn.dialect)
-        return self._cursor().execute(sql, {**defaults, **given})
+        params = {**defaults, **given}
+        if self.audit and len(self.audit) <= AUDIT_ROWS_AT_ONCE:
+            rows, self.audit = self.audit, []
+            sql = self._with_audit(sql, len(rows))
+            params.update(audit_params(rows))
+        return self._cursor().execute(sql, params)
+
+    def _with_audit(self, sql: str, count: int) -> str:
+        """`sql` with the INSERT of `count` audit rows as a data-modifying WITH clause (PostgreSQL runs
+        it with the statement, whatever the statement is, in one round trip). A message's audit rows
+        are thus written by its next statement instead of a statement of their own at commit; the
+        engine audits before its last write of a message for that reason."""
+        text = _PG_WITH_AUDIT.get((sql, count))
+        if text is None:
+            audit_sql, _ = _pg_compiled(insert_audit_rows(count), self._conn.dialect)
+            text = _PG_WITH_AUDIT[(sql, count)] = f"WITH audit_rows AS ({audit_sql}) {sql}"
+        return text
 
     def _sqlite_cursor(self, stmt: Any, given: dict[str, Any]) -> sqlite3.Cursor:
         sql, names, defaults = _sqlite_compiled(stmt, self._conn.dialect)
@@ -176,16 +195,13 @@ class Tx:
         self._conn.execute(stmt, params)
 
     def flush_audit(self) -> None:
-        """Write the transaction's audit rows: one executemany over SQLite; over psycopg one
-        multi-row INSERT (one round trip) for up to AUDIT_ROWS_AT_ONCE rows."""
+        """Write the transaction's audit rows not written yet: one executemany over SQLite; over
+        psycopg one multi-row INSERT (one round trip) for up to AUDIT_ROWS_AT_ONCE rows."""
         if not self.audit:
             return
         rows, self.audit = self.audit, []
         if self._pg is not None and len(rows) <= AUDIT_ROWS_AT_ONCE:
-            self._pg_cursor(
-                insert_audit_rows(len(rows)),
-                {f"{c}_{i}": row[c] for i, row in enumerate(rows) for c in AUDIT_COLS},
-            )
+            self._pg_cursor(insert_audit_rows(len(rows)), audit_params(rows))
             return
         self.run_many(INS_AUDIT, rows)
 
