@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -42,7 +43,7 @@ class Counter:
 
     def __init__(self, store: TamStore, trace_file: Path) -> None:
         self.store = store
-        self.raw = store._connection().connection.dbapi_connection
+        self.raw: Any = store._connection().connection.dbapi_connection
         self.seen: list[str] = []
         self.trace_file = trace_file
         if store.embedded:
@@ -132,8 +133,8 @@ def test_statements_per_message_of_an_install_session(
     counter.take()
     counts: list[int] = []
 
-    def post(body: bytes) -> bytes | None:
-        answer = tam.connect(identity) if not body else tam.receive(body, identity)
+    def post(payload: bytes) -> bytes | None:
+        answer = tam.connect(identity) if not payload else tam.receive(payload, identity)
         counts.append(counter.take())
         return answer
 
