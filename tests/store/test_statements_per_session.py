@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -43,7 +43,7 @@ class Counter:
 
     def __init__(self, store: TamStore, trace_file: Path) -> None:
         self.store = store
-        self.raw: Any = store._connection().connection.dbapi_connection
+        self.raw = cast(Any, store._connection().connection.dbapi_connection)
         self.seen: list[str] = []
         self.trace_file = trace_file
         if store.embedded:
