@@ -74,10 +74,15 @@ def _run(cmd: list[str], preexec: Callable[[], None] | None, what: str) -> None:
 
 
 @contextmanager
-def throwaway_postgres(*, durable: bool = True, max_connections: int = 200) -> Iterator[str]:
+def throwaway_postgres(
+    *, durable: bool = True, max_connections: int = 200, unix_socket: bool = False
+) -> Iterator[str]:
     """Yield the SQLAlchemy URL of a fresh PostgreSQL server; stop it and delete its files on exit.
 
-    `durable=False` turns fsync off (tests: faster, and a crash loses nothing that matters)."""
+    `durable=False` turns fsync off (tests: faster, and a crash loses nothing that matters).
+    `unix_socket=True`: the URL names the server's Unix-domain socket instead of its loopback TCP
+    port, as a TAM on the database's own host would connect; each round trip then costs the client
+    about a third less CPU (kernel TCP work; docs/scale.md, "TAM store per session (session 8)")."""
     binaries = postgres_binaries()
     if binaries is None:
         raise PostgresUnavailable(
@@ -118,7 +123,10 @@ def throwaway_postgres(*, durable: bool = True, max_connections: int = 200) -> I
             "pg_ctl start",
         )
         started = True
-        yield f"postgresql+psycopg://{USER}@127.0.0.1:{port}/postgres"
+        if unix_socket:
+            yield f"postgresql+psycopg://{USER}@/postgres?host={base}&port={port}"
+        else:
+            yield f"postgresql+psycopg://{USER}@127.0.0.1:{port}/postgres"
     finally:
         if started:
             subprocess.run(
