@@ -362,6 +362,8 @@ class TamStore(DeviceComponentStore):
         caller asks `find_outstanding` why."""
         if (token is None) == (challenge is None):
             raise StoreError("claim_open needs a token or a challenge")
+        if not kinds:
+            return None
         params: dict[str, Any] = {f"kind{i}": k for i, k in enumerate(kinds)}
         params.update(dev=device_id, now=now)
         if token is not None:
