@@ -98,7 +98,8 @@ def _int_list(text: str) -> list[int]:
 @click.option(
     "--db",
     default=None,
-    help="TAM database: an SQLAlchemy URL, or 'postgres' for a throwaway PostgreSQL server. Default: SQLite.",
+    help="TAM database: an SQLAlchemy URL, or 'postgres' for a throwaway PostgreSQL server on this "
+    "host (over its Unix socket). Default: SQLite.",
 )
 @click.option("--json", "as_json", is_flag=True)
 def bench_sessions(
