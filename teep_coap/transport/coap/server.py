@@ -535,6 +535,7 @@ class CoapServer:
             self.fast = aiocoap_compat.install_fast_path(self._context, path, self.resource.respond)
         self.port = _local_port(self._context)
         enlarge_receive_buffer(_server_socket(self._context))
+        aiocoap_compat.drain_server_reads(self._context)  # queued datagrams: one wake-up, not one each
         log.info("TAM serving %s (%s)", self.uri, self.profile.name)
 
     def update_devices(self, devices: Sequence[DeviceCredentials]) -> tuple[int, int]:

@@ -8,7 +8,8 @@ aiocoap does not promise to keep (attributes and methods starting with `_`). The
 no other module may touch them (`tests/transport/test_aiocoap_compat.py` greps for it), so moving to
 another aiocoap release means reading this one package (one module per adaptation: `dtls`,
 `messages`, `site`, `oscore`, `addresses` (memoised address text), `fastpath` (the TEEP resource's
-requests without aiocoap's per-request pipe), with `contexts` to find things inside a Context).
+requests without aiocoap's per-request pipe), `drain` (queued datagrams read per wake-up), with
+`contexts` to find things inside a Context).
 
 Importing this package checks the installed aiocoap version: another one raises
 `AiocoapVersionError` naming both versions, unless the environment variable
@@ -40,6 +41,7 @@ check_version(aiocoap.meta.version)  # before any module below touches aiocoap's
 
 from teep_coap.transport.coap.aiocoap_compat.addresses import ADDRESS_CACHE, cache_address_text  # noqa: E402
 from teep_coap.transport.coap.aiocoap_compat.contexts import dtls_pool, message_interfaces, server_socket  # noqa: E402
+from teep_coap.transport.coap.aiocoap_compat.drain import READ_BATCH, drain_server_reads  # noqa: E402
 from teep_coap.transport.coap.aiocoap_compat.dtls import (  # noqa: E402
     RETRANSMIT_CEILING,
     RETRANSMIT_FLOOR,
@@ -76,6 +78,7 @@ from teep_coap.transport.coap.aiocoap_compat.site import ExactPathSite, with_sha
 
 __all__ = [
     "ADDRESS_CACHE",
+    "READ_BATCH",
     "RETRANSMIT_CEILING",
     "RETRANSMIT_FLOOR",
     "UNCHECKED_ENV",
@@ -95,6 +98,7 @@ __all__ = [
     "cache_address_text",
     "check_version",
     "datagrams_received",
+    "drain_server_reads",
     "dtls_client_app_records",
     "dtls_client_in_handshake",
     "dtls_client_sessions",
