@@ -4,9 +4,9 @@ asyncio's datagram transport, and aiocoap 0.4.17's recvmsg transport for plain C
 it), read one datagram per readiness callback. A TAM busy with one message while others queue pays
 a whole event-loop round per datagram: `epoll_wait`, the ready list, the callback, and on plain CoAP
 a second `recvmsg` on the socket's error queue. Reading on until the socket is empty (at most
-READ_BATCH, so timers and other sockets still get their turn) saved 0.07–0.1 ms of TAM CPU per
-session in `bench sessions` (docs/scale.md, "session 8"); an idle socket costs one extra `recvmsg`
-that finds nothing.
+READ_BATCH, so timers and other sockets still get their turn) saved about 0.09 ms (3.5 %) of TAM
+CPU per coaps-psk session in `bench sessions` and nothing measurable over plain CoAP (docs/scale.md,
+"session 8"); an idle socket costs one extra `recvmsg` that finds nothing.
 
 Only the server transports of a context are changed (`drain_server_reads`): aiocoap's udp6 transport
 looks its `_read_ready` up at every wake-up, so an instance attribute replaces it; asyncio's transport
