@@ -17,7 +17,7 @@ import json
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from sqlalchemy import bindparam, delete, insert, or_, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 
 from teep_coap.protocol.records import (
     ANSWERED,
@@ -58,6 +58,7 @@ from teep_coap.store.tam_sql import (
     SPEND_TOKEN,
     SUPERSEDE,
     TOUCH,
+    answer_match,
     audit_t,
     catalog_t,
     claim_open_statement,
@@ -81,6 +82,20 @@ __all__ = [
     "component_from_key",
     "component_key",
 ]
+
+
+def _answer_params(
+    token: bytes | None, challenge: bytes | None, kinds: Sequence[str], device_id: int | None
+) -> dict[str, Any]:
+    """The bind values of `tam_sql.answer_match` for these (None: not matched on)."""
+    params: dict[str, Any] = {f"kind{i}": k for i, k in enumerate(kinds)}
+    if token is not None:
+        params["token"] = token
+    if challenge is not None:
+        params["challenge"] = challenge
+    if device_id is not None:
+        params["dev"] = device_id
+    return params
 
 
 class TamStore(DeviceComponentStore):
@@ -294,24 +309,12 @@ class TamStore(DeviceComponentStore):
             raise StoreError("find_outstanding needs a token or a challenge")
         if not kinds:
             return []
-        # One pre-built statement per shape; the kinds are bound one by one (an IN list would be an
-        # "expanding" parameter, which SQLAlchemy re-renders into SQL text at every execution).
         shape = (token is not None, challenge is not None, device_id is not None, len(kinds))
         q = self._find_queries.get(shape)
-        if q is None:
-            q = select(*OUT_COLS).where(or_(*(OUT.kind == bindparam(f"kind{i}") for i in range(len(kinds)))))
-            q = q.where(OUT.token == bindparam("token")) if token is not None else q
-            q = q.where(OUT.challenge == bindparam("challenge")) if challenge is not None else q
-            if device_id is not None:
-                q = q.where((OUT.device_id == bindparam("dev")) | OUT.device_id.is_(None))
-            q = self._find_queries[shape] = q.order_by(OUT.id.desc())
-        params: dict[str, Any] = {f"kind{i}": k for i, k in enumerate(kinds)}
-        if token is not None:
-            params["token"] = token
-        if challenge is not None:
-            params["challenge"] = challenge
-        if device_id is not None:
-            params["dev"] = device_id
+        if q is None:  # one pre-built statement per shape
+            match = answer_match(token=shape[0], challenge=shape[1], device=shape[2], kinds=shape[3])
+            q = self._find_queries[shape] = select(*OUT_COLS).where(*match).order_by(OUT.id.desc())
+        params = _answer_params(token, challenge, kinds, device_id)
         with self._tx() as tx:
             return [outstanding_from_row(r) for r in tx.rows(q, params)]
 
@@ -364,12 +367,7 @@ class TamStore(DeviceComponentStore):
             raise StoreError("claim_open needs a token or a challenge")
         if not kinds:
             return None
-        params: dict[str, Any] = {f"kind{i}": k for i, k in enumerate(kinds)}
-        params.update(dev=device_id, now=now)
-        if token is not None:
-            params["token"] = token
-        else:
-            params["challenge"] = challenge
+        params = {**_answer_params(token, challenge, kinds, device_id), "now": now}
         with self._tx() as tx:
             rows = tx.rows(claim_open_statement(token is not None, len(kinds)), params)
             return outstanding_from_row(rows[0]) if rows else None

@@ -167,6 +167,20 @@ SPEND_TOKEN = {
 _CLAIM_OPEN: dict[tuple[bool, int], Any] = {}
 
 
+def answer_match(*, token: bool, challenge: bool, device: bool, kinds: int) -> list[Any]:
+    """The WHERE clauses of the requests an answer may name: one of `kinds` (binds kind0, kind1, ...,
+    each bound alone: an IN list would be re-rendered into SQL text at every execution), this token
+    and / or challenge, and with `device` the device's (bind dev) or not yet bound to any."""
+    clauses = [or_(*(OUT.kind == bindparam(f"kind{i}") for i in range(kinds)))]
+    if token:
+        clauses.append(OUT.token == bindparam("token"))
+    if challenge:
+        clauses.append(OUT.challenge == bindparam("challenge"))
+    if device:
+        clauses.append((OUT.device_id == bindparam("dev")) | OUT.device_id.is_(None))
+    return clauses
+
+
 def claim_open_statement(by_token: bool, kinds: int) -> Any:
     """Claim the request an answer names, in one statement: the newest request with this token (or
     challenge) among `kinds` (binds kind0, kind1, ...) that is the device's or not yet bound (the
@@ -176,15 +190,8 @@ def claim_open_statement(by_token: bool, kinds: int) -> Any:
     the WHERE on the row the first committed), so one wins."""
     stmt = _CLAIM_OPEN.get((by_token, kinds))
     if stmt is None:
-        match = OUT.token == bindparam("token") if by_token else OUT.challenge == bindparam("challenge")
-        newest = (
-            select(OUT.id)
-            .where(or_(*(OUT.kind == bindparam(f"kind{i}") for i in range(kinds))), match)
-            .where((OUT.device_id == bindparam("dev")) | OUT.device_id.is_(None))
-            .order_by(OUT.id.desc())
-            .limit(1)
-            .scalar_subquery()
-        )
+        match = answer_match(token=by_token, challenge=not by_token, device=True, kinds=kinds)
+        newest = select(OUT.id).where(*match).order_by(OUT.id.desc()).limit(1).scalar_subquery()
         stmt = _CLAIM_OPEN[(by_token, kinds)] = (
             update(outstanding_t)
             .where(
