@@ -26,6 +26,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
@@ -228,6 +229,33 @@ def make_fleet_world(
 
 
 @dataclass
+class SessionTally:
+    """What a benchmark driver counts over its sessions: latencies of those that succeeded, why the
+    others failed, handshake restarts; `progress` is told after each session."""
+
+    total: int
+    progress: Progress | None = None
+    latencies: list[float] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    restarts: int = 0
+
+    async def run(self, agent: Any, client: Any, uri: str, *, timeout: float, name: str) -> None:
+        """One timed session of `agent` over `client` (closed after it), counted."""
+        t0 = time.perf_counter()
+        try:
+            result = await run_session(agent, client, uri, timeout=timeout, max_rounds=8)
+        finally:
+            await client.close()
+        self.restarts += getattr(client, "handshake_restarts", 0)
+        if result.ok:
+            self.latencies.append(time.perf_counter() - t0)
+        else:
+            self.failures.append(f"{name}: {result.reason}")
+        if self.progress is not None:
+            self.progress(len(self.latencies), len(self.failures), self.total)
+
+
+@dataclass
 class DriveResult:
     latencies: list[float]
     failures: list[str]
@@ -250,15 +278,13 @@ async def drive_fleet(
     Agent is made just before its session (not timed) and dropped after it."""
     profile = load_profile(profile_name)
     fleet = world.fleet
-    latencies: list[float] = []
-    failures: list[str] = []
-    restarts = 0
+    tally = SessionTally(sessions, progress)
     build = 0.0
     alive = peak = 0
     next_session = 0
 
     async def worker() -> None:
-        nonlocal restarts, build, alive, peak, next_session
+        nonlocal build, alive, peak, next_session
         while next_session < sessions:
             index = next_session % fleet.size
             next_session += 1
@@ -268,29 +294,20 @@ async def drive_fleet(
             alive += 1
             peak = max(peak, alive)
             client = make_client(profile, uri, state_dir=world.state_dir(index), certs_path=certs)
-            t0 = time.perf_counter()
+            timeout = profile.limits.request_timeout
             try:
-                result = await run_session(
-                    agent, client, uri, timeout=profile.limits.request_timeout, max_rounds=8
-                )
+                await tally.run(agent, client, uri, timeout=timeout, name=fleet.name(index))
             finally:
-                await client.close()
                 alive -= 1
             del agent
-            restarts += getattr(client, "handshake_restarts", 0)
-            if result.ok:
-                latencies.append(time.perf_counter() - t0)
-            else:
-                failures.append(f"{fleet.name(index)}: {result.reason}")
-            if progress is not None:
-                progress(len(latencies), len(failures), sessions)
 
     t0 = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return DriveResult(latencies, failures, time.perf_counter() - t0, restarts, build, peak)
+    return DriveResult(tally.latencies, tally.failures, time.perf_counter() - t0, tally.restarts, build, peak)
 
 
 __all__ = [
     "COMPONENT_ID", "DEFAULT_SEED", "DriveResult", "Fleet", "FleetWorld", "MemoryAgentState",
-    "MemoryComponents", "Progress", "derive_key", "drive_fleet", "make_fleet_world", "needs_device_files",
+    "MemoryComponents", "Progress", "SessionTally", "derive_key", "drive_fleet", "make_fleet_world",
+    "needs_device_files",
 ]  # fmt: skip

@@ -32,11 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from teep_coap.bench.fleet import COMPONENT_ID, Progress, drive_fleet, make_fleet_world
+from teep_coap.bench.fleet import COMPONENT_ID, Progress, SessionTally, drive_fleet, make_fleet_world
 from teep_coap.errors import TeepCoapError
 from teep_coap.profiles import load_profile
 from teep_coap.profiles.scenario import offer_component
-from teep_coap.profiles.session import run_session
 from teep_coap.profiles.stack import make_client
 from teep_coap.profiles.workers import check_workers_allowed, read_serving_uri
 from teep_coap.protocol.agent import AgentEngine
@@ -360,39 +359,24 @@ async def _drive(
     profile = load_profile(profile_name)
     if agents is None:
         agents = load_agents(agent_dirs)
-    latencies: list[float] = []
-    failures: list[str] = []
-    restarts = 0
+    tally = SessionTally(sessions, progress)
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(sessions):
         queue.put_nowait(i % len(agents))
 
     async def worker() -> None:
-        nonlocal restarts
         while True:
             try:
                 index = queue.get_nowait()
             except asyncio.QueueEmpty:
                 return
             client = make_client(profile, uri, state_dir=agent_dirs[index], certs_path=certs)
-            t0 = time.perf_counter()
-            try:
-                result = await run_session(
-                    agents[index], client, uri, timeout=profile.limits.request_timeout, max_rounds=8
-                )
-            finally:
-                await client.close()
-            restarts += getattr(client, "handshake_restarts", 0)
-            if result.ok:
-                latencies.append(time.perf_counter() - t0)
-            else:
-                failures.append(f"{agent_dirs[index].name}: {result.reason}")
-            if progress is not None:
-                progress(len(latencies), len(failures), sessions)
+            timeout = profile.limits.request_timeout
+            await tally.run(agents[index], client, uri, timeout=timeout, name=agent_dirs[index].name)
 
     t0 = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return latencies, failures, time.perf_counter() - t0, restarts
+    return tally.latencies, tally.failures, time.perf_counter() - t0, tally.restarts
 
 
 def run_bench(
