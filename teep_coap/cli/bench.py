@@ -39,7 +39,8 @@ from teep_coap.profiles import list_profiles, load_profile
     type=click.IntRange(1, 100_000),
     default=5000,
     show_default=True,
-    help="Junk sequences sent per class (10 classes, from 50 source ports on 127.0.0.1).",
+    help="Junk sequences sent per class (10 classes against `coap-no-echo`, 3 against `coap`; from 50 "
+    "source ports on 127.0.0.1).",
 )
 @click.option(
     "--worst-size",
