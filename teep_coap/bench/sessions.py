@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import statistics
@@ -66,6 +67,9 @@ class BenchResult:
     seconds: float
     latencies: list[float] = field(repr=False, default_factory=list)
     tam_cpu_seconds: float | None = None
+    # CPU inside the TAM's engine calls, summed over workers (`tam serve --stats-file`); the rest of
+    # tam_cpu_seconds is the transport, the event loop and the process's housekeeping
+    tam_engine_cpu_seconds: float | None = None
     client_cpu_seconds: float = 0.0
     handshake_restarts: int = 0
     failures: list[str] = field(default_factory=list)
@@ -101,6 +105,9 @@ class BenchResult:
             out.append(part[min(len(part) - 1, max(0, round(0.99 * len(part) + 0.5) - 1))])
         return out
 
+    def _per_session(self, seconds: float | None) -> float | None:
+        return round(seconds / self.ok * 1000, 2) if seconds is not None and self.ok else None
+
     def to_json(self) -> dict[str, Any]:
         return {
             "profile": self.profile,
@@ -122,6 +129,12 @@ class BenchResult:
             # What one TAM process could serve with a core to itself: 1 s / its CPU per session.
             "tam_sessions_per_cpu_second": (
                 round(self.ok / self.tam_cpu_seconds, 1) if self.tam_cpu_seconds and self.ok else None
+            ),
+            "tam_engine_cpu_ms_per_session": self._per_session(self.tam_engine_cpu_seconds),
+            "tam_outside_engine_cpu_ms_per_session": self._per_session(
+                None
+                if self.tam_cpu_seconds is None or self.tam_engine_cpu_seconds is None
+                else self.tam_cpu_seconds - self.tam_engine_cpu_seconds
             ),
             "client_cpu_seconds": round(self.client_cpu_seconds, 2),
             "client_cpu_ms_per_session": round(self.client_cpu_seconds / self.ok * 1000, 2)
@@ -158,6 +171,8 @@ def format_result(r: BenchResult) -> str:
         f" {j['tam_sessions_per_cpu_second']} sessions per TAM CPU second);"
         f" client CPU {j['client_cpu_seconds']} s ({j['client_cpu_ms_per_session']} ms/session);"
         f" DTLS handshake restarts {j['handshake_restarts']}",
+        f"  TAM CPU per session in engine calls {j['tam_engine_cpu_ms_per_session']} ms, outside them"
+        f" (transport, event loop) {j['tam_outside_engine_cpu_ms_per_session']} ms",
         f"  TAM: {j['tam_workers']} worker(s) on {j['database']}, peak RSS per worker"
         f" {j['tam_peak_rss_mib_per_worker']} MiB",
         f"  simulator: fleet built in {j['fleet_build_seconds']} s, {j['agent_build_ms_per_session']} ms"
@@ -276,6 +291,19 @@ def peak_rss_mib(pid: int) -> float | None:
     except (OSError, ValueError, IndexError):
         return None
     return None
+
+
+def engine_cpu_seconds(stats_file: Path, workers: int) -> float | None:
+    """The engine CPU the stopped TAM's processes wrote (one JSON line each); None unless every
+    worker wrote its line (a worker killed by the 10 s stop deadline writes none)."""
+    try:
+        lines = stats_file.read_text(encoding="utf-8").splitlines()
+        stats = [json.loads(line) for line in lines if line.strip()]
+        if len(stats) != workers:
+            return None
+        return sum(float(s["engine_cpu_seconds"]) for s in stats)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _tam_cpu_seconds(pid: int) -> float | None:
@@ -428,6 +456,8 @@ def run_bench(
             extra += ("--db", db)
         if tam_workers > 1:
             extra += ("--workers", str(tam_workers))
+        stats_file = Path(tam_tmp) / "tam-stats.jsonl"
+        extra += ("--stats-file", str(stats_file))
         with tam_process(profile_name, world.tam_dir, extra=extra, devices=devices) as (uri, pid):
             cpu0 = _tam_cpu_seconds(pid)
             c0 = time.process_time()
@@ -447,6 +477,7 @@ def run_bench(
             seconds=drive.seconds,
             latencies=drive.latencies,
             tam_cpu_seconds=tam_cpu,
+            tam_engine_cpu_seconds=engine_cpu_seconds(stats_file, tam_workers),
             client_cpu_seconds=client_cpu,
             handshake_restarts=drive.handshake_restarts,
             failures=drive.failures,
@@ -467,6 +498,6 @@ def run_bench(
 
 
 __all__ = [
-    "COMPONENT_ID", "BenchError", "BenchResult", "RssSampler", "format_result", "make_world", "peak_rss_mib",
-    "rss_mib", "run_bench", "tam_pids", "tam_process",
+    "COMPONENT_ID", "BenchError", "BenchResult", "RssSampler", "engine_cpu_seconds", "format_result",
+    "make_world", "peak_rss_mib", "rss_mib", "run_bench", "tam_pids", "tam_process",
 ]  # fmt: skip

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import signal
 import sys
@@ -36,10 +37,12 @@ async def serve_tam(
     certs: str | None = None,
     banner: str | None = None,
     pcap: str | None = None,
+    stats_file: str | None = None,
 ) -> None:
     """Serve any profile: TEEP (CBOR/COSE or JSON/JWS, by the profile's encoding) or OTrP.
 
-    With `pcap`, the server listens on a free port of the same host and a capturing relay on `bind`."""
+    With `pcap`, the server listens on a free port of the same host and a capturing relay on `bind`.
+    With `stats_file`, one JSON line of `TamService.stats()` is appended to it when the server stops."""
 
     profile = load_profile(profile_name)
     if pcap is not None and profile.security.mode == "tls":
@@ -88,6 +91,20 @@ async def serve_tam(
         service.close()
         done, failed = service.counts()
         logging.getLogger("teep_coap.session").info("TAM stopped: %d sessions done, %d failed", done, failed)
+        if stats_file is not None:
+            append_stats(stats_file, service.stats())
+
+
+def append_stats(path: str, stats: dict[str, object]) -> None:
+    """Append one JSON line (one write: `--workers` children append to the same file)."""
+    line = json.dumps(stats, sort_keys=True) + "\n"
+    try:
+        with open(path, "a", encoding="utf-8") as out:
+            out.write(line)
+    except OSError as exc:
+        logging.getLogger("teep_coap.session").error(
+            "cannot write the statistics to %s: %s", path, exc.strerror or exc
+        )
 
 
 def write_serve_psk(profile: Profile, credentials_dir: Path, pcap: str) -> None:

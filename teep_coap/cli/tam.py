@@ -373,6 +373,13 @@ def tam_credentials(tam_dir: str, name: str, psk_identity: str | None, agent_sta
     show_default=True,
     help="Processes sharing the address (SO_REUSEPORT; CoAP profiles; N>1 needs a PostgreSQL --db).",
 )
+@click.option(
+    "--stats-file",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    help="When the server stops, append one JSON line to this file per process: sessions done and "
+    "failed, engine calls and their CPU seconds, the process's CPU seconds.",
+)
 @click.option("-v", "--verbose", count=True, help="More logging (-vv: aiocoap debug).")
 @click.option("-q", "--quiet", is_flag=True, help="No per-session log lines.")
 def tamserve_tam(
@@ -384,6 +391,7 @@ def tamserve_tam(
     certs: str | None,
     pcap: str | None,
     workers: int,
+    stats_file: str | None,
     verbose: int,
     quiet: bool,
 ) -> None:
@@ -399,6 +407,10 @@ def tamserve_tam(
         if pcap is not None or certs is not None:
             raise WorkersError("--workers N>1 takes neither --pcap nor --certs (serve one worker to capture)")
         flags = ["-v"] * verbose + (["-q"] if quiet else [])
+        flags += ["--stats-file", stats_file] if stats_file is not None else []
         serve_workers(profile_name, tam_dir, db, policy, parse_bind(bind), workers, flags)
         return
-    asyncio.run(serve_tam(profile_name, tam_dir, db, policy, parse_bind(bind), certs, pcap=pcap))
+    address = parse_bind(bind)
+    asyncio.run(
+        serve_tam(profile_name, tam_dir, db, policy, address, certs, pcap=pcap, stats_file=stats_file)
+    )

@@ -75,7 +75,7 @@ def serve_workers(
     policy: str | None,
     bind: tuple[str, int],
     workers: int,
-    verbosity: list[str],
+    extra_args: list[str],
 ) -> None:
     """Start `workers` `tam serve` processes on one address and supervise them until SIGINT/SIGTERM."""
 
@@ -88,7 +88,7 @@ def serve_workers(
     env = dict(os.environ, **{SHARED_PORT_ENV: shared_port_value(host, port)})
     args = ["--profile", profile_name, "--dir", tam_dir, "--db", database, "--bind", f"{host}:{port}"]
     args += ["--policy", policy] if policy else []
-    args += verbosity
+    args += extra_args  # verbosity, --stats-file
     stop_requested = False
 
     def request_stop(_sig: int, _frame: object) -> None:

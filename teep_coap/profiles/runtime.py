@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,18 @@ class TamService:
         return int(getattr(self.handler, "sessions_done", 0)), int(
             getattr(self.handler, "sessions_failed", 0)
         )
+
+    def stats(self) -> dict[str, Any]:
+        """What this process served and what its engine calls cost (`tam serve --stats-file`)."""
+        done, failed = self.counts()
+        return {
+            "pid": os.getpid(),
+            "sessions_done": done,
+            "sessions_failed": failed,
+            "engine_calls": int(getattr(self.handler, "engine_calls", 0)),
+            "engine_cpu_seconds": round(float(getattr(self.handler, "engine_cpu", 0.0)), 6),
+            "process_cpu_seconds": round(time.process_time(), 6),
+        }
 
 
 def open_tam(

@@ -15,6 +15,7 @@ import asyncio
 import functools
 import logging
 import os
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -78,7 +79,9 @@ class TamHandler:
 
     The handler keeps no session state: the engine's store does. It logs one line per session from
     the engine's `SessionEnded` events (sessions of silent devices end at the timer, as
-    "abandoned") and one per refused message, and counts them.
+    "abandoned") and one per refused message, and counts them. It also sums the CPU time of the
+    engine calls (`engine_cpu`, the calling thread's CPU clock), so that a benchmark can tell the
+    engine's share of the process's CPU from the transport's and the event loop's.
     """
 
     def __init__(
@@ -92,6 +95,9 @@ class TamHandler:
         self._threads = engine_threads(embedded_store=embedded) if threads is None else threads
         self._pool: ThreadPoolExecutor | None = None
         self._timer_running = False
+        self.engine_calls = 0
+        self.engine_cpu = 0.0  # seconds of thread CPU time inside engine calls
+        self._cpu_lock = threading.Lock()  # engine calls on several threads add to the same sums
 
     @property
     def threads(self) -> int:
@@ -111,8 +117,19 @@ class TamHandler:
 
     async def _run(self, call: Callable[[], Any]) -> Any:
         if self._threads == 0:
+            return self._timed(call)
+        return await asyncio.get_running_loop().run_in_executor(self._executor(), self._timed, call)
+
+    def _timed(self, call: Callable[[], Any]) -> Any:
+        """`call()`, its thread's CPU time added to `engine_cpu` (on whichever thread runs it)."""
+        start = time.thread_time()
+        try:
             return call()
-        return await asyncio.get_running_loop().run_in_executor(self._executor(), call)
+        finally:
+            spent = time.thread_time() - start
+            with self._cpu_lock:
+                self.engine_calls += 1
+                self.engine_cpu += spent
 
     async def _timer(self, now: float) -> None:
         """The engine's housekeeping when due; one sweep at a time, the other calls go on."""

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
 
-from teep_coap.bench.sessions import format_result, run_bench
+from teep_coap.bench.sessions import engine_cpu_seconds, format_result, run_bench
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -16,9 +20,14 @@ def test_small_run(profile: str) -> None:
     assert len(r.latencies) == 6 and all(x > 0 for x in r.latencies)
     assert r.percentile(50) <= r.percentile(99)
     assert r.tam_cpu_seconds is not None and r.tam_cpu_seconds > 0
+    # the engine's share comes from the TAM's --stats-file: part of the process's CPU, never more
+    # (/proc counts CPU in clock ticks of 10 ms: one tick of slack)
+    assert r.tam_engine_cpu_seconds is not None
+    assert 0 < r.tam_engine_cpu_seconds <= r.tam_cpu_seconds + 0.01
     j = r.to_json()
     assert j["sessions_per_second"] > 0 and j["profile"] == profile
     assert "sessions/s" in format_result(r)
+    assert f"in engine calls {j['tam_engine_cpu_ms_per_session']} ms" in format_result(r)
 
 
 def test_sessions_beyond_devices_repeat_devices() -> None:
@@ -40,3 +49,23 @@ def test_same_bench_over_http(profile: str) -> None:
         pytest.fail(f"profile {profile} is missing from the shipped profiles")
     r = run_bench(profile, devices=4, concurrency=2, image_size=200)
     assert r.ok == 4 and r.failed == 0
+
+
+def test_engine_cpu_summed_over_workers(new_pg_database: Callable[[str], str]) -> None:
+    """With `--workers 2` each worker appends its own line to the stats file; the bench sums them."""
+    url = new_pg_database("stats")
+    r = run_bench("coap", devices=8, concurrency=4, image_size=200, tam_workers=2, db=url)
+    assert r.ok == 8 and r.tam_cpu_seconds is not None
+    assert r.tam_engine_cpu_seconds is not None
+    assert 0 < r.tam_engine_cpu_seconds <= r.tam_cpu_seconds + 0.02
+
+
+def test_stats_file_needs_every_worker(tmp_path: Path) -> None:
+    """A missing worker line (a worker killed at the stop deadline) gives no figure, not half of one."""
+    stats = tmp_path / "s.jsonl"
+    stats.write_text(json.dumps({"engine_cpu_seconds": 0.5}) + "\n")
+    assert engine_cpu_seconds(stats, 1) == 0.5
+    assert engine_cpu_seconds(stats, 2) is None
+    stats.write_text("not json\n")
+    assert engine_cpu_seconds(stats, 1) is None
+    assert engine_cpu_seconds(tmp_path / "absent.jsonl", 1) is None
