@@ -14,7 +14,7 @@ import pytest
 from coap_helpers import Creds, quick, without_echo, without_padding
 
 from teep_coap.transport.base import PeerInfo
-from teep_coap.transport.coap import CoapClient, CoapServer
+from teep_coap.transport.coap import CoapClient, CoapServer, aiocoap_compat
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -121,4 +121,35 @@ async def test_an_answer_for_a_dtls_session_that_ended_is_not_sent(creds: Creds)
             await asyncio.sleep(0.05)
         assert server.fast.unsent == 1 and server.fast.pending() == 0
         assert server.dtls_sessions == 0
+    assert handler.calls == 2
+
+
+async def test_later_blocks_of_plain_coap_are_answered_before_aiocoaps_message_layer() -> None:
+    """Plain CoAP: the datagram gate sends a kept response's later blocks itself, after the Echo
+    check, so they leave no duplicate-cache entry; a retransmitted follow-up gets the same block."""
+    profile = quick("coap")
+    handler = Answers()
+    ctx = await aiocoap.Context.create_client_context()  # one port: the blocks' cache key has it
+    async with CoapServer(profile, handler) as server:
+        assert server.fast is not None and server.early is not None
+        client = CoapClient(without_padding(profile), server.uri)
+        try:
+            assert await client.post(b"") == BIG  # Echo round trip, block 0, then two later blocks
+        finally:
+            await client.close()
+        assert server.fast.blocks_served == 2
+        cache = aiocoap_compat.duplicate_caches(server._context)[0]
+        assert len(cache) == 1  # block 0 only (the gate's 4.01 + Echo is not kept either)
+        # a follow-up from an address that has not proven itself still gets 4.01 + Echo, no block
+        unproven = await _raw(ctx, server, content_format=CF, block2=(1, False, 6))
+        assert unproven.code == aiocoap.UNAUTHORIZED and unproven.opt.echo
+        # the same request twice (as a lost ACK makes a client resend it): the same block both times
+        echo = unproven.opt.echo
+        first = await _raw(ctx, server, content_format=CF, echo=echo)
+        assert first.payload == BIG[:1024] and first.opt.block2 == (0, True, 6)
+        again = [await _raw(ctx, server, content_format=CF, block2=(2, False, 6)) for _ in range(2)]
+        assert [a.payload for a in again] == [BIG[2048:]] * 2
+        assert [a.opt.block2 for a in again] == [(2, False, 6)] * 2
+        assert server.fast.blocks_served == 4 and len(cache) == 2  # + this block-0 request
+    await ctx.shutdown()
     assert handler.calls == 2

@@ -533,6 +533,8 @@ class CoapServer:
             aiocoap_compat.install_datagram_gate(self._context, self.early)
         if mode not in ("oscore", "edhoc"):  # OSCORE's outer requests carry no path: aiocoap's pipe
             self.fast = aiocoap_compat.install_fast_path(self._context, path, self.resource.respond)
+            if self.early is not None and self.fast is not None:
+                self.early.later_block = self.fast.later_block
         self.port = _local_port(self._context)
         enlarge_receive_buffer(_server_socket(self._context))
         aiocoap_compat.drain_server_reads(self._context)  # queued datagrams: one wake-up, not one each

@@ -86,18 +86,45 @@ class FastPath:
             return
         block2 = opt.block2
         if block2 is not None and block2.block_number > 0:
-            try:
-                full = self._blocks[_extract_block_key(request)]
-            except KeyError:  # not cut here: aiocoap's Block2 cache may have it
+            block = self._cached_block(request)
+            if block is None:  # not cut here: aiocoap's Block2 cache may have it
                 self._original(request)
                 return
-            self.blocks_served += 1
-            self._send(request, _block(full, request))
+            self._send(request, block)
             return
         self.answered += 1
         task = asyncio.get_running_loop().create_task(self._render(request))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def later_block(self, request: Message) -> Message | None:
+        """The block a follow-up request asks for, cut from a response this path keeps; None for
+        anything else. The plain-CoAP datagram gate answers with it before aiocoap's message layer
+        sees the request (`EarlyAnswer.later_block`): serving a block again is harmless, so a
+        retransmitted CON needs no duplicate-cache entry. A request with No-Response goes the long
+        way (the message manager applies it)."""
+        opt = request.opt
+        block2 = opt.block2
+        if (
+            block2 is None
+            or block2.block_number == 0
+            or request.code != Code.POST
+            or opt.uri_path != self._path
+            or opt.block1 is not None
+            or opt.observe is not None
+            or opt.no_response is not None
+            or (request.token, request.remote) in self._tm.incoming_requests
+        ):
+            return None
+        return self._cached_block(request)
+
+    def _cached_block(self, request: Message) -> Message | None:
+        try:
+            full = self._blocks[_extract_block_key(request)]
+        except KeyError:
+            return None
+        self.blocks_served += 1
+        return _block(full, request)
 
     async def _render(self, request: Message) -> None:
         remote = request.remote
