@@ -153,3 +153,22 @@ async def test_later_blocks_of_plain_coap_are_answered_before_aiocoaps_message_l
         assert server.fast.blocks_served == 4 and len(cache) == 2  # + this block-0 request
     await ctx.shutdown()
     assert handler.calls == 2
+
+
+async def test_later_blocks_over_dtls_are_answered_inside_the_session(creds: Creds) -> None:
+    """coaps: a later block goes straight back into the DTLS session it was asked on; only block 0
+    went through the message manager (one duplicate-cache entry)."""
+    profile = quick("coaps-psk")
+    handler = Answers()
+    async with CoapServer(profile, handler, devices=creds.tam_side) as server:
+        assert server.fast is not None
+        client = CoapClient(profile, server.uri, creds.agent_side)
+        try:
+            assert await client.post(b"") == BIG
+            assert await client.post(b"") == BIG  # again in the same session: block 0 rendered again
+            assert server.fast.answered == 2 and server.fast.blocks_served == 4
+            # (the session's entries go when it ends: counted while it is up)
+            assert sum(len(c) for c in aiocoap_compat.duplicate_caches(server._context)) == 2
+        finally:
+            await client.close()
+    assert handler.calls == 2

@@ -28,14 +28,14 @@ nothing was stored. Plain CoAP only: DTLS records and OSCORE-protected requests 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from typing import Any
 
-from aiocoap import ACK, CON, NON, Message
+from aiocoap import CON, NON, Message
 from aiocoap.error import UnparsableMessage
 from aiocoap.numbers.codes import Code
 
+from teep_coap.transport.coap.aiocoap_compat import encode_reply
 from teep_coap.transport.coap.echo import EchoGuard
 from teep_coap.transport.coap.options import CoapOptions
 from teep_coap.transport.junklog import JUNK
@@ -97,11 +97,11 @@ class EarlyAnswer:
             answer = self._answer(request, len(datagram))
             if answer is None:  # admitted: a later block of a kept response is sent from here
                 block = self.later_block(request) if self.later_block is not None else None
-                return request if block is None else _reply(request, block)
+                return request if block is None else encode_reply(request, block)
         if answer is None:
             return request
         self.answered += 1
-        return _reply(request, answer)
+        return encode_reply(request, answer)
 
     def _answer(self, request: Message, size: int) -> Message | None:
         """The refusal for `request` (`size` bytes on the wire), or None if aiocoap and the resource
@@ -131,16 +131,6 @@ class EarlyAnswer:
         self.count(code)
         log.warning("rejected %s from %s: %s", code, request.remote.hostinfo, reason or code.name, extra=JUNK)
         return Message(code=code, payload=reason.encode()[:DIAGNOSTIC_MAX])
-
-
-def _reply(request: Message, answer: Message) -> bytes:
-    """`answer` on the wire: piggy-backed on the ACK of a CON request, or a NON of its own."""
-    if request.mtype is CON:
-        answer.mtype, answer.mid = ACK, request.mid
-    else:
-        answer.mtype, answer.mid = NON, int.from_bytes(os.urandom(2), "big")
-    answer.token = request.token
-    return bytes(answer.encode())
 
 
 __all__ = ["EarlyAnswer"]

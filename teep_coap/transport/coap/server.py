@@ -535,6 +535,8 @@ class CoapServer:
             self.fast = aiocoap_compat.install_fast_path(self._context, path, self.resource.respond)
             if self.early is not None and self.fast is not None:
                 self.early.later_block = self.fast.later_block
+            if mode == "dtls-psk" and self.fast is not None:
+                aiocoap_compat.serve_later_blocks_over_dtls(self._context, self.fast)
         self.port = _local_port(self._context)
         enlarge_receive_buffer(_server_socket(self._context))
         aiocoap_compat.drain_server_reads(self._context)  # queued datagrams: one wake-up, not one each

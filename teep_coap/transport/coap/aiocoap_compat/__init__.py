@@ -57,7 +57,12 @@ from teep_coap.transport.coap.aiocoap_compat.dtls import (  # noqa: E402
     tidy_dtls_server,
     tinydtls_now,
 )
-from teep_coap.transport.coap.aiocoap_compat.fastpath import FastPath, Responder, install_fast_path  # noqa: E402
+from teep_coap.transport.coap.aiocoap_compat.fastpath import (  # noqa: E402
+    FastPath,
+    Responder,
+    install_fast_path,
+    serve_later_blocks_over_dtls,
+)
 from teep_coap.transport.coap.aiocoap_compat.messages import (  # noqa: E402
     BoundedBlock1Spool,
     BoundedBlock2Cache,
@@ -66,6 +71,7 @@ from teep_coap.transport.coap.aiocoap_compat.messages import (  # noqa: E402
     bound_duplicate_caches,
     bound_resource_caches,
     duplicate_caches,
+    encode_reply,
     harden_message_decode,
     install_datagram_gate,
 )
@@ -106,6 +112,7 @@ __all__ = [
     "dtls_pool",
     "dtls_server_sessions",
     "duplicate_caches",
+    "encode_reply",
     "harden_message_decode",
     "install_datagram_gate",
     "install_fast_path",
@@ -114,6 +121,7 @@ __all__ = [
     "release_oscore_context",
     "restarts_authenticated_session",
     "retransmission_wait",
+    "serve_later_blocks_over_dtls",
     "server_socket",
     "tidy_dtls_server",
     "tinydtls_now",

@@ -30,12 +30,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiocoap
-from aiocoap import Message
+from aiocoap import CON, NON, Message
 from aiocoap.blockwise import _extract_block_key
+from aiocoap.error import UnparsableMessage
 from aiocoap.numbers import TransportTuning
 from aiocoap.numbers.codes import Code
 
-from teep_coap.transport.coap.aiocoap_compat.messages import BoundedTimeoutDict
+from teep_coap.transport.coap.aiocoap_compat.contexts import dtls_pool
+from teep_coap.transport.coap.aiocoap_compat.messages import BoundedTimeoutDict, encode_reply
 from teep_coap.transport.coap.aiocoap_compat.site import _SharedOptions
 from teep_coap.transport.coap.hardening import MAX_BLOCK2_RESPONSES
 
@@ -193,6 +195,36 @@ def _block(full: Message, request: Message) -> Message:
     return chunk
 
 
+def serve_later_blocks_over_dtls(context: aiocoap.Context, fast: FastPath) -> bool:
+    """Send the later blocks `fast` keeps straight back into the DTLS session they are asked on,
+    as the plain-CoAP datagram gate does (`EarlyAnswer.later_block`): the decrypted request is not
+    dispatched to the message manager. The session already authenticated the peer. False if
+    `context` has no DTLS server transport."""
+    pool = dtls_pool(context)
+    if pool is None:
+        return False
+    plaintext = pool._message_interface._plaintext_interface
+    dispatch = plaintext._received_datagram
+
+    def received_plaintext(address: Any, datagram: bytes) -> None:
+        try:
+            request = Message.decode(datagram, remote=address)
+        except UnparsableMessage:
+            dispatch(address, datagram)  # aiocoap logs and ignores it
+            return
+        block = fast.later_block(request) if request.mtype in (CON, NON) else None
+        if block is None:
+            plaintext._mman.dispatch_message(request)
+            return
+        try:
+            address.send(encode_reply(request, block))
+        except Exception as exc:  # the session ended meanwhile: nothing to send it into
+            log.debug("block for %s not sent: %s", address, exc)
+
+    plaintext._received_datagram = received_plaintext
+    return True
+
+
 def install_fast_path(context: aiocoap.Context, path: tuple[str, ...], respond: Responder) -> FastPath | None:
     """Answer POSTs for `path` on the server `context` with `respond` (see the module's docstring);
     None if the context has no token manager to put it in front of."""
@@ -205,4 +237,4 @@ def install_fast_path(context: aiocoap.Context, path: tuple[str, ...], respond: 
     return None
 
 
-__all__ = ["FastPath", "Responder", "install_fast_path"]
+__all__ = ["FastPath", "Responder", "install_fast_path", "serve_later_blocks_over_dtls"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import socket
 import time
 import types
@@ -15,7 +16,7 @@ import aiocoap
 import aiocoap.error
 import aiocoap.meta
 import aiocoap.resource
-from aiocoap import Message
+from aiocoap import ACK, CON, NON, Message
 from aiocoap.blockwise import Block1Spool, Block2Cache, IncompleteException, _extract_block_key
 from aiocoap.error import UnparsableMessage
 from aiocoap.message import Direction
@@ -82,6 +83,17 @@ def install_datagram_gate(context: aiocoap.Context, gate: DatagramGate) -> bool:
         mi.datagram_msg_received = datagram_msg_received
         return True
     return False
+
+
+def encode_reply(request: Message, answer: Message) -> bytes:
+    """`answer` on the wire, sent without the message manager: piggy-backed on the ACK of a CON
+    request, or a NON with a fresh message ID; the request's token."""
+    if request.mtype is CON:
+        answer.mtype, answer.mid = ACK, request.mid
+    else:
+        answer.mtype, answer.mid = NON, int.from_bytes(os.urandom(2), "big")
+    answer.token = request.token
+    return bytes(answer.encode())
 
 
 # --- caches: bounded, and a Block1 gap is 4.08 ---------------------------------------------------
