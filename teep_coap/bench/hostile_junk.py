@@ -23,7 +23,7 @@ import cbor2
 from teep_coap.transport.coap.echo import PADDING_OPTION
 
 CONTENT_FORMAT = 65000  # application/teep+cbor in our binding (experimental range)
-URI_PATH, CONTENT_FORMAT_OPT, BLOCK1, SIZE1 = 11, 12, 27, 60
+URI_PATH, CONTENT_FORMAT_OPT, BLOCK2, BLOCK1, SIZE1 = 11, 12, 23, 27, 60
 POST, GET, PUT, DELETE = 2, 1, 3, 4
 SOCKETS = 50  # source ports the junk comes from (one datagram in flight each: no kernel buffer drops)
 # The junk goes to a TAM without RFC 9175 Echo: what an attacker who answers the Echo (from its own
@@ -192,6 +192,14 @@ def _connect(i: int, rng: random.Random) -> list[bytes]:
     return [coap_datagram(POST, i & 0xFFFF, _rand_token(rng), [(URI_PATH, b"teep")])]
 
 
+def _later_block(i: int, rng: random.Random) -> list[bytes]:
+    """A follow-up for block 1-8 (1 KiB blocks) of an answer this peer was never given: a TAM that
+    kept answers to other peers must not send a block of one, nor render anything for this."""
+    block2 = _uint((rng.randrange(1, 9) << 4) | 6)
+    opts = [(URI_PATH, b"teep"), (CONTENT_FORMAT_OPT, _uint(CONTENT_FORMAT)), (BLOCK2, block2)]
+    return [coap_datagram(POST, i & 0xFFFF, _rand_token(rng), opts, rng.randbytes(rng.randrange(0, 400)))]
+
+
 PADDED_CONNECT = 96  # bytes: what our client pads its connect to (profile `coap`, pad_connect_to)
 
 
@@ -225,6 +233,8 @@ CLASSES: tuple[JunkClass, ...] = (
         "block1-abandoned", "Block1 block 0 of 1 KiB, never continued", _block1_abandoned, frozenset({"2.31"})
     ),
     JunkClass("connect-flood", "empty POST /teep (starts a session)", _connect, frozenset({"2.04", "5.03"})),
+    # nothing was cut for this peer: aiocoap's Block2 cache answers 4.08, the handler is never called
+    JunkClass("later-block", "POST /teep for Block2 block 1-8 of nothing", _later_block, frozenset({"4.08"})),
 )
 
 
@@ -239,6 +249,8 @@ ECHO_CLASSES: tuple[JunkClass, ...] = (
         _padded_connect,
         frozenset({"2.04", "4.01", "5.03"}),
     ),
+    # the datagram gate answers a later block only after the Echo check: 4.01 + Echo, never a block
+    JunkClass("later-block/Echo", "Block2 block 1-8, profile coap", _later_block, frozenset({"4.01"})),
 )
 
 

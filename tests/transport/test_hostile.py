@@ -156,7 +156,7 @@ def test_a_1mib_rational_sent_blockwise_costs_the_tam_little(tam: TamUnderTest) 
 
 def test_junk_gets_the_right_answer_and_no_traceback(tam: TamUnderTest) -> None:
     by_name = {c.name: c for c in CLASSES}
-    for name in ("bad-options", "block1-gap", "garbage-cbor", "costly-cbor", "wrong-method"):
+    for name in ("bad-options", "block1-gap", "garbage-cbor", "costly-cbor", "wrong-method", "later-block"):
         result = send_junk(tam.port, by_name[name], 60, time_limit=60, quiet=0.2)
         assert result.wrong == 0, (name, result.outcomes)
         assert tam.alive
