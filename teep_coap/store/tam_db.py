@@ -190,8 +190,10 @@ class TamStore(DeviceComponentStore):
         if negotiated is not None:
             params["negotiated"] = json.dumps(negotiated, sort_keys=True)
         with self._tx() as tx:
-            if tx.run(stmt, params):
-                tx.locked.add(device_id)  # its row is now locked until commit (PostgreSQL)
+            # Its result is not needed: over PostgreSQL it goes with the next statement, which the
+            # server runs after it, with the device row locked (if the device exists) until commit.
+            tx.later(stmt, params)
+            tx.locked.add(device_id)
 
     # ---- sessions and audit ----
 
@@ -214,7 +216,7 @@ class TamStore(DeviceComponentStore):
 
     def bind_session(self, session_id: int, device_id: int) -> None:
         with self._tx() as tx:
-            tx.run(BIND_SESSION, {"sid": session_id, "dev": device_id})
+            tx.later(BIND_SESSION, {"sid": session_id, "dev": device_id})
 
     def audit(self, session_id: int | None, now: float, event: str, detail: str = "") -> None:
         """Append to the audit log; the row is written with the transaction's other audit rows."""

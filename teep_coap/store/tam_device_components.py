@@ -40,7 +40,7 @@ class DeviceComponentStore(TamDatabase):
         """Lock the device's row until commit (PostgreSQL), unless this transaction wrote it already
         (touch_device); SQLite's BEGIN IMMEDIATE serializes writers anyway."""
         if not self._sqlite and device_id not in tx.locked:
-            tx.rows(LOCK_DEVICE, {"dev": device_id})
+            tx.later(LOCK_DEVICE, {"dev": device_id})  # runs before the transaction's next statement
             tx.locked.add(device_id)
 
     def _write_dc(self, tx: Tx, device_id: int, now: float, rows: Sequence[ComponentEdit]) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from teep_coap.store.tam_db import StoreError, TamStore
+from teep_coap.store.tam_db import StoreError, TamStore, component_key
 from teep_coap.store.tam_sql import (
     CLAIM,
     INS_AUDIT,
@@ -27,7 +27,8 @@ from teep_coap.store.tam_sql import (
     SEL_OPEN_UNBOUND,
     insert_audit_rows,
 )
-from teep_coap.store.tam_tx import _PG_COMPILED, _SQLITE_COMPILED, AUDIT_ROWS_AT_ONCE, PG_PLAIN_MANY
+from teep_coap.store.tam_sql import BIND_SESSION
+from teep_coap.store.tam_tx import _PG_COMPILED, _SQLITE_COMPILED, AUDIT_ROWS_AT_ONCE
 
 CID = (b"TEEP-Device", b"ta")
 
@@ -122,10 +123,10 @@ def test_fast_writes_count_rows_return_ids_and_roll_back(store: TamStore) -> Non
         assert _went_fast(store, CLAIM) and (store.embedded or _went_fast(store, INS_SESSION))
 
 
-@pytest.mark.parametrize("count", [1, PG_PLAIN_MANY, PG_PLAIN_MANY + 2])
+@pytest.mark.parametrize("count", [1, 3, 20])
 def test_run_many_writes_every_row_in_order(store: TamStore, count: int) -> None:
-    """Both ways of run_many over psycopg (one by one, and executemany's pipeline beyond
-    PG_PLAIN_MANY): every row written, in order, and rolled back with the transaction."""
+    """run_many (queued for the commit over PostgreSQL): every row written, in order, and rolled
+    back with the transaction."""
     rows = [{"session_id": None, "at": float(i), "event": f"e{i}", "detail": "d"} for i in range(count)]
     with pytest.raises(RuntimeError), store.atomic(), store._tx() as tx:
         tx.run_many(INS_AUDIT, rows)
@@ -196,3 +197,34 @@ def test_audit_rows_of_a_message_written_at_commit_in_order(store: TamStore, cou
     assert store.audit_log(sid) == expected
     if not store.embedded and count <= AUDIT_ROWS_AT_ONCE:
         assert _went_fast(store, insert_audit_rows(count))
+
+
+def test_later_writes_run_before_the_next_statement_and_fail_there(store: TamStore) -> None:
+    """`Tx.later` (over PostgreSQL: queued, sent with the next statement): the next statement sees the
+    write; a queued write that fails raises StoreError at the next round trip (or the commit) and
+    the whole transaction is rolled back; the store goes on working."""
+    dev = store.add_device(kid=b"k" * 32, alg=-7, public_key=b"PEM", now=1.0).id
+    sid = store.start_session(2.0, device_id=None, transport_identity="a")
+    with store.atomic(), store._tx() as tx:
+        tx.later(BIND_SESSION, {"sid": sid, "dev": dev})
+        seen = tx.rows(SEL_DEVICE_BY_ID, {"id": dev})  # one round trip carries both, in order
+        assert seen and seen[0][0] == dev
+        assert [s[1] for s in store.sessions()] == [dev]  # SQLAlchemy's statement runs after it
+    row = {
+        "device_id": dev, "component_key": component_key(CID), "installed_seq": 1, "wanted": False,
+        "wanted_min_seq": None, "unneeded": False, "updated_at": 1.0,
+    }  # fmt: skip
+    with pytest.raises(StoreError, match="constraint violated"), store._tx() as tx:
+        tx.later(BIND_SESSION, {"sid": sid, "dev": None})
+        tx.later(INS_DC, row)
+        tx.later(INS_DC, row)  # the same primary key twice: fails at commit
+    assert [s[1] for s in store.sessions()] == [dev]  # the first write was rolled back with it
+    with pytest.raises(StoreError, match="constraint violated"), store._tx() as tx:
+        tx.later(INS_DC, row)
+        tx.later(INS_DC, row)
+        tx.rows(SEL_DEVICE_BY_ID, {"id": dev})  # fails here, at the next statement
+        raise AssertionError("not reached")
+    assert store.device_components(dev) == []
+    with store._tx() as tx:
+        tx.later(INS_DC, row)
+    assert [c.installed_seq for c in store.device_components(dev)] == [1]
