@@ -101,7 +101,14 @@ class PgWire:
         """Run the statement (after the queued writes, BEGIN first if no transaction is open);
         its result. The first failure of the round trip is raised as psycopg's exception."""
         self.later(sql, params)
-        return self._round_trip(commit=False)
+        return self._round_trip(commit=False)[-1]
+
+    def execute_all(self, statements: list[tuple[str, dict[str, Any]]]) -> list[PGresult]:
+        """Run the statements one after the other in one round trip (after the queued writes);
+        their results in order."""
+        for sql, params in statements:
+            self.later(sql, params)
+        return self._round_trip(commit=False)[-len(statements) :]
 
     def flush(self) -> None:
         """Send the queued writes now (before a statement that does not go through this wire)."""
@@ -120,7 +127,7 @@ class PgWire:
         tf.set_pgresult(result)
         return list(tf.load_rows(0, result.ntuples, tuple))
 
-    def _round_trip(self, *, commit: bool) -> PGresult:
+    def _round_trip(self, *, commit: bool) -> list[PGresult]:
         conn = self._pq
         # Per command sent: the key of the statement it prepares, "q" for a queued statement, None
         # for BEGIN and COMMIT.
@@ -151,21 +158,17 @@ class PgWire:
                 conn.exit_pipeline_mode()
         self.round_trips += 1
         failure: PGresult | None = None
-        last: PGresult | None = None
         for what, result in zip(sent, results, strict=True):
             if result.status in _ERROR:
                 if isinstance(what, tuple):  # not prepared: prepare again, under a new name, next time
                     self._prepared.pop(what, None)
                 if failure is None and result.status != _ABORTED:
                     failure = result
-            elif what == "q" or last is None:
-                last = result
         if failure is not None:
             raise errors.error_from_result(failure, encoding=self.encoding)
         if any(r.status in _ERROR for r in results):
             raise psycopg.OperationalError("PostgreSQL aborted the pipeline without saying why")
-        assert last is not None
-        return last  # the last queued statement's (BEGIN's or COMMIT's when none was queued)
+        return [r for what, r in zip(sent, results, strict=True) if what == "q"]  # the queued ones'
 
     def _communicate(self, commands: int) -> list[PGresult]:
         """Flush, then read each command's result and the Sync's, waiting at most ROUND_TRIP_TIMEOUT."""

@@ -88,7 +88,7 @@ class Tx:
     over PostgreSQL. `locked` holds the devices whose row this transaction has written (so locked,
     on PostgreSQL) already."""
 
-    __slots__ = ("_begun", "_conn", "_raw", "_wire", "audit", "locked")
+    __slots__ = ("_ahead", "_begun", "_conn", "_raw", "_wire", "audit", "locked")
 
     def __init__(
         self, conn: Connection, raw: sqlite3.Connection | None = None, *, wire: PgWire | None = None
@@ -99,6 +99,7 @@ class Tx:
         self._raw = raw
         self._begun = raw is None  # SQLite: BEGIN IMMEDIATE before the first statement
         self._wire = wire  # PostgreSQL over psycopg 3: the libpq fast path, or None
+        self._ahead: dict[int, tuple[Any, list[Any]]] = {}  # id(statement) -> (statement, rows read ahead)
 
     @property
     def conn(self) -> Connection:
@@ -108,6 +109,7 @@ class Tx:
             self._begin()
         if self._wire is not None:
             self._wire.flush()
+        self._ahead.clear()  # it may write what was read ahead (the catalog: add_component)
         return self._conn
 
     @property
@@ -154,11 +156,25 @@ class Tx:
 
     def rows(self, stmt: Any, params: dict[str, Any] | None = None) -> list[Any]:
         """All result rows of a SELECT or an ... RETURNING statement (tuples; index them)."""
+        if self._ahead and not params:
+            ahead = self._ahead.pop(id(stmt), None)
+            if ahead is not None and ahead[0] is stmt:
+                return ahead[1]
         if self._raw is not None:
             return self._sqlite_cursor(stmt, params or {}).fetchall()
         if self._wire is not None:
             return self._wire.rows(self._pg_run(stmt, params or {}))
         return list(self._conn.execute(stmt, params or {}).all())
+
+    def rows_reading_ahead(self, stmt: Any, params: dict[str, Any], ahead: Any) -> list[Any]:
+        """`rows(stmt, params)`; over PostgreSQL the parameterless SELECT `ahead` goes in the same
+        round trip, run right after it, and the transaction's next `rows(ahead)` gets its rows (for a
+        read the caller will need next and that nothing the transaction writes before changes)."""
+        if self._wire is None:
+            return self.rows(stmt, params)
+        first, second = self._wire.execute_all([self._pg_sql(stmt, params), self._pg_sql(ahead, {})])
+        self._ahead[id(ahead)] = (ahead, self._wire.rows(second))
+        return self._wire.rows(first)
 
     def run(self, stmt: Any, params: dict[str, Any]) -> int:
         """Execute an UPDATE or DELETE; its row count."""
