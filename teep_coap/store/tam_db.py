@@ -214,6 +214,11 @@ class TamStore(DeviceComponentStore):
             rows = tx.rows(END_SESSION, {"sid": session_id, "ended_at": now, "outcome": outcome})
             return float(rows[0][0]) if rows else None
 
+    def finish_session(self, session_id: int, now: float, outcome: str) -> None:
+        with self._tx() as tx:
+            tx.audit.append({"session_id": session_id, "at": now, "event": "session-end", "detail": outcome})
+            tx.later(END_SESSION, {"sid": session_id, "ended_at": now, "outcome": outcome})
+
     def bind_session(self, session_id: int, device_id: int) -> None:
         with self._tx() as tx:
             tx.later(BIND_SESSION, {"sid": session_id, "dev": device_id})
