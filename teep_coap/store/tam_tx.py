@@ -7,16 +7,23 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from teep_coap.protocol.records import StoreError
-from teep_coap.store.tam_pg import PgWire
 from teep_coap.store.tam_schema import Base
 from teep_coap.store.tam_sql import INS_AUDIT, audit_params, insert_audit_rows
+
+try:  # PostgreSQL's fast path needs psycopg 3: the "postgres" extra, absent from a SQLite-only install
+    from teep_coap.store import tam_pg
+except ImportError:
+    tam_pg = None  # type: ignore[assignment]
+
+if TYPE_CHECKING:
+    from teep_coap.store.tam_pg import PgWire
 
 
 def _sqlite_tuning(engine: Engine, *, memory: bool) -> None:
@@ -302,7 +309,8 @@ class TamDatabase:
         """This thread's PgWire, on its current psycopg connection (a new one after a reconnect)."""
         wire: tuple[Any, PgWire] | None = getattr(self._local, "wire", None)
         if wire is None or wire[0] is not pg:
-            wire = self._local.wire = (pg, PgWire(pg))
+            assert tam_pg is not None  # the psycopg dialect is loaded: so is psycopg
+            wire = self._local.wire = (pg, tam_pg.PgWire(pg))
         return wire[1]
 
     @contextmanager

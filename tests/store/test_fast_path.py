@@ -5,6 +5,8 @@ StoreError like SQLAlchemy's."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -248,3 +250,19 @@ def test_read_ahead_gives_the_same_rows_without_a_round_trip(store: TamStore) ->
         tx.rows_reading_ahead(SEL_DEVICE_COMPONENTS, {"dev": dev}, SEL_LATEST)
         store.add_component(component_id=CID, sequence_number=6, envelope=b"F", now=6.0)
         assert [r[1] for r in tx.rows(SEL_LATEST)] == [6]  # read again, not the rows read ahead
+
+
+def test_sqlite_store_needs_no_psycopg(tmp_path: Path) -> None:
+    """PostgreSQL's fast path (store/tam_pg.py) imports psycopg, an optional extra: without it the
+    store still opens and serves a SQLite database."""
+    code = (
+        "import sys; sys.modules['psycopg'] = None\n"
+        "from teep_coap.store.tam_db import TamStore\n"
+        f"s = TamStore('sqlite:///{tmp_path / 'tam.sqlite'}')\n"
+        "d = s.add_device(kid=b'k' * 32, alg=-7, public_key=b'P', now=1.0)\n"
+        "assert s.device_by_kid(b'k' * 32) == d\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
