@@ -4,8 +4,8 @@ TAM, message by message: a guard against the store's per-message work creeping b
 Counted on a real session (TAM engine and Agent engine in memory, real signatures) against a real
 SQLite file (the driver's trace callback sees every statement, BEGIN and COMMIT included) and a
 real PostgreSQL server (libpq's protocol trace: each Sync of an extended-protocol statement and
-each simple Query is one round trip). docs/scale.md, "TAM store per session (session 8)", has the
-counts before and after."""
+each simple Query is one round trip). docs/scale.md, "TAM store per session (session 8)" and
+"PostgreSQL per session (session 9)", have the counts before and after."""
 
 from __future__ import annotations
 
@@ -121,8 +121,8 @@ def test_statements_per_message_of_an_install_session(
         keys=(tam_key,), attestation="background-check", stateless_secret=SECRET if stateless else None
     )
     tam = TamEngine(config, store, clock=lambda: t[0], rng=rng)
-    # Connects of other devices first: psycopg prepares a statement at its sixth execution, which
-    # costs one more round trip then (Parse); the connect counted comes after that.
+    # Connects of other devices first, so the statements are prepared on the server before the
+    # session counted (store/tam_pg.py sends a statement's Parse in the round trip of its first use).
     for i in range(7):
         other = generate_key("esp256")
         store.add_device(
