@@ -2,9 +2,9 @@
 
 - `TamHandler`: a transport `MessageHandler` around a TamEngine (empty payload = ProcessConnect),
   mapping engine errors to transport rejections (4.00 / 4.03 / 5.00) and logging one line per session.
-  Over a networked database (PostgreSQL) engine calls run on a small thread pool, so the event loop
-  keeps serving other peers, DTLS handshakes and timeouts while one call waits on the database;
-  over SQLite they run on the loop, where they cost less (see ENGINE_THREADS).
+  Engine calls run on the event loop by default, over SQLite and over PostgreSQL alike, where they
+  cost less CPU than on a thread pool (see ENGINE_THREADS); TEEP_COAP_ENGINE_THREADS puts them on a
+  pool, so the loop serves other peers while a call waits on the database.
 - `run_session` / `run_until_done`: the Broker loop (BrokerSession ↔ MessageClient), with a timeout on
   every exchange, and a summary of what was installed or removed.
 """
@@ -32,7 +32,15 @@ from teep_coap.transport.junklog import JUNK
 log = logging.getLogger("teep_coap.session")
 
 
-ENGINE_THREADS = 4  # engine calls in flight at once over a networked store (one connection per thread)
+ENGINE_THREADS = 0  # engine calls in flight at once over a networked store (one connection per thread)
+# 0 since session 9: PostgreSQL's statements now go 3-5 per message in one round trip each
+# (store/tam_pg.py), so the loop waits little on them. Measured 2026-12-05 23:47-23:52 UTC, load
+# 3.9-5.8, 2 workers on PostgreSQL, coaps-psk, --devices 1000 --concurrency 32 --sessions 3000,
+# alternating: 4.50, 4.42, 4.25 ms TAM CPU per session on the loop against 5.47, 4.90, 5.78 on 4
+# threads (the engine calls cost the same, ~3.1 ms; the rest of the worker 0.9 ms more beside a
+# pool), at 91-131 against 98-118 sessions/s; p99 latency 690-715 against 445-540 ms. What the loop
+# gives up: while a call waits on PostgreSQL (a lock another worker holds, a slow server; at most
+# tam_pg.ROUND_TRIP_TIMEOUT) the worker answers no one.
 # An embedded store (SQLite) gets 0, the engine on the event loop. Measured 2026-12-05 16:37 UTC on
 # 2 cores, load ~1, bench sessions --devices 1000 --concurrency 32: coaps-psk 3.4-3.6 ms TAM CPU per
 # session on the loop against 3.9-4.2 ms on 4 threads; plain coap 3.9 against 4.8-5.0 ms. Both the
@@ -51,7 +59,7 @@ class EngineThreadsError(TeepCoapError):
 
 def engine_threads(*, embedded_store: bool = False) -> int:
     """Threads for engine calls: TEEP_COAP_ENGINE_THREADS if set (0..64), else 0 for an embedded
-    store and ENGINE_THREADS for a networked one."""
+    store and ENGINE_THREADS (0 too, since session 9) for a networked one."""
     value = os.environ.get(ENGINE_THREADS_ENV, "").strip()
     if not value:
         return 0 if embedded_store else ENGINE_THREADS

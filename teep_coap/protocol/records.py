@@ -74,6 +74,9 @@ class Outstanding:
     created_at: float
     expires_at: float
     data: dict[str, Any] = field(default_factory=dict)
+    # When its session started, if the store read it along (claim_open does): lets the engine end
+    # the session without reading it back (`finish_session`).
+    session_started_at: float | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

@@ -207,8 +207,15 @@ class TamEngine:
         """The `now` of the call being handled (one instant for the whole call)."""
         return float(_call.now)
 
-    def _end_session(self, session_id: int, now: float, outcome: str) -> None:
-        started = self.store.end_session(session_id, now, outcome)
+    def _end_session(
+        self, session_id: int, now: float, outcome: str, *, started: float | None = None
+    ) -> None:
+        """End the session (`started`: when it started, known already: nothing to read back, so a
+        networked store sends the write with the COMMIT)."""
+        if started is None:
+            started = self.store.end_session(session_id, now, outcome)
+        else:
+            self.store.finish_session(session_id, now, outcome)
         _call.events.append(SessionEnded(session_id, outcome, started))
 
     def _record_changes(
@@ -571,7 +578,7 @@ class TamEngine:
         self.store.touch_device(device.id, now)  # first: on PostgreSQL it locks the device's row
         self._record_changes(device, now, installed=installed, removed=removed)
         self.store.audit(row.session_id, now, "recv-success", msg.msg or "")
-        self._end_session(row.session_id, now, "success")
+        self._end_session(row.session_id, now, "success", started=row.session_started_at)
         return None
 
     def _on_error(self, msg: Error, device: Device, adopted: Outstanding | None) -> bytes | None:

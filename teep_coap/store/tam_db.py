@@ -190,8 +190,10 @@ class TamStore(DeviceComponentStore):
         if negotiated is not None:
             params["negotiated"] = json.dumps(negotiated, sort_keys=True)
         with self._tx() as tx:
-            if tx.run(stmt, params):
-                tx.locked.add(device_id)  # its row is now locked until commit (PostgreSQL)
+            # Its result is not needed: over PostgreSQL it goes with the next statement, which the
+            # server runs after it, with the device row locked (if the device exists) until commit.
+            tx.later(stmt, params)
+            tx.locked.add(device_id)
 
     # ---- sessions and audit ----
 
@@ -212,9 +214,14 @@ class TamStore(DeviceComponentStore):
             rows = tx.rows(END_SESSION, {"sid": session_id, "ended_at": now, "outcome": outcome})
             return float(rows[0][0]) if rows else None
 
+    def finish_session(self, session_id: int, now: float, outcome: str) -> None:
+        with self._tx() as tx:
+            tx.audit.append({"session_id": session_id, "at": now, "event": "session-end", "detail": outcome})
+            tx.later(END_SESSION, {"sid": session_id, "ended_at": now, "outcome": outcome})
+
     def bind_session(self, session_id: int, device_id: int) -> None:
         with self._tx() as tx:
-            tx.run(BIND_SESSION, {"sid": session_id, "dev": device_id})
+            tx.later(BIND_SESSION, {"sid": session_id, "dev": device_id})
 
     def audit(self, session_id: int | None, now: float, event: str, detail: str = "") -> None:
         """Append to the audit log; the row is written with the transaction's other audit rows."""

@@ -11,6 +11,7 @@ from teep_coap.store.tam_sql import (
     LOCK_DEVICE,
     MARK_REMOVED,
     SEL_DEVICE_COMPONENTS,
+    SEL_LATEST,
     UPD_DC,
     UPSERT_INSTALLED,
     ComponentEdit,
@@ -29,18 +30,20 @@ class DeviceComponentStore(TamDatabase):
             ]
 
     def _dc_rows(self, tx: Tx, device_id: int) -> dict[bytes, ComponentEdit]:
-        """The device's component rows, its device row locked until the transaction ends."""
+        """The device's component rows, its device row locked until the transaction ends. Over
+        PostgreSQL the catalog's latest versions are read in the same round trip: the TAM plans
+        from them right after it records a device's report (`latest_components`)."""
         self._lock_device(tx, device_id)
         return {
             r[0]: ComponentEdit(r[0], r[1], bool(r[2]), r[3], bool(r[4]))
-            for r in tx.rows(SEL_DEVICE_COMPONENTS, {"dev": device_id})
+            for r in tx.rows_reading_ahead(SEL_DEVICE_COMPONENTS, {"dev": device_id}, SEL_LATEST)
         }
 
     def _lock_device(self, tx: Tx, device_id: int) -> None:
         """Lock the device's row until commit (PostgreSQL), unless this transaction wrote it already
         (touch_device); SQLite's BEGIN IMMEDIATE serializes writers anyway."""
         if not self._sqlite and device_id not in tx.locked:
-            tx.rows(LOCK_DEVICE, {"dev": device_id})
+            tx.later(LOCK_DEVICE, {"dev": device_id})  # runs before the transaction's next statement
             tx.locked.add(device_id)
 
     def _write_dc(self, tx: Tx, device_id: int, now: float, rows: Sequence[ComponentEdit]) -> None:

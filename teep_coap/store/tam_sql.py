@@ -201,7 +201,7 @@ def claim_open_statement(by_token: bool, kinds: int) -> Any:
                 OUT.device_id == bindparam("dev"),
             )
             .values(state=ANSWERED)
-            .returning(*OUT_COLS)
+            .returning(*OUT_COLS, select(SES.started_at).where(SES.id == OUT.session_id).scalar_subquery())
         )
     return stmt
 
@@ -305,6 +305,7 @@ def outstanding_from_row(row: Any) -> Outstanding:
         created_at=row[7],
         expires_at=row[8],
         data=json.loads(row[9] or "{}"),
+        session_started_at=row[10] if len(row) > 10 else None,
     )
 
 

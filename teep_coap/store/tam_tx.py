@@ -7,7 +7,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine
@@ -16,6 +16,14 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from teep_coap.protocol.records import StoreError
 from teep_coap.store.tam_schema import Base
 from teep_coap.store.tam_sql import INS_AUDIT, audit_params, insert_audit_rows
+
+try:  # PostgreSQL's fast path needs psycopg 3: the "postgres" extra, absent from a SQLite-only install
+    from teep_coap.store import tam_pg
+except ImportError:
+    tam_pg = None  # type: ignore[assignment]
+
+if TYPE_CHECKING:
+    from teep_coap.store.tam_pg import PgWire
 
 
 def _sqlite_tuning(engine: Engine, *, memory: bool) -> None:
@@ -45,7 +53,6 @@ def _sqlite_tuning(engine: Engine, *, memory: bool) -> None:
 # SQLite: statement object -> (statement, SQL text, bind names in order, default bind values).
 _SQLITE_COMPILED: dict[int, tuple[Any, str, tuple[str, ...], dict[str, Any]]] = {}
 AUDIT_ROWS_AT_ONCE = 16  # over psycopg, a message's audit rows up to this many go in one INSERT
-PG_PLAIN_MANY = 3  # up to this many parameter sets, run_many executes them one by one over psycopg
 # PostgreSQL (psycopg 3): statement object -> (statement, SQL text with %(name)s binds, default values).
 _PG_COMPILED: dict[int, tuple[Any, str, dict[str, Any]]] = {}
 # PostgreSQL: (SQL text, audit row count) -> that statement with the audit rows' INSERT in its WITH.
@@ -74,35 +81,42 @@ def _pg_compiled(stmt: Any, dialect: Any) -> tuple[str, dict[str, Any]]:
 class Tx:
     """The connection of one transaction, and the audit rows it will write just before commit.
 
-    `rows`, `run`, `insert_id` and `run_many` execute the store's fixed statements straight on the
-    driver's connection with the statement compiled once: over SQLite (sqlite3, qmark parameters)
-    and over PostgreSQL (psycopg 3, named parameters; the driver prepares a statement on the server
-    from its fifth execution on). SQLAlchemy's per-execution work, about 25 µs per statement over
-    SQLite and more over psycopg, was a third of the store's CPU per TEEP session. Only for
-    statements whose values need no type conversion beyond what the driver does (integers, floats,
-    text, bytes; booleans come back as 0/1 over SQLite) and no expanding lists.
+    `rows`, `run`, `insert_id`, `later` and `run_many` execute the store's fixed statements straight
+    on the driver's connection with the statement compiled once: over SQLite (sqlite3, qmark
+    parameters) and over PostgreSQL (libpq through `tam_pg.PgWire`: prepared on the server at first
+    use, BEGIN with the first statement, writes nobody reads the result of sent with the next
+    statement or the COMMIT). SQLAlchemy's per-execution work, about 25 µs per statement over SQLite
+    and more over psycopg, was a third of the store's CPU per TEEP session. Only for statements whose
+    values need no type conversion beyond what the driver does (integers, floats, text, bytes;
+    booleans come back as 0/1 over SQLite) and no expanding lists.
 
     Over SQLite the transaction begins (BEGIN IMMEDIATE: the write lock) at its first statement, so
     a message that needs no state (a stateless connect) takes no lock and commits nothing, as
-    psycopg does on its own over PostgreSQL. `locked` holds the devices whose row this transaction
-    has written (so locked, on PostgreSQL) already."""
+    over PostgreSQL. `locked` holds the devices whose row this transaction has written (so locked,
+    on PostgreSQL) already."""
 
-    __slots__ = ("_begun", "_conn", "_cur", "_pg", "_raw", "audit", "locked")
+    __slots__ = ("_ahead", "_begun", "_conn", "_raw", "_wire", "audit", "locked")
 
-    def __init__(self, conn: Connection, raw: sqlite3.Connection | None = None, *, pg: Any = None) -> None:
+    def __init__(
+        self, conn: Connection, raw: sqlite3.Connection | None = None, *, wire: PgWire | None = None
+    ) -> None:
         self._conn = conn
         self.audit: list[dict[str, Any]] = []
         self.locked: set[int] = set()
         self._raw = raw
         self._begun = raw is None  # SQLite: BEGIN IMMEDIATE before the first statement
-        self._pg = pg  # the psycopg 3 connection under `conn`, or None
-        self._cur: Any = None  # one psycopg cursor per transaction, opened at first use
+        self._wire = wire  # PostgreSQL over psycopg 3: the libpq fast path, or None
+        self._ahead: dict[int, tuple[Any, list[Any]]] = {}  # id(statement) -> (statement, rows read ahead)
 
     @property
     def conn(self) -> Connection:
-        """SQLAlchemy's connection, for the statements without a fast path (same transaction)."""
+        """SQLAlchemy's connection, for the statements without a fast path (same transaction; the
+        writes queued on the fast path are sent first, so they run before)."""
         if not self._begun:
             self._begin()
+        if self._wire is not None:
+            self._wire.flush()
+        self._ahead.clear()  # it may write what was read ahead (the catalog: add_component)
         return self._conn
 
     @property
@@ -115,20 +129,19 @@ class Tx:
         self._raw.execute("BEGIN IMMEDIATE")
         self._begun = True
 
-    def _cursor(self) -> Any:
-        if self._cur is None:
-            self._cur = self._pg.cursor()
-        return self._cur
-
-    def _pg_cursor(self, stmt: Any, given: dict[str, Any]) -> Any:
-        """Execute on psycopg; the audit rows waiting to be written ride along (below)."""
+    def _pg_sql(self, stmt: Any, given: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """The statement's SQL and values; the audit rows waiting to be written ride along (below)."""
         sql, defaults = _pg_compiled(stmt, self._conn.dialect)
         params = {**defaults, **given}
         if self.audit and len(self.audit) <= AUDIT_ROWS_AT_ONCE:
             rows, self.audit = self.audit, []
             sql = self._with_audit(sql, len(rows))
             params.update(audit_params(rows))
-        return self._cursor().execute(sql, params)
+        return sql, params
+
+    def _pg_run(self, stmt: Any, given: dict[str, Any]) -> Any:
+        assert self._wire is not None
+        return self._wire.execute(*self._pg_sql(stmt, given))
 
     def _with_audit(self, sql: str, count: int) -> str:
         """`sql` with the INSERT of `count` audit rows as a data-modifying WITH clause (PostgreSQL runs
@@ -150,65 +163,89 @@ class Tx:
 
     def rows(self, stmt: Any, params: dict[str, Any] | None = None) -> list[Any]:
         """All result rows of a SELECT or an ... RETURNING statement (tuples; index them)."""
+        if self._ahead and not params:
+            ahead = self._ahead.pop(id(stmt), None)
+            if ahead is not None and ahead[0] is stmt:
+                return ahead[1]
         if self._raw is not None:
             return self._sqlite_cursor(stmt, params or {}).fetchall()
-        if self._pg is not None:
-            return list(self._pg_cursor(stmt, params or {}).fetchall())
+        if self._wire is not None:
+            return self._wire.rows(self._pg_run(stmt, params or {}))
         return list(self._conn.execute(stmt, params or {}).all())
+
+    def rows_reading_ahead(self, stmt: Any, params: dict[str, Any], ahead: Any) -> list[Any]:
+        """`rows(stmt, params)`; over PostgreSQL the parameterless SELECT `ahead` goes in the same
+        round trip, run right after it, and the transaction's next `rows(ahead)` gets its rows (for a
+        read the caller will need next and that nothing the transaction writes before changes)."""
+        if self._wire is None:
+            return self.rows(stmt, params)
+        first, second = self._wire.execute_all([self._pg_sql(stmt, params), self._pg_sql(ahead, {})])
+        self._ahead[id(ahead)] = (ahead, self._wire.rows(second))
+        return self._wire.rows(first)
 
     def run(self, stmt: Any, params: dict[str, Any]) -> int:
         """Execute an UPDATE or DELETE; its row count."""
         if self._raw is not None:
             return int(self._sqlite_cursor(stmt, params).rowcount)
-        if self._pg is not None:
-            return int(self._pg_cursor(stmt, params).rowcount)
+        if self._wire is not None:
+            return int(self._pg_run(stmt, params).command_tuples or 0)
         return int(self._conn.execute(stmt, params).rowcount)
+
+    def later(self, stmt: Any, params: dict[str, Any]) -> None:
+        """Execute a write whose result the caller does not need. Over PostgreSQL it is sent with the
+        transaction's next statement or its COMMIT (the server runs it before them; a failure is
+        raised there); elsewhere at once."""
+        if self._wire is not None:
+            self._wire.later(*self._pg_sql(stmt, params))
+        elif self._raw is not None:
+            self._sqlite_cursor(stmt, params)
+        else:
+            self._conn.execute(stmt, params)
 
     def insert_id(self, stmt: Any, params: dict[str, Any]) -> int:
         """Execute an INSERT ... RETURNING id (every column bound by name); the new row's id."""
         if self._raw is not None:
             return int(self._sqlite_cursor(stmt, params).fetchone()[0])
-        if self._pg is not None:
-            return int(self._pg_cursor(stmt, params).fetchone()[0])
+        if self._wire is not None:
+            return int(self._wire.rows(self._pg_run(stmt, params))[0][0])
         return int(self._conn.execute(stmt, params).scalar_one())
 
     def run_many(self, stmt: Any, params: list[dict[str, Any]]) -> None:
-        """Execute an INSERT or UPDATE once per parameter set.
-
-        Over psycopg a few sets go one by one: its executemany enters pipeline mode, whose Python
-        machinery costs more client CPU than the one or two plain round trips it saves (docs/scale.md,
-        "PostgreSQL: 2 workers vs SQLite"); more sets share one pipeline."""
+        """Execute an INSERT or UPDATE once per parameter set. Over PostgreSQL they are queued like
+        `later` (sent with the next statement or the COMMIT)."""
         if self._raw is not None:
             sql, names, defaults = _sqlite_compiled(stmt, self._conn.dialect)
             if not self._begun:
                 self._begin()
             self._raw.executemany(sql, [[p.get(n, defaults[n]) for n in names] for p in params])
             return
-        if self._pg is not None:
-            if len(params) <= PG_PLAIN_MANY:
-                for p in params:
-                    self._pg_cursor(stmt, p)
-                return
-            sql, defaults = _pg_compiled(stmt, self._conn.dialect)
-            self._cursor().executemany(sql, [{**defaults, **p} for p in params])
+        if self._wire is not None:
+            for p in params:
+                self.later(stmt, p)
             return
         self._conn.execute(stmt, params)
 
     def flush_audit(self) -> None:
         """Write the transaction's audit rows not written yet: one executemany over SQLite; over
-        psycopg one multi-row INSERT (one round trip) for up to AUDIT_ROWS_AT_ONCE rows."""
+        PostgreSQL one multi-row INSERT for up to AUDIT_ROWS_AT_ONCE rows, queued for the COMMIT
+        (or the next statement)."""
         if not self.audit:
             return
         rows, self.audit = self.audit, []
-        if self._pg is not None and len(rows) <= AUDIT_ROWS_AT_ONCE:
-            self._pg_cursor(insert_audit_rows(len(rows)), audit_params(rows))
+        if self._wire is not None and len(rows) <= AUDIT_ROWS_AT_ONCE:
+            self.later(insert_audit_rows(len(rows)), audit_params(rows))
             return
         self.run_many(INS_AUDIT, rows)
 
+    def commit(self) -> None:
+        """PostgreSQL: the queued writes and COMMIT in one round trip (SQLAlchemy's commit after it
+        finds no transaction open and sends nothing). Elsewhere SQLAlchemy commits."""
+        if self._wire is not None:
+            self._wire.commit()
+
     def close(self) -> None:
-        if self._cur is not None:
-            self._cur.close()
-            self._cur = None
+        if self._wire is not None:
+            self._wire.discard()
 
 
 class TamDatabase:
@@ -268,6 +305,14 @@ class TamDatabase:
                 self._conns.append(conn)
         return conn
 
+    def _wire(self, pg: Any) -> PgWire:
+        """This thread's PgWire, on its current psycopg connection (a new one after a reconnect)."""
+        wire: tuple[Any, PgWire] | None = getattr(self._local, "wire", None)
+        if wire is None or wire[0] is not pg:
+            assert tam_pg is not None  # the psycopg dialect is loaded: so is psycopg
+            wire = self._local.wire = (pg, tam_pg.PgWire(pg))
+        return wire[1]
+
     @contextmanager
     def atomic(self) -> Iterator[None]:
         """One transaction around several calls (the engine wraps each message in one): all their
@@ -292,15 +337,16 @@ class TamDatabase:
             conn = self._connection()
             with conn.begin():
                 raw: Any = None
-                pg: Any = None
+                wire: PgWire | None = None
                 if self._sqlite:  # the driver runs in autocommit mode: Tx opens the transaction
                     raw = conn.connection.dbapi_connection
-                elif self._psycopg:  # psycopg opens the transaction at the first statement
-                    pg = conn.connection.dbapi_connection
-                tx = Tx(conn, raw, pg=pg)
+                elif self._psycopg:  # PgWire opens the transaction with the first statement
+                    wire = self._wire(conn.connection.dbapi_connection)
+                tx = Tx(conn, raw, wire=wire)
                 try:
                     yield tx
                     tx.flush_audit()
+                    tx.commit()
                 finally:
                     tx.close()
         except IntegrityError as exc:

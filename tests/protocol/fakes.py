@@ -109,6 +109,9 @@ class MemoryTamRepository:
         self.audit(session_id, now, "session-end", outcome)
         return float(row[1])
 
+    def finish_session(self, session_id: int, now: float, outcome: str) -> None:
+        self.end_session(session_id, now, outcome)
+
     def bind_session(self, session_id: int, device_id: int) -> None:
         self.sessions[session_id][0] = device_id
 
@@ -195,7 +198,8 @@ class MemoryTamRepository:
         if row.state != OPEN or row.expires_at <= now or row.device_id != device_id:
             return None
         self.outstanding[row.id] = replace(row, state=ANSWERED)
-        return self.outstanding[row.id]
+        # Like TamStore: the session's start comes with the claim.
+        return replace(self.outstanding[row.id], session_started_at=float(self.sessions[row.session_id][1]))
 
     def claim(self, outstanding_id: int, device_id: int) -> bool:
         row = self.outstanding.get(outstanding_id)

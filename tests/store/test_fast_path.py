@@ -5,14 +5,17 @@ StoreError like SQLAlchemy's."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from teep_coap.store.tam_db import StoreError, TamStore
+from teep_coap.store.tam_db import StoreError, TamStore, component_key
 from teep_coap.store.tam_sql import (
+    BIND_SESSION,
     CLAIM,
     INS_AUDIT,
     INS_DC,
@@ -27,7 +30,7 @@ from teep_coap.store.tam_sql import (
     SEL_OPEN_UNBOUND,
     insert_audit_rows,
 )
-from teep_coap.store.tam_tx import _PG_COMPILED, _SQLITE_COMPILED, AUDIT_ROWS_AT_ONCE, PG_PLAIN_MANY
+from teep_coap.store.tam_tx import _PG_COMPILED, _SQLITE_COMPILED, AUDIT_ROWS_AT_ONCE
 
 CID = (b"TEEP-Device", b"ta")
 
@@ -122,10 +125,10 @@ def test_fast_writes_count_rows_return_ids_and_roll_back(store: TamStore) -> Non
         assert _went_fast(store, CLAIM) and (store.embedded or _went_fast(store, INS_SESSION))
 
 
-@pytest.mark.parametrize("count", [1, PG_PLAIN_MANY, PG_PLAIN_MANY + 2])
+@pytest.mark.parametrize("count", [1, 3, 20])
 def test_run_many_writes_every_row_in_order(store: TamStore, count: int) -> None:
-    """Both ways of run_many over psycopg (one by one, and executemany's pipeline beyond
-    PG_PLAIN_MANY): every row written, in order, and rolled back with the transaction."""
+    """run_many (queued for the commit over PostgreSQL): every row written, in order, and rolled
+    back with the transaction."""
     rows = [{"session_id": None, "at": float(i), "event": f"e{i}", "detail": "d"} for i in range(count)]
     with pytest.raises(RuntimeError), store.atomic(), store._tx() as tx:
         tx.run_many(INS_AUDIT, rows)
@@ -196,3 +199,70 @@ def test_audit_rows_of_a_message_written_at_commit_in_order(store: TamStore, cou
     assert store.audit_log(sid) == expected
     if not store.embedded and count <= AUDIT_ROWS_AT_ONCE:
         assert _went_fast(store, insert_audit_rows(count))
+
+
+def test_later_writes_run_before_the_next_statement_and_fail_there(store: TamStore) -> None:
+    """`Tx.later` (over PostgreSQL: queued, sent with the next statement): the next statement sees the
+    write; a queued write that fails raises StoreError at the next round trip (or the commit) and
+    the whole transaction is rolled back; the store goes on working."""
+    dev = store.add_device(kid=b"k" * 32, alg=-7, public_key=b"PEM", now=1.0).id
+    sid = store.start_session(2.0, device_id=None, transport_identity="a")
+    with store.atomic(), store._tx() as tx:
+        tx.later(BIND_SESSION, {"sid": sid, "dev": dev})
+        seen = tx.rows(SEL_DEVICE_BY_ID, {"id": dev})  # one round trip carries both, in order
+        assert seen and seen[0][0] == dev
+        assert [s[1] for s in store.sessions()] == [dev]  # SQLAlchemy's statement runs after it
+    row = {
+        "device_id": dev, "component_key": component_key(CID), "installed_seq": 1, "wanted": False,
+        "wanted_min_seq": None, "unneeded": False, "updated_at": 1.0,
+    }  # fmt: skip
+    with pytest.raises(StoreError, match="constraint violated"), store._tx() as tx:
+        tx.later(BIND_SESSION, {"sid": sid, "dev": None})
+        tx.later(INS_DC, row)
+        tx.later(INS_DC, row)  # the same primary key twice: fails at commit
+    assert [s[1] for s in store.sessions()] == [dev]  # the first write was rolled back with it
+    with pytest.raises(StoreError, match="constraint violated"), store._tx() as tx:
+        tx.later(INS_DC, row)
+        tx.later(INS_DC, row)
+        tx.rows(SEL_DEVICE_BY_ID, {"id": dev})  # fails here, at the next statement
+        raise AssertionError("not reached")
+    assert store.device_components(dev) == []
+    with store._tx() as tx:
+        tx.later(INS_DC, row)
+    assert [c.installed_seq for c in store.device_components(dev)] == [1]
+
+
+def test_read_ahead_gives_the_same_rows_without_a_round_trip(store: TamStore) -> None:
+    """`Tx.rows_reading_ahead`: the statement's rows, and the transaction's next `rows` of the
+    statement read ahead gets what a plain read gives, from the same round trip over PostgreSQL; a
+    statement through SQLAlchemy (which may write the catalog) drops what was read ahead."""
+    dev = store.add_device(kid=b"k" * 32, alg=-7, public_key=b"PEM", now=1.0).id
+    store.set_device_components(dev, 2.0, installed={CID: 3})
+    store.add_component(component_id=CID, sequence_number=5, envelope=b"E", now=5.0)
+    with store.atomic(), store._tx() as tx:
+        plain_dc, plain_latest = tx.rows(SEL_DEVICE_COMPONENTS, {"dev": dev}), tx.rows(SEL_LATEST)
+        wire = tx._wire
+        before = wire.round_trips if wire is not None else 0
+        assert tx.rows_reading_ahead(SEL_DEVICE_COMPONENTS, {"dev": dev}, SEL_LATEST) == plain_dc
+        assert tx.rows(SEL_LATEST) == plain_latest
+        if wire is not None:
+            assert wire.round_trips == before + 1
+        tx.rows_reading_ahead(SEL_DEVICE_COMPONENTS, {"dev": dev}, SEL_LATEST)
+        store.add_component(component_id=CID, sequence_number=6, envelope=b"F", now=6.0)
+        assert [r[1] for r in tx.rows(SEL_LATEST)] == [6]  # read again, not the rows read ahead
+
+
+def test_sqlite_store_needs_no_psycopg(tmp_path: Path) -> None:
+    """PostgreSQL's fast path (store/tam_pg.py) imports psycopg, an optional extra: without it the
+    store still opens and serves a SQLite database."""
+    code = (
+        "import sys; sys.modules['psycopg'] = None\n"
+        "from teep_coap.store.tam_db import TamStore\n"
+        f"s = TamStore('sqlite:///{tmp_path / 'tam.sqlite'}')\n"
+        "d = s.add_device(kid=b'k' * 32, alg=-7, public_key=b'P', now=1.0)\n"
+        "assert s.device_by_kid(b'k' * 32) == d\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"

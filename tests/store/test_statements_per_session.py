@@ -4,8 +4,8 @@ TAM, message by message: a guard against the store's per-message work creeping b
 Counted on a real session (TAM engine and Agent engine in memory, real signatures) against a real
 SQLite file (the driver's trace callback sees every statement, BEGIN and COMMIT included) and a
 real PostgreSQL server (libpq's protocol trace: each Sync of an extended-protocol statement and
-each simple Query is one round trip). docs/scale.md, "TAM store per session (session 8)", has the
-counts before and after."""
+each simple Query is one round trip). docs/scale.md, "TAM store per session (session 8)" and
+"PostgreSQL per session (session 9)", have the counts before and after."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import pytest
 
 from teep_coap.protocol.agent import AgentEngine
 from teep_coap.protocol.broker import run_in_memory
+from teep_coap.protocol.events import SessionEnded, reply_of
 from teep_coap.protocol.tam import TamConfig, TamEngine
 from teep_coap.security.keys import generate_key
 from teep_coap.security.suit import build_envelope
@@ -33,8 +34,8 @@ SECRET = b"s" * 32
 EXPECTED = {
     ("sqlite", "psk"): [7, 10, 9],  # main before session 8: [8, 12, 11]
     ("sqlite", "stateless"): [0, 14, 9],  # before: [2, 18, 11]
-    ("postgresql", "psk"): [5, 8, 7],  # before: [7, 12, 11]
-    ("postgresql", "stateless"): [0, 10, 7],  # before: [0, 16, 11]
+    ("postgresql", "psk"): [4, 5, 3],  # before session 9: [5, 8, 7]; before session 8: [7, 12, 11]
+    ("postgresql", "stateless"): [0, 7, 3],  # before session 9: [0, 10, 7]; before 8: [0, 16, 11]
 }
 
 
@@ -120,8 +121,8 @@ def test_statements_per_message_of_an_install_session(
         keys=(tam_key,), attestation="background-check", stateless_secret=SECRET if stateless else None
     )
     tam = TamEngine(config, store, clock=lambda: t[0], rng=rng)
-    # Connects of other devices first: psycopg prepares a statement at its sixth execution, which
-    # costs one more round trip then (Parse); the connect counted comes after that.
+    # Connects of other devices first, so the statements are prepared on the server before the
+    # session counted (store/tam_pg.py sends a statement's Parse in the round trip of its first use).
     for i in range(7):
         other = generate_key("esp256")
         store.add_device(
@@ -133,8 +134,15 @@ def test_statements_per_message_of_an_install_session(
     counter.take()
     counts: list[int] = []
 
+    ended: list[SessionEnded] = []
+
     def post(payload: bytes) -> bytes | None:
-        answer = tam.connect(identity) if not payload else tam.receive(payload, identity)
+        if not payload:
+            answer = tam.connect(identity)
+        else:
+            events = tam.handle_message(payload, t[0], identity)
+            ended.extend(e for e in events if isinstance(e, SessionEnded))
+            answer = reply_of(events)
         counts.append(counter.take())
         return answer
 
@@ -145,6 +153,10 @@ def test_statements_per_message_of_an_install_session(
     # The session did what it should: installed, ended as a success, audited.
     assert [c.installed_seq for c in store.device_components(device.id)] == [1]
     assert store.sessions()[-1][4] == "success"
+    # The Success ended it without reading it back: its start came with the claim.
+    assert [(e.session_id, e.outcome, e.started_at) for e in ended] == [
+        (store.sessions()[-1][0], "success", T0)
+    ]
     events = [e[2] for e in store.audit_log(store.sessions()[-1][0])]
     assert events[0] == "session-start" and events[-1] == "session-end"
     assert "send-update" in events and "recv-success" in events
