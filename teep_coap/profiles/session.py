@@ -2,9 +2,10 @@
 
 - `TamHandler`: a transport `MessageHandler` around a TamEngine (empty payload = ProcessConnect),
   mapping engine errors to transport rejections (4.00 / 4.03 / 5.00) and logging one line per session.
-  Engine calls run on the event loop by default, over SQLite and over PostgreSQL alike, where they
-  cost less CPU than on a thread pool (see ENGINE_THREADS); TEEP_COAP_ENGINE_THREADS puts them on a
-  pool, so the loop serves other peers while a call waits on the database.
+  Engine calls run on the event loop when the database answers within a local round trip (SQLite,
+  or PostgreSQL on the same host), where they cost less CPU than on a thread pool; over a database
+  on another host they run on a small pool, so the event loop keeps serving other peers, DTLS
+  handshakes and timeouts while one call waits on the network (see ENGINE_THREADS).
 - `run_session` / `run_until_done`: the Broker loop (BrokerSession ↔ MessageClient), with a timeout on
   every exchange, and a summary of what was installed or removed.
 """
@@ -32,15 +33,18 @@ from teep_coap.transport.junklog import JUNK
 log = logging.getLogger("teep_coap.session")
 
 
-ENGINE_THREADS = 0  # engine calls in flight at once over a networked store (one connection per thread)
-# 0 since session 9: PostgreSQL's statements now go 3-5 per message in one round trip each
-# (store/tam_pg.py), so the loop waits little on them. Measured 2026-12-05 23:47-23:52 UTC, load
-# 3.9-5.8, 2 workers on PostgreSQL, coaps-psk, --devices 1000 --concurrency 32 --sessions 3000,
-# alternating: 4.50, 4.42, 4.25 ms TAM CPU per session on the loop against 5.47, 4.90, 5.78 on 4
-# threads (the engine calls cost the same, ~3.1 ms; the rest of the worker 0.9 ms more beside a
-# pool), at 91-131 against 98-118 sessions/s; p99 latency 690-715 against 445-540 ms. What the loop
-# gives up: while a call waits on PostgreSQL (a lock another worker holds, a slow server; at most
-# tam_pg.ROUND_TRIP_TIMEOUT) the worker answers no one.
+ENGINE_THREADS = 4  # engine calls in flight at once over a store on another host (a connection each)
+# A store on the same host (SQLite; PostgreSQL over a Unix socket or loopback: `same_host`) gets 0,
+# the engine on the event loop. Since session 9 PostgreSQL's statements go 3-5 per message in one
+# round trip each (store/tam_pg.py), about 30 us each over a Unix socket, so the loop waits little
+# on them. Measured 2026-12-05 23:47-23:52 UTC, load 3.9-5.8, 2 workers on PostgreSQL (Unix
+# socket), coaps-psk, --devices 1000 --concurrency 32 --sessions 3000, alternating: 4.50, 4.42,
+# 4.25 ms TAM CPU per session on the loop against 5.47, 4.90, 5.78 on 4 threads (the engine calls
+# cost the same, ~3.1 ms; the rest of the worker 0.9 ms more beside a pool), at 91-131 against
+# 98-118 sessions/s; p99 latency 690-715 against 445-540 ms. What the loop gives up: while a call
+# waits on PostgreSQL (a lock another worker holds, a slow server; at most
+# tam_pg.ROUND_TRIP_TIMEOUT) the worker answers no one. Over a network each round trip is a
+# network's: the loop would wait most of the time, which a pool hides.
 # An embedded store (SQLite) gets 0, the engine on the event loop. Measured 2026-12-05 16:37 UTC on
 # 2 cores, load ~1, bench sessions --devices 1000 --concurrency 32: coaps-psk 3.4-3.6 ms TAM CPU per
 # session on the loop against 3.9-4.2 ms on 4 threads; plain coap 3.9 against 4.8-5.0 ms. Both the
@@ -57,12 +61,12 @@ class EngineThreadsError(TeepCoapError):
     """TEEP_COAP_ENGINE_THREADS is not a whole number from 0 to 64."""
 
 
-def engine_threads(*, embedded_store: bool = False) -> int:
-    """Threads for engine calls: TEEP_COAP_ENGINE_THREADS if set (0..64), else 0 for an embedded
-    store and ENGINE_THREADS (0 too, since session 9) for a networked one."""
+def engine_threads(*, same_host_store: bool = False) -> int:
+    """Threads for engine calls: TEEP_COAP_ENGINE_THREADS if set (0..64), else 0 for a store on
+    the same host and ENGINE_THREADS for one on another host."""
     value = os.environ.get(ENGINE_THREADS_ENV, "").strip()
     if not value:
-        return 0 if embedded_store else ENGINE_THREADS
+        return 0 if same_host_store else ENGINE_THREADS
     if not value.isdigit() or int(value) > 64:
         raise EngineThreadsError(
             f"{ENGINE_THREADS_ENV}={value!r}: give a whole number from 0 (engine on the event loop) to 64"
@@ -81,8 +85,8 @@ class TamHandler:
     """MessageHandler of a TAM: ProcessConnect / ProcessTeepMessage with errors mapped to codes.
 
     `tam` is a `TamEngine`: its `handle_*` calls run on `threads` worker threads, its timer when due
-    before a call. `threads=0` runs the engine on the event loop: the default for an embedded store
-    (`engine_threads`), and what a store that cannot be shared between threads needs (in-memory
+    before a call. `threads=0` runs the engine on the event loop: the default for a store on the
+    same host (`engine_threads`), and what a store that cannot be shared between threads needs (in-memory
     SQLite: one database per connection).
 
     The handler keeps no session state: the engine's store does. It logs one line per session from
@@ -99,8 +103,8 @@ class TamHandler:
         self.log = session_log or log
         self.sessions_done = 0
         self.sessions_failed = 0
-        embedded = bool(getattr(getattr(tam, "store", None), "embedded", False))
-        self._threads = engine_threads(embedded_store=embedded) if threads is None else threads
+        same_host = bool(getattr(getattr(tam, "store", None), "same_host", False))
+        self._threads = engine_threads(same_host_store=same_host) if threads is None else threads
         self._pool: ThreadPoolExecutor | None = None
         self._timer_running = False
         self.engine_calls = 0

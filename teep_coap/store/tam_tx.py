@@ -10,7 +10,7 @@ from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from teep_coap.protocol.records import StoreError
@@ -52,6 +52,7 @@ def _sqlite_tuning(engine: Engine, *, memory: bool) -> None:
 
 # SQLite: statement object -> (statement, SQL text, bind names in order, default bind values).
 _SQLITE_COMPILED: dict[int, tuple[Any, str, tuple[str, ...], dict[str, Any]]] = {}
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 AUDIT_ROWS_AT_ONCE = 16  # over psycopg, a message's audit rows up to this many go in one INSERT
 # PostgreSQL (psycopg 3): statement object -> (statement, SQL text with %(name)s binds, default values).
 _PG_COMPILED: dict[int, tuple[Any, str, dict[str, Any]]] = {}
@@ -76,6 +77,15 @@ def _pg_compiled(stmt: Any, dialect: Any) -> tuple[str, dict[str, Any]]:
         compiled = stmt.compile(dialect=dialect)
         entry = _PG_COMPILED[id(stmt)] = (stmt, compiled.string, dict(compiled.params))
     return entry[1], entry[2]
+
+
+def same_host_url(url: URL) -> bool:
+    """SQLite, or a server reached over a Unix-domain socket or the loopback interface: tens of µs
+    a statement, not a network's round trip."""
+    if url.get_backend_name() == "sqlite":
+        return True
+    host = url.host or str(url.query.get("host") or "")
+    return not host or host.startswith("/") or host in LOOPBACK_HOSTS
 
 
 class Tx:
@@ -284,6 +294,11 @@ class TamDatabase:
     @property
     def embedded(self) -> bool:
         return self._sqlite
+
+    @property
+    def same_host(self) -> bool:
+        """The database answers within a local round trip (`same_host_url`)."""
+        return same_host_url(self._engine.url)
 
     def close(self) -> None:
         with self._conns_lock:

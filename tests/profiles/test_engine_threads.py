@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy.engine import make_url
 
 from teep_coap.encoding.cbor_codec import decode
 from teep_coap.profiles import load_profile
@@ -18,6 +19,7 @@ from teep_coap.profiles.scenario import teep_world
 from teep_coap.profiles.session import TamHandler
 from teep_coap.profiles.stack import make_client, make_server
 from teep_coap.security import cose
+from teep_coap.store.tam_tx import same_host_url
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -90,7 +92,7 @@ def test_engine_threads_come_from_the_environment(monkeypatch: pytest.MonkeyPatc
 
     monkeypatch.delenv("TEEP_COAP_ENGINE_THREADS", raising=False)
     assert engine_threads() == ENGINE_THREADS
-    assert engine_threads(embedded_store=True) == 0
+    assert engine_threads(same_host_store=True) == 0
     monkeypatch.setenv("TEEP_COAP_ENGINE_THREADS", "0")
     assert engine_threads() == 0
     for bad in ("-1", "four", "65"):
@@ -100,18 +102,35 @@ def test_engine_threads_come_from_the_environment(monkeypatch: pytest.MonkeyPatc
 
 
 def test_the_store_chooses_where_engine_calls_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """SQLite (embedded): on the event loop; a networked store: on ENGINE_THREADS threads."""
+    """SQLite or a server on this host: on the event loop; a server on another host: on
+    ENGINE_THREADS threads."""
     from teep_coap.profiles.session import ENGINE_THREADS
 
     monkeypatch.delenv("TEEP_COAP_ENGINE_THREADS", raising=False)
     world = teep_world(load_profile("coap"), tmp_path, 200)
-    assert world.tam.store.embedded is True
+    assert world.tam.store.same_host is True
     assert TamHandler(world.tam).threads == 0
 
     class Networked:
-        embedded = False
+        same_host = False
 
     world.tam.store = Networked()
     assert TamHandler(world.tam).threads == ENGINE_THREADS
     monkeypatch.setenv("TEEP_COAP_ENGINE_THREADS", "2")
     assert TamHandler(world.tam).threads == 2
+
+
+@pytest.mark.parametrize(
+    ("url", "same_host"),
+    [
+        ("sqlite:///tam.db", True),
+        ("postgresql+psycopg://tam@/tam", True),  # libpq's default: the Unix socket
+        ("postgresql+psycopg://tam@/tam?host=/tmp/teep-pg", True),
+        ("postgresql+psycopg://tam@127.0.0.1:5432/tam", True),
+        ("postgresql+psycopg://tam@localhost/tam", True),
+        ("postgresql+psycopg://tam@dbhost.example/tam", False),
+        ("postgresql+psycopg://tam@10.0.0.7/tam", False),
+    ],
+)
+def test_a_database_on_another_host_gets_the_pool(url: str, same_host: bool) -> None:
+    assert same_host_url(make_url(url)) is same_host

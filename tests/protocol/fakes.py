@@ -43,6 +43,7 @@ class MemoryTamRepository:
         self._next = 0
         self.calls = 0  # how many port calls the engine made (tests may assert it moved)
         self.embedded = True  # in memory: waits on nothing
+        self.same_host = True
 
     def _id(self) -> int:
         self._next += 1
