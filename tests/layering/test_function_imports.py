@@ -25,6 +25,7 @@ LAZY_FILES = {
     "profiles/runtime.py": 4,
     "profiles/stack.py": 3,  # the HTTP binding (aiohttp: start-up CPU of every Agent) only when used
     "transport/component_cache.py": 1,  # aiohttp likewise
+    "store/tam_tx.py": 1,  # psycopg and libpq (PostgreSQL's fast path): 9 MiB RSS for every SQLite TAM
 }
 
 
