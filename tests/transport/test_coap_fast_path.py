@@ -157,7 +157,7 @@ async def test_later_blocks_of_plain_coap_are_answered_before_aiocoaps_message_l
 
 async def test_later_blocks_over_dtls_are_answered_inside_the_session(creds: Creds) -> None:
     """coaps: a later block goes straight back into the DTLS session it was asked on; only block 0
-    went through the message manager (one duplicate-cache entry)."""
+    requests went through the message manager (one duplicate-cache entry each)."""
     profile = quick("coaps-psk")
     handler = Answers()
     async with CoapServer(profile, handler, devices=creds.tam_side) as server:
