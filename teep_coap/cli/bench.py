@@ -1,5 +1,5 @@
-"""Every `teep-coap bench` command, in one place: codec, crypto, engine, sessions, sizes, gateway,
-hostile, dtls-burst. Each measures with the modules of `teep_coap.bench` and prints a report (or
+"""Every `teep-coap bench` command, in one place: codec, crypto, engine, sessions, compare, sizes,
+gateway, hostile, dtls-burst. Each measures with the modules of `teep_coap.bench` and prints a report (or
 JSON). Imports at module level: this module is imported only for a `bench` command (cli/groups.py).
 """
 
@@ -17,6 +17,7 @@ from rich.table import Table
 
 from teep_coap.bench import sizes as bs
 from teep_coap.bench.codec import print_table, run_codec_bench
+from teep_coap.bench.compare import format_comparison, parse_setup, run_compare
 from teep_coap.bench.crypto import format_table, run
 from teep_coap.bench.dtls_burst import format_burst, run_burst
 from teep_coap.bench.engine import measure_engine
@@ -28,7 +29,7 @@ from teep_coap.bench.gateway import (
     run_gateway_bench,
 )
 from teep_coap.bench.hostile import format_hostile, run_hostile
-from teep_coap.bench.sessions import format_result, run_bench
+from teep_coap.bench.sessions import BenchResult, format_result, run_bench
 from teep_coap.cli.groups import bench
 from teep_coap.profiles import list_profiles, load_profile
 
@@ -154,6 +155,59 @@ def bench_sessions(
                 db=db,
             )
     click.echo(json.dumps(result.to_json(), indent=2) if as_json else format_result(result))
+
+
+@bench.command("compare")
+@click.option(
+    "--a",
+    "spec_a",
+    required=True,
+    help="Set-up A: profile=NAME[,tam-workers=N][,db=URL|postgres][,image-size=BYTES].",
+)
+@click.option("--b", "spec_b", required=True, help="Set-up B, in the same form; the ratio is B / A.")
+@click.option("--rounds", type=click.IntRange(1, 50), default=3, show_default=True, help="Runs of each side.")
+@click.option("--devices", type=click.IntRange(1, 100_000), default=1000, show_default=True)
+@click.option("--concurrency", type=click.IntRange(1, 1024), default=32, show_default=True)
+@click.option(
+    "--sessions",
+    "n_sessions",
+    type=click.IntRange(1, 1_000_000),
+    default=None,
+    help="Per run. Default: devices.",
+)
+@click.option("--json", "as_json", is_flag=True)
+def bench_compare(
+    spec_a: str,
+    spec_b: str,
+    rounds: int,
+    devices: int,
+    concurrency: int,
+    n_sessions: int | None,
+    as_json: bool,
+) -> None:
+    """Two `bench sessions` set-ups run in turns (A B, B A, ...) and the ratio of their TAM CPU per
+    session, each round's and the means'.
+
+    For ratios on a machine whose speed drifts: both sides meet the same drift. Example, the CoAP
+    path against the HTTP path: --a profile=teep-cbor-http --b profile=coap; two PostgreSQL workers
+    against one SQLite worker: --a profile=coaps-psk --b profile=coaps-psk,tam-workers=2,db=postgres.
+    """
+
+    a, b = parse_setup(spec_a), parse_setup(spec_b)
+
+    def show(side: str, result: BenchResult) -> None:
+        j = result.to_json()
+        click.echo(
+            f"{side.upper()} {result.profile}: {j['tam_cpu_ms_per_session']} ms/session (engine calls"
+            f" {j['tam_engine_cpu_ms_per_session']}), {j['sessions_per_second']} sessions/s,"
+            f" {j['failed']} failed, load {j['load_average_at_start']}",
+            err=True,
+        )
+
+    comparison = run_compare(
+        a, b, rounds=rounds, devices=devices, concurrency=concurrency, sessions=n_sessions, on_run=show
+    )
+    click.echo(json.dumps(comparison.to_json(), indent=2) if as_json else format_comparison(comparison))
 
 
 @bench.command("dtls-burst")

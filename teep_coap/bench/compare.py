@@ -1,0 +1,158 @@
+"""Two `bench sessions` set-ups run in turns, and the ratio of their TAM CPU per session.
+
+Issue 14's targets are ratios (CoAP against HTTP, 2 PostgreSQL workers against 1 SQLite worker),
+and this machine's speed drifts by about ±15 % within minutes: two figures taken minutes apart say
+little. `compare` runs set-up A and B alternately in one window, in the order A B, B A, A B, … (a
+drift during the window then weighs on both sides alike), and reports each side's mean, the ratio
+B / A of the means and the ratio of each round.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from teep_coap.bench.sessions import BenchError, BenchResult, run_bench
+
+SPEC_KEYS = ("profile", "tam-workers", "db", "image-size")
+
+
+@dataclass(frozen=True)
+class Setup:
+    """One side of a comparison: what `bench sessions` options differ between the sides."""
+
+    profile: str
+    tam_workers: int = 1
+    db: str | None = None
+    image_size: int = 1024
+
+    def label(self) -> str:
+        parts = [self.profile]
+        if self.tam_workers != 1:
+            parts.append(f"{self.tam_workers} workers")
+        if self.db is not None:
+            parts.append(self.db.split(":", 1)[0])
+        if self.image_size != 1024:
+            parts.append(f"{self.image_size} B")
+        return ", ".join(parts)
+
+
+def parse_setup(text: str, *, default_profile: str = "coaps-psk") -> Setup:
+    """`profile=NAME,tam-workers=N,db=URL|postgres,image-size=N` (any subset, comma-separated)."""
+    values: dict[str, str] = {}
+    for item in (p.strip() for p in text.split(",") if p.strip()):
+        key, sep, value = item.partition("=")
+        if not sep or key not in SPEC_KEYS or not value:
+            raise BenchError(
+                f"set-up {text!r}: {item!r} is not KEY=VALUE with KEY one of {', '.join(SPEC_KEYS)}"
+            )
+        values[key] = value
+    try:
+        workers = int(values.get("tam-workers", "1"))
+        image = int(values.get("image-size", "1024"))
+    except ValueError:
+        raise BenchError(f"set-up {text!r}: tam-workers and image-size are whole numbers") from None
+    if not 1 <= workers <= 64 or not 0 <= image <= 1 << 20:
+        raise BenchError(f"set-up {text!r}: tam-workers 1..64, image-size 0..1048576")
+    return Setup(values.get("profile", default_profile), workers, values.get("db"), image)
+
+
+@dataclass
+class Comparison:
+    a: Setup
+    b: Setup
+    runs: list[tuple[str, BenchResult]] = field(default_factory=list)  # ("a" | "b", result) in run order
+
+    def _side(self, side: str) -> list[BenchResult]:
+        return [r for s, r in self.runs if s == side]
+
+    @staticmethod
+    def _ms(r: BenchResult) -> float | None:
+        return r.tam_cpu_seconds / r.ok * 1000 if r.tam_cpu_seconds and r.ok else None
+
+    def to_json(self) -> dict[str, Any]:
+        def summary(side: str) -> dict[str, Any]:
+            results = self._side(side)
+            cpu = [m for m in (self._ms(r) for r in results) if m is not None]
+            engine = [r.to_json()["tam_engine_cpu_ms_per_session"] for r in results]
+            return {
+                "setup": self.a.label() if side == "a" else self.b.label(),
+                "tam_cpu_ms_per_session": [round(m, 2) for m in cpu],
+                "mean_tam_cpu_ms_per_session": round(statistics.fmean(cpu), 3) if cpu else None,
+                "mean_engine_cpu_ms_per_session": (
+                    round(statistics.fmean(engine), 3) if engine and None not in engine else None
+                ),
+                "sessions_per_second": [round(r.rate, 1) for r in results],
+                "failed": sum(r.failed for r in results),
+            }
+
+        a, b = summary("a"), summary("b")
+        pairs = [
+            (ma, mb)
+            for ra, rb in zip(self._side("a"), self._side("b"), strict=False)
+            if (ma := self._ms(ra)) is not None and (mb := self._ms(rb)) is not None
+        ]
+        ratio = (
+            round(b["mean_tam_cpu_ms_per_session"] / a["mean_tam_cpu_ms_per_session"], 3)
+            if a["mean_tam_cpu_ms_per_session"] and b["mean_tam_cpu_ms_per_session"]
+            else None
+        )
+        return {
+            "a": a,
+            "b": b,
+            "ratio_b_over_a": ratio,
+            "ratio_per_round": [round(mb / ma, 3) for ma, mb in pairs],
+            "load_average_at_start": [round(r.load_average, 2) for _, r in self.runs],
+        }
+
+
+def run_compare(
+    a: Setup,
+    b: Setup,
+    *,
+    rounds: int,
+    devices: int,
+    concurrency: int,
+    sessions: int | None = None,
+    on_run: Callable[[str, BenchResult], None] | None = None,
+) -> Comparison:
+    """`rounds` runs of each side, alternating A B / B A; `on_run(side, result)` after each run."""
+    out = Comparison(a, b)
+    for i in range(rounds):
+        for side in ("a", "b") if i % 2 == 0 else ("b", "a"):
+            setup = a if side == "a" else b
+            result = run_bench(
+                setup.profile,
+                devices=devices,
+                concurrency=concurrency,
+                sessions=sessions,
+                image_size=setup.image_size,
+                tam_workers=setup.tam_workers,
+                db=setup.db,
+            )
+            out.runs.append((side, result))
+            if on_run is not None:
+                on_run(side, result)
+    return out
+
+
+def format_comparison(c: Comparison) -> str:
+    j = c.to_json()
+    lines = []
+    for key in ("a", "b"):
+        s = j[key]
+        lines.append(
+            f"{key.upper()} ({s['setup']}): TAM CPU ms/session {s['tam_cpu_ms_per_session']}, mean"
+            f" {s['mean_tam_cpu_ms_per_session']} (engine calls {s['mean_engine_cpu_ms_per_session']});"
+            f" sessions/s {s['sessions_per_second']}; {s['failed']} failed"
+        )
+    lines.append(
+        f"B / A: {j['ratio_b_over_a']} (per round {j['ratio_per_round']}); load average at each start"
+        f" {j['load_average_at_start']}"
+    )
+    return "\n".join(lines)
+
+
+__all__ = ["SPEC_KEYS", "Comparison", "Setup", "format_comparison", "parse_setup", "run_compare"]

@@ -1,0 +1,61 @@
+"""`teep-coap bench compare`: two set-ups in turns and the ratio of their TAM CPU per session."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from teep_coap.bench.compare import Setup, parse_setup, run_compare
+from teep_coap.bench.sessions import BenchError
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def test_setups_parse_and_bad_ones_say_what_is_wrong() -> None:
+    assert parse_setup("profile=coap") == Setup("coap")
+    assert parse_setup("profile=coaps-psk,tam-workers=2,db=postgres,image-size=300") == Setup(
+        "coaps-psk", 2, "postgres", 300
+    )
+    assert parse_setup("tam-workers=2,db=postgres").profile == "coaps-psk"
+    for bad, says in [
+        ("profile", "KEY=VALUE"),
+        ("workers=2", "KEY one of profile, tam-workers, db, image-size"),
+        ("tam-workers=two", "whole numbers"),
+        ("tam-workers=0", "tam-workers 1..64"),
+    ]:
+        with pytest.raises(BenchError, match=says):
+            parse_setup(bad)
+
+
+def test_runs_alternate_and_the_ratio_is_of_the_means() -> None:
+    order: list[str] = []
+    c = run_compare(
+        Setup("teep-cbor-http", image_size=200),
+        Setup("coap", image_size=200),
+        rounds=2,
+        devices=4,
+        concurrency=2,
+        on_run=lambda side, _r: order.append(side),
+    )
+    assert order == ["a", "b", "b", "a"]  # A B, then B A: a drift weighs on both sides
+    j = c.to_json()
+    assert j["a"]["failed"] == j["b"]["failed"] == 0
+    a, b = j["a"]["tam_cpu_ms_per_session"], j["b"]["tam_cpu_ms_per_session"]
+    assert len(a) == len(b) == 2 and all(x > 0 for x in a + b)
+    assert j["ratio_b_over_a"] == pytest.approx(
+        j["b"]["mean_tam_cpu_ms_per_session"] / j["a"]["mean_tam_cpu_ms_per_session"], abs=0.002
+    )
+    assert len(j["ratio_per_round"]) == 2
+    assert j["a"]["mean_engine_cpu_ms_per_session"] > 0
+
+
+def test_cli_refuses_a_bad_setup_in_one_line() -> None:
+    cmd = [sys.executable, "-c", "from teep_coap.cli import main; main()", "bench", "compare"]
+    args = [*cmd, "--a", "profile=coap", "--b", "workers=2", "--json"]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode != 0
+    assert "KEY one of profile" in done.stderr and "Traceback" not in done.stderr
+    assert not done.stdout.strip() or "error" in json.loads(done.stdout)
