@@ -14,7 +14,9 @@ manager (`send_message`, which still piggy-backs it on the ACK or sends the empt
 EMPTY_ACK_DELAY, stores it for duplicates and retransmits a CON). A response larger than the
 remote's `maximum_payload_size` (or than a Block2 size the request asked for) is cut as aiocoap's
 Block2 cache cuts it and kept here, bounded like that cache (MAX_BLOCK2_RESPONSES, the same
-lifetime); a request for a later block is answered from it at once, without a task. Anything else —
+lifetime); a request for a later block is answered from it at once, without a task — over plain
+CoAP by the datagram gate and over DTLS inside the session (`later_block`,
+`serve_later_blocks_over_dtls`), before the message manager sees it. Anything else —
 another path or method, Block1, Observe, a later block this cache does not hold (aiocoap's may: a
 response to a block-wise request), a token still in aiocoap's hands, OSCORE (whose outer request
 carries no path) — goes to aiocoap's `process_request` unchanged. When a remote ends while its
