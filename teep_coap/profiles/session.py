@@ -45,13 +45,12 @@ ENGINE_THREADS = 4  # engine calls in flight at once over a store on another hos
 # waits on PostgreSQL (a lock another worker holds, a slow server; at most
 # tam_pg.ROUND_TRIP_TIMEOUT) the worker answers no one. Over a network each round trip is a
 # network's: the loop would wait most of the time, which a pool hides.
-# An embedded store (SQLite) gets 0, the engine on the event loop. Measured 2026-12-05 16:37 UTC on
-# 2 cores, load ~1, bench sessions --devices 1000 --concurrency 32: coaps-psk 3.4-3.6 ms TAM CPU per
-# session on the loop against 3.9-4.2 ms on 4 threads; plain coap 3.9 against 4.8-5.0 ms. Both the
+# SQLite, measured 2026-12-05 16:37 UTC on 2 cores, load ~1, bench sessions --devices 1000
+# --concurrency 32: coaps-psk 3.4-3.6 ms TAM CPU per session on the loop against 3.9-4.2 ms on 4
+# threads; plain coap 3.9 against 4.8-5.0 ms. Both the
 # engine calls (+14 %) and the loop (+40 %) get slower when they run side by side: the GIL passes
 # between them at every socket call. A batching pool with one hot worker (fewer wake-ups) measured
-# the same, so the cost is the contention itself. A SQLite call waits on no network, so the loop
-# loses little by running it; a PostgreSQL call waits a round trip per statement, which threads hide.
+# the same, so the cost is the contention itself.
 # TEEP_COAP_ENGINE_THREADS overrides the choice for every TamHandler of the process (and `tam serve
 # --workers` children).
 ENGINE_THREADS_ENV = "TEEP_COAP_ENGINE_THREADS"
