@@ -116,9 +116,11 @@ def run_compare(
     devices: int,
     concurrency: int,
     sessions: int | None = None,
+    pin: bool = False,
     on_run: Callable[[str, BenchResult], None] | None = None,
 ) -> Comparison:
-    """`rounds` runs of each side, alternating A B / B A; `on_run(side, result)` after each run."""
+    """`rounds` runs of each side, alternating A B / B A; `on_run(side, result)` after each run;
+    `pin`: both sides with the TAM and the devices on CPUs apart (`bench sessions --pin`)."""
     out = Comparison(a, b)
     for i in range(rounds):
         for side in ("a", "b") if i % 2 == 0 else ("b", "a"):
@@ -131,6 +133,7 @@ def run_compare(
                 image_size=setup.image_size,
                 tam_workers=setup.tam_workers,
                 db=setup.db,
+                pin=pin,
             )
             out.runs.append((side, result))
             if on_run is not None:

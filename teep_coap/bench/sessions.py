@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from teep_coap.bench.fleet import COMPONENT_ID, Progress, SessionTally, drive_fleet, make_fleet_world
+from teep_coap.bench.pinning import cpu_list, pin_processes, split_cpus, this_thread_on
 from teep_coap.errors import TeepCoapError
 from teep_coap.profiles import load_profile
 from teep_coap.profiles.scenario import offer_component
@@ -82,6 +83,9 @@ class BenchResult:
     peak_agents: int = 0  # most simulated Agents alive at once (bounded by the concurrency)
     client_peak_rss_mib: float | None = None  # VmHWM of this (the simulator's) process at the end
     tam_rss_samples: list[tuple[float, float]] = field(default_factory=list, repr=False)  # (s, MiB)
+    # --pin: the CPUs the TAM's processes and the simulated devices ran on (None: not pinned)
+    tam_cpus: frozenset[int] | None = None
+    device_cpus: frozenset[int] | None = None
 
     @property
     def rate(self) -> float:
@@ -156,6 +160,8 @@ class BenchResult:
             else round(self.client_peak_rss_mib, 1),
             # VmRSS of the TAM (summed over its workers) every RSS_EVERY s from the start of the sessions
             "tam_rss_mib_samples": [[round(t, 1), round(m, 1)] for t, m in self.tam_rss_samples],
+            "tam_cpus": None if self.tam_cpus is None else sorted(self.tam_cpus),
+            "device_cpus": None if self.device_cpus is None else sorted(self.device_cpus),
         }
 
 
@@ -184,6 +190,12 @@ def format_result(r: BenchResult) -> str:
     if samples:
         picks = [samples[i] for i in sorted({round(k * (len(samples) - 1) / 4) for k in range(5)})]
         lines.insert(-1, "  TAM VmRSS over the run (s: MiB): " + ", ".join(f"{t:g}: {m:g}" for t, m in picks))
+    if r.tam_cpus is not None and r.device_cpus is not None:
+        lines.insert(
+            -1,
+            f"  pinned: TAM on CPU {cpu_list(r.tam_cpus)}, simulated devices on CPU"
+            f" {cpu_list(r.device_cpus)}",
+        )
     lines += [f"  failure: {f}" for f in j["failures"]]
     return "\n".join(lines)
 
@@ -418,6 +430,7 @@ def run_bench(
     progress: Progress | None = None,
     tam_workers: int = 1,
     db: str | None = None,
+    pin: bool = False,
 ) -> BenchResult:
     """Build a world, start the TAM process(es), run the sessions, return the figures.
 
@@ -425,6 +438,8 @@ def run_bench(
     server started (and deleted) here, reached over its Unix-domain socket as a TAM on the database's
     host would be (a round trip costs the client a third less CPU than over loopback TCP; give a
     TCP URL to measure that); None = the TAM folder's SQLite file.
+    `pin`: the TAM's processes on the first `tam_workers` CPUs, the simulated devices on the others
+    (bench.pinning: the devices then cannot preempt the TAM); a throwaway PostgreSQL is not pinned.
     `progress(ok, failed, total)` is called after every session (the CLI draws a bar from it)."""
 
     load_profile(profile_name)  # fail early on a bad name
@@ -433,9 +448,11 @@ def run_bench(
             return run_bench(
                 profile_name, devices=devices, concurrency=concurrency, sessions=sessions,
                 image_size=image_size, keep=keep, progress=progress, tam_workers=tam_workers, db=url,
+                pin=pin,
             )  # fmt: skip
     if tam_workers > 1:
         check_workers_allowed(profile_name, db or "sqlite", tam_workers)
+    tam_cpus, device_cpus = split_cpus(tam_workers) if pin else (None, None)
     n = sessions or devices
     shm = Path("/dev/shm")
     agents_base = str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
@@ -459,9 +476,13 @@ def run_bench(
         stats_file = Path(tam_tmp) / "tam-stats.jsonl"
         extra += ("--stats-file", str(stats_file))
         with tam_process(profile_name, world.tam_dir, extra=extra, devices=devices) as (uri, pid):
+            pinned: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+            if tam_cpus is not None and device_cpus is not None:
+                pin_processes({pid, *tam_pids(pid)}, tam_cpus)  # all workers are up: it printed its URI
+                pinned = this_thread_on(device_cpus)
             cpu0 = _tam_cpu_seconds(pid)
             c0 = time.process_time()
-            with RssSampler(pid) as sampler:
+            with pinned, RssSampler(pid) as sampler:
                 drive = asyncio.run(drive_fleet(profile_name, uri, world, n, concurrency, certs, progress))
             client_cpu = time.process_time() - c0
             cpu1 = _tam_cpu_seconds(pid)
@@ -490,6 +511,8 @@ def run_bench(
             peak_agents=drive.peak_agents,
             client_peak_rss_mib=peak_rss_mib(os.getpid()),
             tam_rss_samples=sampler.samples,
+            tam_cpus=tam_cpus,
+            device_cpus=device_cpus,
         )
     finally:
         if not keep:

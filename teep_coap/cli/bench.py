@@ -82,6 +82,13 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
+PIN_HELP = (
+    "Run the TAM's worker(s) on CPUs of their own and the simulated devices on the others (needs more "
+    "CPUs than --tam-workers), so the devices' load cannot preempt the TAM and inflate its CPU per "
+    "session; a throwaway PostgreSQL is not pinned."
+)
+
+
 @bench.command("sessions")
 @click.option("--profile", "profile_name", default="coaps-psk", show_default=True)
 @click.option("--devices", type=click.IntRange(1, 100_000), default=100, show_default=True)
@@ -103,6 +110,7 @@ def _int_list(text: str) -> list[int]:
     help="TAM database: an SQLAlchemy URL, or 'postgres' for a throwaway PostgreSQL server on this "
     "host (over its Unix socket). Default: SQLite.",
 )
+@click.option("--pin", is_flag=True, help=PIN_HELP)
 @click.option("--json", "as_json", is_flag=True)
 def bench_sessions(
     profile_name: str,
@@ -112,6 +120,7 @@ def bench_sessions(
     image_size: int,
     tam_workers: int,
     db: str | None,
+    pin: bool,
     as_json: bool,
 ) -> None:
     """Full TEEP sessions/s and p50/p99 latency, TAM in its own process (`tam serve`), on loopback.
@@ -128,6 +137,7 @@ def bench_sessions(
             image_size=image_size,
             tam_workers=tam_workers,
             db=db,
+            pin=pin,
         )
     else:  # a progress bar on the terminal (stderr, so --json on stdout stays clean)
         with Progress(
@@ -153,6 +163,7 @@ def bench_sessions(
                 progress=show,
                 tam_workers=tam_workers,
                 db=db,
+                pin=pin,
             )
     click.echo(json.dumps(result.to_json(), indent=2) if as_json else format_result(result))
 
@@ -175,6 +186,7 @@ def bench_sessions(
     default=None,
     help="Per run. Default: devices.",
 )
+@click.option("--pin", is_flag=True, help=PIN_HELP + " Both sides alike.")
 @click.option("--json", "as_json", is_flag=True)
 def bench_compare(
     spec_a: str,
@@ -183,6 +195,7 @@ def bench_compare(
     devices: int,
     concurrency: int,
     n_sessions: int | None,
+    pin: bool,
     as_json: bool,
 ) -> None:
     """Two `bench sessions` set-ups run in turns (A B, B A, ...) and the ratio of their TAM CPU per
@@ -205,8 +218,9 @@ def bench_compare(
         )
 
     comparison = run_compare(
-        a, b, rounds=rounds, devices=devices, concurrency=concurrency, sessions=n_sessions, on_run=show
-    )
+        a, b, rounds=rounds, devices=devices, concurrency=concurrency, sessions=n_sessions, pin=pin,
+        on_run=show,
+    )  # fmt: skip
     click.echo(json.dumps(comparison.to_json(), indent=2) if as_json else format_comparison(comparison))
 
 
