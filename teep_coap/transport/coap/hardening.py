@@ -42,16 +42,20 @@ class DuplicateCache(dict[Any, Any]):
     swept when the next request arrives (all entries share one lifetime, so the oldest expire first).
     `forget_peer` drops a peer's entries at once: a DTLS session that ended is a peer object that no
     datagram will ever name again, and its entries kept it (its DTLS context, its last responses)
-    alive for the whole exchange lifetime."""
+    alive for the whole exchange lifetime. Each entry keeps the request's token (`token_of`): a
+    retransmission repeats it, a new request that only shares the peer address and Message ID does
+    not (see `aiocoap_compat.messages._deduplicate_message`)."""
 
     def __init__(self, max_items: int) -> None:
         super().__init__()
         self.max_items = max_items
         self._born: collections.OrderedDict[Any, float] = collections.OrderedDict()  # oldest first
+        self._tokens: dict[Any, bytes] = {}
         self._by_peer: dict[Any, set[Any]] = {}
 
     def _drop(self, key: Any) -> None:
         self._born.pop(key, None)
+        self._tokens.pop(key, None)
         dict.pop(self, key, None)
         keys = self._by_peer.get(key[0])
         if keys is not None:
@@ -59,8 +63,9 @@ class DuplicateCache(dict[Any, Any]):
             if not keys:
                 del self._by_peer[key[0]]
 
-    def remember(self, key: Any, now: float, lifetime: float) -> None:
-        """Add `key` (no response yet), after dropping what expired and what exceeds the bound."""
+    def remember(self, key: Any, now: float, lifetime: float, token: bytes = b"") -> None:
+        """Add `key` (no response yet) for a request with `token`, after dropping what expired and what
+        exceeds the bound."""
         born = self._born
         while born:
             oldest, at = next(iter(born.items()))
@@ -69,8 +74,13 @@ class DuplicateCache(dict[Any, Any]):
             self._drop(oldest)
         self._drop(key)  # re-added: it counts as the newest
         born[key] = now
+        self._tokens[key] = token
         self._by_peer.setdefault(key[0], set()).add(key)
         self[key] = None
+
+    def token_of(self, key: Any) -> bytes | None:
+        """The token of the request remembered under `key` (None: not remembered)."""
+        return self._tokens.get(key)
 
     def pop(self, key: Any, default: Any = None) -> Any:
         """Tolerant pop (a key may already be gone)."""
@@ -83,6 +93,7 @@ class DuplicateCache(dict[Any, Any]):
         keys = self._by_peer.pop(peer, ())
         for key in keys:
             self._born.pop(key, None)
+            self._tokens.pop(key, None)
             dict.pop(self, key, None)
         return len(keys)
 
