@@ -49,6 +49,13 @@ def test_bench_sessions_with_two_http_workers(new_pg_database: Callable[[str], s
     store.close()
 
 
+def test_https_workers_get_the_certificate_folder(new_pg_database: Callable[[str], str]) -> None:
+    """Over HTTPS each worker is started with the parent's --certs and serves TLS on the shared port."""
+    url = new_pg_database("httpsworkers")
+    result = run_bench("teep-cbor-https", devices=6, concurrency=3, image_size=200, tam_workers=2, db=url)
+    assert result.failures == [] and result.ok == 6 and len(result.tam_peak_rss_mib) == 2
+
+
 async def _health_pids(port: int, tries: int) -> Counter[int]:
     """The pid in each of `tries` GET /health answers, each over a new TCP connection."""
     seen: Counter[int] = Counter()

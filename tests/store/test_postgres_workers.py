@@ -193,3 +193,20 @@ def test_a_dead_worker_stops_the_others(
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+def test_workers_refuse_otrp(tmp_path: os.PathLike[str]) -> None:
+    """OTrP's TAM keeps its sessions in memory: N > 1 workers are refused before its folder is read."""
+    import subprocess
+    import sys
+
+    cli = [sys.executable, "-c", "from teep_coap.cli import main; main()"]
+    done = subprocess.run(
+        [*cli, "tam", "serve", "--profile", "otrp-json-http", "--dir", str(tmp_path), "--workers", "2"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.strip() == (
+        "teep-coap: error: --workers 2 is implemented for TEEP profiles, not the OTrP profile "
+        "'otrp-json-http' (its TAM keeps sessions in memory): serve it with --workers 1"
+    )
