@@ -15,7 +15,7 @@ from aiocoap.numbers.codes import Code
 from coap_helpers import Creds, quick
 
 from teep_coap.transport.base import PeerInfo
-from teep_coap.transport.coap import CoapServer
+from teep_coap.transport.coap import CoapClient, CoapServer
 from teep_coap.transport.coap.credentials import load_tam_credentials
 from teep_coap.transport.http import HttpTamServer
 
@@ -81,6 +81,23 @@ async def test_oscore_server_answers_an_unprotected_health_get(creds: Creds) -> 
             answer = await asyncio.wait_for(client.request(Message(code=GET, uri=uri)).response, 10)
         finally:
             await client.shutdown()
+    assert answer.code == Code.CONTENT and answer.payload.decode() == OK
+    assert handler.calls == 0
+
+
+async def test_coaps_health_answers_a_peer_with_a_psk(creds: Creds) -> None:
+    """Over DTLS the health resource sits behind the handshake: a poller with a PSK (here the
+    device's) gets the same answer through aiocoap's site (the fast path serves only /teep)."""
+    handler = NeverCalled()
+    devices = load_tam_credentials(creds.tam_dir)
+    async with CoapServer(quick("coaps-psk"), handler, devices=devices) as server:
+        client = CoapClient(quick("coaps-psk"), server.uri, creds.agent_side)
+        try:
+            ctx = await client.context()
+            uri = f"coaps://127.0.0.1:{server.port}/health"
+            answer = await asyncio.wait_for(ctx.request(Message(code=GET, uri=uri)).response, 15)
+        finally:
+            await client.close()
     assert answer.code == Code.CONTENT and answer.payload.decode() == OK
     assert handler.calls == 0
 
