@@ -102,7 +102,7 @@ PIN_HELP = (
     type=click.IntRange(1, 64),
     default=1,
     show_default=True,
-    help="`tam serve --workers N` (CoAP profiles; N>1 needs --db).",
+    help="`tam serve --workers N` (TEEP profiles, CoAP or HTTP(S); N>1 needs --db).",
 )
 @click.option(
     "--db",

@@ -371,7 +371,8 @@ def tam_credentials(tam_dir: str, name: str, psk_identity: str | None, agent_sta
     type=click.IntRange(1, 64),
     default=1,
     show_default=True,
-    help="Processes sharing the address (SO_REUSEPORT; CoAP profiles; N>1 needs a PostgreSQL --db).",
+    help="Processes sharing the address (SO_REUSEPORT; TEEP profiles, CoAP or HTTP(S); N>1 needs a "
+    "PostgreSQL --db).",
 )
 @click.option(
     "--stats-file",
@@ -400,14 +401,17 @@ def tamserve_tam(
     TEEP profiles (cbor or json; coap, coaps, coap+oscore, http, https) serve the `tam init` folder
     DIR with the profile's wire (CBOR/COSE or JSON/JWS); OTrP profiles serve an `otrp init` folder.
     The first line on stdout names the URI (useful with port 0).
-    With --workers N, N processes serve the same UDP address (SO_REUSEPORT) and share a PostgreSQL --db.
+    With --workers N, N processes serve the same address (SO_REUSEPORT: the kernel spreads CoAP peers
+    and HTTP connections over them) and share a PostgreSQL --db. Every server also answers
+    `GET /health` (HTTP 200 / CoAP 2.05, `ok pid N`) for a load balancer.
     """
     setup_logging(verbose, quiet)
     if workers > 1:
-        if pcap is not None or certs is not None:
-            raise WorkersError("--workers N>1 takes neither --pcap nor --certs (serve one worker to capture)")
+        if pcap is not None:
+            raise WorkersError("--workers N>1 takes no --pcap (serve one worker to capture its traffic)")
         flags = ["-v"] * verbose + (["-q"] if quiet else [])
         flags += ["--stats-file", stats_file] if stats_file is not None else []
+        flags += ["--certs", certs] if certs is not None else []
         serve_workers(profile_name, tam_dir, db, policy, parse_bind(bind), workers, flags)
         return
     address = parse_bind(bind)

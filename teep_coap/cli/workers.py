@@ -1,12 +1,15 @@
-"""`tam serve --workers N`: N TAM processes on one UDP address, sharing one PostgreSQL database.
+"""`tam serve --workers N`: N TAM processes on one address, sharing one PostgreSQL database.
 
-Each worker binds its own socket to the address with SO_REUSEPORT (aiocoap sets it); Linux hashes a
-datagram's 4-tuple to one of the sockets, so a DTLS or OSCORE peer keeps talking to the worker that
-holds its session while the set of workers is stable. That avoids sharing per-peer security state
-between processes (docs/scale.md says why this beats one shared socket). The parent probes the port
-once without SO_REUSEPORT, so another program already on it is still refused, then starts the
-workers with the address in SHARED_PORT_ENV so they skip that probe, supervises them (one dies: all
-stop, exit status 2) and forwards SIGTERM/SIGINT/SIGHUP.
+Each worker binds its own socket to the address with SO_REUSEPORT. CoAP (aiocoap sets it): Linux
+hashes a datagram's 4-tuple to one of the UDP sockets, so a DTLS or OSCORE peer keeps talking to the
+worker that holds its session while the set of workers is stable. That avoids sharing per-peer
+security state between processes (docs/scale.md says why this beats one shared socket). HTTP(S):
+each worker listens on the TCP port and the kernel hands every new connection to one of them; a
+connection (and the TLS session on it) stays with its worker, and the TEEP state is in the database
+whichever worker a Broker's next connection reaches. The parent probes the port once without
+SO_REUSEPORT, so another program already on it is still refused, then starts the workers with the
+address in SHARED_PORT_ENV so they skip that probe (and, over TCP, bind with SO_REUSEPORT),
+supervises them (one dies: all stop, exit status 2) and forwards SIGTERM/SIGINT/SIGHUP.
 
 SQLite has one writer at a time and no row locks: a multi-worker TAM needs PostgreSQL.
 """
@@ -15,7 +18,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,22 +25,18 @@ from pathlib import Path
 
 import click
 
-from teep_coap.profiles.workers import WorkersError, check_workers_allowed, read_serving_uri
+from teep_coap.profiles.workers import (
+    WorkersError,
+    check_workers_allowed,
+    listening_protocol,
+    read_serving_uri,
+)
 from teep_coap.store.tam_db import TamStore
 from teep_coap.store.tamdir import database_url, read_config
-from teep_coap.transport.coap.server_socket import ensure_port_free
-from teep_coap.transport.coap.shared_port import SHARED_PORT_ENV, shared_port_value
+from teep_coap.transport.shared_port import SHARED_PORT_ENV, ensure_port_free, pick_port, shared_port_value
 
 WORKER_START_TIMEOUT = 60.0  # seconds for each worker to print its URI (a loaded machine is slow)
 WORKER_STOP_TIMEOUT = 10.0  # seconds for a worker to exit after SIGTERM before it is killed
-
-
-def pick_port(host: str) -> int:
-    """A UDP port free right now on `host` (port 0 cannot be shared: each worker would get its own)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_DGRAM) as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
 
 
 def _worker_command(args: list[str]) -> list[str]:
@@ -77,18 +75,21 @@ def serve_workers(
     workers: int,
     extra_args: list[str],
 ) -> None:
-    """Start `workers` `tam serve` processes on one address and supervise them until SIGINT/SIGTERM."""
+    """Start `workers` `tam serve` processes on one address and supervise them until SIGINT/SIGTERM.
+    `extra_args` go to every worker as they are (verbosity, --stats-file, --certs)."""
 
+    check_workers_allowed(profile_name, None, workers)  # the profile first: OTrP has no tam.toml
     database = db or database_url(Path(tam_dir), read_config(Path(tam_dir)))
     check_workers_allowed(profile_name, database, workers)
     TamStore(database).close()  # the schema is created once here, not raced by N workers
+    protocol = listening_protocol(profile_name)
     host, port = bind
-    port = port or pick_port(host)
-    ensure_port_free(host, port)
-    env = dict(os.environ, **{SHARED_PORT_ENV: shared_port_value(host, port)})
+    port = port or pick_port(host, protocol)
+    ensure_port_free(host, port, protocol)
+    env = dict(os.environ, **{SHARED_PORT_ENV: shared_port_value(protocol, host, port)})
     args = ["--profile", profile_name, "--dir", tam_dir, "--db", database, "--bind", f"{host}:{port}"]
     args += ["--policy", policy] if policy else []
-    args += extra_args  # verbosity, --stats-file
+    args += extra_args
     stop_requested = False
 
     def request_stop(_sig: int, _frame: object) -> None:
@@ -128,4 +129,4 @@ def serve_workers(
             signal.signal(sig, handler)
 
 
-__all__ = ["pick_port", "serve_workers"]
+__all__ = ["serve_workers"]

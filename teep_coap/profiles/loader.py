@@ -32,6 +32,7 @@ from teep_coap.profiles.schema import (
     SecuritySettings,
     TransportSettings,
 )
+from teep_coap.transport.health import HEALTH_PATH
 
 PROFILES_ENV = "TEEP_COAP_PROFILES"
 MAX_CONNECT_PADDING = 1024  # bytes: a padded connect must still fit one datagram (RFC 7252 §4.6)
@@ -122,6 +123,10 @@ def profile_from_dict(data: dict[str, Any], source: str = "<dict>", default_name
     path = t.get("path", "/teep")
     if not path.startswith("/"):
         raise ProfileError(f"{where} [transport]: path must start with '/', got {path!r}")
+    if [p for p in path.split("/") if p] == [p for p in HEALTH_PATH.split("/") if p]:
+        raise ProfileError(
+            f"{where} [transport]: path {path!r} is the TAM's health path (GET {HEALTH_PATH}); choose another"
+        )
     content_format = t.get("content_format", TransportSettings.content_format)
     _range(f"{where} [transport]", "content_format", content_format, 0, 65535)
     block_size = t.get("block_size", TransportSettings.block_size)

@@ -72,6 +72,7 @@ def test_unknown_profile_names_known_ones() -> None:
         ({"transport": {"scheme": "coap", "content_format": 70000}}, "content_format"),
         ({"transport": {"scheme": "coap", "pad_connect_to": 2000}}, r"pad_connect_to = 2000 is out of range"),
         ({"transport": {"scheme": "coap", "path": "teep"}}, "path must start"),
+        ({"transport": {"scheme": "http", "path": "/health/"}}, "is the TAM's health path"),
         ({"transport": {"scheme": "coaps"}, "security": {"mode": "none"}}, "does not fit scheme"),
         ({"protocol": "tls"}, "protocol = 'tls'"),
         ({"limits": {"request_timeout": "fast"}}, "request_timeout must be"),

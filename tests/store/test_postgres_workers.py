@@ -162,10 +162,32 @@ def test_workers_refuse_a_port_another_process_holds(
     assert "Traceback" not in done.stderr and done.stdout == ""
 
 
+def _health_pids(port: int, tries: int) -> set[int]:
+    """The pids in `tries` CoAP GET /health answers, each from a new UDP socket (a new source port,
+    so the kernel hashes it afresh: 40 tries all on one of two workers is 2^-39)."""
+    import socket
+
+    from aiocoap import CON, GET, Message
+
+    seen: set[int] = set()
+    for i in range(tries):
+        request = Message(code=GET, uri_path=("health",))
+        request.mtype, request.mid, request.token = CON, i, b""
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(5)
+            sock.sendto(bytes(request.encode()), ("127.0.0.1", port))
+            answer = Message.decode(sock.recv(2048))
+        text = answer.payload.decode()
+        assert text.startswith("ok pid "), text
+        seen.add(int(text.split()[2]))
+    return seen
+
+
 def test_a_dead_worker_stops_the_others(
     new_pg_database: Callable[[str], str], tmp_path: os.PathLike[str]
 ) -> None:
-    """SIGKILL one worker: the parent stops the other and exits 2 naming the dead one."""
+    """Both workers answer GET /health on the shared UDP port; SIGKILL one: the parent stops the
+    other and exits 2 naming the dead one."""
     import signal
     import subprocess
 
@@ -183,6 +205,8 @@ def test_a_dead_worker_stops_the_others(
         assert banner.startswith("TAM serving coap://127.0.0.1:") and "2 workers" in banner
         workers = tam_pids(proc.pid)
         assert len(workers) == 2 and proc.pid not in workers
+        port = int(banner.split()[2].rsplit(":", 1)[1].split("/", 1)[0])
+        assert _health_pids(port, 40) == set(workers)  # both workers answer on the shared port
         os.kill(workers[0], signal.SIGKILL)
         assert proc.wait(30) == 2
         assert proc.stderr is not None
@@ -193,3 +217,20 @@ def test_a_dead_worker_stops_the_others(
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+def test_workers_refuse_otrp(tmp_path: os.PathLike[str]) -> None:
+    """OTrP's TAM keeps its sessions in memory: N > 1 workers are refused before its folder is read."""
+    import subprocess
+    import sys
+
+    cli = [sys.executable, "-c", "from teep_coap.cli import main; main()"]
+    done = subprocess.run(
+        [*cli, "tam", "serve", "--profile", "otrp-json-http", "--dir", str(tmp_path), "--workers", "2"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.strip() == (
+        "teep-coap: error: --workers 2 is implemented for TEEP profiles, not the OTrP profile "
+        "'otrp-json-http' (its TAM keeps sessions in memory): serve it with --workers 1"
+    )

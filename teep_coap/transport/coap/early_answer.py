@@ -11,6 +11,7 @@ once with aiocoap's own `Message` codec, and answers on the spot, statelessly:
 - a request for a path the server does not serve: 4.04, no payload (aiocoap's Site would answer the
   same after its whole pipeline: 4–7-byte junk with an odd Uri-Path cost 10 ms of CPU per KiB);
 - a request for the TEEP path with a method other than POST: 4.05, no payload;
+- a GET of the health path (`coap.health`): its 2.05 `ok pid N`, a few bytes; another method there: 4.05;
 - a POST from an address that has not proven itself (RFC 9175 Echo, `echo.EchoGuard`): 4.01 + Echo,
   unless it is a padded connect (the resource answers it within 3x its size);
 - a Block1 block smaller than MIN_BLOCK_SIZE (32 bytes): 4.00. Each block costs the same fixed
@@ -37,6 +38,7 @@ from aiocoap.numbers.codes import Code
 
 from teep_coap.transport.coap.aiocoap_compat import encode_reply
 from teep_coap.transport.coap.echo import EchoGuard
+from teep_coap.transport.coap.health import HEALTH, health_answer
 from teep_coap.transport.coap.options import CoapOptions
 from teep_coap.transport.junklog import JUNK
 
@@ -69,6 +71,7 @@ class EarlyAnswer:
         self.count = count
         self.answered = 0  # datagrams refused here (tests and the benchmark read it)
         self.dropped = 0  # datagrams dropped here
+        self.health_answered = 0  # GETs of the health path answered here
         # `FastPath.later_block`: the Block2 follow-ups of an admitted peer answered without aiocoap
         # (each went through the message manager, its duplicate cache and a timer: with a 1 KiB
         # component that fourth exchange was most of what plain CoAP cost the TAM beyond HTTP)
@@ -89,10 +92,16 @@ class EarlyAnswer:
         if request.mtype not in (CON, NON):
             return request
         path = request.opt.uri_path
-        if path != self.path:
+        answer: Message | None
+        if path == HEALTH:
+            if request.code == Code.GET:  # served, not refused: not counted in `answered`
+                self.health_answered += 1
+                return encode_reply(request, health_answer())
+            answer = self._refuse(request, Code.METHOD_NOT_ALLOWED, "")
+        elif path != self.path:
             if path in self.other_paths:
                 return request
-            answer: Message | None = self._refuse(request, Code.NOT_FOUND, "")
+            answer = self._refuse(request, Code.NOT_FOUND, "")
         else:
             answer = self._answer(request, len(datagram))
             if answer is None:  # admitted: a later block of a kept response is sent from here

@@ -41,11 +41,12 @@ from teep_coap.transport.coap.credentials import CredentialsError, DeviceCredent
 from teep_coap.transport.coap.early_answer import EarlyAnswer
 from teep_coap.transport.coap.echo import PROVEN, EchoGuard, wire_size
 from teep_coap.transport.coap.hardening import DuplicateCache
+from teep_coap.transport.coap.health import HEALTH, HealthResource
 from teep_coap.transport.coap.idle_expiry import IdleSweeper
 from teep_coap.transport.coap.options import CoapOptions
-from teep_coap.transport.coap.server_socket import enlarge_receive_buffer, ensure_port_free
-from teep_coap.transport.coap.shared_port import port_shared_by_parent
+from teep_coap.transport.coap.server_socket import enlarge_receive_buffer
 from teep_coap.transport.junklog import JUNK, install_junk_log_limit
+from teep_coap.transport.shared_port import ensure_port_free, port_shared_by_parent
 
 log = logging.getLogger("teep_coap.transport.coap.server")
 
@@ -482,6 +483,7 @@ class CoapServer:
         site = ExactPathSite()
         path = tuple(p for p in self.profile.transport.path.split("/") if p)
         site.add_resource(path, self.resource)
+        site.add_resource(HEALTH, HealthResource())
         for extra_path, extra in self._extra_resources:
             site.add_resource(extra_path, extra)
         mode = self.profile.security.mode
@@ -496,8 +498,8 @@ class CoapServer:
             transports = ["udp6"]
             bind = (host, port)
         root: Any = site
-        if not port_shared_by_parent(host, port):  # `tam serve --workers`: the parent probed it
-            ensure_port_free(host, port)  # aiocoap's SO_REUSEPORT would share a busy port silently
+        if not port_shared_by_parent("udp", host, port):  # `tam serve --workers`: the parent probed it
+            ensure_port_free(host, port, "udp")  # aiocoap's SO_REUSEPORT would share a busy port silently
         try:
             if mode in ("oscore", "edhoc"):
                 # Filled before the context exists: aiocoap replaces an empty (falsy) map by its own.

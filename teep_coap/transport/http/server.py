@@ -5,12 +5,18 @@ are the answer (200 with the message, 204 when the handler has nothing more). Th
 draft's rules (415, Accept, required headers, no Cache-Control) and our own bounds (413 over the
 configured size, 503 + Retry-After above the number of requests in flight, 500 when the handler
 fails or takes longer than its time limit).
+
+Beside it, `GET /health` (transport.health) answers 200 `ok pid N` for a load balancer. The port
+is bound without SO_REUSEPORT, so a port another program holds is refused (`PortInUse`), except in
+a worker of `tam serve --workers N` on the address its parent probed (transport.shared_port): the
+workers bind it together and the kernel hands each new connection to one of them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import math
 import ssl
@@ -20,8 +26,10 @@ from aiohttp import web
 
 from teep_coap.model.codes import MEDIA_TYPE_TEEP_CBOR
 from teep_coap.transport.base import MessageHandler, PeerInfo, Rejection, RequestRejected, TransportError
+from teep_coap.transport.health import HEALTH_PATH, health_text
 from teep_coap.transport.http import rules
 from teep_coap.transport.junklog import install_junk_log_limit
+from teep_coap.transport.shared_port import port_in_use, port_shared_by_parent
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +43,7 @@ REJECTION_STATUS: dict[Rejection, int] = {
     Rejection.BAD_GATEWAY: rules.STATUS_BAD_GATEWAY,
     Rejection.GATEWAY_TIMEOUT: rules.STATUS_GATEWAY_TIMEOUT,
 }
+HEALTH_STATUS = 200
 
 
 @dataclass(frozen=True)
@@ -164,6 +173,14 @@ class HttpTamServer:
         headers["Content-Type"] = answer_as or opts.media_type
         return web.Response(status=rules.STATUS_MESSAGE, body=answer, headers=headers)
 
+    async def _health(self, request: web.Request) -> web.StreamResponse:
+        """`GET /health`: the process serves (no database, no handler: cheap for anyone to ask)."""
+        if request.method not in ("GET", "HEAD"):
+            return self._reply(
+                rules.STATUS_METHOD_NOT_ALLOWED, "only GET is served here", {"Allow": "GET, HEAD"}
+            )
+        return self._reply(HEALTH_STATUS, health_text(), {"Cache-Control": "no-store"})
+
     async def start(self) -> int:
         """Listen; returns the bound port."""
         if self._runner is not None:
@@ -172,14 +189,20 @@ class HttpTamServer:
         # client_max_size bounds aiohttp's own buffering too; we read the body ourselves with a limit.
         app = web.Application(client_max_size=self.options.max_message_size + 1)
         app.router.add_route("*", self.options.path, self._serve)
+        if self.options.path != HEALTH_PATH:
+            app.router.add_route("*", HEALTH_PATH, self._health)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
-        site = web.TCPSite(runner, self.options.host, self.options.port, ssl_context=self.options.ssl_context)
+        host, port = self.options.host, self.options.port
+        shared = port_shared_by_parent("tcp", host, port)  # a `tam serve --workers` worker
+        site = web.TCPSite(runner, host, port, ssl_context=self.options.ssl_context, reuse_port=shared)
         try:
             await site.start()
         except OSError as exc:
             await runner.cleanup()
-            raise TransportError(f"cannot listen on {self.options.host}:{self.options.port}: {exc}") from None
+            if exc.errno == errno.EADDRINUSE:
+                raise port_in_use("tcp", host, port) from None
+            raise TransportError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
         self._runner = runner
         server = site._server  # aiohttp keeps the asyncio server here; the bound port is only on it
         sockets = getattr(server, "sockets", None) or []
