@@ -33,6 +33,7 @@ from teep_coap.protocol.records import (
     component_key,
 )
 from teep_coap.store.tam_device_components import DeviceComponentStore
+from teep_coap.store.tam_prune import HistoryStore
 from teep_coap.store.tam_schema import Base
 from teep_coap.store.tam_sql import (
     ABANDON_SESSIONS,
@@ -98,7 +99,7 @@ def _answer_params(
     return params
 
 
-class TamStore(DeviceComponentStore):
+class TamStore(DeviceComponentStore, HistoryStore):
     """All TAM state; every method is one short transaction (or part of the caller's `atomic()`)."""
 
     # ---- devices ----

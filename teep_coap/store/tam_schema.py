@@ -4,10 +4,26 @@ components and the audit log."""
 
 from __future__ import annotations
 
-from sqlalchemy import Float, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
+import logging
+
+from sqlalchemy import (
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    inspect,
+    text,
+)
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from teep_coap.protocol.records import OPEN
+
+log = logging.getLogger("teep_coap.store.tam_schema")
 
 
 class Base(DeclarativeBase):
@@ -35,14 +51,17 @@ class SessionRow(Base):
     device_id: Mapped[int | None] = mapped_column(ForeignKey("devices.id"), nullable=True)
     transport_identity: Mapped[str | None] = mapped_column(String(200), nullable=True)
     started_at: Mapped[float] = mapped_column(Float)
-    ended_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # indexed for pruning (store/tam_prune.py): the oldest ended sessions without a scan
+    ended_at: Mapped[float | None] = mapped_column(Float, nullable=True, index=True)
     outcome: Mapped[str | None] = mapped_column(String(200), nullable=True)
 
 
 class OutstandingRow(Base):
     __tablename__ = "outstanding"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    session_id: Mapped[int] = mapped_column(ForeignKey("sessions.id"))
+    # indexed for pruning: a session's requests are found (and, on PostgreSQL, the foreign key is
+    # checked when a session row goes) without a scan of the table
+    session_id: Mapped[int] = mapped_column(ForeignKey("sessions.id"), index=True)
     device_id: Mapped[int | None] = mapped_column(ForeignKey("devices.id"), nullable=True, index=True)
     kind: Mapped[str] = mapped_column(String(20))  # "query" | "update"
     token: Mapped[bytes | None] = mapped_column(LargeBinary(64), nullable=True, index=True)
@@ -87,11 +106,51 @@ class DeviceComponentRow(Base):
 
 class AuditRow(Base):
     __tablename__ = "audit"
+    # (session_id, at): a session's entries (session_id = ?) and, for pruning, the entries of no
+    # session older than a cutoff (session_id IS NULL AND at < ?) without a scan. It replaces the
+    # index on session_id alone of databases made before it (`create_schema`).
+    __table_args__ = (Index("ix_audit_session_at", "session_id", "at"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    session_id: Mapped[int | None] = mapped_column(ForeignKey("sessions.id"), nullable=True, index=True)
+    session_id: Mapped[int | None] = mapped_column(ForeignKey("sessions.id"), nullable=True)
     at: Mapped[float] = mapped_column(Float)
     event: Mapped[str] = mapped_column(String(100))
     detail: Mapped[str] = mapped_column(Text, default="")
+
+
+# Indexes of older schemas that a declared index covers: dropped once their replacement exists.
+REPLACED_INDEXES = {"ix_audit_session_id": ("audit", "ix_audit_session_at")}
+
+
+def create_schema(engine: Engine) -> list[str]:
+    """Create the missing tables, and bring the indexes of tables that exist up to date; returns
+    what it changed on existing tables ("created ix_...", "dropped ix_...").
+
+    `create_all` makes a table with its indexes but never adds an index to a table made by an older
+    version, so a database from before an index was declared gets it here, on the first open by a
+    version that declares it, and loses the index it replaces (`REPLACED_INDEXES`). On a large table
+    that CREATE INDEX takes a while and holds writes back; docs/scale.md says how to make the
+    indexes beforehand on a PostgreSQL in service."""
+    existing = set(inspect(engine).get_table_names())
+    Base.metadata.create_all(engine)
+    changed: list[str] = []
+    older = [t for t in Base.metadata.sorted_tables if t.name in existing]
+    if not older:
+        return changed
+    have = inspect(engine).get_multi_indexes(filter_names=[t.name for t in older])
+    names = {table: {ix["name"] for ix in found} for (_schema, table), found in have.items()}
+    with engine.begin() as conn:
+        for table in older:
+            for index in sorted(table.indexes, key=lambda ix: str(ix.name)):
+                if index.name not in names.get(table.name, set()):
+                    log.info("creating index %s on the existing table %s", index.name, table.name)
+                    index.create(conn, checkfirst=True)
+                    changed.append(f"created {index.name}")
+        for old, (table_name, replacement) in REPLACED_INDEXES.items():
+            if table_name in existing and old in names.get(table_name, set()):
+                log.info("dropping index %s of %s: %s replaces it", old, table_name, replacement)
+                conn.execute(text(f"DROP INDEX IF EXISTS {old}"))  # a name of ours, not input
+                changed.append(f"dropped {old}")
+    return changed
 
 
 # ---- SQLAlchemy Core statements of the hot path, built once ----

@@ -14,7 +14,7 @@ from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from teep_coap.protocol.records import StoreError
-from teep_coap.store.tam_schema import Base
+from teep_coap.store.tam_schema import create_schema
 from teep_coap.store.tam_sql import INS_AUDIT, audit_params, insert_audit_rows
 
 if TYPE_CHECKING:
@@ -267,7 +267,7 @@ class TamDatabase:
             self._engine = create_engine(url, echo=echo, connect_args=connect_args)
             if is_sqlite:
                 _sqlite_tuning(self._engine, memory=url in ("sqlite://", "sqlite:///:memory:"))
-            Base.metadata.create_all(self._engine)
+            create_schema(self._engine)
         except (SQLAlchemyError, ImportError) as exc:
             raise StoreError(f"cannot open TAM database {url!r}: {exc}") from exc
         self._sqlite = is_sqlite
