@@ -13,6 +13,7 @@ from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from teep_coap.protocol.records import CatalogEntry, ComponentId, Device, DeviceComponent, Outstanding
+from teep_coap.protocol.retention import PruneCounts
 from teep_coap.security.suit.store_api import ComponentStoreApi, InstalledEntry
 
 
@@ -120,6 +121,13 @@ class TamRepository(Protocol):
     def spend_token(self, key: bytes, expires_at: float) -> bool: ...
 
     def forget_spent_tokens(self, now: float) -> int: ...
+
+    # history
+    def prune_history(self, cutoff: float, limit: int) -> PruneCounts:
+        """Delete at most `limit` sessions that ended before `cutoff` and have no request open or
+        unexpired at it, with their audit rows and requests, and at most `limit` audit entries of no
+        session older than it; `more` says a limit was reached."""
+        ...
 
     # catalog and per-device components
     def add_component(

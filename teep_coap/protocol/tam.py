@@ -60,6 +60,7 @@ from teep_coap.protocol.reconcile import installed_per_reports, manifest_digest,
 from teep_coap.protocol.records import OPEN, Device, Outstanding, StoreError
 from teep_coap.protocol.renegotiation import renegotiate
 from teep_coap.protocol.reports import ReportError, check_report_nonces
+from teep_coap.protocol.retention import PRUNE_AGAIN, PRUNE_BATCH
 from teep_coap.protocol.stateless import StatelessTokens
 from teep_coap.protocol.tam_config import (
     Clock,
@@ -96,11 +97,14 @@ class TamEngine:
     # content, so another process changing the database can never make an entry stale.
     _keys: OrderedDict[bytes, VerifyingKey] = field(default_factory=OrderedDict, init=False, repr=False)
     _next_expire: float = field(default=float("-inf"), init=False, repr=False)
+    _next_prune: float = field(default=float("inf"), init=False, repr=False)  # due at once with keep_history
     _stateless: StatelessTokens | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         secret = self.config.stateless_secret
         self._stateless = StatelessTokens(secret) if secret is not None else None
+        if self.config.keep_history is not None:
+            self._next_prune = float("-inf")
 
     # ---------------------------------------------------------------- entry points
 
@@ -137,26 +141,55 @@ class TamEngine:
         return (SendReply(answer), *_call.events) if answer is not None else tuple(_call.events)
 
     def next_timer(self) -> float:
-        """When `handle_timer` is due next (engine clock): the sweep of expired requests and tokens."""
-        return self._next_expire
+        """When `handle_timer` is due next (engine clock): the sweep of expired requests and tokens,
+        or with `keep_history` the next batch of old history, whichever comes first."""
+        return min(self._next_expire, self._next_prune)
 
     def handle_timer(self, now: float) -> tuple[TamEvent, ...]:
-        """Housekeeping a server calls at `next_timer()`: reload a changed policy file, end the
-        sessions of devices that went silent (`SessionEnded(..., "abandoned")`), drop requests
-        expired longer than `keep_expired` and spent stateless tokens past their expiry."""
+        """Housekeeping a server calls at `next_timer()`; each part runs when due.
+
+        Every EXPIRE_EVERY seconds: reload a changed policy file, end the sessions of devices that went
+        silent (`SessionEnded(..., "abandoned")`), drop requests expired longer than `keep_expired`
+        and spent stateless tokens past their expiry. With `keep_history`: one batch of history older
+        than it (`_prune`)."""
         _call.now, _call.events, _call.sender = now, [], None
-        cutoff = now - self.config.keep_expired
+        abandoned: list[tuple[int, float]] = []
+        if now >= self._next_expire:
+            cutoff = now - self.config.keep_expired
+            try:
+                with self.store.atomic():
+                    self._sync_policy(now)
+                    abandoned = self.store.abandon_sessions(cutoff, now)
+                    self.store.expire_outstanding(cutoff)
+                    if self._stateless is not None:
+                        self.store.forget_spent_tokens(now)
+            except StoreError as exc:
+                raise TamFailure(f"TAM store failure: {exc}") from exc
+            self._next_expire = now + EXPIRE_EVERY
+        if now >= self._next_prune:
+            self._prune(now)
+        return tuple(SessionEnded(sid, "abandoned", started) for sid, started in abandoned)
+
+    def _prune(self, now: float) -> None:
+        """Delete one batch (PRUNE_BATCH sessions) of history older than `keep_history`, in its own
+        short transaction, so a timer call never holds the database for long. A full batch means a
+        backlog: the next one is due in PRUNE_AGAIN seconds, between the messages served meanwhile;
+        otherwise at the next sweep. Pruning is upkeep, not service: a failure is logged and tried
+        again at the next sweep, and the sweep's events are returned all the same."""
+        assert self.config.keep_history is not None  # _next_prune stays +inf without it
         try:
             with self.store.atomic():
-                self._sync_policy(now)
-                abandoned = self.store.abandon_sessions(cutoff, now)
-                self.store.expire_outstanding(cutoff)
-                if self._stateless is not None:
-                    self.store.forget_spent_tokens(now)
+                done = self.store.prune_history(now - self.config.keep_history, PRUNE_BATCH)
         except StoreError as exc:
-            raise TamFailure(f"TAM store failure: {exc}") from exc
-        self._next_expire = now + EXPIRE_EVERY
-        return tuple(SessionEnded(sid, "abandoned", started) for sid, started in abandoned)
+            log.warning("pruning old TAM history failed, tried again in %.0f s: %s", EXPIRE_EVERY, exc)
+            self._next_prune = now + EXPIRE_EVERY
+            return
+        self._next_prune = now + (PRUNE_AGAIN if done.more else EXPIRE_EVERY)
+        if done.rows:
+            log.info(
+                "pruned history older than %.0f s: %d sessions, %d audit rows, %d requests",
+                self.config.keep_history, done.sessions, done.audit, done.outstanding,
+            )  # fmt: skip
 
     # Compatibility: the byte-in/byte-out calls of the first API (engine tests, scripts, the CLI's
     # `tam process`) read the injected clock and run a due timer first, as the engine used to.
@@ -164,7 +197,7 @@ class TamEngine:
     def connect(self, transport_identity: str | None = None) -> bytes:
         """ProcessConnect on the engine's clock (compatibility; servers call `handle_connect`)."""
         now = self.clock()
-        if now >= self._next_expire:
+        if now >= self.next_timer():
             self.handle_timer(now)
         answer = reply_of(self.handle_connect(now, transport_identity))
         assert answer is not None  # handle_connect always replies

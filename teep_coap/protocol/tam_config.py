@@ -51,6 +51,9 @@ class TamConfig:
     strict_transport_identity: bool = False  # refuse devices without a registered transport identity
     policy: Policy | None = None
     keep_expired: float = 24 * 3600.0  # how long expired requests are kept to say "expired"
+    # Seconds ended sessions (with their audit rows) are kept before the timer prunes them
+    # (protocol.retention); None keeps them for ever.
+    keep_history: float | None = None
     # With a secret, a QueryRequest to a peer without an authenticated transport identity stores
     # nothing: its token authenticates itself (protocol.stateless). None = every request is stored.
     stateless_secret: bytes | None = field(default=None, repr=False)
@@ -60,6 +63,10 @@ class TamConfig:
             raise TamFailure("TamConfig needs at least one signing key")
         if self.attestation not in att.MODELS:
             raise TamFailure(f"attestation must be one of {att.MODELS}, not {self.attestation!r}")
+        if self.keep_history is not None and not self.keep_history > 0:
+            raise TamFailure(
+                f"keep_history must be a positive number of seconds or None, not {self.keep_history}"
+            )
         if self.attestation == att.NONE:
             self.data_items &= ~int(DataItem.ATTESTATION)
 

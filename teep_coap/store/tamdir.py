@@ -1,6 +1,7 @@
 """A TAM folder as made by `teep-coap tam init`: configuration, signing keys, database.
 
-DIR/tam.toml          configuration (database URL, attestation model, token lifetime, policy file)
+DIR/tam.toml          configuration (database URL, attestation model, token lifetime, policy file,
+                      how long ended sessions are kept: keep-history)
 DIR/keys/<alg>/       one signing key per cipher suite (esp256, ed25519), every format
 DIR/verifiers/        passport model: public keys of trusted Verifiers
 DIR/tam.sqlite        the default database (any SQLAlchemy URL may be configured instead)
@@ -21,6 +22,7 @@ from typing import Any
 from teep_coap.protocol import attestation as att
 from teep_coap.protocol.errors import ConfigError
 from teep_coap.protocol.policy import Policy
+from teep_coap.protocol.retention import parse_duration
 from teep_coap.protocol.tam import Clock, Rng, TamConfig, TamEngine
 from teep_coap.security.errors import SecurityError
 from teep_coap.security.keys import generate_key, load_signing_key, write_key_files
@@ -41,6 +43,7 @@ _KEYS = {
     "evidence-max-age",
     "algs",
     "stateless-connect",
+    "keep-history",
 }
 SECRET_FILE = "stateless.key"  # the MAC key of self-authenticating tokens (protocol.stateless), 0600
 
@@ -84,6 +87,7 @@ def init_tam_dir(
         "evidence-max-age = 300.0",
         "token-with-attestation = false",
         "strict-transport-identity = false",
+        '# keep-history = "90d"  # prune ended sessions and their audit rows older than this (default: keep)',
     ]
     if policy:
         lines.append(f"policy = {json.dumps(policy)}")
@@ -159,6 +163,9 @@ def load_tam_dir(folder: Path) -> tuple[TamConfig, TamStore]:
         )
     except SecurityError as exc:
         raise ConfigError(f"TAM folder {folder}: {exc}") from exc
+    keep_history = None
+    if "keep-history" in cfg:
+        keep_history = parse_duration(cfg["keep-history"], f"{where}: keep-history")
     policy = None
     if cfg.get("policy"):
         policy = Policy.load(folder / str(cfg["policy"]))
@@ -175,6 +182,7 @@ def load_tam_dir(folder: Path) -> tuple[TamConfig, TamStore]:
             verifier_keys=verifiers,
             policy=policy,
             stateless_secret=stateless_secret(folder) if cfg.get("stateless-connect", True) else None,
+            keep_history=keep_history,
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: invalid value ({exc})") from exc

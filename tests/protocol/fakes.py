@@ -27,6 +27,7 @@ from teep_coap.protocol.records import (
     StoreError,
     component_key,
 )
+from teep_coap.protocol.retention import PruneCounts
 
 
 class MemoryTamRepository:
@@ -232,6 +233,29 @@ class MemoryTamRepository:
         for k in gone:
             del self.spent[k]
         return len(gone)
+
+    # history
+    def prune_history(self, cutoff: float, limit: int) -> PruneCounts:
+        needed = {o.session_id for o in self.outstanding.values() if o.state == OPEN or o.expires_at > cutoff}
+        ended = sorted(
+            (row[2], sid)
+            for sid, row in self.sessions.items()
+            if row[2] is not None and row[2] < cutoff and sid not in needed
+        )
+        picked = {sid for _, sid in ended[:limit]}
+        sessionless = sorted(
+            (r[1], i) for i, r in enumerate(self.audit_rows) if r[0] is None and r[1] < cutoff
+        )
+        dropped = {i for _, i in sessionless[:limit]}
+        kept = [r for i, r in enumerate(self.audit_rows) if i not in dropped and r[0] not in picked]
+        audit, self.audit_rows = len(self.audit_rows) - len(kept), kept
+        requests = [i for i, o in self.outstanding.items() if o.session_id in picked]
+        for i in requests:
+            del self.outstanding[i]
+        for sid in picked:
+            del self.sessions[sid]
+        full = len(picked) == limit or len(dropped) == limit
+        return PruneCounts(len(picked), audit, len(requests), more=full)
 
     # catalog and per-device components
     def add_component(
