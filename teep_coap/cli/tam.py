@@ -1,4 +1,5 @@
-"""`teep-coap tam ...`: create a TAM folder, register devices and components, script a session by hand.
+"""`teep-coap tam ...`: create a TAM folder, register devices and components, script a session by hand,
+prune old history.
 
 Imports at module level; `teep-coap --help` stays fast because the module itself is imported only
 when one of its commands is looked up (cli/groups.py).
@@ -22,9 +23,12 @@ from teep_coap.profiles.component_limits import ComponentTooLarge, check_envelop
 from teep_coap.profiles.workers import WorkersError
 from teep_coap.protocol.errors import ConfigError
 from teep_coap.protocol.policy import Policy, envelope_identity, format_component_id
+from teep_coap.protocol.retention import parse_duration
 from teep_coap.protocol.tam import TamEngine
 from teep_coap.protocol.wire import describe
 from teep_coap.security.keys import load_verifying_key
+from teep_coap.store.tam_db import TamStore
+from teep_coap.store.tam_prune import MAX_BATCH
 from teep_coap.store.tamdir import ALG_NAMES, init_tam_dir, load_tam_dir, open_store, read_config
 from teep_coap.transport.coap.credentials import provision_device
 
@@ -316,6 +320,49 @@ def tam_audit(tam_dir: str, event: str | None) -> None:
             if event is None or ev == event
         ]
     )
+
+
+@tam.command("prune")
+@json_is_default
+@_dir_option
+@click.option(
+    "--older-than",
+    "older_than",
+    required=True,
+    metavar="DURATION",
+    help="Delete sessions that ended longer ago than this: a number and a unit (s, m, h, d, w), e.g. 30d.",
+)
+@click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
+@click.option("--db", default=None, metavar="URL", help="SQLAlchemy URL overriding the folder's database.")
+@click.option(
+    "--batch",
+    type=click.IntRange(1, MAX_BATCH),
+    default=1000,
+    show_default=True,
+    help="Sessions per transaction: a TAM serving from the same database waits at most one batch.",
+)
+def tam_prune(tam_dir: str, older_than: str, dry_run: bool, db: str | None, batch: int) -> None:
+    """Delete old history: ended sessions, their audit rows and requests, and audit entries of no
+    session, older than DURATION. Open sessions, devices, their components and the catalog stay.
+
+    Safe while the TAM serves: it deletes in batches, one short transaction each. To have the TAM
+    do this itself, set keep-history = "90d" in tam.toml.
+    """
+
+    seconds = parse_duration(older_than, "--older-than")
+    folder = Path(tam_dir)
+    cfg = read_config(folder)
+    store = TamStore(db) if db is not None else open_store(folder, cfg)
+    cutoff = time.time() - seconds
+    try:
+        if dry_run:
+            counts = store.prunable_history(cutoff)
+            _print({"older_than": older_than, "cutoff": cutoff, "would_delete": counts.per_table()})
+            return
+        counts, batches = store.prune_history_all(cutoff, batch)
+    finally:
+        store.close()
+    _print({"older_than": older_than, "cutoff": cutoff, "deleted": counts.per_table(), "batches": batches})
 
 
 @tam.command("credentials")

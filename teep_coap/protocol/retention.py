@@ -30,7 +30,12 @@ def parse_duration(text: object, what: str) -> float:
     written (an option, a tam.toml key) for the error."""
     if not isinstance(text, str):
         raise BadDuration(f'{what}: {text!r} has no unit; write a number and a unit, e.g. "90d" or "12h"')
-    match = _DURATION.fullmatch(text.strip().lower())
+    written = text.strip().lower()
+    match = _DURATION.fullmatch(written)
+    if match is None and re.fullmatch(r"\d+(?:\.\d+)?", written):
+        raise BadDuration(
+            f"{what}: {text!r} has no unit; write e.g. {written}d for days or {written}h for hours"
+        )
     if match is None:
         raise BadDuration(
             f"{what}: {text!r} is not a duration; write a number and a unit (s, m, h, d, w), e.g. 30d or 12h"
