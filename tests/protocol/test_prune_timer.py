@@ -117,7 +117,8 @@ def test_a_failed_prune_is_logged_and_the_sweep_still_reports(caplog: pytest.Log
     later = clock() + 2 * DAY
     with caplog.at_level(logging.WARNING, logger="teep_coap.protocol.tam"):
         events = tam.handle_timer(later)
-    assert [type(e) for e in events] == [SessionEnded] and events[0].outcome == "abandoned"  # type: ignore[union-attr]
+    (ended,) = events
+    assert isinstance(ended, SessionEnded) and ended.outcome == "abandoned"
     assert "pruning old TAM history failed" in caplog.text and "disk full" in caplog.text
     assert tam.next_timer() == later + EXPIRE_EVERY  # tried again at the next sweep
 
