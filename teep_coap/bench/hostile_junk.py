@@ -14,8 +14,9 @@ import selectors
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import cbor2
@@ -26,6 +27,7 @@ CONTENT_FORMAT = 65000  # application/teep+cbor in our binding (experimental ran
 URI_PATH, CONTENT_FORMAT_OPT, BLOCK2, BLOCK1, SIZE1 = 11, 12, 23, 27, 60
 POST, GET, PUT, DELETE = 2, 1, 3, 4
 SOCKETS = 50  # source ports the junk comes from (one datagram in flight each: no kernel buffer drops)
+JUNK_PORT_SPAN = 10_000  # source ports for junk, just below the ephemeral range (_junk_ports)
 # The junk goes to a TAM without RFC 9175 Echo: what an attacker who answers the Echo (from its own
 # address) reaches anyway; the amplification is measured with and without it.
 QUIET = 0.5  # seconds without an answer after which the rest of a batch counts as silent
@@ -327,12 +329,42 @@ def _drain(
     return answers
 
 
+def _junk_ports() -> Iterator[int]:
+    """Source ports for junk, below the kernel's ephemeral range, cycled through.
+
+    The Echo classes are judged by what an address that has not proven itself gets. The real
+    sessions `bench hostile` runs between the classes prove their clients' addresses, and those
+    clients' ports come from the ephemeral range: a junk socket bound to port 0 sometimes got one of
+    them and was answered as the proven client it then is (one in 4,800 on 2026-12-06). Junk from
+    ports outside that range never shares an address with a client that answered an Echo."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768  # Linux's default start
+    if low <= 2 * JUNK_PORT_SPAN:  # no room below it: let the kernel choose (as before)
+        return itertools.repeat(0)
+    return itertools.cycle(range(low - JUNK_PORT_SPAN, low))
+
+
+_PORTS = _junk_ports()
+
+
+def _bind_junk(s: socket.socket) -> None:
+    for _ in range(JUNK_PORT_SPAN):
+        try:
+            s.bind(("127.0.0.1", next(_PORTS)))
+            return
+        except OSError:  # in use by another program: the next one
+            continue
+    s.bind(("127.0.0.1", 0))
+
+
 def _fresh_sockets(port: int, n: int) -> tuple[list[socket.socket], selectors.BaseSelector]:
     socks = []
     sel = selectors.DefaultSelector()
     for index in range(n):
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind(("127.0.0.1", 0))
+        _bind_junk(s)
         s.connect(("127.0.0.1", port))
         s.setblocking(False)
         socks.append(s)

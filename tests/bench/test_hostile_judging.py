@@ -7,8 +7,9 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from pathlib import Path
 
-from teep_coap.bench.hostile_junk import CLASSES, coap_datagram, send_junk
+from teep_coap.bench.hostile_junk import CLASSES, JUNK_PORT_SPAN, _fresh_sockets, coap_datagram, send_junk
 
 ACK, NON = 2, 1
 METHOD_NOT_ALLOWED = (4 << 5) | 5
@@ -49,3 +50,22 @@ def test_a_separate_response_after_a_stall_counts_as_the_answer() -> None:
         sock.close()
     assert result.outcomes == {"4.05": 6}, result.outcomes
     assert (result.right, result.wrong) == (6, 0)
+
+
+def test_junk_comes_from_ports_no_client_gets() -> None:
+    """Junk source ports lie below the kernel's ephemeral range, from which every real client (the
+    sessions `bench hostile` runs between classes, whose addresses pass the Echo check) gets its
+    port: a junk datagram is never judged as coming from a proven address."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as target:
+        target.bind(("127.0.0.1", 0))
+        socks, sel = _fresh_sockets(target.getsockname()[1], 2 * 50)
+        try:
+            ports = [s.getsockname()[1] for s in socks]
+        finally:
+            for s in socks:
+                sel.unregister(s)
+                s.close()
+            sel.close()
+    assert len(set(ports)) == 100
+    assert all(low - JUNK_PORT_SPAN <= p < low for p in ports)
