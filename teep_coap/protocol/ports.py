@@ -82,6 +82,23 @@ class TamRepository(Protocol):
         """`answered`: recorded as answered already by `device_id` (no cap, no token check)."""
         ...
 
+    def record_outstanding(
+        self,
+        *,
+        session_id: int,
+        device_id: int | None,
+        kind: str,
+        token: bytes | None,
+        challenge: bytes | None,
+        now: float,
+        lifetime: float,
+        cap: int,
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        """`add_outstanding` of an open request, reading nothing back: a networked store sends it
+        with the transaction's COMMIT, where a duplicate token fails the transaction (StoreError)."""
+        ...
+
     def find_outstanding(
         self,
         *,

@@ -316,7 +316,7 @@ class TamEngine:
         self.store.audit(
             session_id, now, "send-query-request", f"token={_hex(token)} challenge={_hex(challenge)}"
         )
-        self.store.add_outstanding(
+        self.store.record_outstanding(
             session_id=session_id,
             device_id=device.id if device else None,
             kind="query",
@@ -575,7 +575,7 @@ class TamEngine:
             unneeded_manifest_list=tuple(plan_remove) if plan_remove else None,
             manifest_list=tuple(e for _, _, e in plan_install) if plan_install else None,
         )
-        self.store.add_outstanding(
+        self.store.record_outstanding(
             session_id=sid,
             device_id=device.id,
             kind="update",

@@ -42,10 +42,12 @@ from teep_coap.store.tam_sql import (
     CLAIM,
     DEV,
     DEVICE_COLS,
+    DUPLICATE_TOKEN,
     END_SESSION,
     EXPIRE,
     INS_OUTSTANDING,
     INS_OUTSTANDING_GUARDED,
+    INS_OUTSTANDING_SUPERSEDING,
     INS_SESSION,
     OUT,
     OUT_COLS,
@@ -288,6 +290,43 @@ class TamStore(DeviceComponentStore, HistoryStore):
                 json.loads(data_json),
             )  # fmt: skip
 
+    def record_outstanding(
+        self,
+        *,
+        session_id: int,
+        device_id: int | None,
+        kind: str,
+        token: bytes | None,
+        challenge: bytes | None,
+        now: float,
+        lifetime: float,
+        cap: int,
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        """`add_outstanding` of an open request, reading nothing back: over PostgreSQL a device's
+        request is one statement sent with the COMMIT (INS_OUTSTANDING_SUPERSEDING), and a duplicate
+        token fails the whole transaction there with the same StoreError."""
+        with self._tx() as tx:
+            if device_id is None or not tx.deferring:
+                self.add_outstanding(
+                    session_id=session_id, device_id=device_id, kind=kind, token=token,
+                    challenge=challenge, now=now, lifetime=lifetime, cap=cap, data=data,
+                )  # fmt: skip
+                return
+            params = {
+                "session_id": session_id,
+                "device_id": device_id,
+                "kind": kind,
+                "token": token,
+                "challenge": challenge,
+                "state": OPEN,
+                "created_at": now,
+                "expires_at": now + lifetime,
+                "data": json.dumps(data or {}, sort_keys=True),
+                "cap": cap,
+            }
+            tx.later(INS_OUTSTANDING_SUPERSEDING, params)
+
     def _add_outstanding_capped(self, tx: Tx, params: dict[str, Any], cap: int) -> int:
         """add_outstanding when the device has `cap` open requests already (or one with the token)."""
         device_id, token = params["device_id"], params["token"]
@@ -297,7 +336,7 @@ class TamStore(DeviceComponentStore, HistoryStore):
         else:
             open_rows = tx.rows(SEL_OPEN_OF_DEVICE, {"dev": device_id})
         if token is not None and any(r[1] == token for r in open_rows):
-            raise StoreError("token already outstanding for this device")
+            raise StoreError(DUPLICATE_TOKEN)
         excess = len(open_rows) - (cap - 1)
         if excess > 0:
             tx.conn.execute(SUPERSEDE, {"ids": [r[0] for r in open_rows[:excess]]})

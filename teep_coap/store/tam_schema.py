@@ -26,6 +26,9 @@ from teep_coap.protocol.records import OPEN
 log = logging.getLogger("teep_coap.store.tam_schema")
 
 
+OPEN_TOKEN_INDEX = "ix_outstanding_open_token"
+
+
 class Base(DeclarativeBase):
     pass
 
@@ -70,6 +73,19 @@ class OutstandingRow(Base):
     created_at: Mapped[float] = mapped_column(Float)
     expires_at: Mapped[float] = mapped_column(Float)
     data: Mapped[str] = mapped_column(Text, default="{}")  # JSON: request parameters / planned changes
+    # A token is unique among a device's open requests. The store checks it before it inserts, except
+    # over PostgreSQL, where the INSERT waits for the COMMIT and this index refuses the duplicate
+    # (tam_sql.INS_OUTSTANDING_SUPERSEDING). A NULL device_id or token is not covered.
+    __table_args__ = (
+        Index(
+            OPEN_TOKEN_INDEX,
+            "device_id",
+            "token",
+            unique=True,
+            postgresql_where=text(f"state = '{OPEN}' AND token IS NOT NULL"),
+            sqlite_where=text(f"state = '{OPEN}' AND token IS NOT NULL"),
+        ),
+    )
 
 
 class SpentTokenRow(Base):

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, exists, func, insert, or_, select, update
+from sqlalchemy import Integer, Table, and_, bindparam, delete, exists, func, insert, or_, select, update
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -131,6 +131,7 @@ INS_OUTSTANDING = insert(outstanding_t).values(_values(outstanding_t, *_OUT_INSE
 # this token: the INSERT's SELECT yields no row otherwise (then the store supersedes and inserts).
 # Its values are cast to the column types: PostgreSQL types a NULL in a SELECT list as text.
 INS_OUTSTANDING_GUARDED: dict[bool, Any] = {}
+DUPLICATE_TOKEN = "token already outstanding for this device"
 for _bound in (True, False):
     _mine = (OUT.device_id == bindparam("device_id")) if _bound else OUT.device_id.is_(None)
     _open_mine = (
@@ -147,6 +148,34 @@ for _bound in (True, False):
         )
         .returning(OUT.id)
     )
+# add_outstanding of a device's request over PostgreSQL as one statement whose result nobody reads,
+# so it can wait for the COMMIT (`Tx.later`): the new request's INSERT in a WITH, and an UPDATE
+# superseding the device's oldest open requests beyond cap - 1. The UPDATE names the INSERT's
+# RETURNING, so the INSERT has run (and the unique index ix_outstanding_open_token has refused a
+# duplicate token) before the UPDATE may supersede the request holding that token; both see the
+# snapshot from before the statement, so the new request is never superseded by its own statement.
+# SQLite cannot put an INSERT in a WITH; requests of no device keep the guarded INSERT (the index
+# does not cover a NULL device_id).
+_old = outstanding_t.alias("old")
+_old_mine = and_(_old.c.state == OPEN, _old.c.device_id == bindparam("device_id"))
+_new_request = (
+    insert(outstanding_t).values(_values(outstanding_t, *_OUT_INSERTED)).returning(OUT.id).cte("new_request")
+)
+_excess = func.greatest(
+    select(func.count()).select_from(_old).where(_old_mine).scalar_subquery()
+    - (bindparam("cap", type_=Integer) - 1),
+    0,
+)
+INS_OUTSTANDING_SUPERSEDING = (
+    update(outstanding_t)
+    .where(
+        OUT.id.in_(select(_old.c.id).where(_old_mine).order_by(_old.c.created_at, _old.c.id).limit(_excess)),
+        OUT.state == OPEN,  # checked again on a row another worker claimed meanwhile: left answered
+        exists(select(_new_request.c.id)),
+    )
+    .values(state=bindparam("superseded", SUPERSEDED))  # "state" binds the new request's
+    .add_cte(_new_request)
+)
 CLAIM = (
     update(outstanding_t)
     .where(OUT.id == bindparam("oid"), OUT.state == OPEN)

@@ -14,8 +14,8 @@ from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from teep_coap.protocol.records import StoreError
-from teep_coap.store.tam_schema import create_schema
-from teep_coap.store.tam_sql import INS_AUDIT, audit_params, insert_audit_rows
+from teep_coap.store.tam_schema import OPEN_TOKEN_INDEX, create_schema
+from teep_coap.store.tam_sql import DUPLICATE_TOKEN, INS_AUDIT, audit_params, insert_audit_rows
 
 if TYPE_CHECKING:
     from teep_coap.store.tam_pg import PgWire
@@ -125,6 +125,12 @@ class Tx:
         return self._conn
 
     @property
+    def deferring(self) -> bool:
+        """`later` keeps the write for the next round trip (PostgreSQL's fast path), so a write that
+        would otherwise need its answer may be rephrased to need none."""
+        return self._wire is not None
+
+    @property
     def begun(self) -> bool:
         """False while no statement ran: there is nothing to commit."""
         return self._begun
@@ -156,7 +162,9 @@ class Tx:
         text = _PG_WITH_AUDIT.get((sql, count))
         if text is None:
             audit_sql, _ = _pg_compiled(insert_audit_rows(count), self._conn.dialect)
-            text = _PG_WITH_AUDIT[(sql, count)] = f"WITH audit_rows AS ({audit_sql}) {sql}"
+            # a statement with a WITH of its own gets the audit rows as its first WITH query
+            rest = f", {sql[5:]}" if sql.startswith("WITH ") else f" {sql}"
+            text = _PG_WITH_AUDIT[(sql, count)] = f"WITH audit_rows AS ({audit_sql}){rest}"
         return text
 
     def _sqlite_cursor(self, stmt: Any, given: dict[str, Any]) -> sqlite3.Cursor:
@@ -365,6 +373,9 @@ class TamDatabase:
         except IntegrityError as exc:
             raise StoreError(f"TAM database constraint violated: {exc.orig}") from exc
         except self._driver_integrity as exc:  # from a fast-path statement, outside SQLAlchemy
+            if getattr(getattr(exc, "diag", None), "constraint_name", None) == OPEN_TOKEN_INDEX:
+                # a queued add_outstanding (INS_OUTSTANDING_SUPERSEDING) refused at the COMMIT
+                raise StoreError(DUPLICATE_TOKEN) from exc
             raise StoreError(f"TAM database constraint violated: {exc}") from exc
         except self._failures as exc:  # the fast paths raise the driver's errors
             self._forget_connection()  # e.g. a lost PostgreSQL connection: the next message gets a new one

@@ -148,6 +148,24 @@ class MemoryTamRepository:
         self.outstanding[row.id] = row
         return row
 
+    def record_outstanding(
+        self,
+        *,
+        session_id: int,
+        device_id: int | None,
+        kind: str,
+        token: bytes | None,
+        challenge: bytes | None,
+        now: float,
+        lifetime: float,
+        cap: int,
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        self.add_outstanding(
+            session_id=session_id, device_id=device_id, kind=kind, token=token, challenge=challenge,
+            now=now, lifetime=lifetime, cap=cap, data=data,
+        )  # fmt: skip
+
     def find_outstanding(
         self,
         *,
