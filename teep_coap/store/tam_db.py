@@ -306,25 +306,25 @@ class TamStore(DeviceComponentStore, HistoryStore):
         """`add_outstanding` of an open request, reading nothing back: over PostgreSQL a device's
         request is one statement sent with the COMMIT (INS_OUTSTANDING_SUPERSEDING), and a duplicate
         token fails the whole transaction there with the same StoreError."""
+        if device_id is None or not self._psycopg:  # no fast path to defer it on (tam_tx.Tx.later)
+            self.add_outstanding(
+                session_id=session_id, device_id=device_id, kind=kind, token=token, challenge=challenge,
+                now=now, lifetime=lifetime, cap=cap, data=data,
+            )  # fmt: skip
+            return
+        params = {
+            "session_id": session_id,
+            "device_id": device_id,
+            "kind": kind,
+            "token": token,
+            "challenge": challenge,
+            "state": OPEN,
+            "created_at": now,
+            "expires_at": now + lifetime,
+            "data": json.dumps(data or {}, sort_keys=True),
+            "cap": cap,
+        }
         with self._tx() as tx:
-            if device_id is None or not tx.deferring:
-                self.add_outstanding(
-                    session_id=session_id, device_id=device_id, kind=kind, token=token,
-                    challenge=challenge, now=now, lifetime=lifetime, cap=cap, data=data,
-                )  # fmt: skip
-                return
-            params = {
-                "session_id": session_id,
-                "device_id": device_id,
-                "kind": kind,
-                "token": token,
-                "challenge": challenge,
-                "state": OPEN,
-                "created_at": now,
-                "expires_at": now + lifetime,
-                "data": json.dumps(data or {}, sort_keys=True),
-                "cap": cap,
-            }
             tx.later(INS_OUTSTANDING_SUPERSEDING, params)
 
     def _add_outstanding_capped(self, tx: Tx, params: dict[str, Any], cap: int) -> int:

@@ -125,12 +125,6 @@ class Tx:
         return self._conn
 
     @property
-    def deferring(self) -> bool:
-        """`later` keeps the write for the next round trip (PostgreSQL's fast path), so a write that
-        would otherwise need its answer may be rephrased to need none."""
-        return self._wire is not None
-
-    @property
     def begun(self) -> bool:
         """False while no statement ran: there is nothing to commit."""
         return self._begun
