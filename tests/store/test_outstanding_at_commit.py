@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, inspect, text
 
 from teep_coap.store.tam_db import ANSWERED, OPEN, SUPERSEDED, StoreError, TamStore
-from teep_coap.store.tam_schema import OPEN_TOKEN_INDEX
+from teep_coap.store.tam_schema import OPEN_TOKEN_INDEX, create_schema
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -140,7 +140,21 @@ def test_a_request_claimed_meanwhile_is_not_superseded(new_pg_database: object) 
         second.close()
 
 
-def test_an_older_database_gets_the_token_index_at_open(url: str) -> None:
+def test_the_token_index_is_postgresqls_alone(tmp_path: Path) -> None:
+    """SQLite keeps the store's own duplicate check (test_a_duplicate_open_token_rolls_the_message_back):
+    the partial index is not made there, and opening an existing SQLite file reports nothing to add."""
+    url = f"sqlite:///{tmp_path / 'tam.sqlite'}"
+    TamStore(url).close()
+    engine = create_engine(url)
+    try:
+        assert OPEN_TOKEN_INDEX not in {i["name"] for i in inspect(engine).get_indexes("outstanding")}
+        assert create_schema(engine) == []
+    finally:
+        engine.dispose()
+
+
+def test_an_older_database_gets_the_token_index_at_open(new_pg_database: Callable[[str], str]) -> None:
+    url = new_pg_database("older_token_index")
     store = TamStore(url)
     dev = _device(store)
     sid = store.start_session(1.0, device_id=dev, transport_identity=None)
