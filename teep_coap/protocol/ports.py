@@ -51,6 +51,12 @@ class TamRepository(Protocol):
     # sessions and audit
     def start_session(self, now: float, *, device_id: int | None, transport_identity: str | None) -> int: ...
 
+    def start_session_for(self, now: float, transport_identity: str) -> tuple[Device, int] | None:
+        """Start a session of the device `transport_identity` names (`device_by_transport_identity`):
+        the device and the session's id; None, and nothing stored, when no device has that identity.
+        A networked store does both in one round trip."""
+        ...
+
     def end_session(self, session_id: int, now: float, outcome: str) -> float | None:
         """Close the session; returns when it started (None if it had ended before)."""
         ...

@@ -210,13 +210,16 @@ class TamEngine:
     def _connect(self, transport_identity: str | None) -> bytes:
         now = self._now()
         self._sync_policy(now)  # a stat of the policy file; loads it before the first session
-        device = self.store.device_by_transport_identity(transport_identity) if transport_identity else None
-        if device is None and self._stateless is not None:
+        # A device known by its transport identity: its session started in the same statement as the
+        # look-up (one round trip over PostgreSQL).
+        started = self.store.start_session_for(now, transport_identity) if transport_identity else None
+        if started is not None:
+            device, session = started
+            return self._query(session, device, self._initial_request(device))
+        if self._stateless is not None:
             return self._query(None, None, self._initial_request(None))  # nothing stored
-        session = self.store.start_session(
-            now, device_id=device.id if device else None, transport_identity=transport_identity
-        )
-        return self._query(session, device, self._initial_request(device))
+        session = self.store.start_session(now, device_id=None, transport_identity=transport_identity)
+        return self._query(session, None, self._initial_request(None))
 
     def _audit_refused(self, exc: InvalidMessage) -> None:
         """Audit the refusal of a message a registered device signed (a replay, a stale answer).

@@ -44,8 +44,12 @@ DC_COLS = (DCOMP.component_key, DCOMP.installed_seq, DCOMP.wanted, DCOMP.wanted_
 
 SEL_DEVICE_BY_KID = select(*DEVICE_COLS).where(DEV.kid == bindparam("kid"))
 SEL_DEVICE_BY_ID = select(*DEVICE_COLS).where(DEV.id == bindparam("id"))
-SEL_DEVICE_BY_TID = select(*DEVICE_COLS).where(
-    (DEV.psk_identity == bindparam("tid")) | (DEV.oscore_id == bindparam("tid"))
+# One device's PSK identity may be another's OSCORE id: the first registered of them, on both databases.
+SEL_DEVICE_BY_TID = (
+    select(*DEVICE_COLS)
+    .where((DEV.psk_identity == bindparam("tid")) | (DEV.oscore_id == bindparam("tid")))
+    .order_by(DEV.id)
+    .limit(1)
 )
 TOUCH: dict[tuple[bool, bool], Any] = {}  # touch_device's statements by which columns it sets
 
@@ -60,6 +64,28 @@ INS_SESSION = (
     insert(sessions_t)
     .values(_values(sessions_t, "device_id", "transport_identity", "started_at"))
     .returning(SES.id)
+)
+# A connect of a device known by its transport identity, in one PostgreSQL statement: the device looked
+# up by SEL_DEVICE_BY_TID (one row at most, so never two sessions), the session inserted for it, and
+# the device's columns returned with the session's id. No device: nothing inserted, no row. An
+# INSERT's RETURNING names the inserted row only, hence the WITH; SQLite has no INSERT in a WITH (the
+# store runs SEL_DEVICE_BY_TID and INS_SESSION there).
+_tid_device = SEL_DEVICE_BY_TID.cte("tid_device")
+_tid_session = (
+    insert(sessions_t)
+    .from_select(
+        ["device_id", "transport_identity", "started_at"],
+        select(
+            _tid_device.c.id,
+            sql_cast(bindparam("tid"), SES.transport_identity.type),
+            sql_cast(bindparam("now"), SES.started_at.type),
+        ),
+    )
+    .returning(SES.id, SES.device_id)
+    .cte("tid_session")
+)
+START_SESSION_FOR = select(_tid_session.c.id, *_tid_device.c).join_from(
+    _tid_session, _tid_device, _tid_session.c.device_id == _tid_device.c.id
 )
 AUDIT_COLS = ("session_id", "at", "event", "detail")
 INS_AUDIT = insert(audit_t).values(_values(audit_t, *AUDIT_COLS))

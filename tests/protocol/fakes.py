@@ -103,6 +103,12 @@ class MemoryTamRepository:
         self.audit(sid, now, "session-start", transport_identity or "")
         return sid
 
+    def start_session_for(self, now: float, transport_identity: str) -> tuple[Device, int] | None:
+        device = self.device_by_transport_identity(transport_identity)
+        if device is None:
+            return None
+        return device, self.start_session(now, device_id=device.id, transport_identity=transport_identity)
+
     def end_session(self, session_id: int, now: float, outcome: str) -> float | None:
         row = self.sessions[session_id]
         if row[2] is not None:
