@@ -65,3 +65,15 @@ def test_identity_of_two_devices_starts_one_session(store: TamStore) -> None:
     assert started is not None
     assert started[0].id == first.id
     assert [(s[0], s[1]) for s in store.sessions()] == [(started[1], first.id)]
+
+
+def test_audit_rows_waiting_in_the_transaction_are_written_with_it(store: TamStore) -> None:
+    """Over PostgreSQL rows the transaction audited before ride in a WITH of the next statement, which
+    here has a WITH of its own: both must be written, in one transaction."""
+    _add(store, b"a" * 32, psk_identity="psk-a")
+    with store.atomic():
+        store.audit(None, 1.5, "before", "queued")
+        started = store.start_session_for(2.0, "psk-a")
+    assert started is not None
+    sid = started[1]
+    assert store.audit_log() == [(None, 1.5, "before", "queued"), (sid, 2.0, "session-start", "psk-a")]
