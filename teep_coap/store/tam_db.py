@@ -102,6 +102,31 @@ def _answer_params(
     return params
 
 
+def _outstanding_params(
+    session_id: int,
+    device_id: int | None,
+    kind: str,
+    token: bytes | None,
+    challenge: bytes | None,
+    state: str,
+    now: float,
+    lifetime: float,
+    data: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The bind values of a new `outstanding` row (tam_sql._OUT_INSERTED)."""
+    return {
+        "session_id": session_id,
+        "device_id": device_id,
+        "kind": kind,
+        "token": token,
+        "challenge": challenge,
+        "state": state,
+        "created_at": now,
+        "expires_at": now + lifetime,
+        "data": json.dumps(data or {}, sort_keys=True),
+    }
+
+
 class TamStore(DeviceComponentStore, HistoryStore):
     """All TAM state; every method is one short transaction (or part of the caller's `atomic()`)."""
 
@@ -290,19 +315,10 @@ class TamStore(DeviceComponentStore, HistoryStore):
         devices) the oldest are superseded. A token must be unique among a device's open requests.
         `answered`: the request is recorded as answered already (a stateless request adopted on its
         answer, whose spent token makes it unique): no cap, no token check."""
-        data_json = json.dumps(data or {}, sort_keys=True)
         state = ANSWERED if answered else OPEN
-        params: dict[str, Any] = {
-            "session_id": session_id,
-            "device_id": device_id,
-            "kind": kind,
-            "token": token,
-            "challenge": challenge,
-            "state": state,
-            "created_at": now,
-            "expires_at": now + lifetime,
-            "data": data_json,
-        }
+        params = _outstanding_params(
+            session_id, device_id, kind, token, challenge, state, now, lifetime, data
+        )
         with self._tx() as tx:
             if answered:
                 oid = tx.insert_id(INS_OUTSTANDING, params)
@@ -312,7 +328,7 @@ class TamStore(DeviceComponentStore, HistoryStore):
                 oid = found[0][0] if found else self._add_outstanding_capped(tx, params, cap)
             return Outstanding(
                 oid, session_id, device_id, kind, token, challenge, state, now, now + lifetime,
-                json.loads(data_json),
+                json.loads(params["data"]),
             )  # fmt: skip
 
     def record_outstanding(
@@ -337,20 +353,9 @@ class TamStore(DeviceComponentStore, HistoryStore):
                 now=now, lifetime=lifetime, cap=cap, data=data,
             )  # fmt: skip
             return
-        params = {
-            "session_id": session_id,
-            "device_id": device_id,
-            "kind": kind,
-            "token": token,
-            "challenge": challenge,
-            "state": OPEN,
-            "created_at": now,
-            "expires_at": now + lifetime,
-            "data": json.dumps(data or {}, sort_keys=True),
-            "cap": cap,
-        }
+        params = _outstanding_params(session_id, device_id, kind, token, challenge, OPEN, now, lifetime, data)
         with self._tx() as tx:
-            tx.later(INS_OUTSTANDING_SUPERSEDING, params)
+            tx.later(INS_OUTSTANDING_SUPERSEDING, {**params, "cap": cap})
 
     def _add_outstanding_capped(self, tx: Tx, params: dict[str, Any], cap: int) -> int:
         """add_outstanding when the device has `cap` open requests already (or one with the token)."""
