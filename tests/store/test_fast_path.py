@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,16 +33,6 @@ from teep_coap.store.tam_sql import (
 from teep_coap.store.tam_tx import _PG_COMPILED, _SQLITE_COMPILED, AUDIT_ROWS_AT_ONCE
 
 CID = (b"TEEP-Device", b"ta")
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TamStore]:
-    if request.param == "sqlite":
-        s = TamStore(f"sqlite:///{tmp_path / 'tam.sqlite'}")
-    else:
-        s = TamStore(request.getfixturevalue("new_pg_database")("fast_path"))
-    yield s
-    s.close()
 
 
 def _plain(rows: Any) -> list[tuple[Any, ...]]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,20 +15,6 @@ from sqlalchemy import create_engine, inspect, text
 
 from teep_coap.store.tam_db import ANSWERED, OPEN, SUPERSEDED, StoreError, TamStore
 from teep_coap.store.tam_schema import OPEN_TOKEN_INDEX, create_schema
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'tam.sqlite'}"
-    return str(request.getfixturevalue("new_pg_database")("at_commit"))
-
-
-@pytest.fixture
-def store(url: str) -> Iterator[TamStore]:
-    s = TamStore(url)
-    yield s
-    s.close()
 
 
 def _device(store: TamStore, kid: bytes = b"k" * 32) -> int:

@@ -4,25 +4,12 @@ store one session and its audit row, and store nothing when no device has the id
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from teep_coap.protocol.records import Device
 from teep_coap.store.tam_db import TamStore
 from teep_coap.store.tam_sql import START_SESSION_FOR
 from teep_coap.store.tam_tx import _PG_COMPILED
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TamStore]:
-    if request.param == "sqlite":
-        s = TamStore(f"sqlite:///{tmp_path / 'tam.sqlite'}")
-    else:
-        s = TamStore(request.getfixturevalue("new_pg_database")("start_for"))
-    yield s
-    s.close()
 
 
 def _add(store: TamStore, kid: bytes, **kw: str | None) -> Device:

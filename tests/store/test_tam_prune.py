@@ -5,9 +5,8 @@ what a database made before those indexes gets when it is opened."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,20 +22,6 @@ CUTOFF = NOW - 30 * DAY
 CID = (b"TEEP-Device", b"ta")
 # Tables pruning must never touch.
 KEPT_TABLES = ("devices", "device_components", "catalog", "spent_tokens")
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'tam.sqlite'}"
-    return str(request.getfixturevalue("new_pg_database")("prune"))
-
-
-@pytest.fixture
-def store(url: str) -> Iterator[TamStore]:
-    s = TamStore(url)
-    yield s
-    s.close()
 
 
 @dataclass
