@@ -241,21 +241,18 @@ class TamStore(DeviceComponentStore, HistoryStore):
         """Start a session of the device `transport_identity` names (as `device_by_transport_identity`
         finds it); the device and the session's id, or None (nothing inserted) when no device has it.
         Over PostgreSQL one statement (START_SESSION_FOR) instead of a look-up and an INSERT."""
+        if self._sqlite:  # no INSERT in a WITH: the look-up, then the INSERT, in one transaction
+            with self.atomic():
+                device = self.device_by_transport_identity(transport_identity)
+                if device is None:
+                    return None
+                sid = self.start_session(now, device_id=device.id, transport_identity=transport_identity)
+                return device, sid
         with self._tx() as tx:
-            if self._sqlite:
-                found = tx.rows(SEL_DEVICE_BY_TID, {"tid": transport_identity})
-                if not found:
-                    return None
-                device = device_from_row(found[0])
-                sid = tx.insert_id(
-                    INS_SESSION,
-                    {"device_id": device.id, "transport_identity": transport_identity, "started_at": now},
-                )
-            else:
-                rows = tx.rows(START_SESSION_FOR, {"tid": transport_identity, "now": now})
-                if not rows:
-                    return None
-                sid, device = int(rows[0][0]), device_from_row(rows[0][1:])
+            rows = tx.rows(START_SESSION_FOR, {"tid": transport_identity, "now": now})
+            if not rows:
+                return None
+            sid, device = int(rows[0][0]), device_from_row(rows[0][1:])
             tx.audit.append(
                 {"session_id": sid, "at": now, "event": "session-start", "detail": transport_identity}
             )
