@@ -71,6 +71,7 @@ class BenchResult:
     # CPU inside the TAM's engine calls, summed over workers (`tam serve --stats-file`); the rest of
     # tam_cpu_seconds is the transport, the event loop and the process's housekeeping
     tam_engine_cpu_seconds: float | None = None
+    tam_mean_batch: float | None = None  # requests per engine call (group commit), over all workers
     client_cpu_seconds: float = 0.0
     handshake_restarts: int = 0
     failures: list[str] = field(default_factory=list)
@@ -135,6 +136,7 @@ class BenchResult:
                 round(self.ok / self.tam_cpu_seconds, 1) if self.tam_cpu_seconds and self.ok else None
             ),
             "tam_engine_cpu_ms_per_session": self._per_session(self.tam_engine_cpu_seconds),
+            "tam_requests_per_commit": None if self.tam_mean_batch is None else round(self.tam_mean_batch, 2),
             "tam_outside_engine_cpu_ms_per_session": self._per_session(
                 None
                 if self.tam_cpu_seconds is None or self.tam_engine_cpu_seconds is None
@@ -178,7 +180,8 @@ def format_result(r: BenchResult) -> str:
         f" client CPU {j['client_cpu_seconds']} s ({j['client_cpu_ms_per_session']} ms/session);"
         f" DTLS handshake restarts {j['handshake_restarts']}",
         f"  TAM CPU per session in engine calls {j['tam_engine_cpu_ms_per_session']} ms, outside them"
-        f" (transport, event loop) {j['tam_outside_engine_cpu_ms_per_session']} ms",
+        f" (transport, event loop) {j['tam_outside_engine_cpu_ms_per_session']} ms;"
+        f" {j['tam_requests_per_commit']} requests per engine call (group commit)",
         f"  TAM: {j['tam_workers']} worker(s) on {j['database']}, peak RSS per worker"
         f" {j['tam_peak_rss_mib_per_worker']} MiB",
         f"  simulator: fleet built in {j['fleet_build_seconds']} s, {j['agent_build_ms_per_session']} ms"
@@ -305,17 +308,35 @@ def peak_rss_mib(pid: int) -> float | None:
     return None
 
 
-def engine_cpu_seconds(stats_file: Path, workers: int) -> float | None:
-    """The engine CPU the stopped TAM's processes wrote (one JSON line each); None unless every
-    worker wrote its line (a worker killed by the 10 s stop deadline writes none)."""
+def _worker_stats(stats_file: Path, workers: int) -> list[dict[str, Any]] | None:
+    """The lines the stopped TAM's processes wrote (one JSON object each); None unless every worker
+    wrote its line (a worker killed by the 10 s stop deadline writes none)."""
     try:
         lines = stats_file.read_text(encoding="utf-8").splitlines()
         stats = [json.loads(line) for line in lines if line.strip()]
-        if len(stats) != workers:
-            return None
-        return sum(float(s["engine_cpu_seconds"]) for s in stats)
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError):
         return None
+    return stats if len(stats) == workers and all(isinstance(s, dict) for s in stats) else None
+
+
+def engine_cpu_seconds(stats_file: Path, workers: int) -> float | None:
+    """The engine CPU of all the stopped TAM's workers (None unless each wrote its stats line)."""
+    stats = _worker_stats(stats_file, workers)
+    try:
+        return None if stats is None else sum(float(s["engine_cpu_seconds"]) for s in stats)
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def mean_batch(stats_file: Path, workers: int) -> float | None:
+    """Requests per engine call over all the stopped TAM's workers (group commit), None if unknown."""
+    stats = _worker_stats(stats_file, workers)
+    try:
+        calls = sum(int(s["engine_calls"]) for s in stats or ())
+        batches = sum(int(s["engine_batches"]) for s in stats or ())
+    except (KeyError, TypeError, ValueError):
+        return None
+    return calls / batches if batches else None
 
 
 def _tam_cpu_seconds(pid: int) -> float | None:
@@ -499,6 +520,7 @@ def run_bench(
             latencies=drive.latencies,
             tam_cpu_seconds=tam_cpu,
             tam_engine_cpu_seconds=engine_cpu_seconds(stats_file, tam_workers),
+            tam_mean_batch=mean_batch(stats_file, tam_workers),
             client_cpu_seconds=client_cpu,
             handshake_restarts=drive.handshake_restarts,
             failures=drive.failures,

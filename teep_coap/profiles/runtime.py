@@ -63,6 +63,7 @@ class TamService:
             "sessions_failed": failed,
             "engine_calls": int(getattr(self.handler, "engine_calls", 0)),
             "engine_cpu_seconds": round(float(getattr(self.handler, "engine_cpu", 0.0)), 6),
+            "engine_batches": int(getattr(self.handler, "batches", 0)),
             "process_cpu_seconds": round(time.process_time(), 6),
         }
 

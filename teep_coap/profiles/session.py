@@ -27,6 +27,7 @@ from teep_coap.errors import TeepCoapError
 from teep_coap.profiles.rejections import rejection_for
 from teep_coap.protocol.broker import BrokerSession, Done, Send
 from teep_coap.protocol.events import SessionEnded, TamEvent, reply_of
+from teep_coap.protocol.tam import BatchOutcome, TamRequest
 from teep_coap.transport.base import MessageClient, PeerInfo, Rejection, RequestRejected, TransportError
 from teep_coap.transport.junklog import JUNK
 
@@ -54,6 +55,10 @@ ENGINE_THREADS = 4  # engine calls in flight at once over a store on another hos
 # TEEP_COAP_ENGINE_THREADS overrides the choice for every TamHandler of the process (and `tam serve
 # --workers` children).
 ENGINE_THREADS_ENV = "TEEP_COAP_ENGINE_THREADS"
+# Requests per group commit at most. Each runs in a savepoint; PostgreSQL keeps the ids of up to 64
+# subtransactions of a transaction in shared memory and, past that, makes every other session's
+# snapshot look them up on disk.
+MAX_BATCH = 32
 
 
 class EngineThreadsError(TeepCoapError):
@@ -93,10 +98,21 @@ class TamHandler:
     "abandoned") and one per refused message, and counts them. It also sums the CPU time of the
     engine calls (`engine_cpu`, the calling thread's CPU clock), so that a benchmark can tell the
     engine's share of the process's CPU from the transport's and the event loop's.
+
+    With `group_commit` (the default) the requests that arrive while the engine is busy, or
+    together in one turn of the event loop, go to the engine as one batch (`handle_batch`, at most
+    MAX_BATCH): one database transaction and one commit for all of them, each answered once it is
+    committed. Without it each request is its own call and transaction, and runs to its end within
+    the handler's first step on the loop (`threads=0`), as the in-process crash tests need.
     """
 
     def __init__(
-        self, tam: Any, *, session_log: logging.Logger | None = None, threads: int | None = None
+        self,
+        tam: Any,
+        *,
+        session_log: logging.Logger | None = None,
+        threads: int | None = None,
+        group_commit: bool = True,
     ) -> None:
         self.tam = tam
         self.log = session_log or log
@@ -109,6 +125,10 @@ class TamHandler:
         self.engine_calls = 0
         self.engine_cpu = 0.0  # seconds of thread CPU time inside engine calls
         self._cpu_lock = threading.Lock()  # engine calls on several threads add to the same sums
+        self._group_commit = group_commit and hasattr(tam, "handle_batch")
+        self._queue: list[tuple[TamRequest, asyncio.Future[BatchOutcome]]] = []
+        self._flushers: set[asyncio.Task[None]] = set()
+        self.batches = 0  # handle_batch calls made (engine_calls / batches: the mean batch)
 
     @property
     def threads(self) -> int:
@@ -126,12 +146,12 @@ class TamHandler:
             self._pool.shutdown(wait=True)
             self._pool = None
 
-    async def _run(self, call: Callable[[], Any]) -> Any:
+    async def _run(self, call: Callable[[], Any], requests: int = 1) -> Any:
         if self._threads == 0:
-            return self._timed(call)
-        return await asyncio.get_running_loop().run_in_executor(self._executor(), self._timed, call)
+            return self._timed(call, requests)
+        return await asyncio.get_running_loop().run_in_executor(self._executor(), self._timed, call, requests)
 
-    def _timed(self, call: Callable[[], Any]) -> Any:
+    def _timed(self, call: Callable[[], Any], requests: int = 1) -> Any:
         """`call()`, its thread's CPU time added to `engine_cpu` (on whichever thread runs it)."""
         start = time.thread_time()
         try:
@@ -139,8 +159,40 @@ class TamHandler:
         finally:
             spent = time.thread_time() - start
             with self._cpu_lock:
-                self.engine_calls += 1
+                self.engine_calls += requests
                 self.engine_cpu += spent
+
+    async def _batched(self, request: TamRequest) -> BatchOutcome:
+        """Queue `request` for the next batch; its outcome once that batch is committed."""
+        loop = asyncio.get_running_loop()
+        outcome: asyncio.Future[BatchOutcome] = loop.create_future()
+        self._queue.append((request, outcome))
+        if len(self._flushers) < max(1, self._threads):  # a batch in flight per engine thread
+            # a task, so the requests that arrived in this turn of the loop join the same batch
+            flusher = loop.create_task(self._flush())
+            self._flushers.add(flusher)
+            flusher.add_done_callback(self._flushers.discard)
+        return await outcome
+
+    async def _flush(self) -> None:
+        """Hand the queued requests to the engine, MAX_BATCH at a time, until none are left."""
+        while self._queue:
+            batch = self._queue[:MAX_BATCH]
+            del self._queue[:MAX_BATCH]
+            call = functools.partial(self.tam.handle_batch, [request for request, _ in batch])
+            try:
+                outcomes: list[BatchOutcome] = await self._run(call, len(batch))
+            except BaseException as exc:  # a bug, a simulated crash, or the server closing: all of it
+                for _, waiter in batch:
+                    if not waiter.done():
+                        waiter.set_exception(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                continue
+            self.batches += 1
+            for (_, waiter), result in zip(batch, outcomes, strict=True):
+                if not waiter.done():
+                    waiter.set_result(result)
 
     async def _timer(self, now: float) -> None:
         """The engine's housekeeping when due; one sweep at a time, the other calls go on."""
@@ -148,7 +200,7 @@ class TamHandler:
             return
         self._timer_running = True
         try:
-            events: tuple[TamEvent, ...] = await self._run(functools.partial(self.tam.handle_timer, now))
+            events: tuple[TamEvent, ...] = await self._run(functools.partial(self.tam.handle_timer, now), 0)
         except TeepCoapError as exc:  # the sweep is retried at the next call; the request goes on
             self.log.warning("TAM housekeeping failed: %s", exc)
             return
@@ -159,24 +211,32 @@ class TamHandler:
     async def __call__(self, payload: bytes, peer: PeerInfo) -> bytes | None:
         now = float(self.tam.clock())
         await self._timer(now)
-        call = (
-            functools.partial(self.tam.handle_connect, now, peer.identity)
-            if not payload
-            else functools.partial(self.tam.handle_message, payload, now, peer.identity)
-        )
-        try:
-            events: tuple[TamEvent, ...] = await self._run(call)
-        except TeepCoapError as exc:  # every engine error; `rejection_for` says which answer
-            rejection = rejection_for(exc) or Rejection.SERVER_ERROR
-            self.sessions_failed += 1
-            outcome = "failed" if rejection is Rejection.SERVER_ERROR else "refused"
-            # a peer's junk must not flood the log: the line is rate-limited (`transport.junklog`)
-            self.log.info(
-                "message from %s via %s %s (%s)", _who(peer), peer.transport, outcome, exc, extra=JUNK
+        if self._group_commit:
+            outcome = await self._batched(TamRequest(payload, now, peer.identity))
+            if isinstance(outcome, TeepCoapError):
+                raise self._rejected(outcome, peer) from None
+            events: tuple[TamEvent, ...] = outcome
+        else:
+            call = (
+                functools.partial(self.tam.handle_connect, now, peer.identity)
+                if not payload
+                else functools.partial(self.tam.handle_message, payload, now, peer.identity)
             )
-            raise RequestRejected(rejection, str(exc)) from None
+            try:
+                events = await self._run(call)
+            except TeepCoapError as exc:  # every engine error; `rejection_for` says which answer
+                raise self._rejected(exc, peer) from None
         self._note(events, peer, now)
         return reply_of(events)
+
+    def _rejected(self, exc: TeepCoapError, peer: PeerInfo) -> RequestRejected:
+        """Count and log a refused or failed request; the transport's rejection for it."""
+        rejection = rejection_for(exc) or Rejection.SERVER_ERROR
+        self.sessions_failed += 1
+        outcome = "failed" if rejection is Rejection.SERVER_ERROR else "refused"
+        # a peer's junk must not flood the log: the line is rate-limited (`transport.junklog`)
+        self.log.info("message from %s via %s %s (%s)", _who(peer), peer.transport, outcome, exc, extra=JUNK)
+        return RequestRejected(rejection, str(exc))
 
     def _note(self, events: tuple[TamEvent, ...], peer: PeerInfo | None, now: float) -> None:
         """Count and log the sessions these events ended; a failed one's line is rate-limited."""

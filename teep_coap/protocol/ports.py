@@ -26,6 +26,10 @@ class TamRepository(Protocol):
 
     def atomic(self) -> AbstractContextManager[None]: ...
 
+    def savepoint(self) -> AbstractContextManager[None]:
+        """Inside `atomic()`: a part that an exception leaving it undoes alone, the rest going on."""
+        ...
+
     @property
     def embedded(self) -> bool:
         """True when the database runs in this process (SQLite): a call waits on no network, so an

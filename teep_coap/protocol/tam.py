@@ -32,6 +32,7 @@ from typing import Any
 
 from teep_coap import crashpoints
 from teep_coap.encoding.errors import TeepDecodeError
+from teep_coap.errors import TeepCoapError
 from teep_coap.model.codes import (
     DataItem,
     ErrorCode,
@@ -81,6 +82,20 @@ log = logging.getLogger("teep_coap.protocol.tam")
 MAX_RENEGOTIATIONS = 3
 EXPIRE_EVERY = 60.0  # seconds (of the engine's clock) between two sweeps of expired requests
 KEY_CACHE_SIZE = 4096  # parsed device public keys kept, keyed by their stored PEM bytes
+
+
+@dataclass(frozen=True)
+class TamRequest:
+    """One request of a group commit (`TamEngine.handle_batch`): ProcessConnect when `payload` is
+    empty, else ProcessTeepMessage."""
+
+    payload: bytes
+    now: float
+    transport_identity: str | None = None
+
+
+# What handle_batch returns for each request: its events, or the error a single call would raise.
+BatchOutcome = tuple[TamEvent, ...] | TeepCoapError
 
 
 @dataclass
@@ -138,6 +153,63 @@ class TamEngine:
             raise
         if crashpoints.armed is not None:
             crashpoints.reached(crashpoints.message_point("tam.committed", getattr(_received, "kind", "?")))
+        return (SendReply(answer), *_call.events) if answer is not None else tuple(_call.events)
+
+    def handle_batch(self, requests: Sequence[TamRequest]) -> list[BatchOutcome]:
+        """Several requests in one transaction, committed once (group commit): for each, in order,
+        what `handle_connect` / `handle_message` would return, or the error it would raise.
+
+        A commit costs more than most messages' statements (SQLite writes every page the message
+        touched to its WAL; PostgreSQL a round trip and a WAL flush); requests that arrived together
+        share one. Each runs in a savepoint, so a refused one is undone alone (its refusal audited)
+        and the others go on; a store failure fails them all, nothing committed. The caller sends no
+        answer before this returns, so no answer leaves before what it says is committed, as with
+        one transaction per request. The `tam.committed.*` crash points are reached after the commit."""
+        if len(requests) == 1:
+            return [self._alone(requests[0])]
+        outcomes: list[BatchOutcome] = []
+        points: list[str] = []
+        try:
+            with self.store.atomic():
+                for request in requests:
+                    outcomes.append(self._part(request, points))
+        except StoreError as exc:
+            failure = TamFailure(f"TAM store failure: {exc}")
+            return [failure for _ in requests]
+        if crashpoints.armed is not None:
+            for point in points:
+                crashpoints.reached(point)
+        return outcomes
+
+    def _alone(self, request: TamRequest) -> BatchOutcome:
+        try:
+            if not request.payload:
+                return self.handle_connect(request.now, request.transport_identity)
+            return self.handle_message(request.payload, request.now, request.transport_identity)
+        except TeepCoapError as exc:
+            return exc
+
+    def _part(self, request: TamRequest, points: list[str]) -> BatchOutcome:
+        """One request of a batch, in its savepoint; its `tam.committed.*` point goes to `points`."""
+        if not request.payload and crashpoints.armed is not None:
+            crashpoints.reached("tam.received.connect")
+        _call.now, _call.events, _call.sender = request.now, [], None
+        _received.kind = "?"
+        try:
+            with self.store.savepoint():
+                if request.payload:
+                    answer = self._receive(request.payload, request.transport_identity)
+                else:
+                    answer = self._connect(request.transport_identity)
+        except StoreError:
+            raise  # the transaction is broken: the whole batch fails
+        except InvalidMessage as exc:
+            self._audit_refused(exc)  # in the batch's transaction, after the savepoint's undo
+            return exc
+        except TeepCoapError as exc:
+            return exc
+        kind = getattr(_received, "kind", "?") if request.payload else "connect"
+        points.append(crashpoints.message_point("tam.committed", kind))
         return (SendReply(answer), *_call.events) if answer is not None else tuple(_call.events)
 
     def next_timer(self) -> float:

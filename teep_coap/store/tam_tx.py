@@ -100,7 +100,7 @@ class Tx:
     over PostgreSQL. `locked` holds the devices whose row this transaction has written (so locked,
     on PostgreSQL) already."""
 
-    __slots__ = ("_ahead", "_begun", "_conn", "_raw", "_wire", "audit", "locked")
+    __slots__ = ("_ahead", "_begun", "_conn", "_parts", "_raw", "_wire", "audit", "locked")
 
     def __init__(
         self, conn: Connection, raw: sqlite3.Connection | None = None, *, wire: PgWire | None = None
@@ -112,6 +112,7 @@ class Tx:
         self._begun = raw is None  # SQLite: BEGIN IMMEDIATE before the first statement
         self._wire = wire  # PostgreSQL over psycopg 3: the libpq fast path, or None
         self._ahead: dict[int, tuple[Any, list[Any]]] = {}  # id(statement) -> (statement, rows read ahead)
+        self._parts = 0  # savepoints opened (their names)
 
     @property
     def conn(self) -> Connection:
@@ -244,6 +245,42 @@ class Tx:
             return
         self.run_many(INS_AUDIT, rows)
 
+    def savepoint(self) -> tuple[str, frozenset[int]]:
+        """Open a part of the transaction that `rollback_to` can undo alone (SAVEPOINT); returns what
+        `release` and `rollback_to` need. The audit rows of earlier parts are written first, so
+        undoing this part never undoes them. Over PostgreSQL it is sent with the next statement."""
+        self.flush_audit()
+        self._parts += 1
+        name = f"part_{self._parts}"
+        self._plain(f"SAVEPOINT {name}")
+        return name, frozenset(self.locked)
+
+    def release(self, part: tuple[str, frozenset[int]]) -> None:
+        """Keep the part (its audit rows written, RELEASE)."""
+        self.flush_audit()
+        self._plain(f"RELEASE SAVEPOINT {part[0]}")
+
+    def rollback_to(self, part: tuple[str, frozenset[int]]) -> None:
+        """Undo the part: its writes (ROLLBACK TO), its audit rows not written yet, the device locks
+        it took (PostgreSQL releases them with it) and what was read ahead."""
+        name, locked = part
+        self.audit.clear()
+        self.locked = set(locked)
+        self._ahead.clear()
+        self._plain(f"ROLLBACK TO SAVEPOINT {name}")
+        self._plain(f"RELEASE SAVEPOINT {name}")
+
+    def _plain(self, sql: str) -> None:
+        """A statement without values: SQLite at once (after BEGIN IMMEDIATE), PostgreSQL queued."""
+        if self._raw is not None:
+            if not self._begun:
+                self._begin()
+            self._raw.execute(sql)
+        elif self._wire is not None:
+            self._wire.later(sql, {})
+        else:
+            self._conn.exec_driver_sql(sql)
+
     def commit(self) -> None:
         """PostgreSQL: the queued writes and COMMIT in one round trip (SQLAlchemy's commit after it
         finds no transaction open and sends nothing). Elsewhere SQLAlchemy commits."""
@@ -341,6 +378,22 @@ class TamDatabase:
                 yield
             finally:
                 self._local.tx = None
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """Inside `atomic()`: a part of the transaction that an exception leaving the block undoes
+        alone (SAVEPOINT, ROLLBACK TO), the transaction going on. The TAM engine puts each message of
+        a group commit in one, so a refused message takes no other message's writes with it."""
+        tx: Tx | None = getattr(self._local, "tx", None)
+        if tx is None:
+            raise RuntimeError("TamStore.savepoint() is only for use inside atomic()")
+        part = tx.savepoint()
+        try:
+            yield
+        except BaseException:
+            tx.rollback_to(part)
+            raise
+        tx.release(part)
 
     @contextmanager
     def _tx(self) -> Iterator[Tx]:

@@ -349,7 +349,8 @@ class DyingTam:
         self._silent: list[asyncio.Task[None]] = []
 
     async def __call__(self, payload: bytes, peer: PeerInfo) -> bytes | None:
-        handler = TamHandler(self.world.tam, threads=0)  # the engine on the loop, as Arming needs
+        # without group commit the engine runs to its end within this step, as Arming needs
+        handler = TamHandler(self.world.tam, threads=0, group_commit=False)
         try:
             with self.arming.around():  # with threads=0 the handler never awaits: the engine runs to its end
                 answer = await handler(payload, peer)

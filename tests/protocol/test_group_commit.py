@@ -1,0 +1,159 @@
+"""Group commit: `TamEngine.handle_batch` runs several requests in one transaction (real SQLite file,
+real keys), and `TamHandler` batches the requests that arrive together.
+
+What must hold: every session of a batch completes as it would alone; the batch commits once; a
+refused request is undone alone; a store failure fails the whole batch with nothing committed; the
+`tam.committed.*` crash points are reached only after the commit."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from teep_coap import crashpoints
+from teep_coap.bench.sessions import make_world
+from teep_coap.profiles.session import TamHandler
+from teep_coap.protocol.agent import AgentEngine
+from teep_coap.protocol.broker import BrokerSession, Done, Send
+from teep_coap.protocol.errors import InvalidMessage, TamFailure
+from teep_coap.protocol.events import SessionEnded, reply_of
+from teep_coap.protocol.records import StoreError
+from teep_coap.protocol.tam import TamEngine, TamRequest
+from teep_coap.store.agentdir import load_agent_state
+from teep_coap.store.tam_db import TamStore
+from teep_coap.store.tamdir import load_tam_dir
+from teep_coap.transport.base import PeerInfo
+
+DEVICES = 4
+
+
+class World:
+    def __init__(self, root: Path) -> None:
+        bench = make_world(root / "tam", root / "agents", DEVICES, 64)
+        self.tam_dir, self.agent_dirs = bench.tam_dir, bench.agent_dirs
+        config, self.store = load_tam_dir(self.tam_dir)
+        self.tam = TamEngine(config, self.store)
+
+    def name(self, i: int) -> str:
+        return f"dev-{i:05d}"
+
+    def commits(self) -> list[str]:
+        """The COMMITs SQLite runs on the engine's connection from now on (statement trace)."""
+        seen: list[str] = []
+        raw = self.store._connection().connection.dbapi_connection  # the store's own connection
+        raw.set_trace_callback(lambda sql: seen.append(sql) if sql.strip().upper() == "COMMIT" else None)
+        return seen
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    return World(tmp_path)
+
+
+def lockstep(world: World, devices: range, ended: list[SessionEnded] | None = None) -> list[BrokerSession]:
+    """One session per device, all their requests of one round in one batch, until all are done;
+    the SessionEnded events of the batches go to `ended`."""
+    agents = [AgentEngine(load_agent_state(world.agent_dirs[i])) for i in devices]
+    sessions = [BrokerSession(agent, "coaps://tam") for agent in agents]
+    actions: list[Send | Done] = [s.start() for s in sessions]
+    while any(isinstance(a, Send) for a in actions):
+        live = [i for i, a in enumerate(actions) if isinstance(a, Send)]
+        requests = [TamRequest(actions[i].payload, time.time(), world.name(devices[i])) for i in live]  # type: ignore[union-attr]
+        outcomes = world.tam.handle_batch(requests)
+        for i, outcome in zip(live, outcomes, strict=True):
+            assert not isinstance(outcome, Exception), outcome
+            if ended is not None:
+                ended.extend(e for e in outcome if isinstance(e, SessionEnded))
+            actions[i] = sessions[i].on_response(reply_of(outcome))
+    return sessions
+
+
+def test_a_batch_of_sessions_completes_and_commits_once_per_round(world: World) -> None:
+    commits = world.commits()
+    events: list[SessionEnded] = []
+    sessions = lockstep(world, range(DEVICES), events)
+    assert all(s.result is not None and s.result.ok for s in sessions), [s.result for s in sessions]
+    assert len(commits) == 3  # connect, QueryResponse, Success: one batch of 4 each
+    rows = [row for row in world.store.sessions() if row[4] is not None]
+    assert len(rows) == DEVICES and {row[4] for row in rows} == {"success"}
+    assert sorted(e.session_id for e in events) == sorted(row[0] for row in rows)
+
+
+def test_a_refused_request_is_undone_alone(world: World) -> None:
+    before = len(world.store.sessions())
+    outcomes = world.tam.handle_batch(
+        [
+            TamRequest(b"", time.time(), world.name(0)),
+            TamRequest(b"\xa1\x01\x02 not a TEEP message", time.time(), world.name(1)),
+            TamRequest(b"", time.time(), world.name(2)),
+        ]
+    )
+    assert isinstance(outcomes[1], InvalidMessage)
+    assert reply_of(outcomes[0]) and reply_of(outcomes[2])  # type: ignore[arg-type]
+    assert len(world.store.sessions()) == before + 2
+
+
+class FailingSecondStart:
+    """The TAM's store, whose second `start_session_for` fails as a lost database would."""
+
+    def __init__(self, store: TamStore) -> None:
+        self._store = store
+        self._starts = 0
+
+    def start_session_for(self, now: float, tid: str) -> Any:
+        self._starts += 1
+        if self._starts == 2:
+            raise StoreError("the database went away")
+        return self._store.start_session_for(now, tid)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+def test_a_store_failure_fails_the_whole_batch_and_commits_nothing(world: World) -> None:
+    before = len(world.store.sessions())
+    engine = TamEngine(world.tam.config, FailingSecondStart(world.store))  # type: ignore[arg-type]
+    outcomes = engine.handle_batch([TamRequest(b"", time.time(), world.name(i)) for i in range(3)])
+    assert all(isinstance(o, TamFailure) for o in outcomes), outcomes
+    assert len(world.store.sessions()) == before
+    # the next batch on the same store goes through
+    again = world.tam.handle_batch([TamRequest(b"", time.time(), world.name(0))] * 2)
+    assert all(not isinstance(o, Exception) for o in again)
+
+
+def test_committed_points_are_reached_after_the_commit(world: World) -> None:
+    before = len(world.store.sessions())
+    with crashpoints.simulate("tam.received.connect"), pytest.raises(crashpoints.SimulatedCrash):
+        world.tam.handle_batch([TamRequest(b"", time.time(), world.name(i)) for i in range(2)])
+    assert len(world.store.sessions()) == before  # died before anything was committed
+    with crashpoints.simulate("tam.committed.connect"), pytest.raises(crashpoints.SimulatedCrash):
+        world.tam.handle_batch([TamRequest(b"", time.time(), world.name(i)) for i in range(2)])
+    reopened = TamStore(world.store.url)  # what a restarted process finds
+    try:
+        assert len(reopened.sessions()) == before + 2  # both were committed before the point
+    finally:
+        reopened.close()
+
+
+@pytest.mark.parametrize("threads", [0, 2])
+async def test_the_handler_batches_requests_that_arrive_together(world: World, threads: int) -> None:
+    handler = TamHandler(world.tam, threads=threads)
+    try:
+        peers = [PeerInfo("coaps", f"127.0.0.1:{5000 + i}", world.name(i % DEVICES), True) for i in range(8)]
+        answers = await asyncio.wait_for(asyncio.gather(*(handler(b"", p) for p in peers)), 30)
+    finally:
+        handler.close()
+    assert len(set(answers)) == 8 and all(answers)  # each its own QueryRequest
+    assert handler.engine_calls == 8
+    assert 1 <= handler.batches < 8  # all in one batch on the loop; a few on threads
+
+
+async def test_without_group_commit_each_request_is_its_own_call(world: World) -> None:
+    handler = TamHandler(world.tam, threads=0, group_commit=False)
+    peers = [PeerInfo("coaps", f"127.0.0.1:{5000 + i}", world.name(i), True) for i in range(3)]
+    answers = await asyncio.gather(*(handler(b"", p) for p in peers))
+    assert all(answers) and handler.engine_calls == 3 and handler.batches == 0
