@@ -127,7 +127,8 @@ class TamHandler:
         self._cpu_lock = threading.Lock()  # engine calls on several threads add to the same sums
         self._group_commit = group_commit and hasattr(tam, "handle_batch")
         self._queue: list[tuple[TamRequest, asyncio.Future[BatchOutcome]]] = []
-        self._flushers: set[asyncio.Task[None]] = set()
+        self._flushing = 0  # batches being handed over: at most one per engine thread
+        self._flush_tasks: set[asyncio.Task[None]] = set()  # (referenced until done)
         self.batches = 0  # handle_batch calls made (engine_calls / batches: the mean batch)
 
     @property
@@ -167,15 +168,24 @@ class TamHandler:
         loop = asyncio.get_running_loop()
         outcome: asyncio.Future[BatchOutcome] = loop.create_future()
         self._queue.append((request, outcome))
-        if len(self._flushers) < max(1, self._threads):  # a batch in flight per engine thread
+        if self._flushing < max(1, self._threads):
             # a task, so the requests that arrived in this turn of the loop join the same batch
+            self._flushing += 1
             flusher = loop.create_task(self._flush())
-            self._flushers.add(flusher)
-            flusher.add_done_callback(self._flushers.discard)
+            self._flush_tasks.add(flusher)
+            flusher.add_done_callback(self._flush_tasks.discard)
         return await outcome
 
     async def _flush(self) -> None:
-        """Hand the queued requests to the engine, MAX_BATCH at a time, until none are left."""
+        """Hand the queued requests to the engine, MAX_BATCH at a time, until none are left. It counts
+        itself out as it finds the queue empty, in the same step: a request queued after that starts
+        a new flusher (the task's done-callback would come a turn of the loop too late)."""
+        try:
+            await self._flush_queue()
+        finally:
+            self._flushing -= 1
+
+    async def _flush_queue(self) -> None:
         while self._queue:
             batch = self._queue[:MAX_BATCH]
             del self._queue[:MAX_BATCH]

@@ -157,3 +157,15 @@ async def test_without_group_commit_each_request_is_its_own_call(world: World) -
     peers = [PeerInfo("coaps", f"127.0.0.1:{5000 + i}", world.name(i), True) for i in range(3)]
     answers = await asyncio.gather(*(handler(b"", p) for p in peers))
     assert all(answers) and handler.engine_calls == 3 and handler.batches == 0
+
+
+async def test_a_request_queued_as_the_last_batch_ends_is_answered(world: World) -> None:
+    """B queues in the turn of the loop in which the flusher that took A finds the queue empty, and
+    before that flusher's task is reported done: B must start a flusher of its own."""
+    handler = TamHandler(world.tam, threads=0)
+    peer = PeerInfo("coaps", "127.0.0.1:5000", world.name(0), True)
+    first = asyncio.ensure_future(handler(b"", peer))
+    await asyncio.sleep(0)  # A's step ran (it queued A and scheduled the flusher); this resumes before it
+    second = asyncio.ensure_future(handler(b"", peer))  # its step runs right after the flusher's
+    answers = await asyncio.wait_for(asyncio.gather(first, second), 10)
+    assert all(answers) and handler.batches == 2
