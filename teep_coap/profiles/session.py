@@ -196,7 +196,7 @@ class TamHandler:
                 for _, waiter in batch:
                     if not waiter.done():
                         waiter.set_exception(exc)
-                if isinstance(exc, asyncio.CancelledError):
+                if not isinstance(exc, Exception):  # cancelled, interrupted: the flusher stops too
                     raise
                 continue
             self.batches += 1

@@ -59,6 +59,8 @@ class MemoryTamRepository:
             vars(self).update(saved)
             raise
 
+    savepoint = atomic  # a part of a transaction undone alone: the same copy-and-restore, nested
+
     # devices
     def add_device(
         self, *, kid: bytes, alg: int, public_key: bytes, now: float, **names: str | None

@@ -169,3 +169,29 @@ async def test_a_request_queued_as_the_last_batch_ends_is_answered(world: World)
     second = asyncio.ensure_future(handler(b"", peer))  # its step runs right after the flusher's
     answers = await asyncio.wait_for(asyncio.gather(first, second), 10)
     assert all(answers) and handler.batches == 2
+
+
+class BrokenOnce:
+    """The engine, whose first batch fails with a bug (not a TeepCoapError)."""
+
+    def __init__(self, tam: TamEngine) -> None:
+        self._tam, self.failed = tam, False
+
+    def handle_batch(self, requests: list[TamRequest]) -> Any:
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError("a bug in the engine")
+        return self._tam.handle_batch(requests)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._tam, name)
+
+
+async def test_a_bug_in_a_batch_reaches_each_of_its_requests_and_serving_goes_on(world: World) -> None:
+    handler = TamHandler(BrokenOnce(world.tam), threads=0)
+    peers = [PeerInfo("coaps", f"127.0.0.1:{5000 + i}", world.name(i), True) for i in range(3)]
+    calls = asyncio.gather(*(handler(b"", p) for p in peers), return_exceptions=True)
+    first = await asyncio.wait_for(calls, 10)
+    assert [type(r) for r in first] == [RuntimeError] * 3
+    again = await asyncio.wait_for(asyncio.gather(*(handler(b"", p) for p in peers)), 10)
+    assert all(again) and handler.batches == 1

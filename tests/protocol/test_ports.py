@@ -36,6 +36,16 @@ def test_real_stores_satisfy_the_ports(tmp_path: Path) -> None:
 _NO_CHALLENGE = {"challenge": None, "now": 1.0, "lifetime": 5.0, "cap": 4}
 
 
+def test_memory_repository_savepoint_undoes_its_part_alone() -> None:
+    repo = MemoryTamRepository()
+    with repo.atomic():
+        kept = repo.start_session(1.0, device_id=None, transport_identity="kept")
+        with pytest.raises(StoreError), repo.savepoint():
+            repo.start_session(2.0, device_id=None, transport_identity="undone")
+            raise StoreError("refused")
+    assert list(repo.sessions) == [kept]
+
+
 def test_memory_repository_atomic_rolls_back() -> None:
     """The fake keeps the one contract the engine leans on hardest: a failed atomic block leaves nothing."""
     repo = MemoryTamRepository()
