@@ -81,7 +81,7 @@ log = logging.getLogger("teep_coap.protocol.tam")
 
 MAX_RENEGOTIATIONS = 3
 EXPIRE_EVERY = 60.0  # seconds (of the engine's clock) between two sweeps of expired requests
-KEY_CACHE_SIZE = 4096  # parsed device public keys kept, keyed by their stored PEM bytes
+KEY_CACHE_SIZE = 4096  # parsed device public keys kept (keyed by their stored PEM), and devices by kid
 
 
 @dataclass(frozen=True)
@@ -111,6 +111,10 @@ class TamEngine:
     # Per-process caches of pure functions of stored bytes (PEM → key, envelope → digest): keyed by
     # content, so another process changing the database can never make an entry stale.
     _keys: OrderedDict[bytes, VerifyingKey] = field(default_factory=OrderedDict, init=False, repr=False)
+    # kid -> the device's row as last read. Only its id, kid, alg, key and transport identities are
+    # used from it, and those never change: the store has no statement that updates them or deletes
+    # a device (what may change, `negotiated`, is read afresh where it is used: `_on_error`).
+    _devices: OrderedDict[bytes, Device] = field(default_factory=OrderedDict, init=False, repr=False)
     _next_expire: float = field(default=float("-inf"), init=False, repr=False)
     _next_prune: float = field(default=float("inf"), init=False, repr=False)  # due at once with keep_history
     _stateless: StatelessTokens | None = field(default=None, init=False, repr=False)
@@ -287,6 +291,7 @@ class TamEngine:
         started = self.store.start_session_for(now, transport_identity) if transport_identity else None
         if started is not None:
             device, session = started
+            self._remember(device)  # its QueryResponse and Success are signed with its kid
             return self._query(session, device, self._initial_request(device))
         if self._stateless is not None:
             return self._query(None, None, self._initial_request(None))  # nothing stored
@@ -356,6 +361,26 @@ class TamEngine:
                 self._keys.popitem(last=False)
         return key
 
+    def _device_by_kid(self, kid: bytes) -> Device | None:
+        """The registered device with this kid: from the cache (a database read less per message),
+        else the store's (an unknown kid is looked up each time, never cached)."""
+        with _cache_lock:
+            device = self._devices.get(kid)
+            if device is not None:
+                self._devices.move_to_end(kid)
+                return device
+        device = self.store.device_by_kid(kid)
+        if device is not None:
+            self._remember(device)
+        return device
+
+    def _remember(self, device: Device) -> None:
+        with _cache_lock:
+            self._devices[device.kid] = device
+            self._devices.move_to_end(device.kid)
+            if len(self._devices) > KEY_CACHE_SIZE:
+                self._devices.popitem(last=False)
+
     def _initial_request(self, device: Device | None) -> RequestParams:
         return self.config.initial_request(device.negotiated if device else {})
 
@@ -416,7 +441,7 @@ class TamEngine:
         if alg is None:
             raise InvalidMessage(f"{hint.structure} without a supported alg header")
         if kid is not None:
-            device = self.store.device_by_kid(kid)
+            device = self._device_by_kid(kid)
             candidates = [device] if device else []
             if not candidates:
                 raise InvalidMessage(f"unknown signer: no device registered with kid {kid.hex()}")
@@ -724,6 +749,7 @@ class TamEngine:
                 self._record_changes(device, now, installed=partial, removed=[])
                 self.store.audit(sid, now, "partial-install", f"{len(partial)} manifest(s) succeeded")
         req = RequestParams.from_json(row.data) if row.kind == "query" else None
+        device = self.store.device_by_kid(device.kid) or device  # `negotiated` as stored, not as cached
         base = req or self._initial_request(device)
         again = renegotiate(self.config, msg, replace(base, round=base.round + 1), dict(device.negotiated))
         if again is not None and again.negotiated is not None:
@@ -744,7 +770,7 @@ _received = threading.local()
 # `_audit_refused`). Per thread, so one engine can serve calls from a thread pool.
 _call = threading.local()
 
-_cache_lock = threading.Lock()  # guards the engine's LRU cache of parsed device keys
+_cache_lock = threading.Lock()  # guards the engine's LRU caches of parsed device keys and devices
 _policy_lock = threading.Lock()  # one policy reload at a time
 
 
