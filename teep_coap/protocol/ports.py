@@ -130,10 +130,12 @@ class TamRepository(Protocol):
         kinds: Sequence[str] = ("query", "update"),
         device_id: int,
         now: float,
+        then_components: bool = False,
     ) -> Outstanding | None:
         """Atomically claim (mark answered) the request `find_outstanding` would list first for this
         token or challenge, if it is open, expires after `now` and is bound to `device_id`; returns
-        it. None otherwise, and nothing changed."""
+        it. None otherwise, and nothing changed. `then_components`: the device's report is recorded
+        next (a store may read what that needs with the claim)."""
         ...
 
     def claim(self, outstanding_id: int, device_id: int) -> bool: ...

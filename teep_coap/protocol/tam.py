@@ -509,6 +509,7 @@ class TamEngine:
         challenge: bytes | None,
         kinds: tuple[str, ...],
         adopted: Outstanding | None = None,
+        then_components: bool = False,
     ) -> Outstanding | None:
         """Claim the request this message answers (`adopted`: claimed already); None = a duplicate.
 
@@ -519,7 +520,12 @@ class TamEngine:
         if adopted is not None:
             return adopted
         row = self.store.claim_open(
-            token=token, challenge=challenge, kinds=kinds, device_id=device.id, now=self._now()
+            token=token,
+            challenge=challenge,
+            kinds=kinds,
+            device_id=device.id,
+            now=self._now(),
+            then_components=then_components,
         )
         if row is not None:
             return row
@@ -609,7 +615,14 @@ class TamEngine:
             challenge = att.peek_nonce(msg.attestation_payload) if msg.attestation_payload else None
             if challenge is None:
                 raise InvalidMessage("QueryResponse has neither a token nor evidence with a nonce")
-        row = self._take(device, token=msg.token, challenge=challenge, kinds=("query",), adopted=adopted)
+        row = self._take(
+            device,
+            token=msg.token,
+            challenge=challenge,
+            kinds=("query",),
+            adopted=adopted,
+            then_components=True,  # its report is recorded next
+        )
         if row is None:
             self._duplicate(device, msg)
             return None

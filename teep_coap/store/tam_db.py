@@ -49,11 +49,13 @@ from teep_coap.store.tam_sql import (
     INS_OUTSTANDING_GUARDED,
     INS_OUTSTANDING_SUPERSEDING,
     INS_SESSION,
+    LOCK_DEVICE,
     OUT,
     OUT_COLS,
     SEL_DEVICE_BY_ID,
     SEL_DEVICE_BY_KID,
     SEL_DEVICE_BY_TID,
+    SEL_DEVICE_COMPONENTS,
     SEL_LATEST,
     SEL_OPEN_OF_DEVICE,
     SEL_OPEN_UNBOUND,
@@ -433,17 +435,28 @@ class TamStore(DeviceComponentStore, HistoryStore):
         kinds: Sequence[str] = ("query", "update"),
         device_id: int,
         now: float,
+        then_components: bool = False,
     ) -> Outstanding | None:
         """Claim in one statement the request `find_outstanding` would list first, if it is open,
         unexpired at `now` and bound to `device_id`; returns it (answered). None otherwise: the
-        caller asks `find_outstanding` why."""
+        caller asks `find_outstanding` why. `then_components`: the caller will record the device's
+        report next; over PostgreSQL the device's row is locked and its component rows and the
+        catalog read in the claim's round trip (what `set_device_components` would read after it)."""
         if (token is None) == (challenge is None):
             raise StoreError("claim_open needs a token or a challenge")
         if not kinds:
             return None
         params = {**_answer_params(token, challenge, kinds, device_id), "now": now}
+        claim = claim_open_statement(token is not None, len(kinds))
         with self._tx() as tx:
-            rows = tx.rows(claim_open_statement(token is not None, len(kinds)), params)
+            if then_components and not self._sqlite and device_id not in tx.locked:
+                device = {"dev": device_id}
+                rows = tx.rows_reading_ahead(
+                    claim, params, (LOCK_DEVICE, device), (SEL_DEVICE_COMPONENTS, device), (SEL_LATEST, {})
+                )
+                tx.locked.add(device_id)  # claimed first, then locked: the order of every message
+            else:
+                rows = tx.rows(claim, params)
             return outstanding_from_row(rows[0]) if rows else None
 
     def claim(self, outstanding_id: int, device_id: int) -> bool:

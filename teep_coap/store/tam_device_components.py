@@ -36,7 +36,7 @@ class DeviceComponentStore(TamDatabase):
         self._lock_device(tx, device_id)
         return {
             r[0]: ComponentEdit(r[0], r[1], bool(r[2]), r[3], bool(r[4]))
-            for r in tx.rows_reading_ahead(SEL_DEVICE_COMPONENTS, {"dev": device_id}, SEL_LATEST)
+            for r in tx.rows_reading_ahead(SEL_DEVICE_COMPONENTS, {"dev": device_id}, (SEL_LATEST, {}))
         }
 
     def _lock_device(self, tx: Tx, device_id: int) -> None:

@@ -74,6 +74,11 @@ def _pg_compiled(stmt: Any, dialect: Any) -> tuple[str, dict[str, Any]]:
     return entry[1], entry[2]
 
 
+def _values_key(params: dict[str, Any] | None) -> tuple[Any, ...]:
+    """A statement's values as a key of the rows read ahead (they are integers, bytes and strings)."""
+    return tuple(sorted(params.items())) if params else ()
+
+
 def same_host_url(url: URL) -> bool:
     """SQLite, or a server reached over a Unix-domain socket or the loopback interface: tens of µs
     a statement, not a network's round trip."""
@@ -111,7 +116,8 @@ class Tx:
         self._raw = raw
         self._begun = raw is None  # SQLite: BEGIN IMMEDIATE before the first statement
         self._wire = wire  # PostgreSQL over psycopg 3: the libpq fast path, or None
-        self._ahead: dict[int, tuple[Any, list[Any]]] = {}  # id(statement) -> (statement, rows read ahead)
+        # (id(statement), its values) -> (statement, rows read ahead)
+        self._ahead: dict[tuple[int, tuple[Any, ...]], tuple[Any, list[Any]]] = {}
         self._parts = 0  # savepoints opened (their names)
 
     @property
@@ -171,8 +177,8 @@ class Tx:
 
     def rows(self, stmt: Any, params: dict[str, Any] | None = None) -> list[Any]:
         """All result rows of a SELECT or an ... RETURNING statement (tuples; index them)."""
-        if self._ahead and not params:
-            ahead = self._ahead.pop(id(stmt), None)
+        if self._ahead:
+            ahead = self._ahead.pop((id(stmt), _values_key(params)), None)
             if ahead is not None and ahead[0] is stmt:
                 return ahead[1]
         if self._raw is not None:
@@ -181,15 +187,19 @@ class Tx:
             return self._wire.rows(self._pg_run(stmt, params or {}))
         return list(self._conn.execute(stmt, params or {}).all())
 
-    def rows_reading_ahead(self, stmt: Any, params: dict[str, Any], ahead: Any) -> list[Any]:
-        """`rows(stmt, params)`; over PostgreSQL the parameterless SELECT `ahead` goes in the same
-        round trip, run right after it, and the transaction's next `rows(ahead)` gets its rows (for a
-        read the caller will need next and that nothing the transaction writes before changes)."""
-        if self._wire is None:
+    def rows_reading_ahead(
+        self, stmt: Any, params: dict[str, Any], *ahead: tuple[Any, dict[str, Any]]
+    ) -> list[Any]:
+        """`rows(stmt, params)`; over PostgreSQL the statements `ahead` (statement, values) go in the
+        same round trip, run right after it in order, and the transaction's next `rows()` of each
+        with the same values gets its rows (for reads the caller will need next and that nothing
+        the transaction writes before changes). Rows read ahead already are used as `rows` would."""
+        if self._wire is None or (self._ahead and (id(stmt), _values_key(params)) in self._ahead):
             return self.rows(stmt, params)
-        first, second = self._wire.execute_all([self._pg_sql(stmt, params), self._pg_sql(ahead, {})])
-        self._ahead[id(ahead)] = (ahead, self._wire.rows(second))
-        return self._wire.rows(first)
+        results = self._wire.execute_all([self._pg_sql(s, p) for s, p in ((stmt, params), *ahead)])
+        for (later_stmt, values), result in zip(ahead, results[1:], strict=True):
+            self._ahead[(id(later_stmt), _values_key(values))] = (later_stmt, self._wire.rows(result))
+        return self._wire.rows(results[0])
 
     def run(self, stmt: Any, params: dict[str, Any]) -> int:
         """Execute an UPDATE or DELETE; its row count."""
@@ -250,6 +260,7 @@ class Tx:
         `release` and `rollback_to` need. The audit rows of earlier parts are written first, so
         undoing this part never undoes them. Over PostgreSQL it is sent with the next statement."""
         self.flush_audit()
+        self._ahead.clear()  # what an earlier part read ahead is not this part's to use
         self._parts += 1
         name = f"part_{self._parts}"
         self._plain(f"SAVEPOINT {name}")
@@ -258,6 +269,7 @@ class Tx:
     def release(self, part: tuple[str, frozenset[int]]) -> None:
         """Keep the part (its audit rows written, RELEASE)."""
         self.flush_audit()
+        self._ahead.clear()
         self._plain(f"RELEASE SAVEPOINT {part[0]}")
 
     def rollback_to(self, part: tuple[str, frozenset[int]]) -> None:

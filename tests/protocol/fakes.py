@@ -218,6 +218,7 @@ class MemoryTamRepository:
         kinds: Sequence[str] = ("query", "update"),
         device_id: int,
         now: float,
+        then_components: bool = False,
     ) -> Outstanding | None:
         rows = self.find_outstanding(token=token, challenge=challenge, kinds=kinds, device_id=device_id)
         if not rows:

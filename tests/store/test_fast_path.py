@@ -233,11 +233,19 @@ def test_read_ahead_gives_the_same_rows_without_a_round_trip(store: TamStore) ->
         plain_dc, plain_latest = tx.rows(SEL_DEVICE_COMPONENTS, {"dev": dev}), tx.rows(SEL_LATEST)
         wire = tx._wire
         before = wire.round_trips if wire is not None else 0
-        assert tx.rows_reading_ahead(SEL_DEVICE_COMPONENTS, {"dev": dev}, SEL_LATEST) == plain_dc
+        assert tx.rows_reading_ahead(SEL_DEVICE_COMPONENTS, {"dev": dev}, (SEL_LATEST, {})) == plain_dc
         assert tx.rows(SEL_LATEST) == plain_latest
         if wire is not None:
             assert wire.round_trips == before + 1
-        tx.rows_reading_ahead(SEL_DEVICE_COMPONENTS, {"dev": dev}, SEL_LATEST)
+        # statements with values too: read ahead for these values, read again for others
+        other = store.add_device(kid=b"o" * 32, alg=-7, public_key=b"PEM", now=1.0).id
+        before = wire.round_trips if wire is not None else 0
+        tx.rows_reading_ahead(SEL_LATEST, {}, (SEL_DEVICE_COMPONENTS, {"dev": dev}))
+        assert tx.rows(SEL_DEVICE_COMPONENTS, {"dev": other}) == []
+        assert tx.rows(SEL_DEVICE_COMPONENTS, {"dev": dev}) == plain_dc
+        if wire is not None:
+            assert wire.round_trips == before + 2  # the read ahead, and the read for `other`
+        tx.rows_reading_ahead(SEL_DEVICE_COMPONENTS, {"dev": dev}, (SEL_LATEST, {}))
         store.add_component(component_id=CID, sequence_number=6, envelope=b"F", now=6.0)
         assert [r[1] for r in tx.rows(SEL_LATEST)] == [6]  # read again, not the rows read ahead
 
