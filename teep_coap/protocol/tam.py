@@ -26,7 +26,8 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -129,35 +130,14 @@ class TamEngine:
 
     def handle_connect(self, now: float, transport_identity: str | None = None) -> tuple[TamEvent, ...]:
         """ProcessConnect at time `now`: a new session starts with a signed QueryRequest (`SendReply`)."""
-        if crashpoints.armed is not None:
-            crashpoints.reached("tam.received.connect")
-        _call.now, _call.events, _call.sender = now, [], None
-        try:
-            with self.store.atomic():
-                answer = self._connect(transport_identity)
-        except StoreError as exc:
-            raise TamFailure(f"TAM store failure: {exc}") from exc
-        if crashpoints.armed is not None:
-            crashpoints.reached("tam.committed.connect")
-        return (SendReply(answer), *_call.events)
+        return self._alone(TamRequest(b"", now, transport_identity), connect=True)
 
     def handle_message(
         self, data: bytes, now: float, transport_identity: str | None = None
     ) -> tuple[TamEvent, ...]:
         """ProcessTeepMessage at time `now`: the next signed message (`SendReply`, absent when nothing
         more) and what the message committed (`SessionEnded`, `ComponentInstalled`, ...)."""
-        _call.now, _call.events, _call.sender = now, [], None
-        try:
-            with self.store.atomic():  # a refused message rolls back everything it touched
-                answer = self._receive(data, transport_identity)
-        except StoreError as exc:
-            raise TamFailure(f"TAM store failure: {exc}") from exc
-        except InvalidMessage as exc:
-            self._audit_refused(exc)
-            raise
-        if crashpoints.armed is not None:
-            crashpoints.reached(crashpoints.message_point("tam.committed", getattr(_received, "kind", "?")))
-        return (SendReply(answer), *_call.events) if answer is not None else tuple(_call.events)
+        return self._alone(TamRequest(data, now, transport_identity), connect=False)
 
     def handle_batch(self, requests: Sequence[TamRequest]) -> list[BatchOutcome]:
         """Several requests in one transaction, committed once (group commit): for each, in order,
@@ -170,13 +150,24 @@ class TamEngine:
         answer before this returns, so no answer leaves before what it says is committed, as with
         one transaction per request. The `tam.committed.*` crash points are reached after the commit."""
         if len(requests) == 1:
-            return [self._alone(requests[0])]
+            try:
+                return [self._alone(requests[0], connect=not requests[0].payload)]
+            except TeepCoapError as exc:
+                return [exc]
         outcomes: list[BatchOutcome] = []
         points: list[str] = []
         try:
             with self.store.atomic():
                 for request in requests:
-                    outcomes.append(self._part(request, points))
+                    try:
+                        events, point = self._one(request, not request.payload, self.store.savepoint)
+                    except StoreError:
+                        raise  # the transaction is broken: the whole batch fails
+                    except TeepCoapError as exc:
+                        outcomes.append(exc)
+                        continue
+                    outcomes.append(events)
+                    points.append(point)
         except StoreError as exc:
             failure = TamFailure(f"TAM store failure: {exc}")
             return [failure for _ in requests]
@@ -185,36 +176,37 @@ class TamEngine:
                 crashpoints.reached(point)
         return outcomes
 
-    def _alone(self, request: TamRequest) -> BatchOutcome:
+    def _alone(self, request: TamRequest, *, connect: bool) -> tuple[TamEvent, ...]:
+        """One request in a transaction of its own, its `tam.committed.*` point reached after it."""
         try:
-            if not request.payload:
-                return self.handle_connect(request.now, request.transport_identity)
-            return self.handle_message(request.payload, request.now, request.transport_identity)
-        except TeepCoapError as exc:
-            return exc
+            events, point = self._one(request, connect, self.store.atomic)
+        except StoreError as exc:
+            raise TamFailure(f"TAM store failure: {exc}") from exc
+        if crashpoints.armed is not None:
+            crashpoints.reached(point)
+        return events
 
-    def _part(self, request: TamRequest, points: list[str]) -> BatchOutcome:
-        """One request of a batch, in its savepoint; its `tam.committed.*` point goes to `points`."""
-        if not request.payload and crashpoints.armed is not None:
+    def _one(
+        self, request: TamRequest, connect: bool, scope: Callable[[], AbstractContextManager[None]]
+    ) -> tuple[tuple[TamEvent, ...], str]:
+        """One request's work within `scope` (its transaction, or its savepoint of a batch's): its
+        events and the crash point its commit reaches. A refused message is undone with the scope
+        and its refusal audited after it."""
+        if connect and crashpoints.armed is not None:
             crashpoints.reached("tam.received.connect")
         _call.now, _call.events, _call.sender = request.now, [], None
-        _received.kind = "?"
+        _received.kind = "connect" if connect else "?"
         try:
-            with self.store.savepoint():
-                if request.payload:
-                    answer = self._receive(request.payload, request.transport_identity)
+            with scope():
+                if connect:
+                    answer: bytes | None = self._connect(request.transport_identity)
                 else:
-                    answer = self._connect(request.transport_identity)
-        except StoreError:
-            raise  # the transaction is broken: the whole batch fails
+                    answer = self._receive(request.payload, request.transport_identity)
         except InvalidMessage as exc:
-            self._audit_refused(exc)  # in the batch's transaction, after the savepoint's undo
-            return exc
-        except TeepCoapError as exc:
-            return exc
-        kind = getattr(_received, "kind", "?") if request.payload else "connect"
-        points.append(crashpoints.message_point("tam.committed", kind))
-        return (SendReply(answer), *_call.events) if answer is not None else tuple(_call.events)
+            self._audit_refused(exc)
+            raise
+        events = (SendReply(answer), *_call.events) if answer is not None else tuple(_call.events)
+        return events, crashpoints.message_point("tam.committed", _received.kind)
 
     def next_timer(self) -> float:
         """When `handle_timer` is due next (engine clock): the sweep of expired requests and tokens,
