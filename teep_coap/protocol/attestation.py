@@ -57,7 +57,21 @@ def peek_nonce(evidence: bytes) -> bytes | None:
         return None
 
 
+_PLAIN = frozenset((str, int, float, bool, type(None)))
+
+
 def _jsonable(value: Any) -> Any:
+    # by exact type first (what decoded CBOR holds), then the general checks: runs ~40 times per
+    # QueryResponse, and the isinstance/is_dataclass chain was most of its cost
+    kind = type(value)
+    if kind in _PLAIN:
+        return value
+    if kind is bytes:
+        return value.hex()
+    if kind is dict:
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if kind is list or kind is tuple:
+        return [_jsonable(v) for v in value]
     if is_dataclass(value) and not isinstance(value, type):
         # field by field: asdict() deep-copies every value first (a third of this call's cost)
         return {f.name: _jsonable(getattr(value, f.name)) for f in fields(value)}
@@ -67,7 +81,7 @@ def _jsonable(value: Any) -> Any:
         return [_jsonable(v) for v in value]
     if isinstance(value, bytes):
         return value.hex()
-    if isinstance(value, str | int | float | bool) or value is None:
+    if isinstance(value, str | int | float | bool):
         return value
     return repr(value)
 
