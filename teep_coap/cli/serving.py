@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import signal
@@ -62,6 +63,7 @@ async def serve_tam(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         bound = await server.start()
+        settle_heap()
         watch = watch_credentials(server, service.credentials_dir, loop)
         try:
             uri = getattr(server, "uri", None)
@@ -93,6 +95,21 @@ async def serve_tam(
         logging.getLogger("teep_coap.session").info("TAM stopped: %d sessions done, %d failed", done, failed)
         if stats_file is not None:
             append_stats(stats_file, service.stats())
+
+
+# Young-generation collections after this many new container objects (Python's default is 700): a
+# session allocates thousands of short-lived ones, and each collection walks all the young ones.
+GC_YOUNG_THRESHOLD = 10_000
+
+
+def settle_heap() -> None:
+    """Once the server is up: what start-up built (modules, keys, profile, aiocoap) lives as long as
+    the process, so the collector stops walking it (`gc.freeze`), and young collections run less
+    often. Together about 3 % of a coaps-psk TAM's CPU (session 12: py-spy put the collector at 5 %)."""
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
 def append_stats(path: str, stats: dict[str, object]) -> None:
