@@ -304,7 +304,6 @@ class Tx:
             self._wire.discard()
 
 
-
 class _InCurrent:
     """`with` over the transaction already open: nothing to begin or end."""
 
@@ -318,6 +317,7 @@ class _InCurrent:
 
     def __exit__(self, *exc: object) -> None:
         return None
+
 
 class TamDatabase:
     """The engine, per-thread connections and transactions under `TamStore` (which adds the TAM's state)."""
