@@ -20,6 +20,7 @@ heads, key order), which RFC 9052 does not demand of the envelope.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from teep_coap.encoding.errors import IndefiniteLength, NotCbor, TooDeep, TrailingBytes, UnsupportedValue
@@ -30,6 +31,12 @@ DEFAULT_MAX_DEPTH = 16  # a COSE_Sign: tag, array, signatures, signature, header
 _SIMPLE_ALLOWED = (20, 21, 22)  # false, true, null
 _MAJOR_NAMES = ("unsigned integer", "negative integer", "byte string", "text string", "array", "map")
 
+_untrusted_ok: Callable[[bytes, frozenset[int], int], bool] | None
+try:  # the same walk in C (`_plaincbor.c`); it only says yes, this walker says what is wrong
+    from teep_coap.encoding._plaincbor import untrusted_ok as _untrusted_ok
+except ImportError:  # not compiled (a source tree without `pip install`): the walk below does it all
+    _untrusted_ok = None
+
 
 def check_untrusted_cbor(
     data: bytes, *, allowed_tags: frozenset[int] = COSE_TAGS, max_depth: int = DEFAULT_MAX_DEPTH
@@ -38,6 +45,8 @@ def check_untrusted_cbor(
     of integers, strings, arrays, maps, false/true/null and tags from `allowed_tags`, nested at most
     `max_depth` containers deep (tags count as one level). Returns None when the bytes may go to cbor2.
     """
+    if _untrusted_ok is not None and _untrusted_ok(data, allowed_tags, max_depth):
+        return
     n = len(data)
     if not n:
         raise NotCbor("empty input")
