@@ -7,6 +7,7 @@ a transaction.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +37,16 @@ class DuplicateDevice(StoreError):
 
 def component_key(component_id: Sequence[bytes]) -> bytes:
     """Stable key of a SUIT_Component_Identifier: its CBOR encoding."""
+    if type(component_id) is tuple:  # a ComponentId: the same few ids come back in every session
+        try:
+            return _tuple_key(component_id)
+        except TypeError:  # a part that cannot be hashed (bytearray): encoded below
+            pass
+    return bytes(cbor2.dumps([bytes(p) for p in component_id]))
+
+
+@functools.lru_cache(maxsize=4096)
+def _tuple_key(component_id: tuple[bytes, ...]) -> bytes:
     return bytes(cbor2.dumps([bytes(p) for p in component_id]))
 
 
