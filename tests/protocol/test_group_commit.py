@@ -16,7 +16,7 @@ import pytest
 
 from teep_coap import crashpoints
 from teep_coap.bench.sessions import make_world
-from teep_coap.profiles.session import TamHandler
+from teep_coap.profiles.session import CommitDelayError, TamHandler, commit_delay_seconds
 from teep_coap.protocol.agent import AgentEngine
 from teep_coap.protocol.broker import BrokerSession, Done, Send
 from teep_coap.protocol.errors import InvalidMessage, TamFailure
@@ -195,3 +195,64 @@ async def test_a_bug_in_a_batch_reaches_each_of_its_requests_and_serving_goes_on
     assert [type(r) for r in first] == [RuntimeError] * 3
     again = await asyncio.wait_for(asyncio.gather(*(handler(b"", p) for p in peers)), 10)
     assert all(again) and handler.batches == 1
+
+
+# ---------------------------------------------------------------------------- commit delay
+
+
+def peers_for(world: World, count: int, base: int = 5000) -> list[PeerInfo]:
+    return [PeerInfo("coaps", f"127.0.0.1:{base + i}", world.name(i % DEVICES), True) for i in range(count)]
+
+
+async def test_a_lone_request_never_waits_for_the_commit_delay(world: World) -> None:
+    handler = TamHandler(world.tam, threads=0, commit_delay=30.0)
+    for peer in peers_for(world, 3):  # one after the other: never another request about
+        assert await asyncio.wait_for(handler(b"", peer), 10)
+    assert handler.delayed == 0 and handler.batches == 3
+
+
+@pytest.mark.parametrize(("delay", "batches"), [(0.0, 2), (1.0, 1)])
+async def test_requests_arriving_apart_share_a_commit_after_the_delay(
+    world: World, delay: float, batches: int
+) -> None:
+    handler = TamHandler(world.tam, threads=0, commit_delay=delay)
+    early, late = peers_for(world, 2), peers_for(world, 3, base=6000)
+    first = [asyncio.ensure_future(handler(b"", p)) for p in early]  # two together: others are about
+    await asyncio.sleep(0.05)  # within the delay (1 s), well after the first batch without one
+    second = [asyncio.ensure_future(handler(b"", p)) for p in late]
+    answers = await asyncio.wait_for(asyncio.gather(*first, *second), 30)
+    assert len(set(answers)) == 5 and all(answers)
+    assert handler.batches == batches and handler.delayed == (1 if delay else 0)
+
+
+async def test_a_queue_full_enough_goes_at_once(world: World) -> None:
+    handler = TamHandler(world.tam, threads=0, commit_delay=30.0)
+    answers = await asyncio.wait_for(asyncio.gather(*(handler(b"", p) for p in peers_for(world, 8))), 10)
+    assert all(answers) and handler.delayed == 0 and handler.batches == 1
+
+
+async def test_requests_waiting_for_the_delay_end_when_the_server_stops(world: World) -> None:
+    handler = TamHandler(world.tam, threads=0, commit_delay=30.0)
+    calls = [asyncio.ensure_future(handler(b"", p)) for p in peers_for(world, 2)]
+    await asyncio.sleep(0.01)
+    assert handler.delayed == 1
+    for flusher in list(handler._flush_tasks):
+        flusher.cancel()
+    results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 5)
+    assert all(isinstance(r, asyncio.CancelledError) for r in results)
+    assert world.store.sessions() == []  # nothing handed over, nothing stored
+
+
+@pytest.mark.parametrize(("value", "seconds"), [("", 0.002), ("0", 0.0), ("2.5", 0.0025), ("100", 0.1)])
+def test_commit_delay_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, value: str, seconds: float
+) -> None:
+    monkeypatch.setenv("TEEP_COAP_COMMIT_DELAY_MS", value)
+    assert commit_delay_seconds() == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "101", "nan", "inf", "2ms"])
+def test_a_bad_commit_delay_is_refused_with_what_to_give(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("TEEP_COAP_COMMIT_DELAY_MS", value)
+    with pytest.raises(CommitDelayError, match="milliseconds from 0"):
+        commit_delay_seconds()
