@@ -62,9 +62,10 @@ MAX_BATCH = 32
 # Commit delay (as PostgreSQL's commit_delay, MySQL's binlog_group_commit_sync_delay): when other
 # requests are about (the queue or the last batch held more than one) and fewer than FULL_ENOUGH
 # wait, the flusher waits this long for more to join before it hands the batch over. A lone device
-# never waits. Measured 2026-12-06 07:33-07:35 UTC, load 1.1-1.4, coaps-psk, --devices 1000
-# --concurrency 32 --sessions 3000, alternating: 1.72, 1.72 ms TAM CPU per session with 2 ms
-# (8.8 requests per engine call) against 1.82, 1.86 without (4.1-4.3), p99 157 ms both.
+# never waits. Measured 2026-12-06 about 07:35 UTC, load 0.8-1.3, coaps-psk, --devices 1000
+# --concurrency 32 --sessions 3000, alternating: 1.71, 1.74, 1.75 ms TAM CPU per session with 2 ms
+# (8.7 requests per engine call) against 1.94, 1.91, 1.84 without (4.1-4.3), p99 157-170 ms both;
+# 5 ms measured the same as 2 on SQLite (docs/scale.md, session 12).
 COMMIT_DELAY = 0.002  # seconds
 COMMIT_DELAY_ENV = "TEEP_COAP_COMMIT_DELAY_MS"
 MAX_COMMIT_DELAY_MS = 100
