@@ -451,6 +451,11 @@ def tamserve_tam(
     With --workers N, N processes serve the same address (SO_REUSEPORT: the kernel spreads CoAP peers
     and HTTP connections over them) and share a PostgreSQL --db. Every server also answers
     `GET /health` (HTTP 200 / CoAP 2.05, `ok pid N`) for a load balancer.
+
+    Environment: TEEP_COAP_ENGINE_THREADS=N runs the engine's calls on N threads (0: on the event
+    loop, the default for SQLite and a PostgreSQL on this host; 4 for one on another host).
+    TEEP_COAP_COMMIT_DELAY_MS=N (0 to 100, default 2): when other requests are about, a group commit
+    waits up to N ms for more to join it (0: each batch at once).
     """
     setup_logging(verbose, quiet)
     if workers > 1:
