@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
 from teep_coap.model.codes import Label
 from teep_coap.model.teep import ComponentId, QueryResponse, SystemPropertyClaims
 from teep_coap.protocol.errors import InvalidMessage
+from teep_coap.protocol.lru import LruCache
 from teep_coap.protocol.ports import TamRepository
 from teep_coap.protocol.records import Device, DeviceComponent, Outstanding, component_key
 from teep_coap.protocol.tam_config import cid_from_json
@@ -31,8 +30,7 @@ MAX_LIST_ITEMS = (
 )
 DIGEST_CACHE_SIZE = 256  # manifest digests kept, keyed by the envelope bytes
 
-_digests: OrderedDict[bytes, str | None] = OrderedDict()
-_digests_lock = threading.Lock()  # engine calls may run on several threads
+_digests: LruCache[bytes, str | None] = LruCache(DIGEST_CACHE_SIZE)
 
 
 def record_report(
@@ -182,18 +180,14 @@ def plan(
 def manifest_digest(envelope: bytes) -> str | None:
     """Hex digest of an envelope's manifest (what a SUIT report names), None if unreadable; kept per
     envelope (the same catalog envelope goes to every device)."""
-    with _digests_lock:
-        if envelope in _digests:
-            _digests.move_to_end(envelope)
-            return _digests[envelope]
+    kept, cached = _digests.get(envelope)
+    if kept:
+        return cached
     try:
         digest: str | None = parse_envelope(envelope).digest.value.hex()
     except SuitError:
         digest = None
-    with _digests_lock:
-        _digests[envelope] = digest
-        if len(_digests) > DIGEST_CACHE_SIZE:
-            _digests.popitem(last=False)
+    _digests.put(envelope, digest)
     return digest
 
 

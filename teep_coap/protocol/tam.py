@@ -25,7 +25,6 @@ import logging
 import os
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
@@ -57,6 +56,7 @@ from teep_coap.protocol.events import (
     TamEvent,
     reply_of,
 )
+from teep_coap.protocol.lru import LruCache
 from teep_coap.protocol.ports import TamRepository
 from teep_coap.protocol.reconcile import installed_per_reports, manifest_digest, plan, record_report
 from teep_coap.protocol.records import OPEN, Device, Outstanding, StoreError
@@ -111,11 +111,15 @@ class TamEngine:
     _policy_synced: bool = field(default=False, init=False, repr=False)
     # Per-process caches of pure functions of stored bytes (PEM → key, envelope → digest): keyed by
     # content, so another process changing the database can never make an entry stale.
-    _keys: OrderedDict[bytes, VerifyingKey] = field(default_factory=OrderedDict, init=False, repr=False)
+    _keys: LruCache[bytes, VerifyingKey] = field(
+        default_factory=lambda: LruCache(KEY_CACHE_SIZE), init=False, repr=False
+    )
     # kid -> the device's row as last read. Only its id, kid, alg, key and transport identities are
     # used from it, and those never change: the store has no statement that updates them or deletes
     # a device (what may change, `negotiated`, is read afresh where it is used: `_on_error`).
-    _devices: OrderedDict[bytes, Device] = field(default_factory=OrderedDict, init=False, repr=False)
+    _devices: LruCache[bytes, Device] = field(
+        default_factory=lambda: LruCache(KEY_CACHE_SIZE), init=False, repr=False
+    )
     _next_expire: float = field(default=float("-inf"), init=False, repr=False)
     _next_prune: float = field(default=float("inf"), init=False, repr=False)  # due at once with keep_history
     _stateless: StatelessTokens | None = field(default=None, init=False, repr=False)
@@ -341,37 +345,24 @@ class TamEngine:
 
     def _device_key(self, pem: bytes) -> VerifyingKey:
         """The parsed public key of a device (PEM parse + thumbprint cost ≈ 0.1 ms each time)."""
-        with _cache_lock:  # engine calls may run on several threads (profiles.session.TamHandler)
-            key = self._keys.get(pem)
-            if key is not None:
-                self._keys.move_to_end(pem)
-                return key
-        key = load_verifying_key(pem)
-        with _cache_lock:
-            self._keys[pem] = key
-            if len(self._keys) > KEY_CACHE_SIZE:
-                self._keys.popitem(last=False)
+        _, key = self._keys.get(pem)
+        if key is None:
+            key = load_verifying_key(pem)
+            self._keys.put(pem, key)
         return key
 
     def _device_by_kid(self, kid: bytes) -> Device | None:
         """The registered device with this kid: from the cache (a database read less per message),
         else the store's (an unknown kid is looked up each time, never cached)."""
-        with _cache_lock:
-            device = self._devices.get(kid)
+        _, device = self._devices.get(kid)
+        if device is None:
+            device = self.store.device_by_kid(kid)
             if device is not None:
-                self._devices.move_to_end(kid)
-                return device
-        device = self.store.device_by_kid(kid)
-        if device is not None:
-            self._remember(device)
+                self._remember(device)
         return device
 
     def _remember(self, device: Device) -> None:
-        with _cache_lock:
-            self._devices[device.kid] = device
-            self._devices.move_to_end(device.kid)
-            if len(self._devices) > KEY_CACHE_SIZE:
-                self._devices.popitem(last=False)
+        self._devices.put(device.kid, device)
 
     def _initial_request(self, device: Device | None) -> RequestParams:
         return self.config.initial_request(device.negotiated if device else {})
@@ -775,7 +766,6 @@ _received = threading.local()
 # `_audit_refused`). Per thread, so one engine can serve calls from a thread pool.
 _call = threading.local()
 
-_cache_lock = threading.Lock()  # guards the engine's LRU caches of parsed device keys and devices
 _policy_lock = threading.Lock()  # one policy reload at a time
 
 
