@@ -45,7 +45,7 @@ from teep_coap.security.certs import write_bundle
 from teep_coap.store.agentdir import init_agent_state, load_agent_state
 from teep_coap.store.tam_db import TamStore
 from teep_coap.store.tamdir import init_tam_dir, load_tam_dir
-from teep_coap.store.throwaway_pg import throwaway_postgres
+from teep_coap.store.throwaway_pg import throwaway_postgres_server
 from teep_coap.transport.coap.credentials import provision_devices
 
 STARTUP_TIMEOUT = 30.0  # seconds for `tam serve` to print its URI
@@ -87,6 +87,12 @@ class BenchResult:
     # --pin: the CPUs the TAM's processes and the simulated devices ran on (None: not pinned)
     tam_cpus: frozenset[int] | None = None
     device_cpus: frozenset[int] | None = None
+    # CPU of the database server's processes on this host over the run (None: SQLite, which is in the
+    # TAM's own CPU, or a server whose processes the bench does not know: an external URL)
+    database_cpu_seconds: float | None = None
+    # context switches (voluntary + involuntary) of the TAM's processes over the run: each is the
+    # process giving up its CPU (waiting for a datagram or a database answer) or losing it
+    tam_context_switches: int | None = None
 
     @property
     def rate(self) -> float:
@@ -162,6 +168,12 @@ class BenchResult:
             else round(self.client_peak_rss_mib, 1),
             # VmRSS of the TAM (summed over its workers) every RSS_EVERY s from the start of the sessions
             "tam_rss_mib_samples": [[round(t, 1), round(m, 1)] for t, m in self.tam_rss_samples],
+            "database_cpu_ms_per_session": self._per_session(self.database_cpu_seconds),
+            "tam_context_switches_per_session": (
+                round(self.tam_context_switches / self.ok, 2)
+                if self.tam_context_switches is not None and self.ok
+                else None
+            ),
             "tam_cpus": None if self.tam_cpus is None else sorted(self.tam_cpus),
             "device_cpus": None if self.device_cpus is None else sorted(self.device_cpus),
         }
@@ -183,12 +195,19 @@ def format_result(r: BenchResult) -> str:
         f" (transport, event loop) {j['tam_outside_engine_cpu_ms_per_session']} ms;"
         f" {j['tam_requests_per_commit']} requests per engine call (group commit)",
         f"  TAM: {j['tam_workers']} worker(s) on {j['database']}, peak RSS per worker"
-        f" {j['tam_peak_rss_mib_per_worker']} MiB",
+        f" {j['tam_peak_rss_mib_per_worker']} MiB, {j['tam_context_switches_per_session']} context"
+        " switches per session",
         f"  simulator: fleet built in {j['fleet_build_seconds']} s, {j['agent_build_ms_per_session']} ms"
         f" per session to make a device's Agent, at most {j['peak_agents_alive']} alive, peak RSS"
         f" {j['client_peak_rss_mib']} MiB",
         f"  machine: {os.cpu_count()} cores, load average {j['load_average_at_start']} at start",
     ]
+    if j["database_cpu_ms_per_session"] is not None:
+        lines.insert(
+            -2,
+            f"  database server: {j['database_cpu_ms_per_session']} ms of CPU per session (all its"
+            " processes on this host; not in the TAM's figure)",
+        )
     samples = j["tam_rss_mib_samples"]
     if samples:
         picks = [samples[i] for i in sorted({round(k * (len(samples) - 1) / 4) for k in range(5)})]
@@ -358,6 +377,39 @@ def _cpu_seconds(pid: int) -> float | None:
         return None
 
 
+def tree_cpu_seconds(pid: int) -> float | None:
+    """CPU time of `pid`, of its children that ended (waited for: cutime, cstime) and of those alive,
+    recursively: what a server that forks a process per connection (PostgreSQL) has spent so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+        children = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except (OSError, IndexError, ValueError):
+        return None
+    total = ticks / os.sysconf("SC_CLK_TCK")
+    for child in children:
+        total += tree_cpu_seconds(child) or 0.0  # a child that ended meanwhile is in cutime next time
+    return total
+
+
+def _context_switches(pids: list[int]) -> int | None:
+    """Voluntary and involuntary context switches of the live threads of these processes (a thread
+    that ended takes its count with it; the TAM's threads live as long as it)."""
+    total = 0
+    for pid in pids:
+        try:
+            tasks = list(Path(f"/proc/{pid}/task").iterdir())
+        except OSError:
+            return None
+        for task in tasks:
+            try:
+                status = (task / "status").read_text()
+            except OSError:  # the thread ended meanwhile
+                continue
+            total += sum(int(line.split()[1]) for line in status.splitlines() if "ctxt_switches:" in line)
+    return total
+
+
 def rss_mib(pid: int) -> float | None:
     """The process's resident set now (VmRSS) in MiB, from /proc."""
     try:
@@ -452,6 +504,7 @@ def run_bench(
     tam_workers: int = 1,
     db: str | None = None,
     pin: bool = False,
+    db_server_pid: int | None = None,
 ) -> BenchResult:
     """Build a world, start the TAM process(es), run the sessions, return the figures.
 
@@ -461,15 +514,17 @@ def run_bench(
     TCP URL to measure that); None = the TAM folder's SQLite file.
     `pin`: the TAM's processes on the first `tam_workers` CPUs, the simulated devices on the others
     (bench.pinning: the devices then cannot preempt the TAM); a throwaway PostgreSQL is not pinned.
+    `db_server_pid`: the main process of a database server on this host (set for the throwaway one):
+    the CPU of its process tree over the run is reported as the database's.
     `progress(ok, failed, total)` is called after every session (the CLI draws a bar from it)."""
 
     load_profile(profile_name)  # fail early on a bad name
     if db == "postgres":
-        with throwaway_postgres(unix_socket=True) as url:
+        with throwaway_postgres_server(unix_socket=True) as server:
             return run_bench(
                 profile_name, devices=devices, concurrency=concurrency, sessions=sessions,
-                image_size=image_size, keep=keep, progress=progress, tam_workers=tam_workers, db=url,
-                pin=pin,
+                image_size=image_size, keep=keep, progress=progress, tam_workers=tam_workers,
+                db=server.url, pin=pin, db_server_pid=server.server_pid(),
             )  # fmt: skip
     if tam_workers > 1:
         check_workers_allowed(profile_name, db or "sqlite", tam_workers)
@@ -502,11 +557,15 @@ def run_bench(
                 pin_processes({pid, *tam_pids(pid)}, tam_cpus)  # all workers are up: it printed its URI
                 pinned = this_thread_on(device_cpus)
             cpu0 = _tam_cpu_seconds(pid)
+            switches0 = _context_switches(tam_pids(pid))
+            db0 = tree_cpu_seconds(db_server_pid) if db_server_pid is not None else None
             c0 = time.process_time()
             with pinned, RssSampler(pid) as sampler:
                 drive = asyncio.run(drive_fleet(profile_name, uri, world, n, concurrency, certs, progress))
             client_cpu = time.process_time() - c0
             cpu1 = _tam_cpu_seconds(pid)
+            switches1 = _context_switches(tam_pids(pid))
+            db1 = tree_cpu_seconds(db_server_pid) if db_server_pid is not None else None
             rss = [peak_rss_mib(p) for p in tam_pids(pid)]
         tam_cpu = cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None
         return BenchResult(
@@ -528,6 +587,10 @@ def run_bench(
             tam_workers=tam_workers,
             database="sqlite" if db is None else db.split(":", 1)[0].split("+", 1)[0],
             tam_peak_rss_mib=[m for m in rss if m is not None],
+            database_cpu_seconds=db1 - db0 if db0 is not None and db1 is not None else None,
+            tam_context_switches=(
+                switches1 - switches0 if switches0 is not None and switches1 is not None else None
+            ),
             fleet_build_seconds=world.build_seconds,
             agent_build_seconds=drive.agent_build_seconds,
             peak_agents=drive.peak_agents,

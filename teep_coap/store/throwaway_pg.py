@@ -15,6 +15,7 @@ import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from teep_coap.store.tam_db import StoreError
@@ -73,11 +74,39 @@ def _run(cmd: list[str], preexec: Callable[[], None] | None, what: str) -> None:
         )
 
 
+@dataclass(frozen=True)
+class ThrowawayPostgres:
+    """A running throwaway server: its SQLAlchemy URL and data folder."""
+
+    url: str
+    data_dir: Path
+
+    def server_pid(self) -> int | None:
+        """The PID of the server's main process (postmaster.pid's first line): `bench sessions`
+        counts the CPU of its process tree as the database's. None if it cannot be read."""
+        try:
+            return int((self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
+        except (OSError, ValueError):
+            return None
+
+
 @contextmanager
 def throwaway_postgres(
     *, durable: bool = True, max_connections: int = 200, unix_socket: bool = False
 ) -> Iterator[str]:
     """Yield the SQLAlchemy URL of a fresh PostgreSQL server; stop it and delete its files on exit.
+    (`throwaway_postgres_server` yields the server itself.)"""
+    with throwaway_postgres_server(
+        durable=durable, max_connections=max_connections, unix_socket=unix_socket
+    ) as server:
+        yield server.url
+
+
+@contextmanager
+def throwaway_postgres_server(
+    *, durable: bool = True, max_connections: int = 200, unix_socket: bool = False
+) -> Iterator[ThrowawayPostgres]:
+    """Start a fresh PostgreSQL server; stop it and delete its files on exit.
 
     `durable=False` turns fsync off (tests: faster, and a crash loses nothing that matters).
     `unix_socket=True`: the URL names the server's Unix-domain socket instead of its loopback TCP
@@ -124,9 +153,10 @@ def throwaway_postgres(
         )
         started = True
         if unix_socket:
-            yield f"postgresql+psycopg://{USER}@/postgres?host={base}&port={port}"
+            url = f"postgresql+psycopg://{USER}@/postgres?host={base}&port={port}"
         else:
-            yield f"postgresql+psycopg://{USER}@127.0.0.1:{port}/postgres"
+            url = f"postgresql+psycopg://{USER}@127.0.0.1:{port}/postgres"
+        yield ThrowawayPostgres(url, data)
     finally:
         if started:
             subprocess.run(
@@ -139,4 +169,10 @@ def throwaway_postgres(
         shutil.rmtree(base, ignore_errors=True)
 
 
-__all__ = ["PostgresUnavailable", "postgres_binaries", "throwaway_postgres"]
+__all__ = [
+    "PostgresUnavailable",
+    "ThrowawayPostgres",
+    "postgres_binaries",
+    "throwaway_postgres",
+    "throwaway_postgres_server",
+]

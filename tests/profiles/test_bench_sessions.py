@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from teep_coap.bench.sessions import engine_cpu_seconds, format_result, run_bench
+from teep_coap.bench.sessions import engine_cpu_seconds, format_result, run_bench, tree_cpu_seconds
+from teep_coap.store.throwaway_pg import postgres_binaries, throwaway_postgres_server
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -28,6 +33,12 @@ def test_small_run(profile: str) -> None:
     assert j["sessions_per_second"] > 0 and j["profile"] == profile
     assert "sessions/s" in format_result(r)
     assert f"in engine calls {j['tam_engine_cpu_ms_per_session']} ms" in format_result(r)
+    # a TAM that waits for datagrams gives up its CPU: at least once per session
+    assert r.tam_context_switches is not None and r.tam_context_switches >= 6
+    assert f"{j['tam_context_switches_per_session']} context switches per session" in format_result(r)
+    # SQLite runs inside the TAM: no database server to count
+    assert r.database_cpu_seconds is None and j["database_cpu_ms_per_session"] is None
+    assert "database server" not in format_result(r)
 
 
 def test_sessions_beyond_devices_repeat_devices() -> None:
@@ -58,6 +69,54 @@ def test_engine_cpu_summed_over_workers(new_pg_database: Callable[[str], str]) -
     assert r.ok == 8 and r.tam_cpu_seconds is not None
     assert r.tam_engine_cpu_seconds is not None
     assert 0 < r.tam_engine_cpu_seconds <= r.tam_cpu_seconds + 0.02
+
+
+def test_throwaway_postgres_cpu_is_reported_apart() -> None:
+    """With `--db postgres` the bench starts the server, so it counts the server's processes' CPU
+    (the backends serving the workers) apart from the TAM's."""
+    if postgres_binaries() is None:
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
+    r = run_bench("coap", devices=8, concurrency=4, image_size=200, tam_workers=2, db="postgres")
+    assert r.ok == 8 and r.database == "postgresql"
+    assert r.database_cpu_seconds is not None and r.database_cpu_seconds > 0
+    j = r.to_json()
+    assert f"database server: {j['database_cpu_ms_per_session']} ms of CPU per session" in format_result(r)
+
+
+def test_throwaway_server_names_its_main_process() -> None:
+    if postgres_binaries() is None:
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
+    with throwaway_postgres_server(durable=False) as server:
+        pid = server.server_pid()
+        assert pid is not None
+        assert "postgres" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        cpu = tree_cpu_seconds(pid)
+        assert cpu is not None and cpu >= 0
+    assert server.server_pid() is None  # stopped and deleted
+
+
+_BURN = "import time\nend = time.process_time() + {s}\nwhile time.process_time() < end: pass\n"
+
+
+def test_tree_cpu_counts_live_and_ended_children() -> None:
+    """A forking server's CPU: its own, its children's while they run and after they ended."""
+    me = os.getpid()
+    before = tree_cpu_seconds(me)
+    assert before is not None
+    subprocess.run([sys.executable, "-c", _BURN.format(s=0.3)], check=True, timeout=60)  # ended, waited
+    after_ended = tree_cpu_seconds(me)
+    assert after_ended is not None and after_ended - before >= 0.25
+    live = subprocess.Popen([sys.executable, "-c", _BURN.format(s=30)])
+    try:
+        deadline = time.monotonic() + 20
+        while (tree_cpu_seconds(live.pid) or 0) < 0.3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with_live = tree_cpu_seconds(me)
+        assert with_live is not None and with_live - after_ended >= 0.25
+    finally:
+        live.kill()
+        live.wait(10)
+    assert tree_cpu_seconds(2**22 + 12345) is None  # no such process
 
 
 def test_stats_file_needs_every_worker(tmp_path: Path) -> None:
