@@ -118,9 +118,11 @@ def run_compare(
     sessions: int | None = None,
     pin: bool = False,
     on_run: Callable[[str, BenchResult], None] | None = None,
+    rate: float | None = None,
 ) -> Comparison:
     """`rounds` runs of each side, alternating A B / B A; `on_run(side, result)` after each run;
-    `pin`: both sides with the TAM and the devices on CPUs apart (`bench sessions --pin`)."""
+    `pin`: both sides with the TAM and the devices on CPUs apart (`bench sessions --pin`);
+    `rate`: both sides offered the same load, sessions started per second (`bench sessions --rate`)."""
     out = Comparison(a, b)
     for i in range(rounds):
         for side in ("a", "b") if i % 2 == 0 else ("b", "a"):
@@ -134,6 +136,7 @@ def run_compare(
                 tam_workers=setup.tam_workers,
                 db=setup.db,
                 pin=pin,
+                rate=rate,
             )
             out.runs.append((side, result))
             if on_run is not None:

@@ -273,9 +273,14 @@ async def drive_fleet(
     concurrency: int,
     certs: Path | None = None,
     progress: Progress | None = None,
+    rate: float | None = None,
 ) -> DriveResult:
     """`sessions` sessions, `concurrency` at a time, device i % size for session i; each device's
-    Agent is made just before its session (not timed) and dropped after it."""
+    Agent is made just before its session (not timed) and dropped after it.
+
+    `rate`: session i starts no earlier than i / rate seconds after the first (and still only when
+    one of the `concurrency` slots is free), so set-ups that differ in speed can be compared at the
+    same offered load; a session's latency counts from its own start, not from when it was due."""
     profile = load_profile(profile_name)
     fleet = world.fleet
     tally = SessionTally(sessions, progress)
@@ -286,8 +291,13 @@ async def drive_fleet(
     async def worker() -> None:
         nonlocal build, alive, peak, next_session
         while next_session < sessions:
-            index = next_session % fleet.size
+            number = next_session
+            index = number % fleet.size
             next_session += 1
+            if rate is not None:
+                wait = t0 + number / rate - time.perf_counter()
+                if wait > 0:
+                    await asyncio.sleep(wait)
             b0 = time.perf_counter()
             agent = fleet.engine(index)
             build += time.perf_counter() - b0

@@ -93,6 +93,7 @@ class BenchResult:
     # context switches (voluntary + involuntary) of the TAM's processes over the run: each is the
     # process giving up its CPU (waiting for a datagram or a database answer) or losing it
     tam_context_switches: int | None = None
+    target_rate: float | None = None  # --rate: sessions started per second at most (None: as fast as they go)
 
     @property
     def rate(self) -> float:
@@ -129,6 +130,7 @@ class BenchResult:
             "failed": self.failed,
             "seconds": round(self.seconds, 3),
             "sessions_per_second": round(self.rate, 1),
+            "target_sessions_per_second": self.target_rate,
             "p50_ms": round(self.percentile(50) * 1000, 1),
             "p99_ms": round(self.percentile(99) * 1000, 1),
             "p99_ms_by_tenth_of_run": [round(x * 1000, 1) for x in self.p99_by_tenth()],
@@ -185,7 +187,8 @@ def format_result(r: BenchResult) -> str:
         f"profile {j['profile']}: {j['devices']} devices, concurrency {j['concurrency']},"
         f" {j['sessions']} sessions",
         f"  complete sessions: {j['ok']} ok, {j['failed']} failed in {j['seconds']} s"
-        f" = {j['sessions_per_second']} sessions/s",
+        f" = {j['sessions_per_second']} sessions/s"
+        + ("" if r.target_rate is None else f" (started at most {r.target_rate:g} per second)"),
         f"  latency per session: p50 {j['p50_ms']} ms, p99 {j['p99_ms']} ms, mean {j['mean_ms']} ms",
         f"  TAM process CPU: {j['tam_cpu_seconds']} s ({j['tam_cpu_ms_per_session']} ms/session,"
         f" {j['tam_sessions_per_cpu_second']} sessions per TAM CPU second);"
@@ -505,6 +508,7 @@ def run_bench(
     db: str | None = None,
     pin: bool = False,
     db_server_pid: int | None = None,
+    rate: float | None = None,
 ) -> BenchResult:
     """Build a world, start the TAM process(es), run the sessions, return the figures.
 
@@ -516,15 +520,20 @@ def run_bench(
     (bench.pinning: the devices then cannot preempt the TAM); a throwaway PostgreSQL is not pinned.
     `db_server_pid`: the main process of a database server on this host (set for the throwaway one):
     the CPU of its process tree over the run is reported as the database's.
+    `rate`: sessions start at most this many per second (`fleet.drive_fleet`): the TAM's CPU per
+    session depends on how many requests share a group commit, so set-ups are compared at the same
+    offered load with it, rather than each as fast as its own simulated devices go.
     `progress(ok, failed, total)` is called after every session (the CLI draws a bar from it)."""
 
     load_profile(profile_name)  # fail early on a bad name
+    if rate is not None and not rate > 0:  # NaN fails too
+        raise BenchError(f"rate {rate!r}: give sessions per second above 0")
     if db == "postgres":
         with throwaway_postgres_server(unix_socket=True) as server:
             return run_bench(
                 profile_name, devices=devices, concurrency=concurrency, sessions=sessions,
                 image_size=image_size, keep=keep, progress=progress, tam_workers=tam_workers,
-                db=server.url, pin=pin, db_server_pid=server.server_pid(),
+                db=server.url, pin=pin, db_server_pid=server.server_pid(), rate=rate,
             )  # fmt: skip
     if tam_workers > 1:
         check_workers_allowed(profile_name, db or "sqlite", tam_workers)
@@ -561,7 +570,9 @@ def run_bench(
             db0 = tree_cpu_seconds(db_server_pid) if db_server_pid is not None else None
             c0 = time.process_time()
             with pinned, RssSampler(pid) as sampler:
-                drive = asyncio.run(drive_fleet(profile_name, uri, world, n, concurrency, certs, progress))
+                drive = asyncio.run(
+                    drive_fleet(profile_name, uri, world, n, concurrency, certs, progress, rate=rate)
+                )
             client_cpu = time.process_time() - c0
             cpu1 = _tam_cpu_seconds(pid)
             switches1 = _context_switches(tam_pids(pid))
@@ -591,6 +602,7 @@ def run_bench(
             tam_context_switches=(
                 switches1 - switches0 if switches0 is not None and switches1 is not None else None
             ),
+            target_rate=rate,
             fleet_build_seconds=world.build_seconds,
             agent_build_seconds=drive.agent_build_seconds,
             peak_agents=drive.peak_agents,

@@ -82,6 +82,12 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
+RATE_HELP = (
+    "Start at most this many sessions per second (still at most --concurrency at once): the TAM's CPU "
+    "per session depends on how many requests share a commit, so compare set-ups at the same "
+    "offered load with it. Default: as fast as the simulated devices go."
+)
+
 PIN_HELP = (
     "Run the TAM's worker(s) on CPUs of their own and the simulated devices on the others (needs more "
     "CPUs than --tam-workers), so the devices' load cannot preempt the TAM and inflate its CPU per "
@@ -111,6 +117,7 @@ PIN_HELP = (
     "host (over its Unix socket). Default: SQLite.",
 )
 @click.option("--pin", is_flag=True, help=PIN_HELP)
+@click.option("--rate", type=click.FloatRange(0.1, 100_000), default=None, help=RATE_HELP)
 @click.option("--json", "as_json", is_flag=True)
 def bench_sessions(
     profile_name: str,
@@ -121,6 +128,7 @@ def bench_sessions(
     tam_workers: int,
     db: str | None,
     pin: bool,
+    rate: float | None,
     as_json: bool,
 ) -> None:
     """Full TEEP sessions/s and p50/p99 latency, TAM in its own process (`tam serve`), on loopback.
@@ -138,6 +146,7 @@ def bench_sessions(
             tam_workers=tam_workers,
             db=db,
             pin=pin,
+            rate=rate,
         )
     else:  # a progress bar on the terminal (stderr, so --json on stdout stays clean)
         with Progress(
@@ -164,6 +173,7 @@ def bench_sessions(
                 tam_workers=tam_workers,
                 db=db,
                 pin=pin,
+                rate=rate,
             )
     click.echo(json.dumps(result.to_json(), indent=2) if as_json else format_result(result))
 
@@ -187,6 +197,9 @@ def bench_sessions(
     help="Per run. Default: devices.",
 )
 @click.option("--pin", is_flag=True, help=PIN_HELP + " Both sides alike.")
+@click.option(
+    "--rate", type=click.FloatRange(0.1, 100_000), default=None, help=RATE_HELP + " Both sides alike."
+)
 @click.option("--json", "as_json", is_flag=True)
 def bench_compare(
     spec_a: str,
@@ -196,6 +209,7 @@ def bench_compare(
     concurrency: int,
     n_sessions: int | None,
     pin: bool,
+    rate: float | None,
     as_json: bool,
 ) -> None:
     """Two `bench sessions` set-ups run in turns (A B, B A, ...) and the ratio of their TAM CPU per
@@ -212,14 +226,15 @@ def bench_compare(
         j = result.to_json()
         click.echo(
             f"{side.upper()} {result.profile}: {j['tam_cpu_ms_per_session']} ms/session (engine calls"
-            f" {j['tam_engine_cpu_ms_per_session']}), {j['sessions_per_second']} sessions/s,"
+            f" {j['tam_engine_cpu_ms_per_session']}, {j['tam_requests_per_commit']} requests per call),"
+            f" {j['sessions_per_second']} sessions/s,"
             f" {j['failed']} failed, load {j['load_average_at_start']}",
             err=True,
         )
 
     comparison = run_compare(
         a, b, rounds=rounds, devices=devices, concurrency=concurrency, sessions=n_sessions, pin=pin,
-        on_run=show,
+        on_run=show, rate=rate,
     )  # fmt: skip
     click.echo(json.dumps(comparison.to_json(), indent=2) if as_json else format_comparison(comparison))
 

@@ -59,3 +59,31 @@ def test_cli_refuses_a_bad_setup_in_one_line() -> None:
     assert done.returncode != 0
     assert "KEY one of profile" in done.stderr and "Traceback" not in done.stderr
     assert not done.stdout.strip() or "error" in json.loads(done.stdout)
+
+
+def test_both_sides_get_the_same_rate() -> None:
+    runs: list[tuple[str, float | None, float]] = []
+    run_compare(
+        Setup("teep-cbor-http", image_size=100),
+        Setup("coap", image_size=100),
+        rounds=1,
+        devices=3,
+        concurrency=3,
+        rate=4.0,
+        on_run=lambda side, r: runs.append((side, r.target_rate, r.seconds)),
+    )
+    assert [(side, rate) for side, rate, _ in runs] == [("a", 4.0), ("b", 4.0)]
+    assert all(seconds >= 0.5 for _, _, seconds in runs)  # the third session is due 0.5 s in
+
+
+def test_cli_refuses_a_rate_of_zero_in_one_line() -> None:
+    cmd = [sys.executable, "-c", "from teep_coap.cli import main; main()", "bench", "compare"]
+    done = subprocess.run(
+        [*cmd, "--a", "profile=coap", "--b", "profile=coap", "--rate", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "--rate" in done.stderr and "Traceback" not in done.stderr

@@ -12,7 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from teep_coap.bench.sessions import engine_cpu_seconds, format_result, run_bench, tree_cpu_seconds
+from teep_coap.bench.sessions import (
+    BenchError,
+    engine_cpu_seconds,
+    format_result,
+    run_bench,
+    tree_cpu_seconds,
+)
 from teep_coap.store.throwaway_pg import postgres_binaries, throwaway_postgres_server
 
 pytestmark = pytest.mark.timeout(120)
@@ -69,6 +75,24 @@ def test_engine_cpu_summed_over_workers(new_pg_database: Callable[[str], str]) -
     assert r.ok == 8 and r.tam_cpu_seconds is not None
     assert r.tam_engine_cpu_seconds is not None
     assert 0 < r.tam_engine_cpu_seconds <= r.tam_cpu_seconds + 0.02
+
+
+def test_rate_spaces_the_sessions_out() -> None:
+    """`--rate 5`: the sixth session starts no earlier than 1 s after the first, although four could
+    run at once and each takes a few milliseconds."""
+    r = run_bench("coap", devices=4, concurrency=4, sessions=6, image_size=100, rate=5.0)
+    assert r.ok == 6 and r.failed == 0
+    assert r.seconds >= 1.0
+    assert r.to_json()["target_sessions_per_second"] == 5.0
+    assert "(started at most 5 per second)" in format_result(r)
+    assert max(r.latencies) < 1.0  # a session's latency counts from its own start
+
+
+def test_rate_must_be_positive() -> None:
+    with pytest.raises(BenchError, match="above 0"):
+        run_bench("coap", devices=1, concurrency=1, rate=0.0)
+    with pytest.raises(BenchError, match="above 0"):
+        run_bench("coap", devices=1, concurrency=1, rate=float("nan"))
 
 
 def test_throwaway_postgres_cpu_is_reported_apart() -> None:
