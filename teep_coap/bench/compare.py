@@ -85,6 +85,8 @@ class Comparison:
                     round(statistics.fmean(engine), 3) if engine and None not in engine else None
                 ),
                 "sessions_per_second": [round(r.rate, 1) for r in results],
+                # how many requests shared a commit: a set-up offered less load batches less
+                "requests_per_engine_call": [r.to_json()["tam_requests_per_commit"] for r in results],
                 "failed": sum(r.failed for r in results),
             }
 
@@ -105,6 +107,7 @@ class Comparison:
             "ratio_b_over_a": ratio,
             "ratio_per_round": [round(mb / ma, 3) for ma, mb in pairs],
             "load_average_at_start": [round(r.load_average, 2) for _, r in self.runs],
+            "target_sessions_per_second": self.runs[0][1].target_rate if self.runs else None,
         }
 
 
@@ -152,11 +155,14 @@ def format_comparison(c: Comparison) -> str:
         lines.append(
             f"{key.upper()} ({s['setup']}): TAM CPU ms/session {s['tam_cpu_ms_per_session']}, mean"
             f" {s['mean_tam_cpu_ms_per_session']} (engine calls {s['mean_engine_cpu_ms_per_session']});"
-            f" sessions/s {s['sessions_per_second']}; {s['failed']} failed"
+            f" sessions/s {s['sessions_per_second']}; requests per engine call"
+            f" {s['requests_per_engine_call']}; {s['failed']} failed"
         )
+    rate = j["target_sessions_per_second"]
     lines.append(
         f"B / A: {j['ratio_b_over_a']} (per round {j['ratio_per_round']}); load average at each start"
         f" {j['load_average_at_start']}"
+        + ("" if rate is None else f"; both sides started at most {rate:g} sessions per second")
     )
     return "\n".join(lines)
 

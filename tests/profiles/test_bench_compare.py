@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from teep_coap.bench.compare import Setup, parse_setup, run_compare
+from teep_coap.bench.compare import Setup, format_comparison, parse_setup, run_compare
 from teep_coap.bench.sessions import BenchError
 
 pytestmark = pytest.mark.timeout(180)
@@ -50,6 +50,11 @@ def test_runs_alternate_and_the_ratio_is_of_the_means() -> None:
     )
     assert len(j["ratio_per_round"]) == 2
     assert j["a"]["mean_engine_cpu_ms_per_session"] > 0
+    assert len(j["b"]["requests_per_engine_call"]) == 2 and all(
+        x >= 1 for x in j["b"]["requests_per_engine_call"]
+    )
+    assert j["target_sessions_per_second"] is None
+    assert "started at most" not in format_comparison(c)
 
 
 def test_cli_refuses_a_bad_setup_in_one_line() -> None:
@@ -63,7 +68,7 @@ def test_cli_refuses_a_bad_setup_in_one_line() -> None:
 
 def test_both_sides_get_the_same_rate() -> None:
     runs: list[tuple[str, float | None, float]] = []
-    run_compare(
+    c = run_compare(
         Setup("teep-cbor-http", image_size=100),
         Setup("coap", image_size=100),
         rounds=1,
@@ -74,6 +79,8 @@ def test_both_sides_get_the_same_rate() -> None:
     )
     assert [(side, rate) for side, rate, _ in runs] == [("a", 4.0), ("b", 4.0)]
     assert all(seconds >= 0.5 for _, _, seconds in runs)  # the third session is due 0.5 s in
+    assert c.to_json()["target_sessions_per_second"] == 4.0
+    assert "both sides started at most 4 sessions per second" in format_comparison(c)
 
 
 def test_cli_refuses_a_rate_of_zero_in_one_line() -> None:
