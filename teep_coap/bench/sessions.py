@@ -372,24 +372,27 @@ def _tam_cpu_seconds(pid: int) -> float | None:
     return total
 
 
-def _cpu_seconds(pid: int) -> float | None:
+def _cpu_seconds(pid: int, *, ended_children: bool = False) -> float | None:
+    """User + system CPU of `pid` from /proc/PID/stat (utime, stime), with `ended_children` also
+    that of its children it waited for (cutime, cstime); None if the process is gone."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        ticks = sum(int(f) for f in fields[11 : 15 if ended_children else 13])
     except (OSError, IndexError, ValueError):
         return None
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def tree_cpu_seconds(pid: int) -> float | None:
     """CPU time of `pid`, of its children that ended (waited for: cutime, cstime) and of those alive,
     recursively: what a server that forks a process per connection (PostgreSQL) has spent so far."""
+    total = _cpu_seconds(pid, ended_children=True)
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks = sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
         children = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except (OSError, IndexError, ValueError):
+    except (OSError, ValueError):
         return None
-    total = ticks / os.sysconf("SC_CLK_TCK")
+    if total is None:
+        return None
     for child in children:
         total += tree_cpu_seconds(child) or 0.0  # a child that ended meanwhile is in cutime next time
     return total
