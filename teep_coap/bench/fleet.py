@@ -49,7 +49,7 @@ from teep_coap.store.memory_components import MemoryComponents
 from teep_coap.store.tam_bulk import NewDevice, add_devices
 from teep_coap.store.tam_db import TamStore
 from teep_coap.store.tamdir import init_tam_dir, load_tam_dir
-from teep_coap.transport.coap.credentials import provision_devices
+from teep_coap.transport.coap.credentials import DeviceCredentials, load_agent_credentials, provision_devices
 
 ComponentId = tuple[bytes, ...]
 COMPONENT_ID = (b"bench-sessions-tc",)  # the one Trusted Component every device of the bench gets
@@ -175,9 +175,24 @@ class FleetWorld:
     build_seconds: float = 0.0
     register_seconds: float = 0.0
     credentials_seconds: float = 0.0
+    # device -> its transport.toml as read for its first session: a device keeps its keys in memory
+    # between sessions; reading and parsing the file again each time cost the simulator ~0.1 ms per
+    # session (at most one entry per device, --devices is at most 100,000)
+    _credentials: dict[int, DeviceCredentials] = field(default_factory=dict, repr=False)
 
     def state_dir(self, i: int) -> Path | None:
         return None if self.cred_root is None else self.cred_root / self.fleet.name(i)
+
+    def credentials(self, i: int) -> DeviceCredentials | None:
+        """Device `i`'s transport credentials (None for profiles without device files), read from its
+        folder the first time."""
+        folder = self.state_dir(i)
+        if folder is None:
+            return None
+        creds = self._credentials.get(i)
+        if creds is None:
+            creds = self._credentials[i] = load_agent_credentials(folder)
+        return creds
 
 
 def needs_device_files(profile_name: str) -> bool:
@@ -303,7 +318,13 @@ async def drive_fleet(
             build += time.perf_counter() - b0
             alive += 1
             peak = max(peak, alive)
-            client = make_client(profile, uri, state_dir=world.state_dir(index), certs_path=certs)
+            client = make_client(
+                profile,
+                uri,
+                state_dir=world.state_dir(index),
+                certs_path=certs,
+                credentials=world.credentials(index),
+            )
             timeout = profile.limits.request_timeout
             try:
                 await tally.run(agent, client, uri, timeout=timeout, name=fleet.name(index))

@@ -106,3 +106,15 @@ def test_p99_by_tenth_finds_where_the_tail_is() -> None:
     assert r.p99_by_tenth() == [0.1] * 7 + [2.0] + [0.1] * 2
     assert r.to_json()["p99_ms_by_tenth_of_run"][7] == 2000.0
     assert BenchResult("coap", 10, 1, 10, 10, 0, 1.0, latencies=[0.1] * 10).p99_by_tenth() == []
+
+
+def test_a_device_reads_its_transport_file_once(tmp_path: Path) -> None:
+    world = make_fleet_world(tmp_path / "tam", tmp_path / "creds", 2, 100, "coaps-psk")
+    first = world.credentials(1)
+    assert first is not None and first.psk_identity == "dev-00001"
+    (tmp_path / "creds" / "dev-00001" / "transport.toml").unlink()
+    assert world.credentials(1) is first  # kept in memory, as a device keeps its keys between sessions
+    other = world.credentials(0)
+    assert other is not None and other.psk_identity == "dev-00000" and other.psk != first.psk
+    plain = make_fleet_world(tmp_path / "tam2", tmp_path / "creds2", 2, 100, "coap")
+    assert plain.credentials(0) is None  # plain CoAP: no device files

@@ -219,7 +219,9 @@ class CoapClient:
         if szx < 6:
             # early negotiation: ask the TAM to answer in blocks of our size (RFC 7959 §2.4)
             msg.opt.block2 = BlockOption.BlockwiseTuple(0, False, szx)
-        return msg
+        # aiocoap deep-copies a request's options for each Block2 follow-up (and OSCORE for each
+        # protection): shared option objects make that ~0.1 ms cheaper per block-wise answer
+        return aiocoap_compat.with_shared_options(msg)
 
     def longest_wait(self) -> float:
         """Seconds the next `post()` may take at most: a first DTLS exchange gets `handshake_timeout`
