@@ -120,6 +120,12 @@ class BenchResult:
     def _per_session(self, seconds: float | None) -> float | None:
         return round(seconds / self.ok * 1000, 2) if seconds is not None and self.ok else None
 
+    def _busy(self, cpu_seconds: float | None, cores: int) -> float | None:
+        """Share of `cores` cores that `cpu_seconds` kept busy over the run."""
+        if cpu_seconds is None or self.seconds <= 0:
+            return None
+        return round(cpu_seconds / (self.seconds * cores), 3)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "profile": self.profile,
@@ -150,6 +156,10 @@ class BenchResult:
                 if self.tam_cpu_seconds is None or self.tam_engine_cpu_seconds is None
                 else self.tam_cpu_seconds - self.tam_engine_cpu_seconds
             ),
+            # How busy each side kept its cores: the side near 1 set the pace. The TAM's CPU per
+            # session is higher the more it idles between requests (docs/scale.md, session 14).
+            "tam_busy_share_per_worker": self._busy(self.tam_cpu_seconds, self.tam_workers),
+            "client_busy_share": self._busy(self.client_cpu_seconds, 1),  # one process: one core at most
             "client_cpu_seconds": round(self.client_cpu_seconds, 2),
             "client_cpu_ms_per_session": round(self.client_cpu_seconds / self.ok * 1000, 2)
             if self.ok
@@ -181,6 +191,10 @@ class BenchResult:
         }
 
 
+def busy_percent(share: float | None) -> str:
+    return "?" if share is None else f"{share * 100:.0f} %"
+
+
 def format_result(r: BenchResult) -> str:
     j = r.to_json()
     lines = [
@@ -203,6 +217,8 @@ def format_result(r: BenchResult) -> str:
         f"  simulator: fleet built in {j['fleet_build_seconds']} s, {j['agent_build_ms_per_session']} ms"
         f" per session to make a device's Agent, at most {j['peak_agents_alive']} alive, peak RSS"
         f" {j['client_peak_rss_mib']} MiB",
+        f"  busy: TAM {busy_percent(j['tam_busy_share_per_worker'])} of a core per worker, simulated devices"
+        f" {busy_percent(j['client_busy_share'])} of their one core (the side near 100 % set the pace)",
         f"  machine: {os.cpu_count()} cores, load average {j['load_average_at_start']} at start",
     ]
     if j["database_cpu_ms_per_session"] is not None:
@@ -621,6 +637,6 @@ def run_bench(
 
 
 __all__ = [
-    "COMPONENT_ID", "BenchError", "BenchResult", "RssSampler", "engine_cpu_seconds", "format_result",
-    "make_world", "peak_rss_mib", "rss_mib", "run_bench", "tam_pids", "tam_process",
+    "COMPONENT_ID", "BenchError", "BenchResult", "RssSampler", "busy_percent", "engine_cpu_seconds",
+    "format_result", "make_world", "peak_rss_mib", "rss_mib", "run_bench", "tam_pids", "tam_process",
 ]  # fmt: skip

@@ -29,7 +29,7 @@ from teep_coap.bench.gateway import (
     run_gateway_bench,
 )
 from teep_coap.bench.hostile import format_hostile, run_hostile
-from teep_coap.bench.sessions import BenchResult, format_result, run_bench
+from teep_coap.bench.sessions import BenchResult, busy_percent, format_result, run_bench
 from teep_coap.cli.groups import bench
 from teep_coap.profiles import list_profiles, load_profile
 
@@ -227,8 +227,8 @@ def bench_compare(
         click.echo(
             f"{side.upper()} {result.profile}: {j['tam_cpu_ms_per_session']} ms/session (engine calls"
             f" {j['tam_engine_cpu_ms_per_session']}, {j['tam_requests_per_commit']} requests per call),"
-            f" {j['sessions_per_second']} sessions/s,"
-            f" {j['failed']} failed, load {j['load_average_at_start']}",
+            f" {j['sessions_per_second']} sessions/s, TAM busy {busy_percent(j['tam_busy_share_per_worker'])}"
+            f" of a core per worker, {j['failed']} failed, load {j['load_average_at_start']}",
             err=True,
         )
 

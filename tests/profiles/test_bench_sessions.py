@@ -14,6 +14,7 @@ import pytest
 
 from teep_coap.bench.sessions import (
     BenchError,
+    BenchResult,
     engine_cpu_seconds,
     format_result,
     run_bench,
@@ -45,6 +46,19 @@ def test_small_run(profile: str) -> None:
     # SQLite runs inside the TAM: no database server to count
     assert r.database_cpu_seconds is None and j["database_cpu_ms_per_session"] is None
     assert "database server" not in format_result(r)
+    # busy shares: CPU over wall time; six sessions leave both sides mostly idle, never above a core
+    # (10 ms /proc ticks of slack over a short run)
+    tam_busy, client_busy = j["tam_busy_share_per_worker"], j["client_busy_share"]
+    assert 0 < tam_busy < 1.1 and 0 < client_busy < 1.1
+    assert tam_busy == round(r.tam_cpu_seconds / r.seconds, 3)
+    assert f"busy: TAM {tam_busy * 100:.0f} % of a core per worker" in format_result(r)
+
+
+def test_busy_shares_count_each_worker_s_core() -> None:
+    r = BenchResult("coap", 1, 1, 10, 10, 0, 2.0, tam_cpu_seconds=3.0, client_cpu_seconds=1.5, tam_workers=2)
+    j = r.to_json()
+    assert (j["tam_busy_share_per_worker"], j["client_busy_share"]) == (0.75, 0.75)
+    assert BenchResult("coap", 1, 1, 1, 0, 1, 0.0).to_json()["tam_busy_share_per_worker"] is None
 
 
 def test_sessions_beyond_devices_repeat_devices() -> None:
