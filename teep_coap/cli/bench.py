@@ -29,6 +29,14 @@ from teep_coap.bench.gateway import (
     run_gateway_bench,
 )
 from teep_coap.bench.hostile import format_hostile, run_hostile
+from teep_coap.bench.idle import (
+    DEFAULT_GAPS_MS,
+    MAX_GAP_MS,
+    IdleCostError,
+    format_idle_cost,
+    measure_idle_cost,
+    parse_gaps,
+)
 from teep_coap.bench.sessions import BenchResult, busy_percent, format_result, run_bench
 from teep_coap.cli.groups import bench
 from teep_coap.profiles import list_profiles, load_profile
@@ -448,6 +456,34 @@ def bench_crypto_cmd(seconds: float, as_json: bool, payload_size: int | None) ->
         click.echo(json.dumps([r.as_dict() for r in rows], indent=2))
     else:
         click.echo(format_table(rows))
+
+
+@bench.command("idle-cost")
+@click.option(
+    "--gaps",
+    default=",".join(f"{g:g}" for g in DEFAULT_GAPS_MS),
+    show_default=True,
+    help=f"Milliseconds of sleep before each unit, comma-separated (0 to {MAX_GAP_MS:g}); the first is the"
+    " reference of the ratios.",
+)
+@click.option(
+    "--units", type=click.IntRange(1, 100000), default=300, show_default=True, help="Per gap and round."
+)
+@click.option("--rounds", type=click.IntRange(1, 50), default=3, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def bench_idle_cost(gaps: str, units: int, rounds: int, as_json: bool) -> None:
+    """CPU time of the same unit of TAM-like work run back to back and after idle gaps: what idling
+    costs on this machine, apart from any TEEP code path.
+
+    A TAM's CPU per session rises as its load falls; on a virtual machine much of that is the CPU
+    waking cold after the process slept. Run this next to `bench sessions` to tell the machine's part
+    from the code's (docs/scale.md)."""
+
+    try:
+        result = measure_idle_cost(parse_gaps(gaps), units=units, rounds=rounds)
+    except IdleCostError as exc:
+        raise click.BadParameter(str(exc), param_hint="--gaps") from None
+    click.echo(json.dumps(result.to_json(), indent=2) if as_json else format_idle_cost(result))
 
 
 @bench.command("engine")
