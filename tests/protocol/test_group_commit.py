@@ -17,6 +17,7 @@ import pytest
 from teep_coap import crashpoints
 from teep_coap.bench.sessions import make_world
 from teep_coap.profiles.session import CommitDelayError, TamHandler, commit_delay_seconds
+from teep_coap.protocol import tam as tam_module
 from teep_coap.protocol.agent import AgentEngine
 from teep_coap.protocol.broker import BrokerSession, Done, Send
 from teep_coap.protocol.errors import InvalidMessage, TamFailure
@@ -95,6 +96,59 @@ def test_a_refused_request_is_undone_alone(world: World) -> None:
     assert isinstance(outcomes[1], InvalidMessage)
     assert reply_of(outcomes[0]) and reply_of(outcomes[2])  # type: ignore[arg-type]
     assert len(world.store.sessions()) == before + 2
+
+
+def savepoints(world: World) -> list[str]:
+    """The SAVEPOINT statements SQLite runs on the engine's connection from now on."""
+    seen: list[str] = []
+    raw = world.store._connection().connection.dbapi_connection
+    raw.set_trace_callback(lambda sql: seen.append(sql) if sql.startswith("SAVEPOINT") else None)
+    return seen
+
+
+def test_a_batch_without_refusals_runs_without_savepoints(world: World) -> None:
+    seen = savepoints(world)
+    sessions = lockstep(world, range(DEVICES))
+    assert all(s.result is not None and s.result.ok for s in sessions)
+    assert seen == []  # one transaction per batch, nothing to undo alone
+
+
+def test_after_a_refusal_batches_run_in_parts_for_a_while(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tam_module, "BATCHES_IN_PARTS_AFTER_REFUSAL", 2)
+    seen = savepoints(world)
+    connects = [TamRequest(b"", time.time(), world.name(i)) for i in range(2)]
+    junk = TamRequest(b"\xa1\x01\x02 not a TEEP message", time.time(), world.name(3))
+    outcomes = world.tam.handle_batch([*connects, junk])
+    assert isinstance(outcomes[2], InvalidMessage) and len(seen) == 3  # tried at once, then in parts
+    for expected in (2, 2, 0):  # the two batches after the refusal in parts, then at once again
+        del seen[:]
+        assert all(not isinstance(o, Exception) for o in world.tam.handle_batch(connects))
+        assert len(seen) == expected
+
+
+class PolicyWritingAuditRows:
+    """A policy whose sync leaves a mark in the store (an audit row), loaded once as a file would be."""
+
+    def __init__(self) -> None:
+        self.loaded = False
+
+    def reload_if_changed(self) -> bool:
+        changed, self.loaded = not self.loaded, True
+        return changed
+
+    def sync(self, store: TamStore, now: float) -> None:
+        store.audit(None, now, "policy-synced")
+
+
+def test_a_policy_sync_rolled_back_with_a_refused_batch_is_done_again(world: World) -> None:
+    world.tam.config.policy = PolicyWritingAuditRows()  # type: ignore[assignment]
+    junk = TamRequest(b"\xa1\x01\x02 not a TEEP message", time.time(), world.name(3))
+    outcomes = world.tam.handle_batch([TamRequest(b"", time.time(), world.name(0)), junk])
+    assert reply_of(outcomes[0]) and isinstance(outcomes[1], InvalidMessage)  # type: ignore[arg-type]
+    # the first try at once synced the policy and was rolled back; the run in parts synced it again
+    assert [row[2] for row in world.store.audit_log()].count("policy-synced") == 1
 
 
 class FailingSecondStart:
