@@ -218,7 +218,7 @@ def format_result(r: BenchResult) -> str:
         f" per session to make a device's Agent, at most {j['peak_agents_alive']} alive, peak RSS"
         f" {j['client_peak_rss_mib']} MiB",
         f"  busy: TAM {busy_percent(j['tam_busy_share_per_worker'])} of a core per worker, simulated devices"
-        f" {busy_percent(j['client_busy_share'])} of their one core (the side near 100 % set the pace)",
+        f" {busy_percent(j['client_busy_share'])} of their one core (a side near 100 % sets the pace)",
         f"  machine: {os.cpu_count()} cores, load average {j['load_average_at_start']} at start",
     ]
     if j["database_cpu_ms_per_session"] is not None:
