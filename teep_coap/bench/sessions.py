@@ -156,7 +156,7 @@ class BenchResult:
                 if self.tam_cpu_seconds is None or self.tam_engine_cpu_seconds is None
                 else self.tam_cpu_seconds - self.tam_engine_cpu_seconds
             ),
-            # How busy each side kept its cores: the side near 1 set the pace. The TAM's CPU per
+            # How busy each side kept its cores: a side near 1 sets the pace. The TAM's CPU per
             # session is higher the more it idles between requests (docs/scale.md, session 14).
             "tam_busy_share_per_worker": self._busy(self.tam_cpu_seconds, self.tam_workers),
             "client_busy_share": self._busy(self.client_cpu_seconds, 1),  # one process: one core at most

@@ -30,6 +30,11 @@ class TamRepository(Protocol):
         """Inside `atomic()`: a part that an exception leaving it undoes alone, the rest going on."""
         ...
 
+    def part(self) -> AbstractContextManager[None]:
+        """Inside `atomic()`: the next request's part of a batch run without savepoints. Nothing is
+        undone alone; what an earlier part read ahead is not this part's to use."""
+        ...
+
     @property
     def embedded(self) -> bool:
         """True when the database runs in this process (SQLite): a call waits on no network, so an

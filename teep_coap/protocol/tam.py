@@ -26,7 +26,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -197,7 +197,9 @@ class TamEngine:
         try:
             with self.store.atomic():
                 for request in requests:
-                    events, point = self._one(request, not request.payload, nullcontext, audit_refusal=False)
+                    events, point = self._one(
+                        request, not request.payload, self.store.part, audit_refusal=False
+                    )
                     outcomes.append(events)
                     points.append(point)
         except StoreError:

@@ -266,6 +266,11 @@ class Tx:
         self._plain(f"SAVEPOINT {name}")
         return name, frozenset(self.locked)
 
+    def next_part(self) -> None:
+        """A part of the transaction without a savepoint begins: what an earlier part read ahead is
+        not this part's to use (it may have written since)."""
+        self._ahead.clear()
+
     def release(self, part: tuple[str, frozenset[int]]) -> None:
         """Keep the part (its audit rows written, RELEASE)."""
         self.flush_audit()
@@ -406,6 +411,14 @@ class TamDatabase:
             tx.rollback_to(part)
             raise
         tx.release(part)
+
+    def part(self) -> AbstractContextManager[None]:
+        """Inside `atomic()`: the next part of a batch run without savepoints (TamRepository.part)."""
+        tx: Tx | None = getattr(self._local, "tx", None)
+        if tx is None:
+            raise RuntimeError("TamStore.part() is only for use inside atomic()")
+        tx.next_part()
+        return nullcontext()  # not a generator: one per request of every batch
 
     def _tx(self) -> AbstractContextManager[Tx]:
         """The transaction of this thread's `atomic()`, else a new one around the block."""

@@ -250,6 +250,24 @@ def test_read_ahead_gives_the_same_rows_without_a_round_trip(store: TamStore) ->
         assert [r[1] for r in tx.rows(SEL_LATEST)] == [6]  # read again, not the rows read ahead
 
 
+def test_a_part_of_a_batch_run_at_once_does_not_use_an_earlier_part_s_read_ahead(store: TamStore) -> None:
+    """`TamStore.part()` (a batch's request without a savepoint): rows the previous request read
+    ahead and did not use are dropped, since it may have written them since."""
+    dev = store.add_device(kid=b"k" * 32, alg=-7, public_key=b"PEM", now=1.0).id
+    row = {
+        "device_id": dev, "component_key": component_key(CID), "installed_seq": 4, "wanted": False,
+        "wanted_min_seq": None, "unneeded": False, "updated_at": 3.0,
+    }  # fmt: skip
+    with store.atomic(), store._tx() as tx:
+        with store.part():
+            tx.rows_reading_ahead(SEL_LATEST, {}, (SEL_DEVICE_COMPONENTS, {"dev": dev}))  # none yet; not used
+            tx.later(INS_DC, row)
+        with store.part():
+            assert [r[1] for r in tx.rows(SEL_DEVICE_COMPONENTS, {"dev": dev})] == [4]
+    with pytest.raises(RuntimeError, match="inside atomic"):
+        store.part()
+
+
 def test_sqlite_store_needs_no_psycopg(tmp_path: Path) -> None:
     """PostgreSQL's fast path (store/tam_pg.py) imports psycopg, an optional extra: without it the
     store still opens and serves a SQLite database."""
