@@ -318,17 +318,20 @@ class TamStore(DeviceComponentStore, HistoryStore):
         params = _outstanding_params(
             session_id, device_id, kind, token, challenge, state, now, lifetime, data
         )
+        oid = self._insert_outstanding(params, cap, answered=answered)
+        return Outstanding(
+            oid, session_id, device_id, kind, token, challenge, state, now, now + lifetime,
+            json.loads(params["data"]),
+        )  # fmt: skip
+
+    def _insert_outstanding(self, params: dict[str, Any], cap: int, *, answered: bool) -> int:
+        """The INSERT of `add_outstanding`: the new row's id."""
         with self._tx() as tx:
             if answered:
-                oid = tx.insert_id(INS_OUTSTANDING, params)
-            else:
-                # Usually one statement: the INSERT itself checks the cap and the token.
-                found = tx.rows(INS_OUTSTANDING_GUARDED[device_id is not None], {**params, "cap": cap})
-                oid = found[0][0] if found else self._add_outstanding_capped(tx, params, cap)
-            return Outstanding(
-                oid, session_id, device_id, kind, token, challenge, state, now, now + lifetime,
-                json.loads(params["data"]),
-            )  # fmt: skip
+                return tx.insert_id(INS_OUTSTANDING, params)
+            # Usually one statement: the INSERT itself checks the cap and the token.
+            found = tx.rows(INS_OUTSTANDING_GUARDED[params["device_id"] is not None], {**params, "cap": cap})
+            return int(found[0][0]) if found else self._add_outstanding_capped(tx, params, cap)
 
     def record_outstanding(
         self,
@@ -346,13 +349,10 @@ class TamStore(DeviceComponentStore, HistoryStore):
         """`add_outstanding` of an open request, reading nothing back: over PostgreSQL a device's
         request is one statement sent with the COMMIT (INS_OUTSTANDING_SUPERSEDING), and a duplicate
         token fails the whole transaction there with the same StoreError."""
-        if device_id is None or not self._psycopg:  # no fast path to defer it on (tam_tx.Tx.later)
-            self.add_outstanding(
-                session_id=session_id, device_id=device_id, kind=kind, token=token, challenge=challenge,
-                now=now, lifetime=lifetime, cap=cap, data=data,
-            )  # fmt: skip
-            return
         params = _outstanding_params(session_id, device_id, kind, token, challenge, OPEN, now, lifetime, data)
+        if device_id is None or not self._psycopg:  # no fast path to defer it on (tam_tx.Tx.later)
+            self._insert_outstanding(params, cap, answered=False)  # no Outstanding built to be dropped
+            return
         with self._tx() as tx:
             tx.later(INS_OUTSTANDING_SUPERSEDING, {**params, "cap": cap})
 
