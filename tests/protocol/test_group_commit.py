@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import cbor2
 import pytest
 
 from teep_coap import crashpoints
@@ -24,6 +25,7 @@ from teep_coap.protocol.errors import InvalidMessage, TamFailure
 from teep_coap.protocol.events import SessionEnded, reply_of
 from teep_coap.protocol.records import StoreError
 from teep_coap.protocol.tam import TamEngine, TamRequest
+from teep_coap.security import cose
 from teep_coap.store.agentdir import load_agent_state
 from teep_coap.store.tam_db import TamStore
 from teep_coap.store.tamdir import load_tam_dir
@@ -310,3 +312,20 @@ def test_a_bad_commit_delay_is_refused_with_what_to_give(monkeypatch: pytest.Mon
     monkeypatch.setenv("TEEP_COAP_COMMIT_DELAY_MS", value)
     with pytest.raises(CommitDelayError, match="milliseconds from 0"):
         commit_delay_seconds()
+
+
+def test_a_signed_refusal_in_a_batch_run_twice_is_audited_once(world: World) -> None:
+    """The first run of a batch (at once) is rolled back and skips the refusal's audit; the run in
+    parts audits it: one `refused` row, as with a request alone."""
+    [query] = world.tam.handle_batch([TamRequest(b"", time.time(), world.name(0))])
+    # a registered device signs a message a TAM does not take (the QueryRequest it was sent)
+    sent = reply_of(query)  # type: ignore[arg-type]
+    assert sent is not None
+    misdirected = cose.sign1(cbor2.loads(sent).value[2], load_agent_state(world.agent_dirs[0]).key)
+    refused_before = [row[2] for row in world.store.audit_log()].count("refused")
+    outcomes = world.tam.handle_batch(
+        [TamRequest(b"", time.time(), world.name(1)), TamRequest(misdirected, time.time(), world.name(0))]
+    )
+    assert reply_of(outcomes[0])  # type: ignore[arg-type]
+    assert isinstance(outcomes[1], InvalidMessage) and "does not accept" in str(outcomes[1])
+    assert [row[2] for row in world.store.audit_log()].count("refused") == refused_before + 1
