@@ -5,6 +5,11 @@ and this machine's speed drifts by about ±15 % within minutes: two figures take
 little. `compare` runs set-up A and B alternately in one window, in the order A B, B A, A B, … (a
 drift during the window then weighs on both sides alike), and reports each side's mean, the ratio
 B / A of the means and the ratio of each round.
+
+A TAM's CPU per session also depends on the load it is offered (how many requests share a commit,
+how long it sleeps between them: `bench idle-cost`), and each side's simulated devices set their own
+pace. `same_load` takes that out of a ratio: one run of each side at its own pace first, then every
+round at `SAME_LOAD_SHARE` of the slower side's sessions per second, which both can carry.
 """
 
 from __future__ import annotations
@@ -17,6 +22,11 @@ from typing import Any
 from teep_coap.bench.sessions import BenchError, BenchResult, run_bench
 
 SPEC_KEYS = ("profile", "tam-workers", "db", "image-size")
+# Below the slower side's own pace so that both sides reach the rate: a paced run loses a little to
+# the pacing itself, and the pace drifts with the machine between the first runs and the rounds.
+SAME_LOAD_SHARE = 0.9
+# A run that started fewer sessions per second than this share of the rate was offered less load.
+REACHED_SHARE = 0.95
 
 
 @dataclass(frozen=True)
@@ -64,6 +74,8 @@ class Comparison:
     a: Setup
     b: Setup
     runs: list[tuple[str, BenchResult]] = field(default_factory=list)  # ("a" | "b", result) in run order
+    # same_load: the first run of each side, at its own pace (not in the means), in run order
+    own_pace: list[tuple[str, BenchResult]] = field(default_factory=list)
 
     def _side(self, side: str) -> list[BenchResult]:
         return [r for s, r in self.runs if s == side]
@@ -101,13 +113,34 @@ class Comparison:
             if a["mean_tam_cpu_ms_per_session"] and b["mean_tam_cpu_ms_per_session"]
             else None
         )
+        target = self.runs[0][1].target_rate if self.runs else None
         return {
             "a": a,
             "b": b,
             "ratio_b_over_a": ratio,
             "ratio_per_round": [round(mb / ma, 3) for ma, mb in pairs],
             "load_average_at_start": [round(r.load_average, 2) for _, r in self.runs],
-            "target_sessions_per_second": self.runs[0][1].target_rate if self.runs else None,
+            "target_sessions_per_second": target,
+            "same_load": (
+                {
+                    "own_pace_sessions_per_second": {side: round(r.rate, 1) for side, r in self.own_pace},
+                    "own_pace_tam_cpu_ms_per_session": {
+                        side: None if (m := self._ms(r)) is None else round(m, 2) for side, r in self.own_pace
+                    },
+                    "share_of_slower_pace": SAME_LOAD_SHARE,
+                }
+                if self.own_pace
+                else None
+            ),
+            "runs_short_of_rate": (
+                [
+                    {"side": side, "sessions_per_second": round(r.rate, 1)}
+                    for side, r in self.runs
+                    if r.rate < REACHED_SHARE * target
+                ]
+                if target is not None
+                else []
+            ),
         }
 
 
@@ -122,28 +155,42 @@ def run_compare(
     pin: bool = False,
     on_run: Callable[[str, BenchResult], None] | None = None,
     rate: float | None = None,
+    same_load: bool = False,
 ) -> Comparison:
     """`rounds` runs of each side, alternating A B / B A; `on_run(side, result)` after each run;
     `pin`: both sides with the TAM and the devices on CPUs apart (`bench sessions --pin`);
-    `rate`: both sides offered the same load, sessions started per second (`bench sessions --rate`)."""
+    `rate`: both sides offered the same load, sessions started per second (`bench sessions --rate`);
+    `same_load`: that rate found by a first run of each side at its own pace (see the module)."""
+    if same_load and rate is not None:
+        raise BenchError("give a rate or ask for the same load, not both")
     out = Comparison(a, b)
+
+    def run(side: str, at: float | None) -> BenchResult:
+        setup = a if side == "a" else b
+        result = run_bench(
+            setup.profile,
+            devices=devices,
+            concurrency=concurrency,
+            sessions=sessions,
+            image_size=setup.image_size,
+            tam_workers=setup.tam_workers,
+            db=setup.db,
+            pin=pin,
+            rate=at,
+        )
+        if on_run is not None:
+            on_run(side, result)
+        return result
+
+    if same_load:
+        out.own_pace = [(side, run(side, None)) for side in ("a", "b")]
+        slower = min(r.rate for _, r in out.own_pace)
+        if slower <= 0:
+            raise BenchError("a side completed no session at its own pace: no load to share")
+        rate = max(0.1, round(SAME_LOAD_SHARE * slower, 1))
     for i in range(rounds):
         for side in ("a", "b") if i % 2 == 0 else ("b", "a"):
-            setup = a if side == "a" else b
-            result = run_bench(
-                setup.profile,
-                devices=devices,
-                concurrency=concurrency,
-                sessions=sessions,
-                image_size=setup.image_size,
-                tam_workers=setup.tam_workers,
-                db=setup.db,
-                pin=pin,
-                rate=rate,
-            )
-            out.runs.append((side, result))
-            if on_run is not None:
-                on_run(side, result)
+            out.runs.append((side, run(side, rate)))
     return out
 
 
@@ -159,12 +206,33 @@ def format_comparison(c: Comparison) -> str:
             f" {s['requests_per_engine_call']}; {s['failed']} failed"
         )
     rate = j["target_sessions_per_second"]
+    same = j["same_load"]
+    if same is not None:
+        pace = same["own_pace_sessions_per_second"]
+        lines.append(
+            f"own pace first (not in the means): A {pace['a']}, B {pace['b']} sessions/s; the rounds"
+            f" at {same['share_of_slower_pace']:.0%} of the slower"
+        )
     lines.append(
         f"B / A: {j['ratio_b_over_a']} (per round {j['ratio_per_round']}); load average at each start"
         f" {j['load_average_at_start']}"
         + ("" if rate is None else f"; both sides started at most {rate:g} sessions per second")
     )
+    for short in j["runs_short_of_rate"]:
+        lines.append(
+            f"note: a {short['side'].upper()} run started {short['sessions_per_second']} sessions/s,"
+            f" under {REACHED_SHARE:.0%} of {rate:g}: it was offered less load than the other side"
+        )
     return "\n".join(lines)
 
 
-__all__ = ["SPEC_KEYS", "Comparison", "Setup", "format_comparison", "parse_setup", "run_compare"]
+__all__ = [
+    "REACHED_SHARE",
+    "SAME_LOAD_SHARE",
+    "SPEC_KEYS",
+    "Comparison",
+    "Setup",
+    "format_comparison",
+    "parse_setup",
+    "run_compare",
+]

@@ -208,6 +208,13 @@ def bench_sessions(
 @click.option(
     "--rate", type=click.FloatRange(0.1, 100_000), default=None, help=RATE_HELP + " Both sides alike."
 )
+@click.option(
+    "--same-load",
+    is_flag=True,
+    help="Offer both sides the same load without guessing a --rate: one run of each at its own pace "
+    "first (reported, not in the means), then every round at 90 % of the slower side's sessions "
+    "per second. What a TAM's CPU per session costs depends on its load; this compares the paths.",
+)
 @click.option("--json", "as_json", is_flag=True)
 def bench_compare(
     spec_a: str,
@@ -218,6 +225,7 @@ def bench_compare(
     n_sessions: int | None,
     pin: bool,
     rate: float | None,
+    same_load: bool,
     as_json: bool,
 ) -> None:
     """Two `bench sessions` set-ups run in turns (A B, B A, ...) and the ratio of their TAM CPU per
@@ -229,6 +237,8 @@ def bench_compare(
     """
 
     a, b = parse_setup(spec_a), parse_setup(spec_b)
+    if same_load and rate is not None:
+        raise click.UsageError("--same-load finds the rate itself: give --rate or --same-load, not both")
 
     def show(side: str, result: BenchResult) -> None:
         j = result.to_json()
@@ -242,7 +252,7 @@ def bench_compare(
 
     comparison = run_compare(
         a, b, rounds=rounds, devices=devices, concurrency=concurrency, sessions=n_sessions, pin=pin,
-        on_run=show, rate=rate,
+        on_run=show, rate=rate, same_load=same_load,
     )  # fmt: skip
     click.echo(json.dumps(comparison.to_json(), indent=2) if as_json else format_comparison(comparison))
 

@@ -8,7 +8,13 @@ import sys
 
 import pytest
 
-from teep_coap.bench.compare import Setup, format_comparison, parse_setup, run_compare
+from teep_coap.bench.compare import (
+    SAME_LOAD_SHARE,
+    Setup,
+    format_comparison,
+    parse_setup,
+    run_compare,
+)
 from teep_coap.bench.sessions import BenchError
 
 pytestmark = pytest.mark.timeout(180)
@@ -94,3 +100,56 @@ def test_cli_refuses_a_rate_of_zero_in_one_line() -> None:
     )
     assert done.returncode == 2
     assert "--rate" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_same_load_runs_each_side_at_its_own_pace_then_both_at_the_slower_pace() -> None:
+    runs: list[tuple[str, float | None, float]] = []
+    c = run_compare(
+        Setup("teep-cbor-http", image_size=100),
+        Setup("coap", image_size=100),
+        rounds=1,
+        devices=3,
+        concurrency=2,
+        sessions=6,
+        same_load=True,
+        on_run=lambda side, r: runs.append((side, r.target_rate, r.rate)),
+    )
+    assert [(side, rate) for side, rate, _ in runs[:2]] == [("a", None), ("b", None)]  # own pace
+    shared = round(SAME_LOAD_SHARE * min(runs[0][2], runs[1][2]), 1)
+    assert [(side, rate) for side, rate, _ in runs[2:]] == [("a", shared), ("b", shared)]
+    j = c.to_json()
+    assert j["target_sessions_per_second"] == shared
+    assert j["same_load"]["own_pace_sessions_per_second"] == {
+        "a": round(runs[0][2], 1),
+        "b": round(runs[1][2], 1),
+    }
+    assert len(j["a"]["tam_cpu_ms_per_session"]) == len(j["b"]["tam_cpu_ms_per_session"]) == 1
+    text = format_comparison(c)
+    assert "own pace first (not in the means)" in text
+    assert f"both sides started at most {shared:g} sessions per second" in text
+
+
+def test_a_run_short_of_the_rate_is_named() -> None:
+    c = run_compare(
+        Setup("coap", image_size=100), Setup("coap", image_size=100), rounds=1, devices=2,
+        concurrency=1, sessions=2, rate=100_000.0,
+    )  # fmt: skip
+    short = c.to_json()["runs_short_of_rate"]
+    assert [s["side"] for s in short] == ["a", "b"]  # nobody starts 100,000 sessions a second here
+    assert "it was offered less load than the other side" in format_comparison(c)
+
+
+def test_same_load_and_a_rate_are_refused_together() -> None:
+    with pytest.raises(BenchError, match="not both"):
+        run_compare(Setup("coap"), Setup("coap"), rounds=1, devices=1, concurrency=1, rate=5.0,
+                    same_load=True)  # fmt: skip
+    cmd = [sys.executable, "-c", "from teep_coap.cli import main; main()", "bench", "compare"]
+    done = subprocess.run(
+        [*cmd, "--a", "profile=coap", "--b", "profile=coap", "--rate", "5", "--same-load"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "not both" in done.stderr and "Traceback" not in done.stderr
