@@ -15,6 +15,7 @@ from aiocoap.transports.udp6 import UDP6EndpointAddress
 
 from teep_coap.transport.coap import aiocoap_compat
 from teep_coap.transport.coap.aiocoap_compat import UNCHECKED_ENV, WRITTEN_FOR, AiocoapVersionError
+from teep_coap.transport.coap.aiocoap_compat.addresses import _is_multicast
 
 PACKAGE = Path(aiocoap_compat.__file__).parents[2]
 COMPAT = Path(aiocoap_compat.__file__).parent  # the package
@@ -151,3 +152,8 @@ def test_memoised_address_text_is_what_aiocoap_computes() -> None:
     multicast = UDP6EndpointAddress(("::ffff:127.0.0.1", 40000, 0, 0), interface, pktinfo=group)
     assert unicast.is_multicast_locally is False and unicast.as_response_address() is unicast
     assert multicast.is_multicast_locally is True and multicast.as_response_address() is not multicast
+    to_group = UDP6EndpointAddress(("ff02::fd", 5683, 0, 1), interface)  # with a zone: "ff02::fd%lo"
+    assert to_group.is_multicast is True and v6.is_multicast is False
+    hits = _is_multicast.cache_info().hits
+    assert to_group.is_multicast is True
+    assert _is_multicast.cache_info().hits == hits + 1  # a client asks per request: looked up

@@ -128,6 +128,11 @@ class CoapClient:
         # An Echo value the TAM put in a response (RFC 9175 §2.3): sent with the next request, it
         # proves our address without a 4.01 round trip (the answer to a padded connect carries one).
         self._echo_next: bytes | None = None
+        # Plain CoAP: where the last answer came from, the address the next request goes to. aiocoap
+        # otherwise resolves the URI's host for every request (a thread-pool getaddrinfo and a socket
+        # connected to check the route); a failed exchange forgets it, so a retry resolves afresh.
+        self._remote: Any = None
+        self._reuse_remote = profile.security.mode == "none" and profile.transport.scheme == "coap"
 
     def _normalise_uri(self, uri: str) -> str:
         scheme = self.profile.transport.scheme
@@ -150,6 +155,7 @@ class CoapClient:
             )
         if mode == "dtls-psk":
             aiocoap_compat.apply_dtls_fixes()
+        aiocoap_compat.cache_address_text()  # the TAM's address parsed once, not twice per request
         ctx = await aiocoap.Context.create_client_context(
             transports=TRANSPORTS[self.profile.transport.scheme]
         )
@@ -199,13 +205,15 @@ class CoapClient:
         tools that send their own requests (`check tam`); `close()` shuts it down."""
         return await self._ensure_context()
 
-    def _request(self, payload: bytes) -> Message:
+    def _request(self, payload: bytes, remote: Any = None) -> Message:
         msg = Message(
             code=Code.POST,
             uri=self.uri,
             payload=payload,
             transport_tuning=self._tuning,
         )
+        if remote is not None:
+            msg.remote = remote
         if payload:
             msg.opt.content_format = self.profile.transport.content_format
         msg.opt.accept = self.profile.transport.content_format
@@ -313,7 +321,8 @@ class CoapClient:
         if self.exchanges and self.profile.security.mode == "dtls-psk" and self._lost_dtls_session(ctx):
             self.sessions_lost += 1
             log.info("the DTLS session with %s is gone since the last exchange: new handshake", self.uri)
-        msg = self._request(payload)
+        remote, self._remote = self._remote, None
+        msg = self._request(payload, remote if self.proxy is None else None)
         if echo is not None:
             msg.opt.echo = echo
         request = ProxyForwarder(self.proxy, ctx).request(msg) if self.proxy is not None else ctx.request(msg)
@@ -370,6 +379,8 @@ class CoapClient:
             ) from None
         self.exchanges += 1
         self._dtls_held = aiocoap_compat.dtls_client_sessions(ctx)
+        if self._reuse_remote:
+            self._remote = response.remote
         return response
 
     def _lost_dtls_session(self, ctx: aiocoap.Context) -> bool:
@@ -462,6 +473,7 @@ class CoapClient:
 
     async def _drop_context(self) -> None:
         self._dtls_held = []
+        self._remote = None  # an address of the old context
         if self._context is not None:
             ctx, self._context = self._context, None
             try:
