@@ -10,8 +10,10 @@ import pytest
 
 from teep_coap.bench.fleet import (
     COMPONENT_ID,
+    KEY_CACHE,
     Fleet,
     MemoryComponents,
+    derive_key,
     drive_fleet,
     make_fleet_world,
     needs_device_files,
@@ -39,6 +41,17 @@ def test_devices_are_a_function_of_seed_and_index() -> None:
     assert state.key.kid == a.registration(3).kid and state.config.ueid == b"\x01" + state.key.kid[:16]
     with pytest.raises(ValueError):
         Fleet(0, tam)
+
+
+def test_a_device_used_again_soon_keeps_its_keys_and_the_cache_is_bounded() -> None:
+    fleet = Fleet(KEY_CACHE + 10, generate_key("esp256").public, b"cache")
+    assert fleet.device_key(5) is fleet.device_key(5)  # not derived again
+    first = fleet.report_key(0)
+    for i in range(1, KEY_CACHE + 1):
+        fleet.report_key(i)
+    assert derive_key.cache_info().currsize <= KEY_CACHE
+    again = fleet.report_key(0)  # pushed out by KEY_CACHE newer keys: derived again, the same key
+    assert again is not first and again.kid == first.kid
 
 
 def test_memory_components_commit_is_all_or_nothing() -> None:
