@@ -156,11 +156,13 @@ def run_compare(
     on_run: Callable[[str, BenchResult], None] | None = None,
     rate: float | None = None,
     same_load: bool = False,
+    device_processes: int = 1,
 ) -> Comparison:
     """`rounds` runs of each side, alternating A B / B A; `on_run(side, result)` after each run;
     `pin`: both sides with the TAM and the devices on CPUs apart (`bench sessions --pin`);
     `rate`: both sides offered the same load, sessions started per second (`bench sessions --rate`);
-    `same_load`: that rate found by a first run of each side at its own pace (see the module)."""
+    `same_load`: that rate found by a first run of each side at its own pace (see the module);
+    `device_processes`: both sides' devices simulated by that many processes."""
     if same_load and rate is not None:
         raise BenchError("give a rate or ask for the same load, not both")
     out = Comparison(a, b)
@@ -177,6 +179,7 @@ def run_compare(
             db=setup.db,
             pin=pin,
             rate=at,
+            device_processes=device_processes,
         )
         if on_run is not None:
             on_run(side, result)

@@ -297,24 +297,31 @@ async def drive_fleet(
     certs: Path | None = None,
     progress: Progress | None = None,
     rate: float | None = None,
+    *,
+    offset: int = 0,
+    stride: int = 1,
 ) -> DriveResult:
-    """`sessions` sessions, `concurrency` at a time, device i % size for session i; each device's
-    Agent is made just before its session (not timed) and dropped after it.
+    """Sessions number `offset`, `offset + stride`, … below `sessions`, `concurrency` at a time,
+    device i % size for session i; each device's Agent is made just before its session (not timed)
+    and dropped after it. `offset` and `stride` share one run between processes (`fleet_procs`).
 
     `rate`: session i starts no earlier than i / rate seconds after the first (and still only when
     one of the `concurrency` slots is free), so set-ups that differ in speed can be compared at the
     same offered load; a session's latency counts from its own start, not from when it was due."""
+    if stride < 1 or not 0 <= offset < stride:
+        raise ValueError(f"offset {offset} and stride {stride}: need 0 <= offset < stride")
     profile = load_profile(profile_name)
     fleet = world.fleet
-    tally = SessionTally(sessions, progress)
+    numbers = range(offset, sessions, stride)
+    tally = SessionTally(len(numbers), progress)
     build = 0.0
     alive = peak = 0
     next_session = 0
 
     async def worker() -> None:
         nonlocal build, alive, peak, next_session
-        while next_session < sessions:
-            number = next_session
+        while next_session < len(numbers):
+            number = numbers[next_session]
             index = number % fleet.size
             next_session += 1
             if rate is not None:

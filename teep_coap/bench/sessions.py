@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from teep_coap.bench.fleet import COMPONENT_ID, Progress, SessionTally, drive_fleet, make_fleet_world
+from teep_coap.bench.fleet_procs import DeviceProcessError, drive_in_processes
 from teep_coap.bench.pinning import cpu_list, pin_processes, split_cpus, this_thread_on
 from teep_coap.errors import TeepCoapError
 from teep_coap.profiles import load_profile
@@ -83,6 +84,7 @@ class BenchResult:
     agent_build_seconds: float = 0.0  # making each device's in-memory Agent before its session
     peak_agents: int = 0  # most simulated Agents alive at once (bounded by the concurrency)
     client_peak_rss_mib: float | None = None  # VmHWM of this (the simulator's) process at the end
+    device_processes: int = 1  # processes simulating the devices (client figures summed over them)
     tam_rss_samples: list[tuple[float, float]] = field(default_factory=list, repr=False)  # (s, MiB)
     # --pin: the CPUs the TAM's processes and the simulated devices ran on (None: not pinned)
     tam_cpus: frozenset[int] | None = None
@@ -159,7 +161,9 @@ class BenchResult:
             # How busy each side kept its cores: a side near 1 sets the pace. The TAM's CPU per
             # session is higher the more it idles between requests (docs/scale.md, session 14).
             "tam_busy_share_per_worker": self._busy(self.tam_cpu_seconds, self.tam_workers),
-            "client_busy_share": self._busy(self.client_cpu_seconds, 1),  # one process: one core at most
+            # each process simulating devices keeps one core busy at most
+            "client_busy_share": self._busy(self.client_cpu_seconds, self.device_processes),
+            "device_processes": self.device_processes,
             "client_cpu_seconds": round(self.client_cpu_seconds, 2),
             "client_cpu_ms_per_session": round(self.client_cpu_seconds / self.ok * 1000, 2)
             if self.ok
@@ -216,9 +220,11 @@ def format_result(r: BenchResult) -> str:
         " switches per session",
         f"  simulator: fleet built in {j['fleet_build_seconds']} s, {j['agent_build_ms_per_session']} ms"
         f" per session to make a device's Agent, at most {j['peak_agents_alive']} alive, peak RSS"
-        f" {j['client_peak_rss_mib']} MiB",
+        f" {j['client_peak_rss_mib']} MiB" + ("" if r.device_processes == 1 else " (the largest process)"),
         f"  busy: TAM {busy_percent(j['tam_busy_share_per_worker'])} of a core per worker, simulated devices"
-        f" {busy_percent(j['client_busy_share'])} of their one core (a side near 100 % sets the pace)",
+        f" {busy_percent(j['client_busy_share'])} of "
+        + ("their one core" if r.device_processes == 1 else f"a core per process ({r.device_processes})")
+        + " (a side near 100 % sets the pace)",
         f"  machine: {os.cpu_count()} cores, load average {j['load_average_at_start']} at start",
     ]
     if j["database_cpu_ms_per_session"] is not None:
@@ -528,6 +534,7 @@ def run_bench(
     pin: bool = False,
     db_server_pid: int | None = None,
     rate: float | None = None,
+    device_processes: int = 1,
 ) -> BenchResult:
     """Build a world, start the TAM process(es), run the sessions, return the figures.
 
@@ -542,17 +549,25 @@ def run_bench(
     `rate`: sessions start at most this many per second (`fleet.drive_fleet`): the TAM's CPU per
     session depends on how many requests share a group commit, so set-ups are compared at the same
     offered load with it, rather than each as fast as its own simulated devices go.
+    `device_processes`: the devices simulated by that many processes (`fleet_procs`), for a TAM that
+    one simulating process cannot keep busy; their CPU is summed, their peak RSS the largest.
     `progress(ok, failed, total)` is called after every session (the CLI draws a bar from it)."""
 
     load_profile(profile_name)  # fail early on a bad name
     if rate is not None and not rate > 0:  # NaN fails too
         raise BenchError(f"rate {rate!r}: give sessions per second above 0")
+    if not 1 <= device_processes <= concurrency:
+        raise BenchError(
+            f"{device_processes} device processes for a concurrency of {concurrency}: each process needs"
+            " at least one session in flight (1..concurrency)"
+        )
     if db == "postgres":
         with throwaway_postgres_server(unix_socket=True) as server:
             return run_bench(
                 profile_name, devices=devices, concurrency=concurrency, sessions=sessions,
                 image_size=image_size, keep=keep, progress=progress, tam_workers=tam_workers,
                 db=server.url, pin=pin, db_server_pid=server.server_pid(), rate=rate,
+                device_processes=device_processes,
             )  # fmt: skip
     if tam_workers > 1:
         check_workers_allowed(profile_name, db or "sqlite", tam_workers)
@@ -588,11 +603,24 @@ def run_bench(
             switches0 = _context_switches(tam_pids(pid))
             db0 = tree_cpu_seconds(db_server_pid) if db_server_pid is not None else None
             c0 = time.process_time()
+            client_peak: float | None = None
             with pinned, RssSampler(pid) as sampler:
-                drive = asyncio.run(
-                    drive_fleet(profile_name, uri, world, n, concurrency, certs, progress, rate=rate)
-                )
+                if device_processes == 1:
+                    drive = asyncio.run(
+                        drive_fleet(profile_name, uri, world, n, concurrency, certs, progress, rate=rate)
+                    )
+                else:
+                    try:
+                        shared = drive_in_processes(
+                            profile_name, uri, world, n, concurrency, device_processes,
+                            certs=certs, progress=progress, rate=rate,
+                        )  # fmt: skip
+                    except DeviceProcessError as exc:
+                        raise BenchError(str(exc)) from None
+                    drive, client_peak = shared.drive, max(shared.peak_rss_mib)
             client_cpu = time.process_time() - c0
+            if device_processes > 1:
+                client_cpu = shared.cpu_seconds  # this process only waited for them
             cpu1 = _tam_cpu_seconds(pid)
             switches1 = _context_switches(tam_pids(pid))
             db1 = tree_cpu_seconds(db_server_pid) if db_server_pid is not None else None
@@ -625,7 +653,8 @@ def run_bench(
             fleet_build_seconds=world.build_seconds,
             agent_build_seconds=drive.agent_build_seconds,
             peak_agents=drive.peak_agents,
-            client_peak_rss_mib=peak_rss_mib(os.getpid()),
+            client_peak_rss_mib=peak_rss_mib(os.getpid()) if client_peak is None else client_peak,
+            device_processes=device_processes,
             tam_rss_samples=sampler.samples,
             tam_cpus=tam_cpus,
             device_cpus=device_cpus,

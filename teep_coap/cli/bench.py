@@ -96,6 +96,12 @@ RATE_HELP = (
     "offered load with it. Default: as fast as the simulated devices go."
 )
 
+DEVICE_PROCESSES_HELP = (
+    "Simulate the devices in this many processes, each with its share of --concurrency (one process "
+    "keeps one core busy at about what one TAM worker serves: more for a TAM with several workers "
+    "on a machine with the cores for it). Their CPU is summed."
+)
+
 PIN_HELP = (
     "Run the TAM's worker(s) on CPUs of their own and the simulated devices on the others (needs more "
     "CPUs than --tam-workers), so the devices' load cannot preempt the TAM and inflate its CPU per "
@@ -126,6 +132,9 @@ PIN_HELP = (
 )
 @click.option("--pin", is_flag=True, help=PIN_HELP)
 @click.option("--rate", type=click.FloatRange(0.1, 100_000), default=None, help=RATE_HELP)
+@click.option(
+    "--device-processes", type=click.IntRange(1, 64), default=1, show_default=True, help=DEVICE_PROCESSES_HELP
+)
 @click.option("--json", "as_json", is_flag=True)
 def bench_sessions(
     profile_name: str,
@@ -137,6 +146,7 @@ def bench_sessions(
     db: str | None,
     pin: bool,
     rate: float | None,
+    device_processes: int,
     as_json: bool,
 ) -> None:
     """Full TEEP sessions/s and p50/p99 latency, TAM in its own process (`tam serve`), on loopback.
@@ -155,6 +165,7 @@ def bench_sessions(
             db=db,
             pin=pin,
             rate=rate,
+            device_processes=device_processes,
         )
     else:  # a progress bar on the terminal (stderr, so --json on stdout stays clean)
         with Progress(
@@ -182,6 +193,7 @@ def bench_sessions(
                 db=db,
                 pin=pin,
                 rate=rate,
+                device_processes=device_processes,
             )
     click.echo(json.dumps(result.to_json(), indent=2) if as_json else format_result(result))
 
@@ -215,6 +227,13 @@ def bench_sessions(
     "first (reported, not in the means), then every round at 90 % of the slower side's sessions "
     "per second. What a TAM's CPU per session costs depends on its load; this compares the paths.",
 )
+@click.option(
+    "--device-processes",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help=DEVICE_PROCESSES_HELP + " Both sides alike.",
+)
 @click.option("--json", "as_json", is_flag=True)
 def bench_compare(
     spec_a: str,
@@ -226,6 +245,7 @@ def bench_compare(
     pin: bool,
     rate: float | None,
     same_load: bool,
+    device_processes: int,
     as_json: bool,
 ) -> None:
     """Two `bench sessions` set-ups run in turns (A B, B A, ...) and the ratio of their TAM CPU per
@@ -252,7 +272,7 @@ def bench_compare(
 
     comparison = run_compare(
         a, b, rounds=rounds, devices=devices, concurrency=concurrency, sessions=n_sessions, pin=pin,
-        on_run=show, rate=rate, same_load=same_load,
+        on_run=show, rate=rate, same_load=same_load, device_processes=device_processes,
     )  # fmt: skip
     click.echo(json.dumps(comparison.to_json(), indent=2) if as_json else format_comparison(comparison))
 

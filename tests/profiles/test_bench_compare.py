@@ -153,3 +153,13 @@ def test_same_load_and_a_rate_are_refused_together() -> None:
     )
     assert done.returncode == 2
     assert "not both" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_both_sides_get_the_same_device_processes() -> None:
+    seen: list[tuple[str, int, int]] = []
+    run_compare(
+        Setup("coap", image_size=100), Setup("teep-cbor-http", image_size=100), rounds=1, devices=3,
+        concurrency=2, sessions=4, device_processes=2,
+        on_run=lambda side, r: seen.append((side, r.device_processes, r.ok)),
+    )  # fmt: skip
+    assert seen == [("a", 2, 4), ("b", 2, 4)]
