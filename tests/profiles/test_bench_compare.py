@@ -20,6 +20,12 @@ from teep_coap.bench.sessions import BenchError
 pytestmark = pytest.mark.timeout(180)
 
 
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """`teep-coap bench compare ARGS` in a child process."""
+    cmd = [sys.executable, "-c", "from teep_coap.cli import main; main()", "bench", "compare", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+
+
 def test_setups_parse_and_bad_ones_say_what_is_wrong() -> None:
     assert parse_setup("profile=coap") == Setup("coap")
     assert parse_setup("profile=coaps-psk,tam-workers=2,db=postgres,image-size=300") == Setup(
@@ -64,9 +70,7 @@ def test_runs_alternate_and_the_ratio_is_of_the_means() -> None:
 
 
 def test_cli_refuses_a_bad_setup_in_one_line() -> None:
-    cmd = [sys.executable, "-c", "from teep_coap.cli import main; main()", "bench", "compare"]
-    args = [*cmd, "--a", "profile=coap", "--b", "workers=2", "--json"]
-    done = subprocess.run(args, capture_output=True, text=True, timeout=60, check=False)
+    done = cli("--a", "profile=coap", "--b", "workers=2", "--json")
     assert done.returncode != 0
     assert "KEY one of profile" in done.stderr and "Traceback" not in done.stderr
     assert not done.stdout.strip() or "error" in json.loads(done.stdout)
@@ -90,14 +94,7 @@ def test_both_sides_get_the_same_rate() -> None:
 
 
 def test_cli_refuses_a_rate_of_zero_in_one_line() -> None:
-    cmd = [sys.executable, "-c", "from teep_coap.cli import main; main()", "bench", "compare"]
-    done = subprocess.run(
-        [*cmd, "--a", "profile=coap", "--b", "profile=coap", "--rate", "0"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = cli("--a", "profile=coap", "--b", "profile=coap", "--rate", "0")
     assert done.returncode == 2
     assert "--rate" in done.stderr and "Traceback" not in done.stderr
 
@@ -143,14 +140,7 @@ def test_same_load_and_a_rate_are_refused_together() -> None:
     with pytest.raises(BenchError, match="not both"):
         run_compare(Setup("coap"), Setup("coap"), rounds=1, devices=1, concurrency=1, rate=5.0,
                     same_load=True)  # fmt: skip
-    cmd = [sys.executable, "-c", "from teep_coap.cli import main; main()", "bench", "compare"]
-    done = subprocess.run(
-        [*cmd, "--a", "profile=coap", "--b", "profile=coap", "--rate", "5", "--same-load"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = cli("--a", "profile=coap", "--b", "profile=coap", "--rate", "5", "--same-load")
     assert done.returncode == 2
     assert "not both" in done.stderr and "Traceback" not in done.stderr
 
