@@ -6,9 +6,9 @@ address to ask whether it is multicast. A plain-CoAP TAM asks for the peer's tex
 request (Echo check at the datagram gate, again in the resource, the peer's identity for the
 handler): py-spy put the `ipaddress` work at about 5 % of its busy samples. A client asks whether
 the remote is multicast twice per request it sends (aiocoap's token and message managers), parsing
-the address twice each time: 6 % of a plain-CoAP device's CPU in the fleet simulator. All are pure
-functions of an address string, so they are memoised here (LRU, ADDRESS_CACHE entries: a fleet's
-distinct IP addresses beyond that are parsed again, as before).
+the address twice each time: about 6 % of a plain-CoAP device's time in the fleet simulator under
+cProfile. All are pure functions of an address string, so they are memoised here (LRU, ADDRESS_CACHE
+entries: a fleet's distinct IP addresses beyond that are parsed again, as before).
 """
 
 from __future__ import annotations
