@@ -81,3 +81,17 @@ def test_the_cache_is_bounded(tmp_path: Path, monkeypatch: Any) -> None:
     assert len(engine._devices) == 2
     _session(engine, agents[0], None)  # the oldest was let go: read again
     assert store.by_kid == 4
+
+
+def test_a_returning_device_is_kept_without_its_attested_claims(tmp_path: Path) -> None:
+    """A device that attested has its claims in its row (a parsed JSON tree of a few KiB); the engine
+    never reads them from the cache, and 4,096 such devices made a TAM ~15 MiB heavier."""
+    engine, store, agents = _engine(tmp_path, 1)
+    _session(engine, agents[0], None)
+    kid = store.devices()[0].kid
+    engine._devices = type(engine._devices)(tam_module.KEY_CACHE_SIZE)  # forget it, as an LRU would
+    _session(engine, agents[0], None)  # read again: now with the claims of the first session
+    assert store.device_by_kid(kid).attested_claims  # the row has them
+    _, cached = engine._devices.get(kid)
+    assert cached is not None and cached.kid == kid and cached.public_key
+    assert cached.attested_claims is None and cached.last_contact is None
