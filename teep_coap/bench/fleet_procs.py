@@ -27,6 +27,8 @@ from teep_coap.bench.fleet import DriveResult, FleetWorld, Progress, drive_fleet
 START_TIMEOUT = 30.0
 # How often the parent adds up the processes' progress while they run.
 POLL_SECONDS = 0.25
+# How long to wait for a process whose pipe closed to be reaped, for its exit code.
+REAP_TIMEOUT = 5.0
 
 
 class DeviceProcessError(RuntimeError):
@@ -157,8 +159,10 @@ def _collect(
             try:
                 message = conn.recv()
             except EOFError:
+                proc = children[k][0]
+                proc.join(REAP_TIMEOUT)  # its pipe closes a moment before it can be reaped
                 raise DeviceProcessError(
-                    f"device process {k} ended without its figures (exit code {children[k][0].exitcode})"
+                    f"device process {k} ended without its figures (exit code {proc.exitcode})"
                 ) from None
             if message[0] != "ok":
                 raise DeviceProcessError(message[1])
