@@ -603,12 +603,12 @@ def run_bench(
             switches0 = _context_switches(tam_pids(pid))
             db0 = tree_cpu_seconds(db_server_pid) if db_server_pid is not None else None
             c0 = time.process_time()
-            client_peak: float | None = None
             with pinned, RssSampler(pid) as sampler:
                 if device_processes == 1:
                     drive = asyncio.run(
                         drive_fleet(profile_name, uri, world, n, concurrency, certs, progress, rate=rate)
                     )
+                    client_cpu, client_peak = time.process_time() - c0, peak_rss_mib(os.getpid())
                 else:
                     try:
                         shared = drive_in_processes(
@@ -617,10 +617,9 @@ def run_bench(
                         )  # fmt: skip
                     except DeviceProcessError as exc:
                         raise BenchError(str(exc)) from None
-                    drive, client_peak = shared.drive, max(shared.peak_rss_mib)
-            client_cpu = time.process_time() - c0
-            if device_processes > 1:
-                client_cpu = shared.cpu_seconds  # this process only waited for them
+                    # this process only waited for them: theirs is the simulator's CPU
+                    drive, client_cpu = shared.drive, shared.cpu_seconds
+                    client_peak = max(shared.peak_rss_mib)
             cpu1 = _tam_cpu_seconds(pid)
             switches1 = _context_switches(tam_pids(pid))
             db1 = tree_cpu_seconds(db_server_pid) if db_server_pid is not None else None
@@ -653,7 +652,7 @@ def run_bench(
             fleet_build_seconds=world.build_seconds,
             agent_build_seconds=drive.agent_build_seconds,
             peak_agents=drive.peak_agents,
-            client_peak_rss_mib=peak_rss_mib(os.getpid()) if client_peak is None else client_peak,
+            client_peak_rss_mib=client_peak,
             device_processes=device_processes,
             tam_rss_samples=sampler.samples,
             tam_cpus=tam_cpus,
