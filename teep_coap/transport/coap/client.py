@@ -156,6 +156,7 @@ class CoapClient:
         if mode == "dtls-psk":
             aiocoap_compat.apply_dtls_fixes()
         aiocoap_compat.cache_address_text()  # the TAM's address parsed once, not twice per request
+        aiocoap_compat.memoise_option_decoding()  # the TAM's answers repeat their options
         ctx = await aiocoap.Context.create_client_context(
             transports=TRANSPORTS[self.profile.transport.scheme]
         )

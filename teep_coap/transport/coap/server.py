@@ -479,6 +479,7 @@ class CoapServer:
 
         harden_message_decode()  # junk options: dropped datagram, not an asyncio traceback
         aiocoap_compat.cache_address_text()  # a peer's address text: parsed once per IP address
+        aiocoap_compat.memoise_option_decoding()  # Uri-Path, Content-Format, Block2: decoded once
         install_junk_log_limit()
         site = ExactPathSite()
         path = tuple(p for p in self.profile.transport.path.split("/") if p)

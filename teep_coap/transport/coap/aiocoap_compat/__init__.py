@@ -7,7 +7,8 @@ and an early look at each plain-CoAP datagram before aiocoap's dispatch. Each of
 aiocoap does not promise to keep (attributes and methods starting with `_`). They all live here, and
 no other module may touch them (`tests/transport/test_aiocoap_compat.py` greps for it), so moving to
 another aiocoap release means reading this one package (one module per adaptation: `dtls`,
-`messages`, `site`, `oscore`, `addresses` (memoised address text), `fastpath` (the TEEP resource's
+`messages`, `site`, `oscore`, `addresses` (memoised address text), `option_memo` (repeated option
+values decoded once), `fastpath` (the TEEP resource's
 requests without aiocoap's per-request pipe), `drain` (queued datagrams read per wake-up), with
 `contexts` to find things inside a Context).
 
@@ -75,6 +76,10 @@ from teep_coap.transport.coap.aiocoap_compat.messages import (  # noqa: E402
     harden_message_decode,
     install_datagram_gate,
 )
+from teep_coap.transport.coap.aiocoap_compat.option_memo import (  # noqa: E402
+    OPTION_MEMO,
+    memoise_option_decoding,
+)
 from teep_coap.transport.coap.aiocoap_compat.oscore import (  # noqa: E402
     apply_edhoc_client_fix,
     is_edhoc_responder_context,
@@ -84,6 +89,7 @@ from teep_coap.transport.coap.aiocoap_compat.site import ExactPathSite, with_sha
 
 __all__ = [
     "ADDRESS_CACHE",
+    "OPTION_MEMO",
     "READ_BATCH",
     "RETRANSMIT_CEILING",
     "RETRANSMIT_FLOOR",
@@ -117,6 +123,7 @@ __all__ = [
     "install_datagram_gate",
     "install_fast_path",
     "is_edhoc_responder_context",
+    "memoise_option_decoding",
     "message_interfaces",
     "release_oscore_context",
     "restarts_authenticated_session",
