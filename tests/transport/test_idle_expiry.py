@@ -10,7 +10,7 @@ from coap_helpers import Creds, quick
 from teep_coap.transport.base import PeerInfo
 from teep_coap.transport.coap import CoapClient, CoapServer
 from teep_coap.transport.coap.echo import EchoGuard
-from teep_coap.transport.coap.idle_expiry import IdleTracker
+from teep_coap.transport.coap.idle_expiry import SWEEP_SHARE, IdleSweeper, IdleTracker
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -25,6 +25,23 @@ def test_the_tracker_yields_only_peers_silent_past_the_timeout() -> None:
     assert list(idle.expired(18.0)) == []
     assert list(idle.expired(18.5)) == ["a"]
     assert len(idle) == 0
+
+
+def test_datagrams_sweep_at_most_once_per_share_of_the_timeout() -> None:
+    now = [0.0]
+    dropped: list[str] = []
+    sweeper = IdleSweeper(IdleTracker(16.0), dropped.append, lambda: True, clock=lambda: now[0])
+    gap = 16.0 * SWEEP_SHARE  # 1 s
+    for peer, at in (("a", 0.0), ("d", 1.0), ("b", 17.0)):
+        now[0] = at
+        sweeper.heard(peer)
+    assert dropped == ["a"]  # the datagram at 17 s swept: "a" had been silent 17 s
+    now[0] = 17.0 + gap / 2  # "d" is silent 16.5 s now, but a datagram swept half a gap ago
+    sweeper.heard("c")
+    assert dropped == ["a"]
+    now[0] = 17.0 + gap
+    sweeper.heard("c")
+    assert dropped == ["a", "d"] and sweeper.expired == 2
 
 
 def test_a_non_positive_timeout_is_refused() -> None:
