@@ -25,6 +25,37 @@ def test_patch_applies_to_the_pinned_aiocoap() -> None:
     assert aiocoap_compat.apply_dtls_fixes() and aiocoap_compat.dtls_fixes_applied()
 
 
+async def test_a_client_recognizes_its_pooled_connections_as_aiocoap_does() -> None:
+    """The O(1) look-up answers as aiocoap's walk over the pool does: a pooled connection yes; one
+    dropped from the pool, another connection for the same key, or another address kind no."""
+    import logging
+
+    from aiocoap.transports.tinydtls import DTLSClientConnection, MessageInterfaceTinyDTLS
+
+    from teep_coap.transport.coap.aiocoap_compat.dtls import _state
+
+    aiocoap_compat.apply_dtls_fixes()
+    original = _state["recognize_remote"]
+    mi = MessageInterfaceTinyDTLS(None, logging.getLogger("test"), asyncio.get_running_loop())
+
+    class Unstarted(DTLSClientConnection):
+        """A client connection with its pool key and nothing else: no handshake, nothing to shut."""
+
+        def __init__(self, port: int) -> None:
+            self._host, self._port, self._pskId, self.coaptransport = "::1", port, b"dev", mi
+
+        def shutdown(self) -> None:
+            pass
+
+    pooled, twin, other = Unstarted(5684), Unstarted(5684), Unstarted(5685)
+    mi._pool[("::1", 5684, b"dev")] = pooled
+    for remote, expected in ((pooled, True), (twin, False), (other, False), ("coaps://[::1]", False)):
+        assert await mi.recognize_remote(remote) is expected
+        assert await original(mi, remote) is expected
+    pooled._remove_from_pool()
+    assert await mi.recognize_remote(pooled) is False and await original(mi, pooled) is False
+
+
 def _first_retransmission_in() -> float:
     """Seconds until a fresh handshake's first retransmission, by tinydtls' due time and our clock."""
     from aiocoap.transports.tinydtls import DTLS_TICKS_PER_SECOND
