@@ -9,6 +9,7 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -37,6 +38,7 @@ from teep_coap.bench.idle import (
     measure_idle_cost,
     parse_gaps,
 )
+from teep_coap.bench.repeat import format_repeated, run_repeated
 from teep_coap.bench.sessions import BenchResult, busy_percent, format_result, run_bench
 from teep_coap.cli.groups import bench
 from teep_coap.profiles import list_profiles, load_profile
@@ -102,6 +104,12 @@ DEVICE_PROCESSES_HELP = (
     "on a machine with the cores for it). Their CPU is summed."
 )
 
+REPEAT_HELP = (
+    "Run the same set-up this many times back to back (each with its own world and TAM) and report "
+    "every run and the median, lowest and highest of each figure: a target is then read as the "
+    "median of N runs, with the spread of the machine's minutes beside it."
+)
+
 PIN_HELP = (
     "Run the TAM's worker(s) on CPUs of their own and the simulated devices on the others (needs more "
     "CPUs than --tam-workers), so the devices' load cannot preempt the TAM and inflate its CPU per "
@@ -135,6 +143,7 @@ PIN_HELP = (
 @click.option(
     "--device-processes", type=click.IntRange(1, 64), default=1, show_default=True, help=DEVICE_PROCESSES_HELP
 )
+@click.option("--repeat", type=click.IntRange(1, 50), default=1, show_default=True, help=REPEAT_HELP)
 @click.option("--json", "as_json", is_flag=True)
 def bench_sessions(
     profile_name: str,
@@ -147,6 +156,7 @@ def bench_sessions(
     pin: bool,
     rate: float | None,
     device_processes: int,
+    repeat: int,
     as_json: bool,
 ) -> None:
     """Full TEEP sessions/s and p50/p99 latency, TAM in its own process (`tam serve`), on loopback.
@@ -154,9 +164,8 @@ def bench_sessions(
     Reports TAM CPU per session summed over its workers, each worker's peak RSS, and the simulated
     devices' CPU per session separately."""
 
-    if not sys.stderr.isatty():
-        result = run_bench(
-            profile_name,
+    def once() -> BenchResult:
+        options: dict[str, Any] = dict(
             devices=devices,
             concurrency=concurrency,
             sessions=n_sessions,
@@ -167,7 +176,9 @@ def bench_sessions(
             rate=rate,
             device_processes=device_processes,
         )
-    else:  # a progress bar on the terminal (stderr, so --json on stdout stays clean)
+        if not sys.stderr.isatty():
+            return run_bench(profile_name, **options)
+        # a progress bar on the terminal (stderr, so --json on stdout stays clean)
         with Progress(
             TextColumn(f"{profile_name} sessions"),
             BarColumn(),
@@ -182,20 +193,14 @@ def bench_sessions(
             def show(done: int, failed: int, total: int) -> None:
                 bar.update(task, completed=done + failed, total=total, failed=failed)
 
-            result = run_bench(
-                profile_name,
-                devices=devices,
-                concurrency=concurrency,
-                sessions=n_sessions,
-                image_size=image_size,
-                progress=show,
-                tam_workers=tam_workers,
-                db=db,
-                pin=pin,
-                rate=rate,
-                device_processes=device_processes,
-            )
-    click.echo(json.dumps(result.to_json(), indent=2) if as_json else format_result(result))
+            return run_bench(profile_name, progress=show, **options)
+
+    if repeat == 1:
+        result = once()
+        click.echo(json.dumps(result.to_json(), indent=2) if as_json else format_result(result))
+        return
+    repeated = run_repeated(repeat, once)
+    click.echo(json.dumps(repeated.to_json(), indent=2) if as_json else format_repeated(repeated))
 
 
 @bench.command("compare")
