@@ -255,8 +255,8 @@ def apply_dtls_fixes() -> bool:
 async def _recognize_client_connection(self: Any, remote: Any) -> bool:
     """aiocoap's `MessageInterfaceTinyDTLS.recognize_remote` (asked for every request a client
     sends) without a walk over its whole pool of connections (`remote in pool.values()` on a
-    WeakValueDictionary; ~3 % of the fleet simulator's CPU): a connection is only ever pooled under
-    its own (host, port, PSK identity)."""
+    WeakValueDictionary: 1.6 µs with one connection pooled, 0.4 µs this way): a connection is only
+    ever pooled under its own (host, port, PSK identity)."""
     return (
         isinstance(remote, _state["client_connection"])
         and self._pool.get((remote._host, remote._port, remote._pskId)) is remote
