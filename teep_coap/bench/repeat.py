@@ -24,6 +24,7 @@ FIGURES: tuple[tuple[str, str, str], ...] = (
     ("p50_ms", "p50 latency", "ms"),
     ("p99_ms", "p99 latency", "ms"),
     ("client_cpu_ms_per_session", "devices' CPU per session", "ms"),
+    ("tam_to_device_cpu_ratio", "TAM CPU / devices' CPU", ""),
     ("tam_requests_per_commit", "requests per engine call", ""),
 )
 

@@ -168,6 +168,14 @@ class BenchResult:
             "client_cpu_ms_per_session": round(self.client_cpu_seconds / self.ok * 1000, 2)
             if self.ok
             else None,
+            # Both sides are Python on the same machine and slow down together when its speed
+            # drifts (docs/scale.md, session 16): this ratio moved ±2 % where each moved ±8 %, so it
+            # compares a change to the TAM alone across minutes (one to the devices' code moves it too)
+            "tam_to_device_cpu_ratio": (
+                round(self.tam_cpu_seconds / self.client_cpu_seconds, 3)
+                if self.tam_cpu_seconds and self.client_cpu_seconds > 0
+                else None
+            ),
             "handshake_restarts": self.handshake_restarts,
             "tam_workers": self.tam_workers,
             "database": self.database,
@@ -224,7 +232,8 @@ def format_result(r: BenchResult) -> str:
         f"  busy: TAM {busy_percent(j['tam_busy_share_per_worker'])} of a core per worker, simulated devices"
         f" {busy_percent(j['client_busy_share'])} of "
         + ("their one core" if r.device_processes == 1 else f"a core per process ({r.device_processes})")
-        + " (a side near 100 % sets the pace)",
+        + " (a side near 100 % sets the pace); the TAM's CPU per session"
+        f" {j['tam_to_device_cpu_ratio']} of the devices'",
         f"  machine: {os.cpu_count()} cores, load average {j['load_average_at_start']} at start",
     ]
     if j["database_cpu_ms_per_session"] is not None:

@@ -36,6 +36,7 @@ def test_the_summary_is_the_median_lowest_and_highest_of_the_runs() -> None:
     cpu = rep.summary()["tam_cpu_ms_per_session"]
     assert cpu == {"median": 1.6, "min": 1.4, "max": 1.94}  # 0.19 s over 98 sessions
     assert rep.summary()["sessions_per_second"]["median"] == 100.0
+    assert rep.summary()["tam_to_device_cpu_ratio"] == {"median": 0.8, "min": 0.7, "max": 0.95}
     assert rep.failed() == 2
     text = format_repeated(rep)
     assert "3 runs back to back" in text and text.count("  run ") == 3
@@ -58,7 +59,7 @@ def test_the_cli_runs_the_set_up_again_and_reports_each_run() -> None:
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert out["repeat"] == 2 and len(out["runs"]) == 2 and out["failed"] == 0
-    assert all(run["ok"] == 6 for run in out["runs"])
+    assert all(run["ok"] == 6 and run["tam_to_device_cpu_ratio"] > 0 for run in out["runs"])
     cpu = [run["tam_cpu_ms_per_session"] for run in out["runs"]]
     summary = out["summary"]["tam_cpu_ms_per_session"]
     assert summary["median"] == round(statistics.median(cpu), 3)

@@ -58,6 +58,9 @@ def test_busy_shares_count_each_worker_s_core() -> None:
     r = BenchResult("coap", 1, 1, 10, 10, 0, 2.0, tam_cpu_seconds=3.0, client_cpu_seconds=1.5, tam_workers=2)
     j = r.to_json()
     assert (j["tam_busy_share_per_worker"], j["client_busy_share"]) == (0.75, 0.75)
+    assert j["tam_to_device_cpu_ratio"] == 2.0  # 3 s of TAM CPU against 1.5 s of the devices'
+    assert "the TAM's CPU per session 2.0 of the devices'" in format_result(r)
+    assert BenchResult("coap", 1, 1, 1, 0, 1, 0.0).to_json()["tam_to_device_cpu_ratio"] is None
     assert BenchResult("coap", 1, 1, 1, 0, 1, 0.0).to_json()["tam_busy_share_per_worker"] is None
 
 
