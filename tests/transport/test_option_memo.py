@@ -12,6 +12,7 @@ from aiocoap.options import Options
 from teep_coap.transport.coap.aiocoap_compat import option_memo
 from teep_coap.transport.coap.aiocoap_compat.option_memo import (
     MEMO_NUMBERS,
+    MEMO_VALUE_MAX,
     OPTION_MEMO,
     decode_options,
     original_decode,
@@ -87,6 +88,18 @@ def test_the_memo_stays_bounded_under_made_up_values() -> None:
         assert option_memo.memo_size() <= OPTION_MEMO
     decode_options(Options(), _messages()[0])  # the common options come back after a flood
     assert option_memo.memo_size() >= 1
+
+
+def test_long_values_are_never_kept() -> None:
+    """A peer's long made-up Uri-Paths would otherwise hold up to OPTION_MEMO × 64 KiB."""
+    first, second = Options(), Options()
+    raw = _options_of(Message(code=POST, uri_path=("x" * (MEMO_VALUE_MAX + 1),)))
+    before = option_memo.memo_size()
+    decode_options(first, raw)
+    decode_options(second, raw)
+    assert option_memo.memo_size() == before
+    assert first.get_option(OptionNumber.URI_PATH)[0] is not second.get_option(OptionNumber.URI_PATH)[0]
+    assert first.uri_path == second.uri_path == ("x" * (MEMO_VALUE_MAX + 1),)
 
 
 def test_installed_it_decodes_whole_messages_and_keeps_their_payload() -> None:

@@ -6,13 +6,13 @@ decoding of its value: `Message.decode` of a TEEP request with three options too
 with this memo; four such requests per coaps-psk session on the TAM and as many answers on each
 device. What a TEEP peer sends in those options hardly varies (the Uri-Path "teep", the
 Content-Format, a Block2 asking for the next block, Size2), so the options of MEMO_NUMBERS are kept
-by their raw value (OPTION_MEMO at most; the memo starts again when full, so values a peer made up
-to fill it only cost their own decoding) and a message with the same option gets the same object.
-aiocoap replaces options, it never changes one in place (`site._SharedOptions` relies on the same),
-and the values of these options are immutable (strings, integers, Block tuples). Options that
-differ per message (Echo, OSCORE, Request-Tag, tokens of other drafts) and unknown ones are decoded
-each time as before. The parse itself follows aiocoap's, with the same errors for a malformed
-option header.
+by their raw value (values up to MEMO_VALUE_MAX bytes, OPTION_MEMO of them at most; the memo starts
+again when full, so values a peer made up to fill it only cost their own decoding) and a message
+with the same option gets the same object. aiocoap replaces options, it never changes one in place
+(`site._SharedOptions` relies on the same), and the values of these options are immutable
+(strings, integers, Block tuples). Options that differ per message (Echo, OSCORE, Request-Tag,
+tokens of other drafts) and unknown ones are decoded each time as before. The parse itself follows
+aiocoap's, with the same errors for a malformed option header.
 """
 
 from __future__ import annotations
@@ -24,6 +24,10 @@ from aiocoap.numbers.optionnumbers import OptionNumber
 from aiocoap.options import Options
 
 OPTION_MEMO = 512  # option values kept at most; the memo is emptied when it is full
+# Longer values are decoded each time: a Uri-Path or Uri-Host made up by a peer could otherwise keep
+# up to 512 values of up to 64 KiB each; what a TEEP peer repeats is a few bytes ("teep", a format,
+# a block, a size).
+MEMO_VALUE_MAX = 64  # bytes
 MEMO_NUMBERS = frozenset(
     int(n)
     for n in (
@@ -86,7 +90,7 @@ def decode_options(self: Options, rawdata: bytes) -> bytes:
         option = memo.get((number, value))
         if option is None:
             option = OptionNumber(number).create_option(decode=value)
-            if number in MEMO_NUMBERS:
+            if number in MEMO_NUMBERS and length <= MEMO_VALUE_MAX:
                 if len(memo) >= OPTION_MEMO:
                     memo.clear()
                 memo[(number, value)] = option
@@ -115,6 +119,7 @@ def memo_size() -> int:
 
 __all__ = [
     "MEMO_NUMBERS",
+    "MEMO_VALUE_MAX",
     "OPTION_MEMO",
     "decode_options",
     "memo_size",
