@@ -35,16 +35,12 @@ class Repeated:
 
     runs: list[BenchResult] = field(default_factory=list)
 
-    def values(self, key: str) -> list[float]:
-        """`key` of each run that reported it."""
-        found = (r.to_json().get(key) for r in self.runs)
-        return [float(v) for v in found if isinstance(v, int | float)]
-
     def summary(self) -> dict[str, dict[str, float]]:
         """Median, lowest and highest of each figure over the runs that reported it."""
+        reports = [r.to_json() for r in self.runs]
         out: dict[str, dict[str, float]] = {}
         for key, _, _ in FIGURES:
-            vals = self.values(key)
+            vals = [float(v) for j in reports if isinstance(v := j.get(key), int | float)]
             if vals:
                 out[key] = {
                     "median": round(statistics.median(vals), 3),

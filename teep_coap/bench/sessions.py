@@ -233,7 +233,7 @@ def format_result(r: BenchResult) -> str:
         f" {busy_percent(j['client_busy_share'])} of "
         + ("their one core" if r.device_processes == 1 else f"a core per process ({r.device_processes})")
         + " (a side near 100 % sets the pace); the TAM's CPU per session"
-        f" {j['tam_to_device_cpu_ratio']} of the devices'",
+        f" {'?' if j['tam_to_device_cpu_ratio'] is None else j['tam_to_device_cpu_ratio']} of the devices'",
         f"  machine: {os.cpu_count()} cores, load average {j['load_average_at_start']} at start",
     ]
     if j["database_cpu_ms_per_session"] is not None:
