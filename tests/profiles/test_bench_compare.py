@@ -5,17 +5,19 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
 from teep_coap.bench.compare import (
     SAME_LOAD_SHARE,
+    Comparison,
     Setup,
     format_comparison,
     parse_setup,
     run_compare,
 )
-from teep_coap.bench.sessions import BenchError
+from teep_coap.bench.sessions import BenchError, BenchResult
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -76,17 +78,23 @@ def test_cli_refuses_a_bad_setup_in_one_line() -> None:
     assert not done.stdout.strip() or "error" in json.loads(done.stdout)
 
 
-def test_both_sides_get_the_same_rate() -> None:
-    runs: list[tuple[str, float | None, float]] = []
+def http_then_coap(**options: Any) -> tuple[Comparison, list[tuple[str, BenchResult]]]:
+    """One round of teep-cbor-http against coap with small images, and each run as it ended."""
+    runs: list[tuple[str, BenchResult]] = []
     c = run_compare(
         Setup("teep-cbor-http", image_size=100),
         Setup("coap", image_size=100),
         rounds=1,
         devices=3,
-        concurrency=3,
-        rate=4.0,
-        on_run=lambda side, r: runs.append((side, r.target_rate, r.seconds)),
+        on_run=lambda side, r: runs.append((side, r)),
+        **options,
     )
+    return c, runs
+
+
+def test_both_sides_get_the_same_rate() -> None:
+    c, results = http_then_coap(concurrency=3, rate=4.0)
+    runs = [(side, r.target_rate, r.seconds) for side, r in results]
     assert [(side, rate) for side, rate, _ in runs] == [("a", 4.0), ("b", 4.0)]
     assert all(seconds >= 0.5 for _, _, seconds in runs)  # the third session is due 0.5 s in
     assert c.to_json()["target_sessions_per_second"] == 4.0
@@ -100,17 +108,8 @@ def test_cli_refuses_a_rate_of_zero_in_one_line() -> None:
 
 
 def test_same_load_runs_each_side_at_its_own_pace_then_both_at_the_slower_pace() -> None:
-    runs: list[tuple[str, float | None, float]] = []
-    c = run_compare(
-        Setup("teep-cbor-http", image_size=100),
-        Setup("coap", image_size=100),
-        rounds=1,
-        devices=3,
-        concurrency=2,
-        sessions=6,
-        same_load=True,
-        on_run=lambda side, r: runs.append((side, r.target_rate, r.rate)),
-    )
+    c, results = http_then_coap(concurrency=2, sessions=6, same_load=True)
+    runs = [(side, r.target_rate, r.rate) for side, r in results]
     assert [(side, rate) for side, rate, _ in runs[:2]] == [("a", None), ("b", None)]  # own pace
     shared = round(SAME_LOAD_SHARE * min(runs[0][2], runs[1][2]), 1)
     assert [(side, rate) for side, rate, _ in runs[2:]] == [("a", shared), ("b", shared)]
