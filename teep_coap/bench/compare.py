@@ -19,9 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from teep_coap.bench.fleet import DEVICE_CLIENTS
 from teep_coap.bench.sessions import BenchError, BenchResult, run_bench
 
-SPEC_KEYS = ("profile", "tam-workers", "db", "image-size")
+SPEC_KEYS = ("profile", "tam-workers", "db", "image-size", "device-client")
 # Below the slower side's own pace so that both sides reach the rate: a paced run loses a little to
 # the pacing itself, and the pace drifts with the machine between the first runs and the rounds.
 SAME_LOAD_SHARE = 0.9
@@ -37,6 +38,7 @@ class Setup:
     tam_workers: int = 1
     db: str | None = None
     image_size: int = 1024
+    device_client: str = "lean"  # fleet.DEVICE_CLIENTS
 
     def label(self) -> str:
         parts = [self.profile]
@@ -46,11 +48,14 @@ class Setup:
             parts.append(self.db.split(":", 1)[0])
         if self.image_size != 1024:
             parts.append(f"{self.image_size} B")
+        if self.device_client != "lean":
+            parts.append(f"{self.device_client} device client")
         return ", ".join(parts)
 
 
 def parse_setup(text: str, *, default_profile: str = "coaps-psk") -> Setup:
-    """`profile=NAME,tam-workers=N,db=URL|postgres,image-size=N` (any subset, comma-separated)."""
+    """`profile=NAME,tam-workers=N,db=URL|postgres,image-size=N,device-client=lean|broker` (any
+    subset, comma-separated)."""
     values: dict[str, str] = {}
     for item in (p.strip() for p in text.split(",") if p.strip()):
         key, sep, value = item.partition("=")
@@ -66,7 +71,10 @@ def parse_setup(text: str, *, default_profile: str = "coaps-psk") -> Setup:
         raise BenchError(f"set-up {text!r}: tam-workers and image-size are whole numbers") from None
     if not 1 <= workers <= 64 or not 0 <= image <= 1 << 20:
         raise BenchError(f"set-up {text!r}: tam-workers 1..64, image-size 0..1048576")
-    return Setup(values.get("profile", default_profile), workers, values.get("db"), image)
+    client = values.get("device-client", "lean")
+    if client not in DEVICE_CLIENTS:
+        raise BenchError(f"set-up {text!r}: device-client is one of {', '.join(DEVICE_CLIENTS)}")
+    return Setup(values.get("profile", default_profile), workers, values.get("db"), image, client)
 
 
 @dataclass
@@ -180,6 +188,7 @@ def run_compare(
             pin=pin,
             rate=at,
             device_processes=device_processes,
+            device_client=setup.device_client,
         )
         if on_run is not None:
             on_run(side, result)

@@ -31,6 +31,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
+from teep_coap.bench.lean_dtls import LeanDtlsClient
 from teep_coap.model.codes import (
     PROFILE_ED25519_A128CTR,
     PROFILE_ED25519_CHACHA_POLY,
@@ -40,6 +41,7 @@ from teep_coap.model.codes import (
 )
 from teep_coap.profiles import load_profile
 from teep_coap.profiles.scenario import offer_component
+from teep_coap.profiles.schema import Profile
 from teep_coap.profiles.session import run_session
 from teep_coap.profiles.stack import make_client
 from teep_coap.protocol.agent import AgentEngine
@@ -251,6 +253,29 @@ def make_fleet_world(
     )  # fmt: skip
 
 
+# What a simulated device talks through. "lean": coaps-psk devices use the fleet's own light DTLS
+# client (bench.lean_dtls: a simulated device then costs a third less CPU, so on a small machine the
+# TAM is offered the load it can take), every other profile the Broker's client; "broker": the
+# Broker's client for every device, to measure what a real Broker's stack costs.
+DEVICE_CLIENTS = ("lean", "broker")
+
+
+def used_client(profile: Profile, device_client: str) -> str:
+    """The client `device_client` gives this profile's devices: "lean" only for DTLS-PSK ones."""
+    return "lean" if device_client == "lean" and profile.security.mode == "dtls-psk" else "broker"
+
+
+def _device_client(
+    profile: Profile, uri: str, world: FleetWorld, index: int, certs: Path | None, device_client: str
+) -> Any:
+    credentials = world.credentials(index)
+    if used_client(profile, device_client) == "lean" and credentials is not None:
+        return LeanDtlsClient(profile, uri, credentials)
+    return make_client(
+        profile, uri, state_dir=world.state_dir(index), certs_path=certs, credentials=credentials
+    )
+
+
 @dataclass
 class SessionTally:
     """What a benchmark driver counts over its sessions: latencies of those that succeeded, why the
@@ -300,6 +325,7 @@ async def drive_fleet(
     *,
     offset: int = 0,
     stride: int = 1,
+    device_client: str = "lean",
 ) -> DriveResult:
     """Sessions number `offset`, `offset + stride`, … below `sessions`, `concurrency` at a time,
     device i % size for session i; each device's Agent is made just before its session (not timed)
@@ -307,9 +333,14 @@ async def drive_fleet(
 
     `rate`: session i starts no earlier than i / rate seconds after the first (and still only when
     one of the `concurrency` slots is free), so set-ups that differ in speed can be compared at the
-    same offered load; a session's latency counts from its own start, not from when it was due."""
+    same offered load; a session's latency counts from its own start, not from when it was due.
+
+    `device_client`: "lean" (coaps-psk devices use `LeanDtlsClient`, the others the Broker's client)
+    or "broker" (every device the Broker's client), see DEVICE_CLIENTS."""
     if stride < 1 or not 0 <= offset < stride:
         raise ValueError(f"offset {offset} and stride {stride}: need 0 <= offset < stride")
+    if device_client not in DEVICE_CLIENTS:
+        raise ValueError(f"device client {device_client!r}: one of {', '.join(DEVICE_CLIENTS)}")
     profile = load_profile(profile_name)
     fleet = world.fleet
     numbers = range(offset, sessions, stride)
@@ -333,13 +364,7 @@ async def drive_fleet(
             build += time.perf_counter() - b0
             alive += 1
             peak = max(peak, alive)
-            client = make_client(
-                profile,
-                uri,
-                state_dir=world.state_dir(index),
-                certs_path=certs,
-                credentials=world.credentials(index),
-            )
+            client = _device_client(profile, uri, world, index, certs, device_client)
             timeout = profile.limits.request_timeout
             try:
                 await tally.run(agent, client, uri, timeout=timeout, name=fleet.name(index))
@@ -353,7 +378,20 @@ async def drive_fleet(
 
 
 __all__ = [
-    "COMPONENT_ID", "DEFAULT_SEED", "KEY_CACHE", "DriveResult", "Fleet", "FleetWorld", "MemoryAgentState",
-    "MemoryComponents", "Progress", "SessionTally", "derive_key", "drive_fleet", "make_fleet_world",
+    "COMPONENT_ID",
+    "DEFAULT_SEED",
+    "DEVICE_CLIENTS",
+    "KEY_CACHE",
+    "DriveResult",
+    "Fleet",
+    "FleetWorld",
+    "MemoryAgentState",
+    "MemoryComponents",
+    "Progress",
+    "SessionTally",
+    "derive_key",
+    "drive_fleet",
+    "make_fleet_world",
     "needs_device_files",
+    "used_client",
 ]  # fmt: skip

@@ -102,6 +102,7 @@ def drive_in_processes(
     certs: Path | None = None,
     progress: Progress | None = None,
     rate: float | None = None,
+    device_client: str = "lean",
 ) -> ProcessesResult:
     """`drive_fleet` over `processes` forked processes, each with its share of the concurrency; the
     rate, if any, is the whole run's (session i is still due i / rate seconds in). Raises
@@ -117,7 +118,7 @@ def drive_in_processes(
         for k, share in enumerate(shares(concurrency, processes)):
             job = {
                 "profile_name": profile_name, "uri": uri, "world": world, "sessions": sessions,
-                "concurrency": share, "certs": certs, "rate": rate,
+                "concurrency": share, "certs": certs, "rate": rate, "device_client": device_client,
             }  # fmt: skip
             parent_end, child_end = ctx.Pipe(duplex=False)
             proc = ctx.Process(

@@ -33,7 +33,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from teep_coap.bench.fleet import COMPONENT_ID, Progress, SessionTally, drive_fleet, make_fleet_world
+from teep_coap.bench.fleet import (
+    COMPONENT_ID,
+    Progress,
+    SessionTally,
+    drive_fleet,
+    make_fleet_world,
+    used_client,
+)  # fmt: skip
 from teep_coap.bench.fleet_procs import DeviceProcessError, drive_in_processes
 from teep_coap.bench.pinning import cpu_list, pin_processes, split_cpus, this_thread_on
 from teep_coap.errors import TeepCoapError
@@ -85,6 +92,7 @@ class BenchResult:
     peak_agents: int = 0  # most simulated Agents alive at once (bounded by the concurrency)
     client_peak_rss_mib: float | None = None  # VmHWM of this (the simulator's) process at the end
     device_processes: int = 1  # processes simulating the devices (client figures summed over them)
+    device_client: str = "lean"  # what the simulated devices talk through (fleet.DEVICE_CLIENTS)
     tam_rss_samples: list[tuple[float, float]] = field(default_factory=list, repr=False)  # (s, MiB)
     # --pin: the CPUs the TAM's processes and the simulated devices ran on (None: not pinned)
     tam_cpus: frozenset[int] | None = None
@@ -164,6 +172,7 @@ class BenchResult:
             # each process simulating devices keeps one core busy at most
             "client_busy_share": self._busy(self.client_cpu_seconds, self.device_processes),
             "device_processes": self.device_processes,
+            "device_client": self.device_client,
             "client_cpu_seconds": round(self.client_cpu_seconds, 2),
             "client_cpu_ms_per_session": round(self.client_cpu_seconds / self.ok * 1000, 2)
             if self.ok
@@ -226,7 +235,8 @@ def format_result(r: BenchResult) -> str:
         f"  TAM: {j['tam_workers']} worker(s) on {j['database']}, peak RSS per worker"
         f" {j['tam_peak_rss_mib_per_worker']} MiB, {j['tam_context_switches_per_session']} context"
         " switches per session",
-        f"  simulator: fleet built in {j['fleet_build_seconds']} s, {j['agent_build_ms_per_session']} ms"
+        f"  simulator ({j['device_client']} device client): fleet built in {j['fleet_build_seconds']} s,"
+        f" {j['agent_build_ms_per_session']} ms"
         f" per session to make a device's Agent, at most {j['peak_agents_alive']} alive, peak RSS"
         f" {j['client_peak_rss_mib']} MiB" + ("" if r.device_processes == 1 else " (the largest process)"),
         f"  busy: TAM {busy_percent(j['tam_busy_share_per_worker'])} of a core per worker, simulated devices"
@@ -544,6 +554,7 @@ def run_bench(
     db_server_pid: int | None = None,
     rate: float | None = None,
     device_processes: int = 1,
+    device_client: str = "lean",
 ) -> BenchResult:
     """Build a world, start the TAM process(es), run the sessions, return the figures.
 
@@ -560,6 +571,7 @@ def run_bench(
     offered load with it, rather than each as fast as its own simulated devices go.
     `device_processes`: the devices simulated by that many processes (`fleet_procs`), for a TAM that
     one simulating process cannot keep busy; their CPU is summed, their peak RSS the largest.
+    `device_client`: what the simulated devices talk through (`fleet.DEVICE_CLIENTS`).
     `progress(ok, failed, total)` is called after every session (the CLI draws a bar from it)."""
 
     load_profile(profile_name)  # fail early on a bad name
@@ -576,7 +588,7 @@ def run_bench(
                 profile_name, devices=devices, concurrency=concurrency, sessions=sessions,
                 image_size=image_size, keep=keep, progress=progress, tam_workers=tam_workers,
                 db=server.url, pin=pin, db_server_pid=server.server_pid(), rate=rate,
-                device_processes=device_processes,
+                device_processes=device_processes, device_client=device_client,
             )  # fmt: skip
     if tam_workers > 1:
         check_workers_allowed(profile_name, db or "sqlite", tam_workers)
@@ -615,14 +627,24 @@ def run_bench(
             with pinned, RssSampler(pid) as sampler:
                 if device_processes == 1:
                     drive = asyncio.run(
-                        drive_fleet(profile_name, uri, world, n, concurrency, certs, progress, rate=rate)
+                        drive_fleet(
+                            profile_name,
+                            uri,
+                            world,
+                            n,
+                            concurrency,
+                            certs,
+                            progress,
+                            rate=rate,
+                            device_client=device_client,
+                        )
                     )
                     client_cpu, client_peak = time.process_time() - c0, peak_rss_mib(os.getpid())
                 else:
                     try:
                         shared = drive_in_processes(
                             profile_name, uri, world, n, concurrency, device_processes,
-                            certs=certs, progress=progress, rate=rate,
+                            certs=certs, progress=progress, rate=rate, device_client=device_client,
                         )  # fmt: skip
                     except DeviceProcessError as exc:
                         raise BenchError(str(exc)) from None
@@ -663,6 +685,7 @@ def run_bench(
             peak_agents=drive.peak_agents,
             client_peak_rss_mib=client_peak,
             device_processes=device_processes,
+            device_client=used_client(load_profile(profile_name), device_client),
             tam_rss_samples=sampler.samples,
             tam_cpus=tam_cpus,
             device_cpus=device_cpus,

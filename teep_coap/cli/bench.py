@@ -22,6 +22,7 @@ from teep_coap.bench.compare import format_comparison, parse_setup, run_compare
 from teep_coap.bench.crypto import format_table, run
 from teep_coap.bench.dtls_burst import format_burst, run_burst
 from teep_coap.bench.engine import measure_engine
+from teep_coap.bench.fleet import DEVICE_CLIENTS
 from teep_coap.bench.gateway import (
     cache_chart,
     format_cache_points,
@@ -110,6 +111,13 @@ REPEAT_HELP = (
     "median of N runs, with the spread of the machine's minutes beside it."
 )
 
+DEVICE_CLIENT_HELP = (
+    "What the simulated devices talk through. lean: coaps-psk devices use the bench's own light DTLS "
+    "client (a third less CPU per device session, so on a small machine the devices do not set the "
+    "TAM's pace), other profiles the Broker's client; broker: every device uses the Broker's own "
+    "client (aiocoap), to measure what a real Broker's stack costs."
+)
+
 PIN_HELP = (
     "Run the TAM's worker(s) on CPUs of their own and the simulated devices on the others (needs more "
     "CPUs than --tam-workers), so the devices' load cannot preempt the TAM and inflate its CPU per "
@@ -143,6 +151,13 @@ PIN_HELP = (
 @click.option(
     "--device-processes", type=click.IntRange(1, 64), default=1, show_default=True, help=DEVICE_PROCESSES_HELP
 )
+@click.option(
+    "--device-client",
+    type=click.Choice(DEVICE_CLIENTS),
+    default="lean",
+    show_default=True,
+    help=DEVICE_CLIENT_HELP,
+)
 @click.option("--repeat", type=click.IntRange(1, 50), default=1, show_default=True, help=REPEAT_HELP)
 @click.option("--json", "as_json", is_flag=True)
 def bench_sessions(
@@ -156,6 +171,7 @@ def bench_sessions(
     pin: bool,
     rate: float | None,
     device_processes: int,
+    device_client: str,
     repeat: int,
     as_json: bool,
 ) -> None:
@@ -175,6 +191,7 @@ def bench_sessions(
             pin=pin,
             rate=rate,
             device_processes=device_processes,
+            device_client=device_client,
         )
         if not sys.stderr.isatty():
             return run_bench(profile_name, **options)
@@ -208,7 +225,8 @@ def bench_sessions(
     "--a",
     "spec_a",
     required=True,
-    help="Set-up A: profile=NAME[,tam-workers=N][,db=URL|postgres][,image-size=BYTES].",
+    help="Set-up A: profile=NAME[,tam-workers=N][,db=URL|postgres][,image-size=BYTES]"
+    "[,device-client=lean|broker] (--device-client of bench sessions).",
 )
 @click.option("--b", "spec_b", required=True, help="Set-up B, in the same form; the ratio is B / A.")
 @click.option("--rounds", type=click.IntRange(1, 50), default=3, show_default=True, help="Runs of each side.")
