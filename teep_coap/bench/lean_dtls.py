@@ -192,8 +192,8 @@ class LeanDtlsClient:
     def _message(self, message: Message) -> None:
         answer = self._answer
         if message.mtype == CON:  # a separate response (or a duplicate of one): acknowledge it
-            ack = Message(code=Code.EMPTY, mid=message.mid)
-            ack.mtype = ACK  # set, not passed: aiocoap deprecates mtype= for what its message layer sends
+            ack = Message(code=Code.EMPTY)
+            ack.mtype, ack.mid = ACK, message.mid  # set, not passed: aiocoap deprecates both arguments
             self._dtls.write(self._session, ack.encode())
             if message.token == self._token and answer is not None and not answer.done():
                 answer.set_result(message)

@@ -13,6 +13,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from aiocoap import ACK, CON, Message
+from aiocoap.numbers.codes import Code
 
 from teep_coap.bench.compare import parse_setup
 from teep_coap.bench.fleet import FleetWorld, drive_fleet, make_fleet_world, used_client
@@ -166,3 +168,37 @@ def test_bench_sessions_says_which_client_the_devices_used() -> None:
     assert (lean["device_client"], lean["ok"], lean["failed"]) == ("lean", 3, 0)
     assert (broker["device_client"], broker["ok"], broker["failed"]) == ("broker", 3, 0)
     assert run("--profile", "coap")["device_client"] == "broker"
+
+
+def test_an_empty_ack_then_a_separate_response_is_acknowledged_and_answers() -> None:
+    """RFC 7252 §5.2.2, the TAM's slow path: its empty ACK stops the resends, its CON response with
+    our token is the answer and gets an ACK with its own message ID. (The TAM on loopback answers in
+    the ACK, so this is driven by hand: a stand-in for the DTLS session records what is written.)"""
+    client = LeanDtlsClient(load_profile("coaps-psk"), "coaps://127.0.0.1/teep", _creds())
+    written: list[Message] = []
+
+    class Session:
+        def write(self, _session: object, data: bytes) -> None:
+            written.append(Message.decode(data))
+
+    async def run() -> Message:
+        loop = asyncio.get_running_loop()
+        client._dtls, client._session = Session(), object()
+        client._answer = loop.create_future()
+        client._sent_mid, client._token = 7, b"tokn"
+        client._resend = loop.call_later(60, lambda: None)
+        empty = Message(code=Code.EMPTY)
+        empty.mtype, empty.mid = ACK, 7
+        client._message(empty)
+        assert client._resend is None and not client._answer.done()
+        other = Message(code=Code.CHANGED, payload=b"old")
+        other.mtype, other.mid, other.token = CON, 899, b"othr"
+        client._message(other)  # another exchange's late response: acknowledged, not the answer
+        assert not client._answer.done()
+        late = Message(code=Code.CHANGED, payload=b"x")
+        late.mtype, late.mid, late.token = CON, 900, b"tokn"
+        client._message(late)
+        return await client._answer
+
+    assert asyncio.run(run()).payload == b"x"
+    assert [(m.mtype, m.code, m.mid) for m in written] == [(ACK, Code.EMPTY, 899), (ACK, Code.EMPTY, 900)]

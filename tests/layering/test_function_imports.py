@@ -26,6 +26,7 @@ LAZY_FILES = {
     "profiles/stack.py": 3,  # the HTTP binding (aiohttp: start-up CPU of every Agent) only when used
     "transport/component_cache.py": 1,  # aiohttp likewise
     "store/tam_tx.py": 1,  # psycopg and libpq (PostgreSQL's fast path): 9 MiB RSS for every SQLite TAM
+    "bench/lean_dtls.py": 1,  # DTLSSocket, optional like in aiocoap_compat/dtls.py: only a coaps run needs it
 }
 
 
