@@ -71,12 +71,16 @@ class LeanDtlsClient:
         if profile.security.mode != "dtls-psk":
             raise TransportError(f"the lean DTLS client is for DTLS-PSK profiles, not {profile.name!r}")
         parts = urlsplit(tam_uri)
-        if parts.scheme != "coaps" or not parts.hostname:
+        try:
+            port = parts.port or COAPS_PORT
+        except ValueError:  # a port out of 0..65535
+            port = -1
+        if parts.scheme != "coaps" or not parts.hostname or port < 0:
             raise TransportError(
                 f"the lean DTLS client needs a coaps://HOST[:PORT]/PATH URI, got {tam_uri!r}"
             )
         self.uri = tam_uri
-        self._peer = (parts.hostname, parts.port or COAPS_PORT)
+        self._peer = (parts.hostname, port)
         self._path = tuple(p for p in parts.path.split("/") if p)
         self._identity = credentials.psk_identity.encode()
         self._psk = credentials.psk
@@ -170,7 +174,10 @@ class LeanDtlsClient:
 
         loop = asyncio.get_running_loop()
         self._connected = loop.create_future()
-        transport, _ = await loop.create_datagram_endpoint(lambda: _Socket(self), remote_addr=self._peer)
+        try:
+            transport, _ = await loop.create_datagram_endpoint(lambda: _Socket(self), remote_addr=self._peer)
+        except OSError as exc:
+            raise TransportError(f"no UDP socket towards {self.uri}: {exc}") from None
         self._transport = transport
         self._dtls = dtls.DTLS(
             read=self._read, write=self._write, event=self._event,
@@ -291,6 +298,10 @@ class LeanDtlsClient:
 
     async def post(self, payload: bytes) -> bytes | None:
         """POST one message (b"" starts a session); the TAM's next message, or None when it is done."""
+        if len(payload) > self._limits.max_message_size:
+            raise TransportError(
+                f"message of {len(payload)} bytes exceeds the profile limit {self._limits.max_message_size}"
+            )
         if self._dtls is None:
             await self._shake_hands()
         deadline = asyncio.get_running_loop().time() + self._limits.request_timeout

@@ -138,6 +138,16 @@ def test_only_dtls_psk_profiles_and_coaps_uris() -> None:
         LeanDtlsClient(load_profile("coap"), "coap://127.0.0.1/teep", creds)
     with pytest.raises(TransportError, match="needs a coaps://"):
         LeanDtlsClient(coaps, "coap://127.0.0.1/teep", creds)
+    small = dataclasses.replace(coaps, limits=dataclasses.replace(coaps.limits, max_message_size=10))
+    with pytest.raises(TransportError, match="message of 11 bytes exceeds the profile limit 10"):
+        asyncio.run(LeanDtlsClient(small, "coaps://127.0.0.1/teep", creds).post(bytes(11)))
+    with pytest.raises(TransportError, match="needs a coaps://"):
+        LeanDtlsClient(coaps, "coaps://127.0.0.1:99999/teep", creds)
+    # a link-local address without an interface: the kernel refuses the socket, no datagram leaves
+    with pytest.raises(
+        TransportError, match=r"no UDP socket towards coaps://\[fe80::1\]/teep: .*Invalid argument"
+    ):
+        asyncio.run(LeanDtlsClient(coaps, "coaps://[fe80::1]/teep", creds).post(b""))
     assert used_client(coaps, "lean") == "lean" and used_client(coaps, "broker") == "broker"
     assert used_client(load_profile("coap"), "lean") == "broker"  # the lean client is DTLS-PSK only
 
