@@ -27,6 +27,7 @@ log = logging.getLogger("teep_coap.store.tam_schema")
 
 
 OPEN_TOKEN_INDEX = "ix_outstanding_open_token"
+DEVICE_STATE_INDEX = "ix_outstanding_device_state"
 
 
 class Base(DeclarativeBase):
@@ -65,7 +66,7 @@ class OutstandingRow(Base):
     # indexed for pruning: a session's requests are found (and, on PostgreSQL, the foreign key is
     # checked when a session row goes) without a scan of the table
     session_id: Mapped[int] = mapped_column(ForeignKey("sessions.id"), index=True)
-    device_id: Mapped[int | None] = mapped_column(ForeignKey("devices.id"), nullable=True, index=True)
+    device_id: Mapped[int | None] = mapped_column(ForeignKey("devices.id"), nullable=True)
     kind: Mapped[str] = mapped_column(String(20))  # "query" | "update"
     token: Mapped[bytes | None] = mapped_column(LargeBinary(64), nullable=True, index=True)
     challenge: Mapped[bytes | None] = mapped_column(LargeBinary(512), nullable=True, index=True)
@@ -78,7 +79,13 @@ class OutstandingRow(Base):
     # (tam_sql.INS_OUTSTANDING_SUPERSEDING). A NULL device_id or token is not covered. PostgreSQL
     # only: SQLite keeps the store's check, and the same partial index there cost a SQLite TAM about
     # 0.15 ms per coaps-psk session (four alternated runs each, 2026-12-06).
+    #
+    # (device_id, state): every new request counts and checks the device's open ones (state = open,
+    # device_id = ?), and answered rows stay until pruned. Over device_id alone that count read each
+    # of the device's rows: a device 600 sessions old made every INSERT cost 0.4 ms instead of 24 µs
+    # (2026-12-06). It replaces the index on device_id alone of databases made before it.
     __table_args__ = (
+        Index(DEVICE_STATE_INDEX, "device_id", "state"),
         Index(
             OPEN_TOKEN_INDEX,
             "device_id",
@@ -135,7 +142,10 @@ class AuditRow(Base):
 
 
 # Indexes of older schemas that a declared index covers: dropped once their replacement exists.
-REPLACED_INDEXES = {"ix_audit_session_id": ("audit", "ix_audit_session_at")}
+REPLACED_INDEXES = {
+    "ix_audit_session_id": ("audit", "ix_audit_session_at"),
+    "ix_outstanding_device_id": ("outstanding", DEVICE_STATE_INDEX),
+}
 
 
 def _made_on(index: Index, dialect: str) -> bool:

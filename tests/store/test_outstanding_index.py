@@ -1,0 +1,83 @@
+"""A device's open requests are found by (device_id, state), on a real SQLite file and a real
+PostgreSQL: a new request's checks walk that index, not the device's whole history of answered
+requests; a database made before the index gets it at its first open and loses the one it replaces."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import create_engine, event, inspect, text
+
+from teep_coap.store import tam_sql
+from teep_coap.store.tam_db import TamStore
+from teep_coap.store.tam_schema import DEVICE_STATE_INDEX
+
+NOW = 1_800_000_000.0
+
+
+def _device_with_history(store: TamStore, answered: int) -> int:
+    """A device with `answered` answered requests (one session each) and one open request."""
+    dev = store.add_device(kid=b"k" * 32, alg=-7, public_key=b"pem", name="dev-a", now=NOW).id
+    for i in range(answered + 1):
+        sid = store.start_session(NOW + i, device_id=dev, transport_identity=None)
+        store.add_outstanding(
+            session_id=sid, device_id=dev, kind="query", token=i.to_bytes(4, "big"), challenge=None,
+            now=NOW + i, lifetime=600, cap=4, answered=i < answered,
+        )  # fmt: skip
+    return dev
+
+
+def _plan(store: TamStore, stmt: Any, params: dict[str, Any]) -> str:
+    """The database's plan of `stmt` with `params`, compiled and bound as the store does; the SQL is
+    prefixed with EXPLAIN on its way to the driver, so nothing is written."""
+    prefix = "EXPLAIN QUERY PLAN " if store.embedded else "EXPLAIN "
+    plan: list[str] = []
+    with store._engine.connect() as conn:
+        if not store.embedded:
+            conn.exec_driver_sql("SET enable_seqscan = off")  # the table is small: ask for indexes
+
+        @event.listens_for(conn, "before_cursor_execute", retval=True)
+        def explain(_c: Any, _cur: Any, sql: str, values: Any, _ctx: Any, _many: bool) -> tuple[str, Any]:
+            return prefix + sql, values
+
+        @event.listens_for(conn, "after_cursor_execute")
+        def read(_c: Any, cursor: Any, *_rest: Any) -> None:
+            plan.extend(str(r[-1]) for r in cursor.fetchall())
+
+        conn.execute(stmt, params)
+        conn.rollback()
+    return "\n".join(plan)
+
+
+def test_a_new_request_checks_the_open_ones_by_index(store: TamStore) -> None:
+    dev = _device_with_history(store, 40)
+    params = {
+        "session_id": 1, "device_id": dev, "kind": "update", "token": b"new!", "challenge": None,
+        "state": "open", "created_at": NOW, "expires_at": NOW + 60, "data": "{}", "cap": 4,
+    }  # fmt: skip
+    plan = _plan(store, tam_sql.INS_OUTSTANDING_GUARDED[True], params)
+    assert DEVICE_STATE_INDEX in plan, plan  # the count of open requests and the duplicate check
+    if store.embedded:
+        assert "SCAN outstanding" not in plan, plan
+    plan = _plan(store, tam_sql.SEL_OPEN_OF_DEVICE, {"dev": dev})
+    assert DEVICE_STATE_INDEX in plan, plan
+    # and the answers are those of the open request alone
+    assert [r.token for r in store.outstanding(dev) if r.state == "open"] == [(40).to_bytes(4, "big")]
+
+
+def test_an_older_database_gets_the_index_at_open(url: str) -> None:
+    store = TamStore(url)
+    dev = _device_with_history(store, 3)
+    store.close()
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text(f"DROP INDEX {DEVICE_STATE_INDEX}"))
+        conn.execute(text("CREATE INDEX ix_outstanding_device_id ON outstanding (device_id)"))
+    reopened = TamStore(url)
+    try:
+        names = {i["name"] for i in inspect(engine).get_indexes("outstanding")}
+        assert DEVICE_STATE_INDEX in names and "ix_outstanding_device_id" not in names
+        assert [r.token for r in reopened.outstanding(dev) if r.state == "open"] == [(3).to_bytes(4, "big")]
+    finally:
+        reopened.close()
+        engine.dispose()
