@@ -1,16 +1,20 @@
-"""A device's open requests are found by (device_id, state), on a real SQLite file and a real
-PostgreSQL: a new request's checks walk that index, not the device's whole history of answered
-requests; a database made before the index gets it at its first open and loses the one it replaces."""
+"""The indexes the hot path and the minute's sweep walk, on a real SQLite file and a real PostgreSQL:
+a device's open requests are found by (device_id, state), so a new request's checks do not read the
+device's answered ones; the sweep finds expired requests, silent sessions and spent tokens by
+their expiry, not by reading the whole table; a database made before these indexes gets them at its
+first open and loses the one they replace."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import create_engine, event, inspect, text
+from sqlalchemy import create_engine, delete, event, inspect, text
 
 from teep_coap.store import tam_sql
 from teep_coap.store.tam_db import TamStore
-from teep_coap.store.tam_schema import DEVICE_STATE_INDEX
+from teep_coap.store.tam_schema import DEVICE_STATE_INDEX, SpentTokenRow
+
+EXPIRY_INDEXES = ("ix_outstanding_expires_at", "ix_spent_tokens_expires_at")
 
 NOW = 1_800_000_000.0
 
@@ -65,18 +69,38 @@ def test_a_new_request_checks_the_open_ones_by_index(store: TamStore) -> None:
     assert [r.token for r in store.outstanding(dev) if r.state == "open"] == [(40).to_bytes(4, "big")]
 
 
+def test_the_sweep_finds_what_expired_by_index(store: TamStore) -> None:
+    _device_with_history(store, 40)
+    full_scans = ("SCAN outstanding", "SCAN spent_tokens") if store.embedded else ("Seq Scan",)
+    for stmt, values, index in [
+        (tam_sql.EXPIRE, {"now": NOW}, "ix_outstanding_expires_at"),
+        # PostgreSQL may start from the open sessions instead (ix_sessions_ended_at): no scan either
+        (tam_sql.ABANDON_SESSIONS, {"cutoff": NOW, "ended_at": NOW}, None),
+        (
+            delete(SpentTokenRow.__table__).where(SpentTokenRow.expires_at <= NOW),
+            {},
+            "ix_spent_tokens_expires_at",
+        ),
+    ]:
+        plan = _plan(store, stmt, values)
+        assert not any(scan in plan for scan in full_scans), plan
+        assert index is None or index in plan, plan
+
+
 def test_an_older_database_gets_the_index_at_open(url: str) -> None:
     store = TamStore(url)
     dev = _device_with_history(store, 3)
     store.close()
     engine = create_engine(url)
     with engine.begin() as conn:
-        conn.execute(text(f"DROP INDEX {DEVICE_STATE_INDEX}"))
+        for name in (DEVICE_STATE_INDEX, *EXPIRY_INDEXES):
+            conn.execute(text(f"DROP INDEX {name}"))
         conn.execute(text("CREATE INDEX ix_outstanding_device_id ON outstanding (device_id)"))
     reopened = TamStore(url)
     try:
-        names = {i["name"] for i in inspect(engine).get_indexes("outstanding")}
-        assert DEVICE_STATE_INDEX in names and "ix_outstanding_device_id" not in names
+        found = inspect(engine)
+        names = {i["name"] for t in ("outstanding", "spent_tokens") for i in found.get_indexes(t)}
+        assert {DEVICE_STATE_INDEX, *EXPIRY_INDEXES} <= names and "ix_outstanding_device_id" not in names
         assert [r.token for r in reopened.outstanding(dev) if r.state == "open"] == [(3).to_bytes(4, "big")]
     finally:
         reopened.close()
