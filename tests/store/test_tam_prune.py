@@ -167,8 +167,11 @@ def test_every_pick_and_delete_walks_an_index(store: TamStore) -> None:
     """No statement of a batch scans sessions, audit or outstanding: its cost is its own rows."""
     _history(store)
     primary = "INTEGER PRIMARY KEY" if store.embedded else "_pkey"
-    expected = [
-        (tam_prune.pick_sessions(10), ["ix_sessions_ended_at", "ix_outstanding_session_id"]),
+    # a session's live requests by session_id, or (PostgreSQL's choice on tables this small) all live
+    # requests at once by state and expiry: an index either way
+    live_requests = ("ix_outstanding_session_id", "ix_outstanding_expires_at")
+    expected: list[tuple[Any, list[str | tuple[str, ...]]]] = [
+        (tam_prune.pick_sessions(10), ["ix_sessions_ended_at", live_requests]),
         (tam_prune.pick_sessionless(10), ["ix_audit_session_at"]),
         (tam_prune.DEL_AUDIT_OF, ["ix_audit_session_at"]),
         (tam_prune.DEL_OUTSTANDING_OF, ["ix_outstanding_session_id"]),
@@ -179,7 +182,7 @@ def test_every_pick_and_delete_walks_an_index(store: TamStore) -> None:
         plan = _plan(store, stmt)
         assert ("SCAN" if store.embedded else "Seq Scan") not in plan, plan
         for index in indexes:
-            assert index in plan, plan
+            assert any(name in plan for name in ((index,) if isinstance(index, str) else index)), plan
 
 
 def test_an_older_database_gets_the_indexes_at_open(url: str) -> None:
