@@ -6,9 +6,8 @@ first open and loses the one they replace."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from sqlalchemy import create_engine, delete, event, inspect, text
+from query_plans import plan_of
+from sqlalchemy import create_engine, delete, inspect, text
 
 from teep_coap.store import tam_sql
 from teep_coap.store.tam_db import TamStore
@@ -31,39 +30,17 @@ def _device_with_history(store: TamStore, answered: int) -> int:
     return dev
 
 
-def _plan(store: TamStore, stmt: Any, params: dict[str, Any]) -> str:
-    """The database's plan of `stmt` with `params`, compiled and bound as the store does; the SQL is
-    prefixed with EXPLAIN on its way to the driver, so nothing is written."""
-    prefix = "EXPLAIN QUERY PLAN " if store.embedded else "EXPLAIN "
-    plan: list[str] = []
-    with store._engine.connect() as conn:
-        if not store.embedded:
-            conn.exec_driver_sql("SET enable_seqscan = off")  # the table is small: ask for indexes
-
-        @event.listens_for(conn, "before_cursor_execute", retval=True)
-        def explain(_c: Any, _cur: Any, sql: str, values: Any, _ctx: Any, _many: bool) -> tuple[str, Any]:
-            return prefix + sql, values
-
-        @event.listens_for(conn, "after_cursor_execute")
-        def read(_c: Any, cursor: Any, *_rest: Any) -> None:
-            plan.extend(str(r[-1]) for r in cursor.fetchall())
-
-        conn.execute(stmt, params)
-        conn.rollback()
-    return "\n".join(plan)
-
-
 def test_a_new_request_checks_the_open_ones_by_index(store: TamStore) -> None:
     dev = _device_with_history(store, 40)
     params = {
         "session_id": 1, "device_id": dev, "kind": "update", "token": b"new!", "challenge": None,
         "state": "open", "created_at": NOW, "expires_at": NOW + 60, "data": "{}", "cap": 4,
     }  # fmt: skip
-    plan = _plan(store, tam_sql.INS_OUTSTANDING_GUARDED[True], params)
+    plan = plan_of(store, tam_sql.INS_OUTSTANDING_GUARDED[True], params)
     assert DEVICE_STATE_INDEX in plan, plan  # the count of open requests and the duplicate check
     if store.embedded:
         assert "SCAN outstanding" not in plan, plan
-    plan = _plan(store, tam_sql.SEL_OPEN_OF_DEVICE, {"dev": dev})
+    plan = plan_of(store, tam_sql.SEL_OPEN_OF_DEVICE, {"dev": dev})
     assert DEVICE_STATE_INDEX in plan, plan
     # and the answers are those of the open request alone
     assert [r.token for r in store.outstanding(dev) if r.state == "open"] == [(40).to_bytes(4, "big")]
@@ -82,7 +59,7 @@ def test_the_sweep_finds_what_expired_by_index(store: TamStore) -> None:
             "ix_spent_tokens_expires_at",
         ),
     ]:
-        plan = _plan(store, stmt, values)
+        plan = plan_of(store, stmt, values)
         assert not any(scan in plan for scan in full_scans), plan
         assert index is None or index in plan, plan
 

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, event, inspect, text
+from query_plans import plan_of
+from sqlalchemy import create_engine, inspect, text
 
 from teep_coap.protocol.retention import PruneCounts
 from teep_coap.store import tam_prune
@@ -140,27 +141,8 @@ def test_batch_size_is_checked(store: TamStore) -> None:
 
 
 def _plan(store: TamStore, stmt: Any) -> str:
-    """The database's plan of `stmt` with a cutoff and one id bound: SQLAlchemy compiles and binds
-    it as the store does, and the SQL sent is prefixed with EXPLAIN on its way to the driver."""
-    prefix = "EXPLAIN QUERY PLAN " if store.embedded else "EXPLAIN "
-    plan: list[str] = []
-    with store._engine.connect() as conn:
-        if not store.embedded:
-            # A sequential scan only where no index can serve: these tables are too small for the
-            # planner to prefer an index on its own.
-            conn.exec_driver_sql("SET enable_seqscan = off")
-
-        @event.listens_for(conn, "before_cursor_execute", retval=True)
-        def explain(_c: Any, _cur: Any, sql: str, params: Any, _ctx: Any, _many: bool) -> tuple[str, Any]:
-            return prefix + sql, params
-
-        @event.listens_for(conn, "after_cursor_execute")
-        def read(_c: Any, cursor: Any, *_rest: Any) -> None:
-            plan.extend(str(r[-1]) for r in cursor.fetchall())
-
-        conn.execute(stmt, {"cutoff": CUTOFF, "ids": [1]})
-        conn.rollback()
-    return "\n".join(plan)
+    """The database's plan of `stmt` with a cutoff and one id bound."""
+    return plan_of(store, stmt, {"cutoff": CUTOFF, "ids": [1]})
 
 
 def test_every_pick_and_delete_walks_an_index(store: TamStore) -> None:
