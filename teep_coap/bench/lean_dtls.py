@@ -292,7 +292,14 @@ class LeanDtlsClient:
             got = answer.opt.block2
             follow = BlockOption.BlockwiseTuple(got.block_number + 1, False, got.size_exponent)
             answer = await self._exchange(self._request(b"", typed=typed, block2=follow), deadline)
+            block = answer.opt.block2
+            if answer.code.is_successful() and (block is None or block.block_number != follow.block_number):
+                raise TransportError(f"{self.uri} answered block {follow.block_number} with another")
             body += bytes(answer.payload)
+            if len(body) > self._limits.max_message_size:
+                raise TransportError(
+                    f"{self.uri}'s answer exceeds the profile limit of {self._limits.max_message_size} bytes"
+                )
         answer.payload = body
         return answer
 

@@ -9,12 +9,14 @@ import dataclasses
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 from aiocoap import ACK, CON, Message
 from aiocoap.numbers.codes import Code
+from aiocoap.optiontypes import BlockOption
 
 from teep_coap.bench.compare import parse_setup
 from teep_coap.bench.fleet import FleetWorld, drive_fleet, make_fleet_world, used_client
@@ -212,3 +214,31 @@ def test_an_empty_ack_then_a_separate_response_is_acknowledged_and_answers() -> 
 
     assert asyncio.run(run()).payload == b"x"
     assert [(m.mtype, m.code, m.mid) for m in written] == [(ACK, Code.EMPTY, 899), (ACK, Code.EMPTY, 900)]
+
+
+def test_a_block_wise_answer_that_skips_a_block_or_never_ends_is_refused() -> None:
+    """The Block2 follow-ups of a TAM that answers another block than asked for, or says 'more'
+    for ever: refused in one line, never a corrupt or unbounded message (answers made by hand)."""
+    base = load_profile("coaps-psk")
+    small = dataclasses.replace(base, limits=dataclasses.replace(base.limits, max_message_size=4096))
+
+    def block(number: int, more: bool) -> Message:
+        answer = Message(code=Code.CHANGED, payload=bytes(1024))
+        answer.opt.block2 = BlockOption.BlockwiseTuple(number, more, 6)
+        return answer
+
+    async def run(answers: Callable[[int], Message]) -> None:
+        client = LeanDtlsClient(small, "coaps://127.0.0.1/teep", _creds())
+        asked: list[int] = []
+
+        async def exchange(request: Message, _deadline: float) -> Message:
+            asked.append(0 if request.opt.block2 is None else request.opt.block2.block_number)
+            return answers(asked[-1])
+
+        client._exchange = exchange  # type: ignore[method-assign]
+        await client._post_once(b"x", 1e12)
+
+    with pytest.raises(TransportError, match="answered block 1 with another"):
+        asyncio.run(run(lambda n: block(0 if n == 1 else n, True)))
+    with pytest.raises(TransportError, match="exceeds the profile limit of 4096 bytes"):
+        asyncio.run(run(lambda n: block(n, True)))
