@@ -52,6 +52,7 @@ from teep_coap.store.memory_components import MemoryComponents
 from teep_coap.store.tam_bulk import NewDevice, add_devices
 from teep_coap.store.tam_db import TamStore
 from teep_coap.store.tamdir import init_tam_dir, load_tam_dir
+from teep_coap.transport.base import MessageClient
 from teep_coap.transport.coap.credentials import DeviceCredentials, load_agent_credentials, provision_devices
 
 ComponentId = tuple[bytes, ...]
@@ -267,7 +268,7 @@ def used_client(profile: Profile, device_client: str) -> str:
 
 def _device_client(
     profile: Profile, uri: str, world: FleetWorld, index: int, certs: Path | None, device_client: str
-) -> Any:
+) -> MessageClient:
     credentials = world.credentials(index)
     if used_client(profile, device_client) == "lean" and credentials is not None:
         return LeanDtlsClient(profile, uri, credentials)

@@ -33,9 +33,9 @@ from aiocoap.numbers.codes import Code
 from aiocoap.optiontypes import BlockOption
 
 from teep_coap.profiles.schema import Profile
-from teep_coap.transport.base import PeerRejected, TransportError, TransportTimeout
+from teep_coap.transport.base import TransportError, TransportTimeout
 from teep_coap.transport.coap.aiocoap_compat.dtls import apply_dtls_fixes, join_records, retransmission_wait
-from teep_coap.transport.coap.client import MAX_OVERLOAD_WAIT, code_text
+from teep_coap.transport.coap.client import interpret_answer, overload_wait
 from teep_coap.transport.coap.credentials import DeviceCredentials
 
 DTLS_EVENT_CONNECTED = 0x01DE  # tinydtls: the handshake finished
@@ -315,25 +315,13 @@ class LeanDtlsClient:
         while True:
             answer = await self._post_once(payload, deadline)
             if answer.code == Code.SERVICE_UNAVAILABLE:
-                max_age = answer.opt.max_age
-                wait = min(float(max_age if max_age is not None else 60), MAX_OVERLOAD_WAIT)
+                wait = overload_wait(answer)
                 if asyncio.get_running_loop().time() + wait < deadline:
                     await asyncio.sleep(wait)
                     continue
             break
         self.exchanges += 1
-        code = answer.code
-        if not code.is_successful():
-            raise PeerRejected(code_text(code), bytes(answer.payload).decode("utf-8", "replace"))
-        if code not in (Code.CHANGED, Code.CONTENT):
-            raise TransportError(f"unexpected answer {code_text(code)} from {self.uri}")
-        if not answer.payload:
-            return None
-        if answer.opt.content_format is None or int(answer.opt.content_format) != self._content_format:
-            raise TransportError(
-                f"answer has Content-Format {answer.opt.content_format}, expected {self._content_format}"
-            )
-        return bytes(answer.payload)
+        return interpret_answer(answer, self._content_format, self.uri)
 
     async def close(self) -> None:
         """Send DTLS close_notify and close the socket; the client cannot be used after."""

@@ -574,7 +574,7 @@ def run_bench(
     `device_client`: what the simulated devices talk through (`fleet.DEVICE_CLIENTS`).
     `progress(ok, failed, total)` is called after every session (the CLI draws a bar from it)."""
 
-    load_profile(profile_name)  # fail early on a bad name
+    profile = load_profile(profile_name)  # fail early on a bad name
     if rate is not None and not rate > 0:  # NaN fails too
         raise BenchError(f"rate {rate!r}: give sessions per second above 0")
     if not 1 <= device_processes <= concurrency:
@@ -605,7 +605,7 @@ def run_bench(
         load = os.getloadavg()[0]
         certs: Path | None = None
         extra: tuple[str, ...] = ()
-        if load_profile(profile_name).transport.scheme == "https":
+        if profile.transport.scheme == "https":
             certs = Path(tam_tmp) / "certs"
             write_bundle(certs)
             extra = ("--certs", str(certs))
@@ -685,7 +685,7 @@ def run_bench(
             peak_agents=drive.peak_agents,
             client_peak_rss_mib=client_peak,
             device_processes=device_processes,
-            device_client=used_client(load_profile(profile_name), device_client),
+            device_client=used_client(profile, device_client),
             tam_rss_samples=sampler.samples,
             tam_cpus=tam_cpus,
             device_cpus=device_cpus,

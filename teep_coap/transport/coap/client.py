@@ -77,6 +77,33 @@ def code_text(code: Code) -> str:
     return str(code.dotted)
 
 
+def overload_wait(response: Message) -> float:
+    """Seconds to wait before sending again after a 5.03: its Max-Age (60 if absent), at most
+    MAX_OVERLOAD_WAIT."""
+    max_age = response.opt.max_age
+    return min(float(max_age if max_age is not None else 60), MAX_OVERLOAD_WAIT)
+
+
+def interpret_answer(response: Message, content_format: int, uri: str) -> bytes | None:
+    """The TAM's next message from a (whole, block-wise assembled) answer, None for an empty one;
+    an error code is PeerRejected, anything but 2.04/2.05 or another Content-Format TransportError."""
+    code = response.code
+    if not code.is_successful():
+        detail = bytes(response.payload).decode("utf-8", "replace")
+        if response.opt.max_age is not None and code == Code.SERVICE_UNAVAILABLE:
+            detail += f" (Max-Age {response.opt.max_age})"
+        raise PeerRejected(code_text(code), detail)
+    if code not in (Code.CHANGED, Code.CONTENT):
+        raise TransportError(f"unexpected answer {code_text(code)} from {uri}")
+    payload = bytes(response.payload)
+    if not payload:
+        return None
+    cf = response.opt.content_format
+    if cf is None or int(cf) != content_format:
+        raise TransportError(f"answer has Content-Format {cf}, expected {content_format}")
+    return payload
+
+
 class CoapClient:
     """MessageClient over CoAP: `post(bytes) -> bytes | None`, `close()`."""
 
@@ -301,9 +328,7 @@ class CoapClient:
             if response.opt.echo is not None:
                 self._echo_next = bytes(response.opt.echo)
             if response.code == Code.SERVICE_UNAVAILABLE:
-                wait = min(
-                    float(response.opt.max_age if response.opt.max_age is not None else 60), MAX_OVERLOAD_WAIT
-                )
+                wait = overload_wait(response)
                 if time.monotonic() + wait < self._deadline:
                     log.info("TAM overloaded, retrying in %.1f s", wait)
                     await asyncio.sleep(wait)
@@ -454,23 +479,7 @@ class CoapClient:
         return code_text(response.code), bytes(response.payload)
 
     def _interpret(self, response: Message) -> bytes | None:
-        code = response.code
-        if not code.is_successful():
-            detail = bytes(response.payload).decode("utf-8", "replace")
-            if response.opt.max_age is not None and code == Code.SERVICE_UNAVAILABLE:
-                detail += f" (Max-Age {response.opt.max_age})"
-            raise PeerRejected(code_text(code), detail)
-        if code not in (Code.CHANGED, Code.CONTENT):
-            raise TransportError(f"unexpected answer {code_text(code)} from {self.uri}")
-        payload = bytes(response.payload)
-        if not payload:
-            return None
-        cf = response.opt.content_format
-        if cf is None or int(cf) != self.profile.transport.content_format:
-            raise TransportError(
-                f"answer has Content-Format {cf}, expected {self.profile.transport.content_format}"
-            )
-        return payload
+        return interpret_answer(response, self.profile.transport.content_format, self.uri)
 
     async def _drop_context(self) -> None:
         self._dtls_held = []
