@@ -34,7 +34,7 @@ from teep_coap.protocol.policy import format_component_id, parse_component_id
 from teep_coap.protocol.wire import describe
 from teep_coap.security.keys import load_verifying_key
 from teep_coap.store.agentdir import init_agent_state, load_agent_state
-from teep_coap.transport.coap.credentials import PSK_MIN_BYTES, DeviceCredentials, load_agent_credentials
+from teep_coap.transport.coap.credentials import DeviceCredentials, load_agent_credentials, psk_length_problem
 from teep_coap.transport.pcap import PcapWriter
 
 if TYPE_CHECKING:
@@ -251,8 +251,9 @@ def _psk_credentials(psk_hex: str | None, psk_identity: str | None) -> DeviceCre
         psk = bytes.fromhex(psk_hex)
     except ValueError:
         raise click.BadParameter("not hex", param_hint="--psk-hex") from None
-    if len(psk) < PSK_MIN_BYTES:
-        raise click.BadParameter(f"at least {PSK_MIN_BYTES} bytes needed", param_hint="--psk-hex")
+    problem = psk_length_problem(psk)
+    if problem is not None:
+        raise click.BadParameter(problem, param_hint="--psk-hex")
     if not psk_identity:
         raise click.BadParameter("empty", param_hint="--psk-identity")
     return DeviceCredentials(psk_identity, psk_identity, psk)

@@ -16,7 +16,7 @@ from teep_coap.profiles.check_agent import check_agent
 from teep_coap.profiles.check_tam import check_tam
 from teep_coap.security.certs import client_ssl_context
 from teep_coap.security.keys import load_verifying_key
-from teep_coap.transport.coap.credentials import load_agent_credentials
+from teep_coap.transport.coap.credentials import PSK_MAX_BYTES, load_agent_credentials
 
 # Profile when --profile is not given, by the URI's scheme.
 DEFAULT_PROFILES = {
@@ -48,9 +48,15 @@ def _psk(psk_hex: str | None, psk_identity: str | None, state: str | None) -> tu
         if psk_hex is None or psk_identity is None:
             raise click.UsageError("--psk-hex and --psk-identity go together")
         try:
-            return psk_identity, bytes.fromhex(psk_hex)
+            psk = bytes.fromhex(psk_hex)
         except ValueError:
             raise click.BadParameter("not hex", param_hint="--psk-hex") from None
+        if len(psk) > PSK_MAX_BYTES:  # another TAM's shorter keys are its business; longer ones crash
+            raise click.BadParameter(
+                f"{len(psk)} bytes; the DTLS stack (tinydtls) takes PSKs of at most {PSK_MAX_BYTES}",
+                param_hint="--psk-hex",
+            )
+        return psk_identity, psk
     if state is not None:
         creds = load_agent_credentials(state)
         return creds.psk_identity, creds.psk

@@ -35,12 +35,28 @@ from teep_coap.transport.base import TransportError
 TAM_CREDENTIALS_FILE = "credentials.toml"
 AGENT_CREDENTIALS_FILE = "transport.toml"
 PSK_MIN_BYTES = 16
+# The DTLS stack (tinydtls, through DTLSSocket) holds a PSK in a 16-byte buffer (an AES-128 key), and
+# DTLSSocket copies the configured key into it without checking its length: a longer key overwrites
+# the stack of the process that looks it up. A TAM died of SIGSEGV as soon as any peer's handshake
+# merely named the identity of a device configured with a 64-byte key, before anything was
+# authenticated (2026-12-06). So a DTLS PSK is exactly 16 bytes, checked wherever one is made.
+PSK_MAX_BYTES = 16
 # RFC 8613 §3.3: with AES-CCM-16-64-128 (nonce 13 bytes) ids are at most 7 bytes.
 OSCORE_MAX_ID = 7
 
 
 class CredentialsError(TransportError):
     """A credentials file or OSCORE folder is missing, malformed or inconsistent."""
+
+
+def psk_length_problem(psk: bytes) -> str | None:
+    """What is wrong with the length of a DTLS PSK, or None when it is usable."""
+    if PSK_MIN_BYTES <= len(psk) <= PSK_MAX_BYTES:
+        return None
+    return (
+        f"psk is {len(psk)} bytes; DTLS PSKs here are {PSK_MIN_BYTES} bytes (at least {PSK_MIN_BYTES} for"
+        f" security, at most {PSK_MAX_BYTES}: the DTLS stack, tinydtls, holds 128-bit keys)"
+    )
 
 
 @dataclass(frozen=True)
@@ -54,6 +70,11 @@ class DeviceCredentials:
     edhoc_key: Path | None = None  # this side's EDHOC private key file (COSE_Key, 0600)
     edhoc_own: bytes = b""  # this side's EDHOC credential: CBOR of {14: CCS}
     edhoc_peer: bytes = b""  # the peer's EDHOC credential, the one it must prove it holds
+
+    def __post_init__(self) -> None:
+        # the guard against the overflow described at PSK_MAX_BYTES: no such key reaches DTLSSocket
+        if len(self.psk) > PSK_MAX_BYTES:
+            raise CredentialsError(f"device {self.name!r}: {psk_length_problem(self.psk)}")
 
 
 # A device name becomes a folder name (TAMDIR/oscore/NAME): letters, digits, '.', '_', '-', no
@@ -92,8 +113,9 @@ def _device_from_table(table: dict[str, Any], base: Path, where: str) -> DeviceC
         raise CredentialsError(f"{where}: missing {exc.args[0]}") from None
     except ValueError:
         raise CredentialsError(f"{where}: psk_hex is not hex") from None
-    if len(psk) < PSK_MIN_BYTES:
-        raise CredentialsError(f"{where}: psk is {len(psk)} bytes, at least {PSK_MIN_BYTES} needed")
+    problem = psk_length_problem(psk)
+    if problem is not None:
+        raise CredentialsError(f"{where}: {problem}")
     if not identity:
         raise CredentialsError(f"{where}: psk_identity is empty")
     oscore = table.get("oscore")
@@ -330,8 +352,9 @@ def provision_device(
         raise CredentialsError(f"device with psk_identity {identity!r} already provisioned in {tam}")
     number = oscore_id if oscore_id is not None else len(existing) + 1
     lines: list[str] = []
-    if psk is not None and len(psk) < PSK_MIN_BYTES:
-        raise CredentialsError(f"psk is {len(psk)} bytes, at least {PSK_MIN_BYTES} needed")
+    problem = None if psk is None else psk_length_problem(psk)
+    if problem is not None:
+        raise CredentialsError(problem)
     made = _make_device(tam, agent_state_dir, name, identity, number, lines, psk)
     with (tam / TAM_CREDENTIALS_FILE).open("a", encoding="utf-8") as f:
         f.write("".join(lines))

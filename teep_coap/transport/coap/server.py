@@ -37,7 +37,13 @@ from teep_coap.transport.coap.aiocoap_compat import (
     harden_message_decode,
     with_shared_options,
 )
-from teep_coap.transport.coap.credentials import CredentialsError, DeviceCredentials, edhoc_entry
+from teep_coap.transport.coap.credentials import (
+    PSK_MAX_BYTES,
+    CredentialsError,
+    DeviceCredentials,
+    edhoc_entry,
+    psk_length_problem,
+)
 from teep_coap.transport.coap.early_answer import EarlyAnswer
 from teep_coap.transport.coap.echo import PROVEN, EchoGuard, wire_size
 from teep_coap.transport.coap.hardening import DuplicateCache
@@ -289,6 +295,8 @@ class IndexedCredentials(aiocoap.credentials.CredentialsMap):
 
     def set_psk(self, identity: str, psk: bytes) -> None:
         """Serve `identity` with `psk` (DTLS); its claim is `:psk:IDENTITY`."""
+        if len(psk) > PSK_MAX_BYTES:
+            raise CredentialsError(f"device {identity!r}: {psk_length_problem(psk)}")
         self._psks[identity.encode()] = (psk, f"{CLAIM_PREFIX}{identity}")
 
     def drop_psk(self, identity: str) -> None:
@@ -332,12 +340,17 @@ class IndexedCredentials(aiocoap.credentials.CredentialsMap):
 
     def find_dtls_psk(self, identity: bytes) -> tuple[bytes, str]:
         found = self._psks.get(identity)
-        if found is not None:
-            return found
-        try:
-            return self._build()[0][identity]
-        except KeyError:
-            raise KeyError(identity) from None
+        if found is None:
+            try:
+                found = self._build()[0][identity]
+            except KeyError:
+                raise KeyError(identity) from None
+        if len(found[0]) > PSK_MAX_BYTES:
+            # DTLSSocket would copy it past tinydtls's 16-byte buffer (credentials.PSK_MAX_BYTES):
+            # the handshake fails instead of the process
+            log.error("DTLS identity %r has a %d-byte PSK; refused", identity, len(found[0]))
+            raise KeyError(identity)
+        return found
 
     def find_oscore(self, unprotected: Any) -> Any:
 
