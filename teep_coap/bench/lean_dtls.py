@@ -36,7 +36,7 @@ from teep_coap.profiles.schema import Profile
 from teep_coap.transport.base import TransportError, TransportTimeout
 from teep_coap.transport.coap.aiocoap_compat.dtls import apply_dtls_fixes, join_records, retransmission_wait
 from teep_coap.transport.coap.client import interpret_answer, overload_wait
-from teep_coap.transport.coap.credentials import DeviceCredentials
+from teep_coap.transport.coap.credentials import DeviceCredentials, psk_identity_problem
 
 DTLS_EVENT_CONNECTED = 0x01DE  # tinydtls: the handshake finished
 ALERT_FATAL = 2
@@ -79,6 +79,9 @@ class LeanDtlsClient:
             raise TransportError(
                 f"the lean DTLS client needs a coaps://HOST[:PORT]/PATH URI, got {tam_uri!r}"
             )
+        problem = psk_identity_problem(credentials.psk_identity)
+        if problem is not None:
+            raise TransportError(problem)
         self.uri = tam_uri
         self._peer = (parts.hostname, port)
         self._path = tuple(p for p in parts.path.split("/") if p)

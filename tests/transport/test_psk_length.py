@@ -21,6 +21,7 @@ from coap_helpers import quick
 from teep_coap.bench.lean_dtls import LeanDtlsClient
 from teep_coap.bench.sessions import make_world, tam_process
 from teep_coap.transport.base import TransportError
+from teep_coap.transport.coap import CoapClient, CoapServer
 from teep_coap.transport.coap.credentials import (
     PSK_MAX_BYTES,
     CredentialsError,
@@ -74,10 +75,11 @@ def test_a_long_psk_is_refused_wherever_one_is_made(tmp_path: Path, size: int) -
 
 def test_the_cli_refuses_a_long_psk_in_one_line(tmp_path: Path) -> None:
     world = make_world(tmp_path / "tam", tmp_path / "agents", 1, 64)
-    run = cli("agent", "run", "--profile", "coaps-psk", "--tam", "coaps://127.0.0.1:9/teep",
-              "--state", str(world.agent_dirs[0]), "--psk-hex", LONG[:32].hex(), "--psk-identity", "dev")  # fmt: skip
+    tam = "coaps://127.0.0.1:9/teep"
+    run = cli("agent", "run", "--profile", "coaps-psk", "--tam", tam, "--state", str(world.agent_dirs[0]),
+              "--psk-hex", LONG[:32].hex(), "--psk-identity", "dev")  # fmt: skip
     assert run.returncode == 2 and "psk is 32 bytes" in run.stderr and "Traceback" not in run.stderr
-    check = cli("check", "tam", "coaps://127.0.0.1:9/teep", "--psk-hex", LONG[:17].hex(), "--psk-identity", "x")
+    check = cli("check", "tam", tam, "--psk-hex", LONG[:17].hex(), "--psk-identity", "x")
     assert check.returncode == 2 and "17 bytes" in check.stderr and "Traceback" not in check.stderr
 
 
@@ -124,3 +126,35 @@ def test_a_long_psk_added_while_serving_neither_crashes_nor_unserves(tmp_path: P
         assert Path(f"/proc/{pid}").exists()
         assert "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
         assert asyncio.run(first_message(good))  # the devices served so far still are
+
+
+async def test_a_psk_identity_over_32_bytes_is_named_before_any_handshake(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """tinydtls takes identities of at most 32 bytes; a longer one failed every handshake with an
+    internal_error alert that read like a wrong key. Device names (the default identity) may be
+    longer, so the server names such a device when it loads it and both clients refuse at once."""
+    fits = provision_device(tmp_path / "tam", tmp_path / "fits", "d" * 32)
+    long = provision_device(tmp_path / "tam", tmp_path / "long", "d" * 33)
+
+    async def handler(payload: bytes, peer: object) -> bytes | None:
+        return b"hello"
+
+    profile = quick("coaps-psk", request_timeout=3.0)
+    async with CoapServer(profile, handler, devices=[fits, long]) as server:
+        assert "psk_identity 'ddddddddddddddddddddddddddddddddd' is 33 bytes" in caplog.text
+        ok = CoapClient(profile, server.uri, load_agent_credentials(tmp_path / "fits"))
+        try:
+            assert await ok.post(b"") == b"hello"
+        finally:
+            await ok.close()
+        with pytest.raises(TransportError, match=r"is 33 bytes.*at most 32"):
+            LeanDtlsClient(profile, server.uri, load_agent_credentials(tmp_path / "long"))
+        client = CoapClient(profile, server.uri, load_agent_credentials(tmp_path / "long"))
+        t0 = time.monotonic()
+        try:
+            with pytest.raises(CredentialsError, match=r"is 33 bytes.*at most 32"):
+                await client.post(b"")
+        finally:
+            await client.close()
+        assert time.monotonic() - t0 < 1.0  # refused before any datagram, not after a timeout

@@ -28,7 +28,12 @@ from aiocoap.proxy.client import ProxyForwarder
 
 from teep_coap.transport.base import PeerRejected, TransportError, TransportTimeout
 from teep_coap.transport.coap import aiocoap_compat
-from teep_coap.transport.coap.credentials import CredentialsError, DeviceCredentials, edhoc_entry
+from teep_coap.transport.coap.credentials import (
+    CredentialsError,
+    DeviceCredentials,
+    edhoc_entry,
+    psk_identity_problem,
+)
 from teep_coap.transport.coap.diagnosis import explain_edhoc_error, explain_error, explain_timeout
 from teep_coap.transport.coap.echo import PADDING_OPTION
 from teep_coap.transport.coap.options import CoapOptions
@@ -181,6 +186,9 @@ class CoapClient:
                 f"profile {self.profile.name!r} ({mode}) needs the Agent's transport credentials"
             )
         if mode == "dtls-psk":
+            problem = psk_identity_problem(self._credentials.psk_identity) if self._credentials else None
+            if problem is not None:
+                raise CredentialsError(problem)
             aiocoap_compat.apply_dtls_fixes()
         aiocoap_compat.cache_address_text()  # the TAM's address parsed once, not twice per request
         aiocoap_compat.memoise_option_decoding()  # the TAM's answers repeat their options

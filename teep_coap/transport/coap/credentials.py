@@ -41,12 +41,26 @@ PSK_MIN_BYTES = 16
 # merely named the identity of a device configured with a 64-byte key, before anything was
 # authenticated (2026-12-06). So a DTLS PSK is exactly 16 bytes, checked wherever one is made.
 PSK_MAX_BYTES = 16
+# tinydtls sends and accepts PSK identities of at most 32 bytes; a longer one fails every handshake
+# with an internal_error alert that reads like a wrong key.
+PSK_IDENTITY_MAX_BYTES = 32
 # RFC 8613 §3.3: with AES-CCM-16-64-128 (nonce 13 bytes) ids are at most 7 bytes.
 OSCORE_MAX_ID = 7
 
 
 class CredentialsError(TransportError):
     """A credentials file or OSCORE folder is missing, malformed or inconsistent."""
+
+
+def psk_identity_problem(identity: str) -> str | None:
+    """Why a DTLS PSK identity cannot be used, or None."""
+    size = len(identity.encode())
+    if size <= PSK_IDENTITY_MAX_BYTES:
+        return None
+    return (
+        f"psk_identity {identity!r} is {size} bytes; the DTLS stack (tinydtls) takes PSK identities of"
+        f" at most {PSK_IDENTITY_MAX_BYTES} bytes, so no DTLS handshake with it can succeed"
+    )
 
 
 def psk_length_problem(psk: bytes) -> str | None:

@@ -42,6 +42,7 @@ from teep_coap.transport.coap.credentials import (
     CredentialsError,
     DeviceCredentials,
     edhoc_entry,
+    psk_identity_problem,
     psk_length_problem,
 )
 from teep_coap.transport.coap.early_answer import EarlyAnswer
@@ -448,6 +449,10 @@ class CoapServer:
         EDHOC fields each device's entry also carries: with 10,000 devices that was ~7 MB)."""
         if self.profile.security.mode == "dtls-psk":
             self._devices = [DeviceCredentials(d.name, d.psk_identity, d.psk) for d in devices]
+            unusable = [p for p in map(psk_identity_problem, (d.psk_identity for d in devices)) if p]
+            if unusable:
+                more = f" (and {len(unusable) - 1} more)" if len(unusable) > 1 else ""
+                log.warning("device credentials that cannot connect: %s%s", unusable[0], more)
         else:
             self._devices = list(devices)
 
