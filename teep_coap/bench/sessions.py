@@ -333,7 +333,7 @@ def tam_process(
         stop_child(proc)
 
 
-def stop_child(proc: subprocess.Popen[str]) -> None:
+def stop_child(proc: subprocess.Popen[Any]) -> None:
     """End a child server: SIGTERM (it shuts down cleanly), SIGKILL if it is still there after 10 s."""
     proc.terminate()
     try:

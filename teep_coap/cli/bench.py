@@ -1,6 +1,7 @@
 """Every `teep-coap bench` command, in one place: codec, crypto, engine, sessions, compare, sizes,
-gateway, hostile, dtls-burst. Each measures with the modules of `teep_coap.bench` and prints a report (or
-JSON). Imports at module level: this module is imported only for a `bench` command (cli/groups.py).
+gateway, hostile, dtls-burst, idle-cost, coap-stack. Each measures with the modules of `teep_coap.bench`
+and prints a report (or JSON). Imports at module level: this module is imported only for a `bench`
+command (cli/groups.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from teep_coap.bench import sizes as bs
+from teep_coap.bench.coap_stack import format_stack_comparison, run_coap_stack
 from teep_coap.bench.codec import print_table, run_codec_bench
 from teep_coap.bench.compare import format_comparison, parse_setup, run_compare
 from teep_coap.bench.crypto import format_table, run
@@ -323,6 +325,30 @@ def bench_dtls_burst(
 
     result = run_burst(profile_name, clients=clients, bound=bound, timeout=timeout)
     click.echo(json.dumps(result.to_json(), indent=2) if as_json else format_burst(result))
+
+
+@bench.command("coap-stack")
+@click.option("--sessions", type=click.IntRange(1, 100000), default=3000, show_default=True, help="Per run.")
+@click.option(
+    "--exchanges",
+    type=click.IntRange(1, 16),
+    default=4,
+    show_default=True,
+    help="POSTs per session (a TEEP install session makes four).",
+)
+@click.option("--rounds", type=click.IntRange(1, 20), default=2, show_default=True, help="Runs per server.")
+@click.option("--concurrency", type=click.IntRange(1, 1024), default=32, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def bench_coap_stack(sessions: int, exchanges: int, rounds: int, concurrency: int, as_json: bool) -> None:
+    """Server CPU per device session of our CoAP + DTLS stack (`tam serve --profile coaps-psk`,
+    without its engine) next to libcoap's C server (coap-server-openssl), in turns, on loopback.
+
+    Each session: a DTLS-PSK handshake, --exchanges POSTs that are not TEEP messages (both servers
+    answer them with an error code), close_notify. Needs libcoap3-bin (`bash scripts/setup.sh
+    full`). What a CoAP/DTLS stack in C would save the TAM: docs/scale.md."""
+
+    result = run_coap_stack(sessions=sessions, exchanges=exchanges, rounds=rounds, concurrency=concurrency)
+    click.echo(json.dumps(result.to_json(), indent=2) if as_json else format_stack_comparison(result))
 
 
 @bench.command("codec")
