@@ -7,14 +7,15 @@ TEEP payloads it reassembles from what it dissected equal, in order, the bytes o
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_run import run_cli
 
 from teep_coap.model.codes import MEDIA_TYPE_TEEP_CBOR
 from teep_coap.profiles import load_profile
@@ -194,14 +195,7 @@ def test_dtls_capture_without_the_psk_shows_no_coap(tmp_path: Path) -> None:
     assert any("coap" in f for f in tshark(pcap))
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", "from teep_coap.cli import main; main()", *args],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
+cli = functools.partial(run_cli, timeout=90)
 
 
 def test_agent_run_and_tam_serve_write_pcaps(tmp_path: Path) -> None:

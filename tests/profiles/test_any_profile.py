@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_run import run_cli
 from click.testing import CliRunner
 
 from teep_coap.bench.sessions import COMPONENT_ID, make_world, tam_process
@@ -30,13 +31,7 @@ OTRP_NAMES = [
 ]
 
 
-def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", "from teep_coap.cli import main; main()", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+cli = run_cli
 
 
 def test_the_parametrized_list_is_what_profiles_lists() -> None:

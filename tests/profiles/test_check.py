@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
-import subprocess
 import sys
 from typing import Any
 
@@ -14,6 +14,7 @@ import cbor2
 import pytest
 from aiocoap import Message
 from aiocoap.numbers.codes import Code
+from cli_run import run_cli
 
 from teep_coap.bench.sessions import make_world, tam_process
 from teep_coap.encoding.cbor_codec import encode
@@ -29,8 +30,7 @@ pytestmark = pytest.mark.timeout(120)
 CLI = [sys.executable, "-c", "from teep_coap.cli import main; main()"]
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=90, check=False)
+cli = functools.partial(run_cli, timeout=90)
 
 
 def results(report: dict[str, Any] | Report) -> dict[str, str]:

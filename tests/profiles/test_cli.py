@@ -9,19 +9,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_run import run_cli
 
 from teep_coap.bench.sessions import COMPONENT_ID, make_world, tam_process
 
 pytestmark = pytest.mark.timeout(120)
 
 
-def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", "from teep_coap.cli import main; main()", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+cli = run_cli
 
 
 def test_profiles_lists_the_coap_profiles() -> None:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_run import run_cli
 
 from teep_coap.security.keys import generate_key, write_key_files
 from teep_coap.security.suit import parse_envelope, verify_envelope
@@ -18,13 +17,7 @@ CLASS = "db42f709-3d8c-55ba-a8c5-265fc5820f4e"
 TC = "8d82573a-926d-4754-9353-32dc29997f74"
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", "from teep_coap.cli import main; main()", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+cli = run_cli
 
 
 @pytest.fixture(scope="module")

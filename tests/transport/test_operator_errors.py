@@ -11,12 +11,11 @@ import asyncio
 import dataclasses
 import json
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from cli_run import run_cli
 from coap_helpers import quick
 
 from teep_coap.bench.sessions import make_world, tam_process
@@ -28,13 +27,7 @@ from teep_coap.transport.coap.credentials import load_agent_credentials, provisi
 pytestmark = pytest.mark.timeout(120)
 
 
-def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", "from teep_coap.cli import main; main()", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+cli = run_cli
 
 
 def _port_of(uri: str) -> int:

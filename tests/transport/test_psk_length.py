@@ -10,12 +10,11 @@ credentials file, and the server's look-up refuses one that got past those.
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from cli_run import run_cli
 from coap_helpers import quick
 
 from teep_coap.bench.lean_dtls import LeanDtlsClient
@@ -37,13 +36,7 @@ pytestmark = pytest.mark.timeout(120)
 LONG = bytes(range(64))
 
 
-def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", "from teep_coap.cli import main; main()", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+cli = run_cli
 
 
 def _append_device(tam_dir: Path, identity: str, psk: bytes) -> None:
