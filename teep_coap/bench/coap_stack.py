@@ -37,10 +37,10 @@ from teep_coap.bench.fleet import make_fleet_world
 from teep_coap.bench.lean_dtls import LeanDtlsClient
 from teep_coap.bench.sessions import (
     BenchError,
-    _worker_stats,
     stop_child,
     tam_process,
     tree_cpu_seconds,
+    worker_stats,
 )
 from teep_coap.profiles import load_profile
 from teep_coap.transport.base import PeerRejected, TransportError
@@ -298,7 +298,7 @@ def run_coap_stack(
                 failed, seconds, cpu = _measure(
                     "teep-coap", uri, pid, ours_credentials, sessions, exchanges, concurrency, bound
                 )
-            lines = _worker_stats(stats, 1)
+            lines = worker_stats(stats, 1)
             if not lines or not lines[0].get("engine_calls"):
                 raise BenchError("`tam serve` wrote no engine figures to its --stats-file")
             per_call = float(lines[0]["engine_cpu_seconds"]) / int(lines[0]["engine_calls"])

@@ -371,7 +371,7 @@ def peak_rss_mib(pid: int) -> float | None:
     return None
 
 
-def _worker_stats(stats_file: Path, workers: int) -> list[dict[str, Any]] | None:
+def worker_stats(stats_file: Path, workers: int) -> list[dict[str, Any]] | None:
     """The lines the stopped TAM's processes wrote (one JSON object each); None unless every worker
     wrote its line (a worker killed by the 10 s stop deadline writes none)."""
     try:
@@ -384,7 +384,7 @@ def _worker_stats(stats_file: Path, workers: int) -> list[dict[str, Any]] | None
 
 def engine_cpu_seconds(stats_file: Path, workers: int) -> float | None:
     """The engine CPU of all the stopped TAM's workers (None unless each wrote its stats line)."""
-    stats = _worker_stats(stats_file, workers)
+    stats = worker_stats(stats_file, workers)
     try:
         return None if stats is None else sum(float(s["engine_cpu_seconds"]) for s in stats)
     except (KeyError, TypeError, ValueError):
@@ -393,7 +393,7 @@ def engine_cpu_seconds(stats_file: Path, workers: int) -> float | None:
 
 def mean_batch(stats_file: Path, workers: int) -> float | None:
     """Requests per engine call over all the stopped TAM's workers (group commit), None if unknown."""
-    stats = _worker_stats(stats_file, workers)
+    stats = worker_stats(stats_file, workers)
     try:
         calls = sum(int(s["engine_calls"]) for s in stats or ())
         batches = sum(int(s["engine_batches"]) for s in stats or ())

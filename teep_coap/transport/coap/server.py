@@ -348,8 +348,8 @@ class IndexedCredentials(aiocoap.credentials.CredentialsMap):
                 raise KeyError(identity) from None
         if len(found[0]) > PSK_MAX_BYTES:
             # DTLSSocket would copy it past tinydtls's 16-byte buffer (credentials.PSK_MAX_BYTES):
-            # the handshake fails instead of the process
-            log.error("DTLS identity %r has a %d-byte PSK; refused", identity, len(found[0]))
+            # the handshake fails instead of the process; a peer decides how often: rate-limited
+            log.error("DTLS identity %r has a %d-byte PSK; refused", identity, len(found[0]), extra=JUNK)
             raise KeyError(identity)
         return found
 
