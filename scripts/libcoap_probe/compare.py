@@ -49,6 +49,8 @@ def _measure(world: FleetWorld, uri: str, pid: int, sessions: int) -> tuple[Driv
         after = tree_cpu_seconds(pid)
         if before is None or after is None:
             raise SystemExit(f"compare: the server (pid {pid}) ended during the run")
+        if after <= before:
+            raise SystemExit("compare: the server used less CPU than /proc shows: give more --sessions")
         return result, after - before
 
     return asyncio.run(run())
