@@ -70,6 +70,35 @@ class _NothingDue:
 _NOTHING_DUE = _NothingDue()
 
 
+def _inert_io(_peer: Any, data: bytes) -> int:
+    return len(data)
+
+
+def _inert_event(_level: int, _code: int) -> None:
+    return None
+
+
+# The callbacks an ended session's DTLSSocket context is left with. aiocoap gives each peer its own
+# tinydtls context whose callbacks are the peer object's bound methods: a reference cycle, so an
+# ended session (a failed handshake included) was freed only by the cyclic collector's rare full
+# collections. 20,000 handshakes that failed after the server's hello flight held 150 MB until one
+# came (2026-12-06); with these (and `_release`) the context and the peer go as soon as the pool
+# lets go of them.
+_INERT_CALLBACKS = {"read": _inert_io, "write": _inert_io, "event": _inert_event}
+
+
+def _release(session: Any) -> None:
+    """Break an ended server session's cycles (call it outside tinydtls' own calls): its DTLSSocket
+    context's callbacks, and the `send` that `tidy_dtls_server` put on its socket address (a partial
+    over that address's own bound method)."""
+    socket = getattr(session, "_dtls_socket", None)
+    if socket is not None:
+        socket.pycb = _INERT_CALLBACKS
+    session._retransmission_task.cancel()
+    session._retransmission_task = _NOTHING_DUE
+    vars(session._underlying_address).pop("send", None)
+
+
 def join_records(records: list[bytes], limit: int = DATAGRAM_LIMIT) -> list[bytes]:
     """Records joined into as few datagrams of at most `limit` bytes as their order allows."""
     datagrams: list[bytes] = []
@@ -397,6 +426,7 @@ def tidy_dtls_server(
         pool._transport.sendto(fatal_alert(DECRYPT_ERROR), sockaddr)
         if pool._connections.get(sockaddr) is session:
             session._inject_error(FatalDTLSError(DECRYPT_ERROR))
+            _release(session)
         if on_bad_finished is not None:
             on_bad_finished(str(session.hostinfo), str(claims))
 
@@ -404,6 +434,7 @@ def tidy_dtls_server(
         session = pool._connections.get(sockaddr)
         if session is not None:
             session._inject_error(aiocoap.error.LibraryShutdown("DTLS session dropped (idle)"))
+            _release(session)
 
     def serving() -> bool:
         return pool._transport is not None and not pool._transport.is_closing()
@@ -417,12 +448,14 @@ def tidy_dtls_server(
         known = pool._connections.get(sockaddr)
         if known is not None and restarts_authenticated_session(known, data):
             known._inject_error(CloseNotifyReceived())  # a new client on an old port: start afresh
+            _release(known)
         if sockaddr not in pool._connections:
             while len(pool._connections) >= MAX_DTLS_SESSIONS:
                 _, oldest = next(iter(pool._connections.items()))
                 oldest._inject_error(
                     aiocoap.error.LibraryShutdown("DTLS session dropped (least recently used)")
                 )
+                _release(oldest)
         # copies of the handshake records: tinydtls decrypts `data` in place, bytes or not
         client_records = records(data) if data[:1] in (b"\x14", b"\x16") else []
         known = pool._connections.get(sockaddr)
@@ -443,11 +476,10 @@ def tidy_dtls_server(
         task per datagram once the handshake is over and nothing waits to be retransmitted."""
         address._retransmission_task.cancel()
         address._dtls_socket.handleMessage(address._dtls_session, data)
-        if (
-            getattr(address, "teep_connected", False)
-            and pool._connections.get(address._underlying_address.address) is address
-            and address._dtls_socket.checkRetransmit() == 0
-        ):
+        if pool._connections.get(address._underlying_address.address) is not address:
+            _release(address)  # the session ended in this datagram (an alert, a failed handshake)
+            return
+        if getattr(address, "teep_connected", False) and address._dtls_socket.checkRetransmit() == 0:
             address._retransmission_task = _NOTHING_DUE
             return
         address._retransmission_task = asyncio.create_task(
