@@ -142,7 +142,7 @@ def format_stack_comparison(c: StackComparison) -> str:
     return "\n".join(lines)
 
 
-def _free_udp_pair() -> int:
+def free_udp_pair() -> int:
     """A port p with p and p+1 free on 127.0.0.1 (coap-server takes p for CoAP and p+1 for DTLS)."""
     for _ in range(50):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -183,7 +183,7 @@ def find_libcoap_server(executable: str = LIBCOAP_SERVER) -> str:
 def libcoap_server(executable: str = LIBCOAP_SERVER) -> Iterator[tuple[str, int]]:
     """libcoap's example server on loopback with LIBCOAP_PSK; yields (coaps URI, pid)."""
     path = find_libcoap_server(executable)
-    port = _free_udp_pair()
+    port = free_udp_pair()
     with tempfile.TemporaryFile() as errors:
         proc = subprocess.Popen(
             [path, "-A", "127.0.0.1", "-p", str(port), "-k", LIBCOAP_PSK.decode(), "-v", "0"],

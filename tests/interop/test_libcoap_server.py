@@ -5,13 +5,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
 
 import pytest
 
+from teep_coap.bench.coap_stack import free_udp_pair
 from teep_coap.profiles import load_profile
 from teep_coap.transport.coap import CoapClient
 from teep_coap.transport.coap.credentials import DeviceCredentials
@@ -20,29 +20,12 @@ pytestmark = [pytest.mark.interop, pytest.mark.timeout(120)]
 PSK = b"teep-interop-psk"
 
 
-def _free_udp_pair() -> int:
-    """A port p with p and p+1 free (coap-server takes p for CoAP and p+1 for DTLS)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port >= 65535:
-            continue
-        try:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s2:
-                s2.bind(("127.0.0.1", port + 1))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError("no free UDP port pair")
-
-
 @pytest.fixture
 def coap_server(request: pytest.FixtureRequest) -> Iterator[int]:
     binary = request.param
     if shutil.which(binary) is None:
         pytest.fail(f"{binary} not installed (scripts/setup.sh installs libcoap3-bin)")
-    port = _free_udp_pair()
+    port = free_udp_pair()
     cmd = [binary, "-A", "127.0.0.1", "-p", str(port), "-d", "10"]
     if "notls" not in binary:
         cmd += ["-k", PSK.decode()]
