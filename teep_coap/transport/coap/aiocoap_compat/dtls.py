@@ -408,6 +408,13 @@ def tidy_dtls_server(
                 return
             super()._event(level, code)
 
+        def _inject_error(self, e: Exception) -> None:
+            """aiocoap's end of a session, then its cycles broken (`_release`); inside tinydtls' own
+            call (a datagram being handled) `received_datagram` does that once the call is over."""
+            super()._inject_error(e)
+            if not handling[0]:
+                _release(self)
+
     def check_finished(session: Any, client_records: list[Record], sockaddr: Any) -> None:
         """After tinydtls handled the records: was one a Finished under another key than ours?"""
         if session.teep_connected:
@@ -426,7 +433,6 @@ def tidy_dtls_server(
         pool._transport.sendto(fatal_alert(DECRYPT_ERROR), sockaddr)
         if pool._connections.get(sockaddr) is session:
             session._inject_error(FatalDTLSError(DECRYPT_ERROR))
-            _release(session)
         if on_bad_finished is not None:
             on_bad_finished(str(session.hostinfo), str(claims))
 
@@ -434,7 +440,6 @@ def tidy_dtls_server(
         session = pool._connections.get(sockaddr)
         if session is not None:
             session._inject_error(aiocoap.error.LibraryShutdown("DTLS session dropped (idle)"))
-            _release(session)
 
     def serving() -> bool:
         return pool._transport is not None and not pool._transport.is_closing()
@@ -448,14 +453,12 @@ def tidy_dtls_server(
         known = pool._connections.get(sockaddr)
         if known is not None and restarts_authenticated_session(known, data):
             known._inject_error(CloseNotifyReceived())  # a new client on an old port: start afresh
-            _release(known)
         if sockaddr not in pool._connections:
             while len(pool._connections) >= MAX_DTLS_SESSIONS:
                 _, oldest = next(iter(pool._connections.items()))
                 oldest._inject_error(
                     aiocoap.error.LibraryShutdown("DTLS session dropped (least recently used)")
                 )
-                _release(oldest)
         # copies of the handshake records: tinydtls decrypts `data` in place, bytes or not
         client_records = records(data) if data[:1] in (b"\x14", b"\x16") else []
         known = pool._connections.get(sockaddr)
