@@ -7,7 +7,9 @@ import stat
 import tomllib
 from pathlib import Path
 
+import aiocoap
 import cbor2
+import lakers
 import pytest
 from coap_helpers import Creds, quick
 
@@ -22,7 +24,7 @@ from teep_coap.transport.coap.credentials import (
     provision_device,
     write_edhoc_key,
 )
-from teep_coap.transport.coap.server import EDHOC_SESSIONS
+from teep_coap.transport.coap.server import EDHOC_HANDSHAKES, EDHOC_SESSIONS
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -63,8 +65,74 @@ async def test_more_handshakes_than_aiocoap_has_connection_ids(creds: Creds) -> 
                 assert await client.post(b"n%d" % i) == (b"n%d" % i)[::-1]
             finally:
                 await client.close()
-        assert server.edhoc_sessions == EDHOC_SESSIONS
+        # trimmed to EDHOC_SESSIONS when the last handshake began; that one finished after
+        assert server.edhoc_sessions == EDHOC_SESSIONS + 1
     assert {p.identity for p in handler.peers} == {"agent-1"} and all(p.authenticated for p in handler.peers)
+
+
+async def _forged_message_1(uri: str, count: int) -> list[str]:
+    """POST `count` EDHOC message_1s that anyone can make (fresh ephemeral keys, no credential) to
+    the server of `uri`; the codes it answered."""
+    edhoc_uri = uri.rsplit("/", 1)[0] + "/.well-known/edhoc"
+    ctx = await aiocoap.Context.create_client_context()
+    codes = []
+    try:
+        for _ in range(count):
+            message_1 = bytes(lakers.EdhocInitiator().prepare_message_1(c_i=None))
+            request = aiocoap.Message(code=aiocoap.POST, uri=edhoc_uri, payload=cbor2.dumps(True) + message_1)
+            codes.append(str((await ctx.request(request).response).code))
+    finally:
+        await ctx.shutdown()
+    return codes
+
+
+async def test_unauthenticated_message_1s_never_push_out_a_session(creds: Creds) -> None:
+    """aiocoap stores an EDHOC context per message_1, before anything is authenticated. 100 forged
+    message_1s used to push every device's session out (the device's next request was refused with
+    "EDHOC incomplete", read as an unknown credential): now they push out only each other."""
+    profile = quick("coap-edhoc")
+    handler = Echo()
+    async with CoapServer(profile, handler, devices=creds.tam_side) as server:
+        device = CoapClient(profile, server.uri, creds.agent_side)
+        try:
+            assert await device.post(b"one") == b"eno"
+            codes = await _forged_message_1(server.uri, 100)
+            assert set(codes) == {"2.04 Changed"}  # each got its message_2: the flood was served
+            assert server.edhoc_sessions == 1 + EDHOC_HANDSHAKES
+            assert await device.post(b"two") == b"owt"
+            assert device.session_restarts == 0
+        finally:
+            await device.close()
+        newcomer = CoapClient(profile, server.uri, creds.agent_side)  # a new handshake still succeeds
+        try:
+            assert await newcomer.post(b"three") == b"eerht"
+        finally:
+            await newcomer.close()
+    assert len(handler.peers) == 3 and all(p.authenticated for p in handler.peers)
+
+
+async def test_a_session_dropped_for_newer_ones_shakes_hands_again(creds: Creds) -> None:
+    """A device whose session the TAM dropped for newer ones may find its connection id given to a
+    newer handshake: the TAM answers an unprotected 4.00 ("EDHOC incomplete") without reading the
+    message, and the device runs EDHOC again and resends once, as after a TAM restart (4.01)."""
+    profile = quick("coap-edhoc")
+    handler = Echo()
+    async with CoapServer(profile, handler, devices=creds.tam_side) as server:
+        first = CoapClient(profile, server.uri, creds.agent_side)
+        try:
+            assert await first.post(b"one") == b"eno"
+            for i in range(EDHOC_SESSIONS + 1):  # newer sessions: the first one is dropped
+                other = CoapClient(profile, server.uri, creds.agent_side)
+                try:
+                    assert await other.post(b"x%d" % i) == (b"x%d" % i)[::-1]
+                finally:
+                    await other.close()
+            # the next handshake gets the lowest free connection id: the first device's old one
+            assert await _forged_message_1(server.uri, 1) == ["2.04 Changed"]
+            assert await first.post(b"two") == b"owt"
+            assert first.session_restarts == 1
+        finally:
+            await first.close()
 
 
 async def test_device_the_tam_does_not_know(creds: Creds, tmp_path: Path) -> None:

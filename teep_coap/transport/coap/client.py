@@ -313,9 +313,11 @@ class CoapClient:
                 ctx = await self._ensure_context()
                 continue
             except PeerRejected as exc:
-                # An EDHOC-keyed OSCORE context the peer no longer has (it restarted): it answers an
-                # unprotected 4.01 without reading the message; run EDHOC again and resend, once.
-                if not (edhoc_retry and exc.status.startswith("4.01")):
+                # An EDHOC-keyed OSCORE context the peer no longer has (it restarted, or dropped it
+                # for newer sessions) is answered without protection and without reading the
+                # message: 4.01 when no context has our id, 4.00 when a newer handshake was given it.
+                # Run EDHOC again and resend, once.
+                if not (edhoc_retry and exc.status.startswith(("4.00", "4.01"))):
                     raise
                 edhoc_retry = False
                 self.session_restarts += 1

@@ -270,9 +270,11 @@ class TeepResource(aiocoap.resource.Resource):
 CLAIM_PREFIX = ":psk:"
 EDHOC_PREFIX = ":edhoc:"  # a device's EDHOC credential entry; its claim once the handshake verified it
 EDHOC_OWN = ":edhoc-own"  # the TAM's own EDHOC identity (device names cannot contain ':')
-# EDHOC sessions a server keeps (aiocoap's one-byte connection ids allow 48): a device running more
-# than this many handshakes at once with one TAM loses its oldest; each `agent run` needs one.
-EDHOC_SESSIONS = 40
+# EDHOC responder contexts a server keeps, within aiocoap's 48 one-byte connection ids: finished
+# handshakes (devices in a session; each `agent run` makes one) and, apart, handshakes between
+# message_1 and message_3. Anyone can send a message_1, so those only ever push out each other.
+EDHOC_SESSIONS = 32
+EDHOC_HANDSHAKES = 8
 
 
 class IndexedCredentials(aiocoap.credentials.CredentialsMap):
@@ -307,12 +309,24 @@ class IndexedCredentials(aiocoap.credentials.CredentialsMap):
         self._teep_index = None
         super().__setitem__(key, value)
         if aiocoap_compat.is_edhoc_responder_context(value):
-            # aiocoap never drops these and has 48 connection ids: keep the newest EDHOC_SESSIONS.
             self._edhoc_sessions.append(key)
-            while len(self._edhoc_sessions) > EDHOC_SESSIONS:
-                oldest = self._edhoc_sessions.pop(0)
-                if oldest in self:
-                    del self[oldest]
+            self._trim_edhoc()
+
+    def _trim_edhoc(self) -> None:
+        """Keep the newest EDHOC_HANDSHAKES unfinished and the newest EDHOC_SESSIONS finished EDHOC
+        contexts (aiocoap stores one per message_1 and never drops any). Unauthenticated message_1s
+        thus push out only unfinished handshakes, never a device's session (100 of them used to end
+        every EDHOC session in progress, the device told its credential was unknown)."""
+        labels = [label for label in self._edhoc_sessions if label in self]
+        finished: list[str] = []
+        unfinished: list[str] = []
+        for label in labels:
+            (finished if aiocoap_compat.edhoc_handshake_finished(self[label]) else unfinished).append(label)
+        drop = set(unfinished[: max(0, len(unfinished) - EDHOC_HANDSHAKES)])
+        drop.update(finished[: max(0, len(finished) - EDHOC_SESSIONS)])
+        for label in drop:
+            del self[label]
+        self._edhoc_sessions = [label for label in labels if label not in drop]
 
     def get(self, key: str, default: Any = None) -> Any:
         """As dict.get; an EDHOC origin look-up ("coap://HOST:PORT/*") falls back to the TAM's own

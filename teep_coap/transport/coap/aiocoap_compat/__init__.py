@@ -82,6 +82,7 @@ from teep_coap.transport.coap.aiocoap_compat.option_memo import (  # noqa: E402
 )
 from teep_coap.transport.coap.aiocoap_compat.oscore import (  # noqa: E402
     apply_edhoc_client_fix,
+    edhoc_handshake_finished,
     is_edhoc_responder_context,
     release_oscore_context,
 )
@@ -118,6 +119,7 @@ __all__ = [
     "dtls_pool",
     "dtls_server_sessions",
     "duplicate_caches",
+    "edhoc_handshake_finished",
     "encode_reply",
     "harden_message_decode",
     "install_datagram_gate",

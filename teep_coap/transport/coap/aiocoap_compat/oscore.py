@@ -30,6 +30,14 @@ def is_edhoc_responder_context(value: Any) -> bool:
     return type(value).__name__ == "EdhocResponderContext" and type(value).__module__ == "aiocoap.edhoc"
 
 
+def edhoc_handshake_finished(context: Any) -> bool:
+    """Whether an EDHOC responder context has verified the initiator's message_3.
+
+    aiocoap 0.4.17 stores the context as soon as message_1 arrives, before anything is
+    authenticated, and marks it complete (`_incomplete` False) once message_3 verified."""
+    return getattr(context, "_incomplete", True) is False
+
+
 _EDHOC_FIX = "_teep_edhoc_once"
 
 
