@@ -31,9 +31,9 @@ from coap_helpers import quick
 
 from teep_coap.bench.fleet import drive_fleet, make_fleet_world
 from teep_coap.bench.sessions import peak_rss_mib, rss_mib, tam_process
-from teep_coap.transport.coap import CoapServer
+from teep_coap.transport.coap import CoapClient, CoapServer
 from teep_coap.transport.coap.aiocoap_compat import dtls as dtls_compat
-from teep_coap.transport.coap.credentials import provision_device
+from teep_coap.transport.coap.credentials import load_agent_credentials, provision_device
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -200,3 +200,44 @@ async def test_an_ended_handshake_frees_its_dtls_context_at_once(
             assert left <= server.dtls_sessions + 1, (left, server.dtls_sessions)
     finally:
         gc.enable()
+
+
+async def test_datagrams_from_new_addresses_never_push_out_an_established_session(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Any datagram from an address the server has no session for makes one (aiocoap gives each
+    peer its own tinydtls context before the cookie exchange), and beyond the cap the least
+    recently used went: a ClientHello per fresh port, no cookie and no key, pushed out every
+    device's session (here 200 against a cap of 20; 4,096 for the real cap). Handshakes not
+    finished now push out only each other; an established session stays."""
+    monkeypatch.setattr(dtls_compat, "MAX_DTLS_SESSIONS", 20)
+    monkeypatch.setattr(dtls_compat, "MAX_DTLS_HANDSHAKES", 8)
+    device = provision_device(tmp_path / "tam", tmp_path / "dev", "dev")
+    profile = quick("coaps-psk")
+
+    async def handler(payload: bytes, peer: object) -> bytes | None:
+        return payload[::-1]
+
+    rng = random.Random(SEED)
+    async with CoapServer(profile, handler, devices=[device]) as server:
+        client = CoapClient(profile, server.uri, load_agent_credentials(tmp_path / "dev"))
+        try:
+            assert await client.post(b"one") == b"eno"
+            for _ in range(200):
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                    sock.sendto(
+                        record(HANDSHAKE, handshake(CLIENT_HELLO, client_hello(rng.randbytes(32)), 0)),
+                        ("127.0.0.1", server.port),
+                    )
+                await asyncio.sleep(0.001)
+            await asyncio.sleep(0.2)
+            assert server.dtls_sessions <= 1 + 8
+            assert await client.post(b"two") == b"owt"
+            assert client.session_restarts == 0
+        finally:
+            await client.close()
+        newcomer = CoapClient(profile, server.uri, load_agent_credentials(tmp_path / "dev"))
+        try:  # a new handshake still finds a place
+            assert await newcomer.post(b"three") == b"eerht"
+        finally:
+            await newcomer.close()

@@ -33,6 +33,9 @@ MAX_BLOCK1_BYTES = 16 * 1024 * 1024  # their bytes together; the oldest go first
 MAX_BLOCK2_RESPONSES = 256  # responses kept for block-wise retrieval, all peers together
 MAX_RECENT_MESSAGES = 8192  # (peer, Message ID) pairs remembered for duplicate detection
 MAX_DTLS_SESSIONS = 4096  # server-side DTLS sessions kept; the least recently used are dropped beyond
+# of those, handshakes not finished (anyone can start one: any datagram from a new address does);
+# beyond, or when the sessions are full, the oldest unfinished go first, before any established
+MAX_DTLS_HANDSHAKES = 1024
 
 
 class DuplicateCache(dict[Any, Any]):
@@ -106,6 +109,7 @@ __all__ = [
     "MAX_BLOCK1_ASSEMBLIES",
     "MAX_BLOCK1_BYTES",
     "MAX_BLOCK2_RESPONSES",
+    "MAX_DTLS_HANDSHAKES",
     "MAX_DTLS_SESSIONS",
     "MAX_RECENT_MESSAGES",
     "DuplicateCache",

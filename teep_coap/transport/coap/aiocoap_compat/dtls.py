@@ -8,6 +8,7 @@ import functools
 import logging
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +30,7 @@ from teep_coap.transport.coap.dtls_watch import (
     records,
 )
 from teep_coap.transport.coap.hardening import (
+    MAX_DTLS_HANDSHAKES,
     MAX_DTLS_SESSIONS,
 )
 from teep_coap.transport.coap.idle_expiry import IDLE_TIMEOUT, IdleSweeper, IdleTracker
@@ -337,9 +339,14 @@ def tidy_dtls_server(
     session, and never calls its own purge: every finished session stayed in memory, and a client
     that later got the same ephemeral port had its new ClientHello fed to the dead session. Here a
     warning-level close_notify ends the session as the fatal one does, a new ClientHello on an
-    authenticated session's address starts afresh, and more than MAX_DTLS_SESSIONS sessions drop the
-    least recently used, and a session silent for longer than `idle_timeout` is freed
-    (`idle_expiry`; the returned sweeper counts them).
+    authenticated session's address starts afresh, and a session silent for longer than
+    `idle_timeout` is freed (`idle_expiry`; the returned sweeper counts them).
+
+    aiocoap makes a session for any datagram from a new address, so a session count alone let
+    unauthenticated datagrams push out established sessions. Handshakes not finished are kept apart:
+    at most MAX_DTLS_HANDSHAKES of them (the oldest goes), and when MAX_DTLS_SESSIONS are held a new
+    address pushes out the oldest unfinished handshake, an established session (the least recently
+    used) only when none is left.
 
     A client whose PSK differs from ours sends a Finished that tinydtls drops without a word (RFC
     6347 §4.1.2.7): the client waited out its whole timeout. When a session is still not connected
@@ -364,6 +371,9 @@ def tidy_dtls_server(
         return None
 
     collecting: list[tuple[_Flight, Callable[[bytes], None]]] = []  # flights with records held back
+    unfinished: OrderedDict[Any, Any] = (
+        OrderedDict()
+    )  # address -> session still in its handshake, oldest first
     handling = [False]  # inside one datagram's handling: hold tinydtls' records back
 
     def sending(flight: _Flight, watch: HandshakeWatch, send: Callable[[bytes], None], data: bytes) -> None:
@@ -397,11 +407,14 @@ def tidy_dtls_server(
             self._underlying_address.send = functools.partial(
                 sending, self.teep_flight, self.teep_watch, self._underlying_address.send
             )
+            unfinished[self._underlying_address.address] = self
 
         def _event(self, level: int, code: int) -> None:
             if (level, code) == (LEVEL_NOALERT, DTLS_EVENT_CONNECTED):
                 self.teep_connected = True
                 self.teep_flight.watching = False
+                if unfinished.get(self._underlying_address.address) is self:
+                    del unfinished[self._underlying_address.address]
             if (level, code) == (LEVEL_WARNING, CODE_CLOSE_NOTIFY):
                 if pool._connections.get(self._underlying_address.address) is self:
                     self._inject_error(CloseNotifyReceived())
@@ -411,6 +424,8 @@ def tidy_dtls_server(
         def _inject_error(self, e: Exception) -> None:
             """aiocoap's end of a session, then its cycles broken (`_release`); inside tinydtls' own
             call (a datagram being handled) `received_datagram` does that once the call is over."""
+            if unfinished.get(self._underlying_address.address) is self:
+                del unfinished[self._underlying_address.address]
             super()._inject_error(e)
             if not handling[0]:
                 _release(self)
@@ -441,6 +456,22 @@ def tidy_dtls_server(
         if session is not None:
             session._inject_error(aiocoap.error.LibraryShutdown("DTLS session dropped (idle)"))
 
+    def make_room() -> None:
+        """Before a session for a new address: the handshakes and the sessions within their caps."""
+        while unfinished and (
+            len(unfinished) >= MAX_DTLS_HANDSHAKES or len(pool._connections) >= MAX_DTLS_SESSIONS
+        ):
+            address, session = next(iter(unfinished.items()))
+            if pool._connections.get(address) is session:
+                session._inject_error(
+                    aiocoap.error.LibraryShutdown("DTLS handshake dropped (oldest unfinished)")
+                )
+            else:  # ended without telling us: forget it
+                del unfinished[address]
+        while len(pool._connections) >= MAX_DTLS_SESSIONS:
+            _, oldest = next(iter(pool._connections.items()))
+            oldest._inject_error(aiocoap.error.LibraryShutdown("DTLS session dropped (least recently used)"))
+
     def serving() -> bool:
         return pool._transport is not None and not pool._transport.is_closing()
 
@@ -454,11 +485,7 @@ def tidy_dtls_server(
         if known is not None and restarts_authenticated_session(known, data):
             known._inject_error(CloseNotifyReceived())  # a new client on an old port: start afresh
         if sockaddr not in pool._connections:
-            while len(pool._connections) >= MAX_DTLS_SESSIONS:
-                _, oldest = next(iter(pool._connections.items()))
-                oldest._inject_error(
-                    aiocoap.error.LibraryShutdown("DTLS session dropped (least recently used)")
-                )
+            make_room()
         # copies of the handshake records: tinydtls decrypts `data` in place, bytes or not
         client_records = records(data) if data[:1] in (b"\x14", b"\x16") else []
         known = pool._connections.get(sockaddr)
