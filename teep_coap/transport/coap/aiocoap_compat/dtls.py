@@ -371,9 +371,7 @@ def tidy_dtls_server(
         return None
 
     collecting: list[tuple[_Flight, Callable[[bytes], None]]] = []  # flights with records held back
-    unfinished: OrderedDict[Any, Any] = (
-        OrderedDict()
-    )  # address -> session still in its handshake, oldest first
+    unfinished: OrderedDict[Any, Any] = OrderedDict()  # address -> session in its handshake, oldest 1st
     handling = [False]  # inside one datagram's handling: hold tinydtls' records back
 
     def sending(flight: _Flight, watch: HandshakeWatch, send: Callable[[bytes], None], data: bytes) -> None:
