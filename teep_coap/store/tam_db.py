@@ -13,7 +13,6 @@ on SQLite and PostgreSQL alike.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -32,6 +31,7 @@ from teep_coap.protocol.records import (
     component_from_key,
     component_key,
 )
+from teep_coap.store import json_columns
 from teep_coap.store.tam_device_components import DeviceComponentStore
 from teep_coap.store.tam_prune import HistoryStore
 from teep_coap.store.tam_schema import Base
@@ -125,7 +125,7 @@ def _outstanding_params(
         "state": state,
         "created_at": now,
         "expires_at": now + lifetime,
-        "data": json.dumps(data or {}, sort_keys=True),
+        "data": json_columns.dumps(data or {}),
     }
 
 
@@ -217,9 +217,9 @@ class TamStore(DeviceComponentStore, HistoryStore):
             stmt = TOUCH[shape] = update(devices_t).where(DEV.id == bindparam("dev")).values(**values)
         params: dict[str, Any] = {"dev": device_id, "now": now}
         if attested_claims is not None:
-            params["claims"] = json.dumps(attested_claims, sort_keys=True)
+            params["claims"] = json_columns.dumps(attested_claims)
         if negotiated is not None:
-            params["negotiated"] = json.dumps(negotiated, sort_keys=True)
+            params["negotiated"] = json_columns.dumps(negotiated)
         with self._tx() as tx:
             # Its result is not needed: over PostgreSQL it goes with the next statement, which the
             # server runs after it, with the device row locked (if the device exists) until commit.
@@ -321,7 +321,7 @@ class TamStore(DeviceComponentStore, HistoryStore):
         oid = self._insert_outstanding(params, cap, answered=answered)
         return Outstanding(
             oid, session_id, device_id, kind, token, challenge, state, now, now + lifetime,
-            json.loads(params["data"]),
+            json_columns.loads(params["data"]),
         )  # fmt: skip
 
     def _insert_outstanding(self, params: dict[str, Any], cap: int, *, answered: bool) -> int:

@@ -3,7 +3,6 @@ in-memory edit of a device's component rows."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -13,6 +12,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from teep_coap.protocol.records import ANSWERED, OPEN, SUPERSEDED, Device, Outstanding
+from teep_coap.store import json_columns
 from teep_coap.store.tam_schema import (
     AuditRow,
     CatalogRow,
@@ -342,8 +342,8 @@ def device_from_row(row: Any) -> Device:
         name=row[4],
         psk_identity=row[5],
         oscore_id=row[6],
-        attested_claims=json.loads(row[7]) if row[7] else None,
-        negotiated=json.loads(row[8]) if row[8] else {},
+        attested_claims=json_columns.loads(row[7]) if row[7] else None,
+        negotiated=json_columns.loads(row[8]) if row[8] else {},
         last_contact=row[9],
     )
 
@@ -359,7 +359,7 @@ def outstanding_from_row(row: Any) -> Outstanding:
         state=row[6],
         created_at=row[7],
         expires_at=row[8],
-        data=json.loads(row[9] or "{}"),
+        data=json_columns.loads(row[9] or "{}"),
         session_started_at=row[10] if len(row) > 10 else None,
     )
 
