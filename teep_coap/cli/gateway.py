@@ -15,7 +15,7 @@ import sys
 import click
 
 from teep_coap.cli.groups import json_is_default, root
-from teep_coap.cli.serving import parse_bind, setup_logging
+from teep_coap.cli.serving import parse_bind, raise_open_file_limit, setup_logging
 from teep_coap.profiles import load_profile
 from teep_coap.profiles.gateway import Gateway, add_device, init_gateway_dir
 
@@ -93,6 +93,7 @@ async def serve_tam(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    raise_open_file_limit()
     await gw.start()
     try:
         click.echo(

@@ -9,6 +9,7 @@ import contextlib
 import gc
 import json
 import logging
+import resource
 import signal
 import sys
 from pathlib import Path
@@ -62,6 +63,7 @@ async def serve_tam(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        raise_open_file_limit()
         bound = await server.start()
         settle_heap()
         watch = watch_credentials(server, service.credentials_dir, loop)
@@ -97,9 +99,26 @@ async def serve_tam(
             append_stats(stats_file, service.stats())
 
 
+NOFILE_CEILING = 1 << 20  # open files asked for when the hard limit is unlimited (Linux's usual nr_open)
+
 # Young-generation collections after this many new container objects (Python's default is 700): a
 # session allocates thousands of short-lived ones, and each collection walks all the young ones.
 GC_YOUNG_THRESHOLD = 10_000
+
+
+def raise_open_file_limit() -> int:
+    """The soft open-file limit raised to the hard one; the new soft limit. Every TCP connection and
+    every socket is a descriptor, and at the common soft default of 1,024 about a thousand idle TCP
+    connections used to stop an HTTP(S) TAM from accepting any more (`transport/http/connections.py`)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = NOFILE_CEILING if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (ValueError, OSError):  # the system allows less than the hard limit says: keep ours
+            pass
+    return soft
 
 
 def settle_heap() -> None:

@@ -20,6 +20,7 @@ import errno
 import logging
 import math
 import ssl
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -27,7 +28,9 @@ from aiohttp import web
 from teep_coap.model.codes import MEDIA_TYPE_TEEP_CBOR
 from teep_coap.transport.base import MessageHandler, PeerInfo, Rejection, RequestRejected, TransportError
 from teep_coap.transport.health import HEALTH_PATH, health_text
+from teep_coap.transport.http import connections as http_connections
 from teep_coap.transport.http import rules
+from teep_coap.transport.http.connections import ConnectionGuard
 from teep_coap.transport.junklog import install_junk_log_limit
 from teep_coap.transport.shared_port import port_in_use, port_shared_by_parent
 
@@ -85,6 +88,29 @@ def _peer_info(request: web.Request, scheme: str) -> PeerInfo:
     return PeerInfo(transport=scheme, address=address, identity=identity, authenticated=identity is not None)
 
 
+class _TlsBoundSite(web.TCPSite):
+    """aiohttp's TCPSite with TLS handshakes bounded by REQUEST_DEADLINE. aiohttp passes no handshake
+    timeout, so asyncio's 60 s applied: connections that never start TLS are not aiohttp's yet (the
+    `ConnectionGuard` sees a connection once its handshake is done), and 1,100 of them, reopened once
+    a minute, took every descriptor of a TAM whose open-file limit was 1,024."""
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)  # registers the site with its runner (cleaned up with it)
+        server = self._runner.server
+        if server is None:
+            raise TransportError("HTTP server started before its runner was set up")
+        self._server = await asyncio.get_running_loop().create_server(
+            server,
+            self._host,
+            self._port,
+            ssl=self._ssl_context,
+            ssl_handshake_timeout=http_connections.REQUEST_DEADLINE,
+            backlog=self._backlog,
+            reuse_address=self._reuse_address,
+            reuse_port=self._reuse_port,
+        )
+
+
 class HttpTamServer:
     """aiohttp server that hands each POST body to a `MessageHandler`."""
 
@@ -93,6 +119,7 @@ class HttpTamServer:
         self.options = options or HttpServerOptions()
         self._runner: web.AppRunner | None = None
         self._in_flight = 0
+        self._guard: ConnectionGuard | None = None
         self._port: int | None = None
         self.requests_served = 0
 
@@ -128,23 +155,43 @@ class HttpTamServer:
         if length is not None and length > opts.max_message_size:
             return self._reply(rules.STATUS_TOO_LARGE, f"message over {opts.max_message_size} bytes")
         if self._in_flight >= opts.max_concurrent_requests:
-            return self._reply(
-                rules.STATUS_OVERLOADED, "too many requests in flight", {"Retry-After": str(opts.retry_after)}
-            )
-        self._in_flight += 1
-        try:
-            return await self._serve_counted(request)
-        finally:
-            self._in_flight -= 1
-
-    async def _serve_counted(self, request: web.Request) -> web.StreamResponse:
-        opts = self.options
+            return self._overloaded()
+        # The body arrives while the connection is still unfinished (`ConnectionGuard`: closed if
+        # it takes too long); only a whole request counts among the requests in flight.
         try:
             body, over = await rules.read_capped(request.content, opts.max_message_size)
             if over:
                 return self._reply(rules.STATUS_TOO_LARGE, f"message over {opts.max_message_size} bytes")
-        except (TimeoutError, ConnectionError) as exc:  # the client went away
+        except (TimeoutError, ConnectionError) as exc:  # the client went away, or was sent away
             return self._reply(rules.STATUS_BAD_REQUEST, f"cannot read body: {exc}")
+        if self._in_flight >= opts.max_concurrent_requests:
+            return self._overloaded()
+        with self._complete(request):
+            self._in_flight += 1
+            try:
+                return await self._serve_counted(request, body)
+            finally:
+                self._in_flight -= 1
+
+    def _overloaded(self) -> web.Response:
+        retry = {"Retry-After": str(self.options.retry_after)}
+        return self._reply(rules.STATUS_OVERLOADED, "too many requests in flight", retry)
+
+    @contextlib.contextmanager
+    def _complete(self, request: web.Request) -> Iterator[None]:
+        """A whole request is with the handler: its connection is busy, not unfinished, till answered."""
+        guard, conn = self._guard, request.protocol
+        if guard is None:
+            yield
+            return
+        guard.request_complete(conn)
+        try:
+            yield
+        finally:
+            guard.answered(conn)
+
+    async def _serve_counted(self, request: web.Request, body: bytes) -> web.StreamResponse:
+        opts = self.options
         ours = (opts.media_type, *opts.also_accept)
         sent_as = rules.media_type_of(request.headers.get("Content-Type"))
         if body and sent_as not in ours:
@@ -179,7 +226,8 @@ class HttpTamServer:
             return self._reply(
                 rules.STATUS_METHOD_NOT_ALLOWED, "only GET is served here", {"Allow": "GET, HEAD"}
             )
-        return self._reply(HEALTH_STATUS, health_text(), {"Cache-Control": "no-store"})
+        with self._complete(request):
+            return self._reply(HEALTH_STATUS, health_text(), {"Cache-Control": "no-store"})
 
     async def start(self) -> int:
         """Listen; returns the bound port."""
@@ -193,9 +241,12 @@ class HttpTamServer:
             app.router.add_route("*", HEALTH_PATH, self._health)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
+        guard = ConnectionGuard()
+        guard.attach(runner.server)
         host, port = self.options.host, self.options.port
         shared = port_shared_by_parent("tcp", host, port)  # a `tam serve --workers` worker
-        site = web.TCPSite(runner, host, port, ssl_context=self.options.ssl_context, reuse_port=shared)
+        site_kind = _TlsBoundSite if self.options.ssl_context is not None else web.TCPSite
+        site = site_kind(runner, host, port, ssl_context=self.options.ssl_context, reuse_port=shared)
         try:
             await site.start()
         except OSError as exc:
@@ -204,6 +255,8 @@ class HttpTamServer:
                 raise port_in_use("tcp", host, port) from None
             raise TransportError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
         self._runner = runner
+        self._guard = guard
+        guard.start(asyncio.get_running_loop())
         server = site._server  # aiohttp keeps the asyncio server here; the bound port is only on it
         sockets = getattr(server, "sockets", None) or []
         if not sockets:
@@ -215,6 +268,9 @@ class HttpTamServer:
     async def stop(self) -> None:
         """Stop listening and close open connections."""
         runner, self._runner = self._runner, None
+        guard, self._guard = self._guard, None
+        if guard is not None:
+            guard.stop()
         if runner is not None:
             with contextlib.suppress(Exception):
                 await runner.cleanup()
