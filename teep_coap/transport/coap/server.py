@@ -539,6 +539,8 @@ class CoapServer:
         root: Any = site
         try:
             if mode in ("oscore", "edhoc"):
+                if mode == "edhoc":
+                    aiocoap_compat.apply_edhoc_server_guard()
                 # Filled before the context exists: aiocoap replaces an empty (falsy) map by its own.
                 credentials = IndexedCredentials()
                 (self._load_oscore if mode == "oscore" else self._load_edhoc)(credentials)

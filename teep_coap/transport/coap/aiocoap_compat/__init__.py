@@ -82,6 +82,7 @@ from teep_coap.transport.coap.aiocoap_compat.option_memo import (  # noqa: E402
 )
 from teep_coap.transport.coap.aiocoap_compat.oscore import (  # noqa: E402
     apply_edhoc_client_fix,
+    apply_edhoc_server_guard,
     edhoc_handshake_finished,
     is_edhoc_responder_context,
     release_oscore_context,
@@ -106,6 +107,7 @@ __all__ = [
     "Responder",
     "apply_dtls_fixes",
     "apply_edhoc_client_fix",
+    "apply_edhoc_server_guard",
     "bound_duplicate_caches",
     "bound_resource_caches",
     "cache_address_text",

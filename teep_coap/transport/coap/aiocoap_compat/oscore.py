@@ -1,5 +1,5 @@
 """OSCORE and EDHOC: a context's lock released, responder contexts told apart, one EDHOC handshake
-per client."""
+per client, EDHOC input lakers cannot take refused."""
 
 from __future__ import annotations
 
@@ -7,7 +7,11 @@ import asyncio
 import logging
 from typing import Any
 
+import aiocoap.error
 from aiocoap.edhoc import EdhocCredentials
+
+from teep_coap.transport.coap.edhoc_input import message_1_problem, message_3_problem
+from teep_coap.transport.junklog import JUNK
 
 log = logging.getLogger("teep_coap.transport.coap")
 
@@ -36,6 +40,64 @@ def edhoc_handshake_finished(context: Any) -> bool:
     aiocoap 0.4.17 stores the context as soon as message_1 arrives, before anything is
     authenticated, and marks it complete (`_incomplete` False) once message_3 verified."""
     return getattr(context, "_incomplete", True) is False
+
+
+_EDHOC_GUARD = "_teep_edhoc_guarded"
+MAX_MESSAGE_1 = 1024  # bytes: a message_1 is about 40 (one EAD item); anything much longer is not one
+
+
+def _is_panic(exc: BaseException) -> bool:
+    """pyo3's PanicException (a Rust panic inside lakers), which derives from BaseException only."""
+    return type(exc).__name__ == "PanicException"
+
+
+def apply_edhoc_server_guard() -> bool:
+    """Refuse EDHOC message_1 and message_3 that lakers cannot take (`edhoc_input`) with 4.00 before
+    lakers sees them, and turn what lakers still refuses into 4.00 too (aiocoap 0.4.17 answered a
+    failed message_3 with 5.00, and a Rust panic with nothing). A failed message_3 leaves its
+    handshake unusable (lakers has consumed its state): the device is answered 4.00 and its client
+    runs EDHOC again (`CoapClient`), the dead context is pushed out as an unfinished handshake."""
+    from aiocoap.edhoc import EdhocResponderContext
+    from aiocoap.oscore_sitewrapper import OscoreSiteWrapper
+
+    if getattr(OscoreSiteWrapper, _EDHOC_GUARD, False):
+        return False
+    process_message_1 = OscoreSiteWrapper._process_edhoc_msg12
+    offer_message_3 = EdhocResponderContext._offer_message_3
+
+    def _process_edhoc_msg12(self: Any, pipe: Any) -> Any:
+        message_1 = bytes(pipe.request.payload[1:])  # after the leading CBOR `true`
+        problem = (
+            "longer than a message_1" if len(message_1) > MAX_MESSAGE_1 else message_1_problem(message_1)
+        )
+        if problem is None:
+            try:
+                return process_message_1(self, pipe)
+            except BaseException as exc:
+                if not _is_panic(exc):
+                    raise
+                problem = "lakers panicked"
+        log.info("EDHOC message_1 from %s refused: %s", pipe.request.remote, problem, extra=JUNK)
+        raise aiocoap.error.BadRequest(f"EDHOC message_1 refused: {problem}")
+
+    def _offer_message_3(self: Any, message_3: bytes) -> Any:
+        problem = message_3_problem(message_3) if self._incomplete else None
+        if problem is None:
+            try:
+                return offer_message_3(self, message_3)
+            except aiocoap.error.RenderableError:
+                raise
+            except BaseException as exc:
+                if not (isinstance(exc, Exception) or _is_panic(exc)):
+                    raise
+                problem = f"{type(exc).__name__}: {exc}"[:120]
+        log.info("EDHOC message_3 refused: %s", problem, extra=JUNK)
+        raise aiocoap.error.BadRequest(f"EDHOC message_3 refused: {problem}")
+
+    OscoreSiteWrapper._process_edhoc_msg12 = _process_edhoc_msg12
+    EdhocResponderContext._offer_message_3 = _offer_message_3
+    setattr(OscoreSiteWrapper, _EDHOC_GUARD, True)
+    return True
 
 
 _EDHOC_FIX = "_teep_edhoc_once"

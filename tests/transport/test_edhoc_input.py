@@ -1,0 +1,132 @@
+"""EDHOC input that lakers cannot take is refused first (transport/coap/edhoc_input.py), over a real
+coap-edhoc server too: lakers-python 0.6.2 panics on a message_1 whose G_X is not on P-256 and on a
+message_3 shorter than its tag, and answered nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import aiocoap
+import cbor2
+import lakers
+import pytest
+from aiocoap.edhoc import CoseKeyForEdhoc, OwnCredStyle
+from coap_helpers import Creds, quick
+
+from teep_coap.transport.coap import CoapClient, CoapServer
+from teep_coap.transport.coap.edhoc_input import message_1_problem, message_3_problem
+
+pytestmark = pytest.mark.timeout(120)
+SEED = 20261207
+NOT_ON_P256 = (1).to_bytes(32, "big")  # x = 1: no point of P-256 has it (x = 0 has one)
+
+
+def _mutate(data: bytes, rng: random.Random) -> bytes:
+    out = bytearray(data)
+    how = rng.randrange(5)
+    if how == 0 and out:
+        for _ in range(rng.randint(1, 4)):
+            out[rng.randrange(len(out))] = rng.getrandbits(8)
+    elif how == 1:
+        del out[rng.randrange(len(out) + 1) :]
+    elif how == 2:
+        out += rng.randbytes(rng.randint(1, 40))
+    elif how == 3:
+        out = bytearray(rng.randbytes(rng.randint(0, 60)))
+    else:
+        out = bytearray(cbor2.dumps(rng.randbytes(rng.randint(0, 40))))
+    return bytes(out)
+
+
+def test_what_passes_the_checks_never_makes_lakers_panic() -> None:
+    """Seeded mutations of real messages: what the checks let through, lakers refuses or takes with
+    ordinary errors; the checks let real messages through and refuse what made lakers panic."""
+    rng = random.Random(SEED)
+    key = CoseKeyForEdhoc.generate()
+    cred = cbor2.dumps(key.as_ccs(b"\x02", "tam")[14], canonical=True)
+    passed = {"message_1": 0, "message_3": 0}
+    for _ in range(1500):
+        real = bytes(lakers.EdhocInitiator().prepare_message_1(c_i=None))
+        assert message_1_problem(real) is None
+        candidate = _mutate(real, rng)
+        if message_1_problem(candidate) is not None:
+            continue
+        passed["message_1"] += 1
+        responder = lakers.EdhocResponder(r=key.d, cred_r=cred)
+        try:
+            responder.process_message_1(candidate)
+            responder.prepare_message_2(OwnCredStyle.ByKeyId.as_lakers(), cbor2.dumps(-24), None)
+        except (ValueError, RuntimeError):
+            pass  # an ordinary refusal; a PanicException (BaseException) fails the test
+    for _ in range(1500):
+        responder = lakers.EdhocResponder(r=key.d, cred_r=cred)
+        responder.process_message_1(lakers.EdhocInitiator().prepare_message_1(c_i=None))
+        responder.prepare_message_2(OwnCredStyle.ByKeyId.as_lakers(), cbor2.dumps(-24), None)
+        candidate = _mutate(cbor2.dumps(rng.randbytes(rng.randint(0, 30))), rng)
+        if message_3_problem(candidate) is not None:
+            continue
+        passed["message_3"] += 1
+        with pytest.raises((ValueError, RuntimeError)):  # never a panic; never accepted either
+            responder.parse_message_3(candidate)
+    assert passed["message_1"] > 100 and passed["message_3"] > 100, passed
+
+
+@pytest.mark.parametrize(
+    ("message_1", "why"),
+    [
+        (cbor2.dumps(3) + cbor2.dumps(2) + cbor2.dumps(NOT_ON_P256) + cbor2.dumps(0), "not the x-coordinate"),
+        (cbor2.dumps(2) + cbor2.dumps(2) + cbor2.dumps(bytes(32)) + cbor2.dumps(0), "METHOD must be 3"),
+        (cbor2.dumps(3) + cbor2.dumps([6, 1]) + cbor2.dumps(bytes(32)) + cbor2.dumps(0), "must be 2"),
+        (cbor2.dumps(3) + cbor2.dumps(2) + cbor2.dumps(bytes(31)) + cbor2.dumps(0), "32-byte"),
+        (cbor2.dumps(3) + cbor2.dumps(2), "not a CBOR sequence"),
+        (b"\xff\x00", "not a CBOR sequence"),
+    ],
+)
+def test_message_1_refusals_say_why(message_1: bytes, why: str) -> None:
+    assert why in (message_1_problem(message_1) or "")
+
+
+def test_message_3_refusals_say_why() -> None:
+    assert "shorter than its 8-byte tag" in (message_3_problem(cbor2.dumps(b"\x00")) or "")
+    assert "not one CBOR byte string" in (message_3_problem(cbor2.dumps({1: 2})) or "")
+    assert "not one CBOR byte string" in (message_3_problem(cbor2.dumps(bytes(9)) + b"\x00") or "")
+    assert message_3_problem(cbor2.dumps(bytes(8))) is None
+
+
+async def _post(ctx: aiocoap.Context, message: aiocoap.Message) -> aiocoap.Message:
+    return await asyncio.wait_for(ctx.request(message).response, 5)
+
+
+async def test_the_tam_answers_such_input_4_00_and_devices_go_on(creds: Creds) -> None:
+    profile = quick("coap-edhoc")
+
+    async def echo(payload: bytes, peer: object) -> bytes | None:
+        return payload[::-1]
+
+    async with CoapServer(profile, echo, devices=creds.tam_side) as server:
+        edhoc_uri = server.uri.rsplit("/", 1)[0] + "/.well-known/edhoc"
+        ctx = await aiocoap.Context.create_client_context()
+        try:
+            bad_point = b"".join(cbor2.dumps(item) for item in (True, 3, 2, NOT_ON_P256, 0))
+            answer = await _post(ctx, aiocoap.Message(code=aiocoap.POST, uri=edhoc_uri, payload=bad_point))
+            assert answer.code == aiocoap.BAD_REQUEST and b"P-256" in answer.payload  # was: no answer
+            initiator = lakers.EdhocInitiator()
+            message_1 = cbor2.dumps(True) + bytes(initiator.prepare_message_1(c_i=None))
+            answer = await _post(ctx, aiocoap.Message(code=aiocoap.POST, uri=edhoc_uri, payload=message_1))
+            assert answer.code == aiocoap.CHANGED
+            c_r, _, _ = initiator.parse_message_2(bytes(answer.payload))
+            for junk in (cbor2.dumps(b"\x00"), cbor2.dumps(bytes(32))):  # a panic, then a failed MAC
+                request = aiocoap.Message(code=aiocoap.POST, uri=server.uri, payload=junk + bytes(12))
+                request.opt.oscore = b"\x08" + bytes(c_r)  # kid = C_R; the EDHOC option: message_3 first
+                request.opt.edhoc = True
+                answer = await _post(ctx, request)
+                assert answer.code == aiocoap.BAD_REQUEST, answer  # was: nothing, then 5.00
+                assert b"message_3 refused" in answer.payload
+        finally:
+            await ctx.shutdown()
+        device = CoapClient(profile, server.uri, creds.agent_side)
+        try:
+            assert await device.post(b"hello") == b"olleh"
+        finally:
+            await device.close()
