@@ -8,7 +8,8 @@ import logging
 from typing import Any
 
 import aiocoap.error
-from aiocoap.edhoc import EdhocCredentials
+from aiocoap.edhoc import EdhocCredentials, EdhocResponderContext
+from aiocoap.oscore_sitewrapper import OscoreSiteWrapper
 
 from teep_coap.transport.coap.edhoc_input import message_1_problem, message_3_problem
 from teep_coap.transport.junklog import JUNK
@@ -57,9 +58,6 @@ def apply_edhoc_server_guard() -> bool:
     failed message_3 with 5.00, and a Rust panic with nothing). A failed message_3 leaves its
     handshake unusable (lakers has consumed its state): the device is answered 4.00 and its client
     runs EDHOC again (`CoapClient`), the dead context is pushed out as an unfinished handshake."""
-    from aiocoap.edhoc import EdhocResponderContext
-    from aiocoap.oscore_sitewrapper import OscoreSiteWrapper
-
     if getattr(OscoreSiteWrapper, _EDHOC_GUARD, False):
         return False
     process_message_1 = OscoreSiteWrapper._process_edhoc_msg12
