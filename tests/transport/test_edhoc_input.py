@@ -8,12 +8,14 @@ import asyncio
 import random
 
 import aiocoap
+import aiocoap.resource
 import cbor2
 import lakers
 import pytest
 from aiocoap.edhoc import CoseKeyForEdhoc, OwnCredStyle
-from coap_helpers import Creds, quick
+from coap_helpers import Creds, quick, without_echo
 
+from teep_coap.transport.base import TransportError
 from teep_coap.transport.coap import CoapClient, CoapServer
 from teep_coap.transport.coap.edhoc_input import message_1_problem, message_3_problem
 
@@ -130,3 +132,29 @@ async def test_the_tam_answers_such_input_4_00_and_devices_go_on(creds: Creds) -
             assert await device.post(b"hello") == b"olleh"
         finally:
             await device.close()
+
+
+async def test_a_message_2_lakers_panics_on_is_a_clear_error_at_once(creds: Creds) -> None:
+    """A server answering message_1 with a G_Y off the curve: the device's client used to wait out its
+    whole timeout (the panic escaped from an aiocoap callback); now the handshake fails at once, in
+    one line."""
+    not_a_point = cbor2.dumps(b"\x01" * 32)  # G_Y = 0x0101…01 is no x-coordinate of P-256
+
+    class BrokenEdhoc(aiocoap.resource.Resource):
+        async def render_post(self, request: aiocoap.Message) -> aiocoap.Message:
+            return aiocoap.Message(code=aiocoap.CHANGED, payload=not_a_point)
+
+    async def handler(payload: bytes, peer: object) -> bytes | None:
+        return b"never reached"
+
+    server = CoapServer(without_echo(quick("coap")), handler)
+    server.add_resource((".well-known", "edhoc"), BrokenEdhoc())
+    async with server:
+        client = CoapClient(quick("coap-edhoc", request_timeout=20.0), server.uri, creds.agent_side)
+        started = asyncio.get_running_loop().time()
+        try:
+            with pytest.raises(TransportError, match="message_2 is malformed"):
+                await client.post(b"hello")
+        finally:
+            await client.close()
+        assert asyncio.get_running_loop().time() - started < 10  # not the 20 s timeout

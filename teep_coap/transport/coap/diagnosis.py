@@ -69,6 +69,11 @@ def explain_edhoc_error(exc: BaseException, uri: str) -> str:
             f"the EDHOC handshake with {uri} failed ({name}): the TAM proved a key other than the one in "
             "transport.toml's edhoc_peer_hex (another TAM, or the device was provisioned for another TAM)"
         )
+    if name.startswith("UnreadablePeerMessage"):
+        return (
+            f"the EDHOC handshake with {uri} failed: its message_2 is malformed ({name}); "
+            "is it a TEEP TAM or gateway speaking EDHOC (method 3, cipher suite 2)?"
+        )
     return f"the EDHOC handshake with {uri} failed ({name})"
 
 
