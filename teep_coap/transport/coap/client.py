@@ -192,6 +192,7 @@ class CoapClient:
             aiocoap_compat.apply_dtls_fixes()
         aiocoap_compat.cache_address_text()  # the TAM's address parsed once, not twice per request
         aiocoap_compat.memoise_option_decoding()  # the TAM's answers repeat their options
+        aiocoap_compat.bound_response_assembly()  # a block-wise answer stops at max_message_size
         ctx = await aiocoap.Context.create_client_context(
             transports=TRANSPORTS[self.profile.transport.scheme]
         )
@@ -250,6 +251,7 @@ class CoapClient:
         )
         if remote is not None:
             msg.remote = remote
+        setattr(msg, aiocoap_compat.RESPONSE_LIMIT, self.profile.limits.max_message_size)
         if payload:
             msg.opt.content_format = self.profile.transport.content_format
         msg.opt.accept = self.profile.transport.content_format

@@ -172,6 +172,41 @@ class BoundedBlock2Cache(Block2Cache):
         self._completes = BoundedTimeoutDict(TransportTuning().MAX_TRANSMIT_WAIT, MAX_BLOCK2_RESPONSES)
 
 
+RESPONSE_LIMIT = "_teep_response_limit"  # attribute of a request: its assembled answer's size limit
+DEFAULT_RESPONSE_LIMIT = 64 * 1024 * 1024  # the profiles' largest max_message_size
+_BOUNDED_RESPONSES = "_teep_bounded"
+
+
+class ResponseTooLarge(aiocoap.error.Error):
+    """A block-wise answer grew beyond the limit its request carries."""
+
+
+def bound_response_assembly() -> bool:
+    """Block-wise answers a client assembles stop at the size its request allows (`RESPONSE_LIMIT`,
+    set by `CoapClient` from the profile's `max_message_size`), and grow in place.
+
+    aiocoap 0.4.17 asks for the next Block2 block for as long as the server says "more", appending
+    each to a bytes payload (a copy of everything so far per block): a server answering every block
+    with "more" kept a device's client busy, a full core, until its request timed out (6,049 blocks in
+    10 s), which it then reported as no answer. Now the assembly stops with `ResponseTooLarge`."""
+    if getattr(Message, _BOUNDED_RESPONSES, False):
+        return False
+    original = Message._append_response_block
+
+    def _append_response_block(self: Message, next_block: Message) -> None:
+        request = getattr(self, "request", None)
+        limit = getattr(request, RESPONSE_LIMIT, DEFAULT_RESPONSE_LIMIT)
+        if len(self.payload) + len(next_block.payload) > limit:
+            raise ResponseTooLarge(f"the block-wise answer grew beyond {limit} bytes")
+        if type(self.payload) is bytes:
+            self.payload = bytearray(self.payload)  # `+=` then appends in place
+        original(self, next_block)
+
+    Message._append_response_block = _append_response_block
+    setattr(Message, _BOUNDED_RESPONSES, True)
+    return True
+
+
 def bound_resource_caches(resource: aiocoap.resource.Resource) -> None:
     """Give a resource (after its `__init__`) the bounded Block1 spool and Block2 cache."""
     resource._block1 = BoundedBlock1Spool()
