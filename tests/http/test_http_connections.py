@@ -69,19 +69,22 @@ def test_new_connections_push_out_only_unfinished_ones_and_never_a_busy_one() ->
 def test_the_deadline_runs_from_opening_or_the_last_answer() -> None:
     clock = Clock()
     guard = ConnectionGuard(max_connections=10, max_unfinished=10, deadline=10, clock=clock)
-    idle, answered, slow = FakeTransport(), FakeTransport(), FakeTransport()
+    idle, answered, refused, slow = FakeTransport(), FakeTransport(), FakeTransport(), FakeTransport()
     guard.opened("idle", idle)
     guard.opened("answered", answered)
+    guard.opened("refused", refused)
     clock.now += 5
     guard.opened("slow", slow)
     guard.request_complete("answered")
     clock.now += 4
     guard.answered("answered")  # its next request has 10 s from now
+    guard.answered("refused")  # refused before the handler (a 405, say): a new deadline too
     clock.now += 1.5
     assert guard.sweep() == 1 and idle.aborted and not answered.aborted and not slow.aborted
     clock.now += 9
-    assert guard.sweep() == 2 and answered.aborted and slow.aborted
-    assert guard.closed_late == 3 and guard.open == 0
+    assert guard.sweep() == 3 and answered.aborted and refused.aborted and slow.aborted
+    assert guard.closed_late == 4 and guard.open == 0
+    guard.answered("gone")  # a connection closed meanwhile: nothing
 
 
 def test_the_cap_follows_the_open_file_limit() -> None:

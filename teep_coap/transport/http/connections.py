@@ -96,10 +96,15 @@ class ConnectionGuard:
             self._busy[conn] = entry[0]
 
     def answered(self, conn: Any) -> None:
-        """The handler is done: the connection waits for its next request, with a new deadline."""
+        """The connection's request is answered (by the handler or refused before it): it waits for
+        its next request, with a new deadline."""
         transport = self._busy.pop(conn, None)
-        if transport is not None:
-            self._unfinished[conn] = (transport, self._clock())
+        if transport is None:
+            entry = self._unfinished.pop(conn, None)
+            if entry is None:
+                return  # closed meanwhile
+            transport = entry[0]
+        self._unfinished[conn] = (transport, self._clock())
 
     def closed(self, conn: Any) -> None:
         self._unfinished.pop(conn, None)

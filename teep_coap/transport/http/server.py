@@ -20,7 +20,6 @@ import errno
 import logging
 import math
 import ssl
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -146,6 +145,13 @@ class HttpTamServer:
         return web.Response(status=status, text=text + "\n" if text else None, headers=headers)
 
     async def _serve(self, request: web.Request) -> web.StreamResponse:
+        try:
+            return await self._serve_request(request)
+        finally:  # whatever the answer, the connection's next request has a new deadline
+            if self._guard is not None:
+                self._guard.answered(request.protocol)
+
+    async def _serve_request(self, request: web.Request) -> web.StreamResponse:
         opts = self.options
         if request.method != "POST":
             return self._reply(rules.STATUS_METHOD_NOT_ALLOWED, "only POST is used", {"Allow": "POST"})
@@ -166,29 +172,21 @@ class HttpTamServer:
             return self._reply(rules.STATUS_BAD_REQUEST, f"cannot read body: {exc}")
         if self._in_flight >= opts.max_concurrent_requests:
             return self._overloaded()
-        with self._complete(request):
-            self._in_flight += 1
-            try:
-                return await self._serve_counted(request, body)
-            finally:
-                self._in_flight -= 1
+        self._complete(request)
+        self._in_flight += 1
+        try:
+            return await self._serve_counted(request, body)
+        finally:
+            self._in_flight -= 1
 
     def _overloaded(self) -> web.Response:
         retry = {"Retry-After": str(self.options.retry_after)}
         return self._reply(rules.STATUS_OVERLOADED, "too many requests in flight", retry)
 
-    @contextlib.contextmanager
-    def _complete(self, request: web.Request) -> Iterator[None]:
-        """A whole request is with the handler: its connection is busy, not unfinished, till answered."""
-        guard, conn = self._guard, request.protocol
-        if guard is None:
-            yield
-            return
-        guard.request_complete(conn)
-        try:
-            yield
-        finally:
-            guard.answered(conn)
+    def _complete(self, request: web.Request) -> None:
+        """A whole request goes to the handler: its connection is busy, not unfinished, till answered."""
+        if self._guard is not None:
+            self._guard.request_complete(request.protocol)
 
     async def _serve_counted(self, request: web.Request, body: bytes) -> web.StreamResponse:
         opts = self.options
@@ -226,8 +224,9 @@ class HttpTamServer:
             return self._reply(
                 rules.STATUS_METHOD_NOT_ALLOWED, "only GET is served here", {"Allow": "GET, HEAD"}
             )
-        with self._complete(request):
-            return self._reply(HEALTH_STATUS, health_text(), {"Cache-Control": "no-store"})
+        if self._guard is not None:
+            self._guard.answered(request.protocol)
+        return self._reply(HEALTH_STATUS, health_text(), {"Cache-Control": "no-store"})
 
     async def start(self) -> int:
         """Listen; returns the bound port."""
