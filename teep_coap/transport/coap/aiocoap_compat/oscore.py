@@ -48,6 +48,12 @@ _EDHOC_GUARD = "_teep_edhoc_guarded"
 MAX_MESSAGE_1 = 1024  # bytes: a message_1 is about 40 (one EAD item); anything much longer is not one
 
 
+def _first_line(exc: BaseException) -> str:
+    """The first line of an exception's text (a Rust panic's runs over several), or its type's name."""
+    text = str(exc)
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def _is_panic(exc: BaseException) -> bool:
     """pyo3's PanicException (a Rust panic inside lakers), which derives from BaseException only."""
     return type(exc).__name__ == "PanicException"
@@ -89,7 +95,7 @@ def apply_edhoc_server_guard() -> bool:
             except BaseException as exc:
                 if not (isinstance(exc, Exception) or _is_panic(exc)):
                     raise
-                problem = f"{type(exc).__name__}: {exc}"[:120]
+                problem = f"{type(exc).__name__}: {_first_line(exc)}"[:120]
         log.info("EDHOC message_3 refused: %s", problem, extra=JUNK)
         raise aiocoap.error.BadRequest(f"EDHOC message_3 refused: {problem}")
 
@@ -109,8 +115,7 @@ async def _panic_as_edhoc_error(step: Awaitable[Any]) -> Any:
     except BaseException as exc:
         if not _is_panic(exc):
             raise
-        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ValueError(f"EDHOCError::UnreadablePeerMessage ({first_line[:100]})") from None
+        raise ValueError(f"EDHOCError::UnreadablePeerMessage ({_first_line(exc)[:100]})") from None
 
 
 def apply_edhoc_client_fix() -> bool:
