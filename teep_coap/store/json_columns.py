@@ -6,7 +6,8 @@ encoder per `json.dumps(sort_keys=True)`. orjson does the same in C. The text is
 (sorted keys, non-string keys written as strings) without the blanks after `:` and `,`, so rows
 written before or by either read alike. What orjson would get wrong is left to `json`: integers
 beyond 64 bits (orjson refuses to write them and reads them as floats), and NaN or infinities
-that older rows may hold. A NaN written now becomes null, valid JSON, where `json` wrote `NaN`.
+that older rows may hold. A NaN or an infinity written now becomes null, valid JSON, where `json`
+wrote `NaN` or `Infinity` (which no strict JSON reader takes).
 """
 
 from __future__ import annotations

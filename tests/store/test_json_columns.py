@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from teep_coap.store import json_columns
 
 JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4),
     max_leaves=20,
 )
@@ -44,6 +44,12 @@ def test_integers_beyond_64_bits_come_back_exactly(value: Any) -> None:
 def test_sorted_keys_and_non_string_keys_as_json_wrote_them() -> None:
     text = json_columns.dumps({"b": 1, "a": {2: "x", 1: [1.5, None, True]}})
     assert text == '{"a":{"1":[1.5,null,true],"2":"x"},"b":1}'
+
+
+def test_nan_and_infinities_are_written_as_null_valid_json() -> None:
+    """`json` wrote NaN and Infinity, which are not JSON; what is written now any JSON reader takes."""
+    text = json_columns.dumps({"x": float("nan"), "y": float("inf"), "z": float("-inf")})
+    assert text == '{"x":null,"y":null,"z":null}'
 
 
 def test_rows_json_wrote_with_nan_and_infinity_still_read() -> None:
