@@ -71,10 +71,6 @@ class ConnectionGuard:
     def open(self) -> int:
         return len(self._unfinished) + len(self._busy)
 
-    @property
-    def unfinished(self) -> int:
-        return len(self._unfinished)
-
     def opened(self, conn: Any, transport: Any) -> None:
         """A new connection: room made for it (or it is closed), then it is unfinished."""
         while self._unfinished and (
