@@ -27,6 +27,18 @@ def test_round_trip_is_json_s_own(value: Any) -> None:
     assert json.loads(text) == json_columns.loads(text)  # the text is plain JSON for any reader
 
 
+@given(JSON_VALUES, st.sampled_from([(", ", ": "), (",", ":")]))
+def test_text_any_writer_wrote_reads_as_json_reads_it(value: Any, separators: tuple[str, str]) -> None:
+    """Rows `json` wrote, with or without blanks: integers beyond 64 bits in compact text too, which
+    orjson reads as floats and writes back otherwise."""
+    text = json.dumps(value, sort_keys=True, separators=separators)
+    assert json_columns.loads(text) == json.loads(text)
+
+
+def test_a_compact_integer_beyond_64_bits_is_read_exactly() -> None:
+    assert json_columns.loads('{"seq":' + str(2**70) + "}") == {"seq": 2**70}
+
+
 @pytest.mark.parametrize(
     "value",
     [
