@@ -31,6 +31,7 @@ Points (see docs/engines.md, "Recovery after loss and crashes"):
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import sys
@@ -85,7 +86,15 @@ def message_point(prefix: str, message: object) -> str:
     """`prefix.<message type, kebab case>`: ("tam.received", QueryResponse()) →
     "tam.received.query-response"."""
     name = message if isinstance(message, str) else type(message).__name__
-    return f"{prefix}.{re.sub(r'(?<!^)(?=[A-Z])', '-', name).lower()}"
+    return _point(prefix, name)
+
+
+_CAPITAL_INSIDE = re.compile(r"(?<!^)(?=[A-Z])")
+
+
+@functools.lru_cache(maxsize=256)  # a few message kinds; the TAM names a point per request, armed or not
+def _point(prefix: str, name: str) -> str:
+    return f"{prefix}.{_CAPITAL_INSIDE.sub('-', name).lower()}"
 
 
 @contextlib.contextmanager
