@@ -63,7 +63,8 @@ class TamRepository(Protocol):
     def start_session_for(self, now: float, transport_identity: str) -> tuple[Device, int] | None:
         """Start a session of the device `transport_identity` names (`device_by_transport_identity`):
         the device and the session's id; None, and nothing stored, when no device has that identity.
-        A networked store does both in one round trip."""
+        The device's attested claims may be left out (None): the engine never reads them. A
+        networked store does both in one round trip."""
         ...
 
     def end_session(self, session_id: int, now: float, outcome: str) -> float | None:

@@ -59,6 +59,7 @@ from teep_coap.store.tam_sql import (
     SEL_LATEST,
     SEL_OPEN_OF_DEVICE,
     SEL_OPEN_UNBOUND,
+    SEL_SESSION_DEVICE_BY_TID,
     SES,
     SPEND_TOKEN,
     START_SESSION_FOR,
@@ -241,13 +242,16 @@ class TamStore(DeviceComponentStore, HistoryStore):
 
     def start_session_for(self, now: float, transport_identity: str) -> tuple[Device, int] | None:
         """Start a session of the device `transport_identity` names (as `device_by_transport_identity`
-        finds it); the device and the session's id, or None (nothing inserted) when no device has it.
-        Over PostgreSQL one statement (START_SESSION_FOR) instead of a look-up and an INSERT."""
+        finds it); the device without its attested claims and the session's id, or None (nothing
+        inserted) when no device has it. Over PostgreSQL one statement (START_SESSION_FOR) instead of
+        a look-up and an INSERT."""
         if self._sqlite:  # no INSERT in a WITH: the look-up, then the INSERT, in one transaction
             with self.atomic():
-                device = self.device_by_transport_identity(transport_identity)
-                if device is None:
+                with self._tx() as tx:
+                    rows = tx.rows(SEL_SESSION_DEVICE_BY_TID, {"tid": transport_identity})
+                if not rows:
                     return None
+                device = device_from_row(rows[0])
                 sid = self.start_session(now, device_id=device.id, transport_identity=transport_identity)
                 return device, sid
         with self._tx() as tx:

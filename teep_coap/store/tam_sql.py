@@ -32,10 +32,14 @@ audit_t = cast(Table, AuditRow.__table__)
 spent_t = cast(Table, SpentTokenRow.__table__)
 DEV, SES, OUT, CAT, DCOMP = devices_t.c, sessions_t.c, outstanding_t.c, catalog_t.c, dc_t.c
 
-DEVICE_COLS = (
+# A device's columns, its attested claims last: a session's start reads all but those (a few KiB of
+# JSON once the device has attested, which the engine writes and never reads: parsing them was about
+# 1 % of a coaps-psk TAM's CPU).
+SESSION_DEVICE_COLS = (
     DEV.id, DEV.kid, DEV.alg, DEV.public_key, DEV.name, DEV.psk_identity, DEV.oscore_id,
-    DEV.attested_claims, DEV.negotiated, DEV.last_contact,
+    DEV.negotiated, DEV.last_contact,
 )  # fmt: skip
+DEVICE_COLS = (*SESSION_DEVICE_COLS, DEV.attested_claims)
 OUT_COLS = (
     OUT.id, OUT.session_id, OUT.device_id, OUT.kind, OUT.token, OUT.challenge, OUT.state,
     OUT.created_at, OUT.expires_at, OUT.data,
@@ -44,13 +48,21 @@ DC_COLS = (DCOMP.component_key, DCOMP.installed_seq, DCOMP.wanted, DCOMP.wanted_
 
 SEL_DEVICE_BY_KID = select(*DEVICE_COLS).where(DEV.kid == bindparam("kid"))
 SEL_DEVICE_BY_ID = select(*DEVICE_COLS).where(DEV.id == bindparam("id"))
-# One device's PSK identity may be another's OSCORE id: the first registered of them, on both databases.
-SEL_DEVICE_BY_TID = (
-    select(*DEVICE_COLS)
-    .where((DEV.psk_identity == bindparam("tid")) | (DEV.oscore_id == bindparam("tid")))
-    .order_by(DEV.id)
-    .limit(1)
-)
+
+
+def _by_transport_identity(*columns: Any) -> Any:
+    """One device's PSK identity may be another's OSCORE id: the first registered of them, on both
+    databases."""
+    return (
+        select(*columns)
+        .where((DEV.psk_identity == bindparam("tid")) | (DEV.oscore_id == bindparam("tid")))
+        .order_by(DEV.id)
+        .limit(1)
+    )
+
+
+SEL_DEVICE_BY_TID = _by_transport_identity(*DEVICE_COLS)
+SEL_SESSION_DEVICE_BY_TID = _by_transport_identity(*SESSION_DEVICE_COLS)
 TOUCH: dict[tuple[bool, bool], Any] = {}  # touch_device's statements by which columns it sets
 
 
@@ -66,11 +78,11 @@ INS_SESSION = (
     .returning(SES.id)
 )
 # A connect of a device known by its transport identity, in one PostgreSQL statement: the device looked
-# up by SEL_DEVICE_BY_TID (one row at most, so never two sessions), the session inserted for it, and
+# up by SEL_SESSION_DEVICE_BY_TID (one row at most, so never two sessions), the session inserted for it, and
 # the device's columns returned with the session's id. No device: nothing inserted, no row. An
 # INSERT's RETURNING names the inserted row only, hence the WITH; SQLite has no INSERT in a WITH (the
-# store runs SEL_DEVICE_BY_TID and INS_SESSION there).
-_tid_device = SEL_DEVICE_BY_TID.cte("tid_device")
+# store runs SEL_SESSION_DEVICE_BY_TID and INS_SESSION there).
+_tid_device = SEL_SESSION_DEVICE_BY_TID.cte("tid_device")
 _tid_session = (
     insert(sessions_t)
     .from_select(
@@ -334,6 +346,7 @@ SEL_LATEST = (
 
 
 def device_from_row(row: Any) -> Device:
+    """A row of DEVICE_COLS, or of SESSION_DEVICE_COLS (then without attested claims)."""
     return Device(
         id=row[0],
         kid=row[1],
@@ -342,9 +355,9 @@ def device_from_row(row: Any) -> Device:
         name=row[4],
         psk_identity=row[5],
         oscore_id=row[6],
-        attested_claims=json_columns.loads(row[7]) if row[7] else None,
-        negotiated=json_columns.loads(row[8]) if row[8] else {},
-        last_contact=row[9],
+        attested_claims=json_columns.loads(row[9]) if len(row) > 9 and row[9] else None,
+        negotiated=json_columns.loads(row[7]) if row[7] else {},
+        last_contact=row[8],
     )
 
 

@@ -4,6 +4,8 @@ store one session and its audit row, and store nothing when no device has the id
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from teep_coap.protocol.records import Device
@@ -24,8 +26,11 @@ def test_starts_the_session_of_the_device_the_identity_names(store: TamStore, id
     started = store.start_session_for(2.0, identity)
     assert started is not None
     device, sid = started
-    # The device as the look-up of old returns it, JSON columns and last contact included.
-    assert device == store.device_by_transport_identity(identity)
+    # The device as the look-up returns it, its negotiated parameters and last contact included; its
+    # attested claims, which the engine never reads, are not.
+    found = store.device_by_transport_identity(identity)
+    assert found is not None and found.attested_claims == {"ueid": "x"}
+    assert device == replace(found, attested_claims=None)
     assert device.kid == b"a" * 32 and device.negotiated == {"suite": 1} and device.last_contact == 1.5
     assert [s[:4] for s in store.sessions()] == [(sid, mine.id, 2.0, None)]
     assert store.audit_log(sid) == [(sid, 2.0, "session-start", identity)]
