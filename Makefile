@@ -20,8 +20,8 @@ test: .setup-done
 	PATH="$(CURDIR)/.venv/bin:$$PATH" $(VENV)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: .setup-done
-	$(VENV)/ruff check teep_coap tests interop
-	$(VENV)/ruff format --check teep_coap tests interop
+	$(VENV)/ruff check teep_coap tests interop scripts
+	$(VENV)/ruff format --check teep_coap tests interop scripts
 
 typecheck: .setup-done
 	$(VENV)/mypy

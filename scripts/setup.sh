@@ -4,13 +4,13 @@
 #   bash scripts/setup.sh demo   only what `teep-coap demo` needs: a C compiler and the autotools that
 #                                build DTLSSocket/tinydtls, python3-dev/venv, and .venv with the package
 #   bash scripts/setup.sh        (= `full`) the above plus the test peers and tools: libcoap's command-line
-#                                client/server, node + node-coap, PostgreSQL, curl, tshark and the dev extras
+#                                client/server, node + node-coap, PostgreSQL, curl, tshark, valgrind and the dev extras
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 MODE=${1:-full}
 DEMO_PACKAGES=(autoconf automake libtool pkg-config make gcc python3-dev python3-venv)
-TEST_PACKAGES=(curl libcoap3-bin nodejs npm postgresql tshark)
+TEST_PACKAGES=(curl libcoap3-bin nodejs npm postgresql tshark valgrind)
 case "$MODE" in
     demo) APT_PACKAGES=("${DEMO_PACKAGES[@]}"); EXTRAS="" ;;
     full) APT_PACKAGES=("${DEMO_PACKAGES[@]}" "${TEST_PACKAGES[@]}"); EXTRAS="[dev,postgres]" ;;

@@ -327,10 +327,12 @@ async def drive_fleet(
     offset: int = 0,
     stride: int = 1,
     device_client: str = "lean",
+    start: int = 0,
 ) -> DriveResult:
-    """Sessions number `offset`, `offset + stride`, … below `sessions`, `concurrency` at a time,
-    device i % size for session i; each device's Agent is made just before its session (not timed)
-    and dropped after it. `offset` and `stride` share one run between processes (`fleet_procs`).
+    """Sessions number `start + offset`, `start + offset + stride`, … below `sessions`, `concurrency`
+    at a time, device i % size for session i; each device's Agent is made just before its session
+    (not timed) and dropped after it. `offset` and `stride` share one run between processes
+    (`fleet_procs`); `start` skips the sessions of an earlier run (a warm-up on other devices).
 
     `rate`: session i starts no earlier than i / rate seconds after the first (and still only when
     one of the `concurrency` slots is free), so set-ups that differ in speed can be compared at the
@@ -338,13 +340,15 @@ async def drive_fleet(
 
     `device_client`: "lean" (coaps-psk devices use `LeanDtlsClient`, the others the Broker's client)
     or "broker" (every device the Broker's client), see DEVICE_CLIENTS."""
-    if stride < 1 or not 0 <= offset < stride:
-        raise ValueError(f"offset {offset} and stride {stride}: need 0 <= offset < stride")
+    if stride < 1 or not 0 <= offset < stride or start < 0:
+        raise ValueError(
+            f"start {start}, offset {offset}, stride {stride}: need 0 <= offset < stride, 0 <= start"
+        )
     if device_client not in DEVICE_CLIENTS:
         raise ValueError(f"device client {device_client!r}: one of {', '.join(DEVICE_CLIENTS)}")
     profile = load_profile(profile_name)
     fleet = world.fleet
-    numbers = range(offset, sessions, stride)
+    numbers = range(start + offset, sessions, stride)
     tally = SessionTally(len(numbers), progress)
     build = 0.0
     alive = peak = 0
@@ -357,7 +361,7 @@ async def drive_fleet(
             index = number % fleet.size
             next_session += 1
             if rate is not None:
-                wait = t0 + number / rate - time.perf_counter()
+                wait = t0 + (number - start) / rate - time.perf_counter()
                 if wait > 0:
                     await asyncio.sleep(wait)
             b0 = time.perf_counter()

@@ -50,8 +50,24 @@ def test_a_slice_of_the_sessions_is_every_stride_th_from_its_offset(tmp_path: Pa
         assert seen == ["dev-00000", "dev-00002", "dev-00003", "dev-00005"]  # device i % 6 of each
     finally:
         store.close()
-    with pytest.raises(ValueError, match="offset 3 and stride 3"):
+    with pytest.raises(ValueError, match="offset 3, stride 3"):
         asyncio.run(drive_fleet("coap", uri, world, 7, 2, offset=3, stride=3))
+
+
+def test_a_run_after_a_warm_up_starts_where_the_warm_up_ended(tmp_path: Path) -> None:
+    """`start`: the sessions below it are skipped, so a run after a warm-up meets only new devices."""
+    world = make_fleet_world(tmp_path / "tam", tmp_path / "creds", 6, 200, "coap")
+    with tam_process("coap", world.tam_dir, devices=6) as (uri, _pid):
+        later = asyncio.run(drive_fleet("coap", uri, world, 6, 2, start=4))
+    assert len(later.latencies) == 2 and not later.failures
+    _config, store = load_tam_dir(world.tam_dir)
+    try:
+        assert isinstance(store, TamStore)
+        assert [i for i in range(6) if _sessions_of(store, world, i)] == [4, 5]
+    finally:
+        store.close()
+    with pytest.raises(ValueError, match="start -1"):
+        asyncio.run(drive_fleet("coap", uri, world, 6, 2, start=-1))
 
 
 def _sessions_of(store: TamStore, world: Any, i: int) -> bool:
