@@ -99,33 +99,62 @@ def encode_reply(request: Message, answer: Message) -> bytes:
 # --- caches: bounded, and a Block1 gap is 4.08 ---------------------------------------------------
 
 
+def block_owner(key: Any) -> Any:
+    """The peer a block-wise key (aiocoap's `_extract_block_key`) belongs to: its first part."""
+    return key[0]
+
+
 class BoundedTimeoutDict(TimeoutDict[Any, Message]):
     """aiocoap's TimeoutDict holding at most `max_items` entries and `max_bytes` of payload; beyond,
-    the oldest entries are dropped (as if they had timed out)."""
+    entries are dropped (as if they had timed out). Without `owner` the oldest go first. With
+    `owner` (key -> who made the entry, e.g. `block_owner`) the oldest of the owner holding the most
+    (entries, or bytes for `max_bytes`) go first: one peer filling the table pushes out its own
+    entries, not another peer's unfinished transfer; many peers with one entry each still push out
+    the oldest."""
 
-    def __init__(self, timeout: float, max_items: int, max_bytes: int | None = None) -> None:
+    def __init__(
+        self,
+        timeout: float,
+        max_items: int,
+        max_bytes: int | None = None,
+        *,
+        owner: Callable[[Any], Any] | None = None,
+    ) -> None:
         super().__init__(timeout)
         self.max_items = max_items
         self.max_bytes = max_bytes
+        self.owner = owner
 
     def __setitem__(self, key: Any, value: Message) -> None:
         items = self._items
         items.pop(key, None)  # re-inserted below: a replaced entry counts as the newest
         while items and len(items) >= self.max_items:
-            del items[next(iter(items))]
+            del items[self._victim(key, by_bytes=False)]
         self.make_room(key, len(value.payload))
         super().__setitem__(key, value)
 
+    def _victim(self, keep: Any, *, by_bytes: bool) -> Any:
+        """The entry to drop next (never `keep` while another is left). Scans the table, which only
+        happens when it is full: at most `max_items` entries."""
+        items = self._items
+        others = [k for k in items if k != keep] or list(items)
+        if self.owner is None:
+            return others[0]
+        held: dict[Any, int] = {}
+        for k in others:
+            who = self.owner(k)
+            held[who] = held.get(who, 0) + (len(items[k].payload) if by_bytes else 1)
+        most = max(held, key=held.__getitem__)  # ties: the owner seen first, i.e. the oldest entry's
+        return next(k for k in others if self.owner(k) == most)
+
     def make_room(self, key: Any, extra: int) -> None:
-        """Drop the oldest entries other than `key` until `extra` more payload bytes fit."""
+        """Drop entries other than `key` until `extra` more payload bytes fit."""
         if self.max_bytes is None:
             return
         items = self._items
         total = sum(len(m.payload) for m in items.values()) + extra
-        for old in [k for k in items if k != key]:
-            if total <= self.max_bytes:
-                break
-            total -= len(items.pop(old).payload)
+        while total > self.max_bytes and any(k != key for k in items):
+            total -= len(items.pop(self._victim(key, by_bytes=True)).payload)
 
     def discard(self, key: Any) -> None:
         """Forget `key` if present."""
@@ -146,7 +175,7 @@ class BoundedBlock1Spool(Block1Spool):
     def __init__(self) -> None:
         super().__init__()
         self._assemblies = BoundedTimeoutDict(
-            TransportTuning().MAX_TRANSMIT_WAIT, MAX_BLOCK1_ASSEMBLIES, MAX_BLOCK1_BYTES
+            TransportTuning().MAX_TRANSMIT_WAIT, MAX_BLOCK1_ASSEMBLIES, MAX_BLOCK1_BYTES, owner=block_owner
         )
 
     def feed_and_take(self, req: Message) -> Message:
@@ -169,7 +198,9 @@ class BoundedBlock2Cache(Block2Cache):
 
     def __init__(self) -> None:
         super().__init__()
-        self._completes = BoundedTimeoutDict(TransportTuning().MAX_TRANSMIT_WAIT, MAX_BLOCK2_RESPONSES)
+        self._completes = BoundedTimeoutDict(
+            TransportTuning().MAX_TRANSMIT_WAIT, MAX_BLOCK2_RESPONSES, owner=block_owner
+        )
 
 
 RESPONSE_LIMIT = "_teep_response_limit"  # attribute of a request: its assembled answer's size limit
