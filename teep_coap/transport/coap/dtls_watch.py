@@ -57,6 +57,13 @@ def fatal_alert(description: int) -> bytes:
     return header + bytes([2, description])
 
 
+def _psk_identity(data: bytes) -> bytes:
+    """The PSK identity of a ClientKeyExchange record (RFC 4279 §2: a 2-byte length, the identity)."""
+    start = RECORD_HEADER + HANDSHAKE_HEADER
+    size = int.from_bytes(data[start : start + 2], "big")
+    return data[start + 2 : start + 2 + size]
+
+
 class HandshakeWatch:
     """The messages of one client's current handshake, for the check of its Finished."""
 
@@ -79,13 +86,17 @@ class HandshakeWatch:
 
     def before(self, client_records: list[Record]) -> None:
         """Before the server handles the records: a ClientHello with a new random starts a new
-        handshake (the ClientHello with cookie repeats the first one's random)."""
+        handshake (the ClientHello with cookie repeats the first one's random); a ClientKeyExchange
+        names the identity (known before the server's "connected", which comes while it handles them)."""
         for record in client_records:
-            if handshake_type(record) == CLIENT_HELLO:
+            message = handshake_type(record)
+            if message == CLIENT_HELLO:
                 hellos = self.messages.get(CLIENT_HELLO) or [b""]
                 if hellos[-1][RANDOM] != record[2][RECORD_HEADER:][RANDOM]:
                     self.messages.clear()
                 self.identity, self.keyed = None, False
+            elif message == CLIENT_KEY_EXCHANGE:
+                self.identity = _psk_identity(record[2])
 
     def after(self, client_records: list[Record]) -> bytes | None:
         """After the server handled the records: the client's Finished record among them, if any."""
@@ -95,9 +106,7 @@ class HandshakeWatch:
             if message in (CLIENT_HELLO, CLIENT_KEY_EXCHANGE):
                 self._keep(message, data[RECORD_HEADER:])
             if message == CLIENT_KEY_EXCHANGE:
-                start = RECORD_HEADER + HANDSHAKE_HEADER
-                size = int.from_bytes(data[start : start + 2], "big")
-                self.identity = data[start + 2 : start + 2 + size]
+                self.identity = _psk_identity(data)
             elif kind == CHANGE_CIPHER_SPEC and epoch == 0:
                 self.keyed = self.identity is not None
             elif kind == HANDSHAKE_RECORD and epoch >= 1 and self.keyed:

@@ -36,6 +36,10 @@ MAX_DTLS_SESSIONS = 4096  # server-side DTLS sessions kept; the least recently u
 # of those, handshakes not finished (anyone can start one: any datagram from a new address does);
 # beyond, or when the sessions are full, the oldest unfinished go first, before any established
 MAX_DTLS_HANDSHAKES = 1024
+# established sessions of one PSK identity: a device needs one, a Broker restarting a few; beyond,
+# that identity's least recently established goes, so one key (a device's, stolen or buggy) opening
+# sessions from new ports cannot push out the established sessions of every other device
+MAX_DTLS_SESSIONS_PER_IDENTITY = 16
 
 
 class DuplicateCache(dict[Any, Any]):
@@ -111,6 +115,7 @@ __all__ = [
     "MAX_BLOCK2_RESPONSES",
     "MAX_DTLS_HANDSHAKES",
     "MAX_DTLS_SESSIONS",
+    "MAX_DTLS_SESSIONS_PER_IDENTITY",
     "MAX_RECENT_MESSAGES",
     "DuplicateCache",
 ]

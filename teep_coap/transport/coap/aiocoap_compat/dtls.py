@@ -32,6 +32,7 @@ from teep_coap.transport.coap.dtls_watch import (
 from teep_coap.transport.coap.hardening import (
     MAX_DTLS_HANDSHAKES,
     MAX_DTLS_SESSIONS,
+    MAX_DTLS_SESSIONS_PER_IDENTITY,
 )
 from teep_coap.transport.coap.idle_expiry import IDLE_TIMEOUT, IdleSweeper, IdleTracker
 
@@ -346,7 +347,8 @@ def tidy_dtls_server(
     unauthenticated datagrams push out established sessions. Handshakes not finished are kept apart:
     at most MAX_DTLS_HANDSHAKES of them (the oldest goes), and when MAX_DTLS_SESSIONS are held a new
     address pushes out the oldest unfinished handshake, an established session (the least recently
-    used) only when none is left.
+    used) only when none is left. One PSK identity holds at most MAX_DTLS_SESSIONS_PER_IDENTITY
+    established sessions (its oldest goes), so one key cannot fill the table either.
 
     A client whose PSK differs from ours sends a Finished that tinydtls drops without a word (RFC
     6347 §4.1.2.7): the client waited out its whole timeout. When a session is still not connected
@@ -373,6 +375,10 @@ def tidy_dtls_server(
     collecting: list[tuple[_Flight, Callable[[bytes], None]]] = []  # flights with records held back
     unfinished: OrderedDict[Any, Any] = OrderedDict()  # address -> session in its handshake, oldest 1st
     handling = [False]  # inside one datagram's handling: hold tinydtls' records back
+    # PSK identity -> its established sessions by address, oldest first; and those over the cap,
+    # ended once tinydtls' call is over (ending one inside it would skip `_release`)
+    established: dict[bytes, OrderedDict[Any, Any]] = {}
+    over_cap: list[tuple[Any, Any]] = []
 
     def sending(flight: _Flight, watch: HandshakeWatch, send: Callable[[bytes], None], data: bytes) -> None:
         if flight.watching:
@@ -411,8 +417,15 @@ def tidy_dtls_server(
             if (level, code) == (LEVEL_NOALERT, DTLS_EVENT_CONNECTED):
                 self.teep_connected = True
                 self.teep_flight.watching = False
-                if unfinished.get(self._underlying_address.address) is self:
-                    del unfinished[self._underlying_address.address]
+                address = self._underlying_address.address
+                if unfinished.get(address) is self:
+                    del unfinished[address]
+                identity = self.teep_watch.identity
+                if identity is not None:
+                    held = established.setdefault(identity, OrderedDict())
+                    held[address] = self
+                    while len(held) > MAX_DTLS_SESSIONS_PER_IDENTITY:
+                        over_cap.append(held.popitem(last=False))
             if (level, code) == (LEVEL_WARNING, CODE_CLOSE_NOTIFY):
                 if pool._connections.get(self._underlying_address.address) is self:
                     self._inject_error(CloseNotifyReceived())
@@ -422,8 +435,14 @@ def tidy_dtls_server(
         def _inject_error(self, e: Exception) -> None:
             """aiocoap's end of a session, then its cycles broken (`_release`); inside tinydtls' own
             call (a datagram being handled) `received_datagram` does that once the call is over."""
-            if unfinished.get(self._underlying_address.address) is self:
-                del unfinished[self._underlying_address.address]
+            address = self._underlying_address.address
+            if unfinished.get(address) is self:
+                del unfinished[address]
+            held = established.get(self.teep_watch.identity or b"")
+            if held is not None and held.get(address) is self:
+                del held[address]
+                if not held:
+                    del established[self.teep_watch.identity or b""]
             super()._inject_error(e)
             if not handling[0]:
                 _release(self)
@@ -495,6 +514,12 @@ def tidy_dtls_server(
         finally:
             handling[0] = False
             flush()
+            while over_cap:
+                address, oldest = over_cap.pop()
+                if pool._connections.get(address) is oldest:
+                    oldest._inject_error(
+                        aiocoap.error.LibraryShutdown("DTLS session dropped (its identity has newer ones)")
+                    )
         session = pool._connections.get(sockaddr)
         if client_records and isinstance(session, _Address):
             check_finished(session, client_records, sockaddr)
