@@ -39,7 +39,7 @@ from aiocoap.numbers import TransportTuning
 from aiocoap.numbers.codes import Code
 
 from teep_coap.transport.coap.aiocoap_compat.contexts import dtls_pool
-from teep_coap.transport.coap.aiocoap_compat.messages import BoundedTimeoutDict, block_owner, encode_reply
+from teep_coap.transport.coap.aiocoap_compat.messages import BoundedTimeoutDict, encode_reply
 from teep_coap.transport.coap.aiocoap_compat.site import _SharedOptions
 from teep_coap.transport.coap.hardening import MAX_BLOCK2_RESPONSES
 
@@ -62,9 +62,7 @@ class FastPath:
         self._original_error = token_manager.dispatch_error
         self._path = path
         self._respond = respond
-        self._blocks = BoundedTimeoutDict(
-            TransportTuning().MAX_TRANSMIT_WAIT, MAX_BLOCK2_RESPONSES, owner=block_owner
-        )
+        self._blocks = BoundedTimeoutDict(TransportTuning().MAX_TRANSMIT_WAIT, MAX_BLOCK2_RESPONSES)
         self._tasks: set[asyncio.Task[None]] = set()
         self._rendering: dict[Any, int] = {}  # remote -> answers being computed for it
         self._gone: set[Any] = set()  # remotes among those that ended meanwhile (DTLS session closed)

@@ -134,12 +134,12 @@ class BoundedTimeoutDict(TimeoutDict[Any, Message]):
         super().__setitem__(key, value)
 
     def _victim(self, keep: Any, *, by_bytes: bool) -> Any:
-        """The entry to drop next (never `keep` while another is left). Scans the table, which only
-        happens when it is full: at most `max_items` entries."""
+        """The entry to drop next (never `keep` while another is left). With an owner it scans the
+        table (at most `max_items` entries), which only happens when the table is full."""
         items = self._items
+        if self.owner is None:  # the oldest: the Block2 caches are full whenever traffic is steady
+            return next((k for k in items if k != keep), keep)
         others = [k for k in items if k != keep] or list(items)
-        if self.owner is None:
-            return others[0]
         held: dict[Any, int] = {}
         for k in others:
             who = self.owner(k)
@@ -187,10 +187,16 @@ class BoundedBlock1Spool(Block1Spool):
             # per block (quadratic: 16-byte blocks of a 1 MiB body copy 32 GiB); a bytearray grows in place
             req.payload = bytearray(req.payload)
         try:
-            return super().feed_and_take(req)
+            assembled = super().feed_and_take(req)
         except ValueError:  # aiocoap's "gap or overlap" (a bare ValueError from _append_request_block)
             self._assemblies.discard(_block_key(req))
             raise IncompleteException from None
+        if block1 is not None:
+            # the last block: aiocoap keeps the whole body until it expires, so under steady traffic
+            # the table stayed full of finished bodies (each new upload then paid the fair eviction's
+            # scan); a retransmission of the last block is answered from the duplicate cache
+            self._assemblies.discard(_block_key(req))
+        return assembled
 
 
 class BoundedBlock2Cache(Block2Cache):
@@ -198,9 +204,7 @@ class BoundedBlock2Cache(Block2Cache):
 
     def __init__(self) -> None:
         super().__init__()
-        self._completes = BoundedTimeoutDict(
-            TransportTuning().MAX_TRANSMIT_WAIT, MAX_BLOCK2_RESPONSES, owner=block_owner
-        )
+        self._completes = BoundedTimeoutDict(TransportTuning().MAX_TRANSMIT_WAIT, MAX_BLOCK2_RESPONSES)
 
 
 RESPONSE_LIMIT = "_teep_response_limit"  # attribute of a request: its assembled answer's size limit
