@@ -95,13 +95,20 @@ class _StaleTam(aiocoap.resource.Resource):
 async def _serve_fake(resource: aiocoap.resource.Resource) -> tuple[aiocoap.Context, str]:
     import socket
 
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:  # a free port (aiocoap hides it)
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     site = aiocoap.resource.Site()
     site.add_resource(["teep"], resource)
-    ctx = await aiocoap.Context.create_server_context(site, bind=("127.0.0.1", port))
-    return ctx, f"coap://127.0.0.1:{port}/teep"
+    for attempt in range(5):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:  # a free port (aiocoap hides it)
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        try:
+            ctx = await aiocoap.Context.create_server_context(site, bind=("127.0.0.1", port))
+        except OSError:  # another process took the port between the probe and the bind
+            if attempt == 4:
+                raise
+            continue
+        return ctx, f"coap://127.0.0.1:{port}/teep"
+    raise AssertionError("unreachable")
 
 
 async def test_check_tam_fails_a_broken_tam() -> None:
