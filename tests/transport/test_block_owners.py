@@ -29,7 +29,8 @@ async def _size(payload: bytes, peer: PeerInfo) -> bytes | None:
 
 
 def _block(path: str, number: int, more: bool, payload: bytes, *, query: str = "") -> bytes:
-    msg = Message(code=POST, mtype=CON, mid=int.from_bytes(os.urandom(2), "big"), token=os.urandom(4))
+    msg = Message(code=POST)  # type, Message ID and token set after: aiocoap warns when given at once
+    msg.mtype, msg.mid, msg.token = CON, int.from_bytes(os.urandom(2), "big"), os.urandom(4)
     msg.opt.uri_path = tuple(p for p in path.split("/") if p)
     if query:
         msg.opt.uri_query = (query,)
