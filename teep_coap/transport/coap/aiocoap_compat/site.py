@@ -66,8 +66,7 @@ class _StrippedRequest(Message):
     def get_request_uri(self, *, local_is_server: bool | None = None) -> str:
         whole = copy.copy(self)
         whole.__class__ = Message
-        whole.opt = _SharedOptions()
-        whole.opt._options = {k: list(v) for k, v in self.opt._options.items()}
+        whole.opt = copy.deepcopy(self.opt)  # _SharedOptions: the lists copied, the options shared
         whole.opt.uri_path = self._teep_path
         if local_is_server is None:
             return whole.get_request_uri()
