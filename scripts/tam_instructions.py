@@ -1,13 +1,14 @@
 """The TAM's instructions per whole TEEP session, counted by valgrind: a reading the VM's drift cannot move.
 
     .venv/bin/python scripts/tam_instructions.py [--sessions N] [--concurrency C] [--profile P]
-                                                 [--tam-code DIR] [--json]
+                                                 [--tam-code DIR] [--keep FILE] [--json]
 
 Starts `tam serve` under valgrind's callgrind with counting off, runs a warm-up of 20 sessions
 (the bench's simulated devices, one new device per session, a 1 KiB Trusted Component as `bench
 sessions` makes it), then counts the TAM's user-space instructions over N more sessions on devices
 it has not seen, and prints their mean per session. `--tam-code DIR`: run the TAM from another
 checkout (its own code, this tree's devices), to set two versions side by side on the same traffic.
+`--keep FILE`: keep callgrind's counts for `callgrind_annotate --inclusive=yes FILE`.
 
 Why: this VM's CPU time per session moves by ±5-15 % between minutes, so a change worth 1-2 %
 needs dozens of timed pairs (`scripts/bench_against.sh`); the instruction count moves by about
@@ -51,12 +52,14 @@ def _control(pid: int, *args: str) -> None:
         )
 
 
-def _counted(out: Path) -> int:
+def _counted(out: Path, keep: Path | None) -> int:
     """Instructions in the last counts callgrind wrote (its `totals:` / `summary:` line)."""
     dumps = sorted(out.parent.glob(out.name + "*"), key=lambda p: p.stat().st_mtime)
     for dump in reversed(dumps):
         found = re.search(r"^(?:totals|summary): (\d+)", dump.read_text(errors="replace"), re.M)
         if found:
+            if keep is not None:
+                shutil.copyfile(dump, keep)
             return int(found.group(1))
     raise SystemExit(f"tam-instructions: callgrind wrote no counts ({len(dumps)} files in {out.parent})")
 
@@ -73,7 +76,9 @@ def _drive(
     return asyncio.run(run())
 
 
-def measure(profile: str, sessions: int, concurrency: int, tam_code: Path | None) -> dict[str, object]:
+def measure(
+    profile: str, sessions: int, concurrency: int, tam_code: Path | None, keep: Path | None = None
+) -> dict[str, object]:
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         raise SystemExit(
             "tam-instructions: needs valgrind (apt install valgrind; scripts/setup.sh full does)"
@@ -103,7 +108,7 @@ def measure(profile: str, sessions: int, concurrency: int, tam_code: Path | None
             result = _drive(world, profile, uri, WARM_UP, sessions, concurrency)
             _control(proc.pid, "--dump")
             _control(proc.pid, "--instr=off")
-            counted = _counted(out)
+            counted = _counted(out, keep)
         finally:
             stop_child(proc)
     if warm.failures or result.failures:
@@ -126,13 +131,14 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4, help="sessions at once (default 4)")
     parser.add_argument("--profile", default="coaps-psk", help="a CoAP profile (default coaps-psk)")
     parser.add_argument("--tam-code", type=Path, help="run the TAM from this checkout's code")
+    parser.add_argument("--keep", type=Path, metavar="FILE", help="keep callgrind's counts in FILE")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args()
     if args.sessions < 1 or args.concurrency < 1:
         parser.error("--sessions and --concurrency must be at least 1")
     if args.tam_code is not None and not (args.tam_code / "teep_coap" / "__init__.py").is_file():
         parser.error(f"--tam-code {args.tam_code}: no teep_coap package there")
-    figures = measure(args.profile, args.sessions, args.concurrency, args.tam_code)
+    figures = measure(args.profile, args.sessions, args.concurrency, args.tam_code, args.keep)
     if args.json:
         print(json.dumps(figures))
         return
