@@ -90,12 +90,18 @@ def measure(
         env = dict(os.environ, PYTHONHASHSEED="0")  # the same dict layouts, run after run
         if tam_code is not None:
             env["PYTHONPATH"] = str(tam_code)
+        where = root / "tam-package"  # the TAM writes down which teep_coap it imported
+        start = f"import pathlib, teep_coap; pathlib.Path({str(where)!r}).write_text(teep_coap.__path__[0])"
         command = [
             "valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
-            sys.executable, "-c", "from teep_coap.cli import main; main()",
+            sys.executable, "-c", f"{start}; from teep_coap.cli import main; main()",
             "tam", "serve", "--profile", profile, "--dir", str(root / "tam"), "-q",
         ]  # fmt: skip
-        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        # run in the scratch folder: `python -c` puts the working folder first on the import path,
+        # so from a checkout's root its teep_coap would win over `--tam-code`'s
+        proc = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=root
+        )
         try:
             uri = read_serving_uri(proc, time.monotonic() + STARTUP_TIMEOUT)
             if uri is None:
@@ -109,6 +115,7 @@ def measure(
             _control(proc.pid, "--dump")
             _control(proc.pid, "--instr=off")
             counted = _counted(out, keep)
+            package = where.read_text()
         finally:
             stop_child(proc)
     if warm.failures or result.failures:
@@ -121,6 +128,7 @@ def measure(
         "sessions": sessions,
         "concurrency": concurrency,
         "tam_code": str(tam_code) if tam_code else None,
+        "tam_package": package,
         "instructions_per_session": round(counted / sessions),
     }
 
@@ -145,7 +153,7 @@ def main() -> None:
     per = int(figures["instructions_per_session"])  # type: ignore[call-overload]
     print(
         f"{args.profile}: TAM {per / 1e6:.3f} M instructions per session ({args.sessions} sessions,"
-        f" concurrency {args.concurrency}{', TAM code ' + str(args.tam_code) if args.tam_code else ''})"
+        f" concurrency {args.concurrency}, TAM code {figures['tam_package']})"
     )
 
 

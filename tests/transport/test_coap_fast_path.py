@@ -53,15 +53,19 @@ async def test_teep_posts_take_the_fast_path_and_later_blocks_come_from_its_cach
             block = profile.transport.block_size
             assert server.fast.answered == 1
             assert server.fast.blocks_served == -(-len(BIG) // block) - 1
-            body = os.urandom(5000)  # Block1 request: aiocoap's pipe, its response cut by aiocoap's cache
+            served = server.fast.blocks_served
+            body = os.urandom(5000)  # a Block1 upload: every block taken here, its answer cut here too
             assert await client.post(body) == body[::-1]
-            assert server.fast.answered == 1 and server.fast.blocks_served == -(-len(BIG) // block) - 1
+            blocks = -(-len(body) // block)
+            assert server.fast.blocks_taken == blocks and server.fast.answered == 2
+            assert server.fast.blocks_served == served + blocks - 1
             assert await client.post(b"slow") == b"late"  # separate response after an empty ACK
-            assert server.fast.answered == 2
+            assert server.fast.answered == 3
         finally:
             await client.close()
     assert handler.calls == 3
     assert server.fast.pending() == 0
+    assert server.resource._block1._assemblies.max_items and len(server.resource._block1._assemblies) == 0
 
 
 async def _raw(ctx: aiocoap.Context, server: CoapServer, **options: object) -> aiocoap.Message:
@@ -101,6 +105,59 @@ async def test_answers_are_those_of_aiocoaps_pipe() -> None:
     await ctx.shutdown()
     assert handler.calls == 2  # the two block-0 requests; the refusals never reach the handler
     assert server.stats.rejected.get("4.15") == 1
+
+
+async def _upload_answers(ctx: aiocoap.Context, server: CoapServer) -> list[tuple[object, ...]]:
+    """A Block1 upload with every turn a server meets: continue, a gap, a block of the wrong size,
+    a whole upload asking for 64-byte answer blocks, and its answer's later blocks."""
+    body = bytes(range(200))
+
+    async def send(**options: object) -> tuple[object, ...]:
+        options.setdefault("content_format", CF)
+        answer = await _raw(ctx, server, **options)
+        return (str(answer.code), answer.opt.block1, answer.opt.block2, bytes(answer.payload))
+
+    seen = [
+        await send(payload=body[:64], block1=(0, True, 2)),
+        await send(payload=body[128:192], block1=(2, True, 2)),  # a gap: 4.08, the upload dropped
+        await send(payload=body[64:128], block1=(1, True, 2)),  # so this one has nothing to follow
+        await send(payload=body[:64], block1=(0, True, 2)),
+        await send(payload=body[64:74], block1=(1, True, 2)),  # 10 bytes in a 64-byte block: 4.00
+    ]
+    seen += [await send(payload=body[:64], block1=(0, True, 2))]
+    seen += [await send(payload=body[i * 64 : i * 64 + 64], block1=(i, True, 2)) for i in (1, 2)]
+    seen += [await send(payload=body[192:], block1=(3, False, 2), block2=(0, False, 2))]
+    seen += [await send(block2=(n, False, 2)) for n in (1, 3)]
+    return seen
+
+
+async def test_uploads_are_answered_as_aiocoaps_pipe_answers_them() -> None:
+    profile = without_echo(quick("coap"))
+    handler = Answers()
+    ctx = await aiocoap.Context.create_client_context()  # one port: the blocks' cache key has it
+    async with CoapServer(profile, handler) as server:
+        assert server.fast is not None
+        fast = await _upload_answers(ctx, server)
+        taken, answered, served = server.fast.blocks_taken, server.fast.answered, server.fast.blocks_served
+        assert served == 2  # the answer's later blocks, from the fast path's cache
+        server.fast._uploads = None  # the same requests through aiocoap's pipe and its Block2 cache
+        server.fast._blocks._items.clear()
+        piped = await _upload_answers(ctx, server)
+        assert (server.fast.blocks_taken, server.fast.answered) == (taken, answered)
+        assert server.fast.blocks_served == served
+    await ctx.shutdown()
+    assert taken == 9 and answered == 1 and handler.calls == 2
+    assert fast == piped
+    answer = bytes(range(200))[::-1]
+    continued, incomplete, changed = "2.31 Continue", "4.08 Request Entity Incomplete", "2.04 Changed"
+    assert [code for code, *_ in fast] == [
+        *(continued, incomplete, incomplete, continued, "4.00 Bad Request"),
+        *(continued, continued, continued, changed, changed, changed),
+    ]
+    assert fast[0][1] == (0, True, 2) and fast[7][1] == (2, True, 2)
+    assert fast[8][1:] == ((3, False, 2), (0, True, 2), answer[:64])  # the last Block1 echoed, block 0
+    assert fast[9][1:] == (None, (1, True, 2), answer[64:128])  # later blocks echo no Block1
+    assert fast[10][1:] == (None, (3, False, 2), answer[192:])
 
 
 async def test_an_answer_for_a_dtls_session_that_ended_is_not_sent(creds: Creds) -> None:

@@ -186,6 +186,17 @@ class TeepResource(aiocoap.resource.Resource):
         self._limit_block_size(pipe.request)
         await super().render_to_pipe(pipe)
 
+    def take_block(self, request: Message) -> tuple[Message | None, Message | None]:
+        """One block of a Block1 upload on the fast path (`aiocoap_compat.install_fast_path`), checked
+        and spooled as `render_to_pipe` does it: (its answer now: a refusal, 2.31 Continue, 4.08
+        Incomplete, 4.00 for a block of the wrong size; None) or, on the last block, (None, the
+        assembled request for `render`)."""
+        refusal = self._refusal(request)
+        if refusal is not None:
+            return refusal, None
+        self._limit_block_size(request)
+        return aiocoap_compat.spool_block(self, request)
+
     async def respond(self, request: Message) -> Message:
         """The whole answer to a single-datagram POST (`aiocoap_compat.install_fast_path`): the
         checks of `render_to_pipe`, then `render_post`; the caller cuts it into blocks."""
@@ -573,7 +584,9 @@ class CoapServer:
             )
             aiocoap_compat.install_datagram_gate(self._context, self.early)
         if mode not in ("oscore", "edhoc"):  # OSCORE's outer requests carry no path: aiocoap's pipe
-            self.fast = aiocoap_compat.install_fast_path(self._context, path, self.resource.respond)
+            self.fast = aiocoap_compat.install_fast_path(
+                self._context, path, self.resource.respond, self.resource
+            )
             if self.early is not None and self.fast is not None:
                 self.early.later_block = self.fast.later_block
             if mode == "dtls-psk" and self.fast is not None:

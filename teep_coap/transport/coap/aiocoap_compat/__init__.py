@@ -78,6 +78,7 @@ from teep_coap.transport.coap.aiocoap_compat.messages import (  # noqa: E402
     encode_reply,
     harden_message_decode,
     install_datagram_gate,
+    spool_block,
 )
 from teep_coap.transport.coap.aiocoap_compat.option_memo import (  # noqa: E402
     OPTION_MEMO,
@@ -140,6 +141,7 @@ __all__ = [
     "retransmission_wait",
     "serve_later_blocks_over_dtls",
     "server_socket",
+    "spool_block",
     "tidy_dtls_server",
     "tinydtls_now",
     "with_shared_options",

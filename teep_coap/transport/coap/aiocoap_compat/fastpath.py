@@ -8,7 +8,7 @@ pipe's event callbacks. py-spy put that at about 11 % of a coaps-psk TAM's busy 
 of 3.8 ms per session), for what is, on the TEEP path, one POST in and one response out.
 
 `install_fast_path` puts `FastPath` in front of the server's `process_request`. A POST for exactly
-the served path, without Block1 or Observe, is answered by `respond(request)` (a coroutine: the
+the served path, without Observe, is answered by `respond(request)` (a coroutine: the
 resource's own checks and handler) in one task, and its response goes straight to the message
 manager (`send_message`, which still piggy-backs it on the ACK or sends the empty ACK after
 EMPTY_ACK_DELAY, stores it for duplicates and retransmits a CON). A response larger than the
@@ -16,10 +16,15 @@ remote's `maximum_payload_size` (or than a Block2 size the request asked for) is
 Block2 cache cuts it and kept here, bounded like that cache (MAX_BLOCK2_RESPONSES, the same
 lifetime); a request for a later block is answered from it at once, without a task — over plain
 CoAP by the datagram gate and over DTLS inside the session (`later_block`,
-`serve_later_blocks_over_dtls`), before the message manager sees it. Anything else —
-another path or method, Block1, Observe, a later block this cache does not hold (aiocoap's may: a
-response to a block-wise request), a token still in aiocoap's hands, OSCORE (whose outer request
-carries no path) — goes to aiocoap's `process_request` unchanged. When a remote ends while its
+`serve_later_blocks_over_dtls`), before the message manager sees it. A Block1 upload (given a
+`BlockUploads`: the resource's own checks and Block1 spool) is taken here too: each block but the
+last is answered at once (2.31 Continue, 4.08, a refusal), without a task; the last one's assembled
+request is rendered in one, its answer cut and kept as above. aiocoap's pipe did all that at a
+Pipe, a task and a Block1-spool key per block, and its Block2 cache kept the answer, so the later
+blocks of an upload's answer went through the pipe as well: about 35 requests of a coap-constrained
+session (64-byte blocks). Anything else — another path or method, Observe, a later block this cache
+does not hold, a token still in aiocoap's hands, OSCORE (whose outer request carries no path) — goes
+to aiocoap's `process_request` unchanged. When a remote ends while its
 answer is computed (aiocoap's pipe would stop the request), the answer is not sent.
 """
 
@@ -29,7 +34,7 @@ import asyncio
 import copy
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import aiocoap
 from aiocoap import CON, NON, Message
@@ -46,6 +51,18 @@ from teep_coap.transport.coap.hardening import MAX_BLOCK2_RESPONSES
 log = logging.getLogger("teep_coap.transport.coap")
 
 Responder = Callable[[Message], Awaitable[Message]]
+
+
+class BlockUploads(Protocol):
+    """What the fast path needs of a resource to take Block1 uploads (`TeepResource`)."""
+
+    def take_block(self, request: Message) -> tuple[Message | None, Message | None]:
+        """One Block1 request: (its answer now, None) or, on the last block, (None, the whole request)."""
+
+    async def render(self, request: Message) -> Message:
+        """The answer to an assembled request (its checks were made block by block)."""
+
+
 BERT_SZX = 7  # RFC 8323 BERT: not for UDP; left to aiocoap's own cutting
 
 
@@ -56,17 +73,25 @@ def _no_monitor() -> None:
 class FastPath:
     """`process_request` of one server token manager, with the served path answered here."""
 
-    def __init__(self, token_manager: Any, path: tuple[str, ...], respond: Responder) -> None:
+    def __init__(
+        self,
+        token_manager: Any,
+        path: tuple[str, ...],
+        respond: Responder,
+        uploads: BlockUploads | None = None,
+    ) -> None:
         self._tm = token_manager
         self._original = token_manager.process_request
         self._original_error = token_manager.dispatch_error
         self._path = path
         self._respond = respond
+        self._uploads = uploads
         self._blocks = BoundedTimeoutDict(TransportTuning().MAX_TRANSMIT_WAIT, MAX_BLOCK2_RESPONSES)
         self._tasks: set[asyncio.Task[None]] = set()
         self._rendering: dict[Any, int] = {}  # remote -> answers being computed for it
         self._gone: set[Any] = set()  # remotes among those that ended meanwhile (DTLS session closed)
-        self.answered = 0  # requests rendered here
+        self.answered = 0  # requests rendered here (an upload: once, its assembled request)
+        self.blocks_taken = 0  # Block1 requests taken here (every block of an upload)
         self.blocks_served = 0  # later Block2 blocks answered from this path's cache
         self.unsent = 0  # answers not sent: their peer's session had ended
 
@@ -82,11 +107,14 @@ class FastPath:
         if (
             request.code != Code.POST
             or opt.uri_path != self._path
-            or opt.block1 is not None
             or opt.observe is not None
+            or (opt.block1 is not None and self._uploads is None)
             or (request.token, request.remote) in self._tm.incoming_requests
         ):
             self._original(request)
+            return
+        if opt.block1 is not None:
+            self._take_block(request)
             return
         block2 = opt.block2
         if block2 is not None and block2.block_number > 0:
@@ -98,6 +126,22 @@ class FastPath:
             return
         self.answered += 1
         task = asyncio.get_running_loop().create_task(self._render(request))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _take_block(self, request: Message) -> None:
+        assert self._uploads is not None
+        self.blocks_taken += 1
+        try:
+            answer, assembled = self._uploads.take_block(request)
+        except Exception:  # the resource catches what it expects; this is a last resort
+            log.exception("taking block of %r failed", request)
+            answer, assembled = Message(code=Code.INTERNAL_SERVER_ERROR), None
+        if assembled is None:
+            self._send(request, answer or Message(code=Code.INTERNAL_SERVER_ERROR))
+            return
+        self.answered += 1
+        task = asyncio.get_running_loop().create_task(self._render(request, assembled))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -130,11 +174,16 @@ class FastPath:
         self.blocks_served += 1
         return _block(full, request)
 
-    async def _render(self, request: Message) -> None:
+    async def _render(self, request: Message, assembled: Message | None = None) -> None:
+        """Answer `request`; for the last block of an upload, render the `assembled` whole."""
         remote = request.remote
         self._rendering[remote] = self._rendering.get(remote, 0) + 1
         try:
-            response = await self._respond(request)
+            if assembled is None:
+                response = await self._respond(request)
+            else:
+                assert self._uploads is not None
+                response = await self._uploads.render(assembled)
         except Exception:  # the responder catches its handler's errors; this is a last resort
             log.exception("answering %r failed", request)
             response = Message(code=Code.INTERNAL_SERVER_ERROR)
@@ -152,6 +201,10 @@ class FastPath:
         if size > request.remote.maximum_payload_size or (block2 is not None and size > block2.size):
             self._blocks[_extract_block_key(request)] = response
             response = _block(response, request)
+        if assembled is not None:
+            # the answer's first (or only) block echoes the last Block1, as aiocoap's pipe does; the
+            # kept whole does not, so the later blocks carry none
+            response.opt.block1 = request.opt.block1
         self._send(request, response)
 
     def _send(self, request: Message, response: Message) -> None:
@@ -227,16 +280,19 @@ def serve_later_blocks_over_dtls(context: aiocoap.Context, fast: FastPath) -> bo
     return True
 
 
-def install_fast_path(context: aiocoap.Context, path: tuple[str, ...], respond: Responder) -> FastPath | None:
-    """Answer POSTs for `path` on the server `context` with `respond` (see the module's docstring);
-    None if the context has no token manager to put it in front of."""
+def install_fast_path(
+    context: aiocoap.Context, path: tuple[str, ...], respond: Responder, uploads: BlockUploads | None = None
+) -> FastPath | None:
+    """Answer POSTs for `path` on the server `context` with `respond`, and Block1 uploads to it with
+    `uploads` if given (see the module's docstring); None if the context has no token manager to put
+    it in front of."""
     for ri in context.request_interfaces:
         if hasattr(ri, "incoming_requests") and hasattr(ri, "token_interface"):
-            fast = FastPath(ri, path, respond)
+            fast = FastPath(ri, path, respond, uploads)
             ri.process_request = fast.process_request
             ri.dispatch_error = fast.dispatch_error
             return fast
     return None
 
 
-__all__ = ["FastPath", "Responder", "install_fast_path", "serve_later_blocks_over_dtls"]
+__all__ = ["BlockUploads", "FastPath", "Responder", "install_fast_path", "serve_later_blocks_over_dtls"]

@@ -199,6 +199,18 @@ class BoundedBlock1Spool(Block1Spool):
         return assembled
 
 
+def spool_block(
+    resource: aiocoap.resource.Resource, request: Message
+) -> tuple[Message | None, Message | None]:
+    """Feed one Block1 request to `resource`'s spool, as aiocoap's block-wise pipe does: (its answer
+    now: 2.31 Continue, 4.08 Incomplete, 4.00 for a block of the wrong size; None) or, on the last
+    block, (None, the assembled request)."""
+    try:
+        return None, resource._block1.feed_and_take(request)
+    except aiocoap.error.RenderableError as exc:
+        return exc.to_message(), None
+
+
 class BoundedBlock2Cache(Block2Cache):
     """Block2 response cache holding at most MAX_BLOCK2_RESPONSES responses."""
 
