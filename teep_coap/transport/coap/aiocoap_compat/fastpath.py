@@ -38,13 +38,12 @@ from typing import Any, Protocol
 
 import aiocoap
 from aiocoap import CON, NON, Message
-from aiocoap.blockwise import _extract_block_key
 from aiocoap.error import UnparsableMessage
 from aiocoap.numbers import TransportTuning
 from aiocoap.numbers.codes import Code
 
 from teep_coap.transport.coap.aiocoap_compat.contexts import dtls_pool
-from teep_coap.transport.coap.aiocoap_compat.messages import BoundedTimeoutDict, encode_reply
+from teep_coap.transport.coap.aiocoap_compat.messages import BoundedTimeoutDict, block_key, encode_reply
 from teep_coap.transport.coap.aiocoap_compat.site import _SharedOptions
 from teep_coap.transport.coap.hardening import MAX_BLOCK2_RESPONSES
 
@@ -168,7 +167,7 @@ class FastPath:
 
     def _cached_block(self, request: Message) -> Message | None:
         try:
-            full = self._blocks[_extract_block_key(request)]
+            full = self._blocks[block_key(request)]
         except KeyError:
             return None
         self.blocks_served += 1
@@ -199,7 +198,7 @@ class FastPath:
         block2 = request.opt.block2
         size = len(response.payload)
         if size > request.remote.maximum_payload_size or (block2 is not None and size > block2.size):
-            self._blocks[_extract_block_key(request)] = response
+            self._blocks[block_key(request)] = response
             response = _block(response, request)
         if assembled is not None:
             # the answer's first (or only) block echoes the last Block1, as aiocoap's pipe does; the
