@@ -231,3 +231,44 @@ async def test_later_blocks_over_dtls_are_answered_inside_the_session(creds: Cre
         finally:
             await client.close()
     assert handler.calls == 2
+
+
+@pytest.mark.parametrize("szx", [0, 2, 4, 6])
+def test_a_later_block_built_from_kept_bytes_is_the_long_ways_datagram(szx: int) -> None:
+    """`block_datagram` against `encode_reply(request, _block(full, request))`, byte for byte (the
+    Message ID of a NON reply is random on both ways: compared apart)."""
+    from teep_coap.transport.coap.aiocoap_compat.fastpath import _block, block_datagram
+    from teep_coap.transport.coap.aiocoap_compat.messages import encode_reply
+
+    class Remote:
+        maximum_block_size_exp = 6
+        maximum_payload_size = 1024
+
+    checked = 0
+    for size in (17, 64, 1000, 1024, 3000, 70_000):
+        for options in ({}, {"content_format": CF}, {"content_format": 0, "etag": b"abcd"}, {"max_age": 5}):
+            full = aiocoap.Message(
+                code=aiocoap.CHANGED, payload=bytes(i % 253 for i in range(size)), **options
+            )
+            blocks = -(-size // (16 << szx))
+            for number in sorted({1, 2, blocks - 1, blocks, 4100} - {0}):
+                for mtype, token in ((aiocoap.CON, b""), (aiocoap.CON, b"\x01" * 8), (aiocoap.NON, b"tk")):
+                    request = aiocoap.Message(code=aiocoap.POST, uri_path=("teep",))
+                    request.mtype, request.mid, request.token = mtype, 0xBEEF, token
+                    request.remote = Remote()
+                    request.opt.block2 = (number, False, szx)
+                    built = block_datagram(full, request)
+                    if number >= blocks:
+                        assert built is None  # beyond the end: the long way's 4.00
+                        continue
+                    assert built is not None
+                    long_way = encode_reply(request, _block(full, request))
+                    assert built[:2] + built[4:] == long_way[:2] + long_way[4:], (size, options, number)
+                    if mtype == aiocoap.CON:
+                        assert built[2:4] == long_way[2:4] == b"\xbe\xef"
+                    checked += 1
+    assert checked >= 45  # (4 sizes x 4 option sets x 3 request kinds, at least one block each)
+    with_size1 = aiocoap.Message(code=aiocoap.CHANGED, payload=b"x" * 100, size1=5)  # an option past Block2
+    request = aiocoap.Message(code=aiocoap.POST)
+    request.mtype, request.mid, request.token, request.opt.block2 = aiocoap.CON, 1, b"", (1, False, 2)
+    assert block_datagram(with_size1, request) is None

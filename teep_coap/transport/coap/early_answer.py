@@ -75,7 +75,7 @@ class EarlyAnswer:
         # `FastPath.later_block`: the Block2 follow-ups of an admitted peer answered without aiocoap
         # (each went through the message manager, its duplicate cache and a timer: with a 1 KiB
         # component that fourth exchange was most of what plain CoAP cost the TAM beyond HTTP)
-        self.later_block: Callable[[Message], Message | None] | None = None
+        self.later_block: Callable[[Message], bytes | None] | None = None
 
     def __call__(self, datagram: bytes, remote: Any) -> bytes | bool | Message:
         if len(datagram) < 4 or datagram[0] >> 6 != 1:
@@ -106,7 +106,7 @@ class EarlyAnswer:
             answer = self._answer(request, len(datagram))
             if answer is None:  # admitted: a later block of a kept response is sent from here
                 block = self.later_block(request) if self.later_block is not None else None
-                return request if block is None else encode_reply(request, block)
+                return request if block is None else block
         if answer is None:
             return request
         self.answered += 1
