@@ -168,21 +168,24 @@ class FastPath:
             or (request.token, request.remote) in self._tm.incoming_requests
         ):
             return None
-        try:
-            full = self._blocks[block_key(request)]
-        except KeyError:
+        full = self._kept(request)
+        if full is None:
             return None
-        self.blocks_served += 1
         datagram = block_datagram(full, request)
         return encode_reply(request, _block(full, request)) if datagram is None else datagram
 
     def _cached_block(self, request: Message) -> Message | None:
+        full = self._kept(request)
+        return None if full is None else _block(full, request)
+
+    def _kept(self, request: Message) -> Message | None:
+        """The whole response whose later block `request` asks for, counted as served; or None."""
         try:
             full = self._blocks[block_key(request)]
         except KeyError:
             return None
         self.blocks_served += 1
-        return _block(full, request)
+        return full
 
     async def _render(self, request: Message, assembled: Message | None = None) -> None:
         """Answer `request`; for the last block of an upload, render the `assembled` whole."""
