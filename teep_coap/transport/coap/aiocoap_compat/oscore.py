@@ -59,16 +59,38 @@ def _is_panic(exc: BaseException) -> bool:
     return type(exc).__name__ == "PanicException"
 
 
+# The sender of the EDHOC message being processed: aiocoap handles message_1 and message_3 in
+# synchronous calls, so a slot set around each call is enough to tell them apart.
+_message_1_from: list[Any] = [None]
+_message_3_from: list[Any] = [None]
+_PEER = "_teep_message_1_from"  # attribute of a responder context: who sent its message_1
+
+
+def _same_peer(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b)
+    except Exception:  # transport addresses of different kinds
+        return False
+
+
 def apply_edhoc_server_guard() -> bool:
     """Refuse EDHOC message_1 and message_3 that lakers cannot take (`edhoc_input`) with 4.00 before
     lakers sees them, and turn what lakers still refuses into 4.00 too (aiocoap 0.4.17 answered a
     failed message_3 with 5.00, and a Rust panic with nothing). A failed message_3 leaves its
     handshake unusable (lakers has consumed its state): the device is answered 4.00 and its client
-    runs EDHOC again (`CoapClient`), the dead context is pushed out as an unfinished handshake."""
+    runs EDHOC again (`CoapClient`), the dead context is pushed out as an unfinished handshake.
+
+    A message_3 is taken only from the transport address its message_1 came from; from elsewhere it
+    is refused without reaching lakers. Its connection identifier C_R is one of 48 small numbers, so
+    anyone could otherwise send a junk message_3 for each and spoil every handshake between its
+    message_2 and message_3; now that takes the device's own address and port."""
     if getattr(OscoreSiteWrapper, _EDHOC_GUARD, False):
         return False
     process_message_1 = OscoreSiteWrapper._process_edhoc_msg12
+    process_message_3 = OscoreSiteWrapper._process_edhoc_msg34
     offer_message_3 = EdhocResponderContext._offer_message_3
+    unprotect = EdhocResponderContext.unprotect
+    init = EdhocResponderContext.__init__
 
     def _process_edhoc_msg12(self: Any, pipe: Any) -> Any:
         message_1 = bytes(pipe.request.payload[1:])  # after the leading CBOR `true`
@@ -76,17 +98,42 @@ def apply_edhoc_server_guard() -> bool:
             "longer than a message_1" if len(message_1) > MAX_MESSAGE_1 else message_1_problem(message_1)
         )
         if problem is None:
+            _message_1_from[0] = pipe.request.remote
             try:
                 return process_message_1(self, pipe)
             except BaseException as exc:
                 if not _is_panic(exc):
                     raise
                 problem = "lakers panicked"
+            finally:
+                _message_1_from[0] = None
         log.info("EDHOC message_1 from %s refused: %s", pipe.request.remote, problem, extra=JUNK)
         raise aiocoap.error.BadRequest(f"EDHOC message_1 refused: {problem}")
 
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        setattr(self, _PEER, _message_1_from[0])
+
+    def _process_edhoc_msg34(self: Any, pipe: Any) -> Any:
+        _message_3_from[0] = pipe.request.remote
+        try:
+            return process_message_3(self, pipe)
+        finally:
+            _message_3_from[0] = None
+
+    def _unprotect(self: Any, protected_message: Any, request_id: Any = None) -> Any:
+        _message_3_from[0] = protected_message.remote  # message_3 inside an OSCORE request
+        try:
+            return unprotect(self, protected_message, request_id)
+        finally:
+            _message_3_from[0] = None
+
     def _offer_message_3(self: Any, message_3: bytes) -> Any:
         problem = message_3_problem(message_3) if self._incomplete else None
+        expected, sender = getattr(self, _PEER, None), _message_3_from[0]
+        elsewhere = expected is not None and sender is not None and not _same_peer(expected, sender)
+        if problem is None and self._incomplete and elsewhere:
+            problem = "not from the address its message_1 came from"
         if problem is None:
             try:
                 return offer_message_3(self, message_3)
@@ -100,6 +147,9 @@ def apply_edhoc_server_guard() -> bool:
         raise aiocoap.error.BadRequest(f"EDHOC message_3 refused: {problem}")
 
     OscoreSiteWrapper._process_edhoc_msg12 = _process_edhoc_msg12
+    OscoreSiteWrapper._process_edhoc_msg34 = _process_edhoc_msg34
+    EdhocResponderContext.__init__ = __init__
+    EdhocResponderContext.unprotect = _unprotect
     EdhocResponderContext._offer_message_3 = _offer_message_3
     setattr(OscoreSiteWrapper, _EDHOC_GUARD, True)
     return True
