@@ -17,6 +17,7 @@ from coap_helpers import Creds, quick, without_echo
 
 from teep_coap.transport.base import TransportError
 from teep_coap.transport.coap import CoapClient, CoapServer
+from teep_coap.transport.coap.credentials import DeviceCredentials, read_edhoc_key
 from teep_coap.transport.coap.edhoc_input import message_1_problem, message_3_problem
 
 pytestmark = pytest.mark.timeout(120)
@@ -160,47 +161,75 @@ async def test_a_message_2_lakers_panics_on_is_a_clear_error_at_once(creds: Cred
         assert asyncio.get_running_loop().time() - started < 10  # not the 20 s timeout
 
 
-async def test_a_message_3_from_another_address_leaves_the_handshake_alone(creds: Creds) -> None:
-    """C_R is one of 48 small numbers: anyone could send a junk message_3 for each and spoil every
-    EDHOC handshake between its message_2 and message_3 (lakers consumes the responder's state on a
-    failed message_3). A message_3 is now taken only from the address its message_1 came from."""
-    from teep_coap.transport.coap.credentials import read_edhoc_key
+async def _reverse(payload: bytes, peer: object) -> bytes | None:
+    return payload[::-1]
 
-    profile = without_echo(quick("coap-edhoc"))
-    device = creds.agent_side
+
+async def _half_handshake(
+    ctx: aiocoap.Context, edhoc_uri: str, device: DeviceCredentials
+) -> tuple[bytes, bytes]:
+    """A device's EDHOC handshake by hand up to its message_3: (C_R as sent, the message_3 request's
+    payload for /.well-known/edhoc: C_R as a CBOR item, then message_3)."""
     assert device.edhoc_key is not None
     key_i = read_edhoc_key(device.edhoc_key).private_numbers().private_value.to_bytes(32, "big")
     cred_i = cbor2.dumps(cbor2.loads(device.edhoc_own)[14], canonical=True)
     cred_r = cbor2.dumps(cbor2.loads(device.edhoc_peer)[14], canonical=True)
+    initiator = lakers.EdhocInitiator()
+    message_1 = cbor2.dumps(True) + bytes(initiator.prepare_message_1(c_i=b"\x05"))
+    answer = await _post(ctx, aiocoap.Message(code=aiocoap.POST, uri=edhoc_uri, payload=message_1))
+    assert answer.code == aiocoap.CHANGED
+    c_r, _, _ = initiator.parse_message_2(bytes(answer.payload))
+    initiator.verify_message_2(key_i, cred_i, cred_r)
+    message_3, _ = initiator.prepare_message_3(lakers.CredentialTransfer.ByReference, None)
+    prefix = cbor2.dumps(cbor2.loads(bytes(c_r))) if len(c_r) == 1 else cbor2.dumps(bytes(c_r))
+    return bytes(c_r), prefix + bytes(message_3)
 
-    async def echo(payload: bytes, peer: object) -> bytes | None:
-        return payload[::-1]
 
-    async with CoapServer(profile, echo, devices=creds.tam_side) as server:
+async def test_message_1s_from_one_address_push_out_only_their_own_handshakes(creds: Creds) -> None:
+    """The TAM keeps 8 handshakes waiting for message_3; 30 message_1s from one port between a
+    device's message_2 and message_3 used to push the device's out (its message_3 then 4.00)."""
+    async with CoapServer(without_echo(quick("coap-edhoc")), _reverse, devices=creds.tam_side) as server:
+        edhoc_uri = server.uri.rsplit("/", 1)[0] + "/.well-known/edhoc"
+        device = await aiocoap.Context.create_client_context()
+        flooder = await aiocoap.Context.create_client_context()
+        try:
+            _, message_3 = await _half_handshake(device, edhoc_uri, creds.agent_side)
+            for _ in range(30):
+                message_1 = cbor2.dumps(True) + bytes(lakers.EdhocInitiator().prepare_message_1(c_i=None))
+                flood = aiocoap.Message(code=aiocoap.POST, uri=edhoc_uri, payload=message_1)
+                assert (await _post(flooder, flood)).code == aiocoap.CHANGED
+            real = aiocoap.Message(code=aiocoap.POST, uri=edhoc_uri, payload=message_3)
+            answer = await _post(device, real)
+            assert answer.code == aiocoap.CHANGED, (answer, answer.payload)
+        finally:
+            await device.shutdown()
+            await flooder.shutdown()
+
+
+async def test_a_message_3_from_another_address_leaves_the_handshake_alone(creds: Creds) -> None:
+    """C_R is one of 48 small numbers: anyone could send a junk message_3 for each and spoil every
+    EDHOC handshake between its message_2 and message_3 (lakers consumes the responder's state on a
+    failed message_3). A message_3 is now taken only from the address its message_1 came from."""
+    async with CoapServer(without_echo(quick("coap-edhoc")), _reverse, devices=creds.tam_side) as server:
         edhoc_uri = server.uri.rsplit("/", 1)[0] + "/.well-known/edhoc"
         victim = await aiocoap.Context.create_client_context()
         attacker = await aiocoap.Context.create_client_context()  # another port
         try:
-            initiator = lakers.EdhocInitiator()
-            message_1 = cbor2.dumps(True) + bytes(initiator.prepare_message_1(c_i=b"\x05"))
-            answer = await _post(victim, aiocoap.Message(code=aiocoap.POST, uri=edhoc_uri, payload=message_1))
-            assert answer.code == aiocoap.CHANGED
-            c_r, _, _ = initiator.parse_message_2(bytes(answer.payload))
-            initiator.verify_message_2(key_i, cred_i, cred_r)
-            message_3, _ = initiator.prepare_message_3(lakers.CredentialTransfer.ByReference, None)
-            prefix = cbor2.dumps(cbor2.loads(bytes(c_r))) if len(c_r) == 1 else cbor2.dumps(bytes(c_r))
-            junk = aiocoap.Message(code=aiocoap.POST, uri=edhoc_uri, payload=prefix + cbor2.dumps(bytes(20)))
+            c_r, message_3 = await _half_handshake(victim, edhoc_uri, creds.agent_side)
+            assert len(c_r) == 1  # aiocoap's C_R: a one-byte CBOR integer, its own CBOR item
+            junk_payload = c_r + cbor2.dumps(bytes(20))
+            junk = aiocoap.Message(code=aiocoap.POST, uri=edhoc_uri, payload=junk_payload)
             refused = await _post(attacker, junk)
             assert refused.code == aiocoap.BAD_REQUEST and b"its message_1 came from" in refused.payload
             # the same in an OSCORE request with the EDHOC option (message_3 first)
             combined = aiocoap.Message(
                 code=aiocoap.POST, uri=server.uri, payload=cbor2.dumps(bytes(20)) + bytes(12)
             )
-            combined.opt.oscore = b"\x08" + bytes(c_r)
+            combined.opt.oscore = b"\x08" + c_r  # kid = C_R
             combined.opt.edhoc = True
             refused = await _post(attacker, combined)
             assert refused.code == aiocoap.BAD_REQUEST and b"its message_1 came from" in refused.payload
-            real = aiocoap.Message(code=aiocoap.POST, uri=edhoc_uri, payload=prefix + bytes(message_3))
+            real = aiocoap.Message(code=aiocoap.POST, uri=edhoc_uri, payload=message_3)
             answer = await _post(victim, real)
             assert answer.code == aiocoap.CHANGED, (answer, answer.payload)  # was: 4.00, the state spoiled
         finally:

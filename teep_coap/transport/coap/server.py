@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -324,20 +325,40 @@ class IndexedCredentials(aiocoap.credentials.CredentialsMap):
             self._trim_edhoc()
 
     def _trim_edhoc(self) -> None:
-        """Keep the newest EDHOC_HANDSHAKES unfinished and the newest EDHOC_SESSIONS finished EDHOC
-        contexts (aiocoap stores one per message_1 and never drops any). Unauthenticated message_1s
-        thus push out only unfinished handshakes, never a device's session (100 of them used to end
-        every EDHOC session in progress, the device told its credential was unknown)."""
+        """Keep EDHOC_HANDSHAKES unfinished and the newest EDHOC_SESSIONS finished EDHOC contexts
+        (aiocoap stores one per message_1 and never drops any). Unauthenticated message_1s thus push
+        out only unfinished handshakes, never a device's session (100 of them used to end every EDHOC
+        session in progress, the device told its credential was unknown). Among the unfinished, the
+        oldest of the address holding the most goes first: message_1s from one address push out
+        their own, not a device's handshake between its message_2 and message_3."""
         labels = [label for label in self._edhoc_sessions if label in self]
         finished: list[str] = []
         unfinished: list[str] = []
         for label in labels:
             (finished if aiocoap_compat.edhoc_handshake_finished(self[label]) else unfinished).append(label)
-        drop = set(unfinished[: max(0, len(unfinished) - EDHOC_HANDSHAKES)])
+        drop = set(self._fair_excess(unfinished, EDHOC_HANDSHAKES))
         drop.update(finished[: max(0, len(finished) - EDHOC_SESSIONS)])
         for label in drop:
             del self[label]
         self._edhoc_sessions = [label for label in labels if label not in drop]
+
+    def _fair_excess(self, unfinished: list[str], keep: int) -> list[str]:
+        """Labels of `unfinished` (oldest first) beyond `keep`: each the oldest of the message_1
+        address holding the most then (ties: the address of the oldest); an unknown address counts
+        alone."""
+        owners: dict[str, Any] = {}
+        for label in unfinished:
+            owner = aiocoap_compat.edhoc_message_1_from(self[label])
+            owners[label] = label if owner is None else owner
+        left = list(unfinished)
+        dropped: list[str] = []
+        while len(left) > keep:
+            held = Counter(owners[label] for label in left)
+            most = max(held, key=held.__getitem__)
+            victim = next(label for label in left if owners[label] == most)
+            left.remove(victim)
+            dropped.append(victim)
+        return dropped
 
     def get(self, key: str, default: Any = None) -> Any:
         """As dict.get; an EDHOC origin look-up ("coap://HOST:PORT/*") falls back to the TAM's own

@@ -89,6 +89,7 @@ from teep_coap.transport.coap.aiocoap_compat.oscore import (  # noqa: E402
     apply_edhoc_client_fix,
     apply_edhoc_server_guard,
     edhoc_handshake_finished,
+    edhoc_message_1_from,
     is_edhoc_responder_context,
     release_oscore_context,
 )
@@ -131,6 +132,7 @@ __all__ = [
     "dtls_server_sessions",
     "duplicate_caches",
     "edhoc_handshake_finished",
+    "edhoc_message_1_from",
     "encode_reply",
     "harden_message_decode",
     "install_datagram_gate",

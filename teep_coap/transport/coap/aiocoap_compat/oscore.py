@@ -44,6 +44,17 @@ def edhoc_handshake_finished(context: Any) -> bool:
     return getattr(context, "_incomplete", True) is False
 
 
+def edhoc_message_1_from(context: Any) -> Any:
+    """The transport address an EDHOC responder context's message_1 came from (hashable), or None
+    when it is not known (`apply_edhoc_server_guard` notes it)."""
+    remote = getattr(context, _PEER, None)
+    try:
+        hash(remote)
+    except TypeError:
+        return None
+    return remote
+
+
 _EDHOC_GUARD = "_teep_edhoc_guarded"
 MAX_MESSAGE_1 = 1024  # bytes: a message_1 is about 40 (one EAD item); anything much longer is not one
 
