@@ -242,3 +242,36 @@ def test_a_serving_process_raises_its_open_file_limit_to_the_hard_one() -> None:
     returned, soft = (int(v) for v in out.stdout.split())
     assert returned == soft and soft > 256
     assert soft == (hard if hard != resource.RLIM_INFINITY else 1 << 20)
+
+
+async def test_tls_handshakes_in_progress_are_bounded_in_number(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Connections that never send a ClientHello were bounded only in time (10 s each), so a few
+    thousand new ones a second held every descriptor; now a new one closes the oldest beyond
+    MAX_TLS_HANDSHAKES, and a device's handshake, milliseconds long, still completes."""
+    monkeypatch.setattr(http_connections, "MAX_TLS_HANDSHAKES", 16)
+    bundle = certs.write_bundle(tmp_path / "certs")
+    options = HttpServerOptions(ssl_context=certs.server_ssl_context(bundle.server_cert, bundle.server_key))
+    async with HttpTamServer(_echo, options) as server:
+        assert server._runner is not None
+        (site,) = server._runner.sites
+        held = await asyncio.to_thread(_hold, server.port, b"", 40)
+        try:
+            for _ in range(50):  # the server accepts them one turn of its loop at a time
+                if site.handshakes.pushed_out >= 24:
+                    break
+                await asyncio.sleep(0.05)
+            assert len(site.handshakes) == 16 and site.handshakes.pushed_out == 24
+            closed = await asyncio.to_thread(lambda: [_closed_by_server(s) for s in held[:24]])
+            assert all(closed)  # the oldest 24, closed at once (not after the 10 s deadline)
+            newest = held[-1]
+            newest.settimeout(0.5)
+            with pytest.raises(TimeoutError):
+                newest.recv(1)  # still open, waiting for its ClientHello
+            client_ctx = certs.client_ssl_context(bundle.ca_cert)
+            assert await _post(server.uri, b"hello", client_ctx) == (200, b"olleh")
+        finally:
+            for sock in held:
+                sock.close()
+    assert len(site.handshakes) == 0  # the server stopped: none left behind

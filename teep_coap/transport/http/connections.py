@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
+import ssl
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 
 MAX_CONNECTIONS = 1024  # open TCP connections; at most half the process's open-file limit
 MAX_UNFINISHED = 256  # of those, connections not through a whole request
+MAX_TLS_HANDSHAKES = 256  # TLS handshakes in progress (connections before they are aiohttp's)
 REQUEST_DEADLINE = 10.0  # seconds a connection may stay unfinished (from opening or its last answer)
 SWEEP_EVERY = 1.0  # seconds between looks for connections past their deadline
 
@@ -155,4 +157,113 @@ class ConnectionGuard:
             self._sweeper = None
 
 
-__all__ = ["MAX_CONNECTIONS", "MAX_UNFINISHED", "REQUEST_DEADLINE", "ConnectionGuard", "connection_cap"]
+class TlsHandshakes:
+    """TLS handshakes in progress on an HTTPS server, at most `limit`: a new connection closes the
+    oldest still shaking hands. asyncio does the handshake before aiohttp (and `ConnectionGuard`)
+    sees the connection, so a flood of connections that never send a ClientHello was bounded only
+    in time (`REQUEST_DEADLINE` each): at a few thousand new connections per second that is every
+    file descriptor. A device's handshake takes milliseconds, so only a flood of `limit` new
+    connections within those milliseconds can push it out."""
+
+    def __init__(self, limit: int | None = None) -> None:
+        self.limit = MAX_TLS_HANDSHAKES if limit is None else limit
+        self._open: OrderedDict[Any, asyncio.Task[None] | None] = OrderedDict()  # transport -> its task
+        self.pushed_out = 0  # handshakes closed for newer ones
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def begin(self, transport: Any) -> None:
+        while self._open and len(self._open) >= self.limit:
+            oldest, task = self._open.popitem(last=False)
+            self.pushed_out += 1
+            peer = oldest.get_extra_info("peername")
+            log.info(
+                "TLS handshake with %s closed: %d newer ones",
+                peer[0] if peer else "?",
+                self.limit,
+                extra=JUNK,
+            )
+            if task is not None:
+                task.cancel()
+            oldest.abort()
+        self._open[transport] = None
+
+    def started(self, transport: Any, task: asyncio.Task[None]) -> None:
+        if transport in self._open:
+            self._open[transport] = task
+
+    def end(self, transport: Any) -> None:
+        self._open.pop(transport, None)
+
+    def close(self) -> None:
+        """The server stops: every handshake still in progress ends."""
+        while self._open:
+            transport, task = self._open.popitem(last=False)
+            if task is not None:
+                task.cancel()
+            transport.abort()
+
+
+class TlsAccept(asyncio.Protocol):
+    """A new TCP connection of an HTTPS server: TLS by `loop.start_tls` (counted in `handshakes`),
+    then handed to the HTTP protocol `make_protocol()` makes, as asyncio's own `ssl=` would."""
+
+    def __init__(
+        self,
+        make_protocol: Callable[[], asyncio.Protocol],
+        ssl_context: ssl.SSLContext,
+        handshakes: TlsHandshakes,
+        timeout: float,
+    ) -> None:
+        self._make_protocol = make_protocol
+        self._ssl_context = ssl_context
+        self._handshakes = handshakes
+        self._timeout = timeout
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.pause_reading()  # the ClientHello waits for start_tls
+        self._transport = transport
+        self._handshakes.begin(transport)
+        task = asyncio.get_running_loop().create_task(self._upgrade(transport))
+        self._handshakes.started(transport, task)
+
+    async def _upgrade(self, transport: asyncio.Transport) -> None:
+        loop = asyncio.get_running_loop()
+        protocol = self._make_protocol()
+        try:
+            tls = await loop.start_tls(
+                transport, protocol, self._ssl_context, server_side=True, ssl_handshake_timeout=self._timeout
+            )
+        except Exception as exc:  # a failed or timed-out handshake (ssl.SSLError, OSError, TimeoutError)
+            log.debug("TLS handshake failed: %s", exc)
+            transport.abort()
+            return
+        finally:
+            self._handshakes.end(transport)
+        if tls is None or tls.is_closing():
+            return
+        protocol.connection_made(tls)
+
+    def data_received(self, data: bytes) -> None:  # reading is paused until start_tls takes over
+        log.debug("%d bytes before TLS: dropped with the connection", len(data))
+        if self._transport is not None:
+            self._transport.abort()
+
+    def connection_lost(self, exc: BaseException | None) -> None:  # only before start_tls took over
+        if self._transport is not None:
+            self._handshakes.end(self._transport)
+
+
+__all__ = [
+    "MAX_CONNECTIONS",
+    "MAX_TLS_HANDSHAKES",
+    "MAX_UNFINISHED",
+    "REQUEST_DEADLINE",
+    "ConnectionGuard",
+    "TlsAccept",
+    "TlsHandshakes",
+    "connection_cap",
+]

@@ -88,26 +88,37 @@ def _peer_info(request: web.Request, scheme: str) -> PeerInfo:
 
 
 class _TlsBoundSite(web.TCPSite):
-    """aiohttp's TCPSite with TLS handshakes bounded by REQUEST_DEADLINE. aiohttp passes no handshake
-    timeout, so asyncio's 60 s applied: connections that never start TLS are not aiohttp's yet (the
-    `ConnectionGuard` sees a connection once its handshake is done), and 1,100 of them, reopened once
-    a minute, took every descriptor of a TAM whose open-file limit was 1,024."""
+    """aiohttp's TCPSite with TLS handshakes bounded in time (REQUEST_DEADLINE) and in number
+    (`TlsHandshakes`). aiohttp passes no handshake timeout, so asyncio's 60 s applied: connections
+    that never start TLS are not aiohttp's yet (the `ConnectionGuard` sees a connection once its
+    handshake is done), and 1,100 of them, reopened once a minute, took every descriptor of a TAM
+    whose open-file limit was 1,024. Each connection now gets its TLS from `loop.start_tls`, so the
+    handshakes in progress can be counted and the oldest closed for a new one."""
+
+    handshakes: http_connections.TlsHandshakes | None = None
 
     async def start(self) -> None:
         await web.BaseSite.start(self)  # registers the site with its runner (cleaned up with it)
         server = self._runner.server
         if server is None:
             raise TransportError("HTTP server started before its runner was set up")
+        ssl_context = self._ssl_context
+        assert ssl_context is not None
+        handshakes = self.handshakes = http_connections.TlsHandshakes()
+        deadline = http_connections.REQUEST_DEADLINE
         self._server = await asyncio.get_running_loop().create_server(
-            server,
+            lambda: http_connections.TlsAccept(server, ssl_context, handshakes, deadline),
             self._host,
             self._port,
-            ssl=self._ssl_context,
-            ssl_handshake_timeout=http_connections.REQUEST_DEADLINE,
             backlog=self._backlog,
             reuse_address=self._reuse_address,
             reuse_port=self._reuse_port,
         )
+
+    async def stop(self) -> None:
+        if self.handshakes is not None:
+            self.handshakes.close()
+        await super().stop()
 
 
 class HttpTamServer:
