@@ -187,4 +187,5 @@ def test_edhoc_handshake_is_counted_next_to_oscore_and_dtls() -> None:
     assert sum(edhoc.values()) - edhoc["handshake"] == pytest.approx(sum(oscore.values()), abs=64)
     assert dtls["handshake"] > edhoc["handshake"] > 0
     turns = {s.profile: s.round_trips for s in rep.sessions}
-    assert turns["coap-edhoc"] == turns["coap-oscore"] + 1  # message_1/message_2, once per session
+    # the TAM's 4.01 + Echo to message_1 (RFC 9175), then message_1/message_2: once per session
+    assert turns["coap-edhoc"] == turns["coap-oscore"] + 2

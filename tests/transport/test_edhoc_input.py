@@ -16,7 +16,7 @@ from aiocoap.edhoc import CoseKeyForEdhoc, OwnCredStyle
 from coap_helpers import Creds, quick, without_echo
 
 from teep_coap.transport.base import TransportError
-from teep_coap.transport.coap import CoapClient, CoapServer
+from teep_coap.transport.coap import CoapClient, CoapServer, aiocoap_compat
 from teep_coap.transport.coap.credentials import DeviceCredentials, read_edhoc_key
 from teep_coap.transport.coap.edhoc_input import message_1_problem, message_3_problem
 
@@ -72,7 +72,9 @@ def test_what_passes_the_checks_never_makes_lakers_panic() -> None:
         passed["message_3"] += 1
         with pytest.raises((ValueError, RuntimeError)):  # never a panic; never accepted either
             responder.parse_message_3(candidate)
-    assert passed["message_1"] > 100 and passed["message_3"] > 100, passed
+    # lakers draws a fresh ephemeral key for each real message_1, so how many mutations pass the
+    # checks moves from run to run (100 to about 150 of 1,500 seen): enough to have tested something
+    assert passed["message_1"] >= 60 and passed["message_3"] >= 60, passed
 
 
 @pytest.mark.parametrize(
@@ -102,7 +104,7 @@ async def _post(ctx: aiocoap.Context, message: aiocoap.Message) -> aiocoap.Messa
 
 
 async def test_the_tam_answers_such_input_4_00_and_devices_go_on(creds: Creds) -> None:
-    profile = quick("coap-edhoc")
+    profile = without_echo(quick("coap-edhoc"))  # the raw message_1s below answer no Echo
 
     async def echo(payload: bytes, peer: object) -> bytes | None:
         return payload[::-1]
@@ -235,3 +237,38 @@ async def test_a_message_3_from_another_address_leaves_the_handshake_alone(creds
         finally:
             await victim.shutdown()
             await attacker.shutdown()
+
+
+async def test_a_message_1_from_an_unproven_address_gets_an_echo_first(creds: Creds) -> None:
+    """RFC 9175 Echo before any key work: a message_1 costs the TAM a key pair and two Diffie-Hellman
+    computations (≈ 0.74 ms), which a spoofed source could have it spend without end; now an address
+    proves itself first, and the device's client answers the Echo by itself."""
+    async with CoapServer(quick("coap-edhoc"), _reverse, devices=creds.tam_side) as server:
+        assert server.edhoc_echo is not None
+        credentials = server._context.server_credentials
+        contexts = lambda: sum(map(aiocoap_compat.is_edhoc_responder_context, credentials.values()))  # noqa: E731
+        edhoc_uri = server.uri.rsplit("/", 1)[0] + "/.well-known/edhoc"
+        ctx = await aiocoap.Context.create_client_context()
+        try:
+            message_1 = cbor2.dumps(True) + bytes(lakers.EdhocInitiator().prepare_message_1(c_i=None))
+            first = await _post(ctx, aiocoap.Message(code=aiocoap.POST, uri=edhoc_uri, payload=message_1))
+            assert first.code == aiocoap.UNAUTHORIZED and first.opt.echo and not first.payload
+            assert contexts() == 0  # no key work for it
+            again = aiocoap.Message(code=aiocoap.POST, uri=edhoc_uri, payload=message_1, echo=first.opt.echo)
+            assert (await _post(ctx, again)).code == aiocoap.CHANGED
+            assert contexts() == 1
+            wrong = aiocoap.Message(code=aiocoap.POST, uri=edhoc_uri, payload=message_1, echo=bytes(12))
+            other = await aiocoap.Context.create_client_context()  # a new address, a forged Echo
+            try:
+                assert (await _post(other, wrong)).code == aiocoap.UNAUTHORIZED
+            finally:
+                await other.shutdown()
+        finally:
+            await ctx.shutdown()
+        assert contexts() == 1 and server.edhoc_echo.challenges == 2
+        device = CoapClient(quick("coap-edhoc"), server.uri, creds.agent_side)
+        try:
+            assert await device.post(b"hello") == b"olleh"  # its client answered the Echo
+        finally:
+            await device.close()
+        assert server.edhoc_echo.challenges == 3

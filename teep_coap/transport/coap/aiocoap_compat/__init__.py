@@ -86,6 +86,7 @@ from teep_coap.transport.coap.aiocoap_compat.option_memo import (  # noqa: E402
     memoise_option_decoding,
 )
 from teep_coap.transport.coap.aiocoap_compat.oscore import (  # noqa: E402
+    EDHOC_ECHO,
     apply_edhoc_client_fix,
     apply_edhoc_server_guard,
     edhoc_handshake_finished,
@@ -97,6 +98,7 @@ from teep_coap.transport.coap.aiocoap_compat.site import ExactPathSite, with_sha
 
 __all__ = [
     "ADDRESS_CACHE",
+    "EDHOC_ECHO",
     "OPTION_MEMO",
     "READ_BATCH",
     "RESPONSE_LIMIT",

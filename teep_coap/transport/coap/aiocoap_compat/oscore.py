@@ -8,6 +8,7 @@ import logging
 from collections.abc import Awaitable
 from typing import Any
 
+import aiocoap
 import aiocoap.error
 from aiocoap.edhoc import EdhocCredentials, EdhocResponderContext
 from aiocoap.oscore_sitewrapper import OscoreSiteWrapper
@@ -75,6 +76,8 @@ def _is_panic(exc: BaseException) -> bool:
 _message_1_from: list[Any] = [None]
 _message_3_from: list[Any] = [None]
 _PEER = "_teep_message_1_from"  # attribute of a responder context: who sent its message_1
+# attribute of an OscoreSiteWrapper: the `EchoGuard` a message_1's address must pass first, if any
+EDHOC_ECHO = "_teep_edhoc_echo"
 
 
 def _same_peer(a: Any, b: Any) -> bool:
@@ -108,6 +111,12 @@ def apply_edhoc_server_guard() -> bool:
         problem = (
             "longer than a message_1" if len(message_1) > MAX_MESSAGE_1 else message_1_problem(message_1)
         )
+        echo = getattr(self, EDHOC_ECHO, None)
+        if problem is None and echo is not None:
+            challenge = echo.check(str(pipe.request.remote.hostinfo), pipe.request.opt.echo)
+            if challenge is not None:  # RFC 9528 §9.7: the address proves itself before any key work
+                pipe.add_response(challenge, is_last=True)
+                return None
         if problem is None:
             _message_1_from[0] = pipe.request.remote
             try:
@@ -179,6 +188,40 @@ async def _panic_as_edhoc_error(step: Awaitable[Any]) -> Any:
         raise ValueError(f"EDHOCError::UnreadablePeerMessage ({_first_line(exc)[:100]})") from None
 
 
+class _EchoAnswering:
+    """The message interface aiocoap's EDHOC initiator sends message_1 through, answering a server's
+    4.01 + Echo (RFC 9175) by sending message_1 once more with that Echo value. aiocoap's initiator
+    takes any error answer as a failed handshake; a TAM asks for the Echo before it does any key
+    work for an address it has not seen."""
+
+    def __init__(self, wire: Any) -> None:
+        self._wire = wire
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._wire, name)
+
+    def request(self, message: Any) -> _EchoAnsweringRequest:
+        return _EchoAnsweringRequest(self._wire, message)
+
+
+class _EchoAnsweringRequest:
+    def __init__(self, wire: Any, message: Any) -> None:
+        self._wire = wire
+        self._message = message
+
+    @property
+    async def response_raising(self) -> Any:
+        response = await self._wire.request(self._message).response
+        if response.code == aiocoap.UNAUTHORIZED and response.opt.echo is not None:
+            again = self._message.copy(echo=response.opt.echo)
+            again.mid, again.token = None, b""
+            again.remote = self._message.remote
+            response = await self._wire.request(again).response
+        if not response.code.is_successful():
+            raise aiocoap.error.ResponseWrappingError(response)
+        return response
+
+
 def apply_edhoc_client_fix() -> bool:
     """One EDHOC handshake per client credentials entry, not one per request (aiocoap 0.4.17).
 
@@ -201,10 +244,11 @@ def apply_edhoc_client_fix() -> bool:
         return False
     original = EdhocCredentials.establish_context
 
-    def establish_context(self: Any, *args: Any, **kwargs: Any) -> Any:
+    def establish_context(self: Any, wire: Any, *args: Any, **kwargs: Any) -> Any:
         task = self.__dict__.get(_EDHOC_FIX)
         if task is None:
-            task = asyncio.ensure_future(_panic_as_edhoc_error(original(self, *args, **kwargs)))
+            step = original(self, _EchoAnswering(wire), *args, **kwargs)
+            task = asyncio.ensure_future(_panic_as_edhoc_error(step))
             self.__dict__[_EDHOC_FIX] = task
 
             def settled(done: asyncio.Future[Any]) -> None:
