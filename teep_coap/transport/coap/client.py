@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -49,9 +50,25 @@ MAX_OVERLOAD_WAIT = 10.0  # never sleep longer than this for one 5.03, whatever 
 # sending the request again cannot deliver it twice. Every second restart doubles the wait, so a slow but
 # progressing handshake (a loaded TAM) is not restarted for ever.
 HANDSHAKE_STALL = 2.0
+# EDHOC handshakes run again for one request when the TAM answers message_3 (or a dropped session's
+# request) without protection, i.e. without reading the message: a TAM keeps 8 handshakes waiting for
+# message_3 (aiocoap has 48 one-byte connection ids), so a burst of more devices than that pushes out
+# some in mid-handshake. Each retry waits a little longer, with jitter, so the burst spreads out.
+EDHOC_RETRIES = 4
+EDHOC_RETRY_WAIT = 0.02  # seconds, times the attempt, times 1-2
+# what a TAM says when a device's EDHOC session or handshake was pushed out for newer ones
+_PUSHED_OUT = (
+    "Security context not found",
+    "not from the address its message_1 came from",
+    "EDHOC incomplete",
+)
 # The padding option's header: 1 byte, 2 bytes of extended delta (from Accept, 17, or anything below
 # 269, up to 65020) and 1 byte of extended length (13..268 bytes of padding).
 PADDING_OPTION_HEADER = 4
+
+
+class _UnprotectedAnswer(PeerRejected):
+    """An error answer to an OSCORE request that came without OSCORE: the TAM did not read it."""
 
 
 class _HandshakeStalled(Exception):
@@ -298,7 +315,7 @@ class CoapClient:
         # records without a word; after half the timeout in silence, shake hands anew and resend once
         # (TEEP messages may arrive twice: the TAM answers a repeated message as the first time).
         silence_check = self.profile.security.mode == "dtls-psk" and self.exchanges > 0
-        edhoc_retry = self.profile.security.mode == "edhoc" and self.exchanges > 0
+        edhoc_retries = EDHOC_RETRIES if self.profile.security.mode == "edhoc" else 0
         while True:
             remaining = self._deadline - time.monotonic()
             if remaining <= 0:
@@ -316,15 +333,19 @@ class CoapClient:
                 continue
             except PeerRejected as exc:
                 # An EDHOC-keyed OSCORE context the peer no longer has (it restarted, or dropped it
-                # for newer sessions) is answered without protection and without reading the
-                # message: 4.01 when no context has our id, 4.00 when a newer handshake was given it.
-                # Run EDHOC again and resend, once.
-                if not (edhoc_retry and exc.status.startswith(("4.00", "4.01"))):
+                # for newer sessions), or a handshake it pushed out before our message_3 came, is
+                # answered without protection and without reading the message: 4.01 when no context
+                # has our id, 4.00 when a newer handshake was given it or message_3 was refused. Run
+                # EDHOC again and resend (EDHOC_RETRIES times for one request).
+                unread = isinstance(exc, _UnprotectedAnswer) and exc.status.startswith(("4.00", "4.01"))
+                if not (edhoc_retries and unread):
                     raise
-                edhoc_retry = False
+                attempt = EDHOC_RETRIES - edhoc_retries + 1
+                edhoc_retries -= 1
                 self.session_restarts += 1
                 log.info("%s does not know our EDHOC session: new handshake, sending again", self.uri)
                 await self._drop_context()
+                await asyncio.sleep(EDHOC_RETRY_WAIT * attempt * (1 + secrets.randbelow(1000) / 1000))
                 ctx = await self._ensure_context()
                 continue
             except _HandshakeStalled:
@@ -395,12 +416,17 @@ class CoapClient:
             plain = getattr(exc, "plain_message", None)  # OSCORE: the server answered without protection
             if plain is not None and plain.code is not None and not plain.code.is_successful():
                 detail = bytes(plain.payload).decode("utf-8", "replace")
-                guess = (
-                    "EDHOC refused: the TAM most likely does not know this device's EDHOC credential"
-                    if self.profile.security.mode == "edhoc"
-                    else "OSCORE context unknown?"
-                )
-                raise PeerRejected(code_text(plain.code), f"unprotected answer ({guess}): {detail}") from None
+                if self.profile.security.mode != "edhoc":
+                    guess = "OSCORE context unknown?"
+                elif any(sign in detail for sign in _PUSHED_OUT):
+                    guess = (
+                        "EDHOC session or handshake no longer held by the TAM: more devices at once than it"
+                        " keeps EDHOC sessions for (about 40 per TAM process)?"
+                    )
+                else:
+                    guess = "EDHOC refused: the TAM most likely does not know this device's EDHOC credential"
+                status = code_text(plain.code)
+                raise _UnprotectedAnswer(status, f"unprotected answer ({guess}): {detail}") from None
             identity = self._credentials.psk_identity if self._credentials else None
             likely = explain_error(exc, self.uri, identity)
             raise TransportError(

@@ -168,6 +168,12 @@ def apply_edhoc_server_guard() -> bool:
 
     OscoreSiteWrapper._process_edhoc_msg12 = _process_edhoc_msg12
     OscoreSiteWrapper._process_edhoc_msg34 = _process_edhoc_msg34
+    # aiocoap's OSCORE code reads `echo_recovery` when a request repeats a sequence number, and an
+    # EDHOC responder context has none: a device's request under a connection id a newer device's
+    # finished session had taken (its own handshake pushed out) ended in an AttributeError, 5.00.
+    # None: such a request is refused as a replay (4.01, unprotected), and its client shakes hands again.
+    if not hasattr(EdhocResponderContext, "echo_recovery"):
+        EdhocResponderContext.echo_recovery = None
     EdhocResponderContext.__init__ = __init__
     EdhocResponderContext.unprotect = _unprotect
     EdhocResponderContext._offer_message_3 = _offer_message_3
