@@ -26,6 +26,7 @@ touches its internals and is done in `aiocoap_compat`.
 from __future__ import annotations
 
 import collections
+from collections.abc import Callable, Iterable
 from typing import Any
 
 MAX_BLOCK1_ASSEMBLIES = 256  # unfinished block-wise request bodies kept, all peers together
@@ -40,6 +41,22 @@ MAX_DTLS_HANDSHAKES = 1024
 # that identity's least recently established goes, so one key (a device's, stolen or buggy) opening
 # sessions from new ports cannot push out the established sessions of every other device
 MAX_DTLS_SESSIONS_PER_IDENTITY = 16
+
+
+def oldest_of_heaviest(
+    keys: Iterable[Any], owner: Callable[[Any], Any], weight: Callable[[Any], int] = lambda _: 1
+) -> Any:
+    """The entry a full table drops next when one owner must not push out the others: among `keys`
+    (oldest first), the oldest of the owner holding the most (by `weight`: entries, or bytes); ties
+    go to the owner of the oldest entry. Used where anyone can add entries (Block1 bodies, EDHOC
+    handshakes waiting for message_3)."""
+    order = list(keys)
+    held: dict[Any, int] = {}
+    for key in order:
+        who = owner(key)
+        held[who] = held.get(who, 0) + weight(key)
+    most = max(held, key=held.__getitem__)  # dicts keep insertion order: ties, the oldest's owner
+    return next(key for key in order if owner(key) == most)
 
 
 class DuplicateCache(dict[Any, Any]):
@@ -118,4 +135,5 @@ __all__ = [
     "MAX_DTLS_SESSIONS_PER_IDENTITY",
     "MAX_RECENT_MESSAGES",
     "DuplicateCache",
+    "oldest_of_heaviest",
 ]

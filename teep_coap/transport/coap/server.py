@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +47,7 @@ from teep_coap.transport.coap.credentials import (
 )
 from teep_coap.transport.coap.early_answer import EarlyAnswer
 from teep_coap.transport.coap.echo import PROVEN, EchoGuard, wire_size
-from teep_coap.transport.coap.hardening import DuplicateCache
+from teep_coap.transport.coap.hardening import DuplicateCache, oldest_of_heaviest
 from teep_coap.transport.coap.health import HEALTH, HealthResource
 from teep_coap.transport.coap.idle_expiry import IdleSweeper
 from teep_coap.transport.coap.options import CoapOptions
@@ -343,19 +342,16 @@ class IndexedCredentials(aiocoap.credentials.CredentialsMap):
         self._edhoc_sessions = [label for label in labels if label not in drop]
 
     def _fair_excess(self, unfinished: list[str], keep: int) -> list[str]:
-        """Labels of `unfinished` (oldest first) beyond `keep`: each the oldest of the message_1
-        address holding the most then (ties: the address of the oldest); an unknown address counts
-        alone."""
+        """Labels of `unfinished` (oldest first) beyond `keep`, chosen one at a time by
+        `oldest_of_heaviest` with the message_1 address as owner (an unknown address counts alone)."""
         owners: dict[str, Any] = {}
         for label in unfinished:
-            owner = aiocoap_compat.edhoc_message_1_from(self[label])
-            owners[label] = label if owner is None else owner
+            address = aiocoap_compat.edhoc_message_1_from(self[label])
+            owners[label] = label if address is None else address
         left = list(unfinished)
         dropped: list[str] = []
         while len(left) > keep:
-            held = Counter(owners[label] for label in left)
-            most = max(held, key=held.__getitem__)
-            victim = next(label for label in left if owners[label] == most)
+            victim = oldest_of_heaviest(left, owners.__getitem__)
             left.remove(victim)
             dropped.append(victim)
         return dropped

@@ -32,6 +32,7 @@ from teep_coap.transport.coap.hardening import (
     MAX_BLOCK2_RESPONSES,
     MAX_RECENT_MESSAGES,
     DuplicateCache,
+    oldest_of_heaviest,
 )
 
 log = logging.getLogger("teep_coap.transport.coap")
@@ -141,12 +142,8 @@ class BoundedTimeoutDict(TimeoutDict[Any, Message]):
         if self.owner is None:  # the oldest: the Block2 caches are full whenever traffic is steady
             return next((k for k in items if k != keep), keep)
         others = [k for k in items if k != keep] or list(items)
-        held: dict[Any, int] = {}
-        for k in others:
-            who = self.owner(k)
-            held[who] = held.get(who, 0) + (len(items[k].payload) if by_bytes else 1)
-        most = max(held, key=held.__getitem__)  # ties: the owner seen first, i.e. the oldest entry's
-        return next(k for k in others if self.owner(k) == most)
+        size = (lambda k: len(items[k].payload)) if by_bytes else (lambda k: 1)
+        return oldest_of_heaviest(others, self.owner, size)
 
     def make_room(self, key: Any, extra: int) -> None:
         """Drop entries other than `key` until `extra` more payload bytes fit."""
