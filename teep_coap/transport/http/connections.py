@@ -167,15 +167,16 @@ class TlsHandshakes:
 
     def __init__(self, limit: int | None = None) -> None:
         self.limit = MAX_TLS_HANDSHAKES if limit is None else limit
-        self._open: OrderedDict[Any, asyncio.Task[None] | None] = OrderedDict()  # transport -> its task
+        self._open: OrderedDict[Any, asyncio.Task[None]] = OrderedDict()  # transport -> its handshake
         self.pushed_out = 0  # handshakes closed for newer ones
 
     def __len__(self) -> int:
         return len(self._open)
 
-    def begin(self, transport: Any) -> None:
+    def begin(self, transport: Any, task: asyncio.Task[None]) -> None:
+        """A new connection's handshake (`task`), after closing the oldest beyond the limit."""
         while self._open and len(self._open) >= self.limit:
-            oldest, task = self._open.popitem(last=False)
+            oldest, handshake = self._open.popitem(last=False)
             self.pushed_out += 1
             peer = oldest.get_extra_info("peername")
             log.info(
@@ -184,14 +185,9 @@ class TlsHandshakes:
                 self.limit,
                 extra=JUNK,
             )
-            if task is not None:
-                task.cancel()
+            handshake.cancel()
             oldest.abort()
-        self._open[transport] = None
-
-    def started(self, transport: Any, task: asyncio.Task[None]) -> None:
-        if transport in self._open:
-            self._open[transport] = task
+        self._open[transport] = task
 
     def end(self, transport: Any) -> None:
         self._open.pop(transport, None)
@@ -199,9 +195,8 @@ class TlsHandshakes:
     def close(self) -> None:
         """The server stops: every handshake still in progress ends."""
         while self._open:
-            transport, task = self._open.popitem(last=False)
-            if task is not None:
-                task.cancel()
+            transport, handshake = self._open.popitem(last=False)
+            handshake.cancel()
             transport.abort()
 
 
@@ -226,9 +221,7 @@ class TlsAccept(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         transport.pause_reading()  # the ClientHello waits for start_tls
         self._transport = transport
-        self._handshakes.begin(transport)
-        task = asyncio.get_running_loop().create_task(self._upgrade(transport))
-        self._handshakes.started(transport, task)
+        self._handshakes.begin(transport, asyncio.get_running_loop().create_task(self._upgrade(transport)))
 
     async def _upgrade(self, transport: asyncio.Transport) -> None:
         loop = asyncio.get_running_loop()
