@@ -131,10 +131,13 @@ class TeepResource(aiocoap.resource.Resource):
         return self._early_refusal(request), budget
 
     def _refusal(self, request: Message) -> Message | None:
-        """`_screen` for aiocoap's block-wise path, which serves no padded connect unproven."""
+        """`_screen` for the block-wise ways (aiocoap's pipe, the fast path's uploads), which serve
+        no padded connect unproven; a request let through gets the profile's block size."""
         refusal, budget = self._screen(request)
         if refusal is None and budget != PROVEN and self.echo is not None:
             return self.echo.challenge(_address(request))
+        if refusal is None:
+            self._limit_block_size(request)
         return refusal
 
     def _within(self, request: Message, answer: Message, budget: int) -> Message:
@@ -183,7 +186,6 @@ class TeepResource(aiocoap.resource.Resource):
         if refusal is not None:
             pipe.add_response(refusal, is_last=True)
             return
-        self._limit_block_size(pipe.request)
         await super().render_to_pipe(pipe)
 
     def take_block(self, request: Message) -> tuple[Message | None, Message | None]:
@@ -192,10 +194,7 @@ class TeepResource(aiocoap.resource.Resource):
         Incomplete, 4.00 for a block of the wrong size; None) or, on the last block, (None, the
         assembled request for `render`)."""
         refusal = self._refusal(request)
-        if refusal is not None:
-            return refusal, None
-        self._limit_block_size(request)
-        return aiocoap_compat.spool_block(self, request)
+        return (refusal, None) if refusal is not None else aiocoap_compat.spool_block(self, request)
 
     async def respond(self, request: Message) -> Message:
         """The whole answer to a single-datagram POST (`aiocoap_compat.install_fast_path`): the
