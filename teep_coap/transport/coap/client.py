@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import secrets
+import random
 import time
 from pathlib import Path
 from typing import Any
@@ -315,7 +315,7 @@ class CoapClient:
         # records without a word; after half the timeout in silence, shake hands anew and resend once
         # (TEEP messages may arrive twice: the TAM answers a repeated message as the first time).
         silence_check = self.profile.security.mode == "dtls-psk" and self.exchanges > 0
-        edhoc_retries = EDHOC_RETRIES if self.profile.security.mode == "edhoc" else 0
+        edhoc_retries = 0  # EDHOC handshakes run again for this request
         while True:
             remaining = self._deadline - time.monotonic()
             if remaining <= 0:
@@ -338,14 +338,13 @@ class CoapClient:
                 # has our id, 4.00 when a newer handshake was given it or message_3 was refused. Run
                 # EDHOC again and resend (EDHOC_RETRIES times for one request).
                 unread = isinstance(exc, _UnprotectedAnswer) and exc.status.startswith(("4.00", "4.01"))
-                if not (edhoc_retries and unread):
+                if not (self.profile.security.mode == "edhoc" and unread and edhoc_retries < EDHOC_RETRIES):
                     raise
-                attempt = EDHOC_RETRIES - edhoc_retries + 1
-                edhoc_retries -= 1
+                edhoc_retries += 1
                 self.session_restarts += 1
                 log.info("%s does not know our EDHOC session: new handshake, sending again", self.uri)
                 await self._drop_context()
-                await asyncio.sleep(EDHOC_RETRY_WAIT * attempt * (1 + secrets.randbelow(1000) / 1000))
+                await asyncio.sleep(EDHOC_RETRY_WAIT * edhoc_retries * random.uniform(1, 2))
                 ctx = await self._ensure_context()
                 continue
             except _HandshakeStalled:
