@@ -21,8 +21,9 @@ from typing import Any
 
 from teep_coap.bench.fleet import DEVICE_CLIENTS
 from teep_coap.bench.sessions import BenchError, BenchResult, run_bench
+from teep_coap.profiles.event_loop import EVENT_LOOPS
 
-SPEC_KEYS = ("profile", "tam-workers", "db", "image-size", "device-client")
+SPEC_KEYS = ("profile", "tam-workers", "db", "image-size", "device-client", "tam-loop")
 # Below the slower side's own pace so that both sides reach the rate: a paced run loses a little to
 # the pacing itself, and the pace drifts with the machine between the first runs and the rounds.
 SAME_LOAD_SHARE = 0.9
@@ -39,6 +40,7 @@ class Setup:
     db: str | None = None
     image_size: int = 1024
     device_client: str = "lean"  # fleet.DEVICE_CLIENTS
+    tam_loop: str = "auto"  # profiles.event_loop.EVENT_LOOPS
 
     def label(self) -> str:
         parts = [self.profile]
@@ -50,12 +52,14 @@ class Setup:
             parts.append(f"{self.image_size} B")
         if self.device_client != "lean":
             parts.append(f"{self.device_client} device client")
+        if self.tam_loop != "auto":
+            parts.append(f"TAM on {self.tam_loop}")
         return ", ".join(parts)
 
 
 def parse_setup(text: str, *, default_profile: str = "coaps-psk") -> Setup:
-    """`profile=NAME,tam-workers=N,db=URL|postgres,image-size=N,device-client=lean|broker` (any
-    subset, comma-separated)."""
+    """`profile=NAME,tam-workers=N,db=URL|postgres,image-size=N,device-client=lean|broker,
+    tam-loop=auto|uvloop|asyncio` (any subset, comma-separated)."""
     values: dict[str, str] = {}
     for item in (p.strip() for p in text.split(",") if p.strip()):
         key, sep, value = item.partition("=")
@@ -74,7 +78,10 @@ def parse_setup(text: str, *, default_profile: str = "coaps-psk") -> Setup:
     client = values.get("device-client", "lean")
     if client not in DEVICE_CLIENTS:
         raise BenchError(f"set-up {text!r}: device-client is one of {', '.join(DEVICE_CLIENTS)}")
-    return Setup(values.get("profile", default_profile), workers, values.get("db"), image, client)
+    loop = values.get("tam-loop", "auto")
+    if loop not in EVENT_LOOPS:
+        raise BenchError(f"set-up {text!r}: tam-loop is one of {', '.join(EVENT_LOOPS)}")
+    return Setup(values.get("profile", default_profile), workers, values.get("db"), image, client, loop)
 
 
 @dataclass
@@ -189,6 +196,7 @@ def run_compare(
             rate=at,
             device_processes=device_processes,
             device_client=setup.device_client,
+            tam_loop=setup.tam_loop,
         )
         if on_run is not None:
             on_run(side, result)

@@ -45,6 +45,7 @@ from teep_coap.bench.fleet_procs import DeviceProcessError, drive_in_processes
 from teep_coap.bench.pinning import cpu_list, pin_processes, split_cpus, this_thread_on
 from teep_coap.errors import TeepCoapError
 from teep_coap.profiles import load_profile
+from teep_coap.profiles.event_loop import EVENT_LOOPS
 from teep_coap.profiles.scenario import offer_component
 from teep_coap.profiles.stack import make_client
 from teep_coap.profiles.workers import check_workers_allowed, read_serving_uri
@@ -93,6 +94,7 @@ class BenchResult:
     client_peak_rss_mib: float | None = None  # VmHWM of this (the simulator's) process at the end
     device_processes: int = 1  # processes simulating the devices (client figures summed over them)
     device_client: str = "lean"  # what the simulated devices talk through (fleet.DEVICE_CLIENTS)
+    tam_event_loop: str | None = None  # the loop the TAM's workers ran on (their stats lines), if known
     tam_rss_samples: list[tuple[float, float]] = field(default_factory=list, repr=False)  # (s, MiB)
     # --pin: the CPUs the TAM's processes and the simulated devices ran on (None: not pinned)
     tam_cpus: frozenset[int] | None = None
@@ -173,6 +175,7 @@ class BenchResult:
             "client_busy_share": self._busy(self.client_cpu_seconds, self.device_processes),
             "device_processes": self.device_processes,
             "device_client": self.device_client,
+            "tam_event_loop": self.tam_event_loop,
             "client_cpu_seconds": round(self.client_cpu_seconds, 2),
             "client_cpu_ms_per_session": round(self.client_cpu_seconds / self.ok * 1000, 2)
             if self.ok
@@ -402,6 +405,14 @@ def mean_batch(stats_file: Path, workers: int) -> float | None:
     return calls / batches if batches else None
 
 
+def event_loop_of(stats_file: Path, workers: int) -> str | None:
+    """The event loop the stopped TAM's workers ran on ("uvloop", "asyncio", or both names joined by
+    "+" if they differed); None unless each wrote its stats line."""
+    stats = worker_stats(stats_file, workers)
+    names = sorted({str(s.get("event_loop")) for s in stats or ()})
+    return "+".join(names) if stats else None
+
+
 def _tam_cpu_seconds(pid: int) -> float | None:
     """CPU time of the TAM process and all its workers (a supervisor's own share included)."""
     total = 0.0
@@ -555,6 +566,7 @@ def run_bench(
     rate: float | None = None,
     device_processes: int = 1,
     device_client: str = "lean",
+    tam_loop: str = "auto",
 ) -> BenchResult:
     """Build a world, start the TAM process(es), run the sessions, return the figures.
 
@@ -572,11 +584,14 @@ def run_bench(
     `device_processes`: the devices simulated by that many processes (`fleet_procs`), for a TAM that
     one simulating process cannot keep busy; their CPU is summed, their peak RSS the largest.
     `device_client`: what the simulated devices talk through (`fleet.DEVICE_CLIENTS`).
+    `tam_loop`: the TAM's event loop (`tam serve --loop`: auto, uvloop or asyncio).
     `progress(ok, failed, total)` is called after every session (the CLI draws a bar from it)."""
 
     profile = load_profile(profile_name)  # fail early on a bad name
     if rate is not None and not rate > 0:  # NaN fails too
         raise BenchError(f"rate {rate!r}: give sessions per second above 0")
+    if tam_loop not in EVENT_LOOPS:
+        raise BenchError(f"TAM event loop {tam_loop!r}: choose one of {', '.join(EVENT_LOOPS)}")
     if not 1 <= device_processes <= concurrency:
         raise BenchError(
             f"{device_processes} device processes for a concurrency of {concurrency}: each process needs"
@@ -588,7 +603,7 @@ def run_bench(
                 profile_name, devices=devices, concurrency=concurrency, sessions=sessions,
                 image_size=image_size, keep=keep, progress=progress, tam_workers=tam_workers,
                 db=server.url, pin=pin, db_server_pid=server.server_pid(), rate=rate,
-                device_processes=device_processes, device_client=device_client,
+                device_processes=device_processes, device_client=device_client, tam_loop=tam_loop,
             )  # fmt: skip
     if tam_workers > 1:
         check_workers_allowed(profile_name, db or "sqlite", tam_workers)
@@ -614,7 +629,7 @@ def run_bench(
         if tam_workers > 1:
             extra += ("--workers", str(tam_workers))
         stats_file = Path(tam_tmp) / "tam-stats.jsonl"
-        extra += ("--stats-file", str(stats_file))
+        extra += ("--stats-file", str(stats_file), "--loop", tam_loop)
         with tam_process(profile_name, world.tam_dir, extra=extra, devices=devices) as (uri, pid):
             pinned: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
             if tam_cpus is not None and device_cpus is not None:
@@ -686,6 +701,7 @@ def run_bench(
             client_peak_rss_mib=client_peak,
             device_processes=device_processes,
             device_client=used_client(profile, device_client),
+            tam_event_loop=event_loop_of(stats_file, tam_workers),
             tam_rss_samples=sampler.samples,
             tam_cpus=tam_cpus,
             device_cpus=device_cpus,

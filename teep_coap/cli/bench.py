@@ -45,6 +45,7 @@ from teep_coap.bench.repeat import format_repeated, run_repeated
 from teep_coap.bench.sessions import BenchResult, busy_percent, format_result, run_bench
 from teep_coap.cli.groups import bench
 from teep_coap.profiles import list_profiles, load_profile
+from teep_coap.profiles.event_loop import EVENT_LOOPS
 
 
 @bench.command("hostile")
@@ -160,6 +161,13 @@ PIN_HELP = (
     show_default=True,
     help=DEVICE_CLIENT_HELP,
 )
+@click.option(
+    "--tam-loop",
+    type=click.Choice(EVENT_LOOPS),
+    default="auto",
+    show_default=True,
+    help="The TAM's event loop (`tam serve --loop`).",
+)
 @click.option("--repeat", type=click.IntRange(1, 50), default=1, show_default=True, help=REPEAT_HELP)
 @click.option("--json", "as_json", is_flag=True)
 def bench_sessions(
@@ -174,6 +182,7 @@ def bench_sessions(
     rate: float | None,
     device_processes: int,
     device_client: str,
+    tam_loop: str,
     repeat: int,
     as_json: bool,
 ) -> None:
@@ -194,6 +203,7 @@ def bench_sessions(
             rate=rate,
             device_processes=device_processes,
             device_client=device_client,
+            tam_loop=tam_loop,
         )
         if not sys.stderr.isatty():
             return run_bench(profile_name, **options)
@@ -228,7 +238,8 @@ def bench_sessions(
     "spec_a",
     required=True,
     help="Set-up A: profile=NAME[,tam-workers=N][,db=URL|postgres][,image-size=BYTES]"
-    "[,device-client=lean|broker] (--device-client of bench sessions).",
+    "[,device-client=lean|broker][,tam-loop=auto|uvloop|asyncio] (--device-client and --tam-loop "
+    "of bench sessions).",
 )
 @click.option("--b", "spec_b", required=True, help="Set-up B, in the same form; the ratio is B / A.")
 @click.option("--rounds", type=click.IntRange(1, 50), default=3, show_default=True, help="Runs of each side.")

@@ -20,6 +20,7 @@ import click
 from teep_coap.cli.groups import parse_bind, setup_logging
 from teep_coap.profiles import load_profile
 from teep_coap.profiles.capture import capturing_relay, log_tls_keys, relayed_uri, write_psk_file
+from teep_coap.profiles.event_loop import loop_name
 from teep_coap.profiles.runtime import open_tam
 from teep_coap.profiles.stack import make_server
 from teep_coap.transport.coap.credentials import load_tam_credentials
@@ -96,7 +97,7 @@ async def serve_tam(
         done, failed = service.counts()
         logging.getLogger("teep_coap.session").info("TAM stopped: %d sessions done, %d failed", done, failed)
         if stats_file is not None:
-            append_stats(stats_file, service.stats())
+            append_stats(stats_file, {**service.stats(), "event_loop": loop_name(asyncio.get_running_loop())})
 
 
 NOFILE_CEILING = 1 << 20  # open files asked for when the hard limit is unlimited (Linux's usual nr_open)

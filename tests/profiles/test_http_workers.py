@@ -80,7 +80,7 @@ def test_both_http_workers_answer_and_serve_sessions(
     url = new_pg_database("httpboth")
     world = make_fleet_world(tmp_path / "tam", tmp_path / "creds", 12, 200, "teep-cbor-http", db=url)
     stats = tmp_path / "stats.jsonl"
-    extra = ("--db", url, "--workers", "2", "--stats-file", str(stats))
+    extra = ("--db", url, "--workers", "2", "--stats-file", str(stats), "--loop", "asyncio")
     with tam_process("teep-cbor-http", world.tam_dir, extra=extra) as (uri, pid):
         workers = tam_pids(pid)
         assert len(workers) == 2 and pid not in workers
@@ -95,6 +95,7 @@ def test_both_http_workers_answer_and_serve_sessions(
     assert sum(line["sessions_done"] for line in lines) == 36
     assert all(line["sessions_done"] > 0 for line in lines), lines  # 36 on one worker: 2^-35
     assert all(line["sessions_failed"] == 0 for line in lines)
+    assert [line["event_loop"] for line in lines] == ["asyncio", "asyncio"]  # --loop reached each worker
 
 
 def _serve(tam: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -19,6 +19,8 @@ from teep_coap.bench.dtls_burst import run_burst
 from teep_coap.transport.coap import CoapServer, aiocoap_compat
 from teep_coap.transport.coap.credentials import provision_device
 
+pytestmark = pytest.mark.both_event_loops
+
 
 def test_patch_applies_to_the_pinned_aiocoap() -> None:
     assert aiocoap.meta.version == aiocoap_compat.WRITTEN_FOR

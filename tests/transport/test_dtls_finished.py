@@ -16,7 +16,7 @@ from teep_coap.transport.coap.credentials import load_agent_credentials, provisi
 from teep_coap.transport.coap.dtls_finished import finished_decrypts, prf
 from teep_coap.transport.coap.dtls_watch import HandshakeWatch, records
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.both_event_loops]
 
 PSK = bytes.fromhex("553e20bf38cc6fbffcfa43dec1392e85")
 CLIENT_HELLO = bytes.fromhex(  # the one with the cookie; DTLS handshake header included

@@ -11,7 +11,7 @@ from teep_coap.transport.coap.aiocoap_compat.dtls import DATAGRAM_LIMIT, join_re
 from teep_coap.transport.coap.dtls_watch import records
 from teep_coap.transport.relay import UdpRelay
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.both_event_loops]
 
 HANDSHAKE, CCS = 22, 20
 

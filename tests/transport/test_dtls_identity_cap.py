@@ -14,7 +14,7 @@ from teep_coap.transport.coap import CoapClient, CoapServer
 from teep_coap.transport.coap.aiocoap_compat import dtls as dtls_compat
 from teep_coap.transport.coap.credentials import load_agent_credentials, provision_device
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.both_event_loops]
 
 
 async def test_one_key_opening_many_sessions_pushes_out_only_its_own(

@@ -35,7 +35,7 @@ from teep_coap.transport.coap import CoapClient, CoapServer
 from teep_coap.transport.coap.aiocoap_compat import dtls as dtls_compat
 from teep_coap.transport.coap.credentials import load_agent_credentials, provision_device
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.both_event_loops]
 
 PEERS = 30000
 SEED = 20261206

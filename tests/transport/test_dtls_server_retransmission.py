@@ -24,7 +24,7 @@ from test_dtls_junk import (
 from teep_coap.transport.base import PeerInfo
 from teep_coap.transport.coap import CoapServer, aiocoap_compat
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.both_event_loops]
 
 
 async def _hello(payload: bytes, peer: PeerInfo) -> bytes | None:

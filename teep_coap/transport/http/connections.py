@@ -25,7 +25,7 @@ import ssl
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from teep_coap.transport.junklog import JUNK
 
@@ -218,10 +218,12 @@ class TlsAccept(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        transport.pause_reading()  # the ClientHello waits for start_tls
-        self._transport = transport
-        self._handshakes.begin(transport, asyncio.get_running_loop().create_task(self._upgrade(transport)))
+        # a stream transport; not checked with isinstance: uvloop's TCPTransport is no subclass of
+        # asyncio.Transport (profiles/event_loop.py)
+        tcp = cast(asyncio.Transport, transport)
+        tcp.pause_reading()  # the ClientHello waits for start_tls
+        self._transport = tcp
+        self._handshakes.begin(tcp, asyncio.get_running_loop().create_task(self._upgrade(tcp)))
 
     async def _upgrade(self, transport: asyncio.Transport) -> None:
         loop = asyncio.get_running_loop()

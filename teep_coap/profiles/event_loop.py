@@ -1,0 +1,84 @@
+"""The event loop a server command runs on: uvloop where it is installed, else asyncio's own.
+
+uvloop is asyncio's API over libuv, with the loop's handles, timers, futures' scheduling and the UDP
+and TCP transports in C. The TAM's code is the same on both loops; under uvloop a coaps-psk `tam serve`
+counts about 2.7 % fewer instructions per session (`scripts/tam_instructions.py`, docs/scale.md,
+session 22). `drain.py`'s batch reads apply to asyncio's selector transports only: libuv reads what a
+UDP socket holds (up to 32 datagrams) per wake-up itself. uvloop has no Windows build, so there the
+choice `auto` is asyncio; only a DTLS server takes uvloop (`server_loop` says why).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+from teep_coap.errors import TeepCoapError
+
+T = TypeVar("T")
+
+EVENT_LOOPS = ("auto", "uvloop", "asyncio")
+
+
+class EventLoopError(TeepCoapError):
+    """The event loop asked for cannot run here."""
+
+
+def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The factory of the loop `choice` names ("auto", "uvloop" or "asyncio"); None for asyncio's
+    default loop. "auto" is uvloop when it can be imported."""
+    if choice not in EVENT_LOOPS:
+        raise EventLoopError(f"unknown event loop {choice!r}: choose one of {', '.join(EVENT_LOOPS)}")
+    if choice == "asyncio":
+        return None
+    try:
+        uvloop: Any = importlib.import_module("uvloop")
+    except ImportError as exc:
+        if choice == "uvloop":
+            raise EventLoopError(
+                f"--loop uvloop: uvloop cannot be imported ({exc}); install it (pip install uvloop, "
+                "not available on Windows) or use --loop asyncio"
+            ) from None
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+def server_loop(choice: str, scheme: str) -> str:
+    """The loop a TAM serving `scheme` runs on: `choice` for DTLS ("coaps"), asyncio for the rest.
+
+    Only the DTLS server takes uvloop: it reads through `create_datagram_endpoint`, which uvloop
+    implements on libuv's UDP handle. The other CoAP bindings read through aiocoap's recvmsg
+    transport on `add_reader`, and uvloop stops a reader whose socket reports an error: one ICMP
+    "port unreachable" (a peer that closed its socket before an answer reached it) and a plain-CoAP
+    TAM never read again (tests/profiles/test_event_loop.py). HTTPS's TLS accept pauses a new
+    connection's reading in `connection_made`, and uvloop starts reading after that call, so the
+    ClientHello would reach the plain-TCP protocol. Plain HTTP gains nothing worth a second loop."""
+    if choice not in EVENT_LOOPS:
+        raise EventLoopError(f"unknown event loop {choice!r}: choose one of {', '.join(EVENT_LOOPS)}")
+    if scheme == "coaps":
+        return choice
+    if choice == "uvloop":
+        raise EventLoopError(
+            f"--loop uvloop serves DTLS (coaps) profiles only, not {scheme}: use auto or asyncio"
+        )
+    return "asyncio"
+
+
+def loop_name(loop: asyncio.AbstractEventLoop) -> str:
+    """ "uvloop" or "asyncio": the loop a server is running on (its statistics name it)."""
+    return "uvloop" if type(loop).__module__.split(".")[0] == "uvloop" else "asyncio"
+
+
+def run_on(choice: str, main: Coroutine[Any, Any, T]) -> T:
+    """`asyncio.run(main)` on the loop `choice` names."""
+    try:
+        with asyncio.Runner(loop_factory=loop_factory(choice)) as runner:
+            return runner.run(main)
+    finally:
+        main.close()  # a no-op once run; unstarted (no such loop) it is closed unawaited
+
+
+__all__ = ["EVENT_LOOPS", "EventLoopError", "loop_factory", "loop_name", "run_on", "server_loop"]
