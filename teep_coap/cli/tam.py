@@ -469,6 +469,7 @@ def tamserve_tam(
     waits up to N ms for more to join it (0: each batch at once).
     """
     setup_logging(verbose, quiet)
+    loop = server_loop(event_loop, load_profile(profile_name).transport.scheme)  # refused before any worker
     if workers > 1:
         if pcap is not None:
             raise WorkersError("--workers N>1 takes no --pcap (serve one worker to capture its traffic)")
@@ -480,6 +481,6 @@ def tamserve_tam(
         return
     address = parse_bind(bind)
     run_on(
-        server_loop(event_loop, load_profile(profile_name).transport.scheme),
+        loop,
         serve_tam(profile_name, tam_dir, db, policy, address, certs, pcap=pcap, stats_file=stats_file),
     )

@@ -1,8 +1,8 @@
-"""The event loop a server command runs on: uvloop where it is installed, else asyncio's own.
+"""The event loop a TAM server runs on: uvloop for DTLS where it is installed, else asyncio's own.
 
 uvloop is asyncio's API over libuv, with the loop's handles, timers, futures' scheduling and the UDP
 and TCP transports in C. The TAM's code is the same on both loops; under uvloop a coaps-psk `tam serve`
-counts about 2.7 % fewer instructions per session (`scripts/tam_instructions.py`, docs/scale.md,
+counts 2.9 % fewer instructions per session (`scripts/tam_instructions.py`, docs/scale.md,
 session 22). `drain.py`'s batch reads apply to asyncio's selector transports only: libuv reads what a
 UDP socket holds (up to 32 datagrams) per wake-up itself. uvloop has no Windows build, so there the
 choice `auto` is asyncio; only a DTLS server takes uvloop (`server_loop` says why).

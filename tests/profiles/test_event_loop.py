@@ -98,6 +98,10 @@ def test_only_a_dtls_server_takes_uvloop(scheme: str) -> None:
 def test_tam_serve_refuses_uvloop_for_plain_coap_with_a_message(tmp_path: Path) -> None:
     tam = tmp_path / "tam"
     assert run_cli("tam", "init", "--dir", str(tam)).returncode == 0
-    served = run_cli("tam", "serve", "--profile", "coap", "--dir", str(tam), "--loop", "uvloop")
-    assert served.returncode != 0 and "Traceback" not in served.stderr
-    assert "--loop uvloop serves DTLS (coaps) profiles only, not coap" in served.stderr
+    for workers in ("1", "2"):  # with workers, before any is started
+        served = run_cli(
+            "tam", "serve", "--profile", "coap", "--dir", str(tam), "--loop", "uvloop", "--workers", workers
+        )
+        assert served.returncode != 0 and "Traceback" not in served.stderr
+        assert "--loop uvloop serves DTLS (coaps) profiles only, not coap" in served.stderr
+        assert "worker" not in served.stderr.lower()
