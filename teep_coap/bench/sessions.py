@@ -409,8 +409,7 @@ def event_loop_of(stats_file: Path, workers: int) -> str | None:
     """The event loop the stopped TAM's workers ran on ("uvloop", "asyncio", or both names joined by
     "+" if they differed); None unless each wrote its stats line."""
     stats = worker_stats(stats_file, workers)
-    names = sorted({str(s.get("event_loop")) for s in stats or ()})
-    return "+".join(names) if stats else None
+    return "+".join(sorted({str(s.get("event_loop")) for s in stats})) if stats else None
 
 
 def _tam_cpu_seconds(pid: int) -> float | None:

@@ -435,7 +435,7 @@ def tam_credentials(tam_dir: str, name: str, psk_identity: str | None, agent_sta
     type=click.Choice(EVENT_LOOPS),
     default="auto",
     show_default=True,
-    help="Event loop: uvloop (libuv; DTLS profiles only, about 3 % less TAM CPU per session), "
+    help="Event loop: uvloop (libuv; DTLS profiles only, about 3 % fewer TAM instructions per session), "
     "asyncio, or auto (uvloop for a DTLS profile where it is installed, else asyncio).",
 )
 @click.option("-v", "--verbose", count=True, help="More logging (-vv: aiocoap debug).")

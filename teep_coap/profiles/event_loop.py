@@ -26,11 +26,15 @@ class EventLoopError(TeepCoapError):
     """The event loop asked for cannot run here."""
 
 
+def _check_known(choice: str) -> None:
+    if choice not in EVENT_LOOPS:
+        raise EventLoopError(f"unknown event loop {choice!r}: choose one of {', '.join(EVENT_LOOPS)}")
+
+
 def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
     """The factory of the loop `choice` names ("auto", "uvloop" or "asyncio"); None for asyncio's
     default loop. "auto" is uvloop when it can be imported."""
-    if choice not in EVENT_LOOPS:
-        raise EventLoopError(f"unknown event loop {choice!r}: choose one of {', '.join(EVENT_LOOPS)}")
+    _check_known(choice)
     if choice == "asyncio":
         return None
     try:
@@ -53,11 +57,10 @@ def server_loop(choice: str, scheme: str) -> str:
     implements on libuv's UDP handle. The other CoAP bindings read through aiocoap's recvmsg
     transport on `add_reader`, and uvloop stops a reader whose socket reports an error: one ICMP
     "port unreachable" (a peer that closed its socket before an answer reached it) and a plain-CoAP
-    TAM never read again (tests/profiles/test_event_loop.py). HTTPS's TLS accept pauses a new
+    TAM never read again (docs/scale.md, session 22). HTTPS's TLS accept pauses a new
     connection's reading in `connection_made`, and uvloop starts reading after that call, so the
     ClientHello would reach the plain-TCP protocol. Plain HTTP gains nothing worth a second loop."""
-    if choice not in EVENT_LOOPS:
-        raise EventLoopError(f"unknown event loop {choice!r}: choose one of {', '.join(EVENT_LOOPS)}")
+    _check_known(choice)
     if scheme == "coaps":
         return choice
     if choice == "uvloop":
