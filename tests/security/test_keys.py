@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import stat
 from pathlib import Path
@@ -36,6 +37,7 @@ from teep_coap.security.truststore import TrustStore
 RFC9679_X = bytes.fromhex("65eda5a12577c2bae829437fe338701a10aaa375e1bb5b5de108de439c08551d")
 RFC9679_Y = bytes.fromhex("1e52ed75701163f7f9e40ddf9f341b3dc9ba860af7e0ca7ca7e9eecd0084d19c")
 RFC9679_THUMBPRINT = "496bd8afadf307e5b08c64b0421bf9dc01528a344a43bda88fadd1669da253ec"
+RFC9679_POINT = b"\x04" + RFC9679_X + RFC9679_Y
 
 # libteep's example TAM and Agent public keys (uncompressed points, examples/inc/*_es256_public_key.h)
 # and the kid values its signed test messages carry (docs/protocol-facts.md §1.1).
@@ -69,11 +71,21 @@ def test_kid_matches_libteep_tam_and_agent_kids() -> None:
     assert len(tam.kid) == 32
 
 
+def test_p256_thumbprint_matches_the_deterministic_cose_key_encoding() -> None:
+    # thumbprint() lays a P-256 key's input out by hand; cbor2's deterministic encoding of the same
+    # map is the reference (keys with leading zero bytes in x or y included, over 300 keys)
+    for _ in range(300):
+        pub = ec.generate_private_key(ec.SECP256R1()).public_key()
+        numbers = pub.public_numbers()
+        params = {1: 2, -1: 1, -2: numbers.x.to_bytes(32, "big"), -3: numbers.y.to_bytes(32, "big")}
+        assert thumbprint(pub) == hashlib.sha256(cbor2.dumps(params, canonical=True)).digest()
+    assert thumbprint(_p256(RFC9679_POINT).crypto_key).hex() == RFC9679_THUMBPRINT
+
+
 def test_ed25519_thumbprint_covers_kty_crv_x_only() -> None:
     key = generate_key("ed25519")
     raw = key.public.crypto_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     expected = cbor2.dumps({1: 1, -1: 6, -2: raw})  # already in deterministic order
-    import hashlib
 
     assert key.kid == hashlib.sha256(expected).digest()
     # alg and kid in the COSE_Key do not change the thumbprint
