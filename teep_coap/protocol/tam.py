@@ -498,7 +498,7 @@ class TamEngine:
             except SecurityError as exc:
                 raise TamFailure(f"stored key of device {dev.kid.hex()} is unreadable: {exc}") from exc
         try:
-            opened = self.wire.open(data, list(keys.values()))
+            opened = self.wire.open(data, list(keys.values()), hint=hint)
         except SecurityError as exc:
             raise InvalidMessage(f"signature check failed: {exc}") from None
         except TeepDecodeError as exc:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import cbor2
@@ -64,6 +64,8 @@ class SignerHint:
 
     structure: str  # "COSE_Sign1" | "COSE_Sign" | "JWS" (flattened) | "JWS-general"
     signers: tuple[tuple[bytes | None, int | None], ...]  # (kid, COSE alg; None if unknown)
+    # the COSE object as `cose.parse` read it, for `Wire.open(..., hint=)`; None where it refused it
+    parsed: cose.Parsed | None = field(default=None, compare=False, repr=False)
 
     @property
     def single(self) -> bool:
@@ -89,10 +91,23 @@ def _hdr_alg_kid(protected: Any, unprotected: Any) -> tuple[bytes | None, int | 
 
 def peek_signers(data: bytes) -> SignerHint:
     """Read kid and alg of each signature without verifying, so the TAM can fetch the right device
-    key from its database before calling the COSE layer (hand-written: a few lines of cbor2 walking,
-    the COSE layer verifies everything again)."""
+    key from its database before calling the COSE layer. A well-formed object is read by the COSE
+    layer's own parser and the hint keeps what it read (`open(..., hint=)` then verifies it without
+    decoding the bytes again); what that parser refuses is read leniently for its kid and alg, and
+    `open` refuses it with the COSE layer's reason."""
     if not looks_like_cose(data):  # one look at the first bytes spares walking a long non-COSE body
         raise NotCose("not a tagged COSE_Sign1 (18) or COSE_Sign (98)")
+    try:
+        parsed = cose.parse(data)
+    except SecurityError:
+        return _peek_leniently(data)
+    signers = tuple((sig.kid or None, sig.alg) for sig in parsed.info.signatures)
+    return SignerHint(parsed.info.structure, signers, parsed)
+
+
+def _peek_leniently(data: bytes) -> SignerHint:
+    """kid and alg of each signature of a COSE object the COSE layer's parser refused (hand-written:
+    a few lines of cbor2 walking)."""
     try:
         check_untrusted_cbor(data, allowed_tags=_SIGNED_TAGS)  # before cbor2: see encoding.untrusted
         obj = cbor2.loads(data)
@@ -154,14 +169,22 @@ def _decode_liberal(payload: bytes, compat: str) -> tuple[TeepMessage, tuple[str
 
 
 def open_signed(
-    data: bytes, trust: Any, *, allowed_algs: Iterable[int] | None = None, compat: str = ""
+    data: bytes,
+    trust: Any,
+    *,
+    allowed_algs: Iterable[int] | None = None,
+    compat: str = "",
+    parsed: cose.Parsed | None = None,
 ) -> Opened:
     """Verify with `trust` (TrustStore, key or keys), then decode the TEEP payload (strictly, with the
-    tolerated deviations of `encoding.liberal` for `compat`).
+    tolerated deviations of `encoding.liberal` for `compat`). `parsed`: what `cose.parse` read from
+    these very bytes (the hint of `peek_signers`), so they are not decoded again.
 
     Raises the COSE layer's `CoseError` subclasses or the codec's `TeepDecodeError`."""
 
-    verified = cose.verify(data, trust, allowed_algs=list(allowed_algs) if allowed_algs is not None else None)
+    source: bytes | cose.Parsed = parsed if parsed is not None and parsed.data is data else data
+    algs = list(allowed_algs) if allowed_algs is not None else None
+    verified = cose.verify(source, trust, allowed_algs=algs)
     payload = bytes(verified.payload)
     message, deviations = _decode_liberal(payload, compat)
     return Opened(
@@ -219,8 +242,16 @@ class Wire:
         """kid and alg of each signature, unverified (raises NotSigned)."""
         raise NotImplementedError
 
-    def open(self, data: bytes, trust: Any, *, allowed_algs: Iterable[int] | None = None) -> Opened:
-        """Verify with `trust` (TrustStore, key or keys; COSE alg numbers), then decode."""
+    def open(
+        self,
+        data: bytes,
+        trust: Any,
+        *,
+        allowed_algs: Iterable[int] | None = None,
+        hint: SignerHint | None = None,
+    ) -> Opened:
+        """Verify with `trust` (TrustStore, key or keys; COSE alg numbers), then decode; `hint`: what
+        `peek` said of these bytes (it may spare decoding them again)."""
         raise NotImplementedError
 
     def decode_bare(self, data: bytes) -> TeepMessage:
@@ -250,8 +281,16 @@ class CoseWire(Wire):
     def peek(self, data: bytes) -> SignerHint:
         return peek_signers(data)
 
-    def open(self, data: bytes, trust: Any, *, allowed_algs: Iterable[int] | None = None) -> Opened:
-        return open_signed(data, trust, allowed_algs=allowed_algs, compat=self.compat)
+    def open(
+        self,
+        data: bytes,
+        trust: Any,
+        *,
+        allowed_algs: Iterable[int] | None = None,
+        hint: SignerHint | None = None,
+    ) -> Opened:
+        parsed = hint.parsed if hint is not None else None
+        return open_signed(data, trust, allowed_algs=allowed_algs, compat=self.compat, parsed=parsed)
 
     def decode_bare(self, data: bytes) -> TeepMessage:
         return _decode_liberal(data, self.compat)[0]
@@ -309,8 +348,15 @@ class JoseWire(Wire):
             raise NotSigned(f"not a JWS: {exc}") from None
         return SignerHint("JWS-general" if parsed.general else "JWS", signers)
 
-    def open(self, data: bytes, trust: Any, *, allowed_algs: Iterable[int] | None = None) -> Opened:
-
+    def open(
+        self,
+        data: bytes,
+        trust: Any,
+        *,
+        allowed_algs: Iterable[int] | None = None,
+        hint: SignerHint | None = None,
+    ) -> Opened:
+        # a JWS is parsed again: its JSON costs little next to the signature
         names = _jose_names(allowed_algs) if allowed_algs is not None else None
         verified = verify_json(data, trust, allowed_algs=names)
         payload = bytes(verified.payload)

@@ -435,6 +435,24 @@ def inspect(data: bytes, *, allow_untagged: bool = True) -> CoseInfo:
     return _parse(data, allow_untagged=allow_untagged)[0]
 
 
+@dataclass(frozen=True)
+class Parsed:
+    """A tagged COSE object as `parse` read and checked it, not verified. A caller that had to read
+    the signers' kids first (to fetch their keys) hands this to `verify` in place of the bytes, which
+    are then not decoded a second time."""
+
+    data: bytes
+    info: CoseInfo
+    body: list[Any] = field(repr=False)
+
+
+def parse(data: bytes) -> Parsed:
+    """Decode and check a COSE_Sign1_Tagged / COSE_Sign_Tagged as `verify` does, without verifying
+    it; raises what `verify` would raise for its structure (CoseDecodeError and the others)."""
+    info, body = _parse(data, allow_untagged=False)
+    return Parsed(data, info, body)
+
+
 # ---------------------------------------------------------------------------------------------- verify
 
 
@@ -499,7 +517,7 @@ def _check_direct(
 
 
 def verify(
-    data: bytes,
+    data: bytes | Parsed,
     trust: TrustArg,
     *,
     detached_payload: bytes | None = None,
@@ -514,9 +532,13 @@ def verify(
     caller allows (an Agent that knows only Ed25519 accepts the Ed25519 signature of a two-signer
     QueryRequest). Errors, most specific first: SignatureInvalid (a trusted key was tried and failed),
     UnknownKid (no trusted key for the kid/alg), UnsupportedAlgorithm (no signer uses an allowed alg).
-    Signatures are checked by `_check_direct`, or by python-cwt with `via_cwt=True`.
+    Signatures are checked by `_check_direct`, or by python-cwt with `via_cwt=True`. `data` may be
+    the object `parse` made of the bytes (always tagged).
     """
-    info, body = _parse(data, allow_untagged=allow_untagged)
+    if isinstance(data, Parsed):
+        info, body = data.info, data.body
+    else:
+        info, body = _parse(data, allow_untagged=allow_untagged)
     if info.payload is None and detached_payload is None:
         raise CoseDecodeError(f"{info.structure} has a detached (nil) payload and none was supplied")
     if info.payload is not None and detached_payload is not None:
