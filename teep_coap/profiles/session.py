@@ -308,6 +308,8 @@ class TamHandler:
                 self.sessions_done += 1
             else:
                 self.sessions_failed += 1
+            if not self.log.isEnabledFor(logging.INFO):  # its line's text is not worth making unread
+                continue
             where = f" of {_who(peer)} via {peer.transport}" if peer is not None else ""
             took = f" after {(now - event.started_at) * 1000:.1f} ms" if event.started_at is not None else ""
             self.log.info(
