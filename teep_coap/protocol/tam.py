@@ -34,7 +34,6 @@ from teep_coap import crashpoints
 from teep_coap.encoding.errors import TeepDecodeError
 from teep_coap.errors import TeepCoapError
 from teep_coap.model.codes import (
-    DataItem,
     ErrorCode,
     FreshnessMechanism,
 )
@@ -65,6 +64,8 @@ from teep_coap.protocol.reports import ReportError, check_report_nonces
 from teep_coap.protocol.retention import PRUNE_AGAIN, PRUNE_BATCH
 from teep_coap.protocol.stateless import StatelessTokens
 from teep_coap.protocol.tam_config import (
+    ATTESTATION_BIT,
+    TRUSTED_COMPONENTS_BIT,
     Clock,
     RequestParams,
     Rng,
@@ -685,7 +686,7 @@ class TamEngine:
         if selected not in req.versions:
             return refuse(ErrorCode.ERR_PERMANENT_ERROR, f"selected-version {selected} was not offered")
         claims: dict[str, Any] | None = None
-        if req.data_items & DataItem.ATTESTATION:
+        if req.data_items & ATTESTATION_BIT:
             if not msg.attestation_payload:
                 return refuse(ErrorCode.ERR_ATTESTATION_REQUIRED, "attestation-payload missing")
             try:
@@ -710,7 +711,7 @@ class TamEngine:
             device,
             msg,
             claims,
-            bool(req.data_items & DataItem.TRUSTED_COMPONENTS),
+            bool(req.data_items & TRUSTED_COMPONENTS_BIT),
         )
         plan_install, plan_remove = plan(self.store, device, have)
         if not plan_install and not plan_remove:

@@ -20,6 +20,10 @@ from teep_coap.security.suites import normalize_alg, normalize_suite
 
 Clock = Callable[[], float]
 Rng = Callable[[int], bytes]
+# data-item bits as plain integers: `int & IntFlag` builds a flag object (about 0.5 µs), and the
+# engine tests these bits a few times per session
+ATTESTATION_BIT = int(DataItem.ATTESTATION)
+TRUSTED_COMPONENTS_BIT = int(DataItem.TRUSTED_COMPONENTS)
 
 
 def suite_of(key: SigningKey) -> CipherSuite:
@@ -83,7 +87,7 @@ class TamConfig:
             profiles=tuple(tuple(p) for p in negotiated.get("profiles", self.suit_cose_profiles)),
             freshness=tuple(negotiated.get("freshness", self.freshness_mechanisms)),
             data_items=self.data_items,
-            attestation=self.attestation if self.data_items & DataItem.ATTESTATION else att.NONE,
+            attestation=self.attestation if self.data_items & ATTESTATION_BIT else att.NONE,
         )
 
     def query_keys(self, device_alg: int | None, suites: tuple[CipherSuite, ...]) -> list[SigningKey]:
@@ -167,7 +171,7 @@ class RequestParams:
 def wants_challenge(req: RequestParams) -> bool:
     """A QueryRequest carries a challenge when it asks for background-check evidence with nonces."""
     return bool(
-        req.data_items & DataItem.ATTESTATION
+        req.data_items & ATTESTATION_BIT
         and req.attestation == att.BACKGROUND_CHECK
         and FreshnessMechanism.NONCE in req.freshness
     )
@@ -182,6 +186,8 @@ def cid_from_json(parts: list[str]) -> ComponentId:
 
 
 __all__ = [
+    "ATTESTATION_BIT",
+    "TRUSTED_COMPONENTS_BIT",
     "Clock",
     "RequestParams",
     "Rng",
