@@ -435,8 +435,8 @@ def tam_credentials(tam_dir: str, name: str, psk_identity: str | None, agent_sta
     type=click.Choice(EVENT_LOOPS),
     default="auto",
     show_default=True,
-    help="Event loop: uvloop (libuv; DTLS profiles only, about 3 % fewer TAM instructions per session), "
-    "asyncio, or auto (uvloop for a DTLS profile where it is installed, else asyncio).",
+    help="Event loop: uvloop (libuv; CoAP profiles only, about 3 % fewer TAM instructions per session), "
+    "asyncio, or auto (uvloop for a CoAP profile where it is installed, else asyncio).",
 )
 @click.option("-v", "--verbose", count=True, help="More logging (-vv: aiocoap debug).")
 @click.option("-q", "--quiet", is_flag=True, help="No per-session log lines.")

@@ -1,11 +1,13 @@
-"""The event loop a TAM server runs on: uvloop for DTLS where it is installed, else asyncio's own.
+"""The event loop a TAM server runs on: uvloop for CoAP where it is installed, else asyncio's own.
 
 uvloop is asyncio's API over libuv, with the loop's handles, timers, futures' scheduling and the UDP
-and TCP transports in C. The TAM's code is the same on both loops; under uvloop a coaps-psk `tam serve`
-counts 2.9 % fewer instructions per session (`scripts/tam_instructions.py`, docs/scale.md,
-session 22). `drain.py`'s batch reads apply to asyncio's selector transports only: libuv reads what a
-UDP socket holds (up to 32 datagrams) per wake-up itself. uvloop has no Windows build, so there the
-choice `auto` is asyncio; only a DTLS server takes uvloop (`server_loop` says why).
+and TCP transports in C. The TAM's code is the same on both loops; under uvloop `tam serve` counts
+2.9 % fewer instructions per coaps-psk session and 2.5 % fewer per plain-CoAP session
+(`scripts/tam_instructions.py`, docs/scale.md, sessions 22 and 23). `drain.py`'s batch reads of the
+DTLS socket apply to asyncio's selector transport only (libuv reads what a UDP socket holds, up to
+32 datagrams, per wake-up itself); those of aiocoap's recvmsg transport (plain CoAP, OSCORE, EDHOC)
+apply on both loops. uvloop has no Windows build, so there the choice `auto` is asyncio; HTTP(S)
+servers stay on asyncio (`server_loop` says why).
 """
 
 from __future__ import annotations
@@ -50,23 +52,25 @@ def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
     return factory
 
 
-def server_loop(choice: str, scheme: str) -> str:
-    """The loop a TAM serving `scheme` runs on: `choice` for DTLS ("coaps"), asyncio for the rest.
+COAP_SCHEMES = frozenset({"coap", "coaps", "coap+oscore"})  # the bindings that may run on uvloop
 
-    Only the DTLS server takes uvloop: it reads through `create_datagram_endpoint`, which uvloop
-    implements on libuv's UDP handle. The other CoAP bindings read through aiocoap's recvmsg
-    transport on `add_reader`, and uvloop stops a reader whose socket reports an error: one ICMP
-    "port unreachable" (a peer that closed its socket before an answer reached it) and a plain-CoAP
-    TAM never read again (docs/scale.md, session 22). HTTPS's TLS accept pauses a new
-    connection's reading in `connection_made`, and uvloop starts reading after that call, so the
-    ClientHello would reach the plain-TCP protocol. Plain HTTP gains nothing worth a second loop."""
+
+def server_loop(choice: str, scheme: str) -> str:
+    """The loop a TAM serving `scheme` runs on: `choice` for CoAP (plain, DTLS, OSCORE, EDHOC),
+    asyncio for HTTP(S).
+
+    The DTLS server reads through `create_datagram_endpoint`, which uvloop implements on libuv's UDP
+    handle. Plain CoAP, OSCORE and EDHOC read through aiocoap's recvmsg transport on `add_reader`,
+    and uvloop stops such a reader at the first error its socket reports: the server turns ICMP error
+    reports off on that socket under uvloop (`transport.coap.server_socket.ignore_icmp_errors`;
+    docs/scale.md, sessions 22 and 23). HTTPS's TLS accept pauses a new connection's reading in
+    `connection_made`, and uvloop starts reading after that call, so the ClientHello would reach the
+    plain-TCP protocol; HTTP(S) stays on asyncio."""
     _check_known(choice)
-    if scheme == "coaps":
+    if scheme in COAP_SCHEMES:
         return choice
     if choice == "uvloop":
-        raise EventLoopError(
-            f"--loop uvloop serves DTLS (coaps) profiles only, not {scheme}: use auto or asyncio"
-        )
+        raise EventLoopError(f"--loop uvloop serves CoAP profiles only, not {scheme}: use auto or asyncio")
     return "asyncio"
 
 
@@ -84,4 +88,12 @@ def run_on(choice: str, main: Coroutine[Any, Any, T]) -> T:
         main.close()  # a no-op once run; unstarted (no such loop) it is closed unawaited
 
 
-__all__ = ["EVENT_LOOPS", "EventLoopError", "loop_factory", "loop_name", "run_on", "server_loop"]
+__all__ = [
+    "COAP_SCHEMES",
+    "EVENT_LOOPS",
+    "EventLoopError",
+    "loop_factory",
+    "loop_name",
+    "run_on",
+    "server_loop",
+]

@@ -71,8 +71,9 @@ def test_compare_takes_the_loop_of_each_side() -> None:
         ("coaps-psk", "auto", "uvloop"),
         ("coaps-psk", "asyncio", "asyncio"),
         ("coap-constrained", "uvloop", "uvloop"),
-        ("coap", "auto", "asyncio"),
-        ("coap-oscore", "auto", "asyncio"),
+        ("coap", "auto", "uvloop"),
+        ("coap", "asyncio", "asyncio"),
+        ("coap-oscore", "auto", "uvloop"),
         ("teep-cbor-https", "auto", "asyncio"),
     ],
 )
@@ -83,25 +84,40 @@ def test_sessions_go_through_on_each_loop(profile: str, loop: str, ran_on: str) 
     assert result.tam_event_loop == ran_on
 
 
-@pytest.mark.parametrize("scheme", ["coap", "coap+oscore", "http", "https"])
-def test_only_a_dtls_server_takes_uvloop(scheme: str) -> None:
-    """uvloop stops an `add_reader` reader whose socket reports an error (plain CoAP, OSCORE and
-    EDHOC read so, through aiocoap's recvmsg transport), and starts reading a new TCP connection after
-    `connection_made`, where the HTTPS accept pauses it: those stay on asyncio."""
-    assert server_loop("auto", "coaps") == "auto" and server_loop("uvloop", "coaps") == "uvloop"
+@pytest.mark.parametrize("scheme", ["coap", "coaps", "coap+oscore"])
+def test_the_coap_servers_take_the_loop_asked_for(scheme: str) -> None:
+    """Plain CoAP, OSCORE and EDHOC read through `add_reader`, which uvloop stops at a socket error:
+    their server turns ICMP error reports off (tests/transport/test_icmp_errors.py)."""
+    for choice in ("auto", "uvloop", "asyncio"):
+        assert server_loop(choice, scheme) == choice
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_an_http_server_stays_on_asyncio(scheme: str) -> None:
+    """uvloop starts reading a new TCP connection after `connection_made`, where the HTTPS accept
+    pauses it: HTTP(S) stays on asyncio."""
     assert server_loop("auto", scheme) == "asyncio" and server_loop("asyncio", scheme) == "asyncio"
-    refusal = f"--loop uvloop serves DTLS (coaps) profiles only, not {scheme}: use auto or asyncio"
+    refusal = f"--loop uvloop serves CoAP profiles only, not {scheme}: use auto or asyncio"
     with pytest.raises(EventLoopError, match=re.escape(refusal)):
         server_loop("uvloop", scheme)
 
 
-def test_tam_serve_refuses_uvloop_for_plain_coap_with_a_message(tmp_path: Path) -> None:
+def test_tam_serve_refuses_uvloop_for_http_with_a_message(tmp_path: Path) -> None:
     tam = tmp_path / "tam"
     assert run_cli("tam", "init", "--dir", str(tam)).returncode == 0
     for workers in ("1", "2"):  # with workers, before any is started
         served = run_cli(
-            "tam", "serve", "--profile", "coap", "--dir", str(tam), "--loop", "uvloop", "--workers", workers
+            "tam",
+            "serve",
+            "--profile",
+            "teep-cbor-http",
+            "--dir",
+            str(tam),
+            "--loop",
+            "uvloop",
+            "--workers",
+            workers,
         )
         assert served.returncode != 0 and "Traceback" not in served.stderr
-        assert "--loop uvloop serves DTLS (coaps) profiles only, not coap" in served.stderr
+        assert "--loop uvloop serves CoAP profiles only, not http" in served.stderr
         assert "worker" not in served.stderr.lower()

@@ -15,7 +15,7 @@ from teep_coap.transport.base import PeerInfo
 from teep_coap.transport.coap import CoapClient, CoapServer
 from teep_coap.transport.junklog import install_junk_log_limit
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.both_event_loops]
 
 
 async def echo(payload: bytes, peer: PeerInfo) -> bytes | None:

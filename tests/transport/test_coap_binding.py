@@ -45,6 +45,7 @@ class Recorder:
         return payload[::-1]
 
 
+@pytest.mark.both_event_loops  # `tam serve` runs every CoAP profile on uvloop where it is installed
 @pytest.mark.parametrize(
     "profile_name", ["coap", "coaps-psk", "coap-oscore", "coap-edhoc", "coap-constrained"]
 )

@@ -12,7 +12,7 @@ from coap_helpers import quick, without_echo, without_padding
 from teep_coap.transport.base import PeerInfo
 from teep_coap.transport.coap import CoapClient, CoapServer
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.both_event_loops]
 
 CF = 65000
 

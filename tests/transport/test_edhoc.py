@@ -27,7 +27,7 @@ from teep_coap.transport.coap.credentials import (
 )
 from teep_coap.transport.coap.server import EDHOC_HANDSHAKES, EDHOC_SESSIONS
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.both_event_loops]
 
 
 class Echo:

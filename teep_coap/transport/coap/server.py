@@ -11,6 +11,7 @@ directions (RFC 7959) uses aiocoap's Block1 spool and Block2 cache with the prof
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -51,7 +52,11 @@ from teep_coap.transport.coap.hardening import DuplicateCache, oldest_of_heavies
 from teep_coap.transport.coap.health import HEALTH, HealthResource
 from teep_coap.transport.coap.idle_expiry import IdleSweeper
 from teep_coap.transport.coap.options import CoapOptions
-from teep_coap.transport.coap.server_socket import enlarge_receive_buffer
+from teep_coap.transport.coap.server_socket import (
+    enlarge_receive_buffer,
+    ignore_icmp_errors,
+    stops_reading_on_socket_error,
+)
 from teep_coap.transport.junklog import JUNK, install_junk_log_limit
 from teep_coap.transport.shared_port import (
     ensure_port_free,
@@ -618,6 +623,8 @@ class CoapServer:
             keep_port_to_ourselves(sock)
         self.port = int(sock.getsockname()[1])
         enlarge_receive_buffer(sock)
+        if mode != "dtls-psk" and stops_reading_on_socket_error(asyncio.get_running_loop()):
+            ignore_icmp_errors(sock)  # aiocoap's udp6 transport reads through add_reader
         aiocoap_compat.drain_server_reads(self._context)  # queued datagrams: one wake-up, not one each
         log.info("TAM serving %s (%s)", self.uri, self.profile.name)
 
