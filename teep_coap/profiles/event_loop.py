@@ -2,7 +2,7 @@
 
 uvloop is asyncio's API over libuv, with the loop's handles, timers, futures' scheduling and the UDP
 and TCP transports in C. The TAM's code is the same on both loops; under uvloop `tam serve` counts
-2.9 % fewer instructions per coaps-psk session and 2.5 % fewer per plain-CoAP session
+2.9 % fewer instructions per coaps-psk session and 2.7 % fewer per plain-CoAP session
 (`scripts/tam_instructions.py`, docs/scale.md, sessions 22 and 23). `drain.py`'s batch reads of the
 DTLS socket apply to asyncio's selector transport only (libuv reads what a UDP socket holds, up to
 32 datagrams, per wake-up itself); those of aiocoap's recvmsg transport (plain CoAP, OSCORE, EDHOC)
